@@ -1,0 +1,191 @@
+r"""Theorem 1 from last-layer factors, never materialising per-sample gradients.
+
+For a final ``nn.Linear`` (weight W: (C, D), bias b: (C,)) under cross-entropy, the gradient of sample i is
+:math:`g_i = e_i \otimes \tilde h_i` with :math:`e_i = \mathrm{softmax}(z_i) - \mathrm{onehot}(y_i)` (C,) and
+:math:`\tilde h_i = [h_i; 1]` (D+1,), laid out as the (C, D+1) matrix ``[∇W | ∇b]``. The player vectors are
+:math:`x_i = w_i g_i` with :math:`w_i = l_i` (CHG), :math:`w_i = 1` (Gradient Shapley). With ``feat=None`` only the bias
+gradient :math:`x_i = w_i e_i` is used (what the official code does).
+
+All that eq. (3) needs are the six inner products, each cheap in factored form:
+
+.. math::  \|x_i\|^2 = w_i^2\|e_i\|^2(\|h_i\|^2+1),\quad s = E^\top\mathrm{diag}(w)\tilde H\ (C\times(D+1)),\quad
+           \langle M, x_j\rangle = w_j\, e_j^\top M \tilde h_j .
+
+Cost O(n·C·D) (two passes over the features), memory O(n·(C+D)) plus one float64 chunk of features.
+The group statistics (n, s, Σ‖x_i‖²) are sums, so per-class groups and multi-process runs just add them up.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from .shapley import _check_finite, _check_n, coefficients
+
+__all__ = ["GroupStats", "group_stats", "values_from_factors", "factored_shapley", "shapley_from_factors"]
+
+CHUNK_ROWS = 32_768  # rows of features converted to float64 at a time (bounds extra memory to ~CHUNK_ROWS·D·8 bytes)
+
+
+@dataclass
+class GroupStats:
+    """Sufficient statistics of a player group: its size, Σ x_i as a (C, D+1) [or (C,)] tensor, and Σ‖x_i‖²."""
+    n: int
+    sum: torch.Tensor
+    sum_sq_norms: torch.Tensor
+
+    def __add__(self, other: "GroupStats") -> "GroupStats":
+        return GroupStats(self.n + other.n, self.sum + other.sum, self.sum_sq_norms + other.sum_sq_norms)
+
+    def all_reduce(self) -> "GroupStats":
+        """Sum the statistics over all ranks of the default ``torch.distributed`` process group (in place)."""
+        import torch.distributed as dist
+        flat = torch.cat([torch.tensor([float(self.n)], dtype=torch.float64, device=self.sum.device),
+                          self.sum.reshape(-1), self.sum_sq_norms.reshape(1)])
+        dist.all_reduce(flat)
+        self.n = int(round(flat[0].item()))
+        self.sum = flat[1:-1].reshape(self.sum.shape)
+        self.sum_sq_norms = flat[-1]
+        return self
+
+
+def _validate(err, feat, weight):
+    if not isinstance(err, torch.Tensor):
+        raise ValueError(f"err must be a torch.Tensor, got {type(err).__name__}")
+    if err.ndim != 2:
+        raise ValueError(f"err must be 2-D (n, C), got shape {tuple(err.shape)}")
+    n = err.shape[0]
+    if feat is not None:
+        if feat.ndim != 2:
+            raise ValueError(f"feat must be 2-D (n, D), got shape {tuple(feat.shape)}")
+        if feat.shape[0] != n:
+            raise ValueError(f"feat has {feat.shape[0]} rows but err has {n}")
+    if weight is not None:
+        if weight.ndim != 1 or weight.shape[0] != n:
+            raise ValueError(f"weight must be 1-D with n = {n} entries, got shape {tuple(weight.shape)}")
+        _check_finite(weight, "weight (per-sample loss)")
+    _check_finite(err, "err (softmax error)")
+    if feat is not None:
+        _check_finite(feat, "feat (penultimate features)")
+    return n
+
+
+def _chunks(n: int):
+    for start in range(0, n, CHUNK_ROWS):
+        yield slice(start, min(n, start + CHUNK_ROWS))
+
+
+def _weighted_err(err, weight, rows):
+    e = err[rows].to(torch.float64)  # (m, C)
+    return e if weight is None else e * weight[rows].to(torch.float64)[:, None]
+
+
+def group_stats(err: torch.Tensor, feat: Optional[torch.Tensor] = None,
+                weight: Optional[torch.Tensor] = None) -> GroupStats:
+    """n, s = Σ w_i e_i ⊗ [h_i;1] and Σ‖x_i‖² of the rows given (float64)."""
+    n = _validate(err, feat, weight)
+    _check_n(n)
+    C = err.shape[1]
+    shape = (C,) if feat is None else (C, feat.shape[1] + 1)
+    s = torch.zeros(shape, dtype=torch.float64, device=err.device)
+    sq = torch.zeros((), dtype=torch.float64, device=err.device)
+    for rows in _chunks(n):
+        we = _weighted_err(err, weight, rows)  # (m, C)
+        e_sq = (we * we).sum(1)  # (m,)
+        if feat is None:
+            s += we.sum(0)
+            sq += e_sq.sum()
+        else:
+            h = feat[rows].to(torch.float64)  # (m, D)
+            s[:, :-1] += we.T @ h
+            s[:, -1] += we.sum(0)
+            sq += (e_sq * ((h * h).sum(1) + 1)).sum()
+    return GroupStats(n, s, sq)
+
+
+def values_from_factors(err: torch.Tensor, feat: Optional[torch.Tensor], weight: Optional[torch.Tensor],
+                        stats: GroupStats, alpha: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Eq. (3) for the rows given, players of the group described by ``stats`` (which may span more rows or ranks).
+
+    ``alpha`` has the shape of ``stats.sum`` (or is its flattening); default ``stats.sum / stats.n``.
+    """
+    _validate(err, feat, weight)
+    s = stats.sum
+    a = s / stats.n if alpha is None else alpha.to(device=s.device, dtype=torch.float64).reshape(s.shape) \
+        if alpha.numel() == s.numel() else _bad_alpha(alpha, s)
+    _check_finite(a, "alpha")
+    c = coefficients(stats.n)
+    m = c.dot_sum * s + c.dot_alpha * a  # (C, D+1): c2⟨s,x_j⟩ + c5⟨x_j,α⟩ = w_j e_jᵀ m h̃_j
+    const = (c.sum_norm_sq * (s * s).sum() + c.sum_sq_norms * stats.sum_sq_norms
+             + c.sum_dot_alpha * (s * a).sum())
+    out = torch.empty(err.shape[0], dtype=torch.float64, device=err.device)
+    for rows in _chunks(err.shape[0]):
+        we = _weighted_err(err, weight, rows)  # (m, C)
+        e_sq = (we * we).sum(1)
+        if feat is None:
+            out[rows] = c.sq_norm * e_sq + we @ m + const
+        else:
+            h = feat[rows].to(torch.float64)  # (m, D)
+            hm = h @ m[:, :-1].T + m[:, -1]  # (m, C) = h̃_j ᵀ mᵀ
+            out[rows] = c.sq_norm * e_sq * ((h * h).sum(1) + 1) + (we * hm).sum(1) + const
+    return out
+
+
+def _bad_alpha(alpha, s):
+    raise ValueError(f"alpha has {alpha.numel()} entries; expected {s.numel()} (shape {tuple(s.shape)}: C rows, "
+                     f"D+1 columns with the bias last)")
+
+
+def factored_shapley(err: torch.Tensor, feat: Optional[torch.Tensor] = None, weight: Optional[torch.Tensor] = None,
+                     alpha: Optional[torch.Tensor] = None, groups: Optional[torch.Tensor] = None) -> torch.Tensor:
+    r"""Theorem 1 values of :math:`x_i = w_i\, e_i\otimes[h_i;1]` (or :math:`w_i e_i` when ``feat`` is None).
+
+    ``err`` (n, C) softmax − onehot; ``feat`` (n, D) penultimate features; ``weight`` (n,) per-sample loss for CHG
+    Shapley, None (all ones) for Gradient Shapley. ``groups`` (n,) integer labels: values are then computed within
+    each group separately (the per-class approximation of Algorithm 2), each with α = its group mean unless ``alpha``
+    is given as a dict {group: alpha}. Returns float64 values (n,) on ``err``'s device.
+    """
+    if groups is None:
+        return values_from_factors(err, feat, weight, group_stats(err, feat, weight), alpha)
+    if groups.ndim != 1 or groups.shape[0] != err.shape[0]:
+        raise ValueError(f"groups must be 1-D with {err.shape[0]} entries, got shape {tuple(groups.shape)}")
+    out = torch.empty(err.shape[0], dtype=torch.float64, device=err.device)
+    for g in torch.unique(groups).tolist():
+        idx = (groups == g).nonzero().squeeze(1)
+        e, h = err[idx], None if feat is None else feat[idx]
+        w = None if weight is None else weight[idx]
+        a = None if alpha is None else alpha[g]
+        out[idx] = values_from_factors(e, h, w, group_stats(e, h, w), a)
+    return out
+
+
+WEIGHTINGS = ("chg", "gradient", "hardness")
+GRADIENTS = ("full", "bias")
+
+
+def shapley_from_factors(factors, weighting: str = "chg", gradient: str = "full",
+                         alpha: Optional[torch.Tensor] = None, groups: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Values of every sample from :class:`chg.lastlayer.Factors` under one of the paper's three utilities.
+
+    ``weighting``: "chg" (x_i = l_i g_i, CHG Shapley), "gradient" (x_i = g_i, Gradient Shapley) or "hardness"
+    (U(S) = mean loss over S, Hardness Shapley). ``gradient``: "full" (weight and bias of the last layer) or "bias"
+    (bias only, as the official code). ``groups``: per-group (e.g. per-class) values; ``alpha`` as in
+    :func:`factored_shapley`.
+    """
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+    if gradient not in GRADIENTS:
+        raise ValueError(f"gradient must be one of {GRADIENTS}, got {gradient!r}")
+    if weighting == "hardness":
+        from .shapley import hardness_shapley
+        if groups is None:
+            return hardness_shapley(factors.loss)
+        out = torch.empty(factors.loss.shape[0], dtype=torch.float64, device=factors.loss.device)
+        for g in torch.unique(groups).tolist():
+            idx = (groups == g).nonzero().squeeze(1)
+            out[idx] = hardness_shapley(factors.loss[idx])
+        return out
+    feat = factors.feat if gradient == "full" else None
+    weight = factors.loss if weighting == "chg" else None
+    return factored_shapley(factors.err, feat, weight, alpha=alpha, groups=groups)

@@ -1,0 +1,109 @@
+r"""Per-sample loss, softmax error and penultimate features from any classifier whose last module is an nn.Linear.
+
+One forward pass with a hook on the final ``nn.Linear`` gives everything Theorem 1 needs: the features :math:`h_i`
+entering that layer, the logits :math:`z_i`, the cross-entropy loss :math:`l_i`, and :math:`e_i = \mathrm{softmax}(z_i)
+- \mathrm{onehot}(y_i)`, so that :math:`\nabla_{[W|b]} l_i = e_i \otimes [h_i; 1]`. No per-sample autograd.
+
+Use it around your own forward pass (the training step's) or let :func:`compute_factors` run a no-grad pass::
+
+    with LastLayerTap(model) as tap:
+        logits = model(x)
+        f = tap.factors(logits, y)   # f.loss (B,), f.err (B, C), f.feat (B, D), all detached
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["Factors", "find_last_linear", "LastLayerTap", "factors_from_logits", "compute_factors"]
+
+
+@dataclass
+class Factors:
+    """Detached last-layer factors of a batch: loss (B,), err = softmax − onehot (B, C), feat (B, D)."""
+    loss: torch.Tensor
+    err: torch.Tensor
+    feat: torch.Tensor
+
+    def __getitem__(self, idx) -> "Factors":
+        return Factors(self.loss[idx], self.err[idx], self.feat[idx])
+
+    @staticmethod
+    def cat(parts: list) -> "Factors":
+        if not parts:
+            raise ValueError("Factors.cat: no batches to concatenate")
+        return Factors(*(torch.cat([getattr(p, k) for p in parts]) for k in ("loss", "err", "feat")))
+
+
+def find_last_linear(model: nn.Module) -> nn.Linear:
+    """The last ``nn.Linear`` registered in ``model`` (its output layer). Raises if there is none."""
+    last = None
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            last = module
+    if last is None:
+        raise ValueError(f"{type(model).__name__} has no nn.Linear module; CHG Shapley needs a final linear layer")
+    return last
+
+
+def factors_from_logits(logits: torch.Tensor, targets: torch.Tensor, feat: torch.Tensor) -> Factors:
+    """Per-sample cross-entropy loss and softmax error from logits (B, C), integer targets (B,), features (B, D)."""
+    if logits.ndim != 2:
+        raise ValueError(f"logits must be (B, C), got shape {tuple(logits.shape)}")
+    if targets.ndim != 1 or targets.shape[0] != logits.shape[0]:
+        raise ValueError(f"targets must be (B,) = ({logits.shape[0]},), got shape {tuple(targets.shape)}")
+    if feat.shape[0] != logits.shape[0]:
+        raise ValueError(f"features have {feat.shape[0]} rows but logits have {logits.shape[0]}")
+    z = _upcast(logits.detach())
+    if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= z.shape[1]):
+        raise ValueError(f"targets must lie in [0, {z.shape[1]}), got range [{int(targets.min())}, "
+                         f"{int(targets.max())}]")
+    if not bool(torch.isfinite(z).all()):
+        raise ValueError("logits contain NaN or Inf: the model diverged or its input is not finite")
+    loss = F.cross_entropy(z, targets, reduction="none")  # (B,)
+    err = torch.softmax(z, dim=1)  # (B, C)
+    err[torch.arange(z.shape[0], device=z.device), targets] -= 1.0
+    return Factors(loss, err, _upcast(feat.detach()))
+
+
+def _upcast(t: torch.Tensor) -> torch.Tensor:
+    """Half precision (AMP) → float32; float32 and float64 stay as they are."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
+class LastLayerTap:
+    """Context manager: while open, records the input of the model's final ``nn.Linear`` on every forward."""
+
+    def __init__(self, model: nn.Module, layer: nn.Linear | None = None):
+        self.layer = layer if layer is not None else find_last_linear(model)
+        self.feat: torch.Tensor | None = None
+        self._handle = None
+
+    def _hook(self, module, inputs, output):
+        h = inputs[0]
+        if h.ndim != 2:
+            raise ValueError(f"the final nn.Linear got input of shape {tuple(h.shape)}; expected (B, D) features")
+        self.feat = h.detach()
+
+    def __enter__(self) -> "LastLayerTap":
+        self._handle = self.layer.register_forward_hook(self._hook)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._handle.remove()
+
+    def factors(self, logits: torch.Tensor, targets: torch.Tensor) -> Factors:
+        if self.feat is None:
+            raise RuntimeError("LastLayerTap.factors: no forward pass went through the final nn.Linear yet")
+        return factors_from_logits(logits, targets, self.feat)
+
+
+@torch.no_grad()
+def compute_factors(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> Factors:
+    """One no-grad forward pass of ``model`` on a batch; the model's mode (train/eval) is left as it is."""
+    with LastLayerTap(model) as tap:
+        logits = model(inputs)
+        return tap.factors(logits, targets)

@@ -1,0 +1,115 @@
+"""Where results live, and how they are written: one JSON per run, atomically, with full provenance.
+
+Every reproduce script writes its runs through :func:`save_run` and renders tables/figures only from the files
+:func:`load_runs` returns. Paths come from here (override the root with ``CHG_ROOT``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+__all__ = ["ROOT", "RESULTS_DIR", "FIGURES_DIR", "CHECKPOINT_DIR", "DATA_DIR", "write_json_atomic", "atomic_write",
+           "provenance", "save_run", "load_runs", "run_path", "default_scale", "device_name"]
+
+ROOT = Path(os.environ.get("CHG_ROOT", Path(__file__).resolve().parents[1]))
+RESULTS_DIR = ROOT / "reproduce" / "results"
+FIGURES_DIR = ROOT / "figures"
+CHECKPOINT_DIR = ROOT / "reproduce" / "checkpoints"
+DATA_DIR = Path(os.environ.get("CHG_DATA", ROOT / "data"))
+
+_PACKAGES = ("torch", "torchvision", "numpy", "sympy", "scikit-learn", "opendataval", "pandas", "matplotlib")
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` then rename onto ``path``: readers never see a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".partial")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    def write(tmp):
+        with open(tmp, "w") as fh:
+            json.dump(obj, fh, indent=1, sort_keys=True, default=str)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+    atomic_write(path, write)
+
+
+def _versions() -> dict:
+    out = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _git_commit() -> str | None:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if commit.returncode != 0:
+        return None
+    return commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def device_name(device=None) -> str:
+    import torch
+    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if dev.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(dev)}"
+    return f"cpu:{platform.processor() or platform.machine()} x{os.cpu_count()} (torch threads {torch.get_num_threads()})"
+
+
+def default_scale() -> str:
+    """'paper' with CUDA, else 'quick' (DESIGN.md, Scales)."""
+    import torch
+    return "paper" if torch.cuda.is_available() else "quick"
+
+
+def provenance(device=None) -> dict:
+    return {"device": device_name(device), "versions": _versions(), "git_commit": _git_commit(),
+            "host": platform.node()}
+
+
+def run_path(experiment: str, run_id: str) -> Path:
+    return RESULTS_DIR / experiment / f"{run_id}.json"
+
+
+def save_run(experiment: str, run_id: str, *, config: dict, seed: int, scale: str, metrics: dict,
+             wall_time_s: float, device=None, extra: dict | None = None) -> Path:
+    """Write one run's JSON (config, seed, scale, metrics, wall time, device, versions, git commit) atomically."""
+    record = {"experiment": experiment, "run_id": run_id, "config": config, "seed": seed, "scale": scale,
+              "metrics": metrics, "wall_time_s": wall_time_s, **provenance(device)}
+    if extra:
+        record.update(extra)
+    path = run_path(experiment, run_id)
+    write_json_atomic(path, record)
+    return path
+
+
+def load_runs(experiment: str) -> list:
+    """All run records of an experiment, sorted by run id."""
+    folder = RESULTS_DIR / experiment
+    if not folder.is_dir():
+        return []
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]

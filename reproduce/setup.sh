@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Create .venv/ in the repository root (if missing or out of date) and install everything from the package registry.
+# Sourced by reproduce/all.sh and tests/run.sh; safe to run on its own: `bash reproduce/setup.sh`.
+# Re-running skips the install when pyproject.toml, constraints.txt and this file are unchanged.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+PY="${PYTHON:-python3}"
+STAMP="$VENV/.chg-setup-stamp"
+want="$(cat "$ROOT/pyproject.toml" "$ROOT/constraints.txt" "$ROOT/reproduce/setup.sh" | sha256sum | cut -d' ' -f1)"
+
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && [ -x "$VENV/bin/python" ]; then
+  exit 0
+fi
+echo "[setup] installing into $VENV (one time; several minutes: torch is large)" >&2
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+PIP=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -c "$ROOT/constraints.txt")
+# torch first, pinned by the constraints (a plain 'torch' could pull a different multi-GB build)
+"${PIP[@]}" torch torchvision
+# OpenDataVal 1.3.0 pins torch~=2.1, numpy<1.26, pandas<2 in its metadata: install it without its dependencies and
+# then the packages it really imports (the 'opendataval' extra). geomloss 0.3 breaks its LAVA import; 0.2.6 works.
+"${PIP[@]}" --no-deps opendataval==1.3.0
+"${PIP[@]}" -e "$ROOT[test,notebooks,opendataval]"
+"$VENV/bin/python" -c "import chg, opendataval.dataval, sympy, matplotlib, nbval" \
+  || { echo "[setup] import check failed" >&2; exit 1; }
+echo "$want" > "$STAMP"
+echo "[setup] done" >&2
