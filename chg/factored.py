@@ -11,7 +11,8 @@ All that eq. (3) needs are the six inner products, each cheap in factored form:
 .. math::  \|x_i\|^2 = w_i^2\|e_i\|^2(\|h_i\|^2+1),\quad s = E^\top\mathrm{diag}(w)\tilde H\ (C\times(D+1)),\quad
            \langle M, x_j\rangle = w_j\, e_j^\top M \tilde h_j .
 
-Cost O(n·C·D) (two passes over the features), memory O(n·(C+D)) plus one float64 chunk of features.
+Cost O(n·C·D): two passes over the features, in chunks of CHUNK_ROWS rows; extra memory O(n + CHUNK_ROWS·(C+D)).
+Products run in the features' dtype (float32 features: float32 GEMMs per chunk), every sum accumulates in float64.
 The group statistics (n, s, Σ‖x_i‖²) are sums, so per-class groups and multi-process runs just add them up.
 """
 from __future__ import annotations
@@ -25,7 +26,7 @@ from .shapley import _check_finite, _check_n, coefficients
 
 __all__ = ["GroupStats", "group_stats", "values_from_factors", "factored_shapley", "shapley_from_factors"]
 
-CHUNK_ROWS = 32_768  # rows of features converted to float64 at a time (bounds extra memory to ~CHUNK_ROWS·D·8 bytes)
+CHUNK_ROWS = 4096  # rows processed at a time: a chunk of features stays in cache between its two uses
 
 
 @dataclass
@@ -51,6 +52,7 @@ class GroupStats:
 
 
 def _validate(err, feat, weight):
+    """Shapes only: finiteness is checked per chunk on O(n) reductions (a full isfinite would copy the features)."""
     if not isinstance(err, torch.Tensor):
         raise ValueError(f"err must be a torch.Tensor, got {type(err).__name__}")
     if err.ndim != 2:
@@ -61,13 +63,8 @@ def _validate(err, feat, weight):
             raise ValueError(f"feat must be 2-D (n, D), got shape {tuple(feat.shape)}")
         if feat.shape[0] != n:
             raise ValueError(f"feat has {feat.shape[0]} rows but err has {n}")
-    if weight is not None:
-        if weight.ndim != 1 or weight.shape[0] != n:
-            raise ValueError(f"weight must be 1-D with n = {n} entries, got shape {tuple(weight.shape)}")
-        _check_finite(weight, "weight (per-sample loss)")
-    _check_finite(err, "err (softmax error)")
-    if feat is not None:
-        _check_finite(feat, "feat (penultimate features)")
+    if weight is not None and (weight.ndim != 1 or weight.shape[0] != n):
+        raise ValueError(f"weight must be 1-D with n = {n} entries, got shape {tuple(weight.shape)}")
     return n
 
 
@@ -76,14 +73,33 @@ def _chunks(n: int):
         yield slice(start, min(n, start + CHUNK_ROWS))
 
 
-def _weighted_err(err, weight, rows):
-    e = err[rows].to(torch.float64)  # (m, C)
-    return e if weight is None else e * weight[rows].to(torch.float64)[:, None]
+def _chunk_factors(err, feat, weight, rows):
+    """One chunk: weighted error w·e (m, C) in the features' dtype, ‖w·e‖² and ‖h̃‖² = ‖h‖²+1 (m,) in float64.
+
+    Non-finite inputs show up in these O(m) reductions (NaN/Inf propagate), so they are checked here.
+    """
+    dtype = torch.float64 if feat is None else feat.dtype
+    we = err[rows].to(dtype)  # (m, C)
+    if weight is not None:
+        w = weight[rows]
+        _check_finite(w, "weight (per-sample loss)")
+        we = we * w.to(dtype)[:, None]
+    e_sq = torch.linalg.vector_norm(we, dim=1, dtype=torch.float64) ** 2  # (m,)
+    _check_finite(e_sq, "err (softmax error)")
+    if feat is None:
+        return we, e_sq, None
+    h_sq = torch.linalg.vector_norm(feat[rows], dim=1, dtype=torch.float64) ** 2 + 1  # (m,)
+    _check_finite(h_sq, "feat (penultimate features)")
+    return we, e_sq, h_sq
 
 
 def group_stats(err: torch.Tensor, feat: Optional[torch.Tensor] = None,
                 weight: Optional[torch.Tensor] = None) -> GroupStats:
-    """n, s = Σ w_i e_i ⊗ [h_i;1] and Σ‖x_i‖² of the rows given (float64)."""
+    """n, s = Σ w_i e_i ⊗ [h_i;1] and Σ‖x_i‖² of the rows given.
+
+    Products run in the features' dtype chunk by chunk (a chunk stays in cache); chunk sums accumulate in float64.
+    With float64 inputs everything is float64; with float32 features each chunk's product is a float32 GEMM.
+    """
     n = _validate(err, feat, weight)
     _check_n(n)
     C = err.shape[1]
@@ -91,16 +107,14 @@ def group_stats(err: torch.Tensor, feat: Optional[torch.Tensor] = None,
     s = torch.zeros(shape, dtype=torch.float64, device=err.device)
     sq = torch.zeros((), dtype=torch.float64, device=err.device)
     for rows in _chunks(n):
-        we = _weighted_err(err, weight, rows)  # (m, C)
-        e_sq = (we * we).sum(1)  # (m,)
+        we, e_sq, h_sq = _chunk_factors(err, feat, weight, rows)
         if feat is None:
             s += we.sum(0)
             sq += e_sq.sum()
         else:
-            h = feat[rows].to(torch.float64)  # (m, D)
-            s[:, :-1] += we.T @ h
-            s[:, -1] += we.sum(0)
-            sq += (e_sq * ((h * h).sum(1) + 1)).sum()
+            s[:, :-1] += (we.T @ feat[rows]).to(torch.float64)  # (C, D)
+            s[:, -1] += we.sum(0, dtype=torch.float64)
+            sq += (e_sq * h_sq).sum()
     return GroupStats(n, s, sq)
 
 
@@ -112,29 +126,29 @@ def values_from_factors(err: torch.Tensor, feat: Optional[torch.Tensor], weight:
     """
     _validate(err, feat, weight)
     s = stats.sum
-    a = s / stats.n if alpha is None else alpha.to(device=s.device, dtype=torch.float64).reshape(s.shape) \
-        if alpha.numel() == s.numel() else _bad_alpha(alpha, s)
+    if alpha is None:
+        a = s / stats.n
+    elif alpha.numel() == s.numel():
+        a = alpha.to(device=s.device, dtype=torch.float64).reshape(s.shape)
+    else:
+        raise ValueError(f"alpha has {alpha.numel()} entries; expected {s.numel()} (shape {tuple(s.shape)}: "
+                         "C rows, D+1 columns with the bias last)")
     _check_finite(a, "alpha")
     c = coefficients(stats.n)
     m = c.dot_sum * s + c.dot_alpha * a  # (C, D+1): c2⟨s,x_j⟩ + c5⟨x_j,α⟩ = w_j e_jᵀ m h̃_j
     const = (c.sum_norm_sq * (s * s).sum() + c.sum_sq_norms * stats.sum_sq_norms
              + c.sum_dot_alpha * (s * a).sum())
     out = torch.empty(err.shape[0], dtype=torch.float64, device=err.device)
+    if feat is not None:
+        m_feat = m[:, :-1].T.to(feat.dtype).contiguous()  # (D, C)
     for rows in _chunks(err.shape[0]):
-        we = _weighted_err(err, weight, rows)  # (m, C)
-        e_sq = (we * we).sum(1)
+        we, e_sq, h_sq = _chunk_factors(err, feat, weight, rows)
         if feat is None:
             out[rows] = c.sq_norm * e_sq + we @ m + const
         else:
-            h = feat[rows].to(torch.float64)  # (m, D)
-            hm = h @ m[:, :-1].T + m[:, -1]  # (m, C) = h̃_j ᵀ mᵀ
-            out[rows] = c.sq_norm * e_sq * ((h * h).sum(1) + 1) + (we * hm).sum(1) + const
+            hm = (feat[rows] @ m_feat).to(torch.float64) + m[:, -1]  # (m, C) = (m h̃_j)ᵀ
+            out[rows] = c.sq_norm * e_sq * h_sq + (we.to(torch.float64) * hm).sum(1) + const
     return out
-
-
-def _bad_alpha(alpha, s):
-    raise ValueError(f"alpha has {alpha.numel()} entries; expected {s.numel()} (shape {tuple(s.shape)}: C rows, "
-                     f"D+1 columns with the bias last)")
 
 
 def factored_shapley(err: torch.Tensor, feat: Optional[torch.Tensor] = None, weight: Optional[torch.Tensor] = None,

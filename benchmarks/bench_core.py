@@ -1,0 +1,189 @@
+"""Speed and memory of the chg core, written to benchmarks/results/core.{json,md}.
+
+1. Values from factors (chg.factored_shapley, CHG weighting, weight+bias gradient) at n = 1e4, 1e5, 1e6 with C = 10,
+   D = 512, float32 inputs: wall seconds (median of repeats) and peak memory over the inputs (each size in a fresh
+   subprocess: ru_maxrss after the call minus the resident size once the inputs exist).
+2. One batch (B = 128, D = 512, C = 10 and 100): the factored path vs torch.func vmap per-sample gradients vs a
+   batch-size-1 autograd loop — each from the same model forward to the values — and the largest relative
+   difference between their values, in float32 and float64.
+
+Usage: python benchmarks/bench_core.py [--quick]   (quick: n up to 1e4, fewer repeats; a CI smoke run)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "results"
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def child_factored(n: int, C: int, D: int, repeats: int) -> dict:
+    """Runs in a subprocess: time and peak memory of values from factors for one n."""
+    import chg
+    gen = torch.Generator().manual_seed(0)
+    feat = torch.randn(n, D, generator=gen).relu_()  # (n, D) float32, like post-ReLU features
+    err = torch.softmax(torch.randn(n, C, generator=gen), 1)  # (n, C)
+    err[torch.arange(n), torch.randint(0, C, (n,), generator=gen)] -= 1
+    loss = torch.rand(n, generator=gen) * 3  # (n,)
+    input_bytes = sum(t.numel() * t.element_size() for t in (feat, err, loss))
+    rss_inputs = _rss_bytes()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        values = chg.factored_shapley(err, feat, loss)
+        times.append(time.perf_counter() - t0)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {"n": n, "C": C, "D": D, "seconds_median": statistics.median(times), "seconds_all": times,
+            "input_bytes": input_bytes, "peak_over_inputs_bytes": peak - rss_inputs,
+            "values_finite": bool(torch.isfinite(values).all())}
+
+
+def bench_sizes(sizes, repeats) -> list:
+    rows = []
+    for n in sizes:
+        cmd = [sys.executable, __file__, "--child", str(n), "--repeats", str(repeats)]
+        res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
+        print(f"factored n={n}: {rows[-1]['seconds_median']:.3f} s, "
+              f"peak over inputs {rows[-1]['peak_over_inputs_bytes'] / 2**20:.0f} MiB", flush=True)
+    return rows
+
+
+def _batch_model(D: int, C: int, dtype) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(256, D), nn.ReLU(), nn.Linear(D, C)).to(dtype)
+
+
+def _factored(model, x, y):
+    import chg
+    return chg.shapley_from_factors(chg.compute_factors(model, x, y))
+
+
+def _vmap(model, x, y):
+    import chg
+    from torch.func import functional_call, grad, vmap
+    last = {k: v.detach() for k, v in model.named_parameters() if k.startswith("2.")}
+    with torch.no_grad():
+        feats = model[1](model[0](x))  # (B, D) backbone forward, once
+
+    def loss_of(p, hi, yi):
+        logits = functional_call(model[2], {"weight": p["2.weight"], "bias": p["2.bias"]}, (hi[None],))
+        return nn.functional.cross_entropy(logits, yi[None])
+
+    def loss_and_grad(p, hi, yi):
+        return loss_of(p, hi, yi), grad(loss_of)(p, hi, yi)
+
+    losses, g = vmap(loss_and_grad, in_dims=(None, 0, 0))(last, feats, y)
+    dense = torch.cat([g["2.weight"], g["2.bias"][:, :, None]], 2).flatten(1)  # (B, C(D+1))
+    return chg.chg_shapley(dense * losses[:, None])
+
+
+def _loop(model, x, y):
+    import chg
+    rows, losses = [], []
+    for i in range(x.shape[0]):
+        model.zero_grad(set_to_none=True)
+        loss = nn.functional.cross_entropy(model(x[i:i + 1]), y[i:i + 1])
+        loss.backward()
+        rows.append(torch.cat([model[2].weight.grad, model[2].bias.grad[:, None]], 1).flatten())
+        losses.append(loss.detach())
+    return chg.chg_shapley(torch.stack(rows) * torch.stack(losses)[:, None])
+
+
+def _time(fn, repeats):
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), out
+
+
+def bench_batch(B: int, D: int, C: int, dtype, repeats: int) -> dict:
+    model = _batch_model(D, C, dtype)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(B, 256, generator=gen).to(dtype)
+    y = torch.randint(0, C, (B,), generator=gen)
+    t_f, v_f = _time(lambda: _factored(model, x, y), repeats)
+    t_v, v_v = _time(lambda: _vmap(model, x, y), repeats)
+    t_l, v_l = _time(lambda: _loop(model, x, y), max(1, repeats // 3))
+    scale = v_l.abs().max().item()
+    row = {"B": B, "D": D, "C": C, "dtype": str(dtype).replace("torch.", ""),
+           "seconds": {"factored": t_f, "vmap": t_v, "loop_bs1": t_l},
+           "speedup_vs_vmap": t_v / t_f, "speedup_vs_loop": t_l / t_f,
+           "max_rel_diff_vs_vmap": (v_f - v_v).abs().max().item() / scale,
+           "max_rel_diff_vs_loop": (v_f - v_l).abs().max().item() / scale}
+    print(f"batch C={C} {row['dtype']}: factored {t_f * 1e3:.2f} ms, vmap {t_v * 1e3:.2f} ms "
+          f"({row['speedup_vs_vmap']:.1f}x), loop {t_l * 1e3:.1f} ms ({row['speedup_vs_loop']:.0f}x), "
+          f"max rel diff {max(row['max_rel_diff_vs_vmap'], row['max_rel_diff_vs_loop']):.1e}", flush=True)
+    return row
+
+
+def render(report: dict) -> str:
+    lines = [f"# Core benchmark ({report['mode']})", "",
+             f"Made by `python benchmarks/bench_core.py{' --quick' if report['mode'] == 'quick' else ''}` on "
+             f"{report['device']}, torch {report['torch']}, {report['threads']} threads, load average at start "
+             f"{report['loadavg_start']}, {report['date']}. Inputs float32 (values accumulate in float64); "
+             "memory = peak resident size over the inputs' resident size, in a fresh process per n.", "",
+             "## Values from factors (C = 10, D = 512, CHG weighting, weight + bias gradient)", "",
+             "| n | seconds (median) | peak memory over inputs (MiB) | inputs (MiB) |", "|---|---|---|---|"]
+    for r in report["factored"]:
+        lines.append(f"| {r['n']:,} | {r['seconds_median']:.3f} | {r['peak_over_inputs_bytes'] / 2**20:.0f} | "
+                     f"{r['input_bytes'] / 2**20:.0f} |")
+    lines += ["", "## One batch: factored vs per-sample gradients (B = 128, D = 512), model forward to values", "",
+              "| C | dtype | factored (ms) | vmap (ms) | bs-1 loop (ms) | × vs vmap | × vs loop | max rel. diff |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in report["batch"]:
+        s = r["seconds"]
+        diff = max(r["max_rel_diff_vs_vmap"], r["max_rel_diff_vs_loop"])
+        lines.append(f"| {r['C']} | {r['dtype']} | {s['factored'] * 1e3:.2f} | {s['vmap'] * 1e3:.2f} | "
+                     f"{s['loop_bs1'] * 1e3:.1f} | {r['speedup_vs_vmap']:.1f} | {r['speedup_vs_loop']:.0f} | "
+                     f"{diff:.1e} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="n up to 1e4 and fewer repeats (CI smoke)")
+    ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--out", type=Path, default=OUT, help="folder for core.json/.md (default benchmarks/results)")
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(child_factored(args.child, 10, 512, args.repeats)))
+        return
+    sys.path.insert(0, str(HERE.parent))
+    from chg.results import device_name, write_json_atomic
+    sizes = [10**3, 10**4] if args.quick else [10**4, 10**5, 10**6]
+    repeats = 2 if args.quick else args.repeats
+    report = {"mode": "quick" if args.quick else "full", "device": device_name("cpu"), "torch": torch.__version__,
+              "threads": torch.get_num_threads(), "loadavg_start": " ".join(open("/proc/loadavg").read().split()[:3]),
+              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    report["factored"] = bench_sizes(sizes, repeats)
+    report["batch"] = [bench_batch(128, 512, C, dtype, repeats=3 if args.quick else 10)
+                       for C in (10, 100) for dtype in (torch.float32, torch.float64)]
+    name = "core_quick" if args.quick else "core"
+    write_json_atomic(args.out / f"{name}.json", report)
+    (args.out / f"{name}.md").write_text(render(report))
+    print(f"wrote {args.out / name}.json and .md")
+
+
+if __name__ == "__main__":
+    main()

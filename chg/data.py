@@ -1,0 +1,251 @@
+r"""Data for the selection experiments (Tables 2–3): in-memory tensors, the validation hold-out, label noise, augmentation.
+
+Everything is a plain tensor held in memory (on the training device), batches are index slices — no DataLoader
+workers, so a run is deterministic given its seed and the whole CIFAR-10 training set lives on the GPU (150 MB).
+
+Data sets
+- ``digits`` (quick): scikit-learn's 1797 8×8 grey images, 10 classes, shipped with the package. No official test
+  split: a fixed stratified 20% (seed 0, the same for every run) is the test set.
+- ``breast_cancer`` (quick): scikit-learn's 569 × 30 tabular set, 2 classes, shipped with the package — the largest
+  real offline set besides digits (wine: 178 rows, iris: 150), and a different modality (tabular, MLP). Test split as
+  for digits; features standardised with the training pool's mean and std.
+- ``cifar10`` / ``cifar100`` (paper): torchvision, ``download=False`` from ``DATA_DIR``; official test sets.
+- ``tinyimagenet`` (paper): the standard ``tiny-imagenet-200`` folder in ``DATA_DIR``; its ``val`` folder (labelled)
+  is the test set, as usual, since the official test labels are not public.
+
+Of the training part, 10% (stratified, drawn with the run's seed) is held out for validation (CORDS' setting); the
+rest is the candidate pool for selection. Label noise (Table 3) changes labels of the pool only — see
+:func:`add_label_noise`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .results import DATA_DIR
+
+__all__ = ["Split", "DataBundle", "load_dataset", "stratified_split", "add_label_noise", "augment_batch",
+           "DATASETS", "QUICK_DATASETS", "PAPER_DATASETS"]
+
+QUICK_DATASETS = ("digits", "breast_cancer")
+PAPER_DATASETS = ("cifar10", "cifar100", "tinyimagenet")
+DATASETS = QUICK_DATASETS + PAPER_DATASETS
+
+_CIFAR_MEAN = {"cifar10": (0.4914, 0.4822, 0.4465), "cifar100": (0.5071, 0.4865, 0.4409)}
+_CIFAR_STD = {"cifar10": (0.2470, 0.2435, 0.2616), "cifar100": (0.2673, 0.2564, 0.2762)}
+_TINY_MEAN, _TINY_STD = (0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821)
+
+
+@dataclass
+class Split:
+    x: torch.Tensor  # (n, ...) float32 inputs, already normalised
+    y: torch.Tensor  # (n,) int64 labels
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    def to(self, device) -> "Split":
+        return Split(self.x.to(device), self.y.to(device))
+
+
+@dataclass
+class DataBundle:
+    """The three parts of a data set plus what the model and the augmentation need to know about it."""
+    name: str
+    train: Split          # the candidate pool (labels possibly noisy)
+    val: Split            # clean
+    test: Split           # clean
+    num_classes: int
+    kind: str             # "image" or "tabular"
+    clean_train_y: torch.Tensor  # the pool's labels before any noise
+    noisy: torch.Tensor   # (n_pool,) bool: which pool labels were changed
+
+    def to(self, device) -> "DataBundle":
+        return DataBundle(self.name, self.train.to(device), self.val.to(device), self.test.to(device),
+                          self.num_classes, self.kind, self.clean_train_y.to(device), self.noisy.to(device))
+
+
+def stratified_split(y: torch.Tensor, fraction: float, generator: torch.Generator) -> tuple:
+    """Indices (keep, held_out): per class, round(fraction·N_c) points drawn without replacement go to held_out.
+
+    Both index tensors are sorted ascending (so the order of the data is kept).
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"held-out fraction must lie in [0, 1), got {fraction}")
+    y = y.cpu()
+    held = []
+    for c in torch.unique(y).tolist():
+        idx = (y == c).nonzero().squeeze(1)
+        m = int(math.floor(fraction * idx.numel() + 0.5))
+        held.append(idx[torch.randperm(idx.numel(), generator=generator)[:m]])
+    held = torch.sort(torch.cat(held)).values if held else torch.empty(0, dtype=torch.long)
+    mask = torch.ones(y.numel(), dtype=torch.bool)
+    mask[held] = False
+    return mask.nonzero().squeeze(1), held
+
+
+def add_label_noise(y: torch.Tensor, num_classes: int, rate: float, generator: torch.Generator) -> tuple:
+    """Exactly ``round(rate·n)`` labels, chosen uniformly without replacement, each changed to a *different* class
+    drawn uniformly from the other ``num_classes − 1``. Returns (noisy labels, bool mask of the changed points).
+
+    (The official CHG code instead draws the new label uniformly over all classes — so about rate·(C−1)/C of the
+    labels really change, e.g. 27% for rate 0.3 and C = 10 — and adds the noise before the train/validation split,
+    so its validation set is noisy too. Here the validation and test labels stay clean.)
+    """
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"noise rate must lie in [0, 1], got {rate}")
+    if num_classes < 2 and rate > 0:
+        raise ValueError("label noise needs at least 2 classes")
+    n = y.numel()
+    m = int(math.floor(rate * n + 0.5))
+    flip = torch.randperm(n, generator=generator)[:m]
+    shift = torch.randint(1, max(num_classes, 2), (m,), generator=generator)  # 1..C-1: never the same class
+    out = y.clone().cpu()
+    out[flip] = (out[flip] + shift) % num_classes
+    mask = torch.zeros(n, dtype=torch.bool)
+    mask[flip] = True
+    return out.to(y.device), mask.to(y.device)
+
+
+def augment_batch(x: torch.Tensor, pad: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
+    """Random crop (zero padding ``pad`` then a random crop of the original size) and random horizontal flip of a
+    batch of images (B, C, H, W), vectorised, with randomness drawn from ``generator`` (a CPU generator)."""
+    if x.ndim != 4:
+        return x  # tabular data: no augmentation
+    B, _, H, W = x.shape
+    out = x
+    if pad > 0:
+        padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+        dy = torch.randint(0, 2 * pad + 1, (B,), generator=generator).to(x.device)
+        dx = torch.randint(0, 2 * pad + 1, (B,), generator=generator).to(x.device)
+        rows = (dy[:, None] + torch.arange(H, device=x.device))[:, None, :, None]  # (B, 1, H, 1)
+        cols = (dx[:, None] + torch.arange(W, device=x.device))[:, None, None, :]  # (B, 1, 1, W)
+        b = torch.arange(B, device=x.device)[:, None, None, None]
+        ch = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+        out = padded[b, ch, rows, cols]
+    if flip:
+        mask = (torch.rand(B, generator=generator) < 0.5).to(x.device)[:, None, None, None]
+        out = torch.where(mask, out.flip(-1), out)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# loading
+
+def load_dataset(name: str, seed: int, val_fraction: float = 0.1, noise_rate: float = 0.0,
+                 data_dir: Path | None = None) -> DataBundle:
+    """Load ``name``, hold out ``val_fraction`` of the training part for validation (stratified, seed ``seed``) and,
+    if ``noise_rate`` > 0, flip that share of the pool's labels (seed ``seed``). CPU tensors; ``.to(device)`` after."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown data set {name!r}; choose one of {DATASETS}")
+    data_dir = Path(data_dir) if data_dir is not None else DATA_DIR
+    if name in QUICK_DATASETS:
+        x_tr, y_tr, x_te, y_te, C, kind = _load_sklearn(name)
+    elif name.startswith("cifar"):
+        x_tr, y_tr, x_te, y_te, C, kind = _load_cifar(name, data_dir)
+    else:
+        x_tr, y_tr, x_te, y_te, C, kind = _load_tiny(data_dir)
+    g = torch.Generator().manual_seed(int(seed))
+    keep, held = stratified_split(y_tr, val_fraction, g)
+    pool, val = Split(x_tr[keep], y_tr[keep]), Split(x_tr[held], y_tr[held])
+    if name == "breast_cancer":  # standardise with the pool's statistics
+        mu, sd = pool.x.mean(0), pool.x.std(0).clamp_min(1e-8)
+        pool, val = Split((pool.x - mu) / sd, pool.y), Split((val.x - mu) / sd, val.y)
+        x_te = (x_te - mu) / sd
+    clean = pool.y.clone()
+    noisy = torch.zeros(len(pool), dtype=torch.bool)
+    if noise_rate > 0:
+        gn = torch.Generator().manual_seed(int(seed) + 1_000_003)
+        y_noisy, noisy = add_label_noise(pool.y, C, noise_rate, gn)
+        pool = Split(pool.x, y_noisy)
+    return DataBundle(name, pool, val, Split(x_te, y_te), C, kind, clean, noisy)
+
+
+def _load_sklearn(name: str):
+    from sklearn import datasets
+    if name == "digits":
+        d = datasets.load_digits()
+        x = torch.tensor(d.data, dtype=torch.float32).reshape(-1, 1, 8, 8) / 16.0
+        x = (x - 0.3) / 0.4  # roughly zero mean, unit scale (constants, not fitted)
+        kind = "image"
+    else:
+        d = datasets.load_breast_cancer()
+        x = torch.tensor(d.data, dtype=torch.float32)
+        kind = "tabular"
+    y = torch.tensor(d.target, dtype=torch.long)
+    C = int(y.max()) + 1
+    keep, test = stratified_split(y, 0.2, torch.Generator().manual_seed(0))  # fixed test split for every run
+    return x[keep], y[keep], x[test], y[test], C, kind
+
+
+def _missing(what: str, how: str):
+    raise FileNotFoundError(f"{what} not found. This machine cannot download it for you (download=False is used on "
+                            f"purpose, so that nothing is fetched silently). {how}")
+
+
+def _load_cifar(name: str, data_dir: Path):
+    try:
+        from torchvision import datasets
+    except ImportError as exc:  # pragma: no cover
+        raise ImportError("paper-scale CIFAR needs torchvision (pip install torchvision)") from exc
+    cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
+    folder = "cifar-10-batches-py" if name == "cifar10" else "cifar-100-python"
+    try:
+        tr = cls(str(data_dir), train=True, download=False)
+        te = cls(str(data_dir), train=False, download=False)
+    except RuntimeError:
+        _missing(f"{name} (folder {data_dir / folder})",
+                 f"On a machine with network run: python -c \"import torchvision; torchvision.datasets."
+                 f"{cls.__name__}('{data_dir}', download=True)\" and copy {data_dir} here "
+                 f"(or set CHG_DATA to the folder that holds {folder}).")
+    mean, std = torch.tensor(_CIFAR_MEAN[name])[:, None, None], torch.tensor(_CIFAR_STD[name])[:, None, None]
+
+    def to_tensor(ds):
+        x = torch.from_numpy(np.asarray(ds.data)).permute(0, 3, 1, 2).float() / 255.0  # (n, 3, 32, 32)
+        return (x - mean) / std, torch.tensor(ds.targets, dtype=torch.long)
+
+    x_tr, y_tr = to_tensor(tr)
+    x_te, y_te = to_tensor(te)
+    return x_tr, y_tr, x_te, y_te, 10 if name == "cifar10" else 100, "image"
+
+
+def _load_tiny(data_dir: Path):
+    root = data_dir / "tiny-imagenet-200"
+    if not (root / "wnids.txt").is_file():
+        _missing(f"Tiny ImageNet (folder {root})",
+                 "Download http://cs231n.stanford.edu/tiny-imagenet-200.zip on a machine with network, unzip it into "
+                 f"{data_dir} (or set CHG_DATA to the folder that holds tiny-imagenet-200).")
+    cache = root / "chg_cache_uint8.pt"  # decoded once, then reused
+    if cache.is_file():
+        blob = torch.load(cache)
+    else:
+        from PIL import Image
+        wnids = [w.strip() for w in (root / "wnids.txt").read_text().split()]
+        index = {w: i for i, w in enumerate(wnids)}
+
+        def read(paths):
+            return torch.from_numpy(np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths]))
+
+        tr_paths, tr_y = [], []
+        for w in wnids:
+            for p in sorted((root / "train" / w / "images").glob("*.JPEG")):
+                tr_paths.append(p)
+                tr_y.append(index[w])
+        te_paths, te_y = [], []
+        for line in (root / "val" / "val_annotations.txt").read_text().splitlines():
+            parts = line.split("\t")
+            te_paths.append(root / "val" / "images" / parts[0])
+            te_y.append(index[parts[1]])
+        blob = {"x_tr": read(tr_paths), "y_tr": torch.tensor(tr_y), "x_te": read(te_paths), "y_te": torch.tensor(te_y)}
+        from .results import atomic_write
+        atomic_write(cache, lambda tmp: torch.save(blob, tmp))
+    mean, std = torch.tensor(_TINY_MEAN)[:, None, None], torch.tensor(_TINY_STD)[:, None, None]
+
+    def norm(x):
+        return (x.permute(0, 3, 1, 2).float() / 255.0 - mean) / std
+
+    return norm(blob["x_tr"]), blob["y_tr"].long(), norm(blob["x_te"]), blob["y_te"].long(), 200, "image"

@@ -1,0 +1,99 @@
+"""Models for the selection experiments. Each ends in one ``nn.Linear`` (the layer whose gradient CHG Shapley uses).
+
+- :class:`ResNet18` — He et al.'s ResNet-18 in the CIFAR form (3×3 stride-1 stem, no max-pool), as in CORDS, for
+  32×32 inputs; with ``image_size=64`` the same network serves Tiny ImageNet (the adaptive average pool then sees an
+  8×8 map — the common "CIFAR ResNet on 64×64" choice; the paper does not say which variant it used).
+- :class:`SmallCNN` — quick scale, 8×8 digits: three 3×3 conv/BN/ReLU blocks, one 2×2 max-pool, global average pool.
+- :class:`MLP` — quick scale, tabular data: two hidden ReLU layers.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+__all__ = ["BasicBlock", "ResNet18", "SmallCNN", "MLP", "build_model"]
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, cin: int, cout: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class ResNet18(nn.Module):
+    """ResNet-18 with a 3×3 stride-1 stem and no max-pool; ``width`` scales the channels (64 = the standard net)."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, width: int = 64, image_size: int = 32):
+        super().__init__()
+        if image_size not in (32, 64):
+            raise ValueError(f"ResNet18 is built for 32×32 (CIFAR) or 64×64 (Tiny ImageNet) inputs, got {image_size}")
+        self.image_size = image_size
+        self.conv1 = nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        layers, cin = [], width
+        for i, stride in enumerate((1, 2, 2, 2)):
+            cout = width * 2 ** i
+            layers.append(nn.Sequential(BasicBlock(cin, cout, stride), BasicBlock(cout, cout, 1)))
+            cin = cout
+        self.layers = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.linear = nn.Linear(cin, num_classes)
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.pool(self.layers(out)).flatten(1)  # (B, 8·width) penultimate features
+        return self.linear(out)
+
+
+class SmallCNN(nn.Module):
+    """8×8 grey images → 3 conv blocks (c, 2c, 2c channels) → global average pool → Linear."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, width: int = 32):
+        super().__init__()
+
+        def block(cin, cout):
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
+
+        self.features = nn.Sequential(block(in_channels, width), block(width, 2 * width), nn.MaxPool2d(2),
+                                      block(2 * width, 2 * width), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.linear = nn.Linear(2 * width, num_classes)
+
+    def forward(self, x):
+        return self.linear(self.features(x))
+
+
+class MLP(nn.Module):
+    def __init__(self, in_features: int, num_classes: int, hidden: int = 64):
+        super().__init__()
+        self.features = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
+        self.linear = nn.Linear(hidden, num_classes)
+
+    def forward(self, x):
+        return self.linear(self.features(x))
+
+
+def build_model(name: str, num_classes: int, input_shape: tuple, width: int | None = None) -> nn.Module:
+    """``name`` in {"resnet18", "smallcnn", "mlp"}; ``input_shape`` is one sample's shape, e.g. (3, 32, 32)."""
+    if name == "resnet18":
+        return ResNet18(num_classes, input_shape[0], width or 64, image_size=input_shape[-1])
+    if name == "smallcnn":
+        return SmallCNN(num_classes, input_shape[0], width or 32)
+    if name == "mlp":
+        if len(input_shape) != 1:
+            raise ValueError(f"mlp needs flat (tabular) inputs, got sample shape {input_shape}")
+        return MLP(input_shape[0], num_classes, width or 64)
+    raise ValueError(f"unknown model {name!r}; choose resnet18, smallcnn or mlp")

@@ -1,0 +1,238 @@
+r"""The training loop of the selection experiments (Algorithm 2 and the baselines), in sections, no callbacks.
+
+Per epoch k:
+  1. **select** — if there is no subset yet, or the method is adaptive and k mod R == 0: compute the last-layer factors
+     of the pool (one no-grad pass, model in eval mode, no augmentation; :func:`chg.compute_factors`), call the method
+     (:data:`chg.selection.SELECTORS`), keep (indices, weights);
+  2. **train** one epoch on the subset: a fresh permutation, batches of ``batch_size``, crop/flip augmentation,
+     weighted loss :math:`\sum_i w_i l_i / \sum_i w_i` over the batch (CORDS' rule: the weights set the relative
+     importance inside a batch, not the step size); SGD + Nesterov, cosine schedule stepped once per epoch;
+  3. **checkpoint** every ``checkpoint_every`` epochs, atomically: model, optimizer, scheduler, both random generators,
+     current selection, epoch, timings. A killed run started again with the same config resumes from it and ends with
+     the same model (bit-identical on CPU; the test kills a run with ``hook`` and compares).
+
+Randomness: the model's initialisation uses ``seed``; a CPU ``torch.Generator`` (seed+1) draws batches and
+augmentations, another (seed+2) is the selection methods' only source of randomness. On CUDA: bfloat16 autocast and
+channels-last memory format (each guarded by the device type and a config switch); timings synchronise the device.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+
+from .data import DataBundle, augment_batch, load_dataset
+from .lastlayer import Factors, compute_factors
+from .models import build_model
+from .results import atomic_write
+from .selection import Selection, SelectionInput, check_selection, get_selector
+
+__all__ = ["TrainConfig", "train", "evaluate", "pool_factors", "resolve_device"]
+
+
+@dataclass
+class TrainConfig:
+    """One training run. Defaults are the paper-scale CIFAR-10 settings (CORDS' defaults where the paper is silent)."""
+    dataset: str = "cifar10"
+    model: str = "resnet18"
+    width: Optional[int] = None       # model width (None: the model's standard width)
+    method: str = "chg"               # a key of chg.selection.SELECTORS
+    fraction: float = 0.1             # a: share of the pool trained on
+    epochs: int = 200                 # paper silent; CORDS' CIFAR default (assumption)
+    select_every: int = 20            # R (Algorithm 2: R = 20)
+    batch_size: int = 128             # CORDS
+    lr: float = 0.05                  # CORDS: SGD lr 0.05, momentum 0.9, weight decay 5e-4, Nesterov, cosine
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = True
+    val_fraction: float = 0.1         # CORDS: 10% of the training data held out for validation
+    noise_rate: float = 0.0           # Table 3: 0.3
+    augment_pad: int = 4              # random crop with this zero padding (0: none)
+    augment_flip: bool = True         # random horizontal flip
+    seed: int = 0
+    checkpoint_every: int = 10        # epochs between checkpoints
+    factor_batch_size: int = 1024     # batch size of the no-grad passes (factors, evaluation)
+    amp: bool = True                  # bfloat16 autocast, CUDA only
+    channels_last: bool = True        # CUDA only
+    device: str = "auto"              # "auto": cuda if available, else cpu
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _autocast(device: torch.device, cfg: TrainConfig):
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=(device.type == "cuda" and cfg.amp))
+
+
+def _prep(x: torch.Tensor, device: torch.device, cfg: TrainConfig) -> torch.Tensor:
+    if device.type == "cuda" and cfg.channels_last and x.ndim == 4:
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+@torch.no_grad()
+def pool_factors(model, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, device: torch.device) -> Factors:
+    """Last-layer factors of every row of (x, y): eval mode, no augmentation, batches of ``factor_batch_size``."""
+    was_training = model.training
+    model.eval()
+    parts = []
+    for start in range(0, y.shape[0], cfg.factor_batch_size):
+        xb = _prep(x[start:start + cfg.factor_batch_size], device, cfg)
+        with _autocast(device, cfg):
+            parts.append(compute_factors(model, xb, y[start:start + cfg.factor_batch_size]))
+    model.train(was_training)
+    return Factors.cat(parts)
+
+
+@torch.no_grad()
+def evaluate(model, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, device: torch.device) -> float:
+    """Top-1 accuracy (%) in eval mode."""
+    was_training = model.training
+    model.eval()
+    correct = 0
+    for start in range(0, y.shape[0], cfg.factor_batch_size):
+        xb = _prep(x[start:start + cfg.factor_batch_size], device, cfg)
+        with _autocast(device, cfg):
+            correct += int((model(xb).argmax(1) == y[start:start + cfg.factor_batch_size]).sum())
+    model.train(was_training)
+    return 100.0 * correct / max(1, y.shape[0])
+
+
+def _select(model, data: DataBundle, cfg: TrainConfig, epoch: int, gen: torch.Generator,
+            device: torch.device) -> Selection:
+    selector = get_selector(cfg.method)
+    factors = val_factors = None
+    if selector.needs_factors:
+        factors = pool_factors(model, data.train.x, data.train.y, cfg, device)
+    if selector.needs_val:
+        val_factors = pool_factors(model, data.val.x, data.val.y, cfg, device)
+    inp = SelectionInput(factors=factors, labels=data.train.y, num_classes=data.num_classes, fraction=cfg.fraction,
+                         epoch=epoch, generator=gen, val_factors=val_factors, val_labels=data.val.y,
+                         batch_size=cfg.batch_size)
+    return check_selection(selector.fn(inp), len(data.train))
+
+
+def _checkpoint_state(model, opt, sched, gen_train, gen_select, selection, epoch, clock, history, cfg) -> dict:
+    return {"config": dataclasses.asdict(cfg), "epoch": epoch, "model": model.state_dict(),
+            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "gen_train": gen_train.get_state(),
+            "gen_select": gen_select.get_state(), "selection": None if selection is None else
+            {"indices": selection.indices, "weights": selection.weights}, "clock": dict(clock), "history": history}
+
+
+def train(cfg: TrainConfig, data: DataBundle | None = None, checkpoint: Path | None = None,
+          hook: Callable[[int], None] | None = None) -> dict:
+    """Train one run; returns its metrics (accuracies in %, times in seconds, the final selection).
+
+    ``data``: an already loaded :class:`DataBundle` (else loaded from ``cfg``). ``checkpoint``: a file to resume from
+    and to write every ``checkpoint_every`` epochs (removed by the caller when it no longer needs it). ``hook(epoch)``
+    is called after each epoch (and its checkpoint) — tests raise from it to simulate a kill.
+    """
+    if cfg.epochs < 1 or cfg.select_every < 1 or cfg.batch_size < 1 or cfg.checkpoint_every < 1:
+        raise ValueError("epochs, select_every, batch_size and checkpoint_every must all be >= 1")
+    selector = get_selector(cfg.method)
+    device = resolve_device(cfg.device)
+    if data is None:
+        data = load_dataset(cfg.dataset, cfg.seed, cfg.val_fraction, cfg.noise_rate)
+    data = data.to(device)
+
+    # ---- model, optimizer, schedule, random generators
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = build_model(cfg.model, data.num_classes, tuple(data.train.x.shape[1:]), cfg.width).to(device)
+    if device.type == "cuda" and cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                          nesterov=cfg.nesterov)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+    gen_train = torch.Generator().manual_seed(cfg.seed + 1)
+    gen_select = torch.Generator().manual_seed(cfg.seed + 2)
+    selection: Selection | None = None
+    clock = {"train_s": 0.0, "select_s": 0.0, "selections": 0}
+    history: list = []  # per epoch: seconds of training, subset size
+    start = 0
+
+    # ---- resume
+    if checkpoint is not None and Path(checkpoint).is_file():
+        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        if state["config"] != dataclasses.asdict(cfg):
+            raise ValueError(f"checkpoint {checkpoint} was written by a different configuration; delete it to restart")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        gen_train.set_state(state["gen_train"])
+        gen_select.set_state(state["gen_select"])
+        if state["selection"] is not None:
+            selection = Selection(state["selection"]["indices"].cpu(), state["selection"]["weights"].cpu())
+        clock, history, start = state["clock"], state["history"], state["epoch"]
+
+    for epoch in range(start, cfg.epochs):
+        # ---- 1. select (Algorithm 2 line 3: every R epochs; non-adaptive methods once)
+        if selection is None or (selector.adaptive and epoch % cfg.select_every == 0):
+            _sync(device)
+            t0 = time.perf_counter()
+            selection = _select(model, data, cfg, epoch, gen_select, device)
+            _sync(device)
+            clock["select_s"] += time.perf_counter() - t0
+            clock["selections"] += 1
+        idx_dev, w_dev = selection.indices.to(device), selection.weights.to(device)
+
+        # ---- 2. train one epoch on the subset with its weights
+        model.train()
+        _sync(device)
+        t0 = time.perf_counter()
+        perm = torch.randperm(idx_dev.numel(), generator=gen_train).to(device)
+        for b in range(0, perm.numel(), cfg.batch_size):
+            rows = perm[b:b + cfg.batch_size]
+            pool_rows = idx_dev[rows]
+            xb = augment_batch(data.train.x[pool_rows], cfg.augment_pad, cfg.augment_flip, gen_train)
+            xb, yb, wb = _prep(xb, device, cfg), data.train.y[pool_rows], w_dev[rows]
+            with _autocast(device, cfg):
+                logits = model(xb)
+            losses = F.cross_entropy(logits.float(), yb, reduction="none")  # (B,)
+            loss = (losses * wb).sum() / wb.sum().clamp_min(1e-12)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        sched.step()
+        _sync(device)
+        dt = time.perf_counter() - t0
+        clock["train_s"] += dt
+        history.append({"epoch": epoch, "train_s": dt, "subset": int(idx_dev.numel()),
+                        "loss_last_batch": float(loss.detach())})
+
+        # ---- 3. checkpoint
+        if checkpoint is not None and ((epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs):
+            state = _checkpoint_state(model, opt, sched, gen_train, gen_select, selection, epoch + 1, clock,
+                                      history, cfg)
+            atomic_write(Path(checkpoint), lambda tmp: torch.save(state, tmp))
+        if hook is not None:
+            hook(epoch)
+
+    # ---- evaluate
+    sel_noisy = data.noisy.cpu()[selection.indices]
+    metrics = {
+        "test_acc": evaluate(model, data.test.x, data.test.y, cfg, device),
+        "val_acc": evaluate(model, data.val.x, data.val.y, cfg, device),
+        "train_s": clock["train_s"], "select_s": clock["select_s"], "selections": clock["selections"],
+        "selection_overhead": clock["select_s"] / clock["train_s"] if clock["train_s"] > 0 else None,
+        "epoch_s_mean": clock["train_s"] / max(1, len(history)),
+        "pool_size": len(data.train), "subset_size": int(selection.indices.numel()),
+        "subset_noisy_share": float(sel_noisy.float().mean()) if data.noisy.any() else 0.0,
+        "pool_noisy_share": float(data.noisy.float().mean()),
+        "final_indices": selection.indices.tolist(),
+        "final_weights": selection.weights.tolist(),
+    }
+    return metrics

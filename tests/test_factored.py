@@ -1,0 +1,166 @@
+"""Factored last-layer values == dense Theorem 1 on per-sample autograd gradients of a real model (the oracle)."""
+import pytest
+import torch
+from torch import nn
+
+import chg
+import chg.factored as factored
+from chg.lastlayer import Factors, LastLayerTap, compute_factors, factors_from_logits, find_last_linear
+
+
+def _model(dtype=torch.float64, seed=0, classes=4):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(6, 9), nn.Tanh(), nn.Linear(9, 5), nn.ReLU(), nn.Linear(5, classes)).to(dtype)
+
+
+def _per_sample_grads(model, x, y, bias_only=False):
+    """Slow obvious path: batch-size-1 autograd, gradient of the last layer laid out as [∇W | ∇b] (C, D+1)."""
+    last = find_last_linear(model)
+    rows, losses = [], []
+    for i in range(x.shape[0]):
+        model.zero_grad()
+        loss = nn.functional.cross_entropy(model(x[i:i + 1]), y[i:i + 1])
+        loss.backward()
+        g = last.bias.grad.clone() if bias_only else torch.cat([last.weight.grad, last.bias.grad[:, None]], 1)
+        rows.append(g.flatten())
+        losses.append(loss.detach())
+    return torch.stack(rows), torch.stack(losses)
+
+
+def _data(n=23, seed=1, dtype=torch.float64, classes=4):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 6, generator=gen, dtype=dtype), torch.randint(0, classes, (n,), generator=gen)
+
+
+@pytest.mark.parametrize("gradient", ["full", "bias"])
+@pytest.mark.parametrize("weighting", ["chg", "gradient"])
+def test_factored_equals_dense_autograd_float64(gradient, weighting):
+    model = _model()
+    x, y = _data()
+    grads, losses = _per_sample_grads(model, x, y, bias_only=gradient == "bias")
+    dense_x = grads * losses[:, None] if weighting == "chg" else grads
+    oracle = chg.chg_shapley(dense_x)
+    f = compute_factors(model, x, y)
+    torch.testing.assert_close(f.loss, losses, rtol=1e-14, atol=1e-14)
+    got = chg.shapley_from_factors(f, weighting=weighting, gradient=gradient)
+    torch.testing.assert_close(got, oracle, rtol=1e-12, atol=1e-12 * oracle.abs().max().item())
+
+
+def test_factored_equals_dense_float32_model():
+    model = _model(torch.float32)
+    x, y = _data(dtype=torch.float32)
+    grads, losses = _per_sample_grads(model, x, y)
+    oracle = chg.chg_shapley(grads.double() * losses.double()[:, None])
+    got = chg.shapley_from_factors(compute_factors(model, x, y))
+    torch.testing.assert_close(got, oracle, rtol=1e-5, atol=1e-6 * oracle.abs().max().item())
+
+
+def test_hardness_from_factors_is_hardness_shapley():
+    model = _model()
+    x, y = _data()
+    f = compute_factors(model, x, y)
+    torch.testing.assert_close(chg.shapley_from_factors(f, weighting="hardness"), chg.hardness_shapley(f.loss))
+
+
+def test_alpha_any_vector_and_per_group():
+    model = _model()
+    x, y = _data(n=30)
+    grads, losses = _per_sample_grads(model, x, y)
+    dense = grads * losses[:, None]  # (n, C*(D+1))
+    f = compute_factors(model, x, y)
+    alpha = torch.randn(4, 6, dtype=torch.float64)
+    torch.testing.assert_close(chg.shapley_from_factors(f, alpha=alpha), chg.chg_shapley(dense, alpha.flatten()),
+                               rtol=1e-12, atol=1e-12)
+    # per-class: each class is its own game with α = class mean — equals separate dense calls
+    per_class = chg.shapley_from_factors(f, groups=y)
+    for c in y.unique():
+        idx = (y == c).nonzero().squeeze(1)
+        torch.testing.assert_close(per_class[idx], chg.chg_shapley(dense[idx]), rtol=1e-12, atol=1e-12)
+
+
+def test_statistics_add_over_batches_and_chunks(monkeypatch):
+    model = _model()
+    x, y = _data(n=50)
+    f = compute_factors(model, x, y)
+    whole = chg.shapley_from_factors(f)
+    monkeypatch.setattr(factored, "CHUNK_ROWS", 7)  # force many chunks
+    parts = [f[:20], f[20:33], f[33:]]
+    stats = sum((factored.group_stats(p.err, p.feat, p.loss) for p in parts[1:]),
+                factored.group_stats(parts[0].err, parts[0].feat, parts[0].loss))
+    assert stats.n == 50
+    got = torch.cat([factored.values_from_factors(p.err, p.feat, p.loss, stats) for p in parts])
+    torch.testing.assert_close(got, whole, rtol=1e-12, atol=1e-13)
+
+
+def test_vmap_per_sample_gradients_agree():
+    """A second independent oracle: torch.func per-sample gradients."""
+    from torch.func import functional_call, grad, vmap
+    model = _model()
+    x, y = _data()
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    last = [k for k in params if k.startswith("4.")]
+
+    def loss_fn(p, xi, yi):
+        return nn.functional.cross_entropy(functional_call(model, p, (xi[None],)), yi[None])
+
+    g = vmap(grad(loss_fn), in_dims=(None, 0, 0))(params, x, y)
+    dense = torch.cat([g["4.weight"], g["4.bias"][:, :, None]], 2).flatten(1)
+    assert last == ["4.weight", "4.bias"]
+    f = compute_factors(model, x, y)
+    torch.testing.assert_close(chg.shapley_from_factors(f, weighting="gradient"), chg.chg_shapley(dense),
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_tap_rides_on_a_training_forward():
+    model = _model()
+    x, y = _data()
+    with LastLayerTap(model) as tap:
+        logits = model(x)
+        loss = nn.functional.cross_entropy(logits, y)
+        f = tap.factors(logits, y)
+    loss.backward()  # the tap did not break the graph
+    ref = compute_factors(model, x, y)
+    for k in ("loss", "err", "feat"):
+        torch.testing.assert_close(getattr(f, k), getattr(ref, k), rtol=0, atol=0)
+    assert not f.feat.requires_grad
+    assert len(find_last_linear(model)._forward_hooks) == 0  # hook removed on exit
+
+
+def test_half_precision_features_are_upcast():
+    f = factors_from_logits(torch.randn(3, 4, dtype=torch.bfloat16), torch.tensor([0, 1, 3]),
+                            torch.randn(3, 5, dtype=torch.float16))
+    assert f.err.dtype == torch.float32 and f.feat.dtype == torch.float32
+    torch.testing.assert_close(f.err.sum(1), torch.zeros(3), atol=1e-6, rtol=0)  # softmax − onehot sums to 0
+
+
+def test_bad_inputs_name_the_problem():
+    with pytest.raises(ValueError, match="no nn.Linear"):
+        find_last_linear(nn.Sequential(nn.ReLU()))
+    with pytest.raises(ValueError, match="targets must lie in"):
+        factors_from_logits(torch.randn(2, 3), torch.tensor([0, 3]), torch.randn(2, 4))
+    with pytest.raises(ValueError, match="logits contain NaN"):
+        factors_from_logits(torch.tensor([[0.0, float("nan")]]), torch.tensor([0]), torch.randn(1, 4))
+    with pytest.raises(ValueError, match="features have 1 rows but logits have 2"):
+        factors_from_logits(torch.randn(2, 3), torch.tensor([0, 1]), torch.randn(1, 4))
+    err, feat = torch.randn(4, 3), torch.randn(4, 5)
+    with pytest.raises(ValueError, match="feat has 3 rows but err has 4"):
+        chg.factored_shapley(err, feat[:3])
+    with pytest.raises(ValueError, match="weight must be 1-D with n = 4"):
+        chg.factored_shapley(err, feat, torch.ones(3))
+    with pytest.raises(ValueError, match="feat .penultimate features. contains 1 non-finite"):
+        chg.factored_shapley(err, torch.where(torch.arange(20).reshape(4, 5) == 7, float("inf"), feat))
+    with pytest.raises(ValueError, match="weight .per-sample loss. contains"):
+        chg.factored_shapley(err, feat, torch.tensor([1.0, float("nan"), 1.0, 1.0]))
+    with pytest.raises(ValueError, match="empty"):
+        chg.factored_shapley(torch.zeros(0, 3), torch.zeros(0, 5))
+    with pytest.raises(ValueError, match="alpha has 7 entries; expected 18"):
+        chg.factored_shapley(err, feat, alpha=torch.ones(7))
+    with pytest.raises(ValueError, match="weighting must be one of"):
+        chg.shapley_from_factors(Factors(torch.ones(4), err, feat), weighting="chgg")
+    with pytest.raises(RuntimeError, match="no forward pass"):
+        with LastLayerTap(_model()) as tap:
+            tap.factors(torch.randn(2, 4), torch.tensor([0, 1]))
+
+
+def test_opendataval_imports():
+    import opendataval.dataval  # noqa: F401  (installed --no-deps by reproduce/setup.sh; must import)
