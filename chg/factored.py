@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 
 from .shapley import _check_finite, _check_n, coefficients
 
@@ -73,17 +74,20 @@ def _chunks(n: int):
         yield slice(start, min(n, start + CHUNK_ROWS))
 
 
+def _weighted_err(err, feat, weight, rows):
+    dtype = torch.float64 if feat is None else feat.dtype
+    we = err[rows].to(dtype)  # (m, C)
+    return we if weight is None else we * weight[rows].to(dtype)[:, None]
+
+
 def _chunk_factors(err, feat, weight, rows):
     """One chunk: weighted error w·e (m, C) in the features' dtype, ‖w·e‖² and ‖h̃‖² = ‖h‖²+1 (m,) in float64.
 
     Non-finite inputs show up in these O(m) reductions (NaN/Inf propagate), so they are checked here.
     """
-    dtype = torch.float64 if feat is None else feat.dtype
-    we = err[rows].to(dtype)  # (m, C)
     if weight is not None:
-        w = weight[rows]
-        _check_finite(w, "weight (per-sample loss)")
-        we = we * w.to(dtype)[:, None]
+        _check_finite(weight[rows], "weight (per-sample loss)")
+    we = _weighted_err(err, feat, weight, rows)  # (m, C)
     e_sq = torch.linalg.vector_norm(we, dim=1, dtype=torch.float64) ** 2  # (m,)
     _check_finite(e_sq, "err (softmax error)")
     if feat is None:
@@ -100,29 +104,36 @@ def group_stats(err: torch.Tensor, feat: Optional[torch.Tensor] = None,
     Products run in the features' dtype chunk by chunk (a chunk stays in cache); chunk sums accumulate in float64.
     With float64 inputs everything is float64; with float32 features each chunk's product is a float32 GEMM.
     """
+    return _stats_and_sq_norms(err, feat, weight)[0]
+
+
+def _stats_and_sq_norms(err, feat, weight):
+    """Pass 1 over the features: the group statistics and every ‖x_i‖² (n,) float64."""
     n = _validate(err, feat, weight)
     _check_n(n)
     C = err.shape[1]
     shape = (C,) if feat is None else (C, feat.shape[1] + 1)
     s = torch.zeros(shape, dtype=torch.float64, device=err.device)
-    sq = torch.zeros((), dtype=torch.float64, device=err.device)
+    sq_norms = torch.empty(n, dtype=torch.float64, device=err.device)
     for rows in _chunks(n):
         we, e_sq, h_sq = _chunk_factors(err, feat, weight, rows)
         if feat is None:
             s += we.sum(0)
-            sq += e_sq.sum()
+            sq_norms[rows] = e_sq
         else:
             s[:, :-1] += (we.T @ feat[rows]).to(torch.float64)  # (C, D)
             s[:, -1] += we.sum(0, dtype=torch.float64)
-            sq += (e_sq * h_sq).sum()
-    return GroupStats(n, s, sq)
+            sq_norms[rows] = e_sq * h_sq
+    return GroupStats(n, s, sq_norms.sum()), sq_norms
 
 
 def values_from_factors(err: torch.Tensor, feat: Optional[torch.Tensor], weight: Optional[torch.Tensor],
-                        stats: GroupStats, alpha: Optional[torch.Tensor] = None) -> torch.Tensor:
+                        stats: GroupStats, alpha: Optional[torch.Tensor] = None,
+                        sq_norms: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Eq. (3) for the rows given, players of the group described by ``stats`` (which may span more rows or ranks).
 
     ``alpha`` has the shape of ``stats.sum`` (or is its flattening); default ``stats.sum / stats.n``.
+    ``sq_norms``: the rows' ‖x_i‖² if already known (saves one norm per row in this pass).
     """
     _validate(err, feat, weight)
     s = stats.sum
@@ -140,14 +151,18 @@ def values_from_factors(err: torch.Tensor, feat: Optional[torch.Tensor], weight:
              + c.sum_dot_alpha * (s * a).sum())
     out = torch.empty(err.shape[0], dtype=torch.float64, device=err.device)
     if feat is not None:
-        m_feat = m[:, :-1].T.to(feat.dtype).contiguous()  # (D, C)
+        m_feat = m[:, :-1].to(feat.dtype).contiguous()  # (C, D)
     for rows in _chunks(err.shape[0]):
-        we, e_sq, h_sq = _chunk_factors(err, feat, weight, rows)
-        if feat is None:
-            out[rows] = c.sq_norm * e_sq + we @ m + const
+        if sq_norms is None:
+            we, e_sq, h_sq = _chunk_factors(err, feat, weight, rows)
+            sq = e_sq if feat is None else e_sq * h_sq
         else:
-            hm = (feat[rows] @ m_feat).to(torch.float64) + m[:, -1]  # (m, C) = (m h̃_j)ᵀ
-            out[rows] = c.sq_norm * e_sq * h_sq + (we.to(torch.float64) * hm).sum(1) + const
+            we, sq = _weighted_err(err, feat, weight, rows), sq_norms[rows]
+        if feat is None:
+            out[rows] = c.sq_norm * sq + we @ m + const
+        else:
+            hm = F.linear(feat[rows], m_feat).to(torch.float64) + m[:, -1]  # (m, C) = (m h̃_j)ᵀ
+            out[rows] = c.sq_norm * sq + (we.to(torch.float64) * hm).sum(1) + const
     return out
 
 
@@ -161,7 +176,8 @@ def factored_shapley(err: torch.Tensor, feat: Optional[torch.Tensor] = None, wei
     is given as a dict {group: alpha}. Returns float64 values (n,) on ``err``'s device.
     """
     if groups is None:
-        return values_from_factors(err, feat, weight, group_stats(err, feat, weight), alpha)
+        stats, sq_norms = _stats_and_sq_norms(err, feat, weight)
+        return values_from_factors(err, feat, weight, stats, alpha, sq_norms)
     if groups.ndim != 1 or groups.shape[0] != err.shape[0]:
         raise ValueError(f"groups must be 1-D with {err.shape[0]} entries, got shape {tuple(groups.shape)}")
     out = torch.empty(err.shape[0], dtype=torch.float64, device=err.device)
@@ -170,7 +186,8 @@ def factored_shapley(err: torch.Tensor, feat: Optional[torch.Tensor] = None, wei
         e, h = err[idx], None if feat is None else feat[idx]
         w = None if weight is None else weight[idx]
         a = None if alpha is None else alpha[g]
-        out[idx] = values_from_factors(e, h, w, group_stats(e, h, w), a)
+        stats, sq_norms = _stats_and_sq_norms(e, h, w)
+        out[idx] = values_from_factors(e, h, w, stats, a, sq_norms)
     return out
 
 

@@ -1,0 +1,41 @@
+"""Multi-process (torch.distributed, gloo on CPU): all-reduced statistics give the single-process values."""
+import os
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+import chg
+from chg.factored import group_stats, values_from_factors
+
+
+def _data():
+    gen = torch.Generator().manual_seed(0)
+    n, C, D = 37, 5, 6
+    err = torch.softmax(torch.randn(n, C, generator=gen, dtype=torch.float64), 1)
+    err[torch.arange(n), torch.randint(0, C, (n,), generator=gen)] -= 1
+    return err, torch.randn(n, D, generator=gen, dtype=torch.float64), torch.rand(n, generator=gen,
+                                                                                   dtype=torch.float64)
+
+
+def _worker(rank, world, init_file, out_dir):
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    err, feat, loss = _data()
+    rows = torch.arange(rank, err.shape[0], world)  # uneven shards
+    stats = group_stats(err[rows], feat[rows], loss[rows]).all_reduce()
+    values = values_from_factors(err[rows], feat[rows], loss[rows], stats)
+    torch.save({"rows": rows, "values": values, "n": stats.n}, os.path.join(out_dir, f"{rank}.pt"))
+    dist.destroy_process_group()
+
+
+def test_all_reduced_stats_equal_single_process(tmp_path):
+    world = 3
+    mp.spawn(_worker, args=(world, str(tmp_path / "init"), str(tmp_path)), nprocs=world, join=True)
+    err, feat, loss = _data()
+    expected = chg.factored_shapley(err, feat, loss)
+    got = torch.empty_like(expected)
+    for r in range(world):
+        part = torch.load(tmp_path / f"{r}.pt")
+        assert part["n"] == err.shape[0]
+        got[part["rows"]] = part["values"]
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-14)
