@@ -24,9 +24,10 @@ One greedy step costs O(s·C·D) for the s candidates plus O(n_V·C·D) for the 
 Choices (CORDS' defaults in brackets): the whole pool competes, not per class [``selection_type='Supervised'``];
 stochastic greedy (Mirzasoleiman et al., 2015) evaluates :math:`\lceil (n/k)\ln(1/\varepsilon)\rceil` remaining
 points per step, drawn uniformly *with* replacement (duplicates only waste an evaluation) [``greedy='Stochastic'``,
-:math:`\varepsilon = 0.01`]; ``epsilon=None`` is the plain greedy over all remaining points. :math:`\eta` is the
-training learning rate [0.01 for CIFAR-10]. ``gradient="full"`` uses weight and bias gradients; ``"bias"`` only the
-bias [CORDS: ``linear_layer=False``, i.e. bias]. Budget :math:`k = \mathrm{round}(a n)`; all weights 1.
+:math:`\varepsilon = 0.01`, rounded down, without replacement]; ``epsilon=None`` is the plain greedy over all
+remaining points. :math:`\eta` is the training learning rate [0.01 for CIFAR-10]. ``gradient="full"`` uses weight and
+bias gradients; ``"bias"`` only the bias [CORDS: ``linear_layer=False``, i.e. bias]. Budget
+:math:`k = \mathrm{round}(a n)`; all weights 1.
 """
 from __future__ import annotations
 

@@ -1,13 +1,14 @@
-r"""GRAD-MATCH, per-batch variant (Killamsetty et al., ICML 2021): weighted mini-batches whose gradients match a target.
+r"""GRAD-MATCH, per-batch variant (Killamsetty et al., ICML 2021): weighted mini-batches matching a target gradient.
 
 The pool is cut into B mini-batches: consecutive chunks of ``batch_size`` points of one random permutation (drawn
 from the generator; the last chunk may be shorter). Batch b's last-layer gradient is the mean of its points'
 :math:`g_i = e_i \otimes \tilde h_i`, in factored form (never per-sample autograd):
 
-.. math::  G_b = \tfrac{1}{|b|}\, E_b^\top [H_b\ \mathbf 1] \quad (C, D+1), \qquad A = [\mathrm{vec}\, G_b]_b \quad (B, d).
+.. math::  G_b = \tfrac{1}{|b|}\, E_b^\top [H_b\ \mathbf 1] \quad (C, D+1), \qquad
+           A = [\mathrm{vec}\, G_b]_b \quad (B, d).
 
-GRAD-MATCH solves :math:`\min_{\gamma\ge 0,\ |\mathrm{supp}\,\gamma| \le m} \|A^\top\gamma - t\|^2 + \lambda\|\gamma\|^2`
-with orthogonal matching pursuit (the paper's Algorithm 2, *OMP*), non-negative as in the paper's experiments:
+GRAD-MATCH solves :math:`\min_{\gamma\ge 0,\ |\mathrm{supp}\,\gamma|\le m}\|A^\top\gamma - t\|^2+\lambda\|\gamma\|^2`
+with orthogonal matching pursuit (the paper's Algorithm 2, *OMP*), non-negative (CORDS: ``positive=True``):
 
 1. residual :math:`r = t - A_S^\top \gamma_S`; stop when :math:`\|r\| \le \mathrm{tol}\,\|t\|`, when m batches are
    held, or when no batch correlates positively with r (no non-negative weight could lower the residual);
@@ -15,14 +16,16 @@ with orthogonal matching pursuit (the paper's Algorithm 2, *OMP*), non-negative 
 3. refit :math:`\gamma_S` = non-negative (ridge) least squares on the held batches; batches that get weight 0 leave.
 
 Everything runs on the B×B Gram matrix :math:`K = AA^\top` and :math:`c = At`, so the cost after forming A is
-independent of d = C(D+1). If OMP stops with fewer than m batches, random unchosen batches fill the budget with
-weight 1 (as CORDS does). Every point of a chosen batch gets its batch's weight.
+independent of d = C(D+1). If OMP stops with fewer than m batches, random unchosen *batches* fill the budget with
+weight 1 (CORDS fills the same way with weight 1, but with individual random points). Every point of a chosen batch
+gets its batch's weight.
 
-Target and scale: :math:`t = m\,\bar g` with :math:`\bar g` the mean gradient of the pool (``target="train"``, CORDS'
-GradMatchPB default ``valid=False``) or of the validation set (``target="val"``), so that picking all m batches
-of equal size with :math:`\gamma \approx 1` reproduces :math:`\bar g` as the weighted *mean* gradient of the subset:
-:math:`\frac{1}{k}\sum_{i\in S} w_i g_i \approx \bar g`. A trainer may use the weights as they are (weighted mean
-loss) or normalised by their sum (as CORDS' trainer does); OMP's choice does not depend on the scale.
+Target and scale: :math:`t = m\,\bar g`, with :math:`\bar g` the mean gradient of the pool (``target="train"``,
+CORDS' GradMatchPB default ``valid=False``) or of the validation set (``target="val"``). Picking all m batches (of
+equal size) with :math:`\gamma \approx 1` then makes the subset's weighted *mean* gradient
+:math:`\frac1k\sum_{i\in S} w_i g_i` match :math:`\bar g`. CORDS matches :math:`\sum_b G_b` (the same direction
+when the batches have equal sizes), so its weights are about B/m times ours. With λ = 0 the picks do not depend on
+this scale; a trainer may use the weights as they are or normalised by their sum (as CORDS' trainer does).
 
 Budget: k = round(a·n) points → :math:`m = \lceil k / \text{batch\_size}\rceil` batches (CORDS' rule), so the
 subset holds whole batches: between k and k + batch_size − 1 points (fewer only when the short last batch is in it).
@@ -31,6 +34,7 @@ Defaults follow CORDS' CIFAR configuration: λ = 0, full last layer (``gradient=
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 import torch
@@ -83,7 +87,7 @@ def nonneg_omp_gram(K: np.ndarray, c: np.ndarray, tt: float, max_atoms: int, tol
     B = K.shape[0]
     scale = np.sqrt(np.clip(np.diag(K), 0, None))  # ‖G_b‖
     atoms, gamma = [], np.zeros(0)
-    for _ in range(2 * B + max_atoms):  # each step strictly lowers the objective, so this bound is never reached
+    for _ in range(2 * B + max_atoms):  # a safety bound: every step strictly lowers the objective, so no cycles
         if len(atoms) >= max_atoms:
             break
         corr = c - K[:, atoms] @ gamma  # (B,) ⟨G_b, r⟩
@@ -132,10 +136,11 @@ def gradmatch_pb(err: torch.Tensor, feat: torch.Tensor, k: int, batch_size: int,
         raise ValueError(f"err must be (n, C) and feat (n, D), got {tuple(err.shape)} and {tuple(feat.shape)}")
     if not (bool(torch.isfinite(err).all()) and bool(torch.isfinite(feat).all())):
         raise ValueError("err or feat contains NaN or Inf")
-    if not isinstance(batch_size, int) or batch_size < 1:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if not 1 <= k <= n:
         raise ValueError(f"budget k = {k} must lie in [1, n = {n}]")
+    batch_size = int(batch_size)
     perm = torch.randperm(n, generator=generator, device=generator.device).to(err.device)  # (n,)
     G = batch_gradients(err, feat, perm, batch_size)  # (B, C, D+1)
     B = G.shape[0]
