@@ -109,7 +109,11 @@ def check_symmetry(values: Sequence, utility: Callable[[tuple], object], n: int,
 
 def check_dummy(values: Sequence, utility: Callable[[tuple], object], n: int, *, players=None, exact: bool = True,
                 rtol: float = 0.0, atol: float = 0.0) -> None:
-    """Dummy: φ_i = 0 for every dummy player (``players``, verified to be dummies; default all found)."""
+    """Dummy: φ_i = 0 for every dummy player (``players``, verified to be dummies; default all found).
+
+    With ``exact=False`` the comparison with 0 uses ``atol`` only (a relative tolerance to 0 means nothing); finding
+    the dummies uses both tolerances.
+    """
     _check_args(values, n, exact, rtol, atol)
     found = dummy_players(utility, n, exact=exact, rtol=rtol, atol=atol)
     if players is None:

@@ -1,0 +1,1 @@
+"""Machine-checked proofs of the paper's claims (see proofs/README.md); collected by pytest."""
