@@ -14,13 +14,16 @@ if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && [ -x "$VENV/bin/python"
 fi
 echo "[setup] installing into $VENV (one time; several minutes: torch is large)" >&2
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-PIP=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -c "$ROOT/constraints.txt")
+pip_install() {  # pip, pinned to the tested versions; drops this machine's noisy "Location ... is ignored" lines
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -c "$ROOT/constraints.txt" "$@" 2>&1 \
+    | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+}
 # torch first, pinned by the constraints (a plain 'torch' could pull a different multi-GB build)
-"${PIP[@]}" torch torchvision
+pip_install torch torchvision
 # OpenDataVal 1.3.0 pins torch~=2.1, numpy<1.26, pandas<2 in its metadata: install it without its dependencies and
 # then the packages it really imports (the 'opendataval' extra). geomloss 0.3 breaks its LAVA import; 0.2.6 works.
-"${PIP[@]}" --no-deps opendataval==1.3.0
-"${PIP[@]}" -e "$ROOT[test,notebooks,opendataval]"
+pip_install --no-deps opendataval==1.3.0
+pip_install -e "$ROOT[test,notebooks,opendataval]"
 "$VENV/bin/python" -c "import chg, opendataval.dataval, sympy, matplotlib, nbval" \
   || { echo "[setup] import check failed" >&2; exit 1; }
 echo "$want" > "$STAMP"
