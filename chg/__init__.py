@@ -6,9 +6,9 @@ from last-layer factors, no per-sample gradients), :func:`exact_shapley` (the en
 from .factored import GroupStats, factored_shapley, group_stats, shapley_from_factors, values_from_factors
 from .games import exact_shapley
 from .lastlayer import Factors, LastLayerTap, compute_factors, find_last_linear
-from .shapley import chg_shapley, coefficients, hardness_shapley
+from .shapley import chg_shapley, chg_shapley_exact, coefficients, hardness_shapley
 
 __version__ = "0.1.0"
-__all__ = ["chg_shapley", "coefficients", "hardness_shapley", "exact_shapley", "shapley_from_factors",
+__all__ = ["chg_shapley", "chg_shapley_exact", "coefficients", "hardness_shapley", "exact_shapley", "shapley_from_factors",
            "factored_shapley", "group_stats", "values_from_factors", "GroupStats", "Factors", "LastLayerTap",
            "compute_factors", "find_last_linear"]

@@ -25,7 +25,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-__all__ = ["Coefficients", "coefficients", "harmonic", "chg_shapley", "values_from_inner_products",
+__all__ = ["Coefficients", "coefficients", "harmonic", "chg_shapley", "chg_shapley_exact", "values_from_inner_products",
            "hardness_shapley", "mean_game_coefficients"]
 
 _EXACT_SUM_LIMIT = 100_000  # below this, harmonic numbers by exact-rounded summation; above, asymptotic series
@@ -132,6 +132,24 @@ def chg_shapley(x, alpha=None):
     const = c.sum_norm_sq * (s @ s) + c.sum_sq_norms * sq.sum() + c.sum_dot_alpha * (s @ a)
     out = c.sq_norm * sq + proj + const
     return out.cpu().numpy() if is_numpy else out
+
+
+def chg_shapley_exact(x, alpha=None) -> list:
+    """Eq. (3) in exact rational arithmetic: ``x`` a list of n vectors of Fractions/ints, ``alpha`` a vector
+    (default: the mean of ``x``). Returns n Fractions. For oracles, proofs and demos at small n."""
+    n = len(x)
+    _check_n(n)
+    d = len(x[0])
+    if any(len(row) != d for row in x):
+        raise ValueError("chg_shapley_exact: all vectors of x must have the same length")
+    s = [sum((Fraction(row[k]) for row in x), Fraction(0)) for k in range(d)]
+    a = [v / n for v in s] if alpha is None else [Fraction(v) for v in alpha]
+    if len(a) != d:
+        raise ValueError(f"chg_shapley_exact: alpha has {len(a)} entries but the vectors have {d}")
+    dot = lambda u, v: sum((p * q for p, q in zip(u, v)), Fraction(0))  # noqa: E731
+    c = coefficients(n, exact=True)
+    const = c.sum_norm_sq * dot(s, s) + c.sum_sq_norms * sum(dot(r, r) for r in x) + c.sum_dot_alpha * dot(s, a)
+    return [c.sq_norm * dot(v, v) + c.dot_sum * dot(s, v) + c.dot_alpha * dot(v, a) + const for v in x]
 
 
 def hardness_shapley(loss):

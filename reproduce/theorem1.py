@@ -20,7 +20,7 @@ import numpy as np
 
 from chg.games import chg_utility, exact_shapley
 from chg.results import FIGURES_DIR, load_runs, save_run
-from chg.shapley import chg_shapley, coefficients
+from chg.shapley import chg_shapley, chg_shapley_exact
 
 
 @dataclass
@@ -30,15 +30,6 @@ class Config:
     n_efficiency: int = 10**6
     d_efficiency: int = 16
     seed: int = 0
-
-
-def closed_form_exact(x, alpha):
-    n, d = len(x), len(x[0])
-    dot = lambda a, b: sum(p * q for p, q in zip(a, b))  # noqa: E731
-    s = [sum(row[k] for row in x) for k in range(d)]
-    c = coefficients(n, exact=True)
-    const = c.sum_norm_sq * dot(s, s) + c.sum_sq_norms * sum(dot(r, r) for r in x) + c.sum_dot_alpha * dot(s, alpha)
-    return [c.sq_norm * dot(xj, xj) + c.dot_sum * dot(s, xj) + c.dot_alpha * dot(xj, alpha) + const for xj in x]
 
 
 def run(cfg: Config) -> dict:
@@ -51,7 +42,7 @@ def run(cfg: Config) -> dict:
         oracle = exact_shapley(chg_utility(x, alpha), n)
         t_enum = time.perf_counter() - t0
         t0 = time.perf_counter()
-        closed = closed_form_exact(x, alpha)
+        closed = chg_shapley_exact(x, alpha)
         t_closed = time.perf_counter() - t0
         rows.append({"n": n, "max_abs_diff": str(max(abs(a - b) for a, b in zip(closed, oracle))),
                      "exactly_equal": closed == oracle, "seconds_enumeration": t_enum,

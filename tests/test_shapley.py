@@ -9,7 +9,7 @@ import torch
 
 import chg
 from chg.games import chg_utility, exact_shapley, mean_utility
-from chg.shapley import coefficients, harmonic, mean_game_coefficients
+from chg.shapley import chg_shapley_exact, coefficients, harmonic, mean_game_coefficients
 
 
 def _rational_instance(rng, n, d):
@@ -18,24 +18,13 @@ def _rational_instance(rng, n, d):
     return x, alpha
 
 
-def _closed_form_exact(x, alpha):
-    """Eq. (3) in exact rationals from the six inner products."""
-    n, d = len(x), len(x[0])
-    dot = lambda a, b: sum(p * q for p, q in zip(a, b))  # noqa: E731
-    s = [sum(row[c] for row in x) for c in range(d)]
-    c = coefficients(n, exact=True)
-    big_d = sum(dot(r, r) for r in x)
-    const = c.sum_norm_sq * dot(s, s) + c.sum_sq_norms * big_d + c.sum_dot_alpha * dot(s, alpha)
-    return [c.sq_norm * dot(xj, xj) + c.dot_sum * dot(s, xj) + c.dot_alpha * dot(xj, alpha) + const for xj in x]
-
-
 @pytest.mark.parametrize("n", range(1, 11))
 def test_closed_form_equals_enumeration_exactly(n):
     rng = random.Random(1000 + n)
     d = rng.randint(1, 4)
     x, alpha = _rational_instance(rng, n, d)
     oracle = exact_shapley(chg_utility(x, alpha), n)
-    assert _closed_form_exact(x, alpha) == oracle  # exact rational equality, no tolerance
+    assert chg_shapley_exact(x, alpha) == oracle  # exact rational equality, no tolerance
 
 
 @pytest.mark.parametrize("n", range(1, 11))
@@ -63,7 +52,9 @@ def test_default_alpha_is_the_mean(n):
     rng = random.Random(3000 + n)
     x, _ = _rational_instance(rng, n, 3)
     mean = [sum(row[c] for row in x) / n for c in range(3)]
-    oracle = [float(v) for v in exact_shapley(chg_utility(x, mean), n)]
+    oracle = exact_shapley(chg_utility(x, mean), n)
+    assert chg_shapley_exact(x) == oracle  # default α = mean, exactly
+    oracle = [float(v) for v in oracle]
     xf = np.array([[float(v) for v in row] for row in x])
     np.testing.assert_allclose(chg.chg_shapley(xf), oracle, rtol=1e-12, atol=1e-12)
 
