@@ -48,6 +48,10 @@ def main(argv=None) -> int:
     sub.add_parser("bench", help="core speed/memory benchmark (benchmarks/bench_core.py)", add_help=False)
     args, rest = ap.parse_known_args(argv)
     if args.cmd == "demo":
+        if rest:
+            ap.error(f"demo: unrecognized arguments: {' '.join(rest)}")
+        if not 1 <= args.n <= 16:
+            ap.error("demo: --n must be in 1..16 (enumeration visits 2^n subsets)")
         return _demo(args)
     if args.cmd == "bench":
         return _run_script(ROOT / "benchmarks" / "bench_core.py", rest)

@@ -29,7 +29,7 @@ import torch
 from .results import DATA_DIR
 
 __all__ = ["Split", "DataBundle", "load_dataset", "stratified_split", "add_label_noise", "augment_batch",
-           "DATASETS", "QUICK_DATASETS", "PAPER_DATASETS"]
+           "synthetic_bundle", "DATASETS", "QUICK_DATASETS", "PAPER_DATASETS"]
 
 QUICK_DATASETS = ("digits", "breast_cancer")
 PAPER_DATASETS = ("cifar10", "cifar100", "tinyimagenet")
@@ -200,8 +200,8 @@ def _load_cifar(name: str, data_dir: Path):
     except RuntimeError:
         _missing(f"{name} (folder {data_dir / folder})",
                  f"On a machine with network run: python -c \"import torchvision; torchvision.datasets."
-                 f"{cls.__name__}('{data_dir}', download=True)\" and copy {data_dir} here "
-                 f"(or set CHG_DATA to the folder that holds {folder}).")
+                 f"{cls.__name__}('data', download=True)\" and copy data/{folder} to {data_dir}/ on this "
+                 f"machine (or set CHG_DATA to the folder that holds {folder}).")
     mean, std = torch.tensor(_CIFAR_MEAN[name])[:, None, None], torch.tensor(_CIFAR_STD[name])[:, None, None]
 
     def to_tensor(ds):
@@ -249,3 +249,17 @@ def _load_tiny(data_dir: Path):
         return (x.permute(0, 3, 1, 2).float() / 255.0 - mean) / std
 
     return norm(blob["x_tr"]), blob["y_tr"].long(), norm(blob["x_te"]), blob["y_te"].long(), 200, "image"
+
+
+def synthetic_bundle(n_train: int = 45_000, num_classes: int = 10, shape: tuple = (3, 32, 32), seed: int = 0,
+                     n_eval: int = 1_000) -> DataBundle:
+    """Random Gaussian images with random labels, CIFAR-shaped by default: for timing the training loop (e.g. the
+    ResNet-18 epoch time on a GPU) without the real data. Nothing can be learned from it."""
+    g = torch.Generator().manual_seed(seed)
+
+    def part(n):
+        return Split(torch.randn((n,) + tuple(shape), generator=g), torch.randint(0, num_classes, (n,), generator=g))
+
+    train = part(n_train)
+    return DataBundle("synthetic", train, part(n_eval), part(n_eval), num_classes,
+                      "image" if len(shape) == 3 else "tabular", train.y.clone(), torch.zeros(n_train, dtype=torch.bool))

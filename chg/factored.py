@@ -12,7 +12,11 @@ All that eq. (3) needs are the six inner products, each cheap in factored form:
            \langle M, x_j\rangle = w_j\, e_j^\top M \tilde h_j .
 
 Cost O(n·C·D): two passes over the features, in chunks of CHUNK_ROWS rows; extra memory O(n + CHUNK_ROWS·(C+D)).
-Products run in the features' dtype (float32 features: float32 GEMMs per chunk), every sum accumulates in float64.
+
+Precision: float64 features → float64 throughout. float32 features → each chunk's (C×m)·(m×D) product is a float32
+GEMM (relative error ~1e-7, the precision of the model that produced the features), chunk sums and every per-sample
+scalar (norms, values) are accumulated in float64; half precision is raised to float32; autocast is switched off
+inside. Pass float64 tensors when you need float64 end to end (about twice the time).
 The group statistics (n, s, Σ‖x_i‖²) are sums, so per-class groups and multi-process runs just add them up.
 """
 from __future__ import annotations
@@ -27,7 +31,8 @@ from .shapley import _check_finite, _check_n, coefficients
 
 __all__ = ["GroupStats", "group_stats", "values_from_factors", "factored_shapley", "shapley_from_factors"]
 
-CHUNK_ROWS = 4096  # rows processed at a time: a chunk of features stays in cache between its two uses
+CHUNK_ROWS = 4096  # rows processed at a time on CPU: a chunk of features stays in cache between its two uses
+CHUNK_ROWS_ACCELERATOR = 1 << 18  # on GPU, large chunks: launch overhead dominates, memory is plentiful
 
 
 @dataclass
@@ -53,9 +58,16 @@ class GroupStats:
 
 
 def _validate(err, feat, weight):
-    """Shapes only: finiteness is checked per chunk on O(n) reductions (a full isfinite would copy the features)."""
-    if not isinstance(err, torch.Tensor):
-        raise ValueError(f"err must be a torch.Tensor, got {type(err).__name__}")
+    """Types, dtypes, shapes and devices. Finiteness is checked once on O(n) results (NaN/Inf propagate into them)."""
+    for name, t in (("err", err), ("feat", feat), ("weight", weight)):
+        if t is None and name != "err":
+            continue
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if not t.dtype.is_floating_point:
+            raise ValueError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
+        if t.device != err.device:
+            raise ValueError(f"{name} is on {t.device} but err is on {err.device}: put all factors on one device")
     if err.ndim != 2:
         raise ValueError(f"err must be 2-D (n, C), got shape {tuple(err.shape)}")
     n = err.shape[0]
@@ -69,61 +81,67 @@ def _validate(err, feat, weight):
     return n
 
 
-def _chunks(n: int):
-    for start in range(0, n, CHUNK_ROWS):
-        yield slice(start, min(n, start + CHUNK_ROWS))
+def _require_finite(result: torch.Tensor, err, feat, weight, what: str) -> None:
+    """One check on an O(n) result; only on failure are the inputs scanned to name the culprit."""
+    if bool(torch.isfinite(result).all()):
+        return
+    for name, t in (("weight (per-sample loss)", weight), ("err (softmax error)", err),
+                    ("feat (penultimate features)", feat)):
+        if t is not None:
+            _check_finite(t, name)
+    raise ValueError(f"{what} overflowed although every input is finite: rescale the features or losses")
+
+
+def _chunks(n: int, device: torch.device):
+    step = CHUNK_ROWS if device.type == "cpu" else CHUNK_ROWS_ACCELERATOR
+    for start in range(0, n, step):
+        yield slice(start, min(n, start + step))
+
+
+def _compute_dtype(feat):
+    """float64 without features (bias only); else the features' dtype, half precision raised to float32."""
+    if feat is None:
+        return torch.float64
+    return torch.float32 if feat.dtype in (torch.float16, torch.bfloat16) else feat.dtype
 
 
 def _weighted_err(err, feat, weight, rows):
-    dtype = torch.float64 if feat is None else feat.dtype
+    dtype = _compute_dtype(feat)
     we = err[rows].to(dtype)  # (m, C)
     return we if weight is None else we * weight[rows].to(dtype)[:, None]
 
 
-def _chunk_factors(err, feat, weight, rows):
-    """One chunk: weighted error w·e (m, C) in the features' dtype, ‖w·e‖² and ‖h̃‖² = ‖h‖²+1 (m,) in float64.
-
-    Non-finite inputs show up in these O(m) reductions (NaN/Inf propagate), so they are checked here.
-    """
-    if weight is not None:
-        _check_finite(weight[rows], "weight (per-sample loss)")
-    we = _weighted_err(err, feat, weight, rows)  # (m, C)
-    e_sq = torch.linalg.vector_norm(we, dim=1, dtype=torch.float64) ** 2  # (m,)
-    _check_finite(e_sq, "err (softmax error)")
-    if feat is None:
-        return we, e_sq, None
-    h_sq = torch.linalg.vector_norm(feat[rows], dim=1, dtype=torch.float64) ** 2 + 1  # (m,)
-    _check_finite(h_sq, "feat (penultimate features)")
-    return we, e_sq, h_sq
-
-
 def group_stats(err: torch.Tensor, feat: Optional[torch.Tensor] = None,
                 weight: Optional[torch.Tensor] = None) -> GroupStats:
-    """n, s = Σ w_i e_i ⊗ [h_i;1] and Σ‖x_i‖² of the rows given.
+    """n, s = Σ w_i e_i ⊗ [h_i;1] and Σ‖x_i‖² of the rows given (precision: see the module docstring).
 
-    Products run in the features' dtype chunk by chunk (a chunk stays in cache); chunk sums accumulate in float64.
-    With float64 inputs everything is float64; with float32 features each chunk's product is a float32 GEMM.
+    n = 0 is allowed (zeros), so that every rank of a distributed run can take part in the all-reduce.
     """
     return _stats_and_sq_norms(err, feat, weight)[0]
 
 
 def _stats_and_sq_norms(err, feat, weight):
     """Pass 1 over the features: the group statistics and every ‖x_i‖² (n,) float64."""
-    n = _validate(err, feat, weight)
-    _check_n(n)
+    n = _validate(err, feat, weight)  # n = 0 is allowed here (an empty shard of a distributed run)
     C = err.shape[1]
     shape = (C,) if feat is None else (C, feat.shape[1] + 1)
     s = torch.zeros(shape, dtype=torch.float64, device=err.device)
     sq_norms = torch.empty(n, dtype=torch.float64, device=err.device)
-    for rows in _chunks(n):
-        we, e_sq, h_sq = _chunk_factors(err, feat, weight, rows)
-        if feat is None:
-            s += we.sum(0)
-            sq_norms[rows] = e_sq
-        else:
-            s[:, :-1] += (we.T @ feat[rows]).to(torch.float64)  # (C, D)
-            s[:, -1] += we.sum(0, dtype=torch.float64)
-            sq_norms[rows] = e_sq * h_sq
+    dtype = _compute_dtype(feat)
+    with torch.autocast(err.device.type, enabled=False):  # inside an AMP step, keep our precision
+        for rows in _chunks(n, err.device):
+            we = _weighted_err(err, feat, weight, rows)  # (m, C)
+            e_sq = torch.linalg.vector_norm(we, dim=1, dtype=torch.float64) ** 2  # (m,)
+            if feat is None:
+                s += we.sum(0)
+                sq_norms[rows] = e_sq
+            else:
+                h = feat[rows].to(dtype)  # (m, D)
+                s[:, :-1] += (we.T @ h).to(torch.float64)  # (C, D)
+                s[:, -1] += we.sum(0, dtype=torch.float64)
+                sq_norms[rows] = e_sq * (torch.linalg.vector_norm(h, dim=1, dtype=torch.float64) ** 2 + 1)
+    _require_finite(sq_norms, err, feat, weight, "‖x_i‖²")
+    _require_finite(s, err, feat, weight, "Σ x_i")
     return GroupStats(n, s, sq_norms.sum()), sq_norms
 
 
@@ -136,11 +154,14 @@ def values_from_factors(err: torch.Tensor, feat: Optional[torch.Tensor], weight:
     ``sq_norms``: the rows' ‖x_i‖² if already known (saves one norm per row in this pass).
     """
     _validate(err, feat, weight)
+    _check_n(stats.n)
     s = stats.sum
+    if feat is not None and s.ndim != 2:
+        raise ValueError("stats are of bias-only gradients (shape (C,)) but features were given")
     if alpha is None:
         a = s / stats.n
-    elif alpha.numel() == s.numel():
-        a = alpha.to(device=s.device, dtype=torch.float64).reshape(s.shape)
+    elif torch.as_tensor(alpha).numel() == s.numel():
+        a = torch.as_tensor(alpha).to(device=s.device, dtype=torch.float64).reshape(s.shape)
     else:
         raise ValueError(f"alpha has {alpha.numel()} entries; expected {s.numel()} (shape {tuple(s.shape)}: "
                          "C rows, D+1 columns with the bias last)")
@@ -150,19 +171,21 @@ def values_from_factors(err: torch.Tensor, feat: Optional[torch.Tensor], weight:
     const = (c.sum_norm_sq * (s * s).sum() + c.sum_sq_norms * stats.sum_sq_norms
              + c.sum_dot_alpha * (s * a).sum())
     out = torch.empty(err.shape[0], dtype=torch.float64, device=err.device)
-    if feat is not None:
-        m_feat = m[:, :-1].to(feat.dtype).contiguous()  # (C, D)
-    for rows in _chunks(err.shape[0]):
-        if sq_norms is None:
-            we, e_sq, h_sq = _chunk_factors(err, feat, weight, rows)
-            sq = e_sq if feat is None else e_sq * h_sq
-        else:
-            we, sq = _weighted_err(err, feat, weight, rows), sq_norms[rows]
-        if feat is None:
-            out[rows] = c.sq_norm * sq + we @ m + const
-        else:
-            hm = F.linear(feat[rows], m_feat).to(torch.float64) + m[:, -1]  # (m, C) = (m h̃_j)ᵀ
+    dtype = _compute_dtype(feat)
+    m_feat = m[:, :-1].to(dtype).contiguous() if feat is not None else None  # (C, D)
+    with torch.autocast(err.device.type, enabled=False):
+        for rows in _chunks(err.shape[0], err.device):
+            we = _weighted_err(err, feat, weight, rows)  # (m, C)
+            e_sq = torch.linalg.vector_norm(we, dim=1, dtype=torch.float64) ** 2 if sq_norms is None else None
+            if feat is None:
+                out[rows] = c.sq_norm * (e_sq if sq_norms is None else sq_norms[rows]) + we @ m + const
+                continue
+            h = feat[rows].to(dtype)  # (m, D)
+            sq = sq_norms[rows] if sq_norms is not None else \
+                e_sq * (torch.linalg.vector_norm(h, dim=1, dtype=torch.float64) ** 2 + 1)
+            hm = F.linear(h, m_feat).to(torch.float64) + m[:, -1]  # (m, C) = (m h̃_j)ᵀ
             out[rows] = c.sq_norm * sq + (we.to(torch.float64) * hm).sum(1) + const
+    _require_finite(out, err, feat, weight, "the values")
     return out
 
 
@@ -178,6 +201,7 @@ def factored_shapley(err: torch.Tensor, feat: Optional[torch.Tensor] = None, wei
     if groups is None:
         stats, sq_norms = _stats_and_sq_norms(err, feat, weight)
         return values_from_factors(err, feat, weight, stats, alpha, sq_norms)
+    groups = torch.as_tensor(groups, device=err.device)
     if groups.ndim != 1 or groups.shape[0] != err.shape[0]:
         raise ValueError(f"groups must be 1-D with {err.shape[0]} entries, got shape {tuple(groups.shape)}")
     out = torch.empty(err.shape[0], dtype=torch.float64, device=err.device)
@@ -185,6 +209,8 @@ def factored_shapley(err: torch.Tensor, feat: Optional[torch.Tensor] = None, wei
         idx = (groups == g).nonzero().squeeze(1)
         e, h = err[idx], None if feat is None else feat[idx]
         w = None if weight is None else weight[idx]
+        if alpha is not None and g not in alpha:
+            raise ValueError(f"alpha is a dict of per-group targets but has no entry for group {g}")
         a = None if alpha is None else alpha[g]
         stats, sq_norms = _stats_and_sq_norms(e, h, w)
         out[idx] = values_from_factors(e, h, w, stats, a, sq_norms)
@@ -209,6 +235,8 @@ def shapley_from_factors(factors, weighting: str = "chg", gradient: str = "full"
     if gradient not in GRADIENTS:
         raise ValueError(f"gradient must be one of {GRADIENTS}, got {gradient!r}")
     if weighting == "hardness":
+        if alpha is not None:
+            raise ValueError("weighting='hardness' (mean loss over S) has no target: alpha must be None")
         from .shapley import hardness_shapley
         if groups is None:
             return hardness_shapley(factors.loss)

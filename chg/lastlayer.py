@@ -53,6 +53,9 @@ def factors_from_logits(logits: torch.Tensor, targets: torch.Tensor, feat: torch
     """Per-sample cross-entropy loss and softmax error from logits (B, C), integer targets (B,), features (B, D)."""
     if logits.ndim != 2:
         raise ValueError(f"logits must be (B, C), got shape {tuple(logits.shape)}")
+    if targets.dtype.is_floating_point or targets.dtype.is_complex or targets.dtype == torch.bool:
+        raise ValueError(f"targets must be integer class labels, got dtype {targets.dtype} (soft labels are not "
+                         "supported: e = softmax − onehot needs a class index)")
     if targets.ndim != 1 or targets.shape[0] != logits.shape[0]:
         raise ValueError(f"targets must be (B,) = ({logits.shape[0]},), got shape {tuple(targets.shape)}")
     if feat.shape[0] != logits.shape[0]:
@@ -65,7 +68,9 @@ def factors_from_logits(logits: torch.Tensor, targets: torch.Tensor, feat: torch
         raise ValueError("logits contain NaN or Inf: the model diverged or its input is not finite")
     loss = F.cross_entropy(z, targets, reduction="none")  # (B,)
     err = torch.softmax(z, dim=1)  # (B, C)
-    err[torch.arange(z.shape[0], device=z.device), targets] -= 1.0
+    rows = torch.arange(z.shape[0], device=z.device)
+    err[rows, targets] = 0.0
+    err[rows, targets] = -err.sum(1)  # p_y − 1 = −Σ_{c≠y} p_c, without the cancellation of computing p_y − 1
     return Factors(loss, err, _upcast(feat.detach()))
 
 
@@ -75,18 +80,31 @@ def _upcast(t: torch.Tensor) -> torch.Tensor:
 
 
 class LastLayerTap:
-    """Context manager: while open, records the input of the model's final ``nn.Linear`` on every forward."""
+    """Context manager: while open, records the input and output of the model's final ``nn.Linear``.
+
+    ``layer`` defaults to the last ``nn.Linear`` registered in the model; pass it explicitly when the output layer is
+    registered earlier. :meth:`factors` checks that the logits it is given are exactly what that layer produced in a
+    single call since the last :meth:`factors` (so a head called twice, logits post-processed after the layer — e.g.
+    a temperature — or ``nn.DataParallel`` replicas give a clear error instead of wrong values). With
+    ``torch.compile``, open the tap before the first compiled call: hooks added later are not seen by the compiled code.
+    """
 
     def __init__(self, model: nn.Module, layer: nn.Linear | None = None):
         self.layer = layer if layer is not None else find_last_linear(model)
+        if self.layer.bias is None:
+            raise ValueError("the final nn.Linear has no bias: CHG Shapley's factors use the [weight | bias] "
+                             "gradient e ⊗ [h; 1]; give the output layer a bias")
         self.feat: torch.Tensor | None = None
+        self.output: torch.Tensor | None = None
+        self.calls = 0
         self._handle = None
 
     def _hook(self, module, inputs, output):
         h = inputs[0]
         if h.ndim != 2:
             raise ValueError(f"the final nn.Linear got input of shape {tuple(h.shape)}; expected (B, D) features")
-        self.feat = h.detach()
+        self.feat, self.output = h.detach(), output.detach()
+        self.calls += 1
 
     def __enter__(self) -> "LastLayerTap":
         self._handle = self.layer.register_forward_hook(self._hook)
@@ -96,9 +114,24 @@ class LastLayerTap:
         self._handle.remove()
 
     def factors(self, logits: torch.Tensor, targets: torch.Tensor) -> Factors:
+        """Factors of the last forward pass; ``logits`` must be the hooked layer's output, unchanged."""
         if self.feat is None:
-            raise RuntimeError("LastLayerTap.factors: no forward pass went through the final nn.Linear yet")
-        return factors_from_logits(logits, targets, self.feat)
+            raise RuntimeError("LastLayerTap.factors: no forward pass went through the hooked nn.Linear since the tap "
+                               "opened (is it the model's output layer? with torch.compile, open the tap before the "
+                               "first compiled call)")
+        calls, self.calls = self.calls, 0
+        if calls > 1:
+            raise ValueError(f"the hooked nn.Linear ran {calls} times since the last factors() call (a head called "
+                             "twice, or nn.DataParallel replicas); call factors() after each single forward pass")
+        out = self.output
+        same = logits.shape == out.shape and (logits.data_ptr() == out.data_ptr() or torch.equal(logits.detach(), out))
+        if not same:
+            raise ValueError(f"the logits given (shape {tuple(logits.shape)}) are not the output of the hooked "
+                             f"nn.Linear (shape {tuple(out.shape)}): the output layer must be the model's last "
+                             "operation (no temperature or other post-processing), or pass "
+                             "LastLayerTap(model, layer=<the output nn.Linear>)")
+        feat, self.feat, self.output = self.feat, None, None
+        return factors_from_logits(logits, targets, feat)
 
 
 @torch.no_grad()

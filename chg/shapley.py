@@ -19,6 +19,7 @@ Everything is accumulated in float64. ``coefficients(n, exact=True)`` gives exac
 from __future__ import annotations
 
 import math
+import operator
 from fractions import Fraction
 from typing import NamedTuple
 
@@ -70,7 +71,7 @@ def mean_game_coefficients(n: int, exact: bool = False) -> tuple:
     :math:`\phi_1 = a_1` for n = 1. Returns ``(coef_own, coef_total)``. This is the Hardness Shapley closed form
     (a = per-sample loss) and, doubled, the α-part of Theorem 1.
     """
-    _check_n(n)
+    n = _check_n(n)
     one = Fraction(1) if exact else 1.0
     if n == 1:
         return one, 0 * one
@@ -80,7 +81,7 @@ def mean_game_coefficients(n: int, exact: bool = False) -> tuple:
 
 def coefficients(n: int, exact: bool = False) -> Coefficients:
     """Coefficients of Theorem 1 (eq. 3) for a player set of size n ≥ 1; exact Fractions if ``exact``."""
-    _check_n(n)
+    n = _check_n(n)
     one = Fraction(1) if exact else 1.0
     zero = 0 * one
     own, total = mean_game_coefficients(n, exact)
@@ -122,9 +123,9 @@ def chg_shapley(x, alpha=None):
     _check_n(n)
     _check_finite(xt, "x")
     s = xt.sum(0)  # (d,)
-    a = s / n if alpha is None else _as_float64_tensor(alpha, "alpha", device=xt.device).reshape(-1)
-    if a.numel() != d:
-        raise ValueError(f"chg_shapley: alpha has {a.numel()} entries but x has d = {d} columns")
+    a = s / n if alpha is None else _as_float64_tensor(alpha, "alpha", device=xt.device)
+    if a.shape != (d,):
+        raise ValueError(f"chg_shapley: alpha must have shape (d,) = ({d},), got {tuple(a.shape)}")
     _check_finite(a, "alpha")
     c = coefficients(n)
     sq = (xt * xt).sum(1)  # (n,)
@@ -167,17 +168,27 @@ def hardness_shapley(loss):
 
 def _as_float64_tensor(v, name, device=None) -> torch.Tensor:
     if isinstance(v, torch.Tensor):
+        if v.is_complex():
+            raise ValueError(f"{name} must be real, got complex dtype {v.dtype}")
         return v.detach().to(device=device if device is not None else v.device, dtype=torch.float64)
+    if np.iscomplexobj(v):
+        raise ValueError(f"{name} must be real, got complex values")
     try:
-        arr = np.asarray(v, dtype=np.float64)
+        arr = np.array(v, dtype=np.float64)  # a fresh, writable, positively strided copy
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{name} must be numeric, got {type(v).__name__}: {exc}") from None
     return torch.from_numpy(arr).to(device) if device is not None else torch.from_numpy(arr)
 
 
-def _check_n(n: int) -> None:
+def _check_n(n) -> int:
+    """n as a Python int (numpy ints would overflow n(n−1)(n−2) past 2e6); must be ≥ 1."""
+    try:
+        n = operator.index(n)
+    except TypeError:
+        raise ValueError(f"the number of players n must be an integer, got {n!r}") from None
     if n < 1:
         raise ValueError(f"the player set is empty (n = {n}): Shapley values need n >= 1")
+    return n
 
 
 def _check_finite(t: torch.Tensor, name: str) -> None:

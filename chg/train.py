@@ -12,8 +12,15 @@ Per epoch k:
      the same model (bit-identical on CPU; the test kills a run with ``hook`` and compares).
 
 Randomness: the model's initialisation uses ``seed``; a CPU ``torch.Generator`` (seed+1) draws batches and
-augmentations, another (seed+2) is the selection methods' only source of randomness. On CUDA: bfloat16 autocast and
-channels-last memory format (each guarded by the device type and a config switch); timings synchronise the device.
+augmentations, another (seed+2) is the selection methods' only source of randomness. On CUDA: bfloat16 autocast for
+the training steps and evaluation (not for the factor passes, see :func:`pool_factors`) and channels-last memory
+format, each guarded by the device type and a config switch; timings synchronise the device.
+
+Distributed (torchrun, ``torch.distributed`` initialised by the caller, one device per process): every process holds
+the data; rank 0 computes the selection and broadcasts it; every global batch is drawn identically on all ranks and
+each rank trains on its share ``rows[rank::world]`` under DistributedDataParallel, with the loss normalised by the
+global batch's weight sum, so the update equals the single-process one (up to summation order and BatchNorm, whose
+statistics are per rank). Rank 0 writes the checkpoints (to a path every rank can read).
 """
 from __future__ import annotations
 
@@ -85,14 +92,16 @@ def _prep(x: torch.Tensor, device: torch.device, cfg: TrainConfig) -> torch.Tens
 
 @torch.no_grad()
 def pool_factors(model, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, device: torch.device) -> Factors:
-    """Last-layer factors of every row of (x, y): eval mode, no augmentation, batches of ``factor_batch_size``."""
+    """Last-layer factors of every row of (x, y): eval mode, no augmentation, batches of ``factor_batch_size``.
+
+    Always in float32, also under AMP: bfloat16 features (3 significant digits) would blur the values that rank
+    the points; the pass costs one forward over the pool every R epochs."""
     was_training = model.training
     model.eval()
     parts = []
     for start in range(0, y.shape[0], cfg.factor_batch_size):
         xb = _prep(x[start:start + cfg.factor_batch_size], device, cfg)
-        with _autocast(device, cfg):
-            parts.append(compute_factors(model, xb, y[start:start + cfg.factor_batch_size]))
+        parts.append(compute_factors(model, xb, y[start:start + cfg.factor_batch_size]))
     model.train(was_training)
     return Factors.cat(parts)
 
@@ -109,6 +118,14 @@ def evaluate(model, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, device: 
             correct += int((model(xb).argmax(1) == y[start:start + cfg.factor_batch_size]).sum())
     model.train(was_training)
     return 100.0 * correct / max(1, y.shape[0])
+
+
+def _dist() -> tuple:
+    """(rank, world size) of the default torch.distributed group, (0, 1) when not distributed."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 def _select(model, data: DataBundle, cfg: TrainConfig, epoch: int, gen: torch.Generator,
@@ -154,6 +171,11 @@ def train(cfg: TrainConfig, data: DataBundle | None = None, checkpoint: Path | N
         model = build_model(cfg.model, data.num_classes, tuple(data.train.x.shape[1:]), cfg.width).to(device)
     if device.type == "cuda" and cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    rank, world = _dist()
+    net = model  # what the training step calls: the model, or its DistributedDataParallel wrapper
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
+                                                        else None)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                           nesterov=cfg.nesterov)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
@@ -183,7 +205,12 @@ def train(cfg: TrainConfig, data: DataBundle | None = None, checkpoint: Path | N
         if selection is None or (selector.adaptive and epoch % cfg.select_every == 0):
             _sync(device)
             t0 = time.perf_counter()
-            selection = _select(model, data, cfg, epoch, gen_select, device)
+            if rank == 0:
+                selection = _select(model, data, cfg, epoch, gen_select, device)
+            if world > 1:  # every rank trains on rank 0's subset (one source of truth, whatever the kernels do)
+                box = [selection if rank == 0 else None]
+                torch.distributed.broadcast_object_list(box, src=0)
+                selection = box[0]
             _sync(device)
             clock["select_s"] += time.perf_counter() - t0
             clock["selections"] += 1
@@ -199,10 +226,14 @@ def train(cfg: TrainConfig, data: DataBundle | None = None, checkpoint: Path | N
             pool_rows = idx_dev[rows]
             xb = augment_batch(data.train.x[pool_rows], cfg.augment_pad, cfg.augment_flip, gen_train)
             xb, yb, wb = _prep(xb, device, cfg), data.train.y[pool_rows], w_dev[rows]
+            w_total = wb.sum().clamp_min(1e-12)  # of the whole (global) batch
+            if world > 1:  # this rank's share of the batch; DDP averages gradients over ranks, hence × world
+                xb, yb, wb = xb[rank::world], yb[rank::world], wb[rank::world]
+                w_total = w_total / world
             with _autocast(device, cfg):
-                logits = model(xb)
+                logits = net(xb)
             losses = F.cross_entropy(logits.float(), yb, reduction="none")  # (B,)
-            loss = (losses * wb).sum() / wb.sum().clamp_min(1e-12)
+            loss = (losses * wb).sum() / w_total
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -215,9 +246,12 @@ def train(cfg: TrainConfig, data: DataBundle | None = None, checkpoint: Path | N
 
         # ---- 3. checkpoint
         if checkpoint is not None and ((epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs):
-            state = _checkpoint_state(model, opt, sched, gen_train, gen_select, selection, epoch + 1, clock,
-                                      history, cfg)
-            atomic_write(Path(checkpoint), lambda tmp: torch.save(state, tmp))
+            if rank == 0:
+                state = _checkpoint_state(model, opt, sched, gen_train, gen_select, selection, epoch + 1, clock,
+                                          history, cfg)
+                atomic_write(Path(checkpoint), lambda tmp: torch.save(state, tmp))
+            if world > 1:
+                torch.distributed.barrier()
         if hook is not None:
             hook(epoch)
 

@@ -26,14 +26,15 @@ point), never O(n·C·D).
 
 Options: ``per_class=True`` values each class as its own game (α and the statistics per class, as in Algorithm 2);
 ``alpha="valid"`` sets :math:`\alpha` to the mean of :math:`l_i g_i` over a validation set (per class when
-``per_class``); ``weighting`` "chg" | "gradient" | "hardness" and ``gradient`` "full" | "bias" as in
-:func:`chg.factored.shapley_from_factors`.
+``per_class``; give the rows with ``add_validation`` or ``value_epoch(..., valid_loader)``; :func:`value_data` in
+ride-along mode takes them in a no-grad pass at the end of each epoch); ``weighting`` "chg" | "gradient" |
+"hardness" and ``gradient`` "full" | "bias" as in :func:`chg.factored.shapley_from_factors`.
 
 A user's own loop::
 
     valuer = EpochValuer(len(train_set))
     for epoch in range(E):
-        valuer.value_epoch(model, IndexedLoader(train_set, batch_size=256))   # or ride along, below
+        valuer.value_epoch(model, DataLoader(IndexedDataset(train_set), batch_size=256))  # or ride along
         for x, y, idx in train_loader:
             with LastLayerTap(model) as tap:
                 logits = model(x)
@@ -52,9 +53,9 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-from .factored import GRADIENTS, WEIGHTINGS, GroupStats, group_stats, values_from_factors
+from .factored import GRADIENTS, WEIGHTINGS, group_stats, values_from_factors
 from .lastlayer import Factors, LastLayerTap
 from .shapley import hardness_shapley
 
@@ -179,7 +180,13 @@ class EpochValuer:
             for batch in loader:
                 x, y = batch[0].to(device), batch[1].to(device)
                 if train:
-                    idx = batch[2] if len(batch) > 2 else torch.arange(offset, offset + len(y))
+                    if len(batch) > 2:
+                        idx = batch[2]
+                    elif isinstance(getattr(loader, "sampler", None), RandomSampler):
+                        raise ValueError("value_epoch: a shuffled loader must yield (x, y, index); wrap the "
+                                         "dataset in IndexedDataset, or pass an unshuffled loader")
+                    else:
+                        idx = torch.arange(offset, offset + len(y))
                     offset += len(y)
                 f = tap.factors(model(x), y)
                 if train:

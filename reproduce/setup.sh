@@ -13,7 +13,10 @@ if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && [ -x "$VENV/bin/python"
   exit 0
 fi
 echo "[setup] installing into $VENV (one time; several minutes: torch is large)" >&2
-[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+if ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then  # missing, or a half-made venv from a failed try
+  rm -rf "$VENV"
+  "$PY" -m venv "$VENV" || { echo "[setup] '$PY -m venv' failed (Debian/Ubuntu: apt-get install python3-venv)" >&2; exit 1; }
+fi
 pip_install() {  # pip, pinned to the tested versions; drops this machine's noisy "Location ... is ignored" lines
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -c "$ROOT/constraints.txt" "$@" 2>&1 \
     | { grep -v "is ignored: it is neither a file nor a directory" || true; }

@@ -164,3 +164,90 @@ def test_bad_inputs_name_the_problem():
 
 def test_opendataval_imports():
     import opendataval.dataval  # noqa: F401  (installed --no-deps by reproduce/setup.sh; must import)
+
+
+class _HeadFirst(nn.Module):
+    """The output layer is registered before the backbone: 'last registered Linear' is the wrong layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Linear(5, 4)
+        self.body = nn.Sequential(nn.Linear(6, 5), nn.Tanh())
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+def test_tap_refuses_what_would_give_wrong_values():
+    x, y = _data()
+    model = _HeadFirst().double()
+    with pytest.raises(ValueError, match="not the output of the hooked"):
+        with LastLayerTap(model) as tap:  # hooks body[0], whose output is not the logits
+            tap.factors(model(x), y)
+    with LastLayerTap(model, layer=model.head) as tap:  # explicit layer: right values
+        f = tap.factors(model(x), y)
+    ref = compute_factors(nn.Sequential(model.body, model.head), x, y)
+    torch.testing.assert_close(f.feat, ref.feat, rtol=0, atol=0)
+
+    plain = _model()
+    with pytest.raises(ValueError, match="ran 2 times"):
+        with LastLayerTap(plain) as tap:
+            plain(x)
+            tap.factors(plain(x), y)
+    with pytest.raises(ValueError, match="no temperature"):
+        with LastLayerTap(plain) as tap:
+            tap.factors(plain(x) / 2.0, y)
+    with pytest.raises(ValueError, match="has no bias"):
+        LastLayerTap(nn.Sequential(nn.Linear(6, 4, bias=False)))
+    with pytest.raises(ValueError, match="integer class labels"):
+        factors_from_logits(torch.randn(2, 3), torch.tensor([0.0, 1.0]), torch.randn(2, 4))
+
+
+def test_confident_logits_give_an_exact_error_vector():
+    f = factors_from_logits(torch.tensor([[30.0, 0.0, 0.0]]), torch.tensor([0]), torch.zeros(1, 2))
+    assert f.err[0, 0].item() == -(f.err[0, 1] + f.err[0, 2]).item() and f.err[0, 0].item() < 0
+
+
+def test_factored_precision_and_efficiency_at_1e5():
+    gen = torch.Generator().manual_seed(5)
+    n, C, D = 100_000, 10, 32
+    err = torch.softmax(torch.randn(n, C, generator=gen, dtype=torch.float64), 1)
+    err[torch.arange(n), torch.randint(0, C, (n,), generator=gen)] -= 1
+    feat = torch.randn(n, D, generator=gen, dtype=torch.float64).relu()
+    loss = torch.rand(n, generator=gen, dtype=torch.float64) * 2
+    v64 = chg.factored_shapley(err, feat, loss)
+    stats = chg.group_stats(err, feat, loss)
+    mean = stats.sum / n
+    u_n = (mean * mean).sum().item()  # U(N) with α = the mean: ‖α‖² − 0
+    assert abs(v64.sum().item() - u_n) <= 1e-10 * u_n
+    # float32 features: float32 GEMMs per chunk, float64 accumulation — values within float32 precision
+    v32 = chg.factored_shapley(err.float(), feat.float(), loss.float())
+    assert ((v32 - v64).abs().max() / v64.abs().max()).item() <= 1e-6
+    assert abs(v32.sum().item() - u_n) <= 1e-6 * u_n
+
+
+def test_autocast_does_not_lower_precision():
+    model = _model(torch.float32)
+    x, y = _data(dtype=torch.float32)
+    f = compute_factors(model, x, y)
+    ref = chg.shapley_from_factors(f)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = chg.shapley_from_factors(f)
+    torch.testing.assert_close(got, ref, rtol=0, atol=0)
+
+
+def test_empty_shard_and_overflow_and_dtype_errors():
+    empty = factored.group_stats(torch.zeros(0, 3), torch.zeros(0, 5), torch.zeros(0))
+    assert empty.n == 0 and float(empty.sum.abs().sum()) == 0.0  # an empty rank can join the all-reduce
+    with pytest.raises(ValueError, match="empty"):
+        factored.values_from_factors(torch.zeros(0, 3), torch.zeros(0, 5), None, empty)
+    err = torch.randn(4, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match="overflowed although every input is finite"):
+        chg.factored_shapley(err, torch.full((4, 5), 1e200, dtype=torch.float64))
+    with pytest.raises(ValueError, match="feat must be a floating-point tensor"):
+        chg.factored_shapley(err, torch.ones(4, 5, dtype=torch.int64))
+    with pytest.raises(ValueError, match="no entry for group 1"):
+        chg.factored_shapley(err, None, groups=torch.tensor([0, 0, 1, 1]), alpha={0: torch.zeros(3)})
+    with pytest.raises(ValueError, match="has no target"):
+        chg.shapley_from_factors(Factors(torch.ones(4), err, torch.randn(4, 5)), weighting="hardness",
+                                 alpha=torch.zeros(3, 6))
