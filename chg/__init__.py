@@ -7,8 +7,9 @@ from .factored import GroupStats, factored_shapley, group_stats, shapley_from_fa
 from .games import exact_shapley
 from .lastlayer import Factors, LastLayerTap, compute_factors, find_last_linear
 from .shapley import chg_shapley, chg_shapley_exact, coefficients, hardness_shapley
+from .valuation import EpochValuer, IndexedDataset, value_data
 
 __version__ = "0.1.0"
 __all__ = ["chg_shapley", "chg_shapley_exact", "coefficients", "hardness_shapley", "exact_shapley", "shapley_from_factors",
            "factored_shapley", "group_stats", "values_from_factors", "GroupStats", "Factors", "LastLayerTap",
-           "compute_factors", "find_last_linear"]
+           "compute_factors", "find_last_linear", "EpochValuer", "IndexedDataset", "value_data"]
