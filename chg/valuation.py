@@ -24,6 +24,12 @@ Either way the epoch's statistics (n, :math:`s = \sum x_i`, :math:`\sum\|x_i\|^2
 epoch before any value is, so the factors of the epoch are kept: memory O(n·(C+D)) (loss, error, features per
 point), never O(n·C·D).
 
+Multi-process (``torchrun``, one process per GPU, each with its shard of the data, e.g. a ``DistributedSampler``):
+nothing changes in the loop. When ``torch.distributed`` is initialised, :meth:`EpochValuer.end_epoch` all-reduces the
+group statistics (sums: n, Σx_i, Σ‖x_i‖², and the validation α), values each rank's own rows, and all-reduces the
+values so every rank holds all n. (A sampler that pads shards repeats a few points: they count twice in the
+statistics and their values are averaged; use ``drop_last`` or an evenly divisible n to avoid it.)
+
 Options: ``per_class=True`` values each class as its own game (α and the statistics per class, as in Algorithm 2);
 ``alpha="valid"`` sets :math:`\alpha` to the mean of :math:`l_i g_i` over a validation set (per class when
 ``per_class``; give the rows with ``add_validation`` or ``value_epoch(..., valid_loader)``; :func:`value_data` in
@@ -55,9 +61,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-from .factored import GRADIENTS, WEIGHTINGS, group_stats, values_from_factors
+from .distributed import all_gather_values as _all_gather_values
+from .distributed import group_ids as _group_ids
+from .distributed import is_distributed
+from .factored import GRADIENTS, WEIGHTINGS, GroupStats, group_stats, values_from_factors
 from .lastlayer import Factors, LastLayerTap
-from .shapley import hardness_shapley
+from .shapley import mean_game_coefficients
 
 __all__ = ["EpochValuer", "IndexedDataset", "value_data", "ValueDataConfig"]
 
@@ -207,23 +216,43 @@ class EpochValuer:
         if self.alpha == "valid" and not self._valid:
             raise ValueError("end_epoch: alpha='valid' but no validation rows were added (add_validation)")
         vals = torch.full((self.n,), float("nan"), dtype=torch.float64)
-        for g in torch.unique(groups).tolist():
+        ddp = is_distributed()
+        for g in _group_ids(groups, self.per_class, ddp, dev):
             rows = seen[groups == g]
             r = rows.to(dev)
             loss, err, feat = self._loss[r], self._err[r], self._feat[r]
             if self.weighting == "hardness":
-                v = hardness_shapley(loss)
+                totals = torch.tensor([float(len(rows)), float(loss.sum())], dtype=torch.float64, device=dev)
+                if ddp:
+                    torch.distributed.all_reduce(totals)
+                if totals[0] < 1:
+                    continue
+                own, total = mean_game_coefficients(int(round(totals[0].item())))
+                v = own * loss.to(torch.float64) + total * totals[1]
             else:
                 e, h, w = self._xs(loss, err, feat)
                 stats = group_stats(e, h, w)
+                valid = self._valid.get(g, GroupStats(0, torch.zeros_like(stats.sum), torch.zeros_like(
+                    stats.sum_sq_norms))) if self.alpha == "valid" else None
+                if ddp:  # every rank takes part for every group, empty or not
+                    stats.all_reduce()
+                    if valid is not None:
+                        valid.all_reduce()
+                if stats.n == 0:
+                    continue
                 a = None
-                if self.alpha == "valid":
-                    if g not in self._valid:
+                if valid is not None:
+                    if valid.n == 0:
                         raise ValueError(f"end_epoch: class {g} has training points but no validation points; "
                                          f"alpha='valid' with per_class=True needs every class in the validation set")
-                    a = self._valid[g].sum / self._valid[g].n
+                    a = valid.sum / valid.n
+                if len(rows) == 0:
+                    continue
                 v = values_from_factors(e, h, w, stats, a)
             vals[rows] = v.to(torch.float64).cpu()
+        if ddp:
+            vals = _all_gather_values(vals, dev)
+            seen = (~torch.isnan(vals)).nonzero().squeeze(1)
         self._sum[seen] += vals[seen]
         self._count[seen] += 1
         self.epochs += 1

@@ -39,3 +39,34 @@ def test_all_reduced_stats_equal_single_process(tmp_path):
         assert part["n"] == err.shape[0]
         got[part["rows"]] = part["values"]
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-14)
+
+
+def _valuer_worker(rank, world, init_file, out_dir, per_class, weighting):
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    from chg.lastlayer import Factors
+    from chg.valuation import EpochValuer
+    err, feat, loss = _data()
+    labels = torch.arange(err.shape[0]) % 3
+    valuer = EpochValuer(err.shape[0], per_class=per_class, weighting=weighting)
+    rows = torch.arange(rank, err.shape[0], world)
+    for chunk in rows.split(5):  # batches of this rank's shard
+        valuer.add(chunk, Factors(loss[chunk], err[chunk], feat[chunk]), labels[chunk])
+    torch.save(valuer.end_epoch(), os.path.join(out_dir, f"v{rank}.pt"))
+    dist.destroy_process_group()
+
+
+def test_epoch_valuer_under_torch_distributed(tmp_path):
+    """EpochValuer on 3 ranks (each its shard) gives every rank the single-process values."""
+    from chg.lastlayer import Factors
+    from chg.valuation import EpochValuer
+    err, feat, loss = _data()
+    labels = torch.arange(err.shape[0]) % 3
+    for per_class, weighting in [(False, "chg"), (True, "chg"), (True, "hardness")]:
+        single = EpochValuer(err.shape[0], per_class=per_class, weighting=weighting)
+        single.add(torch.arange(err.shape[0]), Factors(loss, err, feat), labels)
+        expected = single.end_epoch()
+        out = tmp_path / f"{per_class}{weighting}"
+        out.mkdir()
+        mp.spawn(_valuer_worker, args=(3, str(out / "init"), str(out), per_class, weighting), nprocs=3, join=True)
+        for r in range(3):
+            torch.testing.assert_close(torch.load(out / f"v{r}.pt"), expected, rtol=1e-12, atol=1e-14)

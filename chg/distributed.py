@@ -1,0 +1,38 @@
+"""torch.distributed helpers: the few collectives that multi-process valuation needs.
+
+Everything Theorem 1 needs from the whole data set is a sum (group size, Σx_i, Σ‖x_i‖²), so a multi-process run
+all-reduces those statistics (:meth:`chg.factored.GroupStats.all_reduce`), values each rank's own rows locally, and
+shares the values. Collectives run on the device of the data (NCCL needs CUDA tensors; gloo works on CPU).
+"""
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["is_distributed", "group_ids", "all_gather_values"]
+
+
+def is_distributed() -> bool:
+    """True inside an initialised process group of more than one rank (e.g. under ``torchrun``)."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def group_ids(groups: torch.Tensor, per_class: bool, ddp: bool, device) -> list:
+    """The groups to value, identical on every rank under ``ddp`` (0..max label over all ranks)."""
+    if not per_class:
+        return [0]
+    if not ddp:
+        return torch.unique(groups).tolist()
+    top = torch.tensor([int(groups.max()) if groups.numel() else -1], dtype=torch.int64, device=device)
+    dist.all_reduce(top, op=dist.ReduceOp.MAX)
+    return list(range(int(top.item()) + 1))
+
+
+def all_gather_values(values: torch.Tensor, device) -> torch.Tensor:
+    """Combine per-rank value vectors (n,), NaN where a rank did not value a row; rows valued on several ranks
+    (padded samplers) are averaged. Returns the combined (n,) float64 CPU tensor, NaN where no rank valued a row."""
+    seen = ~torch.isnan(values)
+    buf = torch.stack([torch.where(seen, values, torch.zeros_like(values)), seen.to(torch.float64)]).to(device)
+    dist.all_reduce(buf)
+    total, count = buf[0].cpu(), buf[1].cpu()
+    return torch.where(count > 0, total / count.clamp_min(1), torch.full_like(total, float("nan")))
