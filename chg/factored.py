@@ -31,7 +31,8 @@ from .shapley import _check_finite, _check_n, coefficients
 
 __all__ = ["GroupStats", "group_stats", "values_from_factors", "factored_shapley", "shapley_from_factors"]
 
-CHUNK_ROWS = 4096  # rows processed at a time on CPU: a chunk of features stays in cache between its two uses
+CHUNK_BYTES = 4 << 20  # on CPU, a chunk of features (~4 MiB) stays in cache between its two uses in a pass
+CHUNK_ROWS = None  # override the CPU chunk size in rows (tests use tiny chunks)
 CHUNK_ROWS_ACCELERATOR = 1 << 18  # on GPU, large chunks: launch overhead dominates, memory is plentiful
 
 
@@ -92,10 +93,17 @@ def _require_finite(result: torch.Tensor, err, feat, weight, what: str) -> None:
     raise ValueError(f"{what} overflowed although every input is finite: rescale the features or losses")
 
 
-def _chunks(n: int, device: torch.device):
-    step = CHUNK_ROWS if device.type == "cpu" else CHUNK_ROWS_ACCELERATOR
+def _chunks(n: int, device: torch.device, row_bytes: int = 8):
+    if device.type != "cpu":
+        step = CHUNK_ROWS_ACCELERATOR
+    else:
+        step = CHUNK_ROWS or max(256, CHUNK_BYTES // max(1, row_bytes))
     for start in range(0, n, step):
         yield slice(start, min(n, start + step))
+
+
+def _row_bytes(feat, dtype) -> int:
+    return 8 if feat is None else feat.shape[1] * torch.finfo(dtype).bits // 8
 
 
 def _compute_dtype(feat):
@@ -120,8 +128,11 @@ def group_stats(err: torch.Tensor, feat: Optional[torch.Tensor] = None,
     return _stats_and_sq_norms(err, feat, weight)[0]
 
 
-def _stats_and_sq_norms(err, feat, weight):
-    """Pass 1 over the features: the group statistics and every ‖x_i‖² (n,) float64."""
+def _stats_and_sq_norms(err, feat, weight, check: bool = True):
+    """Pass 1 over the features: the group statistics and every ‖x_i‖² (n,) float64.
+
+    ``check=False`` when the values are computed right after: NaN/Inf reach every value, checked there once.
+    """
     n = _validate(err, feat, weight)  # n = 0 is allowed here (an empty shard of a distributed run)
     C = err.shape[1]
     shape = (C,) if feat is None else (C, feat.shape[1] + 1)
@@ -129,7 +140,7 @@ def _stats_and_sq_norms(err, feat, weight):
     sq_norms = torch.empty(n, dtype=torch.float64, device=err.device)
     dtype = _compute_dtype(feat)
     with torch.autocast(err.device.type, enabled=False):  # inside an AMP step, keep our precision
-        for rows in _chunks(n, err.device):
+        for rows in _chunks(n, err.device, _row_bytes(feat, dtype)):
             we = _weighted_err(err, feat, weight, rows)  # (m, C)
             e_sq = torch.linalg.vector_norm(we, dim=1, dtype=torch.float64) ** 2  # (m,)
             if feat is None:
@@ -140,8 +151,9 @@ def _stats_and_sq_norms(err, feat, weight):
                 s[:, :-1] += (we.T @ h).to(torch.float64)  # (C, D)
                 s[:, -1] += we.sum(0, dtype=torch.float64)
                 sq_norms[rows] = e_sq * (torch.linalg.vector_norm(h, dim=1, dtype=torch.float64) ** 2 + 1)
-    _require_finite(sq_norms, err, feat, weight, "‖x_i‖²")
-    _require_finite(s, err, feat, weight, "Σ x_i")
+    if check:
+        _require_finite(sq_norms, err, feat, weight, "‖x_i‖²")
+        _require_finite(s, err, feat, weight, "Σ x_i")
     return GroupStats(n, s, sq_norms.sum()), sq_norms
 
 
@@ -162,10 +174,10 @@ def values_from_factors(err: torch.Tensor, feat: Optional[torch.Tensor], weight:
         a = s / stats.n
     elif torch.as_tensor(alpha).numel() == s.numel():
         a = torch.as_tensor(alpha).to(device=s.device, dtype=torch.float64).reshape(s.shape)
+        _check_finite(a, "alpha")
     else:
         raise ValueError(f"alpha has {alpha.numel()} entries; expected {s.numel()} (shape {tuple(s.shape)}: "
                          "C rows, D+1 columns with the bias last)")
-    _check_finite(a, "alpha")
     c = coefficients(stats.n)
     m = c.dot_sum * s + c.dot_alpha * a  # (C, D+1): c2⟨s,x_j⟩ + c5⟨x_j,α⟩ = w_j e_jᵀ m h̃_j
     const = (c.sum_norm_sq * (s * s).sum() + c.sum_sq_norms * stats.sum_sq_norms
@@ -174,7 +186,7 @@ def values_from_factors(err: torch.Tensor, feat: Optional[torch.Tensor], weight:
     dtype = _compute_dtype(feat)
     m_feat = m[:, :-1].to(dtype).contiguous() if feat is not None else None  # (C, D)
     with torch.autocast(err.device.type, enabled=False):
-        for rows in _chunks(err.shape[0], err.device):
+        for rows in _chunks(err.shape[0], err.device, _row_bytes(feat, dtype)):
             we = _weighted_err(err, feat, weight, rows)  # (m, C)
             e_sq = torch.linalg.vector_norm(we, dim=1, dtype=torch.float64) ** 2 if sq_norms is None else None
             if feat is None:
@@ -199,7 +211,7 @@ def factored_shapley(err: torch.Tensor, feat: Optional[torch.Tensor] = None, wei
     is given as a dict {group: alpha}. Returns float64 values (n,) on ``err``'s device.
     """
     if groups is None:
-        stats, sq_norms = _stats_and_sq_norms(err, feat, weight)
+        stats, sq_norms = _stats_and_sq_norms(err, feat, weight, check=False)
         return values_from_factors(err, feat, weight, stats, alpha, sq_norms)
     groups = torch.as_tensor(groups, device=err.device)
     if groups.ndim != 1 or groups.shape[0] != err.shape[0]:
@@ -212,7 +224,7 @@ def factored_shapley(err: torch.Tensor, feat: Optional[torch.Tensor] = None, wei
         if alpha is not None and g not in alpha:
             raise ValueError(f"alpha is a dict of per-group targets but has no entry for group {g}")
         a = None if alpha is None else alpha[g]
-        stats, sq_norms = _stats_and_sq_norms(e, h, w)
+        stats, sq_norms = _stats_and_sq_norms(e, h, w, check=False)
         out[idx] = values_from_factors(e, h, w, stats, a, sq_norms)
     return out
 

@@ -61,12 +61,12 @@ def factors_from_logits(logits: torch.Tensor, targets: torch.Tensor, feat: torch
     if feat.shape[0] != logits.shape[0]:
         raise ValueError(f"features have {feat.shape[0]} rows but logits have {logits.shape[0]}")
     z = _upcast(logits.detach())
-    if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= z.shape[1]):
+    if bool(((targets < 0) | (targets >= z.shape[1])).any()):  # before cross_entropy (a device assert on CUDA)
         raise ValueError(f"targets must lie in [0, {z.shape[1]}), got range [{int(targets.min())}, "
                          f"{int(targets.max())}]")
-    if not bool(torch.isfinite(z).all()):
-        raise ValueError("logits contain NaN or Inf: the model diverged or its input is not finite")
     loss = F.cross_entropy(z, targets, reduction="none")  # (B,)
+    if not bool(torch.isfinite(loss).all()):  # NaN/Inf logits make the loss non-finite
+        raise ValueError("logits contain NaN or Inf: the model diverged or its input is not finite")
     err = torch.softmax(z, dim=1)  # (B, C)
     rows = torch.arange(z.shape[0], device=z.device)
     err[rows, targets] = 0.0

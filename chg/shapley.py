@@ -18,6 +18,7 @@ Everything is accumulated in float64. ``coefficients(n, exact=True)`` gives exac
 """
 from __future__ import annotations
 
+import functools
 import math
 import operator
 from fractions import Fraction
@@ -81,7 +82,11 @@ def mean_game_coefficients(n: int, exact: bool = False) -> tuple:
 
 def coefficients(n: int, exact: bool = False) -> Coefficients:
     """Coefficients of Theorem 1 (eq. 3) for a player set of size n ≥ 1; exact Fractions if ``exact``."""
-    n = _check_n(n)
+    return _coefficients(_check_n(n), bool(exact))
+
+
+@functools.lru_cache(maxsize=1024)  # per-class valuation asks for the same few n every epoch
+def _coefficients(n: int, exact: bool) -> Coefficients:
     one = Fraction(1) if exact else 1.0
     zero = 0 * one
     own, total = mean_game_coefficients(n, exact)
