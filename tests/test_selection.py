@@ -1,0 +1,233 @@
+"""Algorithm 2 (chg.selection): budgets, ties, tiny classes, min-max weights, and the values against oracles —
+dense Theorem 1 on per-sample autograd gradients, and exhaustive enumeration."""
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import chg
+from chg.selection import (SELECTORS, Selection, SelectionInput, check_selection, class_budgets, get_selector,
+                           minmax_weights, select_chg, select_chg_unweighted, select_full, select_gradient,
+                           select_hardness, top_k_per_class)
+
+RTOL, ATOL = 1e-10, 1e-12
+
+
+# ---- budgets, ties, weights -------------------------------------------------------------------------------------
+
+def test_class_budgets_round_half_up_at_least_one_at_most_all():
+    labels = torch.tensor([0] * 7 + [1] * 3 + [2] * 1 + [4] * 5)  # class 3 absent
+    assert class_budgets(labels, 5, 0.3).tolist() == [2, 1, 1, 0, 2]  # 2.1→2, 0.9→1, 0.3→1 (min 1), 0, 1.5→2
+    assert class_budgets(labels, 5, 0.5).tolist() == [4, 2, 1, 0, 3]  # 3.5→4, 1.5→2, 0.5→1, 2.5→3 (half up)
+    assert class_budgets(labels, 5, 1.0).tolist() == [7, 3, 1, 0, 5]
+    assert class_budgets(labels, 5, 0.01).tolist() == [1, 1, 1, 0, 1]
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.1, 1.5, float("nan"), float("inf")])
+def test_bad_fraction_is_a_value_error(bad):
+    with pytest.raises(ValueError, match="fraction"):
+        class_budgets(torch.tensor([0, 1]), 2, bad)
+
+
+def test_labels_out_of_range_is_a_value_error():
+    with pytest.raises(ValueError, match="labels"):
+        class_budgets(torch.tensor([0, 3]), 3, 0.5)
+
+
+def test_ties_go_to_the_lower_index():
+    labels = torch.tensor([0, 1, 0, 1, 0, 1, 0])
+    values = torch.tensor([1.0, 2.0, 1.0, 2.0, 1.0, 2.0, 5.0])
+    # class 0: indices 0,2,4,6 values 1,1,1,5; k = round(0.5·4) = 2 → 6 (best) then 0 (lowest index of the tie)
+    # class 1: indices 1,3,5 all 2.0; k = round(1.5) = 2 → 1, 3
+    assert top_k_per_class(values, labels, 2, 0.5).tolist() == [0, 1, 3, 6]
+
+
+def test_top_k_rejects_nan():
+    with pytest.raises(ValueError, match="NaN"):
+        top_k_per_class(torch.tensor([0.0, float("nan")]), torch.tensor([0, 0]), 1, 0.5)
+
+
+def test_minmax_weights():
+    w = minmax_weights(torch.tensor([3.0, -1.0, 1.0], dtype=torch.float64))
+    assert w.dtype == torch.float32
+    assert w.tolist() == [1.0, 0.0, 0.5]
+    assert minmax_weights(torch.tensor([2.5, 2.5, 2.5])).tolist() == [1.0, 1.0, 1.0]  # all equal: all ones
+    assert minmax_weights(torch.tensor([-7.0])).tolist() == [1.0]  # one point
+    with pytest.raises(ValueError):
+        minmax_weights(torch.tensor([1.0, float("inf")]))
+    with pytest.raises(ValueError):
+        minmax_weights(torch.tensor([]))
+
+
+# ---- the values against per-sample autograd + dense Theorem 1 -------------------------------------------------
+
+def _tiny_problem(seed=0, n=23, C=4, D=5):
+    g = torch.Generator().manual_seed(seed)
+    model = nn.Sequential(nn.Linear(3, D), nn.Tanh(), nn.Linear(D, C)).double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64))
+    x = torch.randn(n, 3, generator=g, dtype=torch.float64)
+    # classes of very different sizes: 0 has 1 point, 3 has 2, class 1 and 2 the rest
+    y = torch.tensor([0] + [3, 3] + [1] * 9 + [2] * (n - 12))
+    y = y[torch.randperm(n, generator=g)]
+    return model, x, y, C
+
+
+def _autograd_player_vectors(model, x, y, weighting):
+    """Slow obvious path: per-sample autograd of the last layer's weight and bias, x_i = l_i g_i (or g_i)."""
+    last = model[-1]
+    rows, losses = [], []
+    for i in range(x.shape[0]):
+        model.zero_grad()
+        loss = nn.functional.cross_entropy(model(x[i:i + 1]), y[i:i + 1])
+        loss.backward()
+        g = torch.cat([last.weight.grad, last.bias.grad[:, None]], dim=1).reshape(-1)  # (C·(D+1),) bias last
+        rows.append(g.clone())
+        losses.append(loss.detach())
+    G, L = torch.stack(rows), torch.stack(losses)
+    return (L[:, None] * G if weighting == "chg" else G), L
+
+
+def _oracle_algorithm2(model, x, y, C, fraction, weighting):
+    X, L = _autograd_player_vectors(model, x, y, weighting)
+    values = torch.empty(x.shape[0], dtype=torch.float64)
+    for c in torch.unique(y).tolist():
+        idx = (y == c).nonzero().squeeze(1)
+        values[idx] = (chg.hardness_shapley(L[idx]) if weighting == "hardness" else chg.chg_shapley(X[idx]))
+    kept = []
+    for c in range(C):
+        idx = (y == c).nonzero().squeeze(1).numpy()
+        if idx.size == 0:
+            continue
+        k = min(idx.size, max(1, int(np.floor(fraction * idx.size + 0.5))))
+        v = values[idx].numpy()
+        v = np.round(v / (1e-9 * np.abs(v).max())) if np.abs(v).max() > 0 else v  # equal up to rounding = a tie
+        order = np.lexsort((idx, -v))  # by value descending, then index ascending
+        kept += idx[order[:k]].tolist()
+    kept = sorted(kept)
+    S = torch.tensor(kept)
+    vS = chg.hardness_shapley(L[S]) if weighting == "hardness" else chg.chg_shapley(X[S])
+    w = (vS - vS.min()) / (vS.max() - vS.min())
+    return kept, w, values
+
+
+@pytest.mark.parametrize("weighting,fn", [("chg", select_chg), ("gradient", select_gradient),
+                                          ("hardness", select_hardness)])
+@pytest.mark.parametrize("fraction", [0.05, 0.3, 0.5, 1.0])
+def test_algorithm2_matches_dense_oracle(weighting, fn, fraction):
+    model, x, y, C = _tiny_problem()
+    factors = chg.compute_factors(model, x, y)
+    sel = fn(SelectionInput(factors, y, C, fraction, epoch=0, generator=torch.Generator()))
+    kept, w, _ = _oracle_algorithm2(model, x, y, C, fraction, weighting)
+    assert sel.indices.tolist() == kept
+    assert sel.weights.dtype == torch.float32
+    torch.testing.assert_close(sel.weights.double(), w, rtol=1e-6, atol=1e-7)  # weights are float32
+    assert float(sel.weights.max()) == 1.0 and float(sel.weights.min()) == 0.0
+
+
+def test_per_class_values_equal_enumeration_on_a_small_class():
+    """Exhaustive enumeration of U(S) = ‖ᾱ‖² − ‖x̄_S − α‖² in exact rationals on the players of one class."""
+    model, x, y, C = _tiny_problem(seed=3)
+    X, _ = _autograd_player_vectors(model, x, y, "chg")
+    idx = (y == 1).nonzero().squeeze(1)[:7]
+    Xq = [[Fraction(float(v)) for v in row] for row in X[idx]]
+    n, d = len(Xq), len(Xq[0])
+    alpha = [sum(r[j] for r in Xq) / n for j in range(d)]
+
+    def U(S):
+        if not S:
+            return Fraction(0)
+        mean = [sum(Xq[i][j] for i in S) / len(S) for j in range(d)]
+        return sum(a * a for a in alpha) - sum((m - a) ** 2 for m, a in zip(mean, alpha))
+
+    exact = [float(v) for v in chg.exact_shapley(U, n)]
+    factors = chg.compute_factors(model, x[idx], y[idx])
+    ours = chg.shapley_from_factors(factors, weighting="chg")
+    np.testing.assert_allclose(ours.numpy(), exact, rtol=1e-9, atol=1e-12)
+
+
+def test_tiny_classes_and_single_point_subset():
+    model, x, y, C = _tiny_problem()
+    factors = chg.compute_factors(model, x, y)
+    sel = select_chg(SelectionInput(factors, y, C, 0.01, epoch=0, generator=torch.Generator()))
+    assert sorted(y[sel.indices].tolist()) == [0, 1, 2, 3]  # one point per present class, also the 1-point class
+    one = (y == 0).nonzero().squeeze(1)
+    sel1 = select_chg(SelectionInput(factors[one], y[one], C, 0.5, epoch=0, generator=torch.Generator()))
+    assert sel1.indices.tolist() == [0] and sel1.weights.tolist() == [1.0]  # |S| = 1: weight 1
+
+
+def test_unweighted_variant_keeps_the_same_subset_with_unit_weights():
+    model, x, y, C = _tiny_problem(seed=1)
+    factors = chg.compute_factors(model, x, y)
+    inp = SelectionInput(factors, y, C, 0.3, epoch=0, generator=torch.Generator())
+    a, b = select_chg(inp), select_chg_unweighted(inp)
+    assert a.indices.tolist() == b.indices.tolist()
+    assert b.weights.tolist() == [1.0] * b.indices.numel()
+
+
+def test_algorithm2_input_errors():
+    model, x, y, C = _tiny_problem()
+    factors = chg.compute_factors(model, x, y)
+    with pytest.raises(ValueError, match="factors"):
+        select_chg(SelectionInput(None, y, C, 0.3, epoch=0, generator=torch.Generator()))
+    with pytest.raises(ValueError, match="rows"):
+        select_chg(SelectionInput(factors[:5], y, C, 0.3, epoch=0, generator=torch.Generator()))
+    bad = chg.Factors(factors.loss.clone(), factors.err.clone(), factors.feat.clone())
+    bad.feat[2, 1] = float("nan")
+    with pytest.raises(ValueError, match="NaN|finite"):
+        select_chg(SelectionInput(bad, y, C, 0.3, epoch=0, generator=torch.Generator()))
+
+
+# ---- registry and contract --------------------------------------------------------------------------------------
+
+def test_registry_names_and_flags():
+    assert set(SELECTORS) == {"full", "random", "adaptive_random", "glister", "gradmatch_pb", "chg", "chg_unweighted",
+                              "hardness", "gradient"}
+    assert not SELECTORS["random"].adaptive and SELECTORS["adaptive_random"].adaptive
+    assert not SELECTORS["full"].adaptive and not SELECTORS["full"].needs_factors
+    assert SELECTORS["glister"].needs_val and SELECTORS["chg"].needs_factors
+    with pytest.raises(ValueError, match="unknown selection method"):
+        get_selector("nope")
+
+
+@pytest.mark.parametrize("name", sorted(SELECTORS))
+def test_every_method_returns_a_valid_selection(name):
+    model, x, y, C = _tiny_problem(n=40)
+    factors = chg.compute_factors(model, x, y)
+    vx, vy = x[:10] * 0.5, y[:10]
+    inp = SelectionInput(factors, y, C, 0.3, epoch=0, generator=torch.Generator().manual_seed(0),
+                         val_factors=chg.compute_factors(model, vx, vy), val_labels=vy, batch_size=8)
+    sel = check_selection(get_selector(name).fn(inp), 40)
+    assert sel.indices.dtype == torch.int64 and sel.weights.dtype == torch.float32
+    if name == "full":
+        assert sel.indices.tolist() == list(range(40))
+
+
+def test_check_selection_rejects_bad_output():
+    with pytest.raises(ValueError, match="unique"):
+        check_selection(Selection(torch.tensor([1, 1]), torch.ones(2)), 5)
+    with pytest.raises(ValueError, match="lie in"):
+        check_selection(Selection(torch.tensor([5]), torch.ones(1)), 5)
+    with pytest.raises(ValueError, match=">= 0"):
+        check_selection(Selection(torch.tensor([0]), -torch.ones(1)), 5)
+    assert select_full(SelectionInput(None, torch.tensor([0, 1, 1]), 2, 0.5, 0, torch.Generator())).indices.tolist() \
+        == [0, 1, 2]
+
+
+def test_two_point_class_is_an_exact_tie_kept_by_lower_index():
+    """With α = the class mean, both points of a 2-point class have value ‖α‖²/2 exactly (Definition 1), so the
+    rounding noise of the closed form must not decide: the lower index is kept."""
+    model, x, y, C = _tiny_problem(seed=2)
+    two = (y == 3).nonzero().squeeze(1)
+    assert two.numel() == 2
+    factors = chg.compute_factors(model, x, y)
+    v = chg.shapley_from_factors(factors[two], weighting="chg")
+    X, _ = _autograd_player_vectors(model, x[two], y[two], "chg")
+    half_alpha_sq = float((X.mean(0) ** 2).sum()) / 2
+    np.testing.assert_allclose(v.numpy(), [half_alpha_sq] * 2, rtol=1e-9)
+    for order in (two, two.flip(0)):  # whichever comes first in the pool is kept
+        sel = select_chg(SelectionInput(factors[order], y[order], C, 0.5, epoch=0, generator=torch.Generator()))
+        assert sel.indices.tolist() == [0]

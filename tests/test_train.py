@@ -1,0 +1,221 @@
+"""chg.train: determinism, kill-and-resume bit-identical, the weighted loss, the ResNet-18 path on CPU, and the
+Table 2/3 grid (skips done runs, resumes a killed run, same table as an uninterrupted grid)."""
+import dataclasses
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import chg.results as results
+import chg.selection as selection
+from chg.data import DataBundle, Split, load_dataset
+from chg.models import ResNet18, build_model
+from chg.train import TrainConfig, _autocast, _prep, train
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "reproduce"))
+import selection_common as sc  # noqa: E402
+
+
+class Killed(RuntimeError):
+    pass
+
+
+def _digits_cfg(**kw):
+    base = dict(dataset="digits", model="smallcnn", width=8, method="chg", fraction=0.2, epochs=6, select_every=2,
+                batch_size=64, augment_pad=1, augment_flip=False, checkpoint_every=2, device="cpu", seed=3)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    d = load_dataset("digits", seed=3, noise_rate=0.3)
+    keep = slice(0, 500)  # a smaller pool keeps the tests fast
+    return dataclasses.replace(d, train=Split(d.train.x[keep], d.train.y[keep]), clean_train_y=d.clean_train_y[keep],
+                               noisy=d.noisy[keep])
+
+
+def test_same_seed_same_result(digits):
+    a = train(_digits_cfg(epochs=3), digits)
+    b = train(_digits_cfg(epochs=3), digits)
+    assert a["test_acc"] == b["test_acc"] and a["final_indices"] == b["final_indices"]
+    assert a["final_weights"] == b["final_weights"]
+    c = train(_digits_cfg(epochs=3, seed=4), digits)
+    assert c["final_indices"] != a["final_indices"] or c["test_acc"] != a["test_acc"]
+
+
+@pytest.mark.parametrize("method,kill_at", [("chg", 4), ("adaptive_random", 2), ("random", 3)])
+def test_killed_run_resumes_bit_identical(tmp_path, digits, method, kill_at):
+    cfg = _digits_cfg(method=method)
+    ref = train(cfg, digits)
+    ckpt = tmp_path / "run.pt"
+
+    def hook(epoch):
+        if epoch == kill_at:  # after epoch kill_at: the last checkpoint is older for odd kill_at
+            raise Killed
+
+    with pytest.raises(Killed):
+        train(cfg, digits, checkpoint=ckpt, hook=hook)
+    assert ckpt.is_file()
+    resumed = train(cfg, digits, checkpoint=ckpt)
+    for key in ("test_acc", "val_acc", "final_indices", "final_weights", "selections", "subset_noisy_share"):
+        assert resumed[key] == ref[key], key
+    with pytest.raises(ValueError, match="different configuration"):
+        train(dataclasses.replace(cfg, lr=0.01), digits, checkpoint=ckpt)
+
+
+def test_weighted_loss_is_sum_wl_over_sum_w(monkeypatch, digits):
+    """Scaling every weight by 7 changes nothing (Σ w l / Σ w), so a constant-weight method = unweighted training."""
+    def const(c):
+        def fn(inp):
+            n = inp.labels.shape[0]
+            return selection.Selection(torch.arange(0, n, 3), torch.full(((n + 2) // 3,), c))
+        return selection.Selector(fn, needs_factors=False, adaptive=False)
+
+    monkeypatch.setitem(selection.SELECTORS, "const1", const(1.0))
+    monkeypatch.setitem(selection.SELECTORS, "const7", const(7.0))
+    a = train(_digits_cfg(method="const1", epochs=2), digits)
+    b = train(_digits_cfg(method="const7", epochs=2), digits)
+    assert a["test_acc"] == pytest.approx(b["test_acc"], abs=1e-9)
+
+
+def test_noisy_share_is_reported(digits):
+    m = train(_digits_cfg(method="full", epochs=1), digits)
+    assert m["pool_noisy_share"] == pytest.approx(float(digits.noisy.float().mean()))
+    assert m["subset_noisy_share"] == pytest.approx(m["pool_noisy_share"]) and m["subset_size"] == m["pool_size"]
+
+
+def test_resnet18_shapes_and_cpu_train_step():
+    for size in (32, 64):
+        model = ResNet18(num_classes=7, width=4, image_size=size)
+        assert model(torch.randn(2, 3, size, size)).shape == (2, 7)
+    with pytest.raises(ValueError):
+        ResNet18(image_size=48)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 3, 32, 32, generator=g), torch.randint(0, 10, (40,), generator=g)
+    bundle = DataBundle("synthetic", Split(x[:24], y[:24]), Split(x[24:32], y[24:32]), Split(x[32:], y[32:]), 10,
+                        "image", y[:24].clone(), torch.zeros(24, dtype=torch.bool))
+    cfg = TrainConfig(dataset="cifar10", model="resnet18", width=4, method="chg", fraction=0.5, epochs=2,
+                      select_every=1, batch_size=8, device="cpu")
+    m = train(cfg, bundle)
+    assert m["subset_size"] == sum(max(1, int(0.5 * k + 0.5)) for k in torch.bincount(y[:24]).tolist() if k)
+    assert m["selections"] == 2 and 0.0 <= m["test_acc"] <= 100.0
+
+
+def test_cuda_only_features_are_off_on_cpu():
+    cfg = TrainConfig()
+    assert cfg.amp and cfg.channels_last
+    cpu = torch.device("cpu")
+    assert _autocast(cpu, cfg)._enabled is False
+    x = torch.randn(2, 3, 4, 4)
+    assert _prep(x, cpu, cfg) is x
+    assert build_model("mlp", 2, (5,)).linear.out_features == 2
+    with pytest.raises(ValueError):
+        build_model("mlp", 2, (1, 8, 8))
+
+
+def test_bad_config():
+    with pytest.raises(ValueError, match=">= 1"):
+        train(_digits_cfg(epochs=0))
+    with pytest.raises(ValueError, match="unknown selection method"):
+        train(_digits_cfg(method="nope"))
+
+
+# ---- the reproduce grid ------------------------------------------------------------------------------------------
+
+def _tiny_preset(table):
+    p = sc.presets(table)["quick"]
+    p.datasets, p.methods, p.fractions, p.seeds = ("breast_cancer",), ("full", "random", "chg"), (0.1, 0.5), (0, 1)
+    p.train.update(epochs=4, select_every=2, checkpoint_every=1)
+    return p
+
+
+def _redirect(monkeypatch, root):
+    monkeypatch.setattr(results, "RESULTS_DIR", root / "results")
+    monkeypatch.setattr(results, "FIGURES_DIR", root / "figures")
+    monkeypatch.setattr(results, "CHECKPOINT_DIR", root / "checkpoints")
+
+
+def test_grid_killed_and_rerun_gives_the_same_table(tmp_path, monkeypatch):
+    table = "table3"
+    _redirect(monkeypatch, tmp_path / "a")
+    sc.run_grid(table, "quick", _tiny_preset(table), log=lambda *_: None)
+    ref = sc.render(table, "quick", _tiny_preset(table), {}, None, "t", include_time=False)
+    ref_runs = {r["run_id"]: r["metrics"]["test_acc"] for r in results.load_runs(table)}
+    assert len(ref_runs) == 10  # (1 full + 2·2) per seed, 2 seeds
+
+    _redirect(monkeypatch, tmp_path / "b")
+    calls = []
+
+    def kill(cfg, epoch):
+        calls.append(cfg.method)
+        if cfg.method == "chg" and cfg.seed == 1 and cfg.fraction == 0.1 and epoch == 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        sc.run_grid(table, "quick", _tiny_preset(table), hook=kill, log=lambda *_: None)
+    n_before = len(results.load_runs(table))
+    assert 0 < n_before < 10 and any((results.CHECKPOINT_DIR / table).glob("*.pt"))
+    counts = sc.run_grid(table, "quick", _tiny_preset(table), log=lambda *_: None)
+    assert counts == {"ran": 10 - n_before, "skipped": n_before, "total": 10}
+    assert not any((results.CHECKPOINT_DIR / table).glob("*.pt"))  # checkpoints removed once a run is saved
+    again = sc.render(table, "quick", _tiny_preset(table), {}, None, "t", include_time=False)
+    assert again == ref
+    assert {r["run_id"]: r["metrics"]["test_acc"] for r in results.load_runs(table)} == ref_runs
+    assert (results.FIGURES_DIR / "table3.md").is_file() and (results.FIGURES_DIR / "table3.tex").is_file()
+
+    changed = _tiny_preset(table)
+    changed.train["lr"] = 0.01
+    with pytest.raises(ValueError, match="another configuration"):
+        sc.run_grid(table, "quick", changed, log=lambda *_: None)
+
+
+def test_shards_partition_the_grid():
+    p = _tiny_preset("table2")
+    full = [sc.run_id("quick", c) for c in sc.grid(p)]
+    parts = [sc.run_id("quick", c) for k in range(3) for c in sc.grid(p)[k::3]]
+    assert sorted(parts) == sorted(full) and len(set(full)) == len(full)
+    assert sc.parse_shard("2/3") == (2, 3)
+    for bad in ("3/3", "a/b", "1"):
+        with pytest.raises(ValueError):
+            sc.parse_shard(bad)
+
+
+def test_epoch_time_mode_runs_and_writes_its_record(tmp_path, monkeypatch, capsys):
+    import chg.data
+    real = chg.data.synthetic_bundle
+    monkeypatch.setattr(chg.data, "synthetic_bundle", lambda: real(n_train=16, n_eval=4))
+    _redirect(monkeypatch, tmp_path)
+    assert sc.main("table2", "t", {}, None, ["--epoch-time", "1"]) == 0
+    rec = results.load_runs("epoch_time")
+    assert len(rec) == 1 and rec[0]["metrics"]["epochs"] == 1 and rec[0]["metrics"]["epoch_s_mean"] > 0
+    assert "s per epoch" in capsys.readouterr().out
+
+
+def _ddp_worker(rank, world, init_file, cfg, ckpt_dir):
+    import torch.distributed as dist
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        data = load_dataset(cfg.dataset, cfg.seed)
+        train(cfg, data, checkpoint=Path(ckpt_dir) / "ddp.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_two_ranks_match_one_process(tmp_path):
+    """gloo on CPU, 2 ranks, an MLP (no BatchNorm): the same subset and, up to summation order, the same model."""
+    import torch.multiprocessing as mp
+    cfg = TrainConfig(dataset="breast_cancer", model="mlp", width=16, method="chg", fraction=0.3, epochs=3,
+                      select_every=2, batch_size=32, augment_pad=0, augment_flip=False, checkpoint_every=3,
+                      device="cpu", seed=0)
+    single = tmp_path / "single.pt"
+    ref = train(cfg, load_dataset(cfg.dataset, cfg.seed), checkpoint=single)
+    mp.start_processes(_ddp_worker, args=(2, str(tmp_path / "init"), cfg, str(tmp_path)), nprocs=2,
+                       start_method="spawn")
+    a = torch.load(single, weights_only=False)
+    b = torch.load(tmp_path / "ddp.pt", weights_only=False)
+    assert a["selection"]["indices"].tolist() == b["selection"]["indices"].tolist() == ref["final_indices"]
+    for k, v in a["model"].items():
+        torch.testing.assert_close(b["model"][k], v, rtol=1e-4, atol=1e-5)
