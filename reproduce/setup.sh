@@ -19,14 +19,15 @@ if ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then  # missing, or a 
 fi
 pip_install() {  # pip, pinned to the tested versions; drops this machine's noisy "Location ... is ignored" lines
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -c "$ROOT/constraints.txt" "$@" 2>&1 \
-    | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+    | { grep -v -e "is ignored: it is neither a file nor a directory" -e "^opendataval 1.3.0 requires" \
+        -e "^ERROR: pip's dependency resolver does not currently take into account" || true; }
 }
 # torch first, pinned by the constraints (a plain 'torch' could pull a different multi-GB build)
 pip_install torch torchvision
 # OpenDataVal 1.3.0 pins torch~=2.1, numpy<1.26, pandas<2 in its metadata: install it without its dependencies and
 # then the packages it really imports (the 'opendataval' extra). geomloss 0.3 breaks its LAVA import; 0.2.6 works.
 pip_install --no-deps opendataval==1.3.0
-pip_install -e "$ROOT[test,notebooks,opendataval]"
+pip_install -e "$ROOT[test,notebooks,opendataval]"  # (pip's complaints about opendataval's own pins are filtered)
 "$VENV/bin/python" -c "import chg, opendataval.dataval, sympy, matplotlib, nbval" \
   || { echo "[setup] import check failed" >&2; exit 1; }
 echo "$want" > "$STAMP"
