@@ -93,11 +93,14 @@ def _require_finite(result: torch.Tensor, err, feat, weight, what: str) -> None:
     raise ValueError(f"{what} overflowed although every input is finite: rescale the features or losses")
 
 
-def _chunks(n: int, device: torch.device, row_bytes: int = 8):
+def _chunk_rows(device: torch.device, row_bytes: int) -> int:
     if device.type != "cpu":
-        step = CHUNK_ROWS_ACCELERATOR
-    else:
-        step = CHUNK_ROWS or max(256, CHUNK_BYTES // max(1, row_bytes))
+        return CHUNK_ROWS_ACCELERATOR
+    return CHUNK_ROWS or max(256, CHUNK_BYTES // max(1, row_bytes))
+
+
+def _chunks(n: int, device: torch.device, row_bytes: int = 8):
+    step = _chunk_rows(device, row_bytes)
     for start in range(0, n, step):
         yield slice(start, min(n, start + step))
 
@@ -157,6 +160,51 @@ def _stats_and_sq_norms(err, feat, weight, check: bool = True):
     return GroupStats(n, s, sq_norms.sum()), sq_norms
 
 
+def _eq3_terms(n: int, s: torch.Tensor, alpha):
+    """From a group's size and Σx_i (float64): the coefficients c, m = c2·s + c5·α (so that c2⟨s,x_j⟩ + c5⟨x_j,α⟩
+    = w_j e_jᵀ m h̃_j) and the constant c3‖s‖² + c6⟨s,α⟩ (the c4·Σ‖x_i‖² term is added by the caller)."""
+    _check_n(n)
+    if alpha is None:
+        a = s / n
+    elif torch.as_tensor(alpha).numel() == s.numel():
+        a = torch.as_tensor(alpha).to(device=s.device, dtype=torch.float64).reshape(s.shape)
+        _check_finite(a, "alpha")
+    else:
+        raise ValueError(f"alpha has {torch.as_tensor(alpha).numel()} entries; expected {s.numel()} (shape "
+                         f"{tuple(s.shape)}: C rows, D+1 columns with the bias last)")
+    c = coefficients(n)
+    m = c.dot_sum * s + c.dot_alpha * a  # (C, D+1) or (C,)
+    return c, m, c.sum_norm_sq * (s * s).sum() + c.sum_dot_alpha * (s * a).sum()
+
+
+def _values_one_chunk(err, feat, weight, alpha):
+    """Both passes fused, for a group whose features fit in one chunk (small batches, per-class groups)."""
+    n = _validate(err, feat, weight)
+    dtype = _compute_dtype(feat)
+    with torch.autocast(err.device.type, enabled=False):
+        we = _weighted_err(err, feat, weight, slice(None))  # (n, C)
+        h = feat.to(dtype)  # (n, D)
+        sq = (torch.linalg.vector_norm(we, dim=1, dtype=torch.float64) ** 2
+              * (torch.linalg.vector_norm(h, dim=1, dtype=torch.float64) ** 2 + 1))  # (n,) ‖x_i‖²
+        s = torch.empty(we.shape[1], h.shape[1] + 1, dtype=torch.float64, device=err.device)
+        s[:, :-1] = we.T @ h
+        s[:, -1] = we.sum(0, dtype=torch.float64)
+        c, m, const = _eq3_terms(n, s, alpha)
+        hm = F.linear(h, m[:, :-1].to(dtype)).to(torch.float64) + m[:, -1]  # (n, C)
+        out = c.sq_norm * sq + (we.to(torch.float64) * hm).sum(1) + (const + c.sum_sq_norms * sq.sum())
+    _require_finite(out, err, feat, weight, "the values")
+    return out
+
+
+def _group_values(err, feat, weight, alpha):
+    """Values of one group: fused single pass when it fits in one chunk, else the two chunked passes."""
+    _validate(err, feat, weight)
+    if feat is not None and err.shape[0] <= _chunk_rows(err.device, _row_bytes(feat, _compute_dtype(feat))):
+        return _values_one_chunk(err, feat, weight, alpha)
+    stats, sq_norms = _stats_and_sq_norms(err, feat, weight, check=False)
+    return values_from_factors(err, feat, weight, stats, alpha, sq_norms)
+
+
 def values_from_factors(err: torch.Tensor, feat: Optional[torch.Tensor], weight: Optional[torch.Tensor],
                         stats: GroupStats, alpha: Optional[torch.Tensor] = None,
                         sq_norms: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -166,22 +214,11 @@ def values_from_factors(err: torch.Tensor, feat: Optional[torch.Tensor], weight:
     ``sq_norms``: the rows' ‖x_i‖² if already known (saves one norm per row in this pass).
     """
     _validate(err, feat, weight)
-    _check_n(stats.n)
     s = stats.sum
     if feat is not None and s.ndim != 2:
         raise ValueError("stats are of bias-only gradients (shape (C,)) but features were given")
-    if alpha is None:
-        a = s / stats.n
-    elif torch.as_tensor(alpha).numel() == s.numel():
-        a = torch.as_tensor(alpha).to(device=s.device, dtype=torch.float64).reshape(s.shape)
-        _check_finite(a, "alpha")
-    else:
-        raise ValueError(f"alpha has {alpha.numel()} entries; expected {s.numel()} (shape {tuple(s.shape)}: "
-                         "C rows, D+1 columns with the bias last)")
-    c = coefficients(stats.n)
-    m = c.dot_sum * s + c.dot_alpha * a  # (C, D+1): c2⟨s,x_j⟩ + c5⟨x_j,α⟩ = w_j e_jᵀ m h̃_j
-    const = (c.sum_norm_sq * (s * s).sum() + c.sum_sq_norms * stats.sum_sq_norms
-             + c.sum_dot_alpha * (s * a).sum())
+    c, m, const = _eq3_terms(stats.n, s, alpha)
+    const = const + c.sum_sq_norms * stats.sum_sq_norms
     out = torch.empty(err.shape[0], dtype=torch.float64, device=err.device)
     dtype = _compute_dtype(feat)
     m_feat = m[:, :-1].to(dtype).contiguous() if feat is not None else None  # (C, D)
@@ -211,8 +248,7 @@ def factored_shapley(err: torch.Tensor, feat: Optional[torch.Tensor] = None, wei
     is given as a dict {group: alpha}. Returns float64 values (n,) on ``err``'s device.
     """
     if groups is None:
-        stats, sq_norms = _stats_and_sq_norms(err, feat, weight, check=False)
-        return values_from_factors(err, feat, weight, stats, alpha, sq_norms)
+        return _group_values(err, feat, weight, alpha)
     groups = torch.as_tensor(groups, device=err.device)
     if groups.ndim != 1 or groups.shape[0] != err.shape[0]:
         raise ValueError(f"groups must be 1-D with {err.shape[0]} entries, got shape {tuple(groups.shape)}")
@@ -224,8 +260,7 @@ def factored_shapley(err: torch.Tensor, feat: Optional[torch.Tensor] = None, wei
         if alpha is not None and g not in alpha:
             raise ValueError(f"alpha is a dict of per-group targets but has no entry for group {g}")
         a = None if alpha is None else alpha[g]
-        stats, sq_norms = _stats_and_sq_norms(e, h, w, check=False)
-        out[idx] = values_from_factors(e, h, w, stats, a, sq_norms)
+        out[idx] = _group_values(e, h, w, a)
     return out
 
 

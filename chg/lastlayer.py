@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["Factors", "find_last_linear", "LastLayerTap", "factors_from_logits", "compute_factors"]
@@ -64,13 +63,14 @@ def factors_from_logits(logits: torch.Tensor, targets: torch.Tensor, feat: torch
     if bool(((targets < 0) | (targets >= z.shape[1])).any()):  # before cross_entropy (a device assert on CUDA)
         raise ValueError(f"targets must lie in [0, {z.shape[1]}), got range [{int(targets.min())}, "
                          f"{int(targets.max())}]")
-    loss = F.cross_entropy(z, targets, reduction="none")  # (B,)
+    logp = torch.log_softmax(z, dim=1)  # (B, C), one pass gives both the loss and the softmax
+    y = targets[:, None]
+    loss = -logp.gather(1, y).squeeze(1)  # (B,) cross-entropy
     if not bool(torch.isfinite(loss).all()):  # NaN/Inf logits make the loss non-finite
         raise ValueError("logits contain NaN or Inf: the model diverged or its input is not finite")
-    err = torch.softmax(z, dim=1)  # (B, C)
-    rows = torch.arange(z.shape[0], device=z.device)
-    err[rows, targets] = 0.0
-    err[rows, targets] = -err.sum(1)  # p_y − 1 = −Σ_{c≠y} p_c, without the cancellation of computing p_y − 1
+    err = logp.exp_()  # (B, C) softmax
+    err.scatter_(1, y, 0.0)
+    err.scatter_(1, y, -err.sum(1, keepdim=True))  # p_y − 1 = −Σ_{c≠y} p_c, without the cancellation of p_y − 1
     return Factors(loss, err, _upcast(feat.detach()))
 
 

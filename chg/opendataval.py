@@ -137,7 +137,14 @@ class CHGShapley(DataEvaluator, ModelMixin):
         raise ValueError(f"CHGShapley needs classification labels (one-hot (n, C) or integer (n,)), got "
                          f"{tuple(y.shape)} {y.dtype}")
 
-    def train_data_values(self, *args, batch_size: int = 32, epochs: int = 1, lr: float = 0.01,
+    def train_data_values(self, *args, **kwargs):
+        """Train the model once and value every point each epoch (Algorithm 1). The global torch RNG is seeded from
+        opendataval's random_state for this run only (forked), so evaluators run after this one are unaffected."""
+        devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+        with torch.random.fork_rng(devices=devices):
+            return self._train_data_values(*args, **kwargs)
+
+    def _train_data_values(self, *args, batch_size: int = 32, epochs: int = 1, lr: float = 0.01,
                           sample_weight: Optional[torch.Tensor] = None, **kwargs):
         """One training run of a clone of ``pred_model``; every epoch values every training point (Algorithm 1)."""
         if not hasattr(self, "pred_model"):
@@ -223,7 +230,9 @@ class CHGShapley(DataEvaluator, ModelMixin):
         if not hasattr(self, "valuer"):
             raise ValueError("CHGShapley: call train_data_values (or train) before evaluate_data_values")
         values = self.valuer.values().numpy()
-        return np.nan_to_num(values, nan=0.0)  # a point skipped by every epoch (none with this loader) gets 0
+        if np.isnan(values).any():  # cannot happen with the plugin's own loaders; 0 would not be a neutral rank
+            raise RuntimeError(f"CHGShapley: {int(np.isnan(values).sum())} training points were never valued")
+        return values
 
 
 if __name__ == "__main__":  # python -m chg.opendataval …: opendataval's CLI with "chgshapley" registered

@@ -59,7 +59,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSampler
 
 from .distributed import all_gather_values as _all_gather_values
 from .distributed import group_ids as _group_ids
@@ -72,6 +72,12 @@ __all__ = ["EpochValuer", "IndexedDataset", "value_data", "ValueDataConfig"]
 
 ALPHAS = ("train", "valid")
 MODES = ("pass", "ride")
+
+
+def _sequential(loader) -> bool:
+    """True only for a DataLoader that visits rows 0, 1, 2, ... in order (so rows can be numbered by arrival)."""
+    return (isinstance(getattr(loader, "sampler", None), SequentialSampler)
+            and type(getattr(loader, "batch_sampler", None)) is BatchSampler)
 
 
 class IndexedDataset(Dataset):
@@ -104,6 +110,8 @@ class EpochValuer:
             raise ValueError(f"gradient must be one of {GRADIENTS}, got {gradient!r}")
         if alpha not in ALPHAS:
             raise ValueError(f"alpha must be one of {ALPHAS}, got {alpha!r}")
+        if weighting == "hardness" and alpha == "valid":
+            raise ValueError("weighting='hardness' (mean loss over S) has no target: alpha='valid' does not apply")
         self.n, self.weighting, self.gradient, self.per_class, self.alpha = n, weighting, gradient, per_class, alpha
         self.epochs = 0
         self.epoch_values: list = []  # (n,) float64 per finished epoch, NaN where a point was not seen
@@ -191,9 +199,11 @@ class EpochValuer:
                 if train:
                     if len(batch) > 2:
                         idx = batch[2]
-                    elif isinstance(getattr(loader, "sampler", None), RandomSampler):
-                        raise ValueError("value_epoch: a shuffled loader must yield (x, y, index); wrap the "
-                                         "dataset in IndexedDataset, or pass an unshuffled loader")
+                    elif not _sequential(loader):
+                        raise ValueError("value_epoch: a loader without indices must be a plain sequential "
+                                         "DataLoader (rows numbered in order); with any other sampler (shuffled, "
+                                         "subset, distributed, ...) wrap the dataset in IndexedDataset so batches "
+                                         "yield (x, y, index)")
                     else:
                         idx = torch.arange(offset, offset + len(y))
                     offset += len(y)
@@ -259,6 +269,20 @@ class EpochValuer:
         self.epoch_values.append(vals)
         self._reset_epoch()
         return vals
+
+    def state_dict(self) -> dict:
+        """What a checkpoint needs to resume averaging after a finished epoch (running sums, counts, history)."""
+        return {"n": self.n, "epochs": self.epochs, "sum": self._sum.clone(), "count": self._count.clone(),
+                "epoch_values": [v.clone() for v in self.epoch_values],
+                "options": (self.weighting, self.gradient, self.per_class, self.alpha)}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["n"] != self.n or tuple(state["options"]) != (self.weighting, self.gradient, self.per_class,
+                                                              self.alpha):
+            raise ValueError("load_state_dict: the checkpoint is of a valuer with other n or options")
+        self.epochs, self._sum, self._count = state["epochs"], state["sum"].clone(), state["count"].clone()
+        self.epoch_values = [v.clone() for v in state["epoch_values"]]
+        self._reset_epoch()
 
     def values(self) -> torch.Tensor:
         """Each point's value averaged over the epochs in which it was valued (n,) float64; NaN if never valued."""

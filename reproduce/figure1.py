@@ -60,7 +60,7 @@ def render(cfg: oc.Config) -> None:
         raise SystemExit(f"no label-noise runs on disk for scale {cfg.scale}")
     ds = [d for d in cfg.datasets if d in data]
     fig, axes = plt.subplots(len(ds), 2, figsize=(11, 3.6 * len(ds) + 0.8), squeeze=False)
-    cmap = plt.get_cmap("tab10")
+    cmap = plt.get_cmap("tab20")
     for i, d in enumerate(ds):
         for j, (title, col) in enumerate((("highest value removed first (lower is better)", 1),
                                           ("lowest value removed first (higher is better)", 2))):
@@ -69,7 +69,7 @@ def render(cfg: oc.Config) -> None:
                 if m not in data[d]:
                     continue
                 frac, *ys = data[d][m]
-                style = STYLE.get(m, dict(color=cmap(k % 10), lw=1.0, alpha=0.85))
+                style = STYLE.get(m, dict(color=cmap(k % 20), lw=1.0, alpha=0.85))
                 ax.plot(frac, ys[col - 1], label=oc.LABELS[m], **style)
             ax.set_title(f"{d}: {title}", fontsize=9)
             ax.set_xlabel("fraction of training data removed")

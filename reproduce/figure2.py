@@ -45,14 +45,14 @@ def render(cfg: oc.Config) -> None:
     ds = [d for d in cfg.datasets if any(k[0] == d for k in data)]
     noises = [z for z in cfg.noises if any(k[1] == z for k in data)]
     fig, axes = plt.subplots(len(noises), len(ds), figsize=(5.5 * len(ds), 3.8 * len(noises) + 0.8), squeeze=False)
-    cmap = plt.get_cmap("tab10")
+    cmap = plt.get_cmap("tab20")
     for i, z in enumerate(noises):
         for j, d in enumerate(ds):
             ax = axes[i][j]
             by_m = data.get((d, z), {})
             for k, m in enumerate(cfg.methods):
                 if m in by_m:
-                    style = STYLE.get(m, dict(color=cmap(k % 10), lw=1.0, alpha=0.85))
+                    style = STYLE.get(m, dict(color=cmap(k % 20), lw=1.0, alpha=0.85))
                     ax.plot(GRID, by_m[m], label=oc.LABELS[m], **style)
             if (d, z) in rates:
                 ax.plot(GRID, np.minimum(GRID / rates[(d, z)], 1.0), color="grey", lw=1, ls="-.", label="optimal")

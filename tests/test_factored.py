@@ -251,3 +251,15 @@ def test_empty_shard_and_overflow_and_dtype_errors():
     with pytest.raises(ValueError, match="has no target"):
         chg.shapley_from_factors(Factors(torch.ones(4), err, torch.randn(4, 5)), weighting="hardness",
                                  alpha=torch.zeros(3, 6))
+
+
+@pytest.mark.parametrize("gradient", ["full", "bias"])
+def test_fused_single_chunk_path_equals_the_chunked_passes(monkeypatch, gradient):
+    """Small groups take a fused one-pass path; it must give the chunked two-pass values."""
+    model = _model()
+    x, y = _data(n=40)
+    f = compute_factors(model, x, y)
+    fused = chg.shapley_from_factors(f, gradient=gradient, groups=y % 2)
+    monkeypatch.setattr(factored, "CHUNK_ROWS", 3)  # every group now spans several chunks: the two-pass path
+    chunked = chg.shapley_from_factors(f, gradient=gradient, groups=y % 2)
+    torch.testing.assert_close(fused, chunked, rtol=1e-13, atol=1e-15)

@@ -193,10 +193,50 @@ def test_bad_input():
         EpochValuer(N).values()
     with pytest.raises(ValueError, match="alpha='valid' needs"):
         EpochValuer(N, alpha="valid").value_epoch(model, DataLoader(TensorDataset(x, y)))
-    with pytest.raises(ValueError, match="shuffled loader"):
+    with pytest.raises(ValueError, match="must be a plain sequential DataLoader"):
         EpochValuer(N).value_epoch(model, DataLoader(TensorDataset(x, y), shuffle=True))
     with pytest.raises(ValueError, match="unknown setting"):
         value_data(model, TensorDataset(x, y), epoch=3)
     bad = TensorDataset(x.clone().fill_(float("nan")), y)
     with pytest.raises(ValueError, match="NaN"):
         value_data(tiny_model(), bad, epochs=1)
+
+
+def test_loaders_without_indices_must_be_sequential():
+    """Rows are numbered by arrival only for a plain sequential loader; anything else must yield indices."""
+    from torch.utils.data import DataLoader, SubsetRandomSampler, TensorDataset
+    from chg.valuation import EpochValuer
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3))
+    data = TensorDataset(torch.randn(12, 4), torch.randint(0, 3, (12,)))
+    valuer = EpochValuer(12)
+    valuer.value_epoch(model, DataLoader(data, batch_size=5))  # sequential: accepted
+    for loader in (DataLoader(data, batch_size=5, shuffle=True),
+                   DataLoader(data, batch_size=5, sampler=SubsetRandomSampler(list(range(12))))):
+        with pytest.raises(ValueError, match="wrap the dataset in IndexedDataset"):
+            valuer.value_epoch(model, loader)
+
+
+def test_valuer_state_dict_resumes_the_average():
+    from chg.lastlayer import Factors
+    from chg.valuation import EpochValuer
+    gen = torch.Generator().manual_seed(1)
+    epochs = [Factors(torch.rand(9, generator=gen), torch.randn(9, 3, generator=gen), torch.randn(9, 4, generator=gen))
+              for _ in range(3)]
+    full = EpochValuer(9)
+    for f in epochs:
+        full.add(torch.arange(9), f)
+        full.end_epoch()
+    first = EpochValuer(9)
+    first.add(torch.arange(9), epochs[0])
+    first.end_epoch()
+    resumed = EpochValuer(9)
+    resumed.load_state_dict(first.state_dict())
+    for f in epochs[1:]:
+        resumed.add(torch.arange(9), f)
+        resumed.end_epoch()
+    torch.testing.assert_close(resumed.values(), full.values(), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="other n or options"):
+        EpochValuer(9, per_class=True).load_state_dict(first.state_dict())
+    with pytest.raises(ValueError, match="alpha='valid' does not apply"):
+        EpochValuer(9, weighting="hardness", alpha="valid")
