@@ -51,6 +51,7 @@ class SelectionInput:
     val_factors: Factors | None = None   # factors of the validation set (GLISTER)
     val_labels: torch.Tensor | None = None
     batch_size: int = 128         # GradMatch-PB: pool batches are consecutive chunks of a fixed permutation
+    lr: float | None = None       # the trainer's learning rate: GLISTER's look-ahead step η (as CORDS sets it)
 
 
 @dataclass
@@ -134,7 +135,9 @@ def minmax_weights(values: torch.Tensor) -> torch.Tensor:
 
 
 def _values(factors: Factors, weighting: str, gradient: str, groups=None) -> torch.Tensor:
-    return shapley_from_factors(factors, weighting=weighting, gradient=gradient, groups=groups)
+    """float64 factors: the ranking and the min-max weights do not depend on float32 rounding (chunking, BLAS)."""
+    f64 = Factors(factors.loss.double(), factors.err.double(), factors.feat.double())
+    return shapley_from_factors(f64, weighting=weighting, gradient=gradient, groups=groups)
 
 
 def algorithm2(inp: SelectionInput, weighting: str = "chg", weighted: bool = True,

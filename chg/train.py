@@ -25,6 +25,7 @@ statistics are per rank). Rank 0 writes the checkpoints (to a path every rank ca
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,8 +71,13 @@ class TrainConfig:
 
 
 def resolve_device(name: str) -> torch.device:
+    """"auto": CUDA if available (under torch.distributed, this process's GPU: LOCAL_RANK), else the CPU."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        return torch.device("cuda")
     return torch.device(name)
 
 
@@ -115,7 +121,7 @@ def evaluate(model, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, device: 
     for start in range(0, y.shape[0], cfg.factor_batch_size):
         xb = _prep(x[start:start + cfg.factor_batch_size], device, cfg)
         with _autocast(device, cfg):
-            correct += int((model(xb).argmax(1) == y[start:start + cfg.factor_batch_size]).sum())
+            correct += int((model(xb).float().argmax(1) == y[start:start + cfg.factor_batch_size]).sum())
     model.train(was_training)
     return 100.0 * correct / max(1, y.shape[0])
 
@@ -138,7 +144,7 @@ def _select(model, data: DataBundle, cfg: TrainConfig, epoch: int, gen: torch.Ge
         val_factors = pool_factors(model, data.val.x, data.val.y, cfg, device)
     inp = SelectionInput(factors=factors, labels=data.train.y, num_classes=data.num_classes, fraction=cfg.fraction,
                          epoch=epoch, generator=gen, val_factors=val_factors, val_labels=data.val.y,
-                         batch_size=cfg.batch_size)
+                         batch_size=cfg.batch_size, lr=cfg.lr)
     return check_selection(selector.fn(inp), len(data.train))
 
 
@@ -188,7 +194,7 @@ def train(cfg: TrainConfig, data: DataBundle | None = None, checkpoint: Path | N
 
     # ---- resume
     if checkpoint is not None and Path(checkpoint).is_file():
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)  # RNG states must stay on the CPU
         if state["config"] != dataclasses.asdict(cfg):
             raise ValueError(f"checkpoint {checkpoint} was written by a different configuration; delete it to restart")
         model.load_state_dict(state["model"])
@@ -221,8 +227,11 @@ def train(cfg: TrainConfig, data: DataBundle | None = None, checkpoint: Path | N
         _sync(device)
         t0 = time.perf_counter()
         perm = torch.randperm(idx_dev.numel(), generator=gen_train).to(device)
-        for b in range(0, perm.numel(), cfg.batch_size):
-            rows = perm[b:b + cfg.batch_size]
+        bounds = list(range(0, perm.numel(), cfg.batch_size)) + [perm.numel()]
+        if len(bounds) > 2 and bounds[-1] - bounds[-2] < 2:  # a 1-point last batch joins the one before it (an SGD
+            del bounds[-2]                                      # step and BatchNorm statistics from one image hurt)
+        for b, e in zip(bounds[:-1], bounds[1:]):
+            rows = perm[b:e]
             pool_rows = idx_dev[rows]
             xb = augment_batch(data.train.x[pool_rows], cfg.augment_pad, cfg.augment_flip, gen_train)
             xb, yb, wb = _prep(xb, device, cfg), data.train.y[pool_rows], w_dev[rows]

@@ -195,7 +195,7 @@ def render(table: str, scale: str, preset: Preset, paper_acc: dict, paper_time: 
               f" held out for validation, label noise {cfg0['noise_rate']:.0%} of the pool (validation/test clean). "
               f"Accuracy = the final model (after the last epoch) on the test set. Budgets: CHG / Hardness / Gradient "
               f"Shapley keep k_c = max(1, round(a·N_c)) per class (Algorithm 2); Random, AdaptiveRandom and GLISTER "
-              f"round(a·n) of the whole pool; GradMatch-PB whole mini-batches. Device: {'; '.join(devices)}. "
+              f"round(a·n) of the whole pool; GradMatch-PB whole mini-batches, the last one cut to round(a·n) points in all. A 1-point last training batch is merged into the one before. Device: {'; '.join(devices)}. "
               f"Made by `python reproduce/{table}.py --scale {scale}` from reproduce/results/{table}/*.json "
               f"({len(recs)} runs" + (f", {sum(r['wall_time_s'] for r in recs) / 60:.1f} min of compute in all). "
                                       if include_time else "). ") +
@@ -244,8 +244,8 @@ def render(table: str, scale: str, preset: Preset, paper_acc: dict, paper_time: 
         if include_time:
             md += _md_table(["**Time**"] + head[1:], rows_time)
             md.append("")
-        md.append("Subset size (points trained on at the end; GradMatch-PB takes whole mini-batches, "
-                  "ceil(round(a·n)/batch) of them, so it may hold up to batch−1 points more than the others):")
+        md.append("Subset size (points trained on at the end; GradMatch-PB picks whole mini-batches and cuts the last "
+                  "one, so it holds round(a·n) points like Random; CHG & co. round per class):")
         md.append("")
         md += _md_table(["**Subset size**"] + head[1:], rows_size)
         md.append("")

@@ -413,11 +413,11 @@ def test_gradmatch_early_stop_fills_random_batches_with_weight_one():
 
 @pytest.mark.parametrize("val_seed", [3, 2])
 def test_gradmatch_val_target_and_tiny_fraction(val_seed):
-    """One batch allowed (k = 1 → m = 1), target = ḡ_val: the batch with the largest ⟨G_b, ḡ_val⟩ and its least-squares
+    """One batch allowed (k = 8 → m = 1), target = ḡ_val: the batch with the largest ⟨G_b, ḡ_val⟩ and its least-squares
     weight; when every batch correlates negatively (val_seed 2), nothing helps and one random batch gets weight 1."""
     f, y = _pool_factors(n=48, seed=1)
     fv, yv = _pool_factors(n=20, seed=val_seed)
-    sel = check_selection(select_gradmatch_pb(_inp(n=48, fraction=1e-6, factors=f, val=(fv, yv), batch_size=8),
+    sel = check_selection(select_gradmatch_pb(_inp(n=48, fraction=8 / 48, factors=f, val=(fv, yv), batch_size=8),
                                               target="val"), 48)
     assert sel.indices.numel() == 8  # one batch
     perm = torch.randperm(48, generator=_gen(0))
@@ -461,3 +461,11 @@ def test_registry_runs_baselines(name):
     sel = check_selection(SELECTORS[name].fn(_inp(n=60, fraction=0.25, factors=f, val=(fv, yv))), 60)
     k, bs = 15, 8  # GradMatch-PB keeps whole batches: ⌈15 / 8⌉ = 2 of them, one may be the short last (4 points)
     assert sel.indices.numel() == k if name != "gradmatch_pb" else k - bs < sel.indices.numel() < k + bs
+
+
+@pytest.mark.parametrize("fraction", [1e-6, 0.1, 0.3, 0.55])
+def test_gradmatch_never_exceeds_the_budget(fraction):
+    """Whole batches are chosen, but the batch picked last is cut so that exactly k = round(a·n) points are kept."""
+    f, y = _pool_factors(n=48, seed=1)
+    sel = check_selection(select_gradmatch_pb(_inp(n=48, fraction=fraction, factors=f, batch_size=8)), 48)
+    assert sel.indices.numel() == budget(48, fraction)

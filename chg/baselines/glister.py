@@ -25,7 +25,7 @@ Choices (CORDS' defaults in brackets): the whole pool competes, not per class [`
 stochastic greedy (Mirzasoleiman et al., 2015) evaluates :math:`\lceil (n/k)\ln(1/\varepsilon)\rceil` remaining
 points per step, drawn uniformly *with* replacement (duplicates only waste an evaluation) [``greedy='Stochastic'``,
 :math:`\varepsilon = 0.01`, rounded down, without replacement]; ``epsilon=None`` is the plain greedy over all
-remaining points. :math:`\eta` is the training learning rate [0.01 for CIFAR-10]. ``gradient="full"`` uses weight and
+remaining points. :math:`\eta` is the trainer's learning rate (``inp.lr``; CORDS passes the optimizer's lr), 0.01 if none is given. ``gradient="full"`` uses weight and
 bias gradients; ``"bias"`` only the bias [CORDS: ``linear_layer=False``, i.e. bias]. Budget
 :math:`k = \mathrm{round}(a n)`; all weights 1.
 """
@@ -138,8 +138,13 @@ def glister_greedy(err: torch.Tensor, feat: torch.Tensor, val_err: torch.Tensor,
     return torch.tensor(chosen, dtype=torch.int64)
 
 
-def select_glister(inp, eta: float = ETA, epsilon: float | None = EPSILON, gradient: str = "full"):
-    """GLISTER over the whole pool from ``inp.factors`` and ``inp.val_factors``/``inp.val_labels``; weights 1."""
+def select_glister(inp, eta: float | None = None, epsilon: float | None = EPSILON, gradient: str = "full"):
+    """GLISTER over the whole pool from ``inp.factors`` and ``inp.val_factors``/``inp.val_labels``; weights 1.
+
+    ``eta``: the look-ahead step; default the trainer's learning rate ``inp.lr`` (CORDS uses the optimizer's lr),
+    else :data:`ETA`."""
+    if eta is None:
+        eta = getattr(inp, "lr", None) or ETA
     n = pool_size(inp)
     k = budget(n, inp.fraction)
     if inp.factors is None:

@@ -27,8 +27,9 @@ equal size) with :math:`\gamma \approx 1` then makes the subset's weighted *mean
 when the batches have equal sizes), so its weights are about B/m times ours. With λ = 0 the picks do not depend on
 this scale; a trainer may use the weights as they are or normalised by their sum (as CORDS' trainer does).
 
-Budget: k = round(a·n) points → :math:`m = \lceil k / \text{batch\_size}\rceil` batches (CORDS' rule), so the
-subset holds whole batches: between k and k + batch_size − 1 points (fewer only when the short last batch is in it).
+Budget: k = round(a·n) points → :math:`m = \lceil k / \text{batch\_size}\rceil` batches (CORDS' rule); the batch
+picked last is then cut so that the subset holds at most k points — the same budget as every other method (CORDS
+keeps the whole batches, up to batch_size − 1 points more; at small fractions of a small pool that is a large edge).
 Defaults follow CORDS' CIFAR configuration: λ = 0, full last layer (``gradient="full"``), target = train.
 """
 from __future__ import annotations
@@ -160,7 +161,8 @@ def gradmatch_pb(err: torch.Tensor, feat: torch.Tensor, k: int, batch_size: int,
     starts = [b * batch_size for b in chosen]
     idx = torch.cat([perm[s:s + batch_size] for s in starts])
     w = torch.cat([torch.full((int(sizes[b]),), wb, dtype=torch.float32) for b, wb in zip(chosen, weights)])
-    return idx.to(torch.int64), w.to(idx.device)
+    # at most k points: the batch picked last is cut short, so GradMatch-PB gets the same budget as the others
+    return idx[:k].to(torch.int64), w[:k].to(idx.device)
 
 
 def select_gradmatch_pb(inp, target: str = "train", tol: float = TOL, ridge: float = 0.0, normalize: bool = False,
