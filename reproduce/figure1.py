@@ -27,6 +27,23 @@ STYLE = {"chg": dict(color="black", lw=2.6, zorder=5), "chg_ride": dict(color="b
          "random": dict(color="grey", lw=1.4, ls=":", zorder=4)}
 
 
+def method_style(method: str, k: int) -> dict:
+    """CHG in black (bold), Random dotted grey, the k-th other method a colour of its own (tab20: 20 distinct)."""
+    return STYLE.get(method, dict(color=plt.get_cmap("tab20")(k % 20), lw=1.0, alpha=0.85))
+
+
+def finish_figure(fig, name: str, title: str, footer: str) -> None:
+    """Title, provenance footer, layout; PNG + PDF written atomically to figures/."""
+    fig.suptitle(title, fontsize=11)
+    fig.text(0.01, 0.005, footer, fontsize=6.5, wrap=True)
+    fig.tight_layout(rect=(0, 0.03, 1, 0.97))
+    FIGURES_DIR.mkdir(parents=True, exist_ok=True)
+    for ext in ("png", "pdf"):
+        atomic_write(FIGURES_DIR / f"{name}.{ext}", lambda tmp, e=ext: fig.savefig(tmp, format=e, dpi=150))
+        print(f"wrote {FIGURES_DIR / f'{name}.{ext}'}")
+    plt.close(fig)
+
+
 def settings_line(cfg: oc.Config, seeds) -> str:
     t = cfg.train_kwargs
     return (f"{cfg.scale} scale; data {', '.join(cfg.datasets)}; train/valid/test {cfg.train_count}/"
@@ -60,7 +77,6 @@ def render(cfg: oc.Config) -> None:
         raise SystemExit(f"no label-noise runs on disk for scale {cfg.scale}")
     ds = [d for d in cfg.datasets if d in data]
     fig, axes = plt.subplots(len(ds), 2, figsize=(11, 3.6 * len(ds) + 0.8), squeeze=False)
-    cmap = plt.get_cmap("tab20")
     for i, d in enumerate(ds):
         for j, (title, col) in enumerate((("highest value removed first (lower is better)", 1),
                                           ("lowest value removed first (higher is better)", 2))):
@@ -69,23 +85,15 @@ def render(cfg: oc.Config) -> None:
                 if m not in data[d]:
                     continue
                 frac, *ys = data[d][m]
-                style = STYLE.get(m, dict(color=cmap(k % 20), lw=1.0, alpha=0.85))
-                ax.plot(frac, ys[col - 1], label=oc.LABELS[m], **style)
+                ax.plot(frac, ys[col - 1], label=oc.LABELS[m], **method_style(m, k))
             ax.set_title(f"{d}: {title}", fontsize=9)
             ax.set_xlabel("fraction of training data removed")
             ax.set_ylabel("test accuracy")
             ax.grid(alpha=0.3)
     axes[0][1].legend(fontsize=7, loc="lower left", ncol=2)
-    fig.suptitle("Figure 1 (measured): point removal, CHG Shapley vs baselines (paper: CIFAR10-embeddings)",
-                 fontsize=11)
-    fig.text(0.01, 0.005, settings_line(cfg, seeds) + "; made by reproduce/figure1.py from reproduce/results/table1/",
-             fontsize=6.5, wrap=True)
-    fig.tight_layout(rect=(0, 0.03, 1, 0.97))
-    FIGURES_DIR.mkdir(parents=True, exist_ok=True)
-    for ext in ("png", "pdf"):
-        atomic_write(FIGURES_DIR / f"figure1.{ext}", lambda tmp, e=ext: fig.savefig(tmp, format=e, dpi=150))
-        print(f"wrote {FIGURES_DIR / f'figure1.{ext}'}")
-    plt.close(fig)
+    finish_figure(fig, "figure1",
+                  "Figure 1 (measured): point removal, CHG Shapley vs baselines (paper: CIFAR10-embeddings)",
+                  settings_line(cfg, seeds) + "; made by reproduce/figure1.py from reproduce/results/table1/")
 
 
 def main(argv=None) -> None:

@@ -19,9 +19,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import odv_common as oc  # noqa: E402
-from figure1 import STYLE, settings_line  # noqa: E402
-
-from chg.results import FIGURES_DIR, atomic_write  # noqa: E402
+from figure1 import finish_figure, method_style, settings_line  # noqa: E402
 
 GRID = np.linspace(0.0, 1.0, 101)
 
@@ -45,15 +43,13 @@ def render(cfg: oc.Config) -> None:
     ds = [d for d in cfg.datasets if any(k[0] == d for k in data)]
     noises = [z for z in cfg.noises if any(k[1] == z for k in data)]
     fig, axes = plt.subplots(len(noises), len(ds), figsize=(5.5 * len(ds), 3.8 * len(noises) + 0.8), squeeze=False)
-    cmap = plt.get_cmap("tab20")
     for i, z in enumerate(noises):
         for j, d in enumerate(ds):
             ax = axes[i][j]
             by_m = data.get((d, z), {})
             for k, m in enumerate(cfg.methods):
                 if m in by_m:
-                    style = STYLE.get(m, dict(color=cmap(k % 20), lw=1.0, alpha=0.85))
-                    ax.plot(GRID, by_m[m], label=oc.LABELS[m], **style)
+                    ax.plot(GRID, by_m[m], label=oc.LABELS[m], **method_style(m, k))
             if (d, z) in rates:
                 ax.plot(GRID, np.minimum(GRID / rates[(d, z)], 1.0), color="grey", lw=1, ls="-.", label="optimal")
             ax.set_title(f"{d}: {z} noise", fontsize=9)
@@ -61,16 +57,10 @@ def render(cfg: oc.Config) -> None:
             ax.set_ylabel("fraction of corrupted points found")
             ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=7, loc="lower right", ncol=2)
-    fig.suptitle("Figure 2 (measured): discovering noisy data, CHG Shapley vs baselines (paper: CIFAR10-embeddings)",
-                 fontsize=11)
-    fig.text(0.01, 0.005, settings_line(cfg, seeds).replace("labels flipped", "of points corrupted")
-             + "; made by reproduce/figure2.py from reproduce/results/table1/", fontsize=6.5, wrap=True)
-    fig.tight_layout(rect=(0, 0.03, 1, 0.97))
-    FIGURES_DIR.mkdir(parents=True, exist_ok=True)
-    for ext in ("png", "pdf"):
-        atomic_write(FIGURES_DIR / f"figure2.{ext}", lambda tmp, e=ext: fig.savefig(tmp, format=e, dpi=150))
-        print(f"wrote {FIGURES_DIR / f'figure2.{ext}'}")
-    plt.close(fig)
+    finish_figure(fig, "figure2",
+                  "Figure 2 (measured): discovering noisy data, CHG Shapley vs baselines (paper: CIFAR10-embeddings)",
+                  settings_line(cfg, seeds).replace("labels flipped", "of points corrupted")
+                  + "; made by reproduce/figure2.py from reproduce/results/table1/")
 
 
 def main(argv=None) -> None:
