@@ -13,10 +13,11 @@ All that eq. (3) needs are the six inner products, each cheap in factored form:
 
 Cost O(n·C·D): two passes over the features, in chunks of CHUNK_ROWS rows; extra memory O(n + CHUNK_ROWS·(C+D)).
 
-Precision: float64 features → float64 throughout. float32 features → each chunk's (C×m)·(m×D) product is a float32
-GEMM (relative error ~1e-7, the precision of the model that produced the features), chunk sums and every per-sample
-scalar (norms, values) are accumulated in float64; half precision is raised to float32; autocast is switched off
-inside. Pass float64 tensors when you need float64 end to end (about twice the time).
+Precision: a group that fits in one chunk (a batch, a class of a small data set) is computed in float64 throughout.
+Larger groups: float64 features → float64 throughout; float32 features → each chunk's (C×m)·(m×D) product is a
+float32 GEMM (relative error ~1e-7, the precision of the model that produced the features), chunk sums and every
+per-sample scalar (norms, values) are accumulated in float64; half precision is raised to float32. Autocast is
+switched off inside. Pass float64 tensors when you need float64 end to end (about twice the time).
 The group statistics (n, s, Σ‖x_i‖²) are sums, so per-class groups and multi-process runs just add them up.
 """
 from __future__ import annotations
@@ -178,11 +179,13 @@ def _eq3_terms(n: int, s: torch.Tensor, alpha):
 
 
 def _values_one_chunk(err, feat, weight, alpha):
-    """Both passes fused, for a group whose features fit in one chunk (small batches, per-class groups)."""
+    """Both passes fused, for a group whose features fit in one chunk (small batches, per-class groups).
+
+    Small enough to run in float64 throughout whatever the input dtype: exact-as-possible values at no real cost."""
     n = _validate(err, feat, weight)
-    dtype = _compute_dtype(feat)
+    dtype = torch.float64
     with torch.autocast(err.device.type, enabled=False):
-        we = _weighted_err(err, feat, weight, slice(None))  # (n, C)
+        we = err.to(dtype) if weight is None else err.to(dtype) * weight.to(dtype)[:, None]  # (n, C)
         h = feat.to(dtype)  # (n, D)
         sq = (torch.linalg.vector_norm(we, dim=1, dtype=torch.float64) ** 2
               * (torch.linalg.vector_norm(h, dim=1, dtype=torch.float64) ** 2 + 1))  # (n,) ‖x_i‖²

@@ -63,7 +63,7 @@ def factors_from_logits(logits: torch.Tensor, targets: torch.Tensor, feat: torch
     if bool(((targets < 0) | (targets >= z.shape[1])).any()):  # before cross_entropy (a device assert on CUDA)
         raise ValueError(f"targets must lie in [0, {z.shape[1]}), got range [{int(targets.min())}, "
                          f"{int(targets.max())}]")
-    logp = torch.log_softmax(z, dim=1)  # (B, C), one pass gives both the loss and the softmax
+    logp = torch.log_softmax(z.double(), dim=1)  # (B, C) in float64 (cheap: B×C), then rounded once at the end
     y = targets[:, None]
     loss = -logp.gather(1, y).squeeze(1)  # (B,) cross-entropy
     if not bool(torch.isfinite(loss).all()):  # NaN/Inf logits make the loss non-finite
@@ -71,7 +71,7 @@ def factors_from_logits(logits: torch.Tensor, targets: torch.Tensor, feat: torch
     err = logp.exp_()  # (B, C) softmax
     err.scatter_(1, y, 0.0)
     err.scatter_(1, y, -err.sum(1, keepdim=True))  # p_y − 1 = −Σ_{c≠y} p_c, without the cancellation of p_y − 1
-    return Factors(loss, err, _upcast(feat.detach()))
+    return Factors(loss.to(z.dtype), err.to(z.dtype), _upcast(feat.detach()))
 
 
 def _upcast(t: torch.Tensor) -> torch.Tensor:
