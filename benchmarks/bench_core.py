@@ -33,33 +33,45 @@ def _rss_bytes() -> int:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def child_factored(n: int, C: int, D: int, repeats: int) -> dict:
-    """Runs in a subprocess: time and peak memory of values from factors for one n."""
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def child_factored(n: int, C: int, D: int, repeats: int, device: torch.device) -> dict:
+    """Runs in a subprocess: time and peak memory of values from factors for one n (CPU: resident memory over the
+    inputs; CUDA: peak allocated device memory over the inputs)."""
     import chg
     gen = torch.Generator().manual_seed(0)
-    feat = torch.randn(n, D, generator=gen).relu_()  # (n, D) float32, like post-ReLU features
+    feat = torch.randn(n, D, generator=gen).relu_().to(device)  # (n, D) float32, like post-ReLU features
     err = torch.softmax(torch.randn(n, C, generator=gen), 1)  # (n, C)
     err[torch.arange(n), torch.randint(0, C, (n,), generator=gen)] -= 1
-    loss = torch.rand(n, generator=gen) * 3  # (n,)
+    err, loss = err.to(device), (torch.rand(n, generator=gen) * 3).to(device)  # loss (n,)
     input_bytes = sum(t.numel() * t.element_size() for t in (feat, err, loss))
-    rss_inputs = _rss_bytes()
+    _sync(device)
+    rss_inputs = _rss_bytes() if device.type == "cpu" else torch.cuda.memory_allocated(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     times = []
-    for _ in range(repeats):
+    for _ in range(repeats + (device.type == "cuda")):  # on CUDA one extra, untimed warm-up call
         t0 = time.perf_counter()
         values = chg.factored_shapley(err, feat, loss)
+        _sync(device)
         times.append(time.perf_counter() - t0)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    times = times[-repeats:]
+    peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 if device.type == "cpu"
+            else torch.cuda.max_memory_allocated(device))
     return {"n": n, "C": C, "D": D, "seconds_median": statistics.median(times), "seconds_min": min(times),
             "seconds_all": times,
             "input_bytes": input_bytes, "peak_over_inputs_bytes": peak - rss_inputs,
             "values_finite": bool(torch.isfinite(values).all())}
 
 
-def bench_sizes(sizes, repeats) -> list:
+def bench_sizes(sizes, repeats, device: torch.device) -> list:
     rows = []
     for n in sizes:
         cmd = [sys.executable, __file__, "--child", str(n), "--repeats", str(repeats),
-               "--threads", str(torch.get_num_threads())]
+               "--threads", str(torch.get_num_threads()), "--device", str(device)]
         res = subprocess.run(cmd, capture_output=True, text=True, check=True)
         rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
         print(f"factored n={n}: median {rows[-1]['seconds_median']:.3f} s, best {rows[-1]['seconds_min']:.3f} s, "
@@ -119,26 +131,28 @@ def _loop_full_backward(model, x, y):
     return chg.chg_shapley(torch.stack(rows) * torch.stack(losses)[:, None])
 
 
-def _time(fn, repeats):
+def _time(fn, repeats, device):
     """Best of ``repeats`` after a warm-up (the least disturbed run on a shared machine)."""
     fn()
     times = []
     for _ in range(repeats):
+        _sync(device)
         t0 = time.perf_counter()
         out = fn()
+        _sync(device)
         times.append(time.perf_counter() - t0)
-    return min(times), out
+    return min(times), out.cpu()
 
 
-def bench_batch(B: int, D: int, C: int, dtype, repeats: int) -> dict:
-    model = _batch_model(D, C, dtype)
+def bench_batch(B: int, D: int, C: int, dtype, repeats: int, device: torch.device) -> dict:
+    model = _batch_model(D, C, dtype).to(device)
     gen = torch.Generator().manual_seed(1)
-    x = torch.randn(B, 256, generator=gen).to(dtype)
-    y = torch.randint(0, C, (B,), generator=gen)
-    t_f, v_f = _time(lambda: _factored(model, x, y), repeats)
-    t_v, v_v = _time(lambda: _vmap(model, x, y), repeats)
-    t_l, v_l = _time(lambda: _loop(model, x, y), max(1, repeats // 3))
-    t_b, v_b = _time(lambda: _loop_full_backward(model, x, y), max(1, repeats // 3))
+    x = torch.randn(B, 256, generator=gen).to(device=device, dtype=dtype)
+    y = torch.randint(0, C, (B,), generator=gen).to(device)
+    t_f, v_f = _time(lambda: _factored(model, x, y), repeats, device)
+    t_v, v_v = _time(lambda: _vmap(model, x, y), repeats, device)
+    t_l, v_l = _time(lambda: _loop(model, x, y), max(1, repeats // 3), device)
+    t_b, v_b = _time(lambda: _loop_full_backward(model, x, y), max(1, repeats // 3), device)
     scale = v_l.abs().max().item()
     row = {"B": B, "D": D, "C": C, "dtype": str(dtype).replace("torch.", ""),
            "seconds": {"factored": t_f, "vmap": t_v, "loop_bs1": t_l, "loop_bs1_full_backward": t_b},
@@ -157,7 +171,8 @@ def render(report: dict) -> str:
              f"Made by `python benchmarks/bench_core.py{' --quick' if report['mode'] == 'quick' else ''}` on "
              f"{report['device']}, torch {report['torch']}, {report['threads']} threads, load average at start "
              f"{report['loadavg_start']}, {report['date']}. Inputs float32 (float32 GEMMs per chunk, sums and values accumulated in float64); "
-             "memory = peak resident size over the inputs' resident size, in a fresh process per n.", "",
+             ("memory = peak allocated CUDA memory over the inputs'" if report["device"].startswith("cuda") else
+              "memory = peak resident size over the inputs' resident size") + ", in a fresh process per n.", "",
              "## Values from factors (C = 10, D = 512, CHG weighting, weight + bias gradient)", "",
              "| n | seconds (median) | seconds (best) | peak memory over inputs (MiB) | inputs (MiB) |",
              "|---|---|---|---|---|"]
@@ -190,22 +205,26 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2, help="torch threads (the targets are for 2 cores)")
     ap.add_argument("--out", type=Path, default=OUT, help="folder for core.json/.md (default benchmarks/results)")
+    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda[:i]; CUDA results go to core_cuda.*")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is available here")
     if args.child:
-        print(json.dumps(child_factored(args.child, 10, 512, args.repeats)))
+        print(json.dumps(child_factored(args.child, 10, 512, args.repeats, device)))
         return
     sys.path.insert(0, str(HERE.parent))
     from chg.results import device_name, write_json_atomic
     sizes = [10**3, 10**4] if args.quick else [10**4, 10**5, 10**6]
     repeats = 2 if args.quick else args.repeats
-    report = {"mode": "quick" if args.quick else "full", "device": device_name("cpu"), "torch": torch.__version__,
+    report = {"mode": "quick" if args.quick else "full", "device": device_name(device), "torch": torch.__version__,
               "threads": torch.get_num_threads(), "loadavg_start": " ".join(open("/proc/loadavg").read().split()[:3]),
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-    report["factored"] = bench_sizes(sizes, repeats)
-    report["batch"] = [bench_batch(128, 512, C, dtype, repeats=3 if args.quick else 10)
+    report["factored"] = bench_sizes(sizes, repeats, device)
+    report["batch"] = [bench_batch(128, 512, C, dtype, repeats=3 if args.quick else 10, device=device)
                        for C in (10, 100) for dtype in (torch.float32, torch.float64)]
-    name = "core_quick" if args.quick else "core"
+    name = ("core_quick" if args.quick else "core") + ("_cuda" if device.type == "cuda" else "")
     write_json_atomic(args.out / f"{name}.json", report)
     (args.out / f"{name}.md").write_text(render(report))
     print(f"wrote {args.out / name}.json and .md")
