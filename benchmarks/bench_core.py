@@ -170,9 +170,10 @@ def render(report: dict) -> str:
     lines = [f"# Core benchmark ({report['mode']})", "",
              f"Made by `python benchmarks/bench_core.py{' --quick' if report['mode'] == 'quick' else ''}` on "
              f"{report['device']}, torch {report['torch']}, {report['threads']} threads, load average at start "
-             f"{report['loadavg_start']}, {report['date']}. Inputs float32 (float32 GEMMs per chunk, sums and values accumulated in float64); "
-             ("memory = peak allocated CUDA memory over the inputs'" if report["device"].startswith("cuda") else
-              "memory = peak resident size over the inputs' resident size") + ", in a fresh process per n.", "",
+             f"{report['loadavg_start']}, {report['date']}. Inputs float32 (float32 GEMMs per chunk, sums and values "
+             "accumulated in float64); "
+             + ("memory = peak allocated CUDA memory over the inputs'" if report["device"].startswith("cuda") else
+                "memory = peak resident size over the inputs' resident size") + ", in a fresh process per n.", "",
              "## Values from factors (C = 10, D = 512, CHG weighting, weight + bias gradient)", "",
              "| n | seconds (median) | seconds (best) | peak memory over inputs (MiB) | inputs (MiB) |",
              "|---|---|---|---|---|"]
