@@ -79,6 +79,15 @@ def test_weighted_loss_is_sum_wl_over_sum_w(monkeypatch, digits):
     b = train(_digits_cfg(method="const7", epochs=2), digits)
     assert a["test_acc"] == pytest.approx(b["test_acc"], abs=1e-9)
 
+    def uneven(inp):  # the same subset, weights 1, 0.1, 1, 0.1, ...: must train differently if weights are used
+        n = inp.labels.shape[0]
+        k = (n + 2) // 3
+        return selection.Selection(torch.arange(0, n, 3), torch.where(torch.arange(k) % 2 == 0, 1.0, 0.1))
+
+    monkeypatch.setitem(selection.SELECTORS, "uneven", selection.Selector(uneven, needs_factors=False, adaptive=False))
+    c = train(_digits_cfg(method="uneven", epochs=2), digits)
+    assert (c["test_acc"], c["val_acc"]) != (a["test_acc"], a["val_acc"])  # deterministic: ignored weights → equal
+
 
 def test_noisy_share_is_reported(digits):
     m = train(_digits_cfg(method="full", epochs=1), digits)
