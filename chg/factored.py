@@ -117,8 +117,8 @@ def _compute_dtype(feat):
     return torch.float32 if feat.dtype in (torch.float16, torch.bfloat16) else feat.dtype
 
 
-def _weighted_err(err, feat, weight, rows):
-    dtype = _compute_dtype(feat)
+def _weighted_err(err, weight, rows, dtype):
+    """w·e of the rows (m, C) in ``dtype``."""
     we = err[rows].to(dtype)  # (m, C)
     return we if weight is None else we * weight[rows].to(dtype)[:, None]
 
@@ -145,7 +145,7 @@ def _stats_and_sq_norms(err, feat, weight, check: bool = True):
     dtype = _compute_dtype(feat)
     with torch.autocast(err.device.type, enabled=False):  # inside an AMP step, keep our precision
         for rows in _chunks(n, err.device, _row_bytes(feat, dtype)):
-            we = _weighted_err(err, feat, weight, rows)  # (m, C)
+            we = _weighted_err(err, weight, rows, dtype)  # (m, C)
             e_sq = torch.linalg.vector_norm(we, dim=1, dtype=torch.float64) ** 2  # (m,)
             if feat is None:
                 s += we.sum(0)
@@ -185,7 +185,7 @@ def _values_one_chunk(err, feat, weight, alpha):
     n = _validate(err, feat, weight)
     dtype = torch.float64
     with torch.autocast(err.device.type, enabled=False):
-        we = err.to(dtype) if weight is None else err.to(dtype) * weight.to(dtype)[:, None]  # (n, C)
+        we = _weighted_err(err, weight, slice(None), dtype)  # (n, C)
         h = feat.to(dtype)  # (n, D)
         sq = (torch.linalg.vector_norm(we, dim=1, dtype=torch.float64) ** 2
               * (torch.linalg.vector_norm(h, dim=1, dtype=torch.float64) ** 2 + 1))  # (n,) ‖x_i‖²
@@ -227,7 +227,7 @@ def values_from_factors(err: torch.Tensor, feat: Optional[torch.Tensor], weight:
     m_feat = m[:, :-1].to(dtype).contiguous() if feat is not None else None  # (C, D)
     with torch.autocast(err.device.type, enabled=False):
         for rows in _chunks(err.shape[0], err.device, _row_bytes(feat, dtype)):
-            we = _weighted_err(err, feat, weight, rows)  # (m, C)
+            we = _weighted_err(err, weight, rows, dtype)  # (m, C)
             e_sq = torch.linalg.vector_norm(we, dim=1, dtype=torch.float64) ** 2 if sq_norms is None else None
             if feat is None:
                 out[rows] = c.sq_norm * (e_sq if sq_norms is None else sq_norms[rows]) + we @ m + const

@@ -27,7 +27,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-__all__ = ["Coefficients", "coefficients", "harmonic", "chg_shapley", "chg_shapley_exact", "values_from_inner_products",
+__all__ = ["Coefficients", "coefficients", "harmonic", "chg_shapley", "chg_shapley_exact",
            "hardness_shapley", "mean_game_coefficients"]
 
 _EXACT_SUM_LIMIT = 100_000  # below this, harmonic numbers by exact-rounded summation; above, asymptotic series
@@ -105,13 +105,6 @@ def _coefficients(n: int, exact: bool) -> Coefficients:
         dot_alpha=2 * own,
         sum_dot_alpha=2 * total,
     )
-
-
-def values_from_inner_products(n, sq_norm, dot_sum, sum_norm_sq, sum_sq_norms, dot_alpha, sum_dot_alpha):
-    """Eq. (3) from the six inner products (per-sample arrays and group scalars; any array type)."""
-    c = coefficients(n)
-    const = c.sum_norm_sq * sum_norm_sq + c.sum_sq_norms * sum_sq_norms + c.sum_dot_alpha * sum_dot_alpha
-    return c.sq_norm * sq_norm + c.dot_sum * dot_sum + c.dot_alpha * dot_alpha + const
 
 
 def chg_shapley(x, alpha=None):
