@@ -4,8 +4,9 @@
    D = 512, float32 inputs: wall seconds (median of repeats) and peak memory over the inputs (each size in a fresh
    subprocess: ru_maxrss after the call minus the resident size once the inputs exist).
 2. One batch (B = 128, D = 512, C = 10 and 100): the factored path vs torch.func vmap per-sample gradients vs a
-   batch-size-1 autograd loop — each from the same model forward to the values — and the largest relative
-   difference between their values, in float32 and float64.
+   batch-size-1 autograd loop — each from the same model forward to the values, taking turns in rounds — and the
+   largest relative difference between their values, in float32 and float64; the model's forward alone is timed
+   too (a floor under the factored path).
 
 Usage: python benchmarks/bench_core.py [--quick]   (quick: n up to 1e4, fewer repeats; a CI smoke run)
 """
@@ -84,6 +85,12 @@ def _batch_model(D: int, C: int, dtype) -> nn.Module:
     return nn.Sequential(nn.Linear(256, D), nn.ReLU(), nn.Linear(D, C)).to(dtype)
 
 
+@torch.no_grad()
+def _forward_only(model, x, y):
+    """The model's batched forward pass alone: a floor under the factored path, which runs it once."""
+    return model(x)
+
+
 def _factored(model, x, y):
     import chg
     return chg.shapley_from_factors(chg.compute_factors(model, x, y))
@@ -131,37 +138,52 @@ def _loop_full_backward(model, x, y):
     return chg.chg_shapley(torch.stack(rows) * torch.stack(losses)[:, None])
 
 
-def _time(fn, repeats, device):
-    """Best of ``repeats`` after a warm-up (the least disturbed run on a shared machine)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        t0 = time.perf_counter()
-        out = fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return min(times), out.cpu()
+def _time_interleaved(fns: dict, rounds: int, calls: dict, device) -> tuple:
+    """Every path in turn in each round (``calls[name]`` back-to-back calls, the round's time being their fastest),
+    after one warm-up call each: a slow spell of a shared machine then hits every path alike, and paired per-round
+    ratios can be taken. Returns each path's per-round times and its last output."""
+    for fn in fns.values():
+        fn()
+    times, outs = {k: [] for k in fns}, {}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            best = float("inf")
+            for _ in range(calls.get(name, 1)):
+                _sync(device)
+                t0 = time.perf_counter()
+                outs[name] = fn()
+                _sync(device)
+                best = min(best, time.perf_counter() - t0)
+            times[name].append(best)
+    return times, {k: v.cpu() for k, v in outs.items()}
 
 
-def bench_batch(B: int, D: int, C: int, dtype, repeats: int, device: torch.device) -> dict:
+def bench_batch(B: int, D: int, C: int, dtype, rounds: int, device: torch.device) -> dict:
     model = _batch_model(D, C, dtype).to(device)
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(B, 256, generator=gen).to(device=device, dtype=dtype)
     y = torch.randint(0, C, (B,), generator=gen).to(device)
-    t_f, v_f = _time(lambda: _factored(model, x, y), repeats, device)
-    t_v, v_v = _time(lambda: _vmap(model, x, y), repeats, device)
-    t_l, v_l = _time(lambda: _loop(model, x, y), max(1, repeats // 3), device)
-    t_b, v_b = _time(lambda: _loop_full_backward(model, x, y), max(1, repeats // 3), device)
-    scale = v_l.abs().max().item()
-    row = {"B": B, "D": D, "C": C, "dtype": str(dtype).replace("torch.", ""),
-           "seconds": {"factored": t_f, "vmap": t_v, "loop_bs1": t_l, "loop_bs1_full_backward": t_b},
-           "speedup_vs_vmap": t_v / t_f, "speedup_vs_loop": t_l / t_f, "speedup_vs_loop_full_backward": t_b / t_f,
-           "max_rel_diff_vs_vmap": (v_f - v_v).abs().max().item() / scale,
-           "max_rel_diff_vs_loop": max((v_f - v_l).abs().max().item(), (v_f - v_b).abs().max().item()) / scale}
-    print(f"batch C={C} {row['dtype']}: factored {t_f * 1e3:.2f} ms, vmap {t_v * 1e3:.2f} ms "
-          f"({row['speedup_vs_vmap']:.1f}x), loop {t_l * 1e3:.1f} ms ({row['speedup_vs_loop']:.0f}x), "
-          f"loop+full backward {t_b * 1e3:.1f} ms ({row['speedup_vs_loop_full_backward']:.0f}x), "
+    paths = {"factored": _factored, "vmap": _vmap, "loop_bs1": _loop, "loop_bs1_full_backward": _loop_full_backward,
+             "forward_only": _forward_only}
+    times, outs = _time_interleaved({k: (lambda f=f: f(model, x, y)) for k, f in paths.items()}, rounds,
+                                    {"factored": 5, "vmap": 3, "forward_only": 5}, device)
+    best = {k: min(v) for k, v in times.items()}
+    paired = {k: statistics.median(t / f for t, f in zip(times[k], times["factored"])) for k in paths}
+    v_f, scale = outs["factored"], outs["loop_bs1"].abs().max().item()
+    row = {"B": B, "D": D, "C": C, "dtype": str(dtype).replace("torch.", ""), "rounds": rounds,
+           "seconds": best, "seconds_all": times,
+           "speedup_vs_vmap": best["vmap"] / best["factored"], "speedup_vs_loop": best["loop_bs1"] / best["factored"],
+           "speedup_vs_loop_full_backward": best["loop_bs1_full_backward"] / best["factored"],
+           "paired_median_speedup": {k: paired[k] for k in ("vmap", "loop_bs1", "loop_bs1_full_backward")},
+           "ceiling_vs_loop": best["loop_bs1"] / best["forward_only"],
+           "max_rel_diff_vs_vmap": (v_f - outs["vmap"]).abs().max().item() / scale,
+           "max_rel_diff_vs_loop": max((v_f - outs["loop_bs1"]).abs().max().item(),
+                                       (v_f - outs["loop_bs1_full_backward"]).abs().max().item()) / scale}
+    print(f"batch C={C} {row['dtype']}: factored {best['factored'] * 1e3:.2f} ms, vmap {best['vmap'] * 1e3:.2f} ms "
+          f"({row['speedup_vs_vmap']:.1f}x), loop {best['loop_bs1'] * 1e3:.1f} ms ({row['speedup_vs_loop']:.0f}x, "
+          f"paired median {paired['loop_bs1']:.0f}x), loop+full backward {best['loop_bs1_full_backward'] * 1e3:.1f} ms "
+          f"({row['speedup_vs_loop_full_backward']:.0f}x), "
+          f"forward alone {best['forward_only'] * 1e3:.2f} ms (ceiling {row['ceiling_vs_loop']:.0f}x), "
           f"max rel diff {max(row['max_rel_diff_vs_vmap'], row['max_rel_diff_vs_loop']):.1e}", flush=True)
     return row
 
@@ -170,8 +192,8 @@ def render(report: dict) -> str:
     lines = [f"# Core benchmark ({report['mode']})", "",
              f"Made by `python benchmarks/bench_core.py{' --quick' if report['mode'] == 'quick' else ''}` on "
              f"{report['device']}, torch {report['torch']}, {report['threads']} threads, load average at start "
-             f"{report['loadavg_start']}, {report['date']}. Inputs float32 (float32 GEMMs per chunk, sums and values "
-             "accumulated in float64); "
+             f"{report['loadavg_start']}, {report['date']}. Inputs float32 (the O(n·C·D) products in float32; "
+             "w·e, sums, per-sample scalars and values in float64); "
              + ("memory = peak allocated CUDA memory over the inputs'" if report["device"].startswith("cuda") else
                 "memory = peak resident size over the inputs' resident size") + ", in a fresh process per n.", "",
              "## Values from factors (C = 10, D = 512, CHG weighting, weight + bias gradient)", "",
@@ -184,18 +206,24 @@ def render(report: dict) -> str:
               "Each path runs the model (a Linear(256, 512)+ReLU backbone and the Linear(512, C) head) and ends with the "
               "values: factored = one forward with the hook + eq. (3) from factors; vmap = torch.func per-sample "
               "gradients of the head (grad_and_value) + dense eq. (3); loop = one forward and torch.autograd.grad of "
-              "the head per sample + dense eq. (3); loop + full backward = the same with loss.backward() (every parameter's "
-              "gradient, as a plain per-sample loop computes it). Best of N runs after a warm-up.", "",
-              "| C | dtype | factored (ms) | vmap (ms) | bs-1 loop (ms) | bs-1 loop, full backward (ms) | × vs vmap "
-              "| × vs loop | × vs loop, full backward | max rel. diff |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "the head per sample + dense eq. (3); loop + full backward = the same with loss.backward() (every "
+              "parameter's gradient, as a plain per-sample loop computes it); forward = the model's batched forward "
+              "pass alone, which the factored path contains, so loop ÷ forward is the largest ratio any factored "
+              "implementation could reach here. The paths take turns in each of R rounds (after one warm-up call "
+              "each); a path's time is its best round (factored, forward: best of 5 calls per round; vmap: of 3). "
+              "× = ratio of best times; paired = median over rounds of the ratio within the round.", "",
+              "| C | dtype | rounds | forward (ms) | factored (ms) | vmap (ms) | bs-1 loop (ms) | bs-1 loop, full "
+              "backward (ms) | × vs vmap | × vs loop (paired) | × vs loop, full backward | ceiling: loop ÷ forward "
+              "| max rel. diff |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["batch"]:
-        s = r["seconds"]
+        s, p = r["seconds"], r["paired_median_speedup"]
         diff = max(r["max_rel_diff_vs_vmap"], r["max_rel_diff_vs_loop"])
-        lines.append(f"| {r['C']} | {r['dtype']} | {s['factored'] * 1e3:.2f} | {s['vmap'] * 1e3:.2f} | "
+        lines.append(f"| {r['C']} | {r['dtype']} | {r['rounds']} | {s['forward_only'] * 1e3:.2f} | "
+                     f"{s['factored'] * 1e3:.2f} | {s['vmap'] * 1e3:.2f} | "
                      f"{s['loop_bs1'] * 1e3:.1f} | {s['loop_bs1_full_backward'] * 1e3:.1f} | "
-                     f"{r['speedup_vs_vmap']:.1f} | {r['speedup_vs_loop']:.0f} | "
-                     f"{r['speedup_vs_loop_full_backward']:.0f} | {diff:.1e} |")
+                     f"{r['speedup_vs_vmap']:.1f} | {r['speedup_vs_loop']:.0f} ({p['loop_bs1']:.0f}) | "
+                     f"{r['speedup_vs_loop_full_backward']:.0f} | {r['ceiling_vs_loop']:.0f} | {diff:.1e} |")
     return "\n".join(lines) + "\n"
 
 
@@ -223,7 +251,7 @@ def main() -> None:
               "threads": torch.get_num_threads(), "loadavg_start": " ".join(open("/proc/loadavg").read().split()[:3]),
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     report["factored"] = bench_sizes(sizes, repeats, device)
-    report["batch"] = [bench_batch(128, 512, C, dtype, repeats=3 if args.quick else 10, device=device)
+    report["batch"] = [bench_batch(128, 512, C, dtype, rounds=3 if args.quick else 15, device=device)
                        for C in (10, 100) for dtype in (torch.float32, torch.float64)]
     name = ("core_quick" if args.quick else "core") + ("_cuda" if device.type == "cuda" else "")
     write_json_atomic(args.out / f"{name}.json", report)

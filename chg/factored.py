@@ -13,15 +13,16 @@ All that eq. (3) needs are the six inner products, each cheap in factored form:
 
 Cost O(n·C·D): two passes over the features, in chunks of CHUNK_ROWS rows; extra memory O(n + CHUNK_ROWS·(C+D)).
 
-Precision: a group that fits in one chunk (a batch, a class of a small data set) is computed in float64 throughout.
-Larger groups: float64 features → float64 throughout; float32 features → each chunk's (C×m)·(m×D) product is a
-float32 GEMM (relative error ~1e-7, the precision of the model that produced the features), chunk sums and every
-per-sample scalar (norms, values) are accumulated in float64; half precision is raised to float32. Autocast is
-switched off inside. Pass float64 tensors when you need float64 end to end (about twice the time).
+Precision follows the features' dtype, one rule for every group size: float64 features → float64 throughout;
+float32 features → the products with the features (Σ w_i e_i h_iᵀ, M h_j, ‖h_i‖²) are float32 (relative error ~1e-7,
+the precision of the model that produced the features), while w·e, the chunk sums, every per-sample scalar and the
+values are float64; half precision is raised to float32. Autocast is switched off inside. Pass float64 tensors when
+you need float64 end to end (about twice the time).
 The group statistics (n, s, Σ‖x_i‖²) are sums, so per-class groups and multi-process runs just add them up.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -84,8 +85,9 @@ def _validate(err, feat, weight):
 
 
 def _require_finite(result: torch.Tensor, err, feat, weight, what: str) -> None:
-    """One check on an O(n) result; only on failure are the inputs scanned to name the culprit."""
-    if bool(torch.isfinite(result).all()):
+    """One check on an O(n) result (its sum: one reduction; elementwise only if the sum is not finite); only on
+    failure are the inputs scanned to name the culprit."""
+    if math.isfinite(result.sum()) or bool(torch.isfinite(result).all()):
         return
     for name, t in (("weight (per-sample loss)", weight), ("err (softmax error)", err),
                     ("feat (penultimate features)", feat)):
@@ -117,10 +119,41 @@ def _compute_dtype(feat):
     return torch.float32 if feat.dtype in (torch.float16, torch.bfloat16) else feat.dtype
 
 
-def _weighted_err(err, weight, rows, dtype):
-    """w·e of the rows (m, C) in ``dtype``."""
-    we = err[rows].to(dtype)  # (m, C)
-    return we if weight is None else we * weight[rows].to(dtype)[:, None]
+def _rows(t, rows):
+    return t if rows is None else t[rows]
+
+
+def _weighted_err(err, weight, rows):
+    """w·e of the rows (m, C) in float64 (O(m·C): cheap whatever the input dtype); ``rows`` None: all of them."""
+    if weight is None:
+        return _rows(err, rows).to(torch.float64)  # (m, C)
+    return _rows(weight, rows).to(torch.float64)[:, None] * _rows(err, rows)  # (m, C), promoted to float64
+
+
+def _chunk(err, feat, weight, rows, dtype, sq_norms=None):
+    """One chunk of rows: w·e (m, C) float64, the features h (m, D) in ``dtype`` (None when bias only) and
+    ‖x_i‖² = ‖w_i e_i‖²(‖h_i‖² + 1) (m,) float64 (taken from ``sq_norms`` when they are known)."""
+    we = _weighted_err(err, weight, rows)  # (m, C)
+    h = None if feat is None else _rows(feat, rows).to(dtype)  # (m, D)
+    if sq_norms is not None:
+        return we, h, sq_norms[rows]
+    sq = torch.linalg.vecdot(we, we)  # (m,) ‖w_i e_i‖²
+    return we, h, sq if h is None else sq * (torch.linalg.vecdot(h, h).to(torch.float64) + 1)
+
+
+def _chunk_sum(we, h, dtype):
+    """The chunk's Σ x_i: (C, D+1) float64 — its feature block a GEMM in ``dtype`` — or (C,) when bias only."""
+    if h is None:
+        return we.sum(0)
+    return torch.cat([(we.to(dtype).T @ h).to(torch.float64), we.sum(0)[:, None]], 1)
+
+
+def _chunk_dots(we, h, m_feat, m_bias):
+    """⟨m, x_j⟩ = w_j e_jᵀ (m_feat h_j + m_bias) of the chunk's rows (m,) float64; m_feat (C, D) in h's dtype."""
+    if h is None:
+        return we @ m_bias
+    hm = F.linear(h, m_feat).to(torch.float64)  # (m, C): row j is (m_feat h_j)ᵀ
+    return torch.linalg.vecdot(we, hm.add_(m_bias))
 
 
 def group_stats(err: torch.Tensor, feat: Optional[torch.Tensor] = None,
@@ -129,32 +162,23 @@ def group_stats(err: torch.Tensor, feat: Optional[torch.Tensor] = None,
 
     n = 0 is allowed (zeros), so that every rank of a distributed run can take part in the all-reduce.
     """
+    _validate(err, feat, weight)
     return _stats_and_sq_norms(err, feat, weight)[0]
 
 
 def _stats_and_sq_norms(err, feat, weight, check: bool = True):
-    """Pass 1 over the features: the group statistics and every ‖x_i‖² (n,) float64.
+    """Pass 1 over the features (inputs already validated): the group statistics and every ‖x_i‖² (n,) float64.
 
     ``check=False`` when the values are computed right after: NaN/Inf reach every value, checked there once.
     """
-    n = _validate(err, feat, weight)  # n = 0 is allowed here (an empty shard of a distributed run)
-    C = err.shape[1]
-    shape = (C,) if feat is None else (C, feat.shape[1] + 1)
-    s = torch.zeros(shape, dtype=torch.float64, device=err.device)
+    n, C = err.shape
+    s = torch.zeros((C,) if feat is None else (C, feat.shape[1] + 1), dtype=torch.float64, device=err.device)
     sq_norms = torch.empty(n, dtype=torch.float64, device=err.device)
     dtype = _compute_dtype(feat)
     with torch.autocast(err.device.type, enabled=False):  # inside an AMP step, keep our precision
         for rows in _chunks(n, err.device, _row_bytes(feat, dtype)):
-            we = _weighted_err(err, weight, rows, dtype)  # (m, C)
-            e_sq = torch.linalg.vector_norm(we, dim=1, dtype=torch.float64) ** 2  # (m,)
-            if feat is None:
-                s += we.sum(0)
-                sq_norms[rows] = e_sq
-            else:
-                h = feat[rows].to(dtype)  # (m, D)
-                s[:, :-1] += (we.T @ h).to(torch.float64)  # (C, D)
-                s[:, -1] += we.sum(0, dtype=torch.float64)
-                sq_norms[rows] = e_sq * (torch.linalg.vector_norm(h, dim=1, dtype=torch.float64) ** 2 + 1)
+            we, h, sq_norms[rows] = _chunk(err, feat, weight, rows, dtype)
+            s += _chunk_sum(we, h, dtype)  # accumulated in float64
     if check:
         _require_finite(sq_norms, err, feat, weight, "‖x_i‖²")
         _require_finite(s, err, feat, weight, "Σ x_i")
@@ -165,36 +189,32 @@ def _eq3_terms(n: int, s: torch.Tensor, alpha):
     """From a group's size and Σx_i (float64): the coefficients c, m = c2·s + c5·α (so that c2⟨s,x_j⟩ + c5⟨x_j,α⟩
     = w_j e_jᵀ m h̃_j) and the constant c3‖s‖² + c6⟨s,α⟩ (the c4·Σ‖x_i‖² term is added by the caller)."""
     _check_n(n)
-    if alpha is None:
-        a = s / n
-    elif torch.as_tensor(alpha).numel() == s.numel():
-        a = torch.as_tensor(alpha).to(device=s.device, dtype=torch.float64).reshape(s.shape)
-        _check_finite(a, "alpha")
-    else:
+    c = coefficients(n)
+    flat = s.reshape(-1)
+    if alpha is None:  # α = s/n: m and the constant are multiples of s and ‖s‖²
+        return c, (c.dot_sum + c.dot_alpha / n) * s, (c.sum_norm_sq + c.sum_dot_alpha / n) * (flat @ flat)
+    if torch.as_tensor(alpha).numel() != s.numel():
         raise ValueError(f"alpha has {torch.as_tensor(alpha).numel()} entries; expected {s.numel()} (shape "
                          f"{tuple(s.shape)}: C rows, D+1 columns with the bias last)")
-    c = coefficients(n)
-    m = c.dot_sum * s + c.dot_alpha * a  # (C, D+1) or (C,)
-    return c, m, c.sum_norm_sq * (s * s).sum() + c.sum_dot_alpha * (s * a).sum()
+    a = torch.as_tensor(alpha).to(device=s.device, dtype=torch.float64).reshape(s.shape)
+    _check_finite(a, "alpha")
+    return c, c.dot_sum * s + c.dot_alpha * a, c.sum_norm_sq * (flat @ flat) + c.sum_dot_alpha * (flat @ a.reshape(-1))
+
+
+def _split_m(m, feat, dtype):
+    """m (C, D+1) → its feature block in the compute dtype (C, D) and its bias column (C,); bias only: (None, m)."""
+    return (None, m) if feat is None else (m[:, :-1].to(dtype), m[:, -1])
 
 
 def _values_one_chunk(err, feat, weight, alpha):
-    """Both passes fused, for a group whose features fit in one chunk (small batches, per-class groups).
-
-    Small enough to run in float64 throughout whatever the input dtype: exact-as-possible values at no real cost."""
-    n = _validate(err, feat, weight)
-    dtype = torch.float64
+    """Both passes fused, for a group that fits in one chunk (a batch, a class of a small data set): the chunked
+    passes' arithmetic with one chunk, and nothing else (for small n, per-operation overhead is the cost)."""
+    dtype = _compute_dtype(feat)
     with torch.autocast(err.device.type, enabled=False):
-        we = _weighted_err(err, weight, slice(None), dtype)  # (n, C)
-        h = feat.to(dtype)  # (n, D)
-        sq = (torch.linalg.vector_norm(we, dim=1, dtype=torch.float64) ** 2
-              * (torch.linalg.vector_norm(h, dim=1, dtype=torch.float64) ** 2 + 1))  # (n,) ‖x_i‖²
-        s = torch.empty(we.shape[1], h.shape[1] + 1, dtype=torch.float64, device=err.device)
-        s[:, :-1] = we.T @ h
-        s[:, -1] = we.sum(0, dtype=torch.float64)
-        c, m, const = _eq3_terms(n, s, alpha)
-        hm = F.linear(h, m[:, :-1].to(dtype)).to(torch.float64) + m[:, -1]  # (n, C)
-        out = c.sq_norm * sq + (we.to(torch.float64) * hm).sum(1) + (const + c.sum_sq_norms * sq.sum())
+        we, h, sq = _chunk(err, feat, weight, None, dtype)
+        c, m, const = _eq3_terms(err.shape[0], _chunk_sum(we, h, dtype), alpha)
+        dots = _chunk_dots(we, h, *_split_m(m, feat, dtype))  # (n,) ⟨m, x_j⟩
+        out = torch.add(dots, sq, alpha=c.sq_norm) + (const + c.sum_sq_norms * sq.sum())
     _require_finite(out, err, feat, weight, "the values")
     return out
 
@@ -202,10 +222,10 @@ def _values_one_chunk(err, feat, weight, alpha):
 def _group_values(err, feat, weight, alpha):
     """Values of one group: fused single pass when it fits in one chunk, else the two chunked passes."""
     _validate(err, feat, weight)
-    if feat is not None and err.shape[0] <= _chunk_rows(err.device, _row_bytes(feat, _compute_dtype(feat))):
+    if err.shape[0] <= _chunk_rows(err.device, _row_bytes(feat, _compute_dtype(feat))):
         return _values_one_chunk(err, feat, weight, alpha)
     stats, sq_norms = _stats_and_sq_norms(err, feat, weight, check=False)
-    return values_from_factors(err, feat, weight, stats, alpha, sq_norms)
+    return _values(err, feat, weight, stats, alpha, sq_norms)
 
 
 def values_from_factors(err: torch.Tensor, feat: Optional[torch.Tensor], weight: Optional[torch.Tensor],
@@ -217,26 +237,22 @@ def values_from_factors(err: torch.Tensor, feat: Optional[torch.Tensor], weight:
     ``sq_norms``: the rows' ‖x_i‖² if already known (saves one norm per row in this pass).
     """
     _validate(err, feat, weight)
-    s = stats.sum
-    if feat is not None and s.ndim != 2:
+    if feat is not None and stats.sum.ndim != 2:
         raise ValueError("stats are of bias-only gradients (shape (C,)) but features were given")
-    c, m, const = _eq3_terms(stats.n, s, alpha)
+    return _values(err, feat, weight, stats, alpha, sq_norms)
+
+
+def _values(err, feat, weight, stats, alpha, sq_norms):
+    """Pass 2 over the features (inputs already validated)."""
+    c, m, const = _eq3_terms(stats.n, stats.sum, alpha)
     const = const + c.sum_sq_norms * stats.sum_sq_norms
     out = torch.empty(err.shape[0], dtype=torch.float64, device=err.device)
     dtype = _compute_dtype(feat)
-    m_feat = m[:, :-1].to(dtype).contiguous() if feat is not None else None  # (C, D)
+    m_feat, m_bias = _split_m(m, feat, dtype)
     with torch.autocast(err.device.type, enabled=False):
         for rows in _chunks(err.shape[0], err.device, _row_bytes(feat, dtype)):
-            we = _weighted_err(err, weight, rows, dtype)  # (m, C)
-            e_sq = torch.linalg.vector_norm(we, dim=1, dtype=torch.float64) ** 2 if sq_norms is None else None
-            if feat is None:
-                out[rows] = c.sq_norm * (e_sq if sq_norms is None else sq_norms[rows]) + we @ m + const
-                continue
-            h = feat[rows].to(dtype)  # (m, D)
-            sq = sq_norms[rows] if sq_norms is not None else \
-                e_sq * (torch.linalg.vector_norm(h, dim=1, dtype=torch.float64) ** 2 + 1)
-            hm = F.linear(h, m_feat).to(torch.float64) + m[:, -1]  # (m, C) = (m h̃_j)ᵀ
-            out[rows] = c.sq_norm * sq + (we.to(torch.float64) * hm).sum(1) + const
+            we, h, sq = _chunk(err, feat, weight, rows, dtype, sq_norms)
+            out[rows] = c.sq_norm * sq + _chunk_dots(we, h, m_feat, m_bias) + const
     _require_finite(out, err, feat, weight, "the values")
     return out
 

@@ -12,6 +12,7 @@ Use it around your own forward pass (the training step's) or let :func:`compute_
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -60,17 +61,18 @@ def factors_from_logits(logits: torch.Tensor, targets: torch.Tensor, feat: torch
     if feat.shape[0] != logits.shape[0]:
         raise ValueError(f"features have {feat.shape[0]} rows but logits have {logits.shape[0]}")
     z = _upcast(logits.detach())
-    if bool(((targets < 0) | (targets >= z.shape[1])).any()):  # before cross_entropy (a device assert on CUDA)
-        raise ValueError(f"targets must lie in [0, {z.shape[1]}), got range [{int(targets.min())}, "
-                         f"{int(targets.max())}]")
+    if targets.numel():  # the range before gather (out of range is a device assert on CUDA)
+        lo, hi = (int(v) for v in torch.aminmax(targets))
+        if lo < 0 or hi >= z.shape[1]:
+            raise ValueError(f"targets must lie in [0, {z.shape[1]}), got range [{lo}, {hi}]")
     logp = torch.log_softmax(z.double(), dim=1)  # (B, C) in float64 (cheap: B×C), then rounded once at the end
     y = targets[:, None]
-    loss = -logp.gather(1, y).squeeze(1)  # (B,) cross-entropy
-    if not bool(torch.isfinite(loss).all()):  # NaN/Inf logits make the loss non-finite
+    loss = logp.gather(1, y).squeeze(1).neg_()  # (B,) cross-entropy
+    if not (math.isfinite(loss.sum()) or bool(torch.isfinite(loss).all())):  # NaN/Inf logits: non-finite loss
         raise ValueError("logits contain NaN or Inf: the model diverged or its input is not finite")
     err = logp.exp_()  # (B, C) softmax
     err.scatter_(1, y, 0.0)
-    err.scatter_(1, y, -err.sum(1, keepdim=True))  # p_y − 1 = −Σ_{c≠y} p_c, without the cancellation of p_y − 1
+    err.scatter_(1, y, err.sum(1, keepdim=True).neg_())  # p_y − 1 = −Σ_{c≠y} p_c, without the cancellation of p_y − 1
     return Factors(loss.to(z.dtype), err.to(z.dtype), _upcast(feat.detach()))
 
 
