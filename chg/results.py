@@ -5,6 +5,7 @@ Every reproduce script writes its runs through :func:`save_run` and renders tabl
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -51,6 +52,18 @@ def write_json_atomic(path: Path, obj) -> None:
             fh.flush()
             os.fsync(fh.fileno())
     atomic_write(path, write)
+
+
+def state_digest(state: dict) -> str:
+    """SHA-256 of a state_dict's names, dtypes, shapes and bytes (on the CPU, contiguous): two models have the same
+    digest exactly when every parameter and buffer is bit-identical."""
+    import torch
+    h = hashlib.sha256()
+    for name, t in state.items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def _versions() -> dict:

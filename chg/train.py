@@ -17,7 +17,9 @@ the training steps and evaluation (not for the factor passes, see :func:`pool_fa
 format, each guarded by the device type and a config switch; timings synchronise the device.
 
 Distributed (torchrun, ``torch.distributed`` initialised by the caller, one device per process): every process holds
-the data; rank 0 computes the selection and broadcasts it; every global batch is drawn identically on all ranks and
+the data; the factor passes of a selection are sharded over the ranks (each runs the forward pass on the rows
+``rank::world`` of the pool, then the factors are all-gathered), rank 0 computes the selection from them and
+broadcasts it; every global batch is drawn identically on all ranks and
 each rank trains on its share ``rows[rank::world]`` under DistributedDataParallel, with the loss normalised by the
 global batch's weight sum, so the update equals the single-process one (up to summation order and BatchNorm, whose
 statistics are per rank). Rank 0 writes the checkpoints (to a path every rank can read).
@@ -37,7 +39,7 @@ import torch.nn.functional as F
 from .data import DataBundle, augment_batch, load_dataset
 from .lastlayer import Factors, compute_factors
 from .models import build_model
-from .results import atomic_write
+from .results import atomic_write, state_digest
 from .selection import Selection, SelectionInput, check_selection, get_selector
 
 __all__ = ["TrainConfig", "train", "evaluate", "pool_factors", "resolve_device"]
@@ -134,14 +136,46 @@ def _dist() -> tuple:
     return 0, 1
 
 
+def _gather_rows(f: Factors, n: int, rank: int, world: int) -> Factors:
+    """All n rows' factors on every rank, from each rank's rows ``rank::world`` (all_gather; shards differ in length
+    by at most one row, so each is padded to the longest)."""
+    import torch.distributed as dist
+    longest = -(-n // world)
+    out = []
+    for t in (f.loss, f.err, f.feat):
+        padded = t.new_zeros((longest,) + tuple(t.shape[1:]))
+        padded[:t.shape[0]] = t
+        parts = [torch.empty_like(padded) for _ in range(world)]
+        dist.all_gather(parts, padded)
+        full = t.new_empty((n,) + tuple(t.shape[1:]))
+        for r, part in enumerate(parts):
+            full[r::world] = part[:len(range(r, n, world))]
+        out.append(full)
+    return Factors(*out)
+
+
+def _factors_of(model, x, y, cfg, device) -> Factors:
+    """:func:`pool_factors` of every row; under torch.distributed each rank runs the forward pass on its rows
+    ``rank::world`` only and the shards are gathered (every rank takes part)."""
+    rank, world = _dist()
+    n = y.shape[0]
+    if world == 1 or n < world:
+        return pool_factors(model, x, y, cfg, device)
+    mine = pool_factors(model, x[rank::world], y[rank::world], cfg, device)
+    return _gather_rows(mine, n, rank, world)
+
+
 def _select(model, data: DataBundle, cfg: TrainConfig, epoch: int, gen: torch.Generator,
-            device: torch.device) -> Selection:
+            device: torch.device) -> Optional[Selection]:
+    """The method's selection on rank 0 (None on the other ranks, which only share the factor passes)."""
     selector = get_selector(cfg.method)
     factors = val_factors = None
     if selector.needs_factors:
-        factors = pool_factors(model, data.train.x, data.train.y, cfg, device)
+        factors = _factors_of(model, data.train.x, data.train.y, cfg, device)
     if selector.needs_val:
-        val_factors = pool_factors(model, data.val.x, data.val.y, cfg, device)
+        val_factors = _factors_of(model, data.val.x, data.val.y, cfg, device)
+    if _dist()[0] != 0:
+        return None
     inp = SelectionInput(factors=factors, labels=data.train.y, num_classes=data.num_classes, fraction=cfg.fraction,
                          epoch=epoch, generator=gen, val_factors=val_factors, val_labels=data.val.y,
                          batch_size=cfg.batch_size, lr=cfg.lr)
@@ -211,8 +245,7 @@ def train(cfg: TrainConfig, data: DataBundle | None = None, checkpoint: Path | N
         if selection is None or (selector.adaptive and epoch % cfg.select_every == 0):
             _sync(device)
             t0 = time.perf_counter()
-            if rank == 0:
-                selection = _select(model, data, cfg, epoch, gen_select, device)
+            selection = _select(model, data, cfg, epoch, gen_select, device)  # the factor passes are sharded
             if world > 1:  # every rank trains on rank 0's subset (one source of truth, whatever the kernels do)
                 box = [selection if rank == 0 else None]
                 torch.distributed.broadcast_object_list(box, src=0)
@@ -277,5 +310,6 @@ def train(cfg: TrainConfig, data: DataBundle | None = None, checkpoint: Path | N
         "pool_noisy_share": float(data.noisy.float().mean()),
         "final_indices": selection.indices.tolist(),
         "final_weights": selection.weights.tolist(),
+        "model_sha256": state_digest(model.state_dict()),  # bit-identical final model ⇔ equal digests
     }
     return metrics

@@ -40,7 +40,7 @@ def test_same_seed_same_result(digits):
     a = train(_digits_cfg(epochs=3), digits)
     b = train(_digits_cfg(epochs=3), digits)
     assert a["test_acc"] == b["test_acc"] and a["final_indices"] == b["final_indices"]
-    assert a["final_weights"] == b["final_weights"]
+    assert a["final_weights"] == b["final_weights"] and a["model_sha256"] == b["model_sha256"]
     c = train(_digits_cfg(epochs=3, seed=4), digits)
     assert c["final_indices"] != a["final_indices"] or c["test_acc"] != a["test_acc"]
 
@@ -59,10 +59,24 @@ def test_killed_run_resumes_bit_identical(tmp_path, digits, method, kill_at):
         train(cfg, digits, checkpoint=ckpt, hook=hook)
     assert ckpt.is_file()
     resumed = train(cfg, digits, checkpoint=ckpt)
-    for key in ("test_acc", "val_acc", "final_indices", "final_weights", "selections", "subset_noisy_share"):
+    for key in ("model_sha256", "test_acc", "val_acc", "final_indices", "final_weights", "selections",
+                "subset_noisy_share"):
         assert resumed[key] == ref[key], key
     with pytest.raises(ValueError, match="different configuration"):
         train(dataclasses.replace(cfg, lr=0.01), digits, checkpoint=ckpt)
+
+
+def test_state_digest_sees_one_bit():
+    from chg.results import state_digest
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    a = state_digest(model.state_dict())
+    assert a == state_digest({k: v.clone() for k, v in model.state_dict().items()})
+    w = model[0].weight.data
+    w.view(torch.int32)[0, 0] ^= 1  # flip the lowest bit of one float
+    assert state_digest(model.state_dict()) != a
+    w.view(torch.int32)[0, 0] ^= 1
+    model[1].num_batches_tracked += 1  # a buffer counts too
+    assert state_digest(model.state_dict()) != a
 
 
 def test_weighted_loss_is_sum_wl_over_sum_w(monkeypatch, digits):
@@ -228,3 +242,36 @@ def test_ddp_two_ranks_match_one_process(tmp_path):
     assert a["selection"]["indices"].tolist() == b["selection"]["indices"].tolist() == ref["final_indices"]
     for k, v in a["model"].items():
         torch.testing.assert_close(b["model"][k], v, rtol=1e-4, atol=1e-5)
+
+
+def _sharded_factors_worker(rank, world, init_file, out_dir):
+    import torch.distributed as dist
+    from chg.train import _factors_of
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        torch.manual_seed(0)
+        model = build_model("mlp", 3, (5,), 8)
+        x, y = torch.randn(23, 5), torch.randint(0, 3, (23,))  # 23 rows: shards of 8, 8 and 7
+        cfg = TrainConfig(factor_batch_size=4)
+        f = _factors_of(model, x, y, cfg, torch.device("cpu"))
+        torch.save({"loss": f.loss, "err": f.err, "feat": f.feat}, Path(out_dir) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_sharded_factor_pass_gathers_every_row_in_order(tmp_path):
+    """Under torch.distributed each rank runs the forward pass on rows rank::world; after the gather every rank holds
+    the factors of all rows, in the pool's order, equal to one process's pass."""
+    import torch.multiprocessing as mp
+    from chg.train import pool_factors
+    mp.start_processes(_sharded_factors_worker, args=(3, str(tmp_path / "init"), str(tmp_path)), nprocs=3,
+                       start_method="spawn")
+    torch.manual_seed(0)
+    model = build_model("mlp", 3, (5,), 8)
+    x, y = torch.randn(23, 5), torch.randint(0, 3, (23,))
+    ref = pool_factors(model, x, y, TrainConfig(factor_batch_size=4), torch.device("cpu"))
+    for rank in range(3):
+        got = torch.load(tmp_path / f"rank{rank}.pt")
+        for k in ("loss", "err", "feat"):
+            torch.testing.assert_close(got[k], getattr(ref, k), rtol=1e-6, atol=1e-7)
