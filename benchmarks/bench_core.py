@@ -138,23 +138,21 @@ def _loop_full_backward(model, x, y):
     return chg.chg_shapley(torch.stack(rows) * torch.stack(losses)[:, None])
 
 
-def _time_interleaved(fns: dict, rounds: int, calls: dict, device) -> tuple:
-    """Every path in turn in each round (``calls[name]`` back-to-back calls, the round's time being their fastest),
-    after one warm-up call each: a slow spell of a shared machine then hits every path alike, and paired per-round
-    ratios can be taken. Returns each path's per-round times and its last output."""
+def _time_interleaved(fns: dict, rounds: int, device) -> tuple:
+    """One call of every path per round, after one warm-up call each; the order rotates from round to round. A slow
+    spell of a shared machine then hits every path alike, every path gets the same number of timed calls, and paired
+    per-round ratios can be taken. Returns each path's per-round times and its last output."""
     for fn in fns.values():
         fn()
+    names = list(fns)
     times, outs = {k: [] for k in fns}, {}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            best = float("inf")
-            for _ in range(calls.get(name, 1)):
-                _sync(device)
-                t0 = time.perf_counter()
-                outs[name] = fn()
-                _sync(device)
-                best = min(best, time.perf_counter() - t0)
-            times[name].append(best)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            _sync(device)
+            t0 = time.perf_counter()
+            outs[name] = fns[name]()
+            _sync(device)
+            times[name].append(time.perf_counter() - t0)
     return times, {k: v.cpu() for k, v in outs.items()}
 
 
@@ -165,8 +163,7 @@ def bench_batch(B: int, D: int, C: int, dtype, rounds: int, device: torch.device
     y = torch.randint(0, C, (B,), generator=gen).to(device)
     paths = {"factored": _factored, "vmap": _vmap, "loop_bs1": _loop, "loop_bs1_full_backward": _loop_full_backward,
              "forward_only": _forward_only}
-    times, outs = _time_interleaved({k: (lambda f=f: f(model, x, y)) for k, f in paths.items()}, rounds,
-                                    {"factored": 5, "vmap": 3, "forward_only": 5}, device)
+    times, outs = _time_interleaved({k: (lambda f=f: f(model, x, y)) for k, f in paths.items()}, rounds, device)
     best = {k: min(v) for k, v in times.items()}
     paired = {k: statistics.median(t / f for t, f in zip(times[k], times["factored"])) for k in paths}
     v_f, scale = outs["factored"], outs["loop_bs1"].abs().max().item()
@@ -192,8 +189,8 @@ def render(report: dict) -> str:
     lines = [f"# Core benchmark ({report['mode']})", "",
              f"Made by `python benchmarks/bench_core.py{' --quick' if report['mode'] == 'quick' else ''}` on "
              f"{report['device']}, torch {report['torch']}, {report['threads']} threads, load average at start "
-             f"{report['loadavg_start']}, {report['date']}. Inputs float32 (the O(n·C·D) products in float32; "
-             "w·e, sums, per-sample scalars and values in float64); "
+             f"{report['loadavg_start']}, {report['date']}. Inputs float32 (products with the features, centred on "
+             "a reference point per chunk, in float32; w·e, sums, per-sample combinations and values in float64); "
              + ("memory = peak allocated CUDA memory over the inputs'" if report["device"].startswith("cuda") else
                 "memory = peak resident size over the inputs' resident size") + ", in a fresh process per n.", "",
              "## Values from factors (C = 10, D = 512, CHG weighting, weight + bias gradient)", "",
@@ -208,9 +205,10 @@ def render(report: dict) -> str:
               "gradients of the head (grad_and_value) + dense eq. (3); loop = one forward and torch.autograd.grad of "
               "the head per sample + dense eq. (3); loop + full backward = the same with loss.backward() (every "
               "parameter's gradient, as a plain per-sample loop computes it); forward = the model's batched forward "
-              "pass alone, which the factored path contains, so loop ÷ forward is the largest ratio any factored "
-              "implementation could reach here. The paths take turns in each of R rounds (after one warm-up call "
-              "each); a path's time is its best round (factored, forward: best of 5 calls per round; vmap: of 3). "
+              "pass alone, which the factored path contains: loop ÷ forward is the largest ratio that any path which "
+              "runs the model's forward pass could reach here (riding on a training step's own forward, as "
+              "chg.EpochValuer can, the factored path does not pay it). Every path is called once per round, in an "
+              "order that rotates, for R rounds after one warm-up call each; a path's time is its best round. "
               "× = ratio of best times; paired = median over rounds of the ratio within the round.", "",
               "| C | dtype | rounds | forward (ms) | factored (ms) | vmap (ms) | bs-1 loop (ms) | bs-1 loop, full "
               "backward (ms) | × vs vmap | × vs loop (paired) | × vs loop, full backward | ceiling: loop ÷ forward "
@@ -251,7 +249,7 @@ def main() -> None:
               "threads": torch.get_num_threads(), "loadavg_start": " ".join(open("/proc/loadavg").read().split()[:3]),
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     report["factored"] = bench_sizes(sizes, repeats, device)
-    report["batch"] = [bench_batch(128, 512, C, dtype, rounds=3 if args.quick else 15, device=device)
+    report["batch"] = [bench_batch(128, 512, C, dtype, rounds=3 if args.quick else 20, device=device)
                        for C in (10, 100) for dtype in (torch.float32, torch.float64)]
     name = ("core_quick" if args.quick else "core") + ("_cuda" if device.type == "cuda" else "")
     write_json_atomic(args.out / f"{name}.json", report)

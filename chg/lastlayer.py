@@ -61,8 +61,9 @@ def factors_from_logits(logits: torch.Tensor, targets: torch.Tensor, feat: torch
     if feat.shape[0] != logits.shape[0]:
         raise ValueError(f"features have {feat.shape[0]} rows but logits have {logits.shape[0]}")
     z = _upcast(logits.detach())
-    if targets.numel():  # the range before gather (out of range is a device assert on CUDA)
-        lo, hi = (int(v) for v in torch.aminmax(targets))
+    targets = targets.long()  # gather takes int64 indices (uint8/int16/int32 labels are fine)
+    if targets.numel():  # the range before gather (out of range is a device assert on CUDA); one device sync
+        lo, hi = torch.stack(torch.aminmax(targets)).tolist()
         if lo < 0 or hi >= z.shape[1]:
             raise ValueError(f"targets must lie in [0, {z.shape[1]}), got range [{lo}, {hi}]")
     logp = torch.log_softmax(z.double(), dim=1)  # (B, C) in float64 (cheap: B×C), then rounded once at the end

@@ -60,6 +60,9 @@ def state_digest(state: dict) -> str:
     import torch
     h = hashlib.sha256()
     for name, t in state.items():
+        if not isinstance(t, torch.Tensor):  # a module's non-tensor extra state
+            h.update(f"{name}|{t!r}|".encode())
+            continue
         t = t.detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())

@@ -156,11 +156,16 @@ def _gather_rows(f: Factors, n: int, rank: int, world: int) -> Factors:
 
 def _factors_of(model, x, y, cfg, device) -> Factors:
     """:func:`pool_factors` of every row; under torch.distributed each rank runs the forward pass on its rows
-    ``rank::world`` only and the shards are gathered (every rank takes part)."""
+    ``rank::world`` only and the shards are gathered (every rank takes part). Rank 0's buffers (BatchNorm running
+    statistics, which DDP lets drift apart during an epoch: each rank updates them from its own share of the batch) are
+    first copied to every rank, so that all rows are scored by one model — rank 0's, the one the checkpoint keeps."""
     rank, world = _dist()
     n = y.shape[0]
     if world == 1 or n < world:
         return pool_factors(model, x, y, cfg, device)
+    import torch.distributed as dist
+    for buf in model.buffers():
+        dist.broadcast(buf, src=0)
     mine = pool_factors(model, x[rank::world], y[rank::world], cfg, device)
     return _gather_rows(mine, n, rank, world)
 

@@ -133,6 +133,18 @@ def test_half_precision_features_are_upcast():
     torch.testing.assert_close(f.err.sum(1), torch.zeros(3), atol=1e-6, rtol=0)  # softmax − onehot sums to 0
 
 
+def test_any_integer_label_dtype_and_an_empty_batch():
+    z, h = torch.randn(4, 3), torch.randn(4, 5)
+    ref = factors_from_logits(z, torch.tensor([0, 2, 1, 2]), h)
+    for dtype in (torch.uint8, torch.int16, torch.int32):
+        got = factors_from_logits(z, torch.tensor([0, 2, 1, 2], dtype=dtype), h)
+        assert torch.equal(got.err, ref.err) and torch.equal(got.loss, ref.loss)
+    empty = factors_from_logits(torch.zeros(0, 3), torch.zeros(0, dtype=torch.int64), torch.zeros(0, 5))
+    assert empty.loss.shape == (0,) and empty.err.shape == (0, 3)
+    with pytest.raises(ValueError, match="got range \\[-1, 2\\]"):
+        factors_from_logits(z, torch.tensor([0, 2, -1, 2]), h)
+
+
 def test_bad_inputs_name_the_problem():
     with pytest.raises(ValueError, match="no nn.Linear"):
         find_last_linear(nn.Sequential(nn.ReLU()))
@@ -246,6 +258,8 @@ def test_empty_shard_and_overflow_and_dtype_errors():
         chg.factored_shapley(err, torch.full((4, 5), 1e200, dtype=torch.float64))
     with pytest.raises(ValueError, match="feat must be a floating-point tensor"):
         chg.factored_shapley(err, torch.ones(4, 5, dtype=torch.int64))
+    with pytest.raises(ValueError, match="alpha must be a dict"):
+        chg.factored_shapley(err, None, groups=torch.tensor([0, 0, 1, 1]), alpha=torch.zeros(3))
     with pytest.raises(ValueError, match="no entry for group 1"):
         chg.factored_shapley(err, None, groups=torch.tensor([0, 0, 1, 1]), alpha={0: torch.zeros(3)})
     with pytest.raises(ValueError, match="has no target"):
@@ -263,3 +277,26 @@ def test_fused_single_chunk_path_equals_the_chunked_passes(monkeypatch, gradient
     monkeypatch.setattr(factored, "CHUNK_ROWS", 3)  # every group now spans several chunks: the two-pass path
     chunked = chg.shapley_from_factors(f, gradient=gradient, groups=y % 2)
     torch.testing.assert_close(fused, chunked, rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("offset,spread", [(0.0, 1.0), (1.0, 0.1), (100.0, 0.01), (1000.0, 0.001)])
+@pytest.mark.parametrize("chunk_rows", [None, 97])
+def test_float32_values_do_not_depend_on_a_shared_feature_offset(monkeypatch, offset, spread, chunk_rows):
+    """Features that share a large offset (h = offset + spread·noise), one class whose softmax errors are alike (a
+    per-class group of a confident model): the float32 path must stay within 2e-6 of the values' spread of the float64
+    oracle. Without centring the float32 products lose 1e-5 (offset 1) to all (offset 1000) of it."""
+    n, D, C = 600, 64, 5
+    gen = torch.Generator().manual_seed(3)
+    feat = offset + spread * torch.randn(n, D, generator=gen, dtype=torch.float64)
+    z = torch.zeros(n, C, dtype=torch.float64)
+    z[:, 0] = 3.0
+    p = torch.softmax(z + 0.1 * torch.randn(n, C, generator=gen, dtype=torch.float64), 1)
+    err, loss = p.clone(), -torch.log(p[:, 0])
+    err[:, 0] -= 1
+    err, feat, loss = err.float(), feat.float(), loss.float()  # the float32 inputs; the oracle uses them exactly
+    monkeypatch.setattr(factored, "CHUNK_ROWS", chunk_rows)  # None: one fused chunk; 97: the two chunked passes
+    oracle = chg.chg_shapley((loss.double()[:, None, None] * err.double()[:, :, None]
+                              * torch.cat([feat.double(), torch.ones(n, 1, dtype=torch.float64)], 1)[:, None, :]
+                              ).flatten(1))
+    got = chg.factored_shapley(err, feat, loss)
+    assert ((got - oracle).abs().max() / oracle.std()).item() <= 2e-6

@@ -244,15 +244,28 @@ def test_ddp_two_ranks_match_one_process(tmp_path):
         torch.testing.assert_close(b["model"][k], v, rtol=1e-4, atol=1e-5)
 
 
+def _bn_model_and_data():
+    """A small CNN with BatchNorm whose running statistics are not the defaults, and 23 rows of data."""
+    torch.manual_seed(0)
+    model = build_model("smallcnn", 3, (1, 8, 8), 4)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+    return model, torch.randn(23, 1, 8, 8), torch.randint(0, 3, (23,))  # 23 rows: shards of 8, 8 and 7
+
+
 def _sharded_factors_worker(rank, world, init_file, out_dir):
     import torch.distributed as dist
     from chg.train import _factors_of
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        torch.manual_seed(0)
-        model = build_model("mlp", 3, (5,), 8)
-        x, y = torch.randn(23, 5), torch.randint(0, 3, (23,))  # 23 rows: shards of 8, 8 and 7
+        model, x, y = _bn_model_and_data()
+        if rank:  # the BatchNorm statistics drift apart on the ranks during a DDP epoch: rank 0's must score all rows
+            for m in model.modules():
+                if isinstance(m, torch.nn.BatchNorm2d):
+                    m.running_mean.add_(rank)
         cfg = TrainConfig(factor_batch_size=4)
         f = _factors_of(model, x, y, cfg, torch.device("cpu"))
         torch.save({"loss": f.loss, "err": f.err, "feat": f.feat}, Path(out_dir) / f"rank{rank}.pt")
@@ -262,14 +275,13 @@ def _sharded_factors_worker(rank, world, init_file, out_dir):
 
 def test_sharded_factor_pass_gathers_every_row_in_order(tmp_path):
     """Under torch.distributed each rank runs the forward pass on rows rank::world; after the gather every rank holds
-    the factors of all rows, in the pool's order, equal to one process's pass."""
+    the factors of all rows, in the pool's order, equal to one process's pass with rank 0's model (BatchNorm
+    statistics included)."""
     import torch.multiprocessing as mp
     from chg.train import pool_factors
     mp.start_processes(_sharded_factors_worker, args=(3, str(tmp_path / "init"), str(tmp_path)), nprocs=3,
                        start_method="spawn")
-    torch.manual_seed(0)
-    model = build_model("mlp", 3, (5,), 8)
-    x, y = torch.randn(23, 5), torch.randint(0, 3, (23,))
+    model, x, y = _bn_model_and_data()
     ref = pool_factors(model, x, y, TrainConfig(factor_batch_size=4), torch.device("cpu"))
     for rank in range(3):
         got = torch.load(tmp_path / f"rank{rank}.pt")
