@@ -138,21 +138,25 @@ def _loop_full_backward(model, x, y):
     return chg.chg_shapley(torch.stack(rows) * torch.stack(losses)[:, None])
 
 
-def _time_interleaved(fns: dict, rounds: int, device) -> tuple:
-    """One call of every path per round, after one warm-up call each; the order rotates from round to round. A slow
-    spell of a shared machine then hits every path alike, every path gets the same number of timed calls, and paired
-    per-round ratios can be taken. Returns each path's per-round times and its last output."""
+def _time_interleaved(fns: dict, rounds: int, calls: dict, device) -> tuple:
+    """Per round, every path in turn (the order rotates from round to round) runs ``calls[name]`` back-to-back calls,
+    timed together and divided by their number: the cost per call in a steady stream, as in a training loop (a
+    batch-size-1 loop is itself such a stream of 128 steps: one call). Every path gets one sample per round, a slow
+    spell of a shared machine hits every path alike, and paired per-round ratios can be taken. One warm-up call
+    each first. Returns each path's per-round times and its last output."""
     for fn in fns.values():
         fn()
     names = list(fns)
     times, outs = {k: [] for k in fns}, {}
     for r in range(rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
+            k = calls.get(name, 1)
             _sync(device)
             t0 = time.perf_counter()
-            outs[name] = fns[name]()
+            for _ in range(k):
+                outs[name] = fns[name]()
             _sync(device)
-            times[name].append(time.perf_counter() - t0)
+            times[name].append((time.perf_counter() - t0) / k)
     return times, {k: v.cpu() for k, v in outs.items()}
 
 
@@ -163,7 +167,8 @@ def bench_batch(B: int, D: int, C: int, dtype, rounds: int, device: torch.device
     y = torch.randint(0, C, (B,), generator=gen).to(device)
     paths = {"factored": _factored, "vmap": _vmap, "loop_bs1": _loop, "loop_bs1_full_backward": _loop_full_backward,
              "forward_only": _forward_only}
-    times, outs = _time_interleaved({k: (lambda f=f: f(model, x, y)) for k, f in paths.items()}, rounds, device)
+    times, outs = _time_interleaved({k: (lambda f=f: f(model, x, y)) for k, f in paths.items()}, rounds,
+                                    {"factored": 5, "forward_only": 5, "vmap": 5}, device)
     best = {k: min(v) for k, v in times.items()}
     paired = {k: statistics.median(t / f for t, f in zip(times[k], times["factored"])) for k in paths}
     v_f, scale = outs["factored"], outs["loop_bs1"].abs().max().item()
@@ -207,8 +212,10 @@ def render(report: dict) -> str:
               "parameter's gradient, as a plain per-sample loop computes it); forward = the model's batched forward "
               "pass alone, which the factored path contains: loop ÷ forward is the largest ratio that any path which "
               "runs the model's forward pass could reach here (riding on a training step's own forward, as "
-              "chg.EpochValuer can, the factored path does not pay it). Every path is called once per round, in an "
-              "order that rotates, for R rounds after one warm-up call each; a path's time is its best round. "
+              "chg.EpochValuer can, the factored path does not pay it). R rounds after one warm-up call each; in "
+              "each round every path runs once, in an order that rotates: the batch-size-1 loops one call (itself "
+              "a stream of 128 steps), the other paths 5 back-to-back calls timed together and divided by 5 (the "
+              "cost per call in a steady stream). A path's time is its best round. "
               "× = ratio of best times; paired = median over rounds of the ratio within the round.", "",
               "| C | dtype | rounds | forward (ms) | factored (ms) | vmap (ms) | bs-1 loop (ms) | bs-1 loop, full "
               "backward (ms) | × vs vmap | × vs loop (paired) | × vs loop, full backward | ceiling: loop ÷ forward "

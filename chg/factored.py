@@ -156,7 +156,7 @@ def _chunk(err, feat, weight, rows, dtype, sq_norms=None, buf=None) -> _Chunk:
     mu64 = mu.to(torch.float64)
     if sq_norms is not None:
         return _Chunk(we, hc, mu64, sq_norms[rows])
-    h_sq = (torch.linalg.vecdot(hc, hc).to(torch.float64) + 2 * torch.mv(hc, mu).to(torch.float64)
+    h_sq = (torch.addmv(torch.linalg.vecdot(hc, hc), hc, mu, alpha=2).to(torch.float64)
             + (mu64 @ mu64 + 1))  # (m,) ‖h_i‖² + 1 = ‖h_i − μ‖² + 2μ·(h_i − μ) + ‖μ‖² + 1
     return _Chunk(we, hc, mu64, torch.linalg.vecdot(we, we) * h_sq)  # ‖x_i‖² = ‖w_i e_i‖²(‖h_i‖² + 1)
 
