@@ -136,27 +136,29 @@ def _dist() -> tuple:
     return 0, 1
 
 
-def _gather_rows(f: Factors, n: int, rank: int, world: int) -> Factors:
-    """All n rows' factors on every rank, from each rank's rows ``rank::world`` (all_gather; shards differ in length
-    by at most one row, so each is padded to the longest)."""
+def _gather_rows(f: Factors, n: int, rank: int, world: int) -> Optional[Factors]:
+    """All n rows' factors on rank 0 (None on the other ranks), from each rank's rows ``rank::world`` (dist.gather to
+    rank 0 only, so no other rank ever holds more than its shard; shards differ in length by at most one row, so each
+    is padded to the longest)."""
     import torch.distributed as dist
     longest = -(-n // world)
     out = []
     for t in (f.loss, f.err, f.feat):
         padded = t.new_zeros((longest,) + tuple(t.shape[1:]))
         padded[:t.shape[0]] = t
-        parts = [torch.empty_like(padded) for _ in range(world)]
-        dist.all_gather(parts, padded)
-        full = t.new_empty((n,) + tuple(t.shape[1:]))
-        for r, part in enumerate(parts):
-            full[r::world] = part[:len(range(r, n, world))]
-        out.append(full)
-    return Factors(*out)
+        parts = [torch.empty_like(padded) for _ in range(world)] if rank == 0 else None
+        dist.gather(padded, parts, dst=0)
+        if rank == 0:
+            full = t.new_empty((n,) + tuple(t.shape[1:]))
+            for r, part in enumerate(parts):
+                full[r::world] = part[:len(range(r, n, world))]
+            out.append(full)
+    return Factors(*out) if rank == 0 else None
 
 
-def _factors_of(model, x, y, cfg, device) -> Factors:
+def _factors_of(model, x, y, cfg, device) -> Optional[Factors]:
     """:func:`pool_factors` of every row; under torch.distributed each rank runs the forward pass on its rows
-    ``rank::world`` only and the shards are gathered (every rank takes part). Rank 0's buffers (BatchNorm running
+    ``rank::world`` only and the shards are gathered on rank 0 (every rank takes part; the others get None). Rank 0's buffers (BatchNorm running
     statistics, which DDP lets drift apart during an epoch: each rank updates them from its own share of the batch) are
     first copied to every rank, so that all rows are scored by one model — rank 0's, the one the checkpoint keeps."""
     rank, world = _dist()
