@@ -27,14 +27,26 @@ def _per_sample_grads(model, x, y, bias_only=False):
     return torch.stack(rows), torch.stack(losses)
 
 
+PATHS = {"small": {}, "fused": {"SMALL_ROWS": 0}, "chunked": {"SMALL_ROWS": 0, "CHUNK_ROWS": 5}}
+
+
+def _use_path(monkeypatch, path):
+    """Route every group through one of the three implementations: the float64 small-group pass (the default for
+    ≤ SMALL_ROWS rows), the fused single-chunk pass, or the two chunked passes."""
+    for name, value in PATHS[path].items():
+        monkeypatch.setattr(factored, name, value)
+
+
 def _data(n=23, seed=1, dtype=torch.float64, classes=4):
     gen = torch.Generator().manual_seed(seed)
     return torch.randn(n, 6, generator=gen, dtype=dtype), torch.randint(0, classes, (n,), generator=gen)
 
 
+@pytest.mark.parametrize("path", list(PATHS))
 @pytest.mark.parametrize("gradient", ["full", "bias"])
 @pytest.mark.parametrize("weighting", ["chg", "gradient"])
-def test_factored_equals_dense_autograd_float64(gradient, weighting):
+def test_factored_equals_dense_autograd_float64(monkeypatch, gradient, weighting, path):
+    _use_path(monkeypatch, path)
     model = _model()
     x, y = _data()
     grads, losses = _per_sample_grads(model, x, y, bias_only=gradient == "bias")
@@ -46,7 +58,9 @@ def test_factored_equals_dense_autograd_float64(gradient, weighting):
     torch.testing.assert_close(got, oracle, rtol=1e-12, atol=1e-12 * oracle.abs().max().item())
 
 
-def test_factored_equals_dense_float32_model():
+@pytest.mark.parametrize("path", list(PATHS))
+def test_factored_equals_dense_float32_model(monkeypatch, path):
+    _use_path(monkeypatch, path)
     model = _model(torch.float32)
     x, y = _data(dtype=torch.float32)
     grads, losses = _per_sample_grads(model, x, y)
@@ -268,15 +282,22 @@ def test_empty_shard_and_overflow_and_dtype_errors():
 
 
 @pytest.mark.parametrize("gradient", ["full", "bias"])
-def test_fused_single_chunk_path_equals_the_chunked_passes(monkeypatch, gradient):
-    """Small groups take a fused one-pass path; it must give the chunked two-pass values."""
+def test_the_three_paths_agree_with_per_group_alpha(monkeypatch, gradient):
+    """Per-class groups with a given α each: the small-group pass, the fused single-chunk pass and the chunked passes
+    give the same values (float64)."""
     model = _model()
     x, y = _data(n=40)
     f = compute_factors(model, x, y)
-    fused = chg.shapley_from_factors(f, gradient=gradient, groups=y % 2)
-    monkeypatch.setattr(factored, "CHUNK_ROWS", 3)  # every group now spans several chunks: the two-pass path
-    chunked = chg.shapley_from_factors(f, gradient=gradient, groups=y % 2)
-    torch.testing.assert_close(fused, chunked, rtol=1e-13, atol=1e-15)
+    shape = (4,) if gradient == "bias" else (4, 6)
+    gen = torch.Generator().manual_seed(9)
+    alpha = {g: torch.randn(shape, generator=gen, dtype=torch.float64) for g in (0, 1)}
+    got = {}
+    for path in PATHS:
+        with monkeypatch.context() as mp:
+            _use_path(mp, path)
+            got[path] = chg.shapley_from_factors(f, gradient=gradient, groups=y % 2, alpha=alpha)
+    torch.testing.assert_close(got["fused"], got["small"], rtol=1e-13, atol=1e-15)
+    torch.testing.assert_close(got["chunked"], got["small"], rtol=1e-13, atol=1e-15)
 
 
 @pytest.mark.parametrize("offset,spread", [(0.0, 1.0), (1.0, 0.1), (100.0, 0.01), (1000.0, 0.001)])
