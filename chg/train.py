@@ -189,6 +189,29 @@ def _select(model, data: DataBundle, cfg: TrainConfig, epoch: int, gen: torch.Ge
     return check_selection(selector.fn(inp), len(data.train))
 
 
+def _select_everywhere(model, data, cfg, epoch, gen, device, rank: int, world: int) -> Selection:
+    """:func:`_select`, then (under torch.distributed) rank 0's selection broadcast to every rank, which all train on
+    it (one source of truth, whatever the kernels do). If rank 0's selector raises, every rank raises instead of
+    waiting at the next collective for a rank that is gone: the failure travels in place of the selection."""
+    if world == 1:
+        return _select(model, data, cfg, epoch, gen, device)
+    selection, failure = None, None
+    try:
+        selection = _select(model, data, cfg, epoch, gen, device)  # the factor passes are sharded over the ranks
+    except Exception as exc:  # noqa: BLE001 - re-raised below, after the other ranks are told
+        if rank != 0:
+            raise  # a failure inside a collective: the other ranks see it there (torch.distributed's own error)
+        failure = exc
+    box = [(selection, None if failure is None else f"{type(failure).__name__}: {failure}") if rank == 0 else None]
+    torch.distributed.broadcast_object_list(box, src=0)
+    if failure is not None:
+        raise failure
+    selection, message = box[0]
+    if message is not None:
+        raise RuntimeError(f"rank 0's {cfg.method!r} selection failed at epoch {epoch}: {message}")
+    return selection
+
+
 def _checkpoint_state(model, opt, sched, gen_train, gen_select, selection, epoch, clock, history, cfg) -> dict:
     return {"config": dataclasses.asdict(cfg), "epoch": epoch, "model": model.state_dict(),
             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "gen_train": gen_train.get_state(),
@@ -252,11 +275,7 @@ def train(cfg: TrainConfig, data: DataBundle | None = None, checkpoint: Path | N
         if selection is None or (selector.adaptive and epoch % cfg.select_every == 0):
             _sync(device)
             t0 = time.perf_counter()
-            selection = _select(model, data, cfg, epoch, gen_select, device)  # the factor passes are sharded
-            if world > 1:  # every rank trains on rank 0's subset (one source of truth, whatever the kernels do)
-                box = [selection if rank == 0 else None]
-                torch.distributed.broadcast_object_list(box, src=0)
-                selection = box[0]
+            selection = _select_everywhere(model, data, cfg, epoch, gen_select, device, rank, world)
             _sync(device)
             clock["select_s"] += time.perf_counter() - t0
             clock["selections"] += 1

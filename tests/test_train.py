@@ -244,6 +244,45 @@ def test_ddp_two_ranks_match_one_process(tmp_path):
         torch.testing.assert_close(b["model"][k], v, rtol=1e-4, atol=1e-5)
 
 
+def _failing_selection_worker(rank, world, init_file, cfg, out_dir):
+    """Rank 0's selector raises: every rank must raise a clear error naming it (not wait at the next collective until
+    a timeout, as NCCL would, nor die of a closed connection, as gloo does once rank 0 is gone)."""
+    import torch.distributed as dist
+    torch.set_num_threads(1)
+
+    def boom(inp):
+        raise ArithmeticError("selector broke")
+
+    selection.SELECTORS["boom"] = selection.Selector(boom, needs_factors=True, adaptive=True)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        train(cfg, load_dataset(cfg.dataset, cfg.seed))
+        message = "no error"
+    except Exception as exc:  # noqa: BLE001 - recorded for the test to read
+        message = f"{type(exc).__name__}: {exc}"
+    finally:
+        dist.destroy_process_group()
+    (Path(out_dir) / f"rank{rank}.txt").write_text(message)
+
+
+def test_a_failing_selector_on_rank_0_stops_every_rank(tmp_path):
+    import time
+    import torch.multiprocessing as mp
+    cfg = TrainConfig(dataset="breast_cancer", model="mlp", width=8, method="boom", fraction=0.3, epochs=2,
+                      select_every=1, batch_size=32, augment_pad=0, augment_flip=False, device="cpu", seed=0)
+    ctx = mp.start_processes(_failing_selection_worker, args=(2, str(tmp_path / "init"), cfg, str(tmp_path)),
+                             nprocs=2, start_method="spawn", join=False)
+    deadline = time.monotonic() + 120
+    while not ctx.join(timeout=5):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail("a rank still waits 120 s after rank 0's selector raised")
+    assert (tmp_path / "rank0.txt").read_text() == "ArithmeticError: selector broke"
+    assert (tmp_path / "rank1.txt").read_text() == (
+        "RuntimeError: rank 0's 'boom' selection failed at epoch 0: ArithmeticError: selector broke")
+
+
 def _bn_model_and_data():
     """A small CNN with BatchNorm whose running statistics are not the defaults, and 23 rows of data."""
     torch.manual_seed(0)
