@@ -172,36 +172,42 @@ def _factors_of(model, x, y, cfg, device) -> Optional[Factors]:
     return _gather_rows(mine, n, rank, world)
 
 
-def _select(model, data: DataBundle, cfg: TrainConfig, epoch: int, gen: torch.Generator,
-            device: torch.device) -> Optional[Selection]:
-    """The method's selection on rank 0 (None on the other ranks, which only share the factor passes)."""
+def _selection_factors(model, data: DataBundle, cfg: TrainConfig, device: torch.device) -> tuple:
+    """The factors the method needs (pool, validation set), or None; under torch.distributed every rank takes part in
+    the sharded passes and only rank 0 receives them (see :func:`_factors_of`)."""
     selector = get_selector(cfg.method)
     factors = val_factors = None
     if selector.needs_factors:
         factors = _factors_of(model, data.train.x, data.train.y, cfg, device)
     if selector.needs_val:
         val_factors = _factors_of(model, data.val.x, data.val.y, cfg, device)
-    if _dist()[0] != 0:
-        return None
+    return factors, val_factors
+
+
+def _run_selector(data: DataBundle, cfg: TrainConfig, epoch: int, gen: torch.Generator, factors,
+                  val_factors) -> Selection:
+    """The method itself, on one process (rank 0): no collectives."""
     inp = SelectionInput(factors=factors, labels=data.train.y, num_classes=data.num_classes, fraction=cfg.fraction,
                          epoch=epoch, generator=gen, val_factors=val_factors, val_labels=data.val.y,
                          batch_size=cfg.batch_size, lr=cfg.lr)
-    return check_selection(selector.fn(inp), len(data.train))
+    return check_selection(get_selector(cfg.method).fn(inp), len(data.train))
 
 
 def _select_everywhere(model, data, cfg, epoch, gen, device, rank: int, world: int) -> Selection:
-    """:func:`_select`, then (under torch.distributed) rank 0's selection broadcast to every rank, which all train on
-    it (one source of truth, whatever the kernels do). If rank 0's selector raises, every rank raises instead of
-    waiting at the next collective for a rank that is gone: the failure travels in place of the selection."""
+    """The method's selection; under torch.distributed the factor passes are sharded over the ranks, the method runs
+    on rank 0, and its selection is broadcast to every rank, which all train on it (one source of truth, whatever the
+    kernels do). If the method raises on rank 0, every rank raises instead of waiting at the next collective for a
+    rank that is gone: the failure travels in place of the selection. (A failure inside the sharded passes surfaces
+    on the other ranks in that collective, as torch.distributed's own error.)"""
+    factors, val_factors = _selection_factors(model, data, cfg, device)
     if world == 1:
-        return _select(model, data, cfg, epoch, gen, device)
-    selection, failure = None, None
-    try:
-        selection = _select(model, data, cfg, epoch, gen, device)  # the factor passes are sharded over the ranks
-    except Exception as exc:  # noqa: BLE001 - re-raised below, after the other ranks are told
-        if rank != 0:
-            raise  # a failure inside a collective: the other ranks see it there (torch.distributed's own error)
-        failure = exc
+        return _run_selector(data, cfg, epoch, gen, factors, val_factors)
+    selection = failure = None
+    if rank == 0:
+        try:
+            selection = _run_selector(data, cfg, epoch, gen, factors, val_factors)
+        except Exception as exc:  # noqa: BLE001 - re-raised below, once the other ranks are told
+            failure = exc
     box = [(selection, None if failure is None else f"{type(failure).__name__}: {failure}") if rank == 0 else None]
     torch.distributed.broadcast_object_list(box, src=0)
     if failure is not None:

@@ -58,6 +58,22 @@ def test_factored_equals_dense_autograd_float64(monkeypatch, gradient, weighting
     torch.testing.assert_close(got, oracle, rtol=1e-12, atol=1e-12 * oracle.abs().max().item())
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("path", list(PATHS))
+def test_ten_classes_padded_product_equals_dense_autograd(monkeypatch, path, dtype):
+    """C = 10: on CPU pass 2's product is padded with zero rows to 16 (factored._gemm_rows); the values must not see
+    the padding."""
+    assert factored._gemm_rows(10, torch.device("cpu")) == 16
+    _use_path(monkeypatch, path)
+    model = _model(dtype, classes=10)
+    x, y = _data(n=31, dtype=dtype, classes=10)
+    grads, losses = _per_sample_grads(model, x, y)
+    oracle = chg.chg_shapley(grads.double() * losses.double()[:, None])
+    got = chg.shapley_from_factors(compute_factors(model, x, y))
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(got, oracle, rtol=tol, atol=tol * oracle.abs().max().item())
+
+
 @pytest.mark.parametrize("path", list(PATHS))
 def test_factored_equals_dense_float32_model(monkeypatch, path):
     _use_path(monkeypatch, path)
@@ -252,7 +268,9 @@ def test_factored_precision_and_efficiency_at_1e5():
     assert abs(v32.sum().item() - u_n) <= 1e-6 * u_n
 
 
-def test_autocast_does_not_lower_precision():
+@pytest.mark.parametrize("path", list(PATHS))
+def test_autocast_does_not_lower_precision(monkeypatch, path):
+    _use_path(monkeypatch, path)
     model = _model(torch.float32)
     x, y = _data(dtype=torch.float32)
     f = compute_factors(model, x, y)

@@ -244,17 +244,23 @@ def test_ddp_two_ranks_match_one_process(tmp_path):
         torch.testing.assert_close(b["model"][k], v, rtol=1e-4, atol=1e-5)
 
 
-def _failing_selection_worker(rank, world, init_file, cfg, out_dir):
-    """Rank 0's selector raises: every rank must raise a clear error naming it (not wait at the next collective until
-    a timeout, as NCCL would, nor die of a closed connection, as gloo does once rank 0 is gone)."""
+def _failing_selection_worker(rank, world, init_file, cfg, out_dir, where):
+    """Rank 0 fails in the selection — in the method (``where="method"``, after the sharded factor passes) or in its
+    own share of the factor pass (``where="factors"``). Every rank must stop with an error, and rank 0 with its own."""
     import torch.distributed as dist
+    import chg.train as train_module
     torch.set_num_threads(1)
 
     def boom(inp):
         raise ArithmeticError("selector broke")
 
     selection.SELECTORS["boom"] = selection.Selector(boom, needs_factors=True, adaptive=True)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    if where == "factors" and rank == 0:
+        def no_memory(*args, **kwargs):
+            raise MemoryError("factor pass out of memory")
+        train_module.pool_factors = no_memory
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
+                            timeout=__import__("datetime").timedelta(seconds=60))
     try:
         train(cfg, load_dataset(cfg.dataset, cfg.seed))
         message = "no error"
@@ -265,22 +271,31 @@ def _failing_selection_worker(rank, world, init_file, cfg, out_dir):
     (Path(out_dir) / f"rank{rank}.txt").write_text(message)
 
 
-def test_a_failing_selector_on_rank_0_stops_every_rank(tmp_path):
+@pytest.mark.parametrize("where", ["method", "factors"])
+def test_a_failure_in_rank_0s_selection_stops_every_rank(tmp_path, where):
+    """The method raises on rank 0: every rank raises a clear error naming it (not wait at the next collective until a
+    timeout, as NCCL would, nor die of a closed connection, as gloo does once rank 0 is gone). Rank 0 fails in its
+    factor pass: it raises its own error at once (not a collective's timeout), and the other rank stops too."""
     import time
     import torch.multiprocessing as mp
     cfg = TrainConfig(dataset="breast_cancer", model="mlp", width=8, method="boom", fraction=0.3, epochs=2,
                       select_every=1, batch_size=32, augment_pad=0, augment_flip=False, device="cpu", seed=0)
-    ctx = mp.start_processes(_failing_selection_worker, args=(2, str(tmp_path / "init"), cfg, str(tmp_path)),
+    t0 = time.monotonic()
+    ctx = mp.start_processes(_failing_selection_worker, args=(2, str(tmp_path / "init"), cfg, str(tmp_path), where),
                              nprocs=2, start_method="spawn", join=False)
-    deadline = time.monotonic() + 120
     while not ctx.join(timeout=5):
-        if time.monotonic() > deadline:
+        if time.monotonic() - t0 > 150:
             for p in ctx.processes:
                 p.kill()
-            pytest.fail("a rank still waits 120 s after rank 0's selector raised")
-    assert (tmp_path / "rank0.txt").read_text() == "ArithmeticError: selector broke"
-    assert (tmp_path / "rank1.txt").read_text() == (
-        "RuntimeError: rank 0's 'boom' selection failed at epoch 0: ArithmeticError: selector broke")
+            pytest.fail("a rank still runs 150 s after rank 0's selection failed")
+    rank0, rank1 = ((tmp_path / f"rank{r}.txt").read_text() for r in (0, 1))
+    if where == "method":
+        assert rank0 == "ArithmeticError: selector broke"
+        assert rank1 == "RuntimeError: rank 0's 'boom' selection failed at epoch 0: ArithmeticError: selector broke"
+    else:
+        assert rank0 == "MemoryError: factor pass out of memory"
+        assert rank1 != "no error"
+        assert time.monotonic() - t0 < 55, "rank 0's error came only after the collective's 60 s timeout"
 
 
 def _bn_model_and_data():
