@@ -249,7 +249,7 @@ def main() -> None:
         print(json.dumps(child_factored(args.child, 10, 512, args.repeats, device)))
         return
     sys.path.insert(0, str(HERE.parent))
-    from chg.results import device_name, write_json_atomic
+    from chg.results import atomic_write, device_name, write_json_atomic
     sizes = [10**3, 10**4] if args.quick else [10**4, 10**5, 10**6]
     repeats = 2 if args.quick else args.repeats
     report = {"mode": "quick" if args.quick else "full", "device": device_name(device), "torch": torch.__version__,
@@ -260,7 +260,7 @@ def main() -> None:
                        for C in (10, 100) for dtype in (torch.float32, torch.float64)]
     name = ("core_quick" if args.quick else "core") + ("_cuda" if device.type == "cuda" else "")
     write_json_atomic(args.out / f"{name}.json", report)
-    (args.out / f"{name}.md").write_text(render(report))
+    atomic_write(args.out / f"{name}.md", lambda tmp: Path(tmp).write_text(render(report)))
     print(f"wrote {args.out / name}.json and .md")
 
 

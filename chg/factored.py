@@ -15,10 +15,11 @@ Cost O(n·C·D): two passes over the features, in chunks of CHUNK_ROWS rows; ext
 
 Precision: a group of at most SMALL_ROWS rows (a batch, a small class) is computed in float64 throughout, from the
 features as given (its cost is the number of operations, not their width). Larger groups follow the features' dtype:
-float64 features → float64 throughout; float32 features → the products with the features (Σ w_i e_i h_iᵀ, M h_j, ‖h_i‖²) are float32, taken of the features
-centred on a reference point of their chunk (μ = the mean of its first rows; μ's share is added back in float64), so
-that their rounding scales with the features' spread rather than with an offset the features share; w·e, the chunk
-sums, every per-sample combination and the values are float64; half precision is raised to float32. The values are
+float64 features → float64 throughout; float32 features → the products with the features (Σ w_i e_i h_iᵀ, M h_j,
+‖h_i‖²) are float32, taken of the features centred on a reference point of their chunk (μ = the mean of its first
+rows; μ's share is added back in float64), so that their rounding scales with the features' spread rather than with
+an offset the features share; w·e, the chunk sums, every per-sample combination and the values are float64; half
+precision is raised to float32. The values are
 then within ~1e-6 of their spread of the float64 ones even for features 1000 ± 0.001 (tested). Autocast is switched
 off inside. Pass float64 tensors when you need float64 end to end.
 The group statistics (n, s, Σ‖x_i‖²) are sums, so per-class groups and multi-process runs just add them up.
@@ -175,8 +176,9 @@ def _chunk_sum(ch: _Chunk, dtype):
 
 
 def _chunk_dots(ch: _Chunk, m_feat, m_feat64, m_bias):
-    """⟨m, x_j⟩ = w_j e_jᵀ (m_feat (h_j − μ) + m_feat μ + m_bias) of the chunk's rows (m,) float64; ``m_feat`` (C, D)
-    in the compute dtype, ``m_feat64`` the same in float64."""
+    """⟨m, x_j⟩ = w_j e_jᵀ (m_feat (h_j − μ) + m_feat μ + m_bias) of the chunk's rows (m,) float64; ``m_feat``
+    (P ≥ C, D) in the compute dtype with zero rows below C (see :func:`_gemm_rows`), ``m_feat64`` its (C, D) block
+    in float64."""
     if ch.hc is None:
         return ch.we @ m_bias
     hm = F.linear(ch.hc, m_feat)[:, :m_bias.shape[0]].to(torch.float64)  # (m, C): row j is (m_feat (h_j − μ))ᵀ

@@ -18,11 +18,11 @@ format, each guarded by the device type and a config switch; timings synchronise
 
 Distributed (torchrun, ``torch.distributed`` initialised by the caller, one device per process): every process holds
 the data; the factor passes of a selection are sharded over the ranks (each runs the forward pass on the rows
-``rank::world`` of the pool, then the factors are all-gathered), rank 0 computes the selection from them and
-broadcasts it; every global batch is drawn identically on all ranks and
-each rank trains on its share ``rows[rank::world]`` under DistributedDataParallel, with the loss normalised by the
-global batch's weight sum, so the update equals the single-process one (up to summation order and BatchNorm, whose
-statistics are per rank). Rank 0 writes the checkpoints (to a path every rank can read).
+``rank::world`` of the pool, then the factors are gathered on rank 0), rank 0 computes the selection from them and
+broadcasts it (or, if its method raises, the failure, so that every rank raises); every global batch is drawn
+identically on all ranks and each rank trains on its share ``rows[rank::world]`` under DistributedDataParallel, with
+the loss normalised by the global batch's weight sum, so the update equals the single-process one (up to summation
+order and BatchNorm, whose statistics are per rank). Rank 0 writes the checkpoints (to a path every rank can read).
 """
 from __future__ import annotations
 
@@ -158,9 +158,10 @@ def _gather_rows(f: Factors, n: int, rank: int, world: int) -> Optional[Factors]
 
 def _factors_of(model, x, y, cfg, device) -> Optional[Factors]:
     """:func:`pool_factors` of every row; under torch.distributed each rank runs the forward pass on its rows
-    ``rank::world`` only and the shards are gathered on rank 0 (every rank takes part; the others get None). Rank 0's buffers (BatchNorm running
-    statistics, which DDP lets drift apart during an epoch: each rank updates them from its own share of the batch) are
-    first copied to every rank, so that all rows are scored by one model — rank 0's, the one the checkpoint keeps."""
+    ``rank::world`` only and the shards are gathered on rank 0 (every rank takes part; the others get None). Rank 0's
+    buffers (BatchNorm running statistics, which DDP lets drift apart during an epoch: each rank updates them from its
+    own share of the batch) are first copied to every rank, so that all rows are scored by one model — rank 0's, the
+    one the checkpoint keeps."""
     rank, world = _dist()
     n = y.shape[0]
     if world == 1 or n < world:

@@ -247,7 +247,10 @@ def test_ddp_two_ranks_match_one_process(tmp_path):
 def _failing_selection_worker(rank, world, init_file, cfg, out_dir, where):
     """Rank 0 fails in the selection — in the method (``where="method"``, after the sharded factor passes) or in its
     own share of the factor pass (``where="factors"``). Every rank must stop with an error, and rank 0 with its own."""
+    import datetime
+
     import torch.distributed as dist
+
     import chg.train as train_module
     torch.set_num_threads(1)
 
@@ -260,7 +263,7 @@ def _failing_selection_worker(rank, world, init_file, cfg, out_dir, where):
             raise MemoryError("factor pass out of memory")
         train_module.pool_factors = no_memory
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
-                            timeout=__import__("datetime").timedelta(seconds=60))
+                            timeout=datetime.timedelta(seconds=60))
     try:
         train(cfg, load_dataset(cfg.dataset, cfg.seed))
         message = "no error"
