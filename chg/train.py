@@ -42,7 +42,7 @@ from .models import build_model
 from .results import atomic_write, state_digest
 from .selection import Selection, SelectionInput, check_selection, get_selector
 
-__all__ = ["TrainConfig", "train", "evaluate", "pool_factors", "resolve_device"]
+__all__ = ["TrainConfig", "TrainResult", "train", "evaluate", "pool_factors", "resolve_device"]
 
 
 @dataclass
@@ -70,6 +70,20 @@ class TrainConfig:
     amp: bool = True                  # bfloat16 autocast, CUDA only
     channels_last: bool = True        # CUDA only
     device: str = "auto"              # "auto": cuda if available, else cpu
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What :func:`train` returns: the trained model and the run's metrics.
+
+    Attributes:
+        model: the trained ``nn.Module`` (the unwrapped model, not its DistributedDataParallel wrapper), on the
+            run's device, in train mode as the last epoch left it.
+        metrics: accuracies in %, times in seconds, the final selection (``final_indices``, ``final_weights``),
+            subset and pool sizes and noisy shares, ``model_sha256`` — the keys listed in :func:`train`.
+    """
+    model: torch.nn.Module
+    metrics: dict
 
 
 def resolve_device(name: str) -> torch.device:
@@ -227,8 +241,9 @@ def _checkpoint_state(model, opt, sched, gen_train, gen_select, selection, epoch
 
 
 def train(cfg: TrainConfig, data: DataBundle | None = None, checkpoint: Path | None = None,
-          hook: Callable[[int], None] | None = None) -> dict:
-    """Train one run; returns its metrics (accuracies in %, times in seconds, the final selection).
+          hook: Callable[[int], None] | None = None) -> TrainResult:
+    """Train one run; returns a :class:`TrainResult`: the trained model and its metrics (accuracies in %, times in
+    seconds, the final selection).
 
     ``data``: an already loaded :class:`DataBundle` (else loaded from ``cfg``). ``checkpoint``: a file to resume from
     and to write every ``checkpoint_every`` epochs (removed by the caller when it no longer needs it). ``hook(epoch)``
@@ -345,4 +360,4 @@ def train(cfg: TrainConfig, data: DataBundle | None = None, checkpoint: Path | N
         "final_weights": selection.weights.tolist(),
         "model_sha256": state_digest(model.state_dict()),  # bit-identical final model ⇔ equal digests
     }
-    return metrics
+    return TrainResult(model=model, metrics=metrics)

@@ -133,7 +133,7 @@ def run_grid(table: str, scale: str, preset: Preset, shard: tuple = (0, 1), hook
         ckpt = results.CHECKPOINT_DIR / table / f"{rid}.pt"
         t0 = time.perf_counter()
         metrics = train(cfg, cache[key], checkpoint=ckpt, hook=None if hook is None else
-                        (lambda epoch, cfg=cfg: hook(cfg, epoch)))
+                        (lambda epoch, cfg=cfg: hook(cfg, epoch))).metrics
         wall = time.perf_counter() - t0
         results.save_run(table, rid, config=want, seed=cfg.seed, scale=scale, metrics=metrics, wall_time_s=wall,
                          device=resolve_device(cfg.device))
@@ -353,7 +353,7 @@ def epoch_time(epochs: int, table: str) -> int:
     cfg = run_config(presets(table)["paper"], "cifar10", "full", 1.0, 0)
     cfg = dataclasses.replace(cfg, epochs=epochs, checkpoint_every=max(1, epochs))
     t0 = time.perf_counter()
-    m = train(cfg, synthetic_bundle())
+    m = train(cfg, synthetic_bundle()).metrics
     device = resolve_device(cfg.device)
     name = results.device_name(device).replace("/", "_").replace(" ", "_").replace(":", "_")
     results.save_run("epoch_time", name, config=dataclasses.asdict(cfg), seed=0, scale="synthetic",

@@ -37,18 +37,18 @@ def digits():
 
 
 def test_same_seed_same_result(digits):
-    a = train(_digits_cfg(epochs=3), digits)
-    b = train(_digits_cfg(epochs=3), digits)
+    a = train(_digits_cfg(epochs=3), digits).metrics
+    b = train(_digits_cfg(epochs=3), digits).metrics
     assert a["test_acc"] == b["test_acc"] and a["final_indices"] == b["final_indices"]
     assert a["final_weights"] == b["final_weights"] and a["model_sha256"] == b["model_sha256"]
-    c = train(_digits_cfg(epochs=3, seed=4), digits)
+    c = train(_digits_cfg(epochs=3, seed=4), digits).metrics
     assert c["final_indices"] != a["final_indices"] or c["test_acc"] != a["test_acc"]
 
 
 @pytest.mark.parametrize("method,kill_at", [("chg", 4), ("adaptive_random", 2), ("random", 3)])
 def test_killed_run_resumes_bit_identical(tmp_path, digits, method, kill_at):
     cfg = _digits_cfg(method=method)
-    ref = train(cfg, digits)
+    ref = train(cfg, digits).metrics
     ckpt = tmp_path / "run.pt"
 
     def hook(epoch):
@@ -58,7 +58,7 @@ def test_killed_run_resumes_bit_identical(tmp_path, digits, method, kill_at):
     with pytest.raises(Killed):
         train(cfg, digits, checkpoint=ckpt, hook=hook)
     assert ckpt.is_file()
-    resumed = train(cfg, digits, checkpoint=ckpt)
+    resumed = train(cfg, digits, checkpoint=ckpt).metrics
     for key in ("model_sha256", "test_acc", "val_acc", "final_indices", "final_weights", "selections",
                 "subset_noisy_share"):
         assert resumed[key] == ref[key], key
@@ -89,8 +89,8 @@ def test_weighted_loss_is_sum_wl_over_sum_w(monkeypatch, digits):
 
     monkeypatch.setitem(selection.SELECTORS, "const1", const(1.0))
     monkeypatch.setitem(selection.SELECTORS, "const7", const(7.0))
-    a = train(_digits_cfg(method="const1", epochs=2), digits)
-    b = train(_digits_cfg(method="const7", epochs=2), digits)
+    a = train(_digits_cfg(method="const1", epochs=2), digits).metrics
+    b = train(_digits_cfg(method="const7", epochs=2), digits).metrics
     assert a["test_acc"] == pytest.approx(b["test_acc"], abs=1e-9)
 
     def uneven(inp):  # the same subset, weights 1, 0.1, 1, 0.1, ...: must train differently if weights are used
@@ -99,12 +99,12 @@ def test_weighted_loss_is_sum_wl_over_sum_w(monkeypatch, digits):
         return selection.Selection(torch.arange(0, n, 3), torch.where(torch.arange(k) % 2 == 0, 1.0, 0.1))
 
     monkeypatch.setitem(selection.SELECTORS, "uneven", selection.Selector(uneven, needs_factors=False, adaptive=False))
-    c = train(_digits_cfg(method="uneven", epochs=2), digits)
+    c = train(_digits_cfg(method="uneven", epochs=2), digits).metrics
     assert (c["test_acc"], c["val_acc"]) != (a["test_acc"], a["val_acc"])  # deterministic: ignored weights → equal
 
 
 def test_noisy_share_is_reported(digits):
-    m = train(_digits_cfg(method="full", epochs=1), digits)
+    m = train(_digits_cfg(method="full", epochs=1), digits).metrics
     assert m["pool_noisy_share"] == pytest.approx(float(digits.noisy.float().mean()))
     assert m["subset_noisy_share"] == pytest.approx(m["pool_noisy_share"]) and m["subset_size"] == m["pool_size"]
 
@@ -121,7 +121,7 @@ def test_resnet18_shapes_and_cpu_train_step():
                         "image", y[:24].clone(), torch.zeros(24, dtype=torch.bool))
     cfg = TrainConfig(dataset="cifar10", model="resnet18", width=4, method="chg", fraction=0.5, epochs=2,
                       select_every=1, batch_size=8, device="cpu")
-    m = train(cfg, bundle)
+    m = train(cfg, bundle).metrics
     assert m["subset_size"] == sum(max(1, int(0.5 * k + 0.5)) for k in torch.bincount(y[:24]).tolist() if k)
     assert m["selections"] == 2 and 0.0 <= m["test_acc"] <= 100.0
 
@@ -234,7 +234,7 @@ def test_ddp_two_ranks_match_one_process(tmp_path):
                       select_every=2, batch_size=32, augment_pad=0, augment_flip=False, checkpoint_every=3,
                       device="cpu", seed=0)
     single = tmp_path / "single.pt"
-    ref = train(cfg, load_dataset(cfg.dataset, cfg.seed), checkpoint=single)
+    ref = train(cfg, load_dataset(cfg.dataset, cfg.seed), checkpoint=single).metrics
     mp.start_processes(_ddp_worker, args=(2, str(tmp_path / "init"), cfg, str(tmp_path)), nprocs=2,
                        start_method="spawn")
     a = torch.load(single, weights_only=False)
