@@ -9,7 +9,7 @@ from test_edges_oracle import close, dense_values
 
 import chg
 import chg.factored as factored
-from chg.lastlayer import LastLayerTap, compute_factors, factors_from_logits, per_sample_loss
+from chg.lastlayer import LastLayerTap, compute_factors, factors_from_logits
 from chg.valuation import EpochValuer, value_data
 
 
@@ -102,6 +102,7 @@ def test_one_logit_head_other_inputs():
     close(value_data(model, TensorDataset(X, y), epochs=2, lr=0.0, optimizer="sgd", momentum=0.0, batch_size=5,
                      per_class=True),
           dense_values(model, model[-1], _samples(X, y), groups=y))
+    from chg.lastlayer import per_sample_loss
     before = per_sample_loss(model(X), y).mean().item()
     value_data(model, TensorDataset(X, y), epochs=30, lr=0.05, batch_size=4)  # trains with BCE: the loss drops
     assert per_sample_loss(model(X), y).mean().item() < 0.8 * before
