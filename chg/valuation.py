@@ -396,7 +396,8 @@ class ValueDataConfig:
 
 def _array_like(v) -> bool:
     """NumPy arrays, tensors and pandas objects: data without the (x, y) item structure of a Dataset."""
-    return isinstance(v, (np.ndarray, torch.Tensor)) or type(v).__module__.startswith("pandas.")
+    module = type(v).__module__
+    return isinstance(v, (np.ndarray, torch.Tensor)) or module == "pandas" or module.startswith("pandas.")
 
 
 def _numpy(v, what: str) -> np.ndarray:
@@ -408,12 +409,12 @@ def _numpy(v, what: str) -> np.ndarray:
 
 
 def _features(X, dtype: torch.dtype) -> torch.Tensor:
-    t = X.detach() if isinstance(X, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(_numpy(X, "X")))
+    t = X.detach() if isinstance(X, torch.Tensor) else torch.from_numpy(np.array(_numpy(X, "X")))  # own copy
     return t.to(dtype) if t.dtype.is_floating_point else t  # floating features in the model's dtype
 
 
 def _labels(y, n: int) -> torch.Tensor:
-    t = y.detach() if isinstance(y, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(_numpy(y, "y")))
+    t = y.detach() if isinstance(y, torch.Tensor) else torch.from_numpy(np.array(_numpy(y, "y")))
     if t.dtype.is_floating_point or t.dtype.is_complex:
         raise ValueError(f"y has dtype {t.dtype}: pass integer class labels (y.astype(int) / y.long() if they are "
                          "whole numbers)")
