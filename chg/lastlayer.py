@@ -82,7 +82,7 @@ class Factors:
 
 
 def find_last_linear(model: nn.Module) -> nn.Linear:
-    """The last ``nn.Linear`` registered in ``model`` (taken as its output layer). Raises ValueError if there is none."""
+    """The last ``nn.Linear`` registered in ``model`` (taken as its output layer). Raises ValueError if none."""
     last = None
     for module in model.modules():
         if isinstance(module, nn.Linear):

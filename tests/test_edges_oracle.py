@@ -12,7 +12,7 @@ import chg
 
 
 def dense_players(model, layer, samples, weighting="chg", gradient="full", call=None):
-    """(n, P) float64 dense vectors x_i by per-sample autograd; ``samples``: list of (inputs of one row, target (1,))."""
+    """(n, P) float64 dense vectors x_i by per-sample autograd; ``samples``: [(inputs of one row, target (1,))]."""
     call = call or (lambda m, inp: m(inp))
     rows = []
     for inp, y in samples:
