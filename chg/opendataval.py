@@ -44,7 +44,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, TensorDataset
 
 from opendataval.dataval.api import DataEvaluator, ModelMixin
 
@@ -161,8 +161,8 @@ class CHGShapley(DataEvaluator, ModelMixin):
         self.valuer = EpochValuer(self.num_points, weighting=self.weighting, gradient=self.gradient,
                                   per_class=self.per_class, alpha=self.alpha)
         start = time.perf_counter()
-        train_and_value(model, _Rows(self.x_train, y), valid, cfg, self.valuer, output="probabilities",
-                        loss_fn=self._loss_fn(weights))
+        rows = TensorDataset(self.x_train, y) if isinstance(self.x_train, torch.Tensor) else _Rows(self.x_train, y)
+        train_and_value(model, rows, valid, cfg, self.valuer, output="probabilities", loss_fn=self._loss_fn(weights))
         self.model_fits = 1
         self.train_time_s = time.perf_counter() - start
         self.trained_model = model

@@ -70,7 +70,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSampler, TensorDataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler, TensorDataset
 
 from .distributed import all_gather_values as _all_gather_values
 from .distributed import group_ids as _group_ids
@@ -498,6 +498,32 @@ def _check_config(cfg: ValueDataConfig) -> None:
             raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
 
 
+class _TensorRows(Dataset):
+    """A TensorDataset's rows fetched a batch at a time (one indexing per tensor, not one item per row): item
+    ``rows`` (a list of row numbers) is ``(x[rows], y[rows], rows)``."""
+
+    def __init__(self, tensors):
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return len(self.tensors[0])
+
+    def __getitem__(self, rows):
+        r = torch.as_tensor(rows, dtype=torch.int64)
+        return self.tensors[0][r], self.tensors[1][r], r
+
+
+def _indexed_loader(dataset, batch_size: int, generator: Optional[torch.Generator] = None) -> DataLoader:
+    """Batches ``(x, y, index)`` of ``dataset`` in order, or shuffled by ``generator`` (the permutation of
+    ``DataLoader(shuffle=True, generator=generator)``); a TensorDataset's are fetched a batch at a time."""
+    if isinstance(dataset, TensorDataset) and len(dataset.tensors) >= 2:
+        order = RandomSampler(dataset, generator=generator) if generator is not None else SequentialSampler(dataset)
+        return DataLoader(_TensorRows(dataset.tensors), sampler=BatchSampler(order, batch_size, False),
+                          batch_size=None)
+    return DataLoader(IndexedDataset(dataset), batch_size=batch_size, shuffle=generator is not None,
+                      generator=generator)
+
+
 def train_and_value(model: nn.Module, train_dataset, valid_dataset, cfg: ValueDataConfig, valuer: EpochValuer,
                     layer: Optional[nn.Linear] = None, output: str = "logits",
                     loss_fn: Optional[Callable] = None) -> EpochValuer:
@@ -512,10 +538,8 @@ def train_and_value(model: nn.Module, train_dataset, valid_dataset, cfg: ValueDa
     if valuer.alpha == "valid" and valid_dataset is None:
         raise ValueError("alpha='valid' needs a validation set")
     device = model_device(model)
-    data = IndexedDataset(train_dataset)
-    train_loader = DataLoader(data, batch_size=int(cfg.batch_size), shuffle=True,
-                              generator=torch.Generator().manual_seed(int(cfg.seed)))
-    eval_loader = DataLoader(data, batch_size=int(cfg.eval_batch_size), shuffle=False)
+    train_loader = _indexed_loader(train_dataset, int(cfg.batch_size), torch.Generator().manual_seed(int(cfg.seed)))
+    eval_loader = _indexed_loader(train_dataset, int(cfg.eval_batch_size))
     valid_loader = None if valid_dataset is None else DataLoader(valid_dataset, batch_size=int(cfg.eval_batch_size))
     if cfg.optimizer == "adam":
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
