@@ -130,7 +130,11 @@ def per_sample_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
     cross-entropy with logits for one. ``logits`` (B, C) any float dtype; ``targets`` (B,) integer labels (0/1 for
     one logit). Raises ValueError on bad shapes or labels. The loss whose factors :func:`factors_from_logits` gives."""
     _check_logits(logits)
-    y = _targets(logits, targets)
+    return _loss(logits, _targets(logits, targets))
+
+
+def _loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """:func:`per_sample_loss` of targets already validated by :func:`_targets`."""
     if logits.shape[1] == 1:
         return F.binary_cross_entropy_with_logits(logits[:, 0], y.to(logits.dtype), reduction="none")
     return F.cross_entropy(logits, y, reduction="none")
@@ -145,7 +149,11 @@ def factors_from_logits(logits: torch.Tensor, targets: torch.Tensor, feat: torch
     Raises ValueError on shapes that do not match, non-integer or out-of-range labels, NaN/Inf logits.
     """
     _check_logits(logits)
-    targets = _targets(logits, targets)
+    return _factors(logits, _targets(logits, targets), feat, bias)
+
+
+def _factors(logits: torch.Tensor, targets: torch.Tensor, feat: torch.Tensor, bias: bool) -> Factors:
+    """:func:`factors_from_logits` of targets already validated by :func:`_targets`."""
     if not isinstance(feat, torch.Tensor) or feat.ndim != 2:
         raise ValueError(f"features must be a (B, D) tensor, got {_describe(feat)}")
     if feat.shape[0] != logits.shape[0]:

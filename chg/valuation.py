@@ -76,8 +76,8 @@ from .distributed import all_gather_values as _all_gather_values
 from .distributed import group_ids as _group_ids
 from .distributed import is_distributed
 from .factored import GRADIENTS, WEIGHTINGS, GroupStats, group_stats, values_from_factors
-from .lastlayer import (Factors, LastLayerTap, _forward, factors_from_logits, iter_factors, model_device,
-                        per_sample_loss, split_batch)
+from .lastlayer import (Factors, LastLayerTap, _check_logits, _factors, _forward, _loss, _targets, iter_factors,
+                        model_device, split_batch)
 from .shapley import mean_game_coefficients
 
 __all__ = ["EpochValuer", "IndexedDataset", "value_data", "ValueDataConfig"]
@@ -185,8 +185,10 @@ class EpochValuer:
         if idx.shape[0] != B or factors.err.shape[0] != B or factors.feat.shape[0] != B:
             raise ValueError(f"add: {idx.shape[0]} indices but factors have loss {tuple(factors.loss.shape)}, err "
                              f"{tuple(factors.err.shape)}, feat {tuple(factors.feat.shape)}")
-        if B and (int(idx.min()) < 0 or int(idx.max()) >= self.n):
-            raise ValueError(f"add: indices must lie in [0, {self.n}), got range [{int(idx.min())}, {int(idx.max())}]")
+        if B:
+            lo, hi = torch.aminmax(idx)
+            if lo < 0 or hi >= self.n:
+                raise ValueError(f"add: indices must lie in [0, {self.n}), got range [{int(lo)}, {int(hi)}]")
         if self.per_class and labels is None:
             raise ValueError("add: per_class=True needs the labels of the batch")
         self._check_head(factors)
@@ -531,7 +533,7 @@ def train_and_value(model: nn.Module, train_dataset, valid_dataset, cfg: ValueDa
     mini-batches (``cfg.seed``), each epoch valued by ``valuer`` (``cfg.mode``: a separate pass at its start, or
     ride-along), every forward pass through one :class:`chg.lastlayer.LastLayerTap`. ``loss_fn(output, logits,
     targets, index)`` → scalar training loss (default: the mean of :func:`chg.lastlayer.per_sample_loss` of the
-    logits). Returns ``valuer``. Raises ValueError on a bad config and as the tap and the valuer do."""
+    logits; ``targets`` arrive validated, int64). Returns ``valuer``. Raises ValueError on a bad config and as the tap and the valuer do."""
     _check_config(cfg)
     if len(train_dataset) != valuer.n:
         raise ValueError(f"the valuer has n = {valuer.n} but the training set has {len(train_dataset)} rows")
@@ -555,9 +557,11 @@ def train_and_value(model: nn.Module, train_dataset, valid_dataset, cfg: ValueDa
                 y = torch.as_tensor(y).to(device)
                 out = _forward(model, inputs, device)
                 logits, feat = tap.read(out)  # (B, C) with its graph, (B, D) detached
+                _check_logits(logits)
+                y = _targets(logits, y)  # validated once for the factors and the loss
                 if cfg.mode == "ride":
-                    valuer.add(idx, factors_from_logits(logits, y, feat, tap.bias), y)
-                loss = per_sample_loss(logits, y).mean() if loss_fn is None else loss_fn(out, logits, y, idx)
+                    valuer.add(idx, _factors(logits, y, feat, tap.bias), y)
+                loss = _loss(logits, y).mean() if loss_fn is None else loss_fn(out, logits, y, idx)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
