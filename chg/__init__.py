@@ -1,15 +1,18 @@
 """CHG Shapley: closed-form data values of the CHG utility during one training run (Cai, 2024).
 
 Core entry points: :func:`chg_shapley` (Theorem 1 on dense vectors), :func:`shapley_from_factors` (the same values
-from last-layer factors, no per-sample gradients), :func:`exact_shapley` (the enumeration oracle).
+from last-layer factors, no per-sample gradients), :func:`exact_shapley` (the enumeration oracle);
+:func:`compute_factors` / :class:`LastLayerTap` (the one path from a model and its batches to those factors) and
+:func:`value_data` / :class:`EpochValuer` (Algorithm 1 during training).
 """
 from .factored import GroupStats, factored_shapley, group_stats, shapley_from_factors, values_from_factors
 from .games import exact_shapley
-from .lastlayer import Factors, LastLayerTap, compute_factors, find_last_linear
+from .lastlayer import Factors, LastLayerTap, compute_factors, find_last_linear, per_sample_loss
 from .shapley import chg_shapley, chg_shapley_exact, coefficients, hardness_shapley
 from .valuation import EpochValuer, IndexedDataset, value_data
 
 __version__ = "0.1.0"
-__all__ = ["chg_shapley", "chg_shapley_exact", "coefficients", "hardness_shapley", "exact_shapley", "shapley_from_factors",
-           "factored_shapley", "group_stats", "values_from_factors", "GroupStats", "Factors", "LastLayerTap",
-           "compute_factors", "find_last_linear", "EpochValuer", "IndexedDataset", "value_data"]
+__all__ = ["chg_shapley", "chg_shapley_exact", "coefficients", "hardness_shapley", "exact_shapley",
+           "shapley_from_factors", "factored_shapley", "group_stats", "values_from_factors", "GroupStats", "Factors",
+           "LastLayerTap", "compute_factors", "find_last_linear", "per_sample_loss", "EpochValuer", "IndexedDataset",
+           "value_data"]

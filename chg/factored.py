@@ -65,8 +65,11 @@ class GroupStats:
         return self
 
 
-def _validate(err, feat, weight):
+def _validate(err, feat, weight, bias=True):
     """Types, dtypes, shapes and devices. Finiteness is checked once on O(n) results (NaN/Inf propagate into them)."""
+    if not bias and feat is None:
+        raise ValueError("bias=False (a bias-free output layer) needs the features: without them there is no gradient "
+                         "left to value (the bias-only gradient does not exist)")
     for name, t in (("err", err), ("feat", feat), ("weight", weight)):
         if t is None and name != "err":
             continue
@@ -144,8 +147,9 @@ class _Chunk(NamedTuple):
     sq: torch.Tensor
 
 
-def _chunk(err, feat, weight, rows, dtype, sq_norms=None, buf=None) -> _Chunk:
-    """The rows' :class:`_Chunk`; ‖x_i‖² taken from ``sq_norms`` when they are known; ``buf`` (≥ m, D) holds h − μ.
+def _chunk(err, feat, weight, rows, dtype, sq_norms=None, buf=None, bias=True) -> _Chunk:
+    """The rows' :class:`_Chunk`; ‖x_i‖² taken from ``sq_norms`` when they are known; ``buf`` (≥ m, D) holds h − μ;
+    ``bias``: h̃ = [h; 1] (True) or h (False).
 
     Centring: every product with the features is taken of h − μ and μ's share is added back in float64, so that the
     rounding of float32 products scales with the features' spread, not with an offset they share (with features
@@ -161,18 +165,18 @@ def _chunk(err, feat, weight, rows, dtype, sq_norms=None, buf=None) -> _Chunk:
         return _Chunk(we, hc, mu64, sq_norms[rows])
     hc_sq = torch.linalg.vector_norm(hc, dim=1).square_()  # (m,) ‖h_i − μ‖², one fused reduction (no temporary)
     h_sq = (torch.addmv(hc_sq, hc, mu, alpha=2).to(torch.float64)
-            + (mu64 @ mu64 + 1))  # (m,) ‖h_i‖² + 1 = ‖h_i − μ‖² + 2μ·(h_i − μ) + ‖μ‖² + 1
-    return _Chunk(we, hc, mu64, torch.linalg.vecdot(we, we) * h_sq)  # ‖x_i‖² = ‖w_i e_i‖²(‖h_i‖² + 1)
+            + (mu64 @ mu64 + bias))  # (m,) ‖h̃_i‖² = ‖h_i − μ‖² + 2μ·(h_i − μ) + ‖μ‖² (+ 1 with a bias)
+    return _Chunk(we, hc, mu64, torch.linalg.vecdot(we, we) * h_sq)  # ‖x_i‖² = ‖w_i e_i‖² ‖h̃_i‖²
 
 
-def _chunk_sum(ch: _Chunk, dtype):
-    """The chunk's Σ x_i: (C, D+1) float64 (Σ w_i e_i (h_i − μ)ᵀ a GEMM in ``dtype``, plus (Σ w_i e_i) μᵀ), or (C,)
-    when bias only."""
+def _chunk_sum(ch: _Chunk, dtype, bias=True):
+    """The chunk's Σ x_i: (C, D+1) float64 (Σ w_i e_i (h_i − μ)ᵀ a GEMM in ``dtype``, plus (Σ w_i e_i) μᵀ; the bias
+    column last), (C, D) for a bias-free head, or (C,) when bias only."""
     s_bias = ch.we.sum(0)  # (C,)
     if ch.hc is None:
         return s_bias
     s_feat = torch.addr((ch.we.to(dtype).T @ ch.hc).to(torch.float64), s_bias, ch.mu)  # (C, D)
-    return torch.cat([s_feat, s_bias[:, None]], 1)
+    return torch.cat([s_feat, s_bias[:, None]], 1) if bias else s_feat
 
 
 def _chunk_dots(ch: _Chunk, m_feat, m_feat64, m_bias):
@@ -194,30 +198,31 @@ def _buffer(feat, dtype, n):
 
 
 def group_stats(err: torch.Tensor, feat: Optional[torch.Tensor] = None,
-                weight: Optional[torch.Tensor] = None) -> GroupStats:
-    """n, s = Σ w_i e_i ⊗ [h_i;1] and Σ‖x_i‖² of the rows given (precision: see the module docstring).
+                weight: Optional[torch.Tensor] = None, bias: bool = True) -> GroupStats:
+    """n, s = Σ w_i e_i ⊗ h̃_i and Σ‖x_i‖² of the rows given (precision: see the module docstring); h̃ = [h; 1] with
+    ``bias``, h without (a bias-free output layer), nothing when ``feat`` is None (bias gradient only).
 
     n = 0 is allowed (zeros), so that every rank of a distributed run can take part in the all-reduce.
     """
-    _validate(err, feat, weight)
-    return _stats_and_sq_norms(err, feat, weight)[0]
+    _validate(err, feat, weight, bias)
+    return _stats_and_sq_norms(err, feat, weight, bias=bias)[0]
 
 
-def _stats_and_sq_norms(err, feat, weight, check: bool = True):
+def _stats_and_sq_norms(err, feat, weight, check: bool = True, bias: bool = True):
     """Pass 1 over the features (inputs already validated): the group statistics and every ‖x_i‖² (n,) float64.
 
     ``check=False`` when the values are computed right after: NaN/Inf reach every value, checked there once.
     """
     n, C = err.shape
-    s = torch.zeros((C,) if feat is None else (C, feat.shape[1] + 1), dtype=torch.float64, device=err.device)
+    s = torch.zeros((C,) if feat is None else (C, feat.shape[1] + bias), dtype=torch.float64, device=err.device)
     sq_norms = torch.empty(n, dtype=torch.float64, device=err.device)
     dtype = _compute_dtype(feat)
     buf = _buffer(feat, dtype, n)
     with torch.autocast(err.device.type, enabled=False):  # inside an AMP step, keep our precision
         for rows in _chunks(n, err.device, _row_bytes(feat, dtype)):
-            ch = _chunk(err, feat, weight, rows, dtype, buf=buf)
+            ch = _chunk(err, feat, weight, rows, dtype, buf=buf, bias=bias)
             sq_norms[rows] = ch.sq
-            s += _chunk_sum(ch, dtype)  # accumulated in float64
+            s += _chunk_sum(ch, dtype, bias)  # accumulated in float64
     if check:
         _require_finite(sq_norms, err, feat, weight, "‖x_i‖²")
         _require_finite(s, err, feat, weight, "Σ x_i")
@@ -234,7 +239,7 @@ def _eq3_terms(n: int, s: torch.Tensor, alpha):
         return c, (c.dot_sum + c.dot_alpha / n) * s, (c.sum_norm_sq + c.sum_dot_alpha / n) * (flat @ flat)
     if torch.as_tensor(alpha).numel() != s.numel():
         raise ValueError(f"alpha has {torch.as_tensor(alpha).numel()} entries; expected {s.numel()} (shape "
-                         f"{tuple(s.shape)}: C rows, D+1 columns with the bias last)")
+                         f"{tuple(s.shape)}: C rows, D (+1 with a bias, last) columns)")
     a = torch.as_tensor(alpha).to(device=s.device, dtype=torch.float64).reshape(s.shape)
     _check_finite(a, "alpha")
     return c, c.dot_sum * s + c.dot_alpha * a, c.sum_norm_sq * (flat @ flat) + c.sum_dot_alpha * (flat @ a.reshape(-1))
@@ -246,31 +251,32 @@ def _gemm_rows(C: int, device: torch.device) -> int:
     return 16 if device.type == "cpu" and 5 <= C < 16 else C
 
 
-def _split_m(m, feat, dtype):
+def _split_m(m, feat, dtype, bias=True):
     """m (C, D+1) → its feature block in the compute dtype, zero rows padded below (see :func:`_gemm_rows`), the block
-    (C, D) in float64, and its bias column (C,); bias only: (None, None, m)."""
+    (C, D) in float64, and its bias column (C,); a bias-free head's m (C, D) has a zero bias column; bias only:
+    (None, None, m)."""
     if feat is None:
         return None, None, m
-    C = m.shape[0]
-    m_feat = m.new_zeros(_gemm_rows(C, m.device), m.shape[1] - 1, dtype=dtype)
-    m_feat[:C] = m[:, :-1]
-    return m_feat, m[:, :-1], m[:, -1]
+    C, D = m.shape[0], feat.shape[1]
+    m_feat = m.new_zeros(_gemm_rows(C, m.device), D, dtype=dtype)
+    m_feat[:C] = m[:, :D]
+    return m_feat, m[:, :D], (m[:, D] if bias else m.new_zeros(C))
 
 
-def _values_one_chunk(err, feat, weight, alpha):
+def _values_one_chunk(err, feat, weight, alpha, bias=True):
     """Both passes fused, for a group that fits in one chunk (a batch, a class of a small data set): the chunked
     passes' arithmetic with one chunk, and nothing else (for small n, per-operation overhead is the cost)."""
     dtype = _compute_dtype(feat)
     with torch.autocast(err.device.type, enabled=False):
-        ch = _chunk(err, feat, weight, None, dtype)
-        c, m, const = _eq3_terms(err.shape[0], _chunk_sum(ch, dtype), alpha)
-        dots = _chunk_dots(ch, *_split_m(m, feat, dtype))  # (n,) ⟨m, x_j⟩
+        ch = _chunk(err, feat, weight, None, dtype, bias=bias)
+        c, m, const = _eq3_terms(err.shape[0], _chunk_sum(ch, dtype, bias), alpha)
+        dots = _chunk_dots(ch, *_split_m(m, feat, dtype, bias))  # (n,) ⟨m, x_j⟩
         out = torch.add(dots, ch.sq, alpha=c.sq_norm) + (const + c.sum_sq_norms * ch.sq.sum())
     _require_finite(out, err, feat, weight, "the values")
     return out
 
 
-def _values_small(err, feat, weight, alpha):
+def _values_small(err, feat, weight, alpha, bias=True):
     """A group of at most SMALL_ROWS rows: eq. (3) in float64 from the features as given (no centring needed), in
     about 20 tensor operations — at this size their fixed cost, not their arithmetic, is the time."""
     with torch.autocast(err.device.type, enabled=False):
@@ -282,70 +288,75 @@ def _values_small(err, feat, weight, alpha):
             dots = we @ m  # (n,) ⟨m, x_j⟩
         else:
             h = feat.to(torch.float64)  # (n, D)
-            sq = sq * torch.linalg.vector_norm(h, dim=1).square_().add_(1)  # ‖x_i‖² = ‖w_i e_i‖²(‖h_i‖² + 1)
-            c, m, const = _eq3_terms(err.shape[0], torch.cat([we.T @ h, s_bias[:, None]], 1), alpha)
-            dots = torch.linalg.vecdot(we, torch.addmm(m[:, -1], h, m[:, :-1].T))  # w_j e_jᵀ (m_feat h_j + m_bias)
+            sq = sq * torch.linalg.vector_norm(h, dim=1).square_().add_(float(bias))  # ‖w_i e_i‖² ‖h̃_i‖²
+            s = torch.cat([we.T @ h, s_bias[:, None]], 1) if bias else we.T @ h  # (C, D+1) or (C, D)
+            c, m, const = _eq3_terms(err.shape[0], s, alpha)
+            D = h.shape[1]
+            m_bias = m[:, D] if bias else m.new_zeros(m.shape[0])
+            dots = torch.linalg.vecdot(we, torch.addmm(m_bias, h, m[:, :D].T))  # w_j e_jᵀ (m_feat h_j + m_bias)
         out = torch.add(dots, sq, alpha=c.sq_norm) + (const + c.sum_sq_norms * sq.sum())
     _require_finite(out, err, feat, weight, "the values")
     return out
 
 
-def _group_values(err, feat, weight, alpha):
+def _group_values(err, feat, weight, alpha, bias=True):
     """Values of one group: one float64 pass when small, a fused single pass when it fits in one chunk, else the two
     chunked passes."""
-    _validate(err, feat, weight)
+    _validate(err, feat, weight, bias)
     if err.shape[0] <= SMALL_ROWS:
-        return _values_small(err, feat, weight, alpha)
+        return _values_small(err, feat, weight, alpha, bias)
     if err.shape[0] <= _chunk_rows(err.device, _row_bytes(feat, _compute_dtype(feat))):
-        return _values_one_chunk(err, feat, weight, alpha)
-    stats, sq_norms = _stats_and_sq_norms(err, feat, weight, check=False)
-    return _values(err, feat, weight, stats, alpha, sq_norms)
+        return _values_one_chunk(err, feat, weight, alpha, bias)
+    stats, sq_norms = _stats_and_sq_norms(err, feat, weight, check=False, bias=bias)
+    return _values(err, feat, weight, stats, alpha, sq_norms, bias)
 
 
 def values_from_factors(err: torch.Tensor, feat: Optional[torch.Tensor], weight: Optional[torch.Tensor],
                         stats: GroupStats, alpha: Optional[torch.Tensor] = None,
-                        sq_norms: Optional[torch.Tensor] = None) -> torch.Tensor:
+                        sq_norms: Optional[torch.Tensor] = None, bias: bool = True) -> torch.Tensor:
     """Eq. (3) for the rows given, players of the group described by ``stats`` (which may span more rows or ranks).
 
     ``alpha`` has the shape of ``stats.sum`` (or is its flattening); default ``stats.sum / stats.n``.
-    ``sq_norms``: the rows' ‖x_i‖² if already known (saves one norm per row in this pass).
+    ``sq_norms``: the rows' ‖x_i‖² if already known (saves one norm per row in this pass). ``bias`` as in
+    :func:`group_stats` (the same as for ``stats``). Returns (m,) float64 on ``err``'s device.
     """
-    _validate(err, feat, weight)
-    if feat is not None and stats.sum.ndim != 2:
-        raise ValueError("stats are of bias-only gradients (shape (C,)) but features were given")
-    return _values(err, feat, weight, stats, alpha, sq_norms)
+    _validate(err, feat, weight, bias)
+    if feat is not None and (stats.sum.ndim != 2 or stats.sum.shape[1] != feat.shape[1] + bias):
+        raise ValueError(f"stats are of gradients of shape {tuple(stats.sum.shape)} but these factors give "
+                         f"({err.shape[1]}, {feat.shape[1] + bias}) (features {'with' if bias else 'without'} bias)")
+    return _values(err, feat, weight, stats, alpha, sq_norms, bias)
 
 
-def _values(err, feat, weight, stats, alpha, sq_norms):
+def _values(err, feat, weight, stats, alpha, sq_norms, bias=True):
     """Pass 2 over the features (inputs already validated)."""
     c, m, const = _eq3_terms(stats.n, stats.sum, alpha)
     const = const + c.sum_sq_norms * stats.sum_sq_norms
     out = torch.empty(err.shape[0], dtype=torch.float64, device=err.device)
     dtype = _compute_dtype(feat)
-    m_parts = _split_m(m, feat, dtype)
+    m_parts = _split_m(m, feat, dtype, bias)
     buf = _buffer(feat, dtype, err.shape[0])
     with torch.autocast(err.device.type, enabled=False):
         for rows in _chunks(err.shape[0], err.device, _row_bytes(feat, dtype)):
-            ch = _chunk(err, feat, weight, rows, dtype, sq_norms, buf)
+            ch = _chunk(err, feat, weight, rows, dtype, sq_norms, buf, bias)
             out[rows] = torch.add(_chunk_dots(ch, *m_parts), ch.sq, alpha=c.sq_norm) + const
     _require_finite(out, err, feat, weight, "the values")
     return out
 
 
 def factored_shapley(err: torch.Tensor, feat: Optional[torch.Tensor] = None, weight: Optional[torch.Tensor] = None,
-                     alpha: Optional[torch.Tensor] = None, groups: Optional[torch.Tensor] = None) -> torch.Tensor:
+                     alpha: Optional[torch.Tensor] = None, groups=None, bias: bool = True) -> torch.Tensor:
     r"""Theorem 1 values of :math:`x_i = w_i\, e_i\otimes[h_i;1]` (or :math:`w_i e_i` when ``feat`` is None).
 
     ``err`` (n, C) softmax − onehot; ``feat`` (n, D) penultimate features; ``weight`` (n,) per-sample loss for CHG
-    Shapley, None (all ones) for Gradient Shapley. ``groups`` (n,) integer labels: values are then computed within
-    each group separately (the per-class approximation of Algorithm 2), each with α = its group mean unless ``alpha``
-    is given as a dict {group: alpha}. Returns float64 values (n,) on ``err``'s device.
+    Shapley, None (all ones) for Gradient Shapley; ``bias`` False for a bias-free output layer:
+    :math:`x_i = w_i\, e_i\otimes h_i` (no "+1"). ``groups`` (n,) integer labels (tensor, array or list): values are
+    then computed within each group separately (the per-class approximation of Algorithm 2), each with α = its group
+    mean unless ``alpha`` is given as a dict {group: alpha}. Returns float64 values (n,) on ``err``'s device.
+    Raises ValueError on shapes, dtypes or devices that do not match, NaN/Inf, an empty group.
     """
     if groups is None:
-        return _group_values(err, feat, weight, alpha)
-    groups = torch.as_tensor(groups, device=err.device)
-    if groups.ndim != 1 or groups.shape[0] != err.shape[0]:
-        raise ValueError(f"groups must be 1-D with {err.shape[0]} entries, got shape {tuple(groups.shape)}")
+        return _group_values(err, feat, weight, alpha, bias)
+    groups = _groups(groups, err.shape[0], err.device)
     if alpha is not None and not isinstance(alpha, dict):
         raise ValueError(f"with groups, alpha must be a dict {{group: alpha}} (one target per group), got "
                          f"{type(alpha).__name__}")
@@ -357,8 +368,19 @@ def factored_shapley(err: torch.Tensor, feat: Optional[torch.Tensor] = None, wei
         if alpha is not None and g not in alpha:
             raise ValueError(f"alpha is a dict of per-group targets but has no entry for group {g}")
         a = None if alpha is None else alpha[g]
-        out[idx] = _group_values(e, h, w, a)
+        out[idx] = _group_values(e, h, w, a, bias)
     return out
+
+
+def _groups(groups, n: int, device) -> torch.Tensor:
+    """Group labels as a (n,) integer tensor on ``device``, from a tensor, a NumPy array or a list."""
+    import numpy as np
+    g = groups if isinstance(groups, torch.Tensor) else torch.as_tensor(np.asarray(groups))
+    if g.dtype.is_floating_point or g.dtype.is_complex:
+        raise ValueError(f"groups must be integer labels, got dtype {g.dtype}")
+    if g.ndim != 1 or g.shape[0] != n:
+        raise ValueError(f"groups must be 1-D with {n} entries, got shape {tuple(g.shape)}")
+    return g.to(device)
 
 
 WEIGHTINGS = ("chg", "gradient", "hardness")
@@ -366,13 +388,15 @@ GRADIENTS = ("full", "bias")
 
 
 def shapley_from_factors(factors, weighting: str = "chg", gradient: str = "full",
-                         alpha: Optional[torch.Tensor] = None, groups: Optional[torch.Tensor] = None) -> torch.Tensor:
+                         alpha: Optional[torch.Tensor] = None, groups=None) -> torch.Tensor:
     """Values of every sample from :class:`chg.lastlayer.Factors` under one of the paper's three utilities.
 
-    ``weighting``: "chg" (x_i = l_i g_i, CHG Shapley), "gradient" (x_i = g_i, Gradient Shapley) or "hardness"
-    (U(S) = mean loss over S, Hardness Shapley). ``gradient``: "full" (weight and bias of the last layer) or "bias"
-    (bias only, as the official code). ``groups``: per-group (e.g. per-class) values; ``alpha`` as in
-    :func:`factored_shapley`.
+    ``weighting``: "chg" (x_i = l_i g_i, CHG Shapley, eq. 3), "gradient" (x_i = g_i, Gradient Shapley) or
+    "hardness" (U(S) = mean loss over S, Hardness Shapley). ``gradient``: "full" (weight and bias of the last layer;
+    weight only for a bias-free head, ``factors.bias`` False) or "bias" (bias only, as the official code; refused
+    for a bias-free head). ``groups`` (n,) integer labels (tensor, array or list): per-group (e.g. per-class) values,
+    for every weighting; ``alpha`` as in :func:`factored_shapley`. Returns (n,) float64 on the factors' device.
+    Raises ValueError on unknown options and bad inputs (see :func:`factored_shapley`).
     """
     if weighting not in WEIGHTINGS:
         raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
@@ -384,11 +408,16 @@ def shapley_from_factors(factors, weighting: str = "chg", gradient: str = "full"
         from .shapley import hardness_shapley
         if groups is None:
             return hardness_shapley(factors.loss)
+        groups = _groups(groups, factors.loss.shape[0], factors.loss.device)
         out = torch.empty(factors.loss.shape[0], dtype=torch.float64, device=factors.loss.device)
         for g in torch.unique(groups).tolist():
             idx = (groups == g).nonzero().squeeze(1)
             out[idx] = hardness_shapley(factors.loss[idx])
         return out
+    bias = getattr(factors, "bias", True)
+    if gradient == "bias" and not bias:
+        raise ValueError("gradient='bias' values the bias gradient, but these factors are of a bias-free output layer "
+                         "(Factors.bias is False); use gradient='full' (the weight gradient e ⊗ h)")
     feat = factors.feat if gradient == "full" else None
     weight = factors.loss if weighting == "chg" else None
-    return factored_shapley(factors.err, feat, weight, alpha=alpha, groups=groups)
+    return factored_shapley(factors.err, feat, weight, alpha=alpha, groups=groups, bias=bias)

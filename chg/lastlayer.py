@@ -1,45 +1,88 @@
-r"""Per-sample loss, softmax error and penultimate features from any classifier whose last module is an nn.Linear.
+r"""The one path from a model and its data to Theorem 1's factors: per-sample loss, error and penultimate features.
 
-One forward pass with a hook on the final ``nn.Linear`` gives everything Theorem 1 needs: the features :math:`h_i`
-entering that layer, the logits :math:`z_i`, the cross-entropy loss :math:`l_i`, and :math:`e_i = \mathrm{softmax}(z_i)
-- \mathrm{onehot}(y_i)`, so that :math:`\nabla_{[W|b]} l_i = e_i \otimes [h_i; 1]`. No per-sample autograd.
+One forward pass with a hook on the model's output ``nn.Linear`` gives everything Theorem 1 needs: the features
+:math:`h_i` entering that layer, its output — the logits :math:`z_i` —, the loss :math:`l_i` and the error :math:`e_i`
+with :math:`\nabla_{W} l_i = e_i \otimes h_i` (and :math:`\nabla_b l_i = e_i`), so that the last-layer gradient is
+:math:`g_i = e_i \otimes [h_i; 1]` (head with bias) or :math:`g_i = e_i \otimes h_i` (bias-free head). No per-sample
+autograd. Two heads:
 
-Use it around your own forward pass (the training step's) or let :func:`compute_factors` run a no-grad pass::
+* **C ≥ 2 logits, softmax cross-entropy**: :math:`l_i = -\log\mathrm{softmax}(z_i)_{y_i}`,
+  :math:`e_i = \mathrm{softmax}(z_i) - \mathrm{onehot}(y_i)` (C,); targets are class indices in [0, C).
+* **one logit, binary cross-entropy on the sigmoid** (``BCEWithLogitsLoss``): :math:`l_i = \log(1 + e^{z_i}) - y_i z_i`,
+  :math:`e_i = \sigma(z_i) - y_i` (1,); targets are 0 or 1.
+
+**What the model may return** (the rule every entry point follows): the hooked layer's output *is* the logits. The
+model's output must be that tensor, or a tuple / list / dict / HuggingFace ``ModelOutput`` holding it (e.g.
+``(logits, features)`` or ``{"logits": ...}``); a 1-logit head's output may be squeezed to (B,). With
+``output="probabilities"`` the model may instead return the sigmoid or softmax of the logits (OpenDataVal's
+classifiers do). Anything else — post-processed logits (a temperature), the hooked layer not being the output layer,
+the layer run twice in one forward pass, another output type — is a clear error, never wrong values.
+
+**What a batch may be**: ``(x, y)`` or ``(x, y, index)`` tuples/lists (``index``: the rows' positions in the data set,
+see :class:`chg.valuation.IndexedDataset`), or a dict as HuggingFace data sets give them — the targets under
+``"labels"`` (or ``"label"``), an optional ``"index"``, every other entry passed to the model as a keyword argument
+(``model(**inputs)``). Tensors are moved to the model's device.
+
+Use the tap around your own forward pass (the training step's), or :func:`compute_factors` for a no-grad pass::
 
     with LastLayerTap(model) as tap:
-        logits = model(x)
-        f = tap.factors(logits, y)   # f.loss (B,), f.err (B, C), f.feat (B, D), all detached
+        out = model(x)                 # a tensor, a tuple, a dict or a ModelOutput holding the logits
+        f = tap.factors(out, y)        # f.loss (B,), f.err (B, C), f.feat (B, D), all detached
 """
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Iterator, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Factors", "find_last_linear", "LastLayerTap", "factors_from_logits", "compute_factors"]
+__all__ = ["Factors", "find_last_linear", "LastLayerTap", "factors_from_logits", "per_sample_loss",
+           "compute_factors", "split_batch", "OUTPUTS"]
+
+OUTPUTS = ("logits", "probabilities")  # what the model returns: the logits (in a container or not), or σ/softmax
 
 
 @dataclass
 class Factors:
-    """Detached last-layer factors of a batch: loss (B,), err = softmax − onehot (B, C), feat (B, D)."""
+    """Detached last-layer factors of a batch (Theorem 1's ingredients, never the (C, D) gradients themselves).
+
+    Attributes:
+        loss: (B,) per-sample loss :math:`l_i` (cross-entropy, or binary cross-entropy for a 1-logit head).
+        err: (B, C) error :math:`e_i = \\partial l_i / \\partial z_i` (softmax − onehot, or σ(z) − y with C = 1).
+        feat: (B, D) features :math:`h_i` entering the output layer.
+        bias: whether the output layer has a bias, i.e. :math:`g_i = e_i \\otimes [h_i; 1]` (True) or
+            :math:`e_i \\otimes h_i` (False).
+    """
     loss: torch.Tensor
     err: torch.Tensor
     feat: torch.Tensor
+    bias: bool = True
 
     def __getitem__(self, idx) -> "Factors":
-        return Factors(self.loss[idx], self.err[idx], self.feat[idx])
+        return Factors(self.loss[idx], self.err[idx], self.feat[idx], self.bias)
+
+    def to(self, *args, **kwargs) -> "Factors":
+        """The factors with ``Tensor.to(*args, **kwargs)`` applied to each tensor (dtype and/or device)."""
+        return dataclasses.replace(self, loss=self.loss.to(*args, **kwargs), err=self.err.to(*args, **kwargs),
+                                   feat=self.feat.to(*args, **kwargs))
 
     @staticmethod
     def cat(parts: list) -> "Factors":
+        """Rows of several batches in order. Raises ValueError if there are none or their heads differ."""
         if not parts:
             raise ValueError("Factors.cat: no batches to concatenate")
-        return Factors(*(torch.cat([getattr(p, k) for p in parts]) for k in ("loss", "err", "feat")))
+        if len({p.bias for p in parts}) > 1:
+            raise ValueError("Factors.cat: batches of a head with bias and of a head without")
+        return Factors(*(torch.cat([getattr(p, k) for p in parts]) for k in ("loss", "err", "feat")), parts[0].bias)
 
 
 def find_last_linear(model: nn.Module) -> nn.Linear:
-    """The last ``nn.Linear`` registered in ``model`` (its output layer). Raises if there is none."""
+    """The last ``nn.Linear`` registered in ``model`` (taken as its output layer). Raises ValueError if none."""
     last = None
     for module in model.modules():
         if isinstance(module, nn.Linear):
@@ -49,32 +92,88 @@ def find_last_linear(model: nn.Module) -> nn.Linear:
     return last
 
 
-def factors_from_logits(logits: torch.Tensor, targets: torch.Tensor, feat: torch.Tensor) -> Factors:
-    """Per-sample cross-entropy loss and softmax error from logits (B, C), integer targets (B,), features (B, D)."""
-    if logits.ndim != 2:
-        raise ValueError(f"logits must be (B, C), got shape {tuple(logits.shape)}")
-    if targets.dtype.is_floating_point or targets.dtype.is_complex or targets.dtype == torch.bool:
+def _targets(logits: torch.Tensor, targets) -> torch.Tensor:
+    """Validated targets (B,) int64 on the logits' device: class indices in [0, C), or 0/1 for a 1-logit head."""
+    if not isinstance(targets, torch.Tensor):
+        raise ValueError(f"targets must be a torch.Tensor of class labels, got {type(targets).__name__}")
+    B, C = logits.shape
+    binary = C == 1
+    if targets.dtype.is_complex or (targets.dtype.is_floating_point and not binary):
         raise ValueError(f"targets must be integer class labels, got dtype {targets.dtype} (soft labels are not "
-                         "supported: e = softmax − onehot needs a class index)")
-    if targets.ndim != 1 or targets.shape[0] != logits.shape[0]:
-        raise ValueError(f"targets must be (B,) = ({logits.shape[0]},), got shape {tuple(targets.shape)}")
+                         "supported: e = softmax − onehot needs a class index; pass y.long() if they are whole)")
+    if binary and targets.ndim == 2 and targets.shape[1] == 1:
+        targets = targets.reshape(-1)  # (B, 1) targets as BCEWithLogitsLoss takes them
+    if targets.ndim != 1 or targets.shape[0] != B:
+        raise ValueError(f"targets must be (B,) = ({B},), got shape {tuple(targets.shape)}")
+    if targets.dtype.is_floating_point:  # 1-logit head: 0.0 / 1.0 as BCEWithLogitsLoss takes them; nothing else
+        if B and not bool(((targets == 0) | (targets == 1)).all()):
+            raise ValueError("a 1-logit head (binary cross-entropy) needs targets 0 or 1; soft targets are not "
+                             "supported")
+    targets = targets.to(device=logits.device, dtype=torch.int64)
+    if targets.numel():  # the range before gather (out of range is a device assert on CUDA); one device sync
+        lo, hi = torch.stack(torch.aminmax(targets)).tolist()
+        top = 2 if binary else C
+        if lo < 0 or hi >= top:
+            what = "a 1-logit head (binary cross-entropy) needs targets 0 or 1" if binary else \
+                f"targets must lie in [0, {C})"
+            raise ValueError(f"{what}, got range [{lo}, {hi}]")
+    return targets
+
+
+def _check_logits(logits: torch.Tensor) -> None:
+    if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
+        raise ValueError(f"logits must be a (B, C) tensor, got {_describe(logits)}")
+
+
+def per_sample_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-sample training loss (B,) of the logits, differentiable: softmax cross-entropy for C ≥ 2 logits, binary
+    cross-entropy with logits for one. ``logits`` (B, C) any float dtype; ``targets`` (B,) integer labels (0/1 for
+    one logit). Raises ValueError on bad shapes or labels. The loss whose factors :func:`factors_from_logits` gives."""
+    _check_logits(logits)
+    return _loss(logits, _targets(logits, targets))
+
+
+def _loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """:func:`per_sample_loss` of targets already validated by :func:`_targets`."""
+    if logits.shape[1] == 1:
+        return F.binary_cross_entropy_with_logits(logits[:, 0], y.to(logits.dtype), reduction="none")
+    return F.cross_entropy(logits, y, reduction="none")
+
+
+def factors_from_logits(logits: torch.Tensor, targets: torch.Tensor, feat: torch.Tensor,
+                        bias: bool = True) -> Factors:
+    """Per-sample loss and error from logits (B, C), targets (B,) and features (B, D); ``bias``: whether the layer
+    that produced the logits has a bias. C ≥ 2: cross-entropy, e = softmax − onehot; C = 1: binary cross-entropy,
+    e = σ(z) − y. Computed in float64 (B×C: cheap), returned in the logits' dtype (half precision → float32).
+
+    Raises ValueError on shapes that do not match, non-integer or out-of-range labels, NaN/Inf logits.
+    """
+    _check_logits(logits)
+    return _factors(logits, _targets(logits, targets), feat, bias)
+
+
+def _factors(logits: torch.Tensor, targets: torch.Tensor, feat: torch.Tensor, bias: bool) -> Factors:
+    """:func:`factors_from_logits` of targets already validated by :func:`_targets`."""
+    if not isinstance(feat, torch.Tensor) or feat.ndim != 2:
+        raise ValueError(f"features must be a (B, D) tensor, got {_describe(feat)}")
     if feat.shape[0] != logits.shape[0]:
         raise ValueError(f"features have {feat.shape[0]} rows but logits have {logits.shape[0]}")
     z = _upcast(logits.detach())
-    targets = targets.long()  # gather takes int64 indices (uint8/int16/int32 labels are fine)
-    if targets.numel():  # the range before gather (out of range is a device assert on CUDA); one device sync
-        lo, hi = torch.stack(torch.aminmax(targets)).tolist()
-        if lo < 0 or hi >= z.shape[1]:
-            raise ValueError(f"targets must lie in [0, {z.shape[1]}), got range [{lo}, {hi}]")
-    logp = torch.log_softmax(z.double(), dim=1)  # (B, C) in float64 (cheap: B×C), then rounded once at the end
-    y = targets[:, None]
-    loss = logp.gather(1, y).squeeze(1).neg_()  # (B,) cross-entropy
+    z64 = z.double()
+    if z.shape[1] == 1:  # binary cross-entropy on σ(z): l = softplus(z) − y z, e = σ(z) − y
+        yf = targets.to(torch.float64)[:, None]
+        loss = F.binary_cross_entropy_with_logits(z64, yf, reduction="none").squeeze(1)
+        err = torch.where(yf == 1, -torch.sigmoid(-z64), torch.sigmoid(z64))  # σ(z) − 1 = −σ(−z), no cancellation
+    else:
+        logp = torch.log_softmax(z64, dim=1)  # (B, C) in float64, then rounded once at the end
+        y = targets[:, None]
+        loss = logp.gather(1, y).squeeze(1).neg_()  # (B,) cross-entropy
+        err = logp.exp_()  # (B, C) softmax
+        err.scatter_(1, y, 0.0)
+        err.scatter_(1, y, err.sum(1, keepdim=True).neg_())  # p_y − 1 = −Σ_{c≠y} p_c, without cancellation
     if not (math.isfinite(loss.sum()) or bool(torch.isfinite(loss).all())):  # NaN/Inf logits: non-finite loss
         raise ValueError("logits contain NaN or Inf: the model diverged or its input is not finite")
-    err = logp.exp_()  # (B, C) softmax
-    err.scatter_(1, y, 0.0)
-    err.scatter_(1, y, err.sum(1, keepdim=True).neg_())  # p_y − 1 = −Σ_{c≠y} p_c, without the cancellation of p_y − 1
-    return Factors(loss.to(z.dtype), err.to(z.dtype), _upcast(feat.detach()))
+    return Factors(loss.to(z.dtype), err.to(z.dtype), _upcast(feat.detach()), bool(bias))
 
 
 def _upcast(t: torch.Tensor) -> torch.Tensor:
@@ -82,31 +181,62 @@ def _upcast(t: torch.Tensor) -> torch.Tensor:
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
-class LastLayerTap:
-    """Context manager: while open, records the input and output of the model's final ``nn.Linear``.
+def _describe(obj) -> str:
+    if isinstance(obj, torch.Tensor):
+        return f"a tensor of shape {tuple(obj.shape)}"
+    return f"a {type(obj).__module__}.{type(obj).__qualname__}"
 
-    ``layer`` defaults to the last ``nn.Linear`` registered in the model; pass it explicitly when the output layer is
-    registered earlier. :meth:`factors` checks that the logits it is given are exactly what that layer produced in a
-    single call since the last :meth:`factors` (so a head called twice, logits post-processed after the layer — e.g.
-    a temperature — or ``nn.DataParallel`` replicas give a clear error instead of wrong values). With
-    ``torch.compile``, open the tap before the first compiled call: hooks added later are not seen by the compiled code.
+
+def _candidates(output) -> list:
+    """The tensors a model output may hold the logits in (the rule of the module docstring); [] for other types."""
+    if isinstance(output, torch.Tensor):
+        return [output]
+    if isinstance(output, Mapping):  # dict, OrderedDict, HuggingFace ModelOutput
+        first = [output["logits"]] if "logits" in output else []
+        return first + [v for k, v in output.items() if k != "logits" and isinstance(v, torch.Tensor)]
+    if isinstance(output, (tuple, list)):
+        return [v for v in output if isinstance(v, torch.Tensor)]
+    return []
+
+
+class LastLayerTap:
+    """Context manager: while open, records the input (features) and output (logits) of the model's output layer.
+
+    Args:
+        model: the classifier; its output layer is an ``nn.Linear`` (with or without bias) taking (B, D) features.
+        layer: that ``nn.Linear``; default the last ``nn.Linear`` registered in ``model`` (pass it when the output
+            layer is registered earlier, or another Linear after it).
+        output: "logits" (the model returns the layer's output, possibly inside a tuple / list / dict /
+            ``ModelOutput``) or "probabilities" (it returns their sigmoid or softmax, as OpenDataVal's classifiers do).
+
+    :meth:`factors` (and :meth:`read`) check that the layer ran exactly once since the last call and that the model's
+    output is (or holds) what it produced, so a head called twice, logits post-processed after the layer (e.g. a
+    temperature), a hooked layer that is not the output layer, or ``nn.DataParallel`` replicas give a clear error
+    instead of wrong values. With ``torch.compile``, open the tap before the first compiled call: hooks added later
+    are not seen by the compiled code. Raises ValueError for a model without ``nn.Linear`` or an unknown ``output``.
     """
 
-    def __init__(self, model: nn.Module, layer: nn.Linear | None = None):
+    def __init__(self, model: nn.Module, layer: Optional[nn.Linear] = None, output: str = "logits"):
+        if output not in OUTPUTS:
+            raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
         self.layer = layer if layer is not None else find_last_linear(model)
-        if self.layer.bias is None:
-            raise ValueError("the final nn.Linear has no bias: CHG Shapley's factors use the [weight | bias] "
-                             "gradient e ⊗ [h; 1]; give the output layer a bias")
-        self.feat: torch.Tensor | None = None
-        self.output: torch.Tensor | None = None
+        if not isinstance(self.layer, nn.Linear):
+            raise ValueError(f"layer must be an nn.Linear, got {type(self.layer).__name__}")
+        names = {id(m): n for n, m in model.named_modules()}
+        self.name = names.get(id(self.layer), "?")
+        self.output_kind = output
+        self.bias = self.layer.bias is not None
+        self.feat: Optional[torch.Tensor] = None
+        self.output: Optional[torch.Tensor] = None
         self.calls = 0
         self._handle = None
 
     def _hook(self, module, inputs, output):
         h = inputs[0]
         if h.ndim != 2:
-            raise ValueError(f"the final nn.Linear got input of shape {tuple(h.shape)}; expected (B, D) features")
-        self.feat, self.output = h.detach(), output.detach()
+            raise ValueError(f"the output layer {self.name!r} got input of shape {tuple(h.shape)}; expected (B, D) "
+                             "features (a layer applied per token or per position is not a classifier's output layer)")
+        self.feat, self.output = h.detach(), output
         self.calls += 1
 
     def __enter__(self) -> "LastLayerTap":
@@ -116,30 +246,123 @@ class LastLayerTap:
     def __exit__(self, *exc) -> None:
         self._handle.remove()
 
-    def factors(self, logits: torch.Tensor, targets: torch.Tensor) -> Factors:
-        """Factors of the last forward pass; ``logits`` must be the hooked layer's output, unchanged."""
-        if self.feat is None:
-            raise RuntimeError("LastLayerTap.factors: no forward pass went through the hooked nn.Linear since the tap "
-                               "opened (is it the model's output layer? with torch.compile, open the tap before the "
-                               "first compiled call)")
+    def _matches(self, cand: torch.Tensor, z: torch.Tensor) -> bool:
+        if cand.numel() != z.numel() or (cand.shape != z.shape and z.shape[1] != 1):
+            return False  # only a 1-logit head may be reshaped ((B, 1) → (B,))
+        if cand.data_ptr() == z.data_ptr() and cand.dtype == z.dtype:
+            return True
+        c, zd = cand.detach().reshape(z.shape), z.detach()
+        if torch.equal(c, zd):
+            return True
+        if self.output_kind == "probabilities":  # the same kernel gives the same bits; else a tight tolerance
+            probs = (torch.sigmoid(zd), torch.softmax(zd, -1))
+            return (any(torch.equal(c, p) for p in probs)
+                    or any(torch.allclose(c.float(), p.float(), rtol=1e-5, atol=1e-6) for p in probs))
+        return False
+
+    def read(self, output) -> tuple:
+        """``(logits, feat)`` of the last forward pass: the hooked layer's output (B, C) (with its autograd graph,
+        for a training loss) and its input (B, D) detached, after checking ``output`` — what the model returned —
+        against the rule of the module docstring. Raises RuntimeError if the layer did not run, ValueError if it
+        ran more than once or ``output`` does not hold its output."""
+        if self.output is None:
+            raise RuntimeError(f"LastLayerTap: no forward pass went through the hooked nn.Linear {self.name!r} since "
+                               "the tap opened or the last read (is it the model's output layer? pass "
+                               "layer=<the output nn.Linear>; with torch.compile, open the tap before the first "
+                               "compiled call)")
         calls, self.calls = self.calls, 0
+        z, feat = self.output, self.feat
+        self.feat = self.output = None
         if calls > 1:
-            raise ValueError(f"the hooked nn.Linear ran {calls} times since the last factors() call (a head called "
-                             "twice, or nn.DataParallel replicas); call factors() after each single forward pass")
-        out = self.output
-        same = logits.shape == out.shape and (logits.data_ptr() == out.data_ptr() or torch.equal(logits.detach(), out))
-        if not same:
-            raise ValueError(f"the logits given (shape {tuple(logits.shape)}) are not the output of the hooked "
-                             f"nn.Linear (shape {tuple(out.shape)}): the output layer must be the model's last "
-                             "operation (no temperature or other post-processing), or pass "
-                             "LastLayerTap(model, layer=<the output nn.Linear>)")
-        feat, self.feat, self.output = self.feat, None, None
-        return factors_from_logits(logits, targets, feat)
+            raise ValueError(f"the hooked nn.Linear {self.name!r} ran {calls} times since the last factors() call (a "
+                             "head called twice, or nn.DataParallel replicas); call factors() after each single "
+                             "forward pass")
+        cands = _candidates(output)
+        if not cands:
+            raise ValueError(f"the model returned {_describe(output)}; expected the logits tensor (B, C) of its output "
+                             "nn.Linear, or a tuple / list / dict / ModelOutput holding it")
+        if not any(self._matches(c, z) for c in cands):
+            allowed = "its output (the logits)" if self.output_kind == "logits" else \
+                "its output (the logits) or their sigmoid / softmax"
+            raise ValueError(f"the logits given ({', '.join(_describe(c) for c in cands)}) are not the output of the "
+                             f"hooked nn.Linear {self.name!r} ({_describe(z)}): the model must return {allowed}, with "
+                             "no temperature or other post-processing, or pass LastLayerTap(model, layer=<the output "
+                             "nn.Linear>)")
+        return z, feat
+
+    def factors(self, output, targets: torch.Tensor) -> Factors:
+        """Factors of the last forward pass (see :func:`factors_from_logits`): ``output`` is what the model
+        returned (checked as in :meth:`read`), ``targets`` (B,) the batch's labels. Raises as :meth:`read` does."""
+        z, feat = self.read(output)
+        return factors_from_logits(z, targets, feat, self.bias)
 
 
-@torch.no_grad()
-def compute_factors(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> Factors:
-    """One no-grad forward pass of ``model`` on a batch; the model's mode (train/eval) is left as it is."""
-    with LastLayerTap(model) as tap:
-        logits = model(inputs)
-        return tap.factors(logits, targets)
+def split_batch(batch) -> tuple:
+    """``(inputs, targets, index)`` of a batch: ``(x, y)`` / ``(x, y, index)`` tuples or lists, or a dict with
+    ``"labels"`` (or ``"label"``), an optional ``"index"`` and the model's keyword inputs; ``index`` None if absent.
+    Raises ValueError for any other batch."""
+    if isinstance(batch, Mapping):
+        keys = [k for k in ("labels", "label") if k in batch]
+        if not keys:
+            raise ValueError(f"a dict batch needs its targets under 'labels' (or 'label'); it has {sorted(batch)}")
+        inputs = {k: v for k, v in batch.items() if k not in ("labels", "label", "index")}
+        return inputs, batch[keys[0]], batch.get("index")
+    if isinstance(batch, (tuple, list)) and len(batch) in (2, 3):
+        return batch[0], batch[1], (batch[2] if len(batch) == 3 else None)
+    raise ValueError(f"a batch must be (x, y), (x, y, index) or a dict with 'labels'; got {_describe(batch)}"
+                     + (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else ""))
+
+
+def _to(obj, device):
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, Mapping):
+        return {k: _to(v, device) for k, v in obj.items()}
+    return obj
+
+
+def _forward(model: nn.Module, inputs, device):
+    """The model on a batch's inputs moved to ``device``: ``model(**inputs)`` for a dict, else ``model(inputs)``."""
+    inputs = _to(inputs, device)
+    return model(**inputs) if isinstance(inputs, Mapping) else model(inputs)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (where batches are moved)."""
+    return next(model.parameters()).device
+
+
+@torch.no_grad()  # as a decorator: grad mode is switched around each step of the generator, not while it waits
+def iter_factors(model: nn.Module, loader, layer: Optional[nn.Linear] = None,
+                 output: str = "logits") -> Iterator[tuple]:
+    """For each batch of ``loader`` (see :func:`split_batch`): ``(factors, targets, index)`` from one forward pass,
+    batches moved to the model's device, one tap for the whole loop. No grad; the model's mode is left as it is."""
+    device = model_device(model)
+    with LastLayerTap(model, layer, output) as tap:
+        for batch in loader:
+            inputs, targets, index = split_batch(batch)
+            targets = _to(torch.as_tensor(targets), device)
+            yield tap.factors(_forward(model, inputs, device), targets), targets, index
+
+
+def compute_factors(model: nn.Module, inputs, targets: Optional[torch.Tensor] = None,
+                    layer: Optional[nn.Linear] = None, output: str = "logits") -> Factors:
+    """Factors of a batch, or of every batch of a loader, from no-grad forward passes of ``model``.
+
+    Args:
+        model: a classifier whose output layer is an ``nn.Linear`` (see :class:`LastLayerTap` for ``layer`` and
+            ``output``, and the module docstring for what the model may return).
+        inputs: a batch's inputs (a tensor, or a dict of keyword inputs) with ``targets`` (B,) integer labels; or,
+            with ``targets`` None, an iterable of batches (a DataLoader; see :func:`split_batch`).
+    Returns:
+        :class:`Factors` of all rows, in order, on the model's device. The model's mode (train/eval) is left as it
+        is: put it in eval mode for Algorithm 1's values at θ_k (:meth:`chg.EpochValuer.value_epoch` does).
+    Raises:
+        ValueError / RuntimeError as :class:`LastLayerTap` and :func:`factors_from_logits` do.
+    """
+    if targets is None:
+        if isinstance(inputs, torch.Tensor):
+            raise ValueError("compute_factors: targets are missing (pass compute_factors(model, x, y), or a loader "
+                             "of batches as the only data argument)")
+        return Factors.cat([f for f, _, _ in iter_factors(model, inputs, layer, output)])
+    return next(iter_factors(model, [(inputs, targets)], layer, output))[0]

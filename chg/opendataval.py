@@ -22,15 +22,18 @@ One model fit, no per-sample autograd.
 **The double activation.** opendataval's ``LogisticRegression`` applies a sigmoid and ``ClassifierMLP`` a softmax
 in ``forward``, and ``TorchClassMixin.fit`` then feeds those probabilities to ``F.cross_entropy`` (which applies
 a softmax again; for 2 classes it uses ``binary_cross_entropy`` on the sigmoid). The plugin never uses the model's
-output activation: a forward hook on the model's final ``nn.Linear`` takes its *output* as the logits, and with
+output activation: the hook on the model's final ``nn.Linear`` (:class:`chg.lastlayer.LastLayerTap`, with
+``output="probabilities"``: the model's output is checked to be the sigmoid or softmax of that layer's output, so
+an extra ``nn.Linear`` registered after the output layer, or the output layer run twice, is a clear error) takes its
+*output* as the logits, and with
 ``loss="logits"`` (default) the plugin trains with proper softmax cross-entropy on them, so the loss :math:`l_i`
 and the error :math:`e_i = \mathrm{softmax}(z_i) - \mathrm{onehot}(y_i)` of Theorem 1 are those of the model that
 is trained. ``loss="model"`` instead trains exactly as opendataval's ``fit`` does (double activation kept), while the
 values still use softmax cross-entropy on the logits of that model. Either way the pred_model that opendataval's
 experiments (point removal/addition) retrain is untouched.
 
-Needs a torch ``pred_model`` whose last ``nn.Linear`` produces the class scores (all of opendataval's torch
-classifiers); sklearn-wrapped models raise a ValueError. Classification only.
+Needs a torch ``pred_model`` whose last ``nn.Linear`` produces the class scores, with or without bias (all of
+opendataval's torch classifiers); sklearn-wrapped models raise a ValueError. Classification only.
 """
 from __future__ import annotations
 
@@ -41,12 +44,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset, TensorDataset
 
 from opendataval.dataval.api import DataEvaluator, ModelMixin
 
-from .lastlayer import factors_from_logits, find_last_linear
-from .valuation import MODES, EpochValuer
+from .lastlayer import per_sample_loss
+from .valuation import MODES, EpochValuer, ValueDataConfig, train_and_value
 
 __all__ = ["CHGShapley"]
 
@@ -54,33 +57,16 @@ LOSSES = ("logits", "model")
 
 
 class _Rows(Dataset):
-    """(x_i, y_i, w_i, i) from tensors or Datasets (opendataval passes either, possibly ``Subset``s)."""
+    """(x_i, y_i) from tensors or Datasets (opendataval passes either, possibly ``Subset``s)."""
 
-    def __init__(self, x, y, w):
-        self.x, self.y, self.w = x, y, w
+    def __init__(self, x, y):
+        self.x, self.y = x, y
 
     def __len__(self):
         return len(self.y)
 
     def __getitem__(self, i):
-        return self.x[i], self.y[i], (self.w[i] if self.w is not None else torch.tensor(1.0)), i
-
-
-class _LogitTap:
-    """Forward hook on the final nn.Linear: keeps its input (features, detached) and output (logits, with grad)."""
-
-    def __init__(self, layer: nn.Linear):
-        self.layer, self.feat, self.logits = layer, None, None
-
-    def _hook(self, module, inputs, output):
-        self.feat, self.logits = inputs[0].detach(), output
-
-    def __enter__(self):
-        self._h = self.layer.register_forward_hook(self._hook)
-        return self
-
-    def __exit__(self, *exc):
-        self._h.remove()
+        return self.x[i], self.y[i]
 
 
 class CHGShapley(DataEvaluator, ModelMixin):
@@ -104,6 +90,9 @@ class CHGShapley(DataEvaluator, ModelMixin):
     loss : "logits" | "model"
         How the valuation run trains (see the module docstring on the double activation).
     random_state : RandomState, optional
+
+    The run is :func:`chg.valuation.train_and_value`, the loop of :func:`chg.value_data`: the same hook, checks and
+    valuer as the core (``output="probabilities"``: the model may return its logits' sigmoid or softmax).
     """
 
     def __init__(self, epochs: Optional[int] = None, mode: str = "pass", per_class: bool = False,
@@ -154,76 +143,48 @@ class CHGShapley(DataEvaluator, ModelMixin):
         if not isinstance(model, nn.Module):
             raise ValueError(f"CHGShapley needs a torch nn.Module pred_model with a final nn.Linear, got "
                              f"{type(model).__name__} (sklearn-wrapped models have no last-layer gradient)")
-        layer = find_last_linear(model)
         epochs = int(self.epochs if self.epochs is not None else epochs)
         if epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {epochs}")
-        device = next(model.parameters()).device
         y = self._labels(self.y_train)
-        rows = _Rows(self.x_train, y, None if sample_weight is None else torch.as_tensor(sample_weight).float())
+        valid = _Rows(self.x_valid, self._labels(self.y_valid)) if self.alpha == "valid" else None
+        weights = None
+        if sample_weight is not None:
+            weights = torch.as_tensor(np.asarray(sample_weight) if not isinstance(sample_weight, torch.Tensor)
+                                      else sample_weight).reshape(-1).float()
+            if weights.shape[0] != self.num_points:
+                raise ValueError(f"sample_weight has {weights.shape[0]} entries for {self.num_points} points")
         seed = int(self.random_state.randint(0, 2**31 - 1))
         torch.manual_seed(seed)
-        train_loader = DataLoader(rows, batch_size=int(batch_size), shuffle=True,
-                                  generator=torch.Generator().manual_seed(seed))
-        eval_loader = DataLoader(rows, batch_size=1024, shuffle=False)
-        valid_loader = None
-        if self.alpha == "valid":
-            yv = self._labels(self.y_valid)
-            valid_loader = DataLoader(_Rows(self.x_valid, yv, None), batch_size=1024, shuffle=False)
-        self.valuer = valuer = EpochValuer(self.num_points, weighting=self.weighting, gradient=self.gradient,
-                                           per_class=self.per_class, alpha=self.alpha)
-        opt = torch.optim.Adam(model.parameters(), lr=lr)
-        num_classes = layer.out_features
+        cfg = ValueDataConfig(epochs=epochs, batch_size=int(batch_size), lr=lr, optimizer="adam", mode=self.mode,
+                              eval_batch_size=1024, seed=seed)
+        self.valuer = EpochValuer(self.num_points, weighting=self.weighting, gradient=self.gradient,
+                                  per_class=self.per_class, alpha=self.alpha)
         start = time.perf_counter()
-        model.train()
-        with _LogitTap(layer) as tap:
-            for _ in range(epochs):
-                if self.mode == "pass":
-                    self._pass(model, tap, eval_loader, valid_loader, device)
-                for xb, yb, wb, idx in train_loader:
-                    xb, yb, wb = xb.to(device), yb.to(device), wb.to(device)
-                    out = model(xb)
-                    logits = tap.logits  # (B, C): the final nn.Linear's output, before any activation
-                    if self.mode == "ride":
-                        valuer.add(idx, factors_from_logits(logits, yb, tap.feat), yb)
-                    if self.loss == "logits":
-                        per = F.cross_entropy(logits, yb, reduction="none")
-                    else:  # exactly opendataval's TorchClassMixin.fit criterion, on the activated output
-                        onehot = F.one_hot(yb, num_classes).to(out.dtype)
-                        crit = F.binary_cross_entropy if num_classes == 2 else F.cross_entropy
-                        per = crit(out, onehot, reduction="none")
-                        per = per.mean(1) if per.ndim == 2 else per
-                    loss = (per * wb).mean() if sample_weight is not None else per.mean()
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                if self.mode == "ride":
-                    if valid_loader is not None:
-                        self._pass(model, tap, None, valid_loader, device, end=False)
-                    valuer.end_epoch()
+        rows = TensorDataset(self.x_train, y) if isinstance(self.x_train, torch.Tensor) else _Rows(self.x_train, y)
+        train_and_value(model, rows, valid, cfg, self.valuer, output="probabilities", loss_fn=self._loss_fn(weights))
         self.model_fits = 1
         self.train_time_s = time.perf_counter() - start
         self.trained_model = model
         return self
 
-    @torch.no_grad()
-    def _pass(self, model, tap, loader, valid_loader, device, end=True):
-        """No-grad pass in eval mode: training factors (loader) and/or validation α rows, then end the epoch."""
-        was = model.training
-        model.eval()
-        try:
-            for ld, train in ((loader, True), (valid_loader, False)):
-                if ld is None:
-                    continue
-                for xb, yb, _, idx in ld:
-                    xb, yb = xb.to(device), yb.to(device)
-                    model(xb)
-                    f = factors_from_logits(tap.logits, yb, tap.feat)
-                    self.valuer.add(idx, f, yb) if train else self.valuer.add_validation(f, yb)
-        finally:
-            model.train(was)
-        if end:
-            self.valuer.end_epoch()
+    def _loss_fn(self, weights: Optional[torch.Tensor]):
+        """The training loss: softmax cross-entropy on the logits (``loss="logits"``), or exactly opendataval's
+        ``TorchClassMixin.fit`` criterion on the model's activated output (``loss="model"``); sample weights as
+        opendataval applies them (the weighted per-sample losses, averaged)."""
+        def loss_fn(out, logits, y, idx):
+            if self.loss == "logits":
+                per = per_sample_loss(logits, y)
+            else:
+                num_classes = logits.shape[1]
+                onehot = F.one_hot(y, num_classes).to(out.dtype)
+                crit = F.binary_cross_entropy if num_classes == 2 else F.cross_entropy
+                per = crit(out, onehot, reduction="none")
+                per = per.mean(1) if per.ndim == 2 else per
+            if weights is None:
+                return per.mean()
+            return (per * weights[idx].to(per.device, per.dtype)).mean()
+        return loss_fn
 
     def evaluate_data_values(self) -> np.ndarray:
         """Average CHG Shapley value of each training point over the epochs (n,); higher = more valuable."""

@@ -120,12 +120,12 @@ def pool_factors(model, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, devi
     the points; the pass costs one forward over the pool every R epochs."""
     was_training = model.training
     model.eval()
-    parts = []
-    for start in range(0, y.shape[0], cfg.factor_batch_size):
-        xb = _prep(x[start:start + cfg.factor_batch_size], device, cfg)
-        parts.append(compute_factors(model, xb, y[start:start + cfg.factor_batch_size]))
-    model.train(was_training)
-    return Factors.cat(parts)
+    try:
+        batches = ((_prep(x[s:s + cfg.factor_batch_size], device, cfg), y[s:s + cfg.factor_batch_size])
+                   for s in range(0, y.shape[0], cfg.factor_batch_size))
+        return compute_factors(model, batches)  # the one path from a model and its batches to factors
+    finally:
+        model.train(was_training)
 
 
 @torch.no_grad()
@@ -184,7 +184,8 @@ def _factors_of(model, x, y, cfg, device) -> Optional[Factors]:
     for buf in model.buffers():
         dist.broadcast(buf, src=0)
     mine = pool_factors(model, x[rank::world], y[rank::world], cfg, device)
-    return _gather_rows(mine, n, rank, world)
+    full = _gather_rows(mine, n, rank, world)
+    return None if full is None else dataclasses.replace(full, bias=mine.bias)  # the head's kind travels too
 
 
 def _selection_factors(model, data: DataBundle, cfg: TrainConfig, device: torch.device) -> tuple:

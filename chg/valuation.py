@@ -2,8 +2,9 @@ r"""Algorithm 1: CHG Shapley values of every training point, averaged over the e
 
 Each epoch k (paper, Algorithm 1):
 
-1. acquire every point's loss :math:`l_i` and last-layer gradient :math:`g_i = e_i \otimes [h_i; 1]` at
-   :math:`\theta_k` (:mod:`chg.lastlayer`; never per-sample autograd),
+1. acquire every point's loss :math:`l_i` and last-layer gradient :math:`g_i = e_i \otimes [h_i; 1]` (bias-free head:
+   :math:`e_i \otimes h_i`) at :math:`\theta_k` (:mod:`chg.lastlayer`, the one path from a model and its batches to
+   these factors — what a model may return and a batch may be is stated there; never per-sample autograd),
 2. value every point with eq. (3), :math:`x_i = l_i g_i`, :math:`\alpha = \frac1N\sum_{i\in N} l_i g_i`,
 3. train the epoch;
 
@@ -15,7 +16,7 @@ Two ways to acquire step 1, both with :class:`EpochValuer`:
   no-grad forward pass over the training set (model in eval mode) and computes the epoch's values. Every point is
   seen at the same parameters :math:`\theta_k`. Costs one extra forward pass per epoch.
 * **ride-along** (no extra pass): inside your training step, ``valuer.add(indices, tap.factors(logits, y), y)``
-  with the logits of the training forward pass (:class:`chg.lastlayer.LastLayerTap`), then ``valuer.end_epoch()``.
+  with the output of the training forward pass (:class:`chg.lastlayer.LastLayerTap`), then ``valuer.end_epoch()``.
   Each batch's factors come from the parameters *at that step*, so within an epoch the points are seen at different
   :math:`\theta` (and in train mode: dropout, batch-norm batch statistics). The values approximate Algorithm 1's;
   they coincide with it when the learning rate is zero.
@@ -27,8 +28,14 @@ point), never O(n·C·D).
 Multi-process (``torchrun``, one process per GPU, each with its shard of the data, e.g. a ``DistributedSampler``):
 nothing changes in the loop. When ``torch.distributed`` is initialised, :meth:`EpochValuer.end_epoch` all-reduces the
 group statistics (sums: n, Σx_i, Σ‖x_i‖², and the validation α), values each rank's own rows, and all-reduces the
-values so every rank holds all n. (A sampler that pads shards repeats a few points: they count twice in the
-statistics and their values are averaged; use ``drop_last`` or an evenly divisible n to avoid it.)
+values so every rank holds all n.
+
+**Every row enters each epoch's game exactly once.** A row added more than once in an epoch — twice on one rank (its
+last factors count), or on several ranks, as ``DistributedSampler`` pads its shards — is one player (on the lowest
+rank that has it), so the values equal one process's. A row added by no rank is an error at :meth:`EpochValuer.
+end_epoch` that says how many (a ``drop_last`` loader, a sampler over a subset); ``partial_epochs=True`` values
+the rows that were seen as the epoch's game instead, with a warning naming how many were not, and
+:meth:`EpochValuer.values` averages each row over the epochs it was valued in.
 
 Options: ``per_class=True`` values each class as its own game (α and the statistics per class, as in Algorithm 2);
 ``alpha="valid"`` sets :math:`\alpha` to the mean of :math:`l_i g_i` over a validation set (per class when
@@ -43,8 +50,9 @@ A user's own loop::
         valuer.value_epoch(model, DataLoader(IndexedDataset(train_set), batch_size=256))  # or ride along
         for x, y, idx in train_loader:
             with LastLayerTap(model) as tap:
-                logits = model(x)
-            # ride-along instead: valuer.add(idx, tap.factors(logits, y), y)
+                out = model(x)                        # logits, or a tuple / dict / ModelOutput holding them
+                logits, _ = tap.read(out)             # the output layer's output, with its graph
+            # ride-along instead: valuer.add(idx, tap.factors(out, y), y) in place of tap.read
             F.cross_entropy(logits, y).backward(); opt.step(); opt.zero_grad()
         # ride-along: valuer.end_epoch()
     values = valuer.values()
@@ -53,19 +61,23 @@ or the one-call helper :func:`value_data`.
 """
 from __future__ import annotations
 
+import dataclasses
+import operator
+import warnings
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler, TensorDataset
 
 from .distributed import all_gather_values as _all_gather_values
 from .distributed import group_ids as _group_ids
 from .distributed import is_distributed
 from .factored import GRADIENTS, WEIGHTINGS, GroupStats, group_stats, values_from_factors
-from .lastlayer import Factors, LastLayerTap
+from .lastlayer import (Factors, LastLayerTap, _check_logits, _factors, _forward, _loss, _targets, iter_factors,
+                        model_device, split_batch)
 from .shapley import mean_game_coefficients
 
 __all__ = ["EpochValuer", "IndexedDataset", "value_data", "ValueDataConfig"]
@@ -80,8 +92,17 @@ def _sequential(loader) -> bool:
             and type(getattr(loader, "batch_sampler", None)) is BatchSampler)
 
 
+def _int_tensor(v, what: str) -> torch.Tensor:
+    """A 1-D int64 CPU tensor from a tensor, NumPy array, pandas Series or list of integers (any integer dtype)."""
+    t = v if isinstance(v, torch.Tensor) else torch.as_tensor(np.asarray(v))
+    if t.dtype.is_floating_point or t.dtype.is_complex:
+        raise ValueError(f"{what} must be integers, got dtype {t.dtype} (pass them as an integer array or tensor)")
+    return t.reshape(-1).to(device="cpu", dtype=torch.int64)
+
+
 class IndexedDataset(Dataset):
-    """Wraps a dataset of ``(x, y)`` pairs so that items are ``(x, y, index)``: the valuer needs each row's index."""
+    """Wraps a dataset so that each item carries its row index: ``(x, y)`` items become ``(x, y, index)``, dict items
+    (HuggingFace style, with ``"labels"``) get an ``"index"`` entry. The valuer needs each row's index."""
 
     def __init__(self, dataset: Dataset):
         self.dataset = dataset
@@ -90,20 +111,38 @@ class IndexedDataset(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, i):
-        x, y = self.dataset[i][:2]
-        return x, y, i
+        item = self.dataset[i]
+        if isinstance(item, dict):
+            return {**item, "index": i}
+        if not isinstance(item, (tuple, list)) or len(item) < 2:
+            raise ValueError(f"IndexedDataset: item {i} is a {type(item).__name__}; expected (x, y) or a dict with "
+                             "'labels'")
+        return item[0], item[1], i
 
 
 class EpochValuer:
     """Algorithm 1 state: the current epoch's factors, the validation α, and the running sum of values.
 
-    ``n``: number of training points (indices run over ``0..n-1``). See the module docstring for the options.
+    Args:
+        n: number of training points (indices run over ``0..n-1``); a Python or NumPy integer ≥ 1.
+        weighting, gradient, per_class, alpha: see the module docstring.
+        partial_epochs: False (default): an epoch in which some row was not added is an error at
+            :meth:`end_epoch`; True: the rows seen are the epoch's game, with a warning naming how many were not.
+    Raises:
+        ValueError for an invalid ``n`` or option.
     """
 
     def __init__(self, n: int, weighting: str = "chg", gradient: str = "full", per_class: bool = False,
-                 alpha: str = "train"):
-        if not isinstance(n, int) or n < 1:
-            raise ValueError(f"EpochValuer: n must be a positive int (number of training points), got {n!r}")
+                 alpha: str = "train", partial_epochs: bool = False):
+        try:
+            if isinstance(n, bool):
+                raise TypeError
+            n = operator.index(n)  # Python and NumPy integers
+        except TypeError:
+            raise ValueError(f"EpochValuer: n must be a positive integer (number of training points), got "
+                             f"{n!r}") from None
+        if n < 1:
+            raise ValueError(f"EpochValuer: n must be a positive integer (number of training points), got {n!r}")
         if weighting not in WEIGHTINGS:
             raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
         if gradient not in GRADIENTS:
@@ -113,6 +152,7 @@ class EpochValuer:
         if weighting == "hardness" and alpha == "valid":
             raise ValueError("weighting='hardness' (mean loss over S) has no target: alpha='valid' does not apply")
         self.n, self.weighting, self.gradient, self.per_class, self.alpha = n, weighting, gradient, per_class, alpha
+        self.partial_epochs = bool(partial_epochs)
         self.epochs = 0
         self.epoch_values: list = []  # (n,) float64 per finished epoch, NaN where a point was not seen
         self._sum = torch.zeros(n, dtype=torch.float64)
@@ -122,103 +162,150 @@ class EpochValuer:
     # ---- collecting one epoch -------------------------------------------------------------------------------
     def _reset_epoch(self) -> None:
         self._loss = self._err = self._feat = None
+        self._bias: Optional[bool] = None
         self._labels = torch.full((self.n,), -1, dtype=torch.int64)
         self._seen = torch.zeros(self.n, dtype=torch.bool)
         self._valid: dict = {}  # group -> GroupStats of the validation points (alpha="valid")
 
-    def add(self, indices, factors: Factors, labels: Optional[torch.Tensor] = None) -> None:
-        """Record the factors of training rows ``indices`` (B,) for this epoch. ``labels`` (B,) needed if per_class."""
-        idx = torch.as_tensor(indices, dtype=torch.int64).reshape(-1).cpu()
+    def _check_head(self, factors: Factors) -> None:
+        bias = getattr(factors, "bias", True)
+        if self._bias is not None and bias != self._bias:
+            raise ValueError("add: factors of a head with bias and of a head without bias in one epoch")
+        if not bias and self.gradient == "bias":
+            raise ValueError("gradient='bias' values the bias gradient, but the output layer has no bias; use "
+                             "gradient='full' (the weight gradient e ⊗ h)")
+        self._bias = bias
+
+    def add(self, indices, factors: Factors, labels=None) -> None:
+        """Record the factors of training rows ``indices`` (B,) for this epoch (a row added again replaces its
+        earlier factors: it is one player). ``indices``, ``labels`` (B,): integer tensors, arrays or lists;
+        ``labels`` needed if per_class. Raises ValueError on sizes, index range, dtypes or a change of head."""
+        idx = _int_tensor(indices, "add: indices")
         B = factors.loss.shape[0]
         if idx.shape[0] != B or factors.err.shape[0] != B or factors.feat.shape[0] != B:
             raise ValueError(f"add: {idx.shape[0]} indices but factors have loss {tuple(factors.loss.shape)}, err "
                              f"{tuple(factors.err.shape)}, feat {tuple(factors.feat.shape)}")
-        if B and (int(idx.min()) < 0 or int(idx.max()) >= self.n):
-            raise ValueError(f"add: indices must lie in [0, {self.n}), got range [{int(idx.min())}, {int(idx.max())}]")
+        if B:
+            lo, hi = torch.aminmax(idx)
+            if lo < 0 or hi >= self.n:
+                raise ValueError(f"add: indices must lie in [0, {self.n}), got range [{int(lo)}, {int(hi)}]")
         if self.per_class and labels is None:
             raise ValueError("add: per_class=True needs the labels of the batch")
-        if self._loss is None:  # allocate the epoch buffers on the factors' device and dtype
-            dev, dt = factors.err.device, factors.err.dtype
-            self._loss = torch.zeros(self.n, dtype=dt, device=dev)
-            self._err = torch.zeros(self.n, factors.err.shape[1], dtype=dt, device=dev)
-            self._feat = torch.zeros(self.n, factors.feat.shape[1], dtype=dt, device=dev)
+        self._check_head(factors)
+        if self._loss is None:
+            dev = factors.err.device
+            C, D = factors.err.shape[1], factors.feat.shape[1]
+            self._loss = torch.zeros(self.n, dtype=factors.loss.dtype, device=dev)
+            self._err = torch.zeros(self.n, C, dtype=factors.err.dtype, device=dev)
+            self._feat = torch.zeros(self.n, D, dtype=factors.feat.dtype, device=dev)
         elif factors.err.shape[1] != self._err.shape[1] or factors.feat.shape[1] != self._feat.shape[1]:
-            raise ValueError(f"add: factors have C={factors.err.shape[1]}, D={factors.feat.shape[1]} but earlier "
+            raise ValueError(f"add: this batch has C={factors.err.shape[1]}, D={factors.feat.shape[1]} but earlier "
                              f"batches had C={self._err.shape[1]}, D={self._feat.shape[1]}")
         dev = self._err.device
         self._loss[idx.to(dev)] = factors.loss.to(self._loss)
         self._err[idx.to(dev)] = factors.err.to(self._err)
         self._feat[idx.to(dev)] = factors.feat.to(self._feat)
         if labels is not None:
-            self._labels[idx] = torch.as_tensor(labels).reshape(-1).to(torch.int64).cpu()
+            lab = _int_tensor(labels, "add: labels")
+            if lab.shape[0] != B:
+                raise ValueError(f"add: {lab.shape[0]} labels for {B} rows")
+            self._labels[idx] = lab
         self._seen[idx] = True
 
-    def add_validation(self, factors: Factors, labels: Optional[torch.Tensor] = None) -> None:
+    def add_validation(self, factors: Factors, labels=None) -> None:
         """Add validation rows to this epoch's α (``alpha="valid"``): α = mean of l_i g_i over them (per class)."""
         if self.alpha != "valid":
             raise ValueError("add_validation: this valuer was built with alpha='train'; use alpha='valid'")
         if self.per_class and labels is None:
             raise ValueError("add_validation: per_class=True needs the labels of the validation batch")
+        self._check_head(factors)
         keys = torch.zeros(factors.loss.shape[0], dtype=torch.int64) if not self.per_class else \
-            torch.as_tensor(labels).reshape(-1).to(torch.int64).cpu()
+            _int_tensor(labels, "add_validation: labels")
         for g in torch.unique(keys).tolist():
             rows = (keys == g).nonzero().squeeze(1).to(factors.err.device)
-            st = group_stats(*self._xs(factors.loss[rows], factors.err[rows], factors.feat[rows]))
+            st = group_stats(*self._xs(factors.loss[rows], factors.err[rows], factors.feat[rows]), bias=self._bias)
             self._valid[g] = st if g not in self._valid else self._valid[g] + st
 
     def _xs(self, loss, err, feat):
-        """(err, feat, weight) of the players x_i = w_i e_i ⊗ [h_i;1] under this valuer's options."""
+        """(err, feat, weight) of the players x_i = w_i e_i ⊗ h̃_i under this valuer's options."""
         return err, (feat if self.gradient == "full" else None), (loss if self.weighting == "chg" else None)
 
     @torch.no_grad()
-    def value_epoch(self, model: nn.Module, loader, valid_loader=None) -> torch.Tensor:
+    def value_epoch(self, model: nn.Module, loader, valid_loader=None, layer: Optional[nn.Linear] = None,
+                    output: str = "logits") -> torch.Tensor:
         """Separate no-grad pass (exactly Algorithm 1): factors of every point at the current θ, then end_epoch().
 
-        ``loader`` yields ``(x, y, index)`` (see :class:`IndexedDataset`) or, if unshuffled, ``(x, y)`` (rows are then
-        numbered in order). ``valid_loader`` yields ``(x, y[, ...])``; required when ``alpha="valid"``. The model is
-        put in eval mode for the pass and restored afterwards.
+        ``loader`` yields ``(x, y, index)`` batches or dicts with ``"index"`` (see :class:`IndexedDataset`) or, if it
+        is a plain sequential DataLoader, ``(x, y)`` / dicts without (rows are then numbered in order); see
+        :func:`chg.lastlayer.split_batch`. ``valid_loader`` yields ``(x, y[, ...])``; required when ``alpha="valid"``.
+        ``layer`` / ``output`` as in :class:`chg.lastlayer.LastLayerTap`. The model runs in eval mode (dropout off,
+        BatchNorm's running statistics used and left untouched) and its mode is restored afterwards. Returns the
+        epoch's values (n,) float64 (see :meth:`end_epoch`); raises ValueError as :meth:`add` and :meth:`end_epoch`.
         """
+        if self.alpha == "valid" and valid_loader is None:
+            raise ValueError("value_epoch: alpha='valid' needs valid_loader")
         was_training = model.training
         model.eval()
         try:
-            self._collect(model, loader, train=True)
+            self._collect(model, loader, True, layer, output)
             if self.alpha == "valid":
-                if valid_loader is None:
-                    raise ValueError("value_epoch: alpha='valid' needs valid_loader")
-                self._collect(model, valid_loader, train=False)
+                self._collect(model, valid_loader, False, layer, output)
         finally:
             model.train(was_training)
         return self.end_epoch()
 
-    def _collect(self, model, loader, train: bool) -> None:
-        device = next(model.parameters()).device
+    def _collect(self, model, loader, train: bool, layer=None, output="logits") -> None:
         offset = 0
-        with LastLayerTap(model) as tap:
-            for batch in loader:
-                x, y = batch[0].to(device), batch[1].to(device)
-                if train:
-                    if len(batch) > 2:
-                        idx = batch[2]
-                    elif not _sequential(loader):
-                        raise ValueError("value_epoch: a loader without indices must be a plain sequential "
-                                         "DataLoader (rows numbered in order); with any other sampler (shuffled, "
-                                         "subset, distributed, ...) wrap the dataset in IndexedDataset so batches "
-                                         "yield (x, y, index)")
-                    else:
-                        idx = torch.arange(offset, offset + len(y))
-                    offset += len(y)
-                f = tap.factors(model(x), y)
-                if train:
-                    self.add(idx, f, y)
-                else:
-                    self.add_validation(f, y)
+        for f, y, idx in iter_factors(model, loader, layer, output):
+            if not train:
+                self.add_validation(f, y)
+                continue
+            if idx is None:
+                if not _sequential(loader):
+                    raise ValueError("value_epoch: a loader without indices must be a plain sequential DataLoader "
+                                     "(rows numbered in order); with any other sampler (shuffled, subset, "
+                                     "distributed, ...) wrap the dataset in IndexedDataset so batches carry each "
+                                     "row's index")
+                idx = torch.arange(offset, offset + len(y))
+            offset += len(y)
+            self.add(idx, f, y)
 
     # ---- values --------------------------------------------------------------------------------------------
+    def _players(self, ddp: bool) -> torch.Tensor:
+        """This rank's players of the epoch: each row seen on any rank is valued once (by the lowest rank that has
+        it); rows seen nowhere raise (or, with partial_epochs, warn)."""
+        seen = self._seen
+        if ddp:
+            dist = torch.distributed
+            rank, world = dist.get_rank(), dist.get_world_size()
+            owner = torch.where(seen, rank, world).to(device=self._err.device, dtype=torch.int64)
+            dist.all_reduce(owner, op=dist.ReduceOp.MIN)
+            owner = owner.cpu()
+            valued, seen = owner < world, owner == rank
+        else:
+            valued = seen
+        missing = self.n - int(valued.sum())
+        if missing:
+            first = (~valued).nonzero().squeeze(1)[:5].tolist()
+            msg = (f"{missing} of the {self.n} rows were not added this epoch (e.g. rows {first})")
+            if not self.partial_epochs:
+                raise ValueError(f"end_epoch: {msg}: every row must enter the epoch's game exactly once (a DataLoader "
+                                 "with drop_last=True, a sampler over a subset, or n larger than the data set?). Pass "
+                                 "EpochValuer(..., partial_epochs=True) to value the rows seen as the epoch's game")
+            warnings.warn(f"EpochValuer.end_epoch: {msg}; they are not valued this epoch (partial_epochs=True)",
+                          stacklevel=3)
+        return seen.nonzero().squeeze(1)
+
     def end_epoch(self) -> torch.Tensor:
-        """Eq. (3) for every point seen this epoch from the whole epoch's statistics; returns them (n,), NaN unseen."""
+        """Eq. (3) for every point seen this epoch from the whole epoch's statistics (Algorithm 1, lines 4–6).
+
+        Returns the epoch's values (n,) float64 on the CPU (NaN only for rows not seen, with partial_epochs).
+        Raises ValueError if no row was added, a row is missing (see the class), or per_class / alpha="valid"
+        lack labels / validation rows."""
         if self._loss is None:
             raise ValueError("end_epoch: no training rows were added this epoch")
-        seen = self._seen.nonzero().squeeze(1)
+        ddp = is_distributed()
+        seen = self._players(ddp)
         dev = self._err.device
         groups = self._labels[seen] if self.per_class else torch.zeros(len(seen), dtype=torch.int64)
         if self.per_class and bool((groups < 0).any()):
@@ -226,7 +313,6 @@ class EpochValuer:
         if self.alpha == "valid" and not self._valid:
             raise ValueError("end_epoch: alpha='valid' but no validation rows were added (add_validation)")
         vals = torch.full((self.n,), float("nan"), dtype=torch.float64)
-        ddp = is_distributed()
         for g in _group_ids(groups, self.per_class, ddp, dev):
             rows = seen[groups == g]
             r = rows.to(dev)
@@ -241,7 +327,7 @@ class EpochValuer:
                 v = own * loss.to(torch.float64) + total * totals[1]
             else:
                 e, h, w = self._xs(loss, err, feat)
-                stats = group_stats(e, h, w)
+                stats = group_stats(e, h, w, bias=self._bias)
                 valid = self._valid.get(g, GroupStats(0, torch.zeros_like(stats.sum), torch.zeros_like(
                     stats.sum_sq_norms))) if self.alpha == "valid" else None
                 if ddp:  # every rank takes part for every group, empty or not
@@ -258,7 +344,7 @@ class EpochValuer:
                     a = valid.sum / valid.n
                 if len(rows) == 0:
                     continue
-                v = values_from_factors(e, h, w, stats, a)
+                v = values_from_factors(e, h, w, stats, a, bias=self._bias)
             vals[rows] = v.to(torch.float64).cpu()
         if ddp:
             vals = _all_gather_values(vals, dev)
@@ -277,6 +363,7 @@ class EpochValuer:
                 "options": (self.weighting, self.gradient, self.per_class, self.alpha)}
 
     def load_state_dict(self, state: dict) -> None:
+        """Resume from :meth:`state_dict`. Raises ValueError if it is of a valuer with another n or options."""
         if state["n"] != self.n or tuple(state["options"]) != (self.weighting, self.gradient, self.per_class,
                                                               self.alpha):
             raise ValueError("load_state_dict: the checkpoint is of a valuer with other n or options")
@@ -296,7 +383,8 @@ class EpochValuer:
 
 @dataclass
 class ValueDataConfig:
-    """Training settings of :func:`value_data` (a plain loop: cross-entropy on the model's logits)."""
+    """Training settings of :func:`value_data` (a plain loop: the output layer's loss — cross-entropy, or binary
+    cross-entropy for one logit — on its logits)."""
     epochs: int = 10
     batch_size: int = 64
     lr: float = 0.01
@@ -308,63 +396,182 @@ class ValueDataConfig:
     seed: int = 0
 
 
-def value_data(model: nn.Module, train_dataset: Dataset, valid_dataset: Optional[Dataset] = None,
-               config: Optional[ValueDataConfig] = None, weighting: str = "chg", gradient: str = "full",
-               per_class: bool = False, alpha: str = "train", return_valuer: bool = False, **overrides):
-    """Train ``model`` (in place) on ``train_dataset`` of ``(x, y)`` items and return every point's CHG value (n,).
+def _array_like(v) -> bool:
+    """NumPy arrays, tensors and pandas objects: data without the (x, y) item structure of a Dataset."""
+    module = type(v).__module__
+    return isinstance(v, (np.ndarray, torch.Tensor)) or module == "pandas" or module.startswith("pandas.")
 
-    ``model`` maps a batch to logits (B, C) through a final ``nn.Linear``. Settings: a :class:`ValueDataConfig`
-    and/or keyword overrides (``epochs=3, lr=0.1, mode="ride"``...). ``valid_dataset`` is needed for
-    ``alpha="valid"``. With ``return_valuer`` returns ``(values, valuer)`` (per-epoch values in
-    ``valuer.epoch_values``).
+
+def _numpy(v, what: str) -> np.ndarray:
+    arr = v.to_numpy() if hasattr(v, "to_numpy") else np.asarray(v)
+    if arr.dtype == object or arr.dtype.kind in "USMm":
+        raise ValueError(f"{what} has dtype {arr.dtype}: pass numbers (encode categories or strings as integers, "
+                         "e.g. with pandas.factorize)")
+    return arr
+
+
+def _features(X, dtype: torch.dtype) -> torch.Tensor:
+    t = X.detach() if isinstance(X, torch.Tensor) else torch.from_numpy(np.array(_numpy(X, "X")))  # own copy
+    return t.to(dtype) if t.dtype.is_floating_point else t  # floating features in the model's dtype
+
+
+def _labels(y, n: int) -> torch.Tensor:
+    t = y.detach() if isinstance(y, torch.Tensor) else torch.from_numpy(np.array(_numpy(y, "y")))
+    if t.dtype.is_floating_point or t.dtype.is_complex:
+        raise ValueError(f"y has dtype {t.dtype}: pass integer class labels (y.astype(int) / y.long() if they are "
+                         "whole numbers)")
+    if t.ndim != 1 or t.shape[0] != n:
+        raise ValueError(f"y must be 1-D with one label per row of X ({n}), got shape {tuple(t.shape)}")
+    return t.to(torch.int64)
+
+
+def _as_dataset(data, what: str, dtype: torch.dtype):
+    """A Dataset from what a user passes: a Dataset (of ``(x, y)`` items or dicts), or a pair ``(X, y)`` of arrays,
+    tensors or pandas objects. A bare array is refused (features without labels: never split into (x, y))."""
+    if data is None:
+        return None
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(_array_like(d) for d in data):
+        X = _features(data[0], dtype)
+        if X.ndim < 1:
+            raise ValueError(f"value_data: {what} X must have one row per point, got a scalar")
+        return TensorDataset(X, _labels(data[1], X.shape[0]))
+    if _array_like(data):
+        shape = tuple(getattr(data, "shape", ()))
+        raise ValueError(f"value_data: {what} is a {type(data).__module__}.{type(data).__name__} of shape {shape}, "
+                         f"not a data set of (x, y) items: pass features and labels together as a pair, "
+                         f"value_data(model, (X, y)) (valid_dataset=(X_valid, y_valid)), or a torch Dataset")
+    if not (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
+        raise ValueError(f"value_data: {what} must be a Dataset of (x, y) items (or dicts with 'labels') or a pair "
+                         f"(X, y), got {type(data).__name__}")
+    return data
+
+
+def value_data(model: nn.Module, train_dataset, valid_dataset=None, config: Optional[ValueDataConfig] = None,
+               weighting: str = "chg", gradient: str = "full", per_class: bool = False, alpha: str = "train",
+               return_valuer: bool = False, layer: Optional[nn.Linear] = None, **overrides):
+    """Train ``model`` (in place) on ``train_dataset`` and return every point's CHG value (Algorithm 1).
+
+    Args:
+        model: a classifier whose output layer is an ``nn.Linear`` (with or without bias; C ≥ 2 logits trained with
+            cross-entropy, or one logit with binary cross-entropy); it may return the logits or a tuple / dict /
+            ``ModelOutput`` holding them (see :mod:`chg.lastlayer`). ``layer``: its output layer, if not the last
+            ``nn.Linear`` registered.
+        train_dataset: a torch Dataset of ``(x, y)`` items or of dicts with ``"labels"`` (HuggingFace style, tensors:
+            ``.with_format("torch")``), or a pair ``(X, y)``: X an array, tensor or pandas DataFrame (floating
+            features are converted to the model's dtype), y integer labels (any integer dtype; float labels are
+            refused). A bare array is refused with a message, never split into (x, y).
+        valid_dataset: the same kinds; needed for ``alpha="valid"``.
+        config / overrides: a :class:`ValueDataConfig` and/or keyword settings (``epochs=3, lr=0.1, mode="ride"``).
+            The caller's config is copied, never changed.
+        weighting, gradient, per_class, alpha: as in :class:`EpochValuer`.
+    Returns:
+        values (n,) float64, each point's value averaged over the epochs; with ``return_valuer``, ``(values,
+        valuer)`` (per-epoch values in ``valuer.epoch_values``).
+    Raises:
+        ValueError for unknown settings or options and for data it cannot read as (x, y) rows.
     """
-    cfg = config if config is not None else ValueDataConfig()
-    for k, v in overrides.items():
-        if not hasattr(cfg, k):
-            raise ValueError(f"value_data: unknown setting {k!r}; settings are {list(ValueDataConfig.__annotations__)}")
-        setattr(cfg, k, v)
+    if config is not None and not isinstance(config, ValueDataConfig):
+        raise ValueError(f"value_data: config must be a ValueDataConfig, got {type(config).__name__}")
+    unknown = [k for k in overrides if k not in ValueDataConfig.__dataclass_fields__]
+    if unknown:
+        raise ValueError(f"value_data: unknown setting {unknown[0]!r}; settings are "
+                         f"{list(ValueDataConfig.__dataclass_fields__)}")
+    cfg = dataclasses.replace(config if config is not None else ValueDataConfig(), **overrides)  # a copy
+    if alpha == "valid" and valid_dataset is None:
+        raise ValueError("value_data: alpha='valid' needs valid_dataset")
+    dtype = next(model.parameters()).dtype
+    train_dataset = _as_dataset(train_dataset, "train_dataset", dtype)
+    valid_dataset = _as_dataset(valid_dataset, "valid_dataset", dtype)
+    valuer = EpochValuer(len(train_dataset), weighting=weighting, gradient=gradient, per_class=per_class,
+                         alpha=alpha)
+    train_and_value(model, train_dataset, valid_dataset, cfg, valuer, layer=layer)
+    values = valuer.values()
+    return (values, valuer) if return_valuer else values
+
+
+def _check_config(cfg: ValueDataConfig) -> None:
     if cfg.mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {cfg.mode!r}")
     if cfg.optimizer not in ("adam", "sgd"):
         raise ValueError(f"optimizer must be 'adam' or 'sgd', got {cfg.optimizer!r}")
-    if cfg.epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {cfg.epochs}")
-    if alpha == "valid" and valid_dataset is None:
-        raise ValueError("value_data: alpha='valid' needs valid_dataset")
-    n = len(train_dataset)
-    valuer = EpochValuer(n, weighting=weighting, gradient=gradient, per_class=per_class, alpha=alpha)
-    device = next(model.parameters()).device
-    gen = torch.Generator().manual_seed(cfg.seed)
-    data = IndexedDataset(train_dataset)
-    train_loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True, generator=gen)
-    eval_loader = DataLoader(data, batch_size=cfg.eval_batch_size, shuffle=False)
-    valid_loader = None if valid_dataset is None else DataLoader(valid_dataset, batch_size=cfg.eval_batch_size)
+    for name in ("epochs", "batch_size", "eval_batch_size"):
+        v = getattr(cfg, name)
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+
+
+class _TensorRows(Dataset):
+    """A TensorDataset's rows fetched a batch at a time (one indexing per tensor, not one item per row): item
+    ``rows`` (a list of row numbers) is ``(x[rows], y[rows], rows)``."""
+
+    def __init__(self, tensors):
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return len(self.tensors[0])
+
+    def __getitem__(self, rows):
+        r = torch.as_tensor(rows, dtype=torch.int64)
+        return self.tensors[0][r], self.tensors[1][r], r
+
+
+def _indexed_loader(dataset, batch_size: int, generator: Optional[torch.Generator] = None) -> DataLoader:
+    """Batches ``(x, y, index)`` of ``dataset`` in order, or shuffled by ``generator`` (the permutation of
+    ``DataLoader(shuffle=True, generator=generator)``); a TensorDataset's are fetched a batch at a time."""
+    if isinstance(dataset, TensorDataset) and len(dataset.tensors) >= 2:
+        order = RandomSampler(dataset, generator=generator) if generator is not None else SequentialSampler(dataset)
+        return DataLoader(_TensorRows(dataset.tensors), sampler=BatchSampler(order, batch_size, False),
+                          batch_size=None)
+    return DataLoader(IndexedDataset(dataset), batch_size=batch_size, shuffle=generator is not None,
+                      generator=generator)
+
+
+def train_and_value(model: nn.Module, train_dataset, valid_dataset, cfg: ValueDataConfig, valuer: EpochValuer,
+                    layer: Optional[nn.Linear] = None, output: str = "logits",
+                    loss_fn: Optional[Callable] = None) -> EpochValuer:
+    """The training run of :func:`value_data` and of the OpenDataVal plugin: ``cfg.epochs`` epochs of shuffled
+    mini-batches (``cfg.seed``), each epoch valued by ``valuer`` (``cfg.mode``: a separate pass at its start, or
+    ride-along), every forward pass through one :class:`chg.lastlayer.LastLayerTap`. ``loss_fn(output, logits,
+    targets, index)`` → scalar training loss (default: the mean of :func:`chg.lastlayer.per_sample_loss` of the
+    logits; ``targets`` arrive validated, int64). Returns ``valuer``. Raises ValueError on a bad config and as the tap and the valuer do."""
+    _check_config(cfg)
+    if len(train_dataset) != valuer.n:
+        raise ValueError(f"the valuer has n = {valuer.n} but the training set has {len(train_dataset)} rows")
+    if valuer.alpha == "valid" and valid_dataset is None:
+        raise ValueError("alpha='valid' needs a validation set")
+    device = model_device(model)
+    train_loader = _indexed_loader(train_dataset, int(cfg.batch_size), torch.Generator().manual_seed(int(cfg.seed)))
+    eval_loader = _indexed_loader(train_dataset, int(cfg.eval_batch_size))
+    valid_loader = None if valid_dataset is None else DataLoader(valid_dataset, batch_size=int(cfg.eval_batch_size))
     if cfg.optimizer == "adam":
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     else:
         opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-
     model.train()
-    for _ in range(cfg.epochs):
+    for _ in range(int(cfg.epochs)):
         if cfg.mode == "pass":
-            valuer.value_epoch(model, eval_loader, valid_loader)
-        with LastLayerTap(model) as tap:
-            for x, y, idx in train_loader:
-                x, y = x.to(device), y.to(device)
-                logits = model(x)  # (B, C)
+            valuer.value_epoch(model, eval_loader, valid_loader, layer, output)
+        with LastLayerTap(model, layer, output) as tap:
+            for batch in train_loader:
+                inputs, y, idx = split_batch(batch)
+                y = torch.as_tensor(y).to(device)
+                out = _forward(model, inputs, device)
+                logits, feat = tap.read(out)  # (B, C) with its graph, (B, D) detached
+                _check_logits(logits)
+                y = _targets(logits, y)  # validated once for the factors and the loss
                 if cfg.mode == "ride":
-                    valuer.add(idx, tap.factors(logits, y), y)
-                loss = F.cross_entropy(logits, y)
+                    valuer.add(idx, _factors(logits, y, feat, tap.bias), y)
+                loss = _loss(logits, y).mean() if loss_fn is None else loss_fn(out, logits, y, idx)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
         if cfg.mode == "ride":
-            if alpha == "valid":
+            if valuer.alpha == "valid":
                 was = model.training
                 model.eval()
-                with torch.no_grad():
-                    valuer._collect(model, valid_loader, train=False)
-                model.train(was)
+                try:
+                    valuer._collect(model, valid_loader, False, layer, output)
+                finally:
+                    model.train(was)
             valuer.end_epoch()
-    values = valuer.values()
-    return (values, valuer) if return_valuer else values
+    return valuer

@@ -163,11 +163,16 @@ def test_value_data_trains_and_finds_flipped_labels():
 def test_unseen_points_are_nan_and_partial_epoch():
     x, y = tiny_data()
     model = tiny_model()
-    valuer = EpochValuer(N)
     with LastLayerTap(model) as tap:
         f = tap.factors(model(x[:5]), y[:5])
+    strict = EpochValuer(N)  # by default a partial epoch is an error (issue 13, kind 3)
+    strict.add(torch.arange(5), f)
+    with pytest.raises(ValueError, match=f"{N - 5} of the {N} rows were not added"):
+        strict.end_epoch()
+    valuer = EpochValuer(N, partial_epochs=True)
     valuer.add(torch.arange(5), f)
-    v = valuer.end_epoch()
+    with pytest.warns(UserWarning, match=f"{N - 5} of the {N} rows"):
+        v = valuer.end_epoch()
     assert torch.isnan(v[5:]).all() and torch.isfinite(v[:5]).all()
     close(v[:5], chg_shapley(dense_x(model, x[:5], y[:5])))
 

@@ -1,0 +1,114 @@
+"""Issue 13, kind 2: heads the formula can serve. A bias-free output nn.Linear (g = e ⊗ h, ‖g‖² = ‖e‖²‖h‖², no "+1")
+and a one-logit binary head trained with BCEWithLogitsLoss (e = σ(z) − y, l = BCE). Values against the oracle:
+per-sample autograd of the output layer with the loss a user trains with, then Theorem 1 on the dense vectors."""
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+from test_edges_oracle import close, dense_values
+
+import chg
+import chg.factored as factored
+from chg.lastlayer import LastLayerTap, compute_factors, factors_from_logits
+from chg.valuation import EpochValuer, value_data
+
+
+def _samples(x, y):
+    return [(x[i:i + 1], y[i:i + 1]) for i in range(len(y))]
+
+
+def _bias_free(seed=0, d_in=5, d=6, c=4):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(d_in, d), nn.Tanh(), nn.Linear(d, c, bias=False)).double()
+
+
+@pytest.mark.parametrize("path", ["small", "fused", "chunked"])
+@pytest.mark.parametrize("weighting", ["chg", "gradient"])
+def test_bias_free_head_equals_autograd(monkeypatch, weighting, path):
+    """A decoder-style head (no bias): every eq. (3) path of chg.factored, whole pool and per class."""
+    if path != "small":
+        monkeypatch.setattr(factored, "SMALL_ROWS", 0)
+    if path == "chunked":
+        monkeypatch.setattr(factored, "CHUNK_ROWS", 4)
+    model = _bias_free()
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(17, 5, generator=g, dtype=torch.float64), torch.arange(17) % 4
+    want = dense_values(model, model[-1], _samples(x, y), weighting)
+    f = compute_factors(model, x, y)
+    assert not f.bias
+    close(chg.shapley_from_factors(f, weighting=weighting), want)
+    close(EpochValuer(17, weighting=weighting).value_epoch(model, DataLoader(TensorDataset(x, y), batch_size=5)),
+          want)
+    per = dense_values(model, model[-1], _samples(x, y), weighting, groups=y)
+    close(chg.shapley_from_factors(f, weighting=weighting, groups=y), per)
+    close(EpochValuer(17, weighting=weighting, per_class=True).value_epoch(
+        model, DataLoader(TensorDataset(x, y), batch_size=5)), per)
+
+
+def test_bias_free_head_other_model_and_errors():
+    """Another of the kind: the whole model is one bias-free Linear (features = the inputs), trained by value_data."""
+    torch.manual_seed(2)
+    model = nn.Linear(3, 2, bias=False).double()
+    g = torch.Generator().manual_seed(4)
+    x, y = torch.randn(9, 3, generator=g, dtype=torch.float64), torch.tensor([0, 1] * 4 + [1])
+    want = dense_values(model, model, _samples(x, y))
+    close(value_data(model, TensorDataset(x, y), epochs=2, lr=0.0, optimizer="sgd", momentum=0.0), want)
+    f = compute_factors(model, x, y)
+    with pytest.raises(ValueError, match="bias-free output layer"):
+        chg.shapley_from_factors(f, gradient="bias")
+    with pytest.raises(ValueError, match="output layer has no bias"):
+        EpochValuer(9, gradient="bias").value_epoch(model, DataLoader(TensorDataset(x, y), batch_size=4))
+    with pytest.raises(ValueError, match="bias-free output layer"):
+        chg.factored_shapley(f.err, None, f.loss, bias=False)
+
+
+def _binary(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1)).double()
+
+
+@pytest.mark.parametrize("weighting,gradient", [("chg", "full"), ("gradient", "full"), ("chg", "bias")])
+def test_issue_instance_one_logit_bce_head(weighting, gradient):
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(20, 3, generator=g, dtype=torch.float64)
+    y = (X[:, 0] > 0).long()
+    model = _binary()
+    got = EpochValuer(20, weighting=weighting, gradient=gradient).value_epoch(
+        model, DataLoader(TensorDataset(X, y), batch_size=4))
+    close(got, dense_values(model, model[-1], _samples(X, y), weighting, gradient))
+    f = compute_factors(model, X, y)  # the loss is BCE-with-logits, per sample
+    z = model(X)
+    torch.testing.assert_close(f.loss, nn.BCEWithLogitsLoss(reduction="none")(z[:, 0], y.double()).detach(),
+                               rtol=1e-14, atol=1e-15)
+    torch.testing.assert_close(f.err, (torch.sigmoid(z) - y[:, None]).detach(), rtol=1e-14, atol=1e-15)
+
+
+def test_one_logit_head_other_inputs():
+    """All labels 0 (not all-zero values), float (B, 1) targets as BCEWithLogitsLoss takes them, value_data training
+    with BCE, per-class games; labels outside {0, 1} are an error before any row is valued."""
+    g = torch.Generator().manual_seed(5)
+    X = torch.randn(12, 3, generator=g, dtype=torch.float64)
+    zeros = torch.zeros(12, dtype=torch.int64)
+    model = _binary(1)
+    got = EpochValuer(12).value_epoch(model, DataLoader(TensorDataset(X, zeros), batch_size=5))
+    want = dense_values(model, model[-1], _samples(X, zeros))
+    close(got, want)
+    assert want.abs().max() > 1e-6  # the oracle's values are not all zero, so the test sees a zero answer
+    yf = (X[:, 1] > 0).double()[:, None]  # (B, 1) float targets
+    with LastLayerTap(model) as tap:
+        f = tap.factors(model(X), yf)
+    close(chg.shapley_from_factors(f), dense_values(model, model[-1], _samples(X, yf.long())))
+    y = (X[:, 1] > 0).long()
+    close(value_data(model, TensorDataset(X, y), epochs=2, lr=0.0, optimizer="sgd", momentum=0.0, batch_size=5,
+                     per_class=True),
+          dense_values(model, model[-1], _samples(X, y), groups=y))
+    from chg.lastlayer import per_sample_loss
+    before = per_sample_loss(model(X), y).mean().item()
+    value_data(model, TensorDataset(X, y), epochs=30, lr=0.05, batch_size=4)  # trains with BCE: the loss drops
+    assert per_sample_loss(model(X), y).mean().item() < 0.8 * before
+    bad = torch.tensor([0, 1, 2, 0] * 3)
+    valuer = EpochValuer(12)
+    with pytest.raises(ValueError, match=r"needs targets 0 or 1, got range \[0, 2\]"):
+        valuer.value_epoch(model, DataLoader(TensorDataset(X, bad), batch_size=5))
+    with pytest.raises(ValueError, match="soft targets"):
+        factors_from_logits(torch.zeros(2, 1), torch.tensor([0.5, 1.0]), torch.zeros(2, 3))

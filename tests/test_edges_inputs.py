@@ -1,0 +1,142 @@
+"""Issue 13, kind 6: inputs a user would pass — NumPy arrays, pandas objects, any integer label dtype, NumPy integers,
+lists of groups — are accepted or refused with an error saying what to pass, never silently reinterpreted. And the
+behaviours no test pinned in the core: chg_shapley refuses NaN with an explicit alpha; hardness values per group are
+the per-group game's (enumeration); value_data never changes the caller's config."""
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+from test_edges_oracle import close, dense_values, enumerate_mean_game
+
+import chg
+from chg.valuation import EpochValuer, ValueDataConfig, value_data
+
+LR0 = dict(epochs=2, lr=0.0, optimizer="sgd", momentum=0.0, batch_size=4)
+
+
+def _model(seed=0, dtype=torch.float64):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3)).to(dtype)
+
+
+def _xy(n=11, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, 4)), np.arange(n) % 3
+
+
+def _oracle(model, X, y):
+    x, t = torch.as_tensor(X, dtype=torch.float64), torch.as_tensor(y).long()
+    return dense_values(model, model[-1], [(x[i:i + 1], t[i:i + 1]) for i in range(len(t))])
+
+
+def test_issue_instance_numpy_x_y_is_refused_with_what_to_pass():
+    X, y = _xy()
+    with pytest.raises(ValueError, match=r"not a data set of \(x, y\) items: pass features and labels together as "
+                                         r"a pair, value_data\(model, \(X, y\)\)"):
+        value_data(_model(), X, y)
+    with pytest.raises(ValueError, match=r"value_data\(model, \(X, y\)\)"):
+        value_data(_model(), torch.as_tensor(X))
+
+
+def test_numpy_pairs_int32_labels_and_a_float32_model():
+    X, y = _xy()
+    model = _model()
+    close(value_data(model, (X, y.astype(np.int32)), **LR0), _oracle(model, X, y))
+    close(value_data(model, (X, y.astype(np.uint8)), **LR0), _oracle(model, X, y))
+    close(value_data(model, TensorDataset(torch.as_tensor(X), torch.as_tensor(y, dtype=torch.int32)), **LR0),
+          _oracle(model, X, y))
+    m32 = _model(dtype=torch.float32)  # float64 NumPy features go to the model's dtype
+    got = value_data(m32, (X, y), **LR0)
+    close(got, _oracle(_model().double(), X, y), rtol=2e-4)
+    with pytest.raises(ValueError, match="pass integer class labels"):
+        value_data(_model(), (X, y.astype(np.float64)))
+    with pytest.raises(ValueError, match="one label per row"):
+        value_data(_model(), (X, y[:5]))
+
+
+def test_pandas_dataframe_and_series():
+    pd = pytest.importorskip("pandas")
+    X, y = _xy(seed=1)
+    frame = pd.DataFrame(X, columns=list("abcd"), index=np.arange(100, 111))  # an index that is not 0..n-1
+    labels = pd.Series(y, index=frame.index)
+    model = _model()
+    close(value_data(model, (frame, labels), **LR0), _oracle(model, X, y))
+    with pytest.raises(ValueError, match=r"value_data\(model, \(X, y\)\)"):
+        value_data(model, frame, labels)
+    with pytest.raises(ValueError, match="encode categories or strings as integers"):
+        value_data(model, (frame, labels.map({0: "cat", 1: "dog", 2: "eel"}).astype(object)))
+
+
+def test_numpy_integers_and_indices():
+    valuer = EpochValuer(np.int64(11))
+    assert valuer.n == 11 and isinstance(valuer.n, int)
+    for bad in (True, 11.0, "11", 0, np.int32(-1)):
+        with pytest.raises(ValueError, match="n must be a positive integer"):
+            EpochValuer(bad)
+    X, y = _xy()
+    model = _model()
+    f = chg.compute_factors(model, torch.as_tensor(X), torch.as_tensor(y))
+    valuer.add(np.arange(11, dtype=np.int32), f, y.astype(np.int16))  # NumPy indices and labels
+    close(valuer.end_epoch(), _oracle(model, X, y))
+    with pytest.raises(ValueError, match="indices must be integers"):
+        EpochValuer(11).add(np.arange(11, dtype=np.float64), f)
+
+
+@pytest.mark.parametrize("kind", ["list", "numpy", "tensor"])
+def test_hardness_groups_accept_lists_and_arrays_and_equal_the_per_group_game(kind):
+    """The per-group values of U(S) = mean loss over S against enumeration of each group's own game (not the whole
+    pool's), for groups given as a list, an array or a tensor — as weighting='chg' accepts them."""
+    gen = torch.Generator().manual_seed(7)
+    loss = torch.rand(9, generator=gen, dtype=torch.float64) * 3
+    f = chg.Factors(loss, torch.randn(9, 3, generator=gen, dtype=torch.float64),
+                    torch.randn(9, 2, generator=gen, dtype=torch.float64))
+    labels = [0, 1, 2, 0, 1, 1, 2, 2, 2]
+    groups = {"list": labels, "numpy": np.array(labels, dtype=np.int32), "tensor": torch.tensor(labels)}[kind]
+    got = chg.shapley_from_factors(f, weighting="hardness", groups=groups)
+    want = torch.empty(9, dtype=torch.float64)
+    for g in range(3):
+        rows = [i for i, v in enumerate(labels) if v == g]
+        want[rows] = enumerate_mean_game(loss[rows].tolist())
+    close(got, want, rtol=1e-12)
+    close(chg.shapley_from_factors(f, weighting="chg", groups=groups),
+          chg.shapley_from_factors(f, weighting="chg", groups=torch.tensor(labels)), rtol=0)
+    with pytest.raises(ValueError, match="groups must be integer labels"):
+        chg.shapley_from_factors(f, weighting="hardness", groups=np.array(labels, dtype=float))
+
+
+def test_chg_shapley_refuses_nan_with_an_explicit_alpha():
+    x = torch.randn(5, 3, dtype=torch.float64)
+    x[2, 1] = float("nan")
+    alpha = torch.zeros(3, dtype=torch.float64)
+    with pytest.raises(ValueError, match="x contains 1 non-finite"):
+        chg.chg_shapley(x, alpha)
+    with pytest.raises(ValueError, match="x contains 1 non-finite"):
+        chg.chg_shapley(x.numpy(), alpha.numpy())
+    with pytest.raises(ValueError, match="alpha contains 1 non-finite"):
+        chg.chg_shapley(torch.ones(4, 3, dtype=torch.float64), torch.tensor([0.0, float("inf"), 0.0]))
+
+
+def test_value_data_copies_its_config():
+    X, y = _xy()
+    cfg = ValueDataConfig(epochs=1, lr=0.0, batch_size=4)
+    before = dataclasses.asdict(cfg)
+    value_data(_model(), (X, y), config=cfg, epochs=2, mode="ride", optimizer="sgd")
+    assert dataclasses.asdict(cfg) == before
+    with pytest.raises(ValueError, match="config must be a ValueDataConfig"):
+        value_data(_model(), (X, y), config={"epochs": 1})
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_compute_factors_moves_batches_to_the_models_device():
+    X, y = _xy()
+    model = _model().cuda()
+    x, t = torch.as_tensor(X), torch.as_tensor(y)
+    f = chg.compute_factors(model, x, t)  # CPU batch, CUDA model
+    assert f.err.device.type == "cuda"
+    close(chg.shapley_from_factors(f).cpu(), _oracle(model.cpu(), X, y))
+    model.cuda()
+    got = EpochValuer(11).value_epoch(model, DataLoader(TensorDataset(x, t), batch_size=4))
+    close(got, _oracle(model.cpu(), X, y))

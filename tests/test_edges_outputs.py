@@ -1,0 +1,147 @@
+"""Issue 13, kind 1: what model(x) returns. The hooked layer's output is the logits, whether the model returns it, a
+tuple, a dict or a HuggingFace ModelOutput; dict batches work; anything else is a clear error. Values against the
+oracle (per-sample autograd of the output layer + Theorem 1 on the dense vectors, tests/test_edges_oracle.py)."""
+import types
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+from test_edges_oracle import close, dense_values
+
+import chg
+from chg.lastlayer import LastLayerTap, compute_factors
+from chg.valuation import EpochValuer, IndexedDataset, value_data
+
+
+class TupleOut(nn.Module):
+    """The issue's instance: returns (logits, x)."""
+
+    def __init__(s):
+        super().__init__()
+        s.f = nn.Linear(3, 2)
+
+    def forward(s, x):
+        return s.f(x), x
+
+
+class DictOut(nn.Module):
+    """Another of the kind: a dict holding the logits next to the features, and a list variant."""
+
+    def __init__(self, as_list=False):
+        super().__init__()
+        self.body, self.head, self.as_list = nn.Sequential(nn.Linear(4, 6), nn.Tanh()), nn.Linear(6, 3), as_list
+
+    def forward(self, x):
+        h = self.body(x)
+        z = self.head(h)
+        return [h, z] if self.as_list else {"features": h, "logits": z}
+
+
+def _data(n, d, c, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, d, generator=g, dtype=torch.float64), torch.arange(n) % c
+
+
+def test_issue_instance_tuple_output_is_valued_right():
+    torch.manual_seed(0)
+    model = TupleOut().double()
+    x, y = _data(10, 3, 2)
+    got = chg.EpochValuer(10).value_epoch(model, DataLoader(TensorDataset(x, y), batch_size=4))
+    close(got, dense_values(model, model.f, [(x[i:i + 1], y[i:i + 1]) for i in range(10)]))
+
+
+@pytest.mark.parametrize("as_list", [False, True])
+def test_dict_and_list_outputs_in_every_entry_point(as_list):
+    torch.manual_seed(1)
+    model = DictOut(as_list).double()
+    x, y = _data(11, 4, 3, seed=2)
+    want = dense_values(model, model.head, [(x[i:i + 1], y[i:i + 1]) for i in range(11)])
+    close(chg.EpochValuer(11).value_epoch(model, DataLoader(TensorDataset(x, y), batch_size=4)), want)
+    close(chg.shapley_from_factors(compute_factors(model, x, y)), want)
+    close(chg.shapley_from_factors(compute_factors(model, DataLoader(TensorDataset(x, y), batch_size=3))), want)
+    valuer = EpochValuer(11)  # ride-along: the tap reads the model's own output
+    with LastLayerTap(model) as tap:
+        valuer.add(torch.arange(11), tap.factors(model(x), y), y)
+    close(valuer.end_epoch(), want)
+    # value_data trains on the logits inside the dict / list; lr = 0 keeps θ, so every epoch equals the oracle
+    close(value_data(model, TensorDataset(x, y), epochs=2, lr=0.0, optimizer="sgd", momentum=0.0, batch_size=4),
+          want)
+
+
+def test_post_processed_or_unknown_outputs_are_errors():
+    torch.manual_seed(0)
+    model = TupleOut().double()
+    x, y = _data(6, 3, 2)
+    with pytest.raises(ValueError, match="not the output of the hooked"):
+        with LastLayerTap(model) as tap:
+            z, h = model(x)
+            tap.factors((z / 2.0, h), y)  # a temperature inside the tuple
+    with pytest.raises(ValueError, match="expected the logits tensor"):
+        with LastLayerTap(model) as tap:
+            z, _ = model(x)
+            tap.factors(types.SimpleNamespace(logits=z), y)
+
+    class Odd(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.f = nn.Linear(3, 2)
+
+        def forward(self, x):
+            return "logits: " + str(self.f(x).shape)
+    with pytest.raises(ValueError, match="expected the logits tensor"):
+        EpochValuer(6).value_epoch(Odd().double(), DataLoader(TensorDataset(x, y), batch_size=4))
+
+
+class DictRows(Dataset):
+    """HuggingFace-style rows: dicts of input_ids, attention_mask, labels."""
+
+    def __init__(self, n, seed=0, vocab=30, length=7, classes=3):
+        g = torch.Generator().manual_seed(seed)
+        self.ids = torch.randint(1, vocab, (n, length), generator=g)
+        self.mask = torch.ones(n, length, dtype=torch.int64)
+        self.mask[::2, -2:] = 0
+        self.labels = torch.arange(n) % classes
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return {"input_ids": self.ids[i], "attention_mask": self.mask[i], "labels": self.labels[i]}
+
+
+def _tiny_bert(classes=3):
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.BertConfig(vocab_size=30, hidden_size=8, num_hidden_layers=2, num_attention_heads=2,
+                                  intermediate_size=16, max_position_embeddings=16, num_labels=classes)
+    torch.manual_seed(0)
+    return transformers.BertForSequenceClassification(cfg).double().eval()
+
+
+def _bert_oracle(model, rows):
+    samples = [({"input_ids": rows.ids[i:i + 1], "attention_mask": rows.mask[i:i + 1]}, rows.labels[i:i + 1])
+               for i in range(len(rows))]
+    return dense_values(model, model.classifier, samples, call=lambda m, inp: m(**inp))
+
+
+def test_huggingface_model_output_and_dict_batches():
+    """A HuggingFace classifier (tiny BERT from a config, no download) returns a ModelOutput; batches are dicts."""
+    model = _tiny_bert()
+    rows = DictRows(9)
+    want = _bert_oracle(model, rows)
+    close(EpochValuer(9).value_epoch(model, DataLoader(rows, batch_size=4)), want)  # sequential: rows in order
+    close(EpochValuer(9).value_epoch(model, DataLoader(IndexedDataset(rows), batch_size=4, shuffle=True)), want)
+    close(chg.shapley_from_factors(compute_factors(model, DataLoader(rows, batch_size=5))), want)
+    values = value_data(model, rows, epochs=1, lr=0.0, optimizer="sgd", momentum=0.0, batch_size=4)
+    close(values, want)
+
+
+def test_dict_batches_need_labels():
+    model = _tiny_bert()
+    rows = DictRows(4)
+    batch = next(iter(DataLoader(rows, batch_size=4)))
+    del batch["labels"]
+    with pytest.raises(ValueError, match="needs its targets under 'labels'"):
+        EpochValuer(4).value_epoch(model, [batch])
+    with pytest.raises(ValueError, match="a batch must be"):
+        EpochValuer(4).value_epoch(model, [(batch["input_ids"],)])
