@@ -118,18 +118,18 @@ def _blobs(n=600, C=3, d=10, rate=0.2, seed=0) -> DataBundle:
 
 
 def test_run_detection_every_detector_beats_chance():
-    data = _blobs()
-    cfg = DetectionConfig(model="mlp", width=32, epochs=8, batch_size=32, lr=0.05, el2n_epochs=2, folds=3,
+    data = _blobs(n=300)
+    cfg = DetectionConfig(model="mlp", width=16, epochs=5, batch_size=32, lr=0.05, el2n_epochs=2, folds=2,
                           knn_val=150, knn_k=5)
     out = run_detection(data, cfg)
     assert set(out["metrics"]) == {"chg_algorithm1", "chg_ride_along", "mean_loss", "el2n", "knn_shapley", "cleanlab"}
-    for name, m in out["metrics"].items():  # chance: AUC 0.5, AP and P@k 0.2
-        assert m["roc_auc"] > 0.85, (name, m)
-        assert m["average_precision"] > 0.5 and m["precision_at_k"] > 0.5, (name, m)
-        assert m["k"] == 120
+    for name, m in out["metrics"].items():  # chance: AUC 0.5, AP and P@k 0.2 (measured: AUC >= 0.97, P@k >= 0.9)
+        assert m["roc_auc"] > 0.9, (name, m)
+        assert m["average_precision"] > 0.7 and m["precision_at_k"] > 0.7, (name, m)
+        assert m["k"] == 60
     assert out["test_acc"] > 80 and out["cleanlab_flagged"] > 0
     for name, s in out["scores"].items():
-        assert s.shape == (600,) and np.isfinite(s).all(), name
+        assert s.shape == (300,) and np.isfinite(s).all(), name
 
 
 def test_knn_shapley_matches_opendataval_with_one_hot_labels():
