@@ -211,3 +211,34 @@ def test_real_fashion_mnist_sizes_and_stratification(tmp_path, monkeypatch):
     assert torch.bincount(d.test.y, minlength=10).tolist() == [1000] * 10
     assert int(d.noisy.sum()) == 16_200 and bool((d.train.y[d.noisy] != d.clean_train_y[d.noisy]).all())
     assert abs(float(d.train.x.mean())) < 0.02 and abs(float(d.train.x.std()) - 1) < 0.02  # the constants fit
+
+
+def test_setup_sh_tries_apt_once_then_says_how_to_get_fashion_mnist(tmp_path):
+    """reproduce/setup.sh's fashion_mnist step with the data missing: as root with apt-get it runs `apt-get update`
+    then `apt-get install dataset-fashion-mnist` (here a stand-in apt-get that fails), then a note naming both ways;
+    with CHG_NO_APT=1 or in 'note' mode it only prints the note. Never fatal."""
+    import os
+    import subprocess
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "reproduce" / "setup.sh").read_text()
+    fn = text[text.index("fashion_mnist() {"):text.index("\n}\n", text.index("fashion_mnist() {")) + 3]
+    fn = fn.replace("sys_dir=/usr/share/datasets/fashion-mnist", f"sys_dir={tmp_path / 'no-system'}")
+    (tmp_path / "fn.sh").write_text(fn)
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "apt-get").write_text(f"#!/bin/sh\necho \"$*\" >> {tmp_path / 'calls'}\nexit 1\n")
+    (shim / "apt-get").chmod(0o755)
+    (shim / "id").write_text("#!/bin/sh\necho 0\n")  # pretend to be root
+    (shim / "id").chmod(0o755)
+    env = dict(os.environ, PATH=f"{shim}:{os.environ['PATH']}", CHG_DATA=str(tmp_path / "data"))
+    script = f"set -euo pipefail; ROOT={tmp_path}; source {tmp_path / 'fn.sh'}; fashion_mnist try_apt; " \
+             "fashion_mnist note; CHG_NO_APT=1 fashion_mnist try_apt; echo done"
+    proc = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == "done", proc.stderr
+    assert (tmp_path / "calls").read_text().splitlines() == ["update -qq"]  # once; install is not reached
+    assert proc.stderr.count("NOTE: Fashion-MNIST is not on this machine") == 3
+    assert "apt-get install dataset-fashion-mnist" in proc.stderr and "FashionMNIST('data', download=True)" in \
+        proc.stderr
+    _fake_fashion(tmp_path / "data" / "fashion-mnist", n_train=20, n_test=10)  # present: silent, no apt
+    proc = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stderr == "" and len((tmp_path / "calls").read_text().splitlines()) == 1
