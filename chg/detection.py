@@ -315,8 +315,11 @@ def run_detection(data, cfg: DetectionConfig | None = None, device: str = "cpu")
         cfg: :class:`DetectionConfig`; device: torch device name.
     Returns:
         dict: ``scores`` {detector: (n,) float64 suspicion}, ``metrics`` {detector: :func:`detection_metrics`}
-        (only when some labels are flipped), ``times_s`` {step: wall seconds}, ``test_acc`` (%) of the trained model,
-        ``cleanlab_flagged`` (number of points ``find_label_issues`` flags), ``config``.
+        (only when some labels are flipped), ``times_s`` {step: wall seconds — ``train_with_values`` (the training
+        epochs with ride-along values and losses), ``separate_pass`` (Algorithm 1's passes, EL2N included),
+        ``knn_shapley``, ``kfold_training``, ``cleanlab``}, ``test_acc`` (%) of the trained model,
+        ``cleanlab_flagged`` (number of points ``find_label_issues`` flags) and, with flipped labels,
+        ``cleanlab_find_label_issues_f1`` (F1 of that flagged set), ``config``.
     """
     import dataclasses
     import time

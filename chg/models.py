@@ -6,7 +6,9 @@
 - :class:`SmallCNN` — quick scale, 8×8 digits: three 3×3 conv/BN/ReLU blocks, one 2×2 max-pool, global average pool.
 - :class:`MLP` — quick scale, tabular data: two hidden ReLU layers.
 - :class:`ImageMLP` — medium scale, Fashion-MNIST: the same MLP on the flattened image (784 inputs). Chosen for 2 CPU
-  cores: a 3-block CNN of width 8 costs about 4× its epoch (benchmarks/results/overhead.md gives the measured times).
+  cores: a 3-block conv/BN/ReLU CNN of width 8 (stride-2 stem) took 4× its epoch time on the same machine (15.8 s vs
+  3.9 s CPU, one thread, 54,000 images; the current SmallCNN at width 16 ≈ 75 s), which the Tables 2–3 grid cannot
+  afford; benchmarks/results/overhead.md has the MLP's epoch time.
 """
 from __future__ import annotations
 
