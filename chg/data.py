@@ -9,6 +9,14 @@ Data sets
 - ``breast_cancer`` (quick): scikit-learn's 569 × 30 tabular set, 2 classes, shipped with the package — the largest
   real offline set besides digits (wine: 178 rows, iris: 150), and a different modality (tabular, MLP). Test split as
   for digits; features standardised with the training pool's mean and std.
+- ``fashion_mnist`` (medium): Zalando's Fashion-MNIST, 60,000 training + 10,000 test grey 28×28 images, 10 classes,
+  the standard IDX ``.gz`` files. Looked for, in this order, in ``<data_dir>/fashion-mnist/`` (``data_dir``:
+  ``CHG_DATA``, default ``data/``), ``<data_dir>/FashionMNIST/raw/`` (torchvision's layout), ``<data_dir>/`` itself,
+  then the system folders in ``CHG_SYSTEM_DATASETS`` (``os.pathsep``-separated; default
+  ``/usr/share/datasets/fashion-mnist``, where Debian's ``dataset-fashion-mnist`` puts them; empty: none); if none holds
+  them, torchvision downloads them into ``<data_dir>/FashionMNIST/raw/`` unless ``CHG_DOWNLOAD=0``; else a clear error.
+  Normalised with the usual constants (mean 0.2860, std 0.3530). Official test set; 10% of the training images
+  (stratified) are the validation set, so the pool is 54,000.
 - ``cifar10`` / ``cifar100`` (paper): torchvision, ``download=False`` from ``DATA_DIR``; official test sets.
 - ``tinyimagenet`` (paper): the standard ``tiny-imagenet-200`` folder in ``DATA_DIR``; its ``val`` folder (labelled)
   is the test set, as usual, since the official test labels are not public.
@@ -20,6 +28,7 @@ rest is the candidate pool for selection. Label noise (Table 3) changes labels o
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,15 +38,21 @@ import torch
 from .results import DATA_DIR
 
 __all__ = ["Split", "DataBundle", "load_dataset", "stratified_split", "add_label_noise", "augment_batch",
-           "synthetic_bundle", "DATASETS", "QUICK_DATASETS", "PAPER_DATASETS"]
+           "synthetic_bundle", "read_idx", "fashion_mnist_dirs", "DATASETS", "QUICK_DATASETS", "MEDIUM_DATASETS",
+           "PAPER_DATASETS", "FASHION_MNIST_FILES", "SYSTEM_FASHION_MNIST"]
 
 QUICK_DATASETS = ("digits", "breast_cancer")
+MEDIUM_DATASETS = ("fashion_mnist",)
 PAPER_DATASETS = ("cifar10", "cifar100", "tinyimagenet")
-DATASETS = QUICK_DATASETS + PAPER_DATASETS
+DATASETS = QUICK_DATASETS + MEDIUM_DATASETS + PAPER_DATASETS
 
 _CIFAR_MEAN = {"cifar10": (0.4914, 0.4822, 0.4465), "cifar100": (0.5071, 0.4865, 0.4409)}
 _CIFAR_STD = {"cifar10": (0.2470, 0.2435, 0.2616), "cifar100": (0.2673, 0.2564, 0.2762)}
 _TINY_MEAN, _TINY_STD = (0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821)
+_FASHION_MEAN, _FASHION_STD = 0.2860, 0.3530
+FASHION_MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+                       "t10k-labels-idx1-ubyte.gz")
+SYSTEM_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist
 
 
 @dataclass
@@ -139,12 +154,32 @@ def augment_batch(x: torch.Tensor, pad: int, flip: bool, generator: torch.Genera
 def load_dataset(name: str, seed: int, val_fraction: float = 0.1, noise_rate: float = 0.0,
                  data_dir: Path | None = None) -> DataBundle:
     """Load ``name``, hold out ``val_fraction`` of the training part for validation (stratified, seed ``seed``) and,
-    if ``noise_rate`` > 0, flip that share of the pool's labels (seed ``seed``). CPU tensors; ``.to(device)`` after."""
+    if ``noise_rate`` > 0, flip that share of the pool's labels (seed ``seed``). CPU tensors; ``.to(device)`` after.
+
+    Args:
+        name: one of :data:`DATASETS` (see the module docstring for each set's source and splits).
+        seed: seeds the validation draw and (seed + 1,000,003) the label noise.
+        val_fraction: share of each class of the training part held out for validation, in [0, 1).
+        noise_rate: share of the pool whose labels are flipped (:func:`add_label_noise`), in [0, 1].
+        data_dir: where downloaded/copied data sets live (default ``CHG_DATA``, else ``data/``).
+
+    Returns:
+        a :class:`DataBundle`: images float32 (n, C, H, W) normalised, tabular float32 (n, d); labels int64 (n,);
+        ``noisy`` (n_pool,) bool; validation and test labels clean. Fashion-MNIST: 54,000 / 6,000 / 10,000 at the
+        default ``val_fraction`` 0.1.
+
+    Raises:
+        ValueError: unknown ``name``, a fraction or rate out of range.
+        FileNotFoundError: the data set is not on this machine and cannot be downloaded; the message says how to
+            get it.
+    """
     if name not in DATASETS:
         raise ValueError(f"unknown data set {name!r}; choose one of {DATASETS}")
     data_dir = Path(data_dir) if data_dir is not None else DATA_DIR
     if name in QUICK_DATASETS:
         x_tr, y_tr, x_te, y_te, C, kind = _load_sklearn(name)
+    elif name == "fashion_mnist":
+        x_tr, y_tr, x_te, y_te, C, kind = _load_fashion(data_dir)
     elif name.startswith("cifar"):
         x_tr, y_tr, x_te, y_te, C, kind = _load_cifar(name, data_dir)
     else:
@@ -211,6 +246,86 @@ def _load_cifar(name: str, data_dir: Path):
     x_tr, y_tr = to_tensor(tr)
     x_te, y_te = to_tensor(te)
     return x_tr, y_tr, x_te, y_te, 10 if name == "cifar10" else 100, "image"
+
+
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read one IDX file (LeCun's MNIST format: 2 zero bytes, a type byte, the number of dimensions, then each
+    dimension as a big-endian uint32, then the data), gzip-compressed if its name ends in ``.gz``.
+
+    Returns a numpy array of the stored dtype and shape, e.g. (60000, 28, 28) uint8 for Fashion-MNIST's training
+    images. Raises ``ValueError`` naming the file if the header is not IDX or the data are too short or too long.
+    """
+    import gzip
+    path = Path(path)
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rb") as fh:
+        raw = fh.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+        raise ValueError(f"{path}: not an IDX file (header {raw[:4].hex()})")
+    ndim = raw[3]
+    shape = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
+    dtype = np.dtype(_IDX_DTYPES[raw[2]])
+    start = 4 + 4 * ndim
+    if len(raw) - start != int(np.prod(shape)) * dtype.itemsize:
+        raise ValueError(f"{path}: the header says shape {shape} of {dtype} ({int(np.prod(shape)) * dtype.itemsize} "
+                         f"bytes) but the file holds {len(raw) - start} bytes of data (truncated or corrupt?)")
+    return np.frombuffer(raw, dtype, offset=start).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def fashion_mnist_dirs(data_dir: Path) -> list:
+    """The folders searched for Fashion-MNIST's four IDX files, in order (see the module docstring)."""
+    data_dir = Path(data_dir)
+    system = os.environ.get("CHG_SYSTEM_DATASETS", SYSTEM_FASHION_MNIST)
+    return [data_dir / "fashion-mnist", data_dir / "FashionMNIST" / "raw", data_dir] + \
+        [Path(p) for p in system.split(os.pathsep) if p]
+
+
+def _load_fashion(data_dir: Path):
+    def find():
+        for folder in fashion_mnist_dirs(data_dir):
+            if all((folder / f).is_file() for f in FASHION_MNIST_FILES):
+                return folder
+        return None
+
+    folder = find()
+    tried = [str(d) for d in fashion_mnist_dirs(data_dir)]
+    download_error = None
+    if folder is None and os.environ.get("CHG_DOWNLOAD", "1") != "0":
+        try:
+            from torchvision import datasets
+            datasets.FashionMNIST(str(data_dir), train=True, download=True)  # keeps the .gz files in FashionMNIST/raw
+            datasets.FashionMNIST(str(data_dir), train=False, download=True)
+        except Exception as exc:  # noqa: BLE001 - no network, no torchvision, ...: reported in the error below
+            download_error = f"{type(exc).__name__}: {exc}"
+        folder = find()
+    if folder is None:
+        how = ("the torchvision download was switched off (CHG_DOWNLOAD=0)" if download_error is None
+               else f"the torchvision download failed ({download_error})")
+        raise FileNotFoundError(
+            f"Fashion-MNIST not found: none of {tried} holds all of {', '.join(FASHION_MNIST_FILES)}, and {how}. "
+            "Get it either way: (1) Debian/Ubuntu: apt-get install dataset-fashion-mnist (installs the files in "
+            f"{SYSTEM_FASHION_MNIST}/; `bash reproduce/setup.sh` does this when run as root); or (2) on a machine "
+            "with network: python -c \"import torchvision; torchvision.datasets.FashionMNIST('data', download=True)\" "
+            "and copy data/FashionMNIST/raw/*.gz to data/fashion-mnist/ here (or set CHG_DATA to a folder that holds "
+            "fashion-mnist/).")
+
+    def images(f):
+        x = torch.from_numpy(read_idx(folder / f).copy())
+        if x.ndim != 3 or tuple(x.shape[1:]) != (28, 28):
+            raise ValueError(f"{folder / f}: expected (n, 28, 28) images, got shape {tuple(x.shape)}")
+        return ((x.float() / 255.0 - _FASHION_MEAN) / _FASHION_STD).unsqueeze(1)  # (n, 1, 28, 28) float32
+
+    def labels(f, n):
+        y = torch.from_numpy(read_idx(folder / f).astype(np.int64))
+        if y.shape != (n,) or int(y.min()) < 0 or int(y.max()) > 9:
+            raise ValueError(f"{folder / f}: expected {n} labels in 0..9, got shape {tuple(y.shape)}")
+        return y
+
+    x_tr, x_te = images(FASHION_MNIST_FILES[0]), images(FASHION_MNIST_FILES[2])
+    return x_tr, labels(FASHION_MNIST_FILES[1], len(x_tr)), x_te, labels(FASHION_MNIST_FILES[3], len(x_te)), 10, "image"
 
 
 def _load_tiny(data_dir: Path):

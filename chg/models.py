@@ -5,13 +5,17 @@
   8×8 map — the common "CIFAR ResNet on 64×64" choice; the paper does not say which variant it used).
 - :class:`SmallCNN` — quick scale, 8×8 digits: three 3×3 conv/BN/ReLU blocks, one 2×2 max-pool, global average pool.
 - :class:`MLP` — quick scale, tabular data: two hidden ReLU layers.
+- :class:`ImageMLP` — medium scale, Fashion-MNIST: the same MLP on the flattened image (784 inputs). Chosen for 2 CPU
+  cores: a 3-block conv/BN/ReLU CNN of width 8 (stride-2 stem) took 4× its epoch time on the same machine (15.8 s vs
+  3.9 s CPU, one thread, 54,000 images; the current SmallCNN at width 16 ≈ 75 s), which the Tables 2–3 grid cannot
+  afford; benchmarks/results/overhead.md has the MLP's epoch time.
 """
 from __future__ import annotations
 
 from torch import nn
 import torch.nn.functional as F
 
-__all__ = ["BasicBlock", "ResNet18", "SmallCNN", "MLP", "build_model"]
+__all__ = ["BasicBlock", "ResNet18", "SmallCNN", "MLP", "ImageMLP", "build_model"]
 
 
 class BasicBlock(nn.Module):
@@ -85,8 +89,22 @@ class MLP(nn.Module):
         return self.linear(self.features(x))
 
 
+class ImageMLP(MLP):
+    """Images (B, C, H, W) flattened to (B, C·H·W) → :class:`MLP` (two hidden ReLU layers of ``hidden``) → Linear."""
+
+    def __init__(self, input_shape: tuple, num_classes: int, hidden: int = 128):
+        in_features = 1
+        for d in input_shape:
+            in_features *= int(d)
+        super().__init__(in_features, num_classes, hidden)
+
+    def forward(self, x):
+        return super().forward(x.flatten(1))
+
+
 def build_model(name: str, num_classes: int, input_shape: tuple, width: int | None = None) -> nn.Module:
-    """``name`` in {"resnet18", "smallcnn", "mlp"}; ``input_shape`` is one sample's shape, e.g. (3, 32, 32)."""
+    """``name`` in {"resnet18", "smallcnn", "mlp", "image_mlp"}; ``input_shape`` is one sample's shape, e.g.
+    (3, 32, 32). ``width``: channels (resnet18, smallcnn) or hidden units (mlp, image_mlp); None: the default."""
     if name == "resnet18":
         return ResNet18(num_classes, input_shape[0], width or 64, image_size=input_shape[-1])
     if name == "smallcnn":
@@ -95,4 +113,6 @@ def build_model(name: str, num_classes: int, input_shape: tuple, width: int | No
         if len(input_shape) != 1:
             raise ValueError(f"mlp needs flat (tabular) inputs, got sample shape {input_shape}")
         return MLP(input_shape[0], num_classes, width or 64)
-    raise ValueError(f"unknown model {name!r}; choose resnet18, smallcnn or mlp")
+    if name == "image_mlp":
+        return ImageMLP(tuple(input_shape), num_classes, width or 128)
+    raise ValueError(f"unknown model {name!r}; choose resnet18, smallcnn, mlp or image_mlp")
