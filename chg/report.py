@@ -189,15 +189,18 @@ class ValuationReport:
              title: Optional[str] = None):
         """One figure: value histogram, table of the ``k`` lowest-valued rows, loss vs value scatter (if ``loss``),
         and, with ``images`` ((n, H, W), (n, C, H, W), (n, H, W, C) or a Dataset of (image, label)), a grid of the
-        lowest-valued images. ``path``: write ``path.png`` and ``path.pdf`` (suffix ignored) atomically.
-        Returns the matplotlib Figure (closed if written)."""
-        import matplotlib
-        if path is not None:
-            matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
+        lowest-valued images. ``path``: write ``path.png`` and ``path.pdf`` (suffix ignored) atomically, without
+        pyplot (the backend is left alone); without ``path`` the figure is made with pyplot, to be shown.
+        Returns the matplotlib Figure."""
+        from matplotlib.figure import Figure
         panels = 2 + (self.loss is not None)
         rows = 2 if images is not None else 1
-        fig = plt.figure(figsize=(5.2 * panels, 4.4 * rows), layout="constrained")
+        size = dict(figsize=(5.2 * panels, 4.4 * rows), layout="constrained")
+        if path is None:  # shown by the user's backend (a notebook, a window)
+            import matplotlib.pyplot as plt
+            fig = plt.figure(**size)
+        else:  # written to files only: no pyplot, no backend switch, nothing left open
+            fig = Figure(**size)
         grid = fig.add_gridspec(rows, panels)
         plot_histogram(self.values, fig.add_subplot(grid[0, 0]), threshold)
         self._plot_table(fig.add_subplot(grid[0, 1]), k)
@@ -212,7 +215,6 @@ class ValuationReport:
             stem = Path(path).with_suffix("")
             for ext in (".png", ".pdf"):
                 atomic_write(stem.with_suffix(ext), lambda tmp, e=ext: fig.savefig(tmp, format=e[1:], dpi=120))
-            plt.close(fig)
         return fig
 
     def _plot_table(self, ax, k: int) -> None:
@@ -235,7 +237,8 @@ class ValuationReport:
     def _plot_scatter(self, ax, k: int, threshold: Optional[float]) -> None:
         flagged = np.zeros(len(self), dtype=bool)
         flagged[suspects(self.values, None, threshold if threshold is not None else -np.inf)] = True
-        ax.scatter(self.loss[~flagged], self.values[~flagged], s=6, alpha=0.5, color="tab:blue", label="kept")
+        ax.scatter(self.loss[~flagged], self.values[~flagged], s=6, alpha=0.5, color="tab:blue",
+                   label="not flagged")
         ax.scatter(self.loss[flagged], self.values[flagged], s=8, alpha=0.7, color="tab:red",
                    label=f"value < {threshold:g} ({int(flagged.sum())})" if threshold is not None else "flagged")
         ax.set_xlabel("training loss")
@@ -256,13 +259,14 @@ def plot_histogram(values, ax=None, threshold: Optional[float] = DEFAULT_THRESHO
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 3.5))
     ax.hist(v, bins=bins, color="tab:blue", alpha=0.8)
+    ax.set_yscale("log")  # the few very negative values (the suspects) stay visible beside the bulk
     if threshold is not None:
         below = int((v < threshold).sum())
         ax.axvline(threshold, color="tab:red", lw=1)
         ax.text(0.02, 0.95, f"{below} of {v.size} below {threshold:g}", transform=ax.transAxes, va="top",
                 fontsize=9, color="tab:red")
     ax.set_xlabel("CHG value (higher = better)")
-    ax.set_ylabel("rows")
+    ax.set_ylabel("rows (log scale)")
     ax.set_title("distribution of the values")
     return ax
 
