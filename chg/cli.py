@@ -193,14 +193,11 @@ def _value(args) -> int:
 
     from . import __version__
     from .lastlayer import compute_factors
-    from .progress import configure_logging, get_logger, set_progress
+    from .progress import get_logger
     from .report import ValuationReport
     from .results import write_json_atomic
     from .valuation import value_data
 
-    configure_logging(-1 if args.quiet else 0)
-    if args.no_progress:
-        set_progress(False)
     log = get_logger("cli")
     for name in ("epochs", "batch_size", "hidden"):
         if getattr(args, name) < 1:
@@ -299,11 +296,17 @@ def main(argv=None, prog: str = "chg") -> int:
     if args.cmd == "value":
         if rest:
             ap.error(f"value: unrecognized arguments: {' '.join(rest)}")
+        from .progress import log_to_stderr, set_progress
+        previous = set_progress(False) if args.no_progress else None  # bars of the library's loops, if any
         try:
-            return _value(args)
+            with log_to_stderr(-1 if args.quiet else 0):
+                return _value(args)
         except InputError as exc:
             print(f"{ap.prog} value: error: {exc}", file=sys.stderr)
             return 2
+        finally:
+            if args.no_progress:
+                set_progress(previous)
     if args.cmd == "demo":
         if rest:
             ap.error(f"demo: unrecognized arguments: {' '.join(rest)}")

@@ -13,27 +13,30 @@ when the bar's stream (stderr) is a terminal — so logs, CI and redirected outp
 
 Messages go through :mod:`logging` under the ``"chg"`` logger (:func:`get_logger`), never ``print``; the library
 adds no handler (Python's logging convention), so nothing is shown unless the application configures logging —
-the ``chg`` command does, with :func:`configure_logging`.
+the ``chg`` command does, with :func:`log_to_stderr`.
 """
 from __future__ import annotations
 
 import logging
 import sys
+from contextlib import contextmanager
 from typing import Iterable, Optional
 
 from tqdm import tqdm
 
-__all__ = ["progress", "progress_enabled", "set_progress", "get_logger", "configure_logging"]
+__all__ = ["progress", "progress_enabled", "set_progress", "get_logger", "log_to_stderr"]
 
 _DEFAULT: Optional[bool] = None  # set_progress(): the process-wide choice for enabled=None
 
 
-def set_progress(enabled: Optional[bool]) -> None:
-    """Process-wide default for bars whose ``enabled`` is None: True (always), False (never), None (terminal only)."""
+def set_progress(enabled: Optional[bool]) -> Optional[bool]:
+    """Process-wide default for bars whose ``enabled`` is None: True (always), False (never), None (terminal only).
+    Returns the previous setting (to restore it)."""
     global _DEFAULT
-    if enabled not in (True, False, None):
+    if enabled not in (True, False, None) or not isinstance(enabled, (bool, type(None))):
         raise ValueError(f"set_progress: enabled must be True, False or None, got {enabled!r}")
-    _DEFAULT = enabled
+    previous, _DEFAULT = _DEFAULT, enabled
+    return previous
 
 
 def progress_enabled(enabled: Optional[bool] = None, file=None) -> bool:
@@ -84,18 +87,23 @@ def get_logger(name: str = "chg") -> logging.Logger:
     return logging.getLogger(name)
 
 
-def configure_logging(verbosity: int = 0, stream=None) -> None:
-    """For applications (the ``chg`` command): show the library's messages on ``stream`` (default stderr).
+@contextmanager
+def log_to_stderr(verbosity: int = 0, stream=None):
+    """For applications (the ``chg`` command): while open, show the library's messages on ``stream`` (default: the
+    current ``sys.stderr``), plain text, one per line. ``verbosity`` 0 → INFO, ≥ 1 → DEBUG, < 0 → WARNING.
 
-    ``verbosity`` 0 → INFO, ≥ 1 → DEBUG, < 0 → WARNING. Safe to call more than once (one handler is kept).
+    On exit the handler is removed and the ``chg`` logger's level restored, so a program (or a test) that runs the
+    command in-process is left as it was.
     """
     level = logging.DEBUG if verbosity > 0 else logging.INFO if verbosity == 0 else logging.WARNING
     log = logging.getLogger("chg")
-    log.setLevel(level)
-    for h in list(log.handlers):
-        if getattr(h, "_chg_cli", False):
-            log.removeHandler(h)
     handler = logging.StreamHandler(sys.stderr if stream is None else stream)
     handler.setFormatter(logging.Formatter("%(message)s"))
-    handler._chg_cli = True
+    old_level = log.level
     log.addHandler(handler)
+    log.setLevel(level)
+    try:
+        yield log
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(old_level)
