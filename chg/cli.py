@@ -106,6 +106,7 @@ def read_table(path, label: str | None, drop=()):
         raise InputError(f"{path}: cannot read it as {kind[1:]}: {exc}") from None
     if len(frame) == 0:
         raise InputError(f"{path}: no data rows (only a header)")
+    frame = frame.reset_index(drop=True)  # rows are named by position (a Parquet file may carry its own index)
     columns = [str(c) for c in frame.columns]
     frame.columns = columns
     for name in [label, *drop]:
@@ -121,7 +122,7 @@ def read_table(path, label: str | None, drop=()):
         what = f" (row {example.index[0]}: {example.iloc[0]!r})" if len(example) else ""
         raise InputError(f"{path}: column {c!r} is not numeric{what}; features must be numbers — encode it, or "
                          f"leave it out with --drop {c}" + (f" (also non-numeric: {bad[1:]})" if bad[1:] else ""))
-    x = frame[features].to_numpy(dtype=np.float64)
+    x = frame[features].to_numpy(dtype=np.float64, na_value=np.nan)  # (n, d); nullable NA → NaN, refused below
     codes, classes = _classes(frame[label].to_numpy(), f"label column {label!r}")
     _check_finite(x, features)
     return x, codes, classes, features
@@ -138,7 +139,10 @@ def _read_npz(path: Path, label: str, drop):
     for name in ("x", label):
         if name not in arrays.files:
             raise InputError(f"{path}: no array {name!r}; the arrays are {arrays.files} (need x and {label})")
-    x, y = arrays["x"], arrays[label]
+    try:
+        x, y = arrays["x"], arrays[label]
+    except ValueError as exc:  # e.g. an object array, which would need pickle
+        raise InputError(f"{path}: cannot read arrays x and {label}: {exc}") from None
     if x.ndim < 2 or y.ndim != 1 or x.shape[0] != y.shape[0]:
         raise InputError(f"{path}: x must be (n, features...) and {label} (n,), got {x.shape} and {y.shape}")
     if x.shape[0] == 0:

@@ -125,6 +125,8 @@ def _write(tmp_path, frame, name="d.csv"):
     ("header_only", ["no data rows"]),
     ("unknown_format", ["unknown format", ".csv"]),
     ("no_file", ["no such file"]),
+    ("parquet_na", ["row 2", "'f0'"]),
+    ("parquet_text", ["'colour'", "(row 1: 'red')"]),
     ("npz_without_y", ["no array 'y'"]),
 ])
 def test_bad_input_is_named_with_exit_status_2(tmp_path, capsys, case, needles):
@@ -164,6 +166,16 @@ def test_bad_input_is_named_with_exit_status_2(tmp_path, capsys, case, needles):
         path = _write(tmp_path, frame, "d.xlsx")
     elif case == "no_file":
         path = tmp_path / "missing.csv"
+    elif case == "parquet_na":  # a nullable integer column with <NA>, and an index that is not 0..n-1
+        frame["f0"] = pd.array([1, 2, None] + [4] * 9, dtype="Int64")
+        frame.index = frame.index + 100
+        path = tmp_path / "d.parquet"
+        frame.to_parquet(path)
+    elif case == "parquet_text":  # rows are named by position, not by the file's own index
+        frame.insert(1, "colour", ["1.5", "red"] + ["2"] * 10)
+        frame.index = frame.index + 100
+        path = tmp_path / "d.parquet"
+        frame.to_parquet(path)
     else:
         path, label = tmp_path / "d.npz", None
         np.savez(path, x=np.zeros((3, 2)), labels=np.arange(3))
