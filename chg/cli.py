@@ -225,7 +225,7 @@ def _value(args) -> int:
     t0 = time.perf_counter()
     try:
         values = value_data(model, data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                            seed=args.seed, mode=args.mode)
+                            seed=args.seed, mode=args.mode, gradient=args.gradient)
     except ValueError as exc:  # e.g. diverged training: NaN logits
         log.error(f"chg value: training failed: {exc} (try a smaller --lr)")
         return 1
@@ -245,7 +245,7 @@ def _value(args) -> int:
     below = report.suspects()
     write_json_atomic(out / "summary.json", {
         "data": str(args.data), "rows": n, "features": flat.shape[1], "classes": C, "model": args.model,
-        "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed, "mode": args.mode,
+        "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed, "mode": args.mode, "gradient": args.gradient,
         "hidden": args.hidden if args.model == "mlp" else None, "train_seconds": round(seconds, 3),
         "train_accuracy_given_labels": acc, "rows_below_0": int(below.size), "chg_version": __version__,
         "torch_version": torch.__version__})
@@ -280,6 +280,9 @@ def _add_value_parser(sub) -> None:
     p.add_argument("--lr", type=float, default=0.01, help="Adam learning rate")
     p.add_argument("--mode", choices=("pass", "ride"), default="pass",
                    help="pass: a separate no-grad pass per epoch (Algorithm 1); ride: on the training forward pass")
+    p.add_argument("--gradient", choices=("full", "bias"), default="full",
+                   help="full: last-layer weight+bias gradient (Algorithm 1); bias: bias gradient only (see "
+                        "benchmarks/results/modes.md)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--quiet", action="store_true", help="only warnings and errors on stderr")

@@ -32,7 +32,7 @@ def _value(tmp_path, *args):
     return cli.main(["value", *map(str, args), "--no-progress", "--quiet"])
 
 
-def _expected_values(frame, label, epochs, seed=0, model="logreg", batch_size=64, lr=0.01):
+def _expected_values(frame, label, epochs, seed=0, model="logreg", batch_size=64, lr=0.01, **options):
     """The oracle for the command's plumbing: value_data run directly on the standardised features."""
     from sklearn.preprocessing import StandardScaler
     feats = frame.drop(columns=[label]).to_numpy(dtype=np.float64)
@@ -42,7 +42,7 @@ def _expected_values(frame, label, epochs, seed=0, model="logreg", batch_size=64
     C = len(classes)
     m = torch.nn.Linear(x.shape[1], C) if model == "logreg" else chg.models.MLP(x.shape[1], C, 64)
     data = torch.utils.data.TensorDataset(x, torch.from_numpy(codes.astype(np.int64)))
-    return chg.value_data(m, data, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed).numpy()
+    return chg.value_data(m, data, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, **options).numpy()
 
 
 @pytest.mark.parametrize("model", ["logreg", "mlp"])
@@ -97,13 +97,14 @@ def test_npz_images_get_a_grid_and_values(tmp_path):
     assert (tmp_path / "o" / "report.png").stat().st_size > 0
 
 
-def test_drop_leaves_columns_out(tmp_path):
+def test_drop_mode_gradient_and_lr_reach_value_data(tmp_path):
     frame = _frame(n=30)
     frame["name"] = [f"row{i}" for i in range(30)]
     frame.to_csv(tmp_path / "d.csv", index=False)
     assert _value(tmp_path, tmp_path / "d.csv", "--label", "kind", "--out", tmp_path / "o", "--epochs", 1,
-                  "--drop", "name,flag") == 0
-    want = _expected_values(frame.drop(columns=["name", "flag"]), "kind", epochs=1)
+                  "--drop", "name,flag", "--mode", "ride", "--gradient", "bias", "--lr", 0.05) == 0
+    want = _expected_values(frame.drop(columns=["name", "flag"]), "kind", epochs=1, mode="ride", gradient="bias",
+                            lr=0.05)
     np.testing.assert_allclose(pd.read_csv(tmp_path / "o" / "values.csv")["value"], want, rtol=1e-12, atol=1e-15)
 
 
@@ -189,6 +190,10 @@ def test_bad_input_is_named_with_exit_status_2(tmp_path, capsys, case, needles):
 
 
 def test_usage_names_the_command(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--help"])
+    top = capsys.readouterr().out
+    assert top.startswith("usage: chg ") and "value" in top and "your own CSV" in top
     with pytest.raises(SystemExit) as exc:
         cli.main(["value", "--help"])
     assert exc.value.code == 0

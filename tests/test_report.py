@@ -1,4 +1,10 @@
 """chg.report: ranks, suspects, saving and plotting of data values, checked against brute-force definitions."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import matplotlib
 import numpy as np
 import pytest
@@ -130,3 +136,17 @@ def test_image_grid_reads_a_dataset_and_its_labels():
     plt.close(fig)
     with pytest.raises(ValueError, match="12 images but 5 values"):
         R.plot_lowest_images(data, v[:5])
+
+
+@pytest.mark.parametrize("script, stem", [("bench_thresholds.py", "thresholds_quick"), ("bench_modes.py", "modes_quick")])
+def test_the_benchmarks_behind_the_guidance_run(tmp_path, script, stem):
+    """Quick mode of the scripts that measured the threshold and mode advice (the full runs are committed)."""
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, str(root / "benchmarks" / script), "--quick", "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=600, env={**os.environ, "MPLBACKEND": "Agg"})
+    assert out.returncode == 0, out.stderr
+    runs = json.loads((tmp_path / f"{stem}.json").read_text())["runs"]
+    assert len(runs) == 1 and runs[0]["data"] == "breast_cancer"
+    aucs = [runs[0]["auc"]] if isinstance(runs[0]["auc"], float) else list(runs[0]["auc"].values())
+    assert all(0.5 < a <= 1.0 for a in aucs)  # better than chance even after 2 epochs
+    assert (tmp_path / f"{stem}.md").read_text().startswith("# ")
