@@ -214,7 +214,7 @@ class ValuationReport:
             self._plot_scatter(fig.add_subplot(grid[0, 2]), k, threshold)
         if images is not None:
             sub = fig.add_subfigure(grid[1, :])
-            plot_lowest_images(images, self.values, self.labels, k=min(2 * panels * 2, len(self)), fig=sub)
+            plot_lowest_images(images, self.values, self.labels, k=min(16, len(self)), fig=sub)
         if title:
             fig.suptitle(title)
         if path is not None:
