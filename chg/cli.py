@@ -1,13 +1,31 @@
-"""Command-line entry points: ``python -m chg --help`` (or the ``chg`` script)."""
+"""Command-line entry points: ``python -m chg --help`` (or the installed ``chg`` script).
+
+``chg value DATA --label COLUMN --out DIR`` values every row of your own table: it standardises the numeric feature
+columns, trains a logistic regression or an MLP with Algorithm 1 (:func:`chg.value_data`) and writes
+
+- ``DIR/values.csv``: one line per input row, in input order: ``row`` (0-based position), ``label`` (as given),
+  ``value`` (CHG Shapley value averaged over the epochs; higher = better), ``rank`` (1 = lowest value = most
+  suspect), ``loss`` (the row's cross-entropy under the final model);
+- ``DIR/report.png`` and ``DIR/report.pdf``: value histogram, the lowest-valued rows, loss vs value
+  (:class:`chg.report.ValuationReport`), plus the lowest-valued images when an ``.npz`` holds images;
+- ``DIR/classes.json``: the label → class-index mapping and the class sizes; ``DIR/summary.json``: the settings.
+
+Bad input (a missing column, a non-numeric feature column, NaN/Inf in a row, one class only, an empty file) stops
+with a message naming the column or row and exit status 2. The other commands run the paper's checks and the
+reproduce scripts.
+"""
 from __future__ import annotations
 
 import argparse
 import runpy
 import sys
+import time
+from pathlib import Path
 
 from .results import ROOT
 
 REPRODUCE = ("theorem1", "table1", "figure1", "figure2", "table2", "table3")
+FORMATS = (".csv", ".parquet", ".npz")
 
 
 def _demo(args) -> int:
@@ -37,9 +55,244 @@ def _run_script(path, argv) -> int:
     return 0
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m chg", description="CHG Shapley: data valuation and selection.")
+# ---------------------------------------------------------------------------------------------------------------
+# chg value: a user's own table
+
+class InputError(ValueError):
+    """The user's data cannot be valued as given; the message names the column or row (exit status 2)."""
+
+
+def _suffix(path: Path) -> str:
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes[-1:] in ([".gz"], [".bz2"], [".zip"], [".xz"], [".zst"]) and suffixes[-2:-1] == [".csv"]:
+        return ".csv"  # compressed CSV: pandas reads it
+    return suffixes[-1] if suffixes else ""
+
+
+def read_table(path, label: str | None, drop=()):
+    """Read ``path`` (.csv, .parquet, or .npz with arrays ``x`` and ``y``) into features and labels.
+
+    Args:
+        path: the data file.
+        label: the label column (CSV/Parquet; required) or the npz array holding the labels (default ``y``).
+        drop: columns to leave out of the features (ids, names, free text).
+
+    Returns:
+        ``(x, codes, classes, feature_names)``: ``x`` float64 (n, d) (npz images keep their shape (n, ...));
+        ``codes`` int64 (n,) class indices 0..C-1; ``classes`` the original label of each class index, sorted;
+        ``feature_names`` list of d names.
+
+    Raises:
+        InputError: unreadable or empty file, unknown format, missing column, non-numeric feature column, NaN/Inf in
+            a row's features, a missing label, fewer than two classes.
+    """
+    import numpy as np
+    import pandas as pd
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    kind = _suffix(path)
+    if kind not in FORMATS:
+        raise InputError(f"{path}: unknown format {kind or '(no suffix)'}; give a {', '.join(FORMATS)} file")
+    if kind == ".npz":
+        return _read_npz(path, label or "y", drop)
+    if label is None:
+        raise InputError("--label COLUMN is required for a CSV or Parquet file: name the column holding the labels")
+    try:
+        frame = pd.read_csv(path) if kind == ".csv" else pd.read_parquet(path)
+    except pd.errors.EmptyDataError:
+        raise InputError(f"{path}: the file is empty") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError, ImportError) as exc:
+        raise InputError(f"{path}: cannot read it as {kind[1:]}: {exc}") from None
+    if len(frame) == 0:
+        raise InputError(f"{path}: no data rows (only a header)")
+    frame = frame.reset_index(drop=True)  # rows are named by position (a Parquet file may carry its own index)
+    columns = [str(c) for c in frame.columns]
+    frame.columns = columns
+    for name in [label, *drop]:
+        if name not in columns:
+            raise InputError(f"{path}: no column {name!r}; the columns are {columns}")
+    features = [c for c in columns if c != label and c not in set(drop)]
+    if not features:
+        raise InputError(f"{path}: no feature columns left besides the label {label!r}")
+    bad = [c for c in features if not (pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c]))]
+    if bad:
+        c = bad[0]
+        example = frame[c][pd.to_numeric(frame[c], errors="coerce").isna() & frame[c].notna()]
+        what = f" (row {example.index[0]}: {example.iloc[0]!r})" if len(example) else ""
+        raise InputError(f"{path}: column {c!r} is not numeric{what}; features must be numbers — encode it, or "
+                         f"leave it out with --drop {c}" + (f" (also non-numeric: {bad[1:]})" if bad[1:] else ""))
+    x = frame[features].to_numpy(dtype=np.float64, na_value=np.nan)  # (n, d); nullable NA → NaN, refused below
+    codes, classes = _classes(frame[label].to_numpy(), f"label column {label!r}")
+    _check_finite(x, features)
+    return x, codes, classes, features
+
+
+def _read_npz(path: Path, label: str, drop):
+    import numpy as np
+    if drop:
+        raise InputError("--drop applies to CSV and Parquet columns, not to .npz arrays")
+    try:
+        arrays = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: cannot read it as .npz: {exc}") from None
+    for name in ("x", label):
+        if name not in arrays.files:
+            raise InputError(f"{path}: no array {name!r}; the arrays are {arrays.files} (need x and {label})")
+    try:
+        x, y = arrays["x"], arrays[label]
+    except ValueError as exc:  # e.g. an object array, which would need pickle
+        raise InputError(f"{path}: cannot read arrays x and {label}: {exc}") from None
+    if x.ndim < 2 or y.ndim != 1 or x.shape[0] != y.shape[0]:
+        raise InputError(f"{path}: x must be (n, features...) and {label} (n,), got {x.shape} and {y.shape}")
+    if x.shape[0] == 0:
+        raise InputError(f"{path}: no rows (x has shape {x.shape})")
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+        raise InputError(f"{path}: x must be numeric, got dtype {x.dtype}")
+    x = x.astype(np.float64)
+    names = [f"x[{j}]" for j in range(int(np.prod(x.shape[1:])))]
+    codes, classes = _classes(y, f"array {label!r}")
+    _check_finite(x.reshape(len(x), -1), names)
+    return x, codes, classes, names
+
+
+def _classes(y, what: str):
+    import numpy as np
+    import pandas as pd
+    missing = np.flatnonzero(pd.isna(y))
+    if missing.size:
+        raise InputError(f"{what}: row {missing[0]} has no label ({missing.size} rows without one; first "
+                         f"{missing[:10].tolist()}); drop those rows or give them a label")
+    try:
+        codes, classes = pd.factorize(y, sort=True)
+    except TypeError:  # labels of mixed types that cannot be ordered: keep the order of first appearance
+        codes, classes = pd.factorize(y, sort=False)
+    if len(classes) < 2:
+        raise InputError(f"{what}: every row has the label {classes[0]!r}; valuing needs at least two classes")
+    return codes.astype(np.int64), list(classes)
+
+
+def _check_finite(x, names) -> None:
+    import numpy as np
+    bad = ~np.isfinite(x)
+    if bad.any():
+        rows = np.flatnonzero(bad.any(axis=1))
+        r = int(rows[0])
+        c = int(np.flatnonzero(bad[r])[0])
+        raise InputError(f"row {r}, column {names[c]!r}: {x[r, c]} (NaN, empty or infinite); {rows.size} rows "
+                         f"have missing or infinite features (first rows {rows[:10].tolist()}): fill or drop them")
+
+
+def _model(kind: str, d: int, num_classes: int, hidden: int):
+    from torch import nn
+
+    from .models import MLP
+    return nn.Linear(d, num_classes) if kind == "logreg" else MLP(d, num_classes, hidden)
+
+
+def _value(args) -> int:
+    import numpy as np
+    import torch
+    from sklearn.preprocessing import StandardScaler
+
+    from . import __version__
+    from .lastlayer import compute_factors
+    from .progress import get_logger
+    from .report import ValuationReport
+    from .results import write_json_atomic
+    from .valuation import value_data
+
+    log = get_logger("cli")
+    for name in ("epochs", "batch_size", "hidden"):
+        if getattr(args, name) < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if not args.lr > 0:
+        raise InputError(f"--lr must be > 0, got {args.lr}")
+    drop = [c.strip() for item in args.drop for c in item.split(",") if c.strip()]
+    x, codes, classes, features = read_table(args.data, args.label, drop)
+    n, C = len(codes), len(classes)
+    images = x if x.ndim >= 3 else None
+    flat = StandardScaler().fit_transform(x.reshape(n, -1)).astype(np.float32)  # (n, d), zero mean, unit variance
+    counts = np.bincount(codes, minlength=C)
+    log.info(f"{args.data}: {n} rows, {flat.shape[1]} features, {C} classes (sizes {counts.tolist()})")
+    if C > max(20, n // 2):
+        log.warning(f"{C} classes for {n} rows: is the label column a continuous target? CHG values classification")
+
+    torch.manual_seed(args.seed)
+    model = _model(args.model, flat.shape[1], C, args.hidden)
+    xs, ys = torch.from_numpy(flat), torch.from_numpy(codes)
+    data = torch.utils.data.TensorDataset(xs, ys)
+    t0 = time.perf_counter()
+    try:
+        values = value_data(model, data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                            seed=args.seed, mode=args.mode, gradient=args.gradient)
+    except ValueError as exc:  # e.g. diverged training: NaN logits
+        log.error(f"chg value: training failed: {exc} (try a smaller --lr)")
+        return 1
+    seconds = time.perf_counter() - t0
+    model.eval()
+    with torch.no_grad():
+        loss = torch.cat([compute_factors(model, xs[i:i + 4096], ys[i:i + 4096]).loss for i in range(0, n, 4096)])
+        acc = float((torch.cat([model(xs[i:i + 4096]).argmax(1) for i in range(0, n, 4096)]) == ys).float().mean())
+    labels = np.asarray(classes, dtype=object)[codes]
+    report = ValuationReport.from_values(values, labels=labels, loss=loss)
+    out = Path(args.out)
+    report.to_csv(out / "values.csv")
+    report.plot(out / "report", k=15, images=images,
+                title=f"{Path(args.data).name}: {args.model}, {args.epochs} epochs, {n} rows")
+    write_json_atomic(out / "classes.json", {"label": args.label or "y", "classes": [
+        {"class": i, "label": _plain(c), "rows": int(counts[i])} for i, c in enumerate(classes)]})
+    below = report.suspects()
+    write_json_atomic(out / "summary.json", {
+        "data": str(args.data), "rows": n, "features": flat.shape[1], "classes": C, "model": args.model,
+        "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed, "mode": args.mode, "gradient": args.gradient,
+        "hidden": args.hidden if args.model == "mlp" else None, "train_seconds": round(seconds, 3),
+        "train_accuracy_given_labels": acc, "rows_below_0": int(below.size), "chg_version": __version__,
+        "torch_version": torch.__version__})
+    log.info(f"trained {args.model} for {args.epochs} epochs in {seconds:.1f} s; accuracy on the given labels "
+             f"{acc:.3f}; {below.size} of {n} rows have value < 0")
+    low = report.suspects(k=min(5, n), threshold=None)
+    log.info("lowest values: " + ", ".join(f"row {r} ({labels[r]!s}: {report.values[r]:.3g})" for r in low))
+    for name in ("values.csv", "report.png", "report.pdf", "classes.json", "summary.json"):
+        print(out / name)
+    return 0
+
+
+def _plain(v):
+    """A label as a JSON value (numpy scalars → Python)."""
+    return v.item() if hasattr(v, "item") else v
+
+
+def _add_value_parser(sub) -> None:
+    p = sub.add_parser("value", help="value every row of your own CSV / Parquet / npz file (Algorithm 1)",
+                       description="Train a logistic regression or MLP on DATA with Algorithm 1 and write each row's "
+                                   "CHG Shapley value (DIR/values.csv; rank 1 = lowest value = most suspect) and a "
+                                   "report (DIR/report.png, .pdf).")
+    p.add_argument("data", metavar="DATA", help="a .csv, .parquet or .npz (arrays x, y) file")
+    p.add_argument("--label", metavar="COLUMN", help="the label column (required for CSV/Parquet; any type)")
+    p.add_argument("--out", metavar="DIR", required=True, help="output folder (created if missing)")
+    p.add_argument("--drop", metavar="COLUMN", action="append", default=[],
+                   help="leave a column out of the features (ids, names); repeat or comma-separate")
+    p.add_argument("--model", choices=("logreg", "mlp"), default="logreg")
+    p.add_argument("--hidden", type=int, default=64, help="MLP hidden width")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=0.01, help="Adam learning rate")
+    p.add_argument("--mode", choices=("pass", "ride"), default="pass",
+                   help="pass: a separate no-grad pass per epoch (Algorithm 1); ride: on the training forward pass")
+    p.add_argument("--gradient", choices=("full", "bias"), default="full",
+                   help="full: last-layer weight+bias gradient (Algorithm 1); bias: bias gradient only (see "
+                        "benchmarks/results/modes.md)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="only warnings and errors on stderr")
+
+
+def main(argv=None, prog: str = "chg") -> int:
+    """Run one command and return its exit status (0 ok, 2 bad input or usage); ``prog`` is the name usage shows."""
+    ap = argparse.ArgumentParser(prog=prog, description="CHG Shapley: data valuation and selection.")
     sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    _add_value_parser(sub)
     p = sub.add_parser("demo", help="Theorem 1: closed form vs exhaustive enumeration, n = 1..N")
     p.add_argument("--n", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
@@ -47,6 +300,20 @@ def main(argv=None) -> int:
         sub.add_parser(name, help=f"regenerate {name} (reproduce/{name}.py; see its --help)", add_help=False)
     sub.add_parser("bench", help="core speed/memory benchmark (benchmarks/bench_core.py)", add_help=False)
     args, rest = ap.parse_known_args(argv)
+    if args.cmd == "value":
+        if rest:
+            ap.error(f"value: unrecognized arguments: {' '.join(rest)}")
+        from .progress import log_to_stderr, set_progress
+        previous = set_progress(False) if args.no_progress else None  # bars of the library's loops, if any
+        try:
+            with log_to_stderr(-1 if args.quiet else 0):
+                return _value(args)
+        except InputError as exc:
+            print(f"{ap.prog} value: error: {exc}", file=sys.stderr)
+            return 2
+        finally:
+            if args.no_progress:
+                set_progress(previous)
     if args.cmd == "demo":
         if rest:
             ap.error(f"demo: unrecognized arguments: {' '.join(rest)}")

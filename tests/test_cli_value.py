@@ -1,0 +1,222 @@
+"""`chg value DATA --label COLUMN --out DIR`: a user's own table valued from the command line."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import chg
+from chg import cli
+from chg.report import ValuationReport
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _frame(n=60, seed=0, d=4):
+    """A small 3-class table: numeric features, string labels, one bool feature."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    x = rng.normal(size=(n, d)) + y[:, None]
+    f = pd.DataFrame(x, columns=[f"f{j}" for j in range(d)])
+    f["flag"] = rng.random(n) < 0.5
+    f["kind"] = np.array(["cat", "dog", "eel"])[y]
+    return f
+
+
+def _value(tmp_path, *args):
+    return cli.main(["value", *map(str, args), "--no-progress", "--quiet"])
+
+
+def _expected_values(frame, label, epochs, seed=0, model="logreg", batch_size=64, lr=0.01, **options):
+    """The oracle for the command's plumbing: value_data run directly on the standardised features."""
+    from sklearn.preprocessing import StandardScaler
+    feats = frame.drop(columns=[label]).to_numpy(dtype=np.float64)
+    x = torch.from_numpy(StandardScaler().fit_transform(feats).astype(np.float32))
+    codes, classes = pd.factorize(frame[label], sort=True)
+    torch.manual_seed(seed)
+    C = len(classes)
+    m = torch.nn.Linear(x.shape[1], C) if model == "logreg" else chg.models.MLP(x.shape[1], C, 64)
+    data = torch.utils.data.TensorDataset(x, torch.from_numpy(codes.astype(np.int64)))
+    return chg.value_data(m, data, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, **options).numpy()
+
+
+@pytest.mark.parametrize("model", ["logreg", "mlp"])
+def test_csv_values_rows_in_input_order(tmp_path, model):
+    frame = _frame()
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    assert _value(tmp_path, tmp_path / "d.csv", "--label", "kind", "--out", tmp_path / "out", "--epochs", 3,
+                  "--model", model, "--batch-size", 16) == 0
+    out = pd.read_csv(tmp_path / "out" / "values.csv")
+    assert list(out.columns[:4]) == ["row", "label", "value", "rank"]
+    assert out["row"].tolist() == list(range(len(frame)))
+    assert out["label"].tolist() == frame["kind"].tolist()  # the labels as given, not class indices
+    want = _expected_values(frame, "kind", epochs=3, model=model, batch_size=16)
+    np.testing.assert_allclose(out["value"].to_numpy(), want, rtol=1e-12, atol=1e-15)
+    order = np.argsort(want, kind="stable")
+    assert out["rank"].to_numpy()[order].tolist() == list(range(1, len(frame) + 1))  # rank 1 = lowest value
+    assert (out["loss"] > 0).all()
+    classes = json.loads((tmp_path / "out" / "classes.json").read_text())
+    assert [(c["class"], c["label"], c["rows"]) for c in classes["classes"]] == [
+        (i, k, int((frame["kind"] == k).sum())) for i, k in enumerate(["cat", "dog", "eel"])]
+    for name in ("report.png", "report.pdf", "summary.json"):
+        assert (tmp_path / "out" / name).stat().st_size > 0
+    assert not list((tmp_path / "out").glob("*.partial"))  # atomic writes leave nothing behind
+
+
+def test_parquet_and_npz_give_the_csv_values(tmp_path):
+    frame = _frame(n=40, seed=1).drop(columns="flag")
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    frame.to_parquet(tmp_path / "d.parquet")
+    codes = pd.factorize(frame["kind"], sort=True)[0]
+    np.savez(tmp_path / "d.npz", x=frame.drop(columns="kind").to_numpy(), y=frame["kind"].to_numpy().astype(str))
+    vals = {}
+    for ext in ("csv", "parquet", "npz"):
+        label = ["--label", "kind"] if ext != "npz" else []
+        assert _value(tmp_path, tmp_path / f"d.{ext}", *label, "--out", tmp_path / ext, "--epochs", 2) == 0
+        out = pd.read_csv(tmp_path / ext / "values.csv")
+        assert out["label"].tolist() == frame["kind"].tolist()
+        vals[ext] = out["value"].to_numpy()
+    assert codes.max() == 2
+    np.testing.assert_array_equal(vals["csv"], vals["parquet"])
+    np.testing.assert_array_equal(vals["csv"], vals["npz"])
+
+
+def test_npz_images_get_a_grid_and_values(tmp_path):
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 30)
+    x = rng.normal(size=(30, 6, 6)) + 2.0 * y[:, None, None]
+    np.savez(tmp_path / "img.npz", x=x, y=y)
+    assert _value(tmp_path, tmp_path / "img.npz", "--out", tmp_path / "o", "--epochs", 2) == 0
+    out = pd.read_csv(tmp_path / "o" / "values.csv")
+    assert len(out) == 30 and np.isfinite(out["value"]).all()
+    assert (tmp_path / "o" / "report.png").stat().st_size > 0
+
+
+def test_drop_mode_gradient_and_lr_reach_value_data(tmp_path):
+    frame = _frame(n=30)
+    frame["name"] = [f"row{i}" for i in range(30)]
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    assert _value(tmp_path, tmp_path / "d.csv", "--label", "kind", "--out", tmp_path / "o", "--epochs", 1,
+                  "--drop", "name,flag", "--mode", "ride", "--gradient", "bias", "--lr", 0.05) == 0
+    want = _expected_values(frame.drop(columns=["name", "flag"]), "kind", epochs=1, mode="ride", gradient="bias",
+                            lr=0.05)
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "o" / "values.csv")["value"], want, rtol=1e-12, atol=1e-15)
+
+
+def _write(tmp_path, frame, name="d.csv"):
+    path = tmp_path / name
+    frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("case, needles", [
+    ("missing_label", ["'target'", "columns are", "kind"]),
+    ("text_feature", ["'colour'", "not numeric", "row 0", "--drop colour"]),
+    ("one_class", ["'kind'", "at least two classes"]),
+    ("nan_row", ["row 7", "'f2'", "nan"]),
+    ("inf_row", ["row 3", "'f0'", "inf"]),
+    ("empty_cell", ["row 5", "'f1'"]),
+    ("missing_label_value", ["row 4", "no label"]),
+    ("empty_file", ["empty"]),
+    ("header_only", ["no data rows"]),
+    ("unknown_format", ["unknown format", ".csv"]),
+    ("no_file", ["no such file"]),
+    ("parquet_na", ["row 2", "'f0'"]),
+    ("parquet_text", ["'colour'", "(row 1: 'red')"]),
+    ("npz_without_y", ["no array 'y'"]),
+])
+def test_bad_input_is_named_with_exit_status_2(tmp_path, capsys, case, needles):
+    frame = _frame(n=12)
+    label = "kind"
+    if case == "missing_label":
+        path, label = _write(tmp_path, frame), "target"
+    elif case == "text_feature":
+        frame.insert(1, "colour", ["red", "blue"] * 6)
+        path = _write(tmp_path, frame)
+    elif case == "one_class":
+        frame["kind"] = "cat"
+        path = _write(tmp_path, frame)
+    elif case == "nan_row":
+        frame.loc[7, "f2"] = np.nan
+        path = _write(tmp_path, frame)
+    elif case == "inf_row":
+        frame.loc[3, "f0"] = np.inf
+        path = _write(tmp_path, frame)
+    elif case == "empty_cell":
+        path = _write(tmp_path, frame)
+        lines = path.read_text().splitlines()
+        cells = lines[6].split(",")  # line 6 of the file = data row 5
+        cells[1] = ""
+        lines[6] = ",".join(cells)
+        path.write_text("\n".join(lines) + "\n")
+    elif case == "missing_label_value":
+        frame.loc[4, "kind"] = None
+        path = _write(tmp_path, frame)
+    elif case == "empty_file":
+        path = tmp_path / "d.csv"
+        path.write_text("")
+    elif case == "header_only":
+        path = tmp_path / "d.csv"
+        path.write_text("f0,f1,kind\n")
+    elif case == "unknown_format":
+        path = _write(tmp_path, frame, "d.xlsx")
+    elif case == "no_file":
+        path = tmp_path / "missing.csv"
+    elif case == "parquet_na":  # a nullable integer column with <NA>, and an index that is not 0..n-1
+        frame["f0"] = pd.array([1, 2, None] + [4] * 9, dtype="Int64")
+        frame.index = frame.index + 100
+        path = tmp_path / "d.parquet"
+        frame.to_parquet(path)
+    elif case == "parquet_text":  # rows are named by position, not by the file's own index
+        frame.insert(1, "colour", ["1.5", "red"] + ["2"] * 10)
+        frame.index = frame.index + 100
+        path = tmp_path / "d.parquet"
+        frame.to_parquet(path)
+    else:
+        path, label = tmp_path / "d.npz", None
+        np.savez(path, x=np.zeros((3, 2)), labels=np.arange(3))
+    rc = _value(tmp_path, path, *(["--label", label] if label else []), "--out", tmp_path / "o")
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "error:" in err and "Traceback" not in err
+    for needle in needles:
+        assert needle in err, (needle, err)
+    assert not (tmp_path / "o" / "values.csv").exists()
+
+
+def test_usage_names_the_command(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--help"])
+    top = capsys.readouterr().out
+    assert top.startswith("usage: chg ") and "value" in top and "your own CSV" in top
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["value", "--help"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.startswith("usage: chg value ")
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["value", "x.csv"])  # --out missing: argparse's usage error, status 2
+    assert exc.value.code == 2
+
+
+def test_python_m_chg_value_end_to_end(tmp_path):
+    """In a fresh interpreter, as a user runs it: a bad file exits 2 without a traceback, a good one writes files."""
+    env = {**os.environ, "MPLBACKEND": "Agg", "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    frame = _frame(n=24)
+    frame.to_csv(tmp_path / "good.csv", index=False)
+    frame.assign(f0=frame["f0"].astype(str) + "x").to_csv(tmp_path / "bad.csv", index=False)
+    cmd = [sys.executable, "-m", "chg", "value", "--label", "kind", "--epochs", "2"]
+    bad = subprocess.run([*cmd, str(tmp_path / "bad.csv"), "--out", str(tmp_path / "b")], capture_output=True,
+                         text=True, timeout=300, env=env, cwd=tmp_path)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.stderr.startswith("python -m chg value: error:") and "'f0'" in bad.stderr
+    good = subprocess.run([*cmd, str(tmp_path / "good.csv"), "--out", str(tmp_path / "g")], capture_output=True,
+                          text=True, timeout=300, env=env, cwd=tmp_path)
+    assert good.returncode == 0, good.stderr
+    assert "24 rows, 5 features, 3 classes" in good.stderr
+    report = ValuationReport.read_csv(tmp_path / "g" / "values.csv")
+    assert len(report) == 24 and report.labels.tolist() == frame["kind"].tolist()

@@ -1,0 +1,78 @@
+"""chg.progress: bars on when asked or on a terminal, off otherwise; logging through the "chg" logger."""
+import io
+import logging
+
+import pytest
+
+from chg import progress as P
+
+
+class _Tty(io.StringIO):
+    def isatty(self):
+        return True
+
+
+@pytest.fixture(autouse=True)
+def _no_process_default():
+    previous = P.set_progress(None)
+    yield
+    P.set_progress(previous)
+
+
+def _drawn(**kw) -> tuple:
+    stream = kw.pop("file")
+    items = list(P.progress(range(3), desc="valuing", unit="epoch", file=stream, mininterval=0, **kw))
+    return items, stream.getvalue()
+
+
+def test_enabled_draws_a_bar_and_passes_items_through():
+    items, text = _drawn(file=io.StringIO(), enabled=True)
+    assert items == [0, 1, 2]
+    assert "valuing" in text and "3/3" in text and "epoch" in text
+
+
+def test_disabled_draws_nothing_even_on_a_terminal():
+    items, text = _drawn(file=_Tty(), enabled=False)
+    assert items == [0, 1, 2] and text == ""
+
+
+def test_default_follows_the_terminal():
+    assert _drawn(file=io.StringIO())[1] == ""  # a log file, a pipe, CI: no bar
+    assert "3/3" in _drawn(file=_Tty())[1]
+
+
+def test_process_default_applies_only_when_enabled_is_none():
+    assert P.set_progress(False) is None
+    assert _drawn(file=_Tty())[1] == ""                  # --no-progress silences library bars
+    assert "3/3" in _drawn(file=io.StringIO(), enabled=True)[1]  # an explicit argument still wins
+    assert P.set_progress(True) is False
+    assert "3/3" in _drawn(file=io.StringIO())[1]
+
+
+@pytest.mark.parametrize("bad", [1, "yes", 0.0])
+def test_bad_setting_is_rejected(bad):
+    with pytest.raises(ValueError, match="True, False or None"):
+        P.progress(range(2), enabled=bad)
+    with pytest.raises(ValueError, match="True, False or None"):
+        P.set_progress(bad)
+
+
+def test_manual_bar_with_total():
+    stream = io.StringIO()
+    with P.progress(total=10, desc="rows", enabled=True, file=stream, mininterval=0) as bar:
+        bar.update(4)
+        bar.update(6)
+    assert "10/10" in stream.getvalue()
+
+
+def test_logger_is_silent_until_the_application_shows_it():
+    log = P.get_logger("valuation")
+    assert log.name == "chg.valuation" and P.get_logger().name == "chg"
+    assert not logging.getLogger("chg").handlers  # the library adds no handler
+    stream = io.StringIO()
+    with P.log_to_stderr(0, stream=stream):
+        log.info("valued 3 rows")
+        log.debug("hidden at verbosity 0")
+    log.warning("after the block: not shown on the stream")
+    assert stream.getvalue() == "valued 3 rows\n"
+    assert not logging.getLogger("chg").handlers and logging.getLogger("chg").level == logging.NOTSET
