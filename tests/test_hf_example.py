@@ -25,21 +25,6 @@ def _example():
     return mod
 
 
-def _dict_batches_supported() -> bool:
-    """Today's value_data reads batches as (x, y) tensors; the dict/ModelOutput support is being added."""
-    ex = _example()
-    try:
-        chg.value_data(ex.build_model(), ex.Tokens(n=4), epochs=1, batch_size=4)
-    except (AttributeError, TypeError, ValueError):
-        return False
-    return True
-
-
-xfail_today = pytest.mark.xfail(not _dict_batches_supported(), strict=False,
-                                reason="chg.value_data does not yet take dict batches / ModelOutput outputs "
-                                       "(issue 12 item 5; being fixed in chg.valuation / chg.lastlayer)")
-
-
 def _autograd_values(model, data) -> torch.Tensor:
     """Theorem 1 on dense x_i = l_i ∇_{[W|b]} l_i of model.classifier, one row at a time (eval mode)."""
     model.eval()
@@ -55,7 +40,6 @@ def _autograd_values(model, data) -> torch.Tensor:
     return chg.chg_shapley(torch.stack(xs))  # (n,)
 
 
-@xfail_today
 def test_epoch0_values_equal_per_sample_autograd():
     ex = _example()
     model = ex.build_model()
@@ -67,7 +51,6 @@ def test_epoch0_values_equal_per_sample_autograd():
     assert not torch.equal(valuer.epoch_values[1], valuer.epoch_values[0])  # the model was trained in between
 
 
-@xfail_today
 def test_example_runs_as_written(capsys):
     values = _example().main(epochs=2)
     assert values.shape == (96,) and bool(torch.isfinite(values).all())
