@@ -226,7 +226,14 @@ def _select_everywhere(model, data, cfg, epoch, gen, device, rank: int, world: i
     box = [(selection, None if failure is None else f"{type(failure).__name__}: {failure}") if rank == 0 else None]
     torch.distributed.broadcast_object_list(box, src=0)
     if failure is not None:
-        raise failure
+        # The local ``failure`` closes a reference cycle (exception → traceback → this frame → ``failure``) that pins
+        # every frame of the run — the DDP wrapper, hence the process group — until the garbage collector runs, so
+        # the caller's destroy_process_group() would not free the group: it would be torn down at whatever later
+        # point the collector runs, after the other ranks closed their side. Drop the local before leaving.
+        try:
+            raise failure
+        finally:
+            failure = None
     selection, message = box[0]
     if message is not None:
         raise RuntimeError(f"rank 0's {cfg.method!r} selection failed at epoch {epoch}: {message}")
