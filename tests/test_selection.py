@@ -340,3 +340,48 @@ def test_every_selector_keeps_exactly_round_a_n_distinct_points(name, case):
     assert sel.indices.numel() == expected
     if name in ("chg", "chg_unweighted", "hardness", "gradient"):  # Algorithm 2: every class present keeps a point
         assert torch.unique(y[sel.indices]).numel() == (C if expected >= C else expected)
+
+
+# ---- labels as a user would pass them ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("convert", [
+    lambda y: y.numpy(), lambda y: y.numpy().astype(np.int32), lambda y: y.numpy().astype(np.uint8),
+    lambda y: y.to(torch.int16), lambda y: y.to(torch.int32), lambda y: y.to(torch.uint8), lambda y: y.tolist()],
+    ids=["numpy_int64", "numpy_int32", "numpy_uint8", "torch_int16", "torch_int32", "torch_uint8", "list"])
+@pytest.mark.parametrize("name", sorted(SELECTORS))
+def test_selectors_accept_numpy_and_any_integer_labels(name, convert):
+    """The same selection as with int64 tensors, for NumPy / narrower integer labels (pool and validation set)."""
+    factors, y = _synthetic_pool([30, 20, 10])
+    vf, vy = _synthetic_pool([5, 5, 5], seed=1)
+
+    def run(labels, val_labels):
+        inp = SelectionInput(factors, labels, 3, 0.3, epoch=0, generator=torch.Generator().manual_seed(0),
+                             val_factors=vf, val_labels=val_labels, batch_size=8)
+        return get_selector(name).fn(inp)
+
+    ref, got = run(y, vy), run(convert(y), convert(vy))
+    assert torch.equal(got.indices, ref.indices) and torch.equal(got.weights, ref.weights)
+    if name == "chg":
+        assert torch.equal(class_budgets(convert(y), 3, 0.3), class_budgets(y, 3, 0.3))
+
+
+@pytest.mark.parametrize("bad, match", [(torch.tensor([0.0, 1.0]), "integer class labels.*float32"),
+                                        (np.array([0.0, 1.0]), "integer class labels.*float64"),
+                                        (torch.tensor([True, False]), "integer class labels.*bool"),
+                                        (np.array(["a", "b"]), "integer class labels"),
+                                        (torch.zeros(2, 2, dtype=torch.long), "1-D")])
+def test_labels_that_are_not_integer_classes_are_refused(bad, match):
+    with pytest.raises(ValueError, match=match):
+        SelectionInput(None, bad, 2, 0.5, epoch=0, generator=torch.Generator())
+    with pytest.raises(ValueError, match=match):
+        class_budgets(bad, 2, 0.5)
+
+
+def test_fraction_and_num_classes_accept_numpy_scalars():
+    y = np.array([0, 1, 1, 2, 2, 2])
+    assert class_budgets(y, np.int64(3), np.float32(0.5)).tolist() == class_budgets(torch.tensor(y), 3, 0.5).tolist()
+    inp = SelectionInput(None, y, np.int64(3), np.float64(0.5), epoch=0, generator=torch.Generator())
+    assert inp.num_classes == 3 and inp.labels.dtype == torch.int64
+    for bad in (True, np.bool_(True), "0.5", 0.0):
+        with pytest.raises(ValueError, match="fraction"):
+            class_budgets(y, 3, bad)
