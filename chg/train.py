@@ -80,7 +80,8 @@ class TrainResult:
         model: the trained ``nn.Module`` (the unwrapped model, not its DistributedDataParallel wrapper), on the
             run's device, in train mode as the last epoch left it.
         metrics: accuracies in %, times in seconds, the final selection (``final_indices``, ``final_weights``),
-            subset and pool sizes and noisy shares, ``model_sha256`` — the keys listed in :func:`train`.
+            ``selection_epochs`` (the epochs at which the method ran), subset and pool sizes and noisy shares,
+            ``model_sha256`` — the keys listed in :func:`train`.
     """
     model: torch.nn.Module
     metrics: dict
@@ -241,6 +242,18 @@ def _select_everywhere(model, data, cfg, epoch, gen, device, rank: int, world: i
     return selection
 
 
+def _check_labels(data: DataBundle) -> None:
+    """Every split's labels are integers in [0, num_classes), checked before any training (on a GPU an out-of-range
+    label is a device-side assert in the middle of a run; on a CPU an IndexError from the loss)."""
+    for name, split in (("train", data.train), ("validation", data.val), ("test", data.test)):
+        y = split.y
+        if y.dtype.is_floating_point or y.dtype == torch.bool or y.dtype.is_complex:
+            raise ValueError(f"{name} labels must be integer class indices, got dtype {y.dtype}")
+        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= data.num_classes):
+            raise ValueError(f"{name} labels must lie in [0, {data.num_classes}) (num_classes = {data.num_classes}), "
+                             f"got range [{int(y.min())}, {int(y.max())}]")
+
+
 def _checkpoint_state(model, opt, sched, gen_train, gen_select, selection, epoch, clock, history, cfg) -> dict:
     return {"config": dataclasses.asdict(cfg), "epoch": epoch, "model": model.state_dict(),
             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "gen_train": gen_train.get_state(),
@@ -256,6 +269,10 @@ def train(cfg: TrainConfig, data: DataBundle | None = None, checkpoint: Path | N
     ``data``: an already loaded :class:`DataBundle` (else loaded from ``cfg``). ``checkpoint``: a file to resume from
     and to write every ``checkpoint_every`` epochs (removed by the caller when it no longer needs it). ``hook(epoch)``
     is called after each epoch (and its checkpoint) — tests raise from it to simulate a kill.
+
+    Raises:
+        ValueError: epochs, select_every, batch_size or checkpoint_every below 1; an unknown method; labels of a split
+            that are not integers in [0, num_classes); a checkpoint written by another configuration.
     """
     if cfg.epochs < 1 or cfg.select_every < 1 or cfg.batch_size < 1 or cfg.checkpoint_every < 1:
         raise ValueError("epochs, select_every, batch_size and checkpoint_every must all be >= 1")
@@ -263,6 +280,7 @@ def train(cfg: TrainConfig, data: DataBundle | None = None, checkpoint: Path | N
     device = resolve_device(cfg.device)
     if data is None:
         data = load_dataset(cfg.dataset, cfg.seed, cfg.val_fraction, cfg.noise_rate)
+    _check_labels(data)
     data = data.to(device)
 
     # ---- model, optimizer, schedule, random generators
@@ -282,7 +300,7 @@ def train(cfg: TrainConfig, data: DataBundle | None = None, checkpoint: Path | N
     gen_train = torch.Generator().manual_seed(cfg.seed + 1)
     gen_select = torch.Generator().manual_seed(cfg.seed + 2)
     selection: Selection | None = None
-    clock = {"train_s": 0.0, "select_s": 0.0, "selections": 0}
+    clock = {"train_s": 0.0, "select_s": 0.0, "selections": 0, "selection_epochs": []}
     history: list = []  # per epoch: seconds of training, subset size
     start = 0
 
@@ -299,6 +317,7 @@ def train(cfg: TrainConfig, data: DataBundle | None = None, checkpoint: Path | N
         if state["selection"] is not None:
             selection = Selection(state["selection"]["indices"].cpu(), state["selection"]["weights"].cpu())
         clock, history, start = state["clock"], state["history"], state["epoch"]
+        clock.setdefault("selection_epochs", None)  # a checkpoint written before they were recorded: unknown
 
     for epoch in range(start, cfg.epochs):
         # ---- 1. select (Algorithm 2 line 3: every R epochs; non-adaptive methods once)
@@ -309,6 +328,8 @@ def train(cfg: TrainConfig, data: DataBundle | None = None, checkpoint: Path | N
             _sync(device)
             clock["select_s"] += time.perf_counter() - t0
             clock["selections"] += 1
+            if clock["selection_epochs"] is not None:
+                clock["selection_epochs"].append(epoch)
         idx_dev, w_dev = selection.indices.to(device), selection.weights.to(device)
 
         # ---- 2. train one epoch on the subset with its weights
@@ -359,6 +380,7 @@ def train(cfg: TrainConfig, data: DataBundle | None = None, checkpoint: Path | N
         "test_acc": evaluate(model, data.test.x, data.test.y, cfg, device),
         "val_acc": evaluate(model, data.val.x, data.val.y, cfg, device),
         "train_s": clock["train_s"], "select_s": clock["select_s"], "selections": clock["selections"],
+        "selection_epochs": clock["selection_epochs"],  # the epochs at which the method ran: 0, R, 2R, ... (adaptive)
         "selection_overhead": clock["select_s"] / clock["train_s"] if clock["train_s"] > 0 else None,
         "epoch_s_mean": clock["train_s"] / max(1, len(history)),
         "pool_size": len(data.train), "subset_size": int(selection.indices.numel()),

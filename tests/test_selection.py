@@ -17,12 +17,80 @@ RTOL, ATOL = 1e-10, 1e-12
 
 # ---- budgets, ties, weights -------------------------------------------------------------------------------------
 
-def test_class_budgets_round_half_up_at_least_one_at_most_all():
-    labels = torch.tensor([0] * 7 + [1] * 3 + [2] * 1 + [4] * 5)  # class 3 absent
-    assert class_budgets(labels, 5, 0.3).tolist() == [2, 1, 1, 0, 2]  # 2.1→2, 0.9→1, 0.3→1 (min 1), 0, 1.5→2
-    assert class_budgets(labels, 5, 0.5).tolist() == [4, 2, 1, 0, 3]  # 3.5→4, 1.5→2, 0.5→1, 2.5→3 (half up)
+def test_class_budgets_by_hand():
+    labels = torch.tensor([0] * 7 + [1] * 3 + [2] * 1 + [4] * 5)  # n = 16, class 3 absent
+    # a = 0.3: k = round(4.8) = 5 >= 4 classes present. Quotas 5·N_c/16 = 2.19, 0.94, 0.31, -, 1.56: classes 1 and 2
+    # (quota < 1) get one each; the other 3 points go to classes 0 and 4 on quotas 3·7/12 = 1.75, 3·5/12 = 1.25:
+    # floors 1, 1, the last point to the larger remainder (class 0)
+    assert class_budgets(labels, 5, 0.3).tolist() == [2, 1, 1, 0, 1]
+    # a = 0.5: k = 8, quotas 3.5, 1.5, 0.5, -, 2.5: class 2 gets one; 7 points on 7·7/15 = 3.27, 7·3/15 = 1.4,
+    # 7·5/15 = 2.33: floors 3, 1, 2, the last point to class 1 (remainder .4 > .33 > .27)
+    assert class_budgets(labels, 5, 0.5).tolist() == [3, 2, 1, 0, 2]
     assert class_budgets(labels, 5, 1.0).tolist() == [7, 3, 1, 0, 5]
-    assert class_budgets(labels, 5, 0.01).tolist() == [1, 1, 1, 0, 1]
+    # a = 0.01: k = 1 < 4 classes: no minimum, the one point goes to the largest quota (class 0)
+    assert class_budgets(labels, 5, 0.01).tolist() == [1, 0, 0, 0, 0]
+    # k = round(0.2·16) = 3 < 4 classes: largest remainders of 3·N_c/16 = 1.31, 0.56, 0.19, -, 0.94 → [1, 1, 0, 0, 1]
+    assert class_budgets(labels, 5, 0.2).tolist() == [1, 1, 0, 0, 1]
+    # equal remainders go to the lower class index: 3 classes of 3 at k = round(0.5·9) = 5 → 1.67 each
+    assert class_budgets(torch.arange(9) % 3, 3, 0.5).tolist() == [2, 2, 1]
+
+
+@pytest.mark.parametrize("counts, fraction, total", [
+    ([450] * 100, 0.05, 2_250),   # the issue's CIFAR-100 / Tiny ImageNet setting (rounded per class: 2,300)
+    ([3] * 100, 0.1, 30),         # rounded per class with at least one each: 100
+    ([1000, 50, 7, 3, 1, 1], 0.1, 106),   # imbalanced: every class present keeps one
+    ([5] * 10, 0.02, 1),          # the budget allows one point in all: one class keeps it
+])
+def test_class_budgets_add_up_to_the_shared_budget(counts, fraction, total):
+    labels = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
+    k = class_budgets(labels, len(counts), fraction)
+    assert int(k.sum()) == total == round(fraction * sum(counts) + 1e-9)
+    assert bool((k <= torch.tensor(counts)).all())
+    if total >= len(counts):
+        assert bool((k >= 1).all())
+
+
+def _budgets_oracle(counts, k):
+    """Largest remainder by brute force in exact rationals: the minimum of one per present class (when k allows it)
+    by repeatedly fixing the classes whose quota is below 1, then floors plus the largest remainders."""
+    present = [c for c, m in enumerate(counts) if m]
+    out = {c: 0 for c in range(len(counts))}
+    fixed = set()
+    if k >= len(present):
+        while True:
+            rest = [c for c in present if c not in fixed]
+            kk, nn_ = k - len(fixed), sum(counts[c] for c in rest)
+            low = {c for c in rest if Fraction(kk * counts[c], nn_) < 1}
+            if not low:
+                break
+            fixed |= low
+    for c in fixed:
+        out[c] = 1
+    rest = [c for c in present if c not in fixed]
+    kk, nn_ = k - len(fixed), sum(counts[c] for c in rest)
+    quota = {c: Fraction(kk * counts[c], nn_) for c in rest}
+    for c in rest:
+        out[c] = int(quota[c])  # floor
+    left = kk - sum(out[c] for c in rest)
+    for c in sorted(rest, key=lambda c: (-(quota[c] - int(quota[c])), c))[:left]:
+        out[c] += 1
+    return [out[c] for c in range(len(counts))]
+
+
+def test_class_budgets_equal_a_brute_force_apportionment_on_random_pools():
+    g = np.random.default_rng(0)
+    for _ in range(300):
+        C = int(g.integers(1, 12))
+        counts = [int(v) if g.random() > 0.2 else 0 for v in g.integers(1, 40, C)]
+        if not sum(counts):
+            continue
+        fraction = float(g.choice([g.uniform(0.001, 1.0), 0.5, 0.1, 1.0]))
+        labels = torch.repeat_interleave(torch.arange(C), torch.tensor(counts))[torch.randperm(sum(counts))]
+        n, kk = sum(counts), max(1, min(sum(counts), int(np.floor(fraction * sum(counts) + 0.5))))
+        got = class_budgets(labels, C, fraction).tolist()
+        assert got == _budgets_oracle(counts, kk), (counts, fraction)
+        assert sum(got) == kk and all(0 <= a <= m for a, m in zip(got, counts))
+        assert n >= kk
 
 
 @pytest.mark.parametrize("bad", [0.0, -0.1, 1.5, float("nan"), float("inf")])
@@ -98,11 +166,13 @@ def _oracle_algorithm2(model, x, y, C, fraction, weighting):
         idx = (y == c).nonzero().squeeze(1)
         values[idx] = (chg.hardness_shapley(L[idx]) if weighting == "hardness" else chg.chg_shapley(X[idx]))
     kept = []
+    counts = torch.bincount(y, minlength=C).tolist()
+    budgets = _budgets_oracle(counts, max(1, min(len(y), int(np.floor(fraction * len(y) + 0.5)))))
     for c in range(C):
         idx = (y == c).nonzero().squeeze(1).numpy()
         if idx.size == 0:
             continue
-        k = min(idx.size, max(1, int(np.floor(fraction * idx.size + 0.5))))
+        k = budgets[c]
         v = values[idx].numpy()
         v = np.round(v / (1e-9 * np.abs(v).max())) if np.abs(v).max() > 0 else v  # equal up to rounding = a tie
         order = np.lexsort((idx, -v))  # by value descending, then index ascending
@@ -110,7 +180,7 @@ def _oracle_algorithm2(model, x, y, C, fraction, weighting):
     kept = sorted(kept)
     S = torch.tensor(kept)
     vS = chg.hardness_shapley(L[S]) if weighting == "hardness" else chg.chg_shapley(X[S])
-    w = (vS - vS.min()) / (vS.max() - vS.min())
+    w = (vS - vS.min()) / (vS.max() - vS.min()) if len(kept) > 1 else torch.ones(1, dtype=torch.float64)
     return kept, w, values
 
 
@@ -125,7 +195,7 @@ def test_algorithm2_matches_dense_oracle(weighting, fn, fraction):
     assert sel.indices.tolist() == kept
     assert sel.weights.dtype == torch.float32
     torch.testing.assert_close(sel.weights.double(), w, rtol=1e-6, atol=1e-7)  # weights are float32
-    assert float(sel.weights.max()) == 1.0 and float(sel.weights.min()) == 0.0
+    assert float(sel.weights.max()) == 1.0 and float(sel.weights.min()) == (0.0 if len(kept) > 1 else 1.0)
 
 
 def test_per_class_values_equal_enumeration_on_a_small_class():
@@ -150,10 +220,12 @@ def test_per_class_values_equal_enumeration_on_a_small_class():
 
 
 def test_tiny_classes_and_single_point_subset():
-    model, x, y, C = _tiny_problem()
+    model, x, y, C = _tiny_problem()  # class sizes 1, 9, 11, 2
     factors = chg.compute_factors(model, x, y)
+    sel = select_chg(SelectionInput(factors, y, C, 0.2, epoch=0, generator=torch.Generator()))
+    assert sorted(y[sel.indices].tolist()) == [0, 1, 2, 2, 3]  # k = 5: one point per class, also the 1-point class
     sel = select_chg(SelectionInput(factors, y, C, 0.01, epoch=0, generator=torch.Generator()))
-    assert sorted(y[sel.indices].tolist()) == [0, 1, 2, 3]  # one point per present class, also the 1-point class
+    assert y[sel.indices].tolist() == [2]  # k = 1 < 4 classes: the one point comes from the largest class
     one = (y == 0).nonzero().squeeze(1)
     sel1 = select_chg(SelectionInput(factors[one], y[one], C, 0.5, epoch=0, generator=torch.Generator()))
     assert sel1.indices.tolist() == [0] and sel1.weights.tolist() == [1.0]  # |S| = 1: weight 1
@@ -231,3 +303,85 @@ def test_two_point_class_is_an_exact_tie_kept_by_lower_index():
     for order in (two, two.flip(0)):  # whichever comes first in the pool is kept
         sel = select_chg(SelectionInput(factors[order], y[order], C, 0.5, epoch=0, generator=torch.Generator()))
         assert sel.indices.tolist() == [0]
+
+
+# ---- every method trains on the same budget ---------------------------------------------------------------------
+
+def _synthetic_pool(counts, D=6, seed=0):
+    """Factors of a pool with the given class sizes: softmax outputs p, err = p − onehot(y), loss = −log p_y."""
+    g = torch.Generator().manual_seed(seed)
+    C, n = len(counts), sum(counts)
+    y = torch.repeat_interleave(torch.arange(C), torch.tensor(counts))[torch.randperm(n, generator=g)]
+    p = torch.softmax(torch.randn(n, C, generator=g, dtype=torch.float64), 1)
+    err = p - nn.functional.one_hot(y, C).double()
+    loss = -torch.log(p[torch.arange(n), y])
+    return chg.Factors(loss, err, torch.randn(n, D, generator=g, dtype=torch.float64)), y
+
+
+BUDGET_CASES = {  # (class sizes, fraction, GradMatch batch size) → round(a·n)
+    "100x450_a0.05": ([450] * 100, 0.05, 128),       # the issue's example: 2,250 (per-class rounding kept 2,300)
+    "100x3_a0.1": ([3] * 100, 0.1, 8),                # the issue's example: 30 (per-class rounding kept 100)
+    "imbalanced_a0.1": ([500, 100, 20, 5, 1], 0.1, 16),   # 626 points → 63
+    "short_last_batch_a0.3": ([205, 205], 0.3, 32),   # 410 = 12·32 + 26 points: k = 123
+}
+
+
+@pytest.mark.parametrize("case", sorted(BUDGET_CASES))
+@pytest.mark.parametrize("name", sorted(SELECTORS))
+def test_every_selector_keeps_exactly_round_a_n_distinct_points(name, case):
+    counts, fraction, batch_size = BUDGET_CASES[case]
+    factors, y = _synthetic_pool(counts)
+    C, n = len(counts), sum(counts)
+    vf, vy = _synthetic_pool([10] * C, seed=1)
+    inp = SelectionInput(factors, y, C, fraction, epoch=0, generator=torch.Generator().manual_seed(0),
+                         val_factors=vf, val_labels=vy, batch_size=batch_size, lr=0.05)
+    sel = check_selection(get_selector(name).fn(inp), n)  # unique indices in [0, n)
+    expected = n if name == "full" else int(np.floor(fraction * n + 0.5))
+    assert sel.indices.numel() == expected
+    if name in ("chg", "chg_unweighted", "hardness", "gradient"):  # Algorithm 2: every class present keeps a point
+        assert torch.unique(y[sel.indices]).numel() == (C if expected >= C else expected)
+
+
+# ---- labels as a user would pass them ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("convert", [
+    lambda y: y.numpy(), lambda y: y.numpy().astype(np.int32), lambda y: y.numpy().astype(np.uint8),
+    lambda y: y.to(torch.int16), lambda y: y.to(torch.int32), lambda y: y.to(torch.uint8), lambda y: y.tolist()],
+    ids=["numpy_int64", "numpy_int32", "numpy_uint8", "torch_int16", "torch_int32", "torch_uint8", "list"])
+@pytest.mark.parametrize("name", sorted(SELECTORS))
+def test_selectors_accept_numpy_and_any_integer_labels(name, convert):
+    """The same selection as with int64 tensors, for NumPy / narrower integer labels (pool and validation set)."""
+    factors, y = _synthetic_pool([30, 20, 10])
+    vf, vy = _synthetic_pool([5, 5, 5], seed=1)
+
+    def run(labels, val_labels):
+        inp = SelectionInput(factors, labels, 3, 0.3, epoch=0, generator=torch.Generator().manual_seed(0),
+                             val_factors=vf, val_labels=val_labels, batch_size=8)
+        return get_selector(name).fn(inp)
+
+    ref, got = run(y, vy), run(convert(y), convert(vy))
+    assert torch.equal(got.indices, ref.indices) and torch.equal(got.weights, ref.weights)
+    if name == "chg":
+        assert torch.equal(class_budgets(convert(y), 3, 0.3), class_budgets(y, 3, 0.3))
+
+
+@pytest.mark.parametrize("bad, match", [(torch.tensor([0.0, 1.0]), "integer class labels.*float32"),
+                                        (np.array([0.0, 1.0]), "integer class labels.*float64"),
+                                        (torch.tensor([True, False]), "integer class labels.*bool"),
+                                        (np.array(["a", "b"]), "integer class labels"),
+                                        (torch.zeros(2, 2, dtype=torch.long), "1-D")])
+def test_labels_that_are_not_integer_classes_are_refused(bad, match):
+    with pytest.raises(ValueError, match=match):
+        SelectionInput(None, bad, 2, 0.5, epoch=0, generator=torch.Generator())
+    with pytest.raises(ValueError, match=match):
+        class_budgets(bad, 2, 0.5)
+
+
+def test_fraction_and_num_classes_accept_numpy_scalars():
+    y = np.array([0, 1, 1, 2, 2, 2])
+    assert class_budgets(y, np.int64(3), np.float32(0.5)).tolist() == class_budgets(torch.tensor(y), 3, 0.5).tolist()
+    inp = SelectionInput(None, y, np.int64(3), np.float64(0.5), epoch=0, generator=torch.Generator())
+    assert inp.num_classes == 3 and inp.labels.dtype == torch.int64
+    for bad in (True, np.bool_(True), "0.5", 0.0):
+        with pytest.raises(ValueError, match="fraction"):
+            class_budgets(y, 3, bad)

@@ -60,7 +60,7 @@ def test_killed_run_resumes_bit_identical(tmp_path, digits, method, kill_at):
     assert ckpt.is_file()
     resumed = train(cfg, digits, checkpoint=ckpt).metrics
     for key in ("model_sha256", "test_acc", "val_acc", "final_indices", "final_weights", "selections",
-                "subset_noisy_share"):
+                "selection_epochs", "subset_noisy_share"):
         assert resumed[key] == ref[key], key
     with pytest.raises(ValueError, match="different configuration"):
         train(dataclasses.replace(cfg, lr=0.01), digits, checkpoint=ckpt)
@@ -109,6 +109,92 @@ def test_noisy_share_is_reported(digits):
     assert m["subset_noisy_share"] == pytest.approx(m["pool_noisy_share"]) and m["subset_size"] == m["pool_size"]
 
 
+@pytest.mark.parametrize("method, epochs, R, expected", [("adaptive_random", 7, 3, [0, 3, 6]),
+                                                        ("chg", 5, 2, [0, 2, 4]), ("random", 5, 2, [0]),
+                                                        ("chg", 3, 1, [0, 1, 2])])
+def test_selection_runs_at_epochs_0_R_2R(digits, method, epochs, R, expected):
+    """Algorithm 2 line 3: an adaptive method runs at epochs 0, R, 2R, ...; a non-adaptive one once, at epoch 0."""
+    m = train(_digits_cfg(method=method, epochs=epochs, select_every=R, checkpoint_every=epochs), digits).metrics
+    assert m["selection_epochs"] == expected and m["selections"] == len(expected)
+
+
+def _record_batch_sizes(monkeypatch):
+    import chg.train as train_module
+    sizes, real = [], train_module.augment_batch
+
+    def recording(x, *args, **kwargs):
+        sizes.append(int(x.shape[0]))
+        return real(x, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "augment_batch", recording)
+    return sizes
+
+
+@pytest.mark.parametrize("k, expected", [(129, [64, 65]), (130, [64, 64, 2]), (1, [1])])
+def test_a_one_point_last_batch_joins_the_one_before(monkeypatch, digits, k, expected):
+    """An epoch over k points in batches of 64: a last batch of one point is merged into the one before it (an SGD step
+    and BatchNorm statistics from one image hurt); a last batch of two is kept; a single-point subset is one batch."""
+    def first_k(inp):
+        return selection.Selection(torch.arange(k), torch.ones(k))
+
+    monkeypatch.setitem(selection.SELECTORS, "first_k", selection.Selector(first_k, needs_factors=False,
+                                                                           adaptive=False))
+    sizes = _record_batch_sizes(monkeypatch)
+    train(_digits_cfg(method="first_k", epochs=2, batch_size=64), digits)
+    assert sizes == expected * 2
+
+
+def test_subset_noisy_share_on_a_real_subset(digits):
+    m = train(_digits_cfg(method="random", fraction=0.3, epochs=1), digits).metrics
+    idx = m["final_indices"]
+    noisy = digits.noisy.tolist()
+    assert len(idx) == m["subset_size"] == 150 and 0 < sum(noisy[i] for i in idx) < len(idx)
+    assert m["subset_noisy_share"] == pytest.approx(sum(noisy[i] for i in idx) / len(idx), abs=1e-6)  # float32
+    assert m["pool_noisy_share"] == pytest.approx(sum(noisy) / len(noisy), abs=1e-6)
+
+
+def test_the_selection_factor_pass_runs_in_eval_mode(monkeypatch, digits):
+    """Single process, a model with BatchNorm and dropout: every factor pass of the selection sees the model in eval
+    mode and leaves BatchNorm's running statistics as they were; training itself runs in train mode."""
+    import chg.train as train_module
+
+    def bn_dropout_model(name, num_classes, input_shape, width=None):
+        return torch.nn.Sequential(torch.nn.Conv2d(input_shape[0], 4, 3, padding=1), torch.nn.BatchNorm2d(4),
+                                   torch.nn.ReLU(), torch.nn.Dropout(0.5), torch.nn.AdaptiveAvgPool2d(1),
+                                   torch.nn.Flatten(), torch.nn.Linear(4, num_classes))
+
+    passes, real = [], train_module.compute_factors
+
+    def recording(model, *args, **kwargs):  # whatever the factor path's signature: (model, x, y) or (model, batches)
+        bn, modes = model[1], (model.training, model[3].training)
+        before = (bn.running_mean.clone(), bn.running_var.clone(), int(bn.num_batches_tracked))
+        out = real(model, *args, **kwargs)
+        after = (bn.running_mean.clone(), bn.running_var.clone(), int(bn.num_batches_tracked))
+        passes.append(modes + (all(torch.equal(a, b) if torch.is_tensor(a) else a == b
+                                   for a, b in zip(before, after)),))
+        return out
+
+    monkeypatch.setattr(train_module, "build_model", bn_dropout_model)
+    monkeypatch.setattr(train_module, "compute_factors", recording)
+    result = train(_digits_cfg(method="chg", epochs=3, select_every=1), digits)
+    assert len(passes) >= 3 and all(p == (False, False, True) for p in passes)
+    assert result.model.training and int(result.model[1].num_batches_tracked) > 0  # trained in train mode
+
+
+def test_labels_outside_the_classes_are_refused_before_training(digits):
+    bad_y = digits.train.y.clone()
+    bad_y[7] = digits.num_classes
+    bad = dataclasses.replace(digits, train=Split(digits.train.x, bad_y))
+    with pytest.raises(ValueError, match=r"train labels must lie in \[0, 10\).*got range \[0, 10\]"):
+        train(_digits_cfg(method="random"), bad)
+    neg = dataclasses.replace(digits, test=Split(digits.test.x, digits.test.y - 1))
+    with pytest.raises(ValueError, match=r"test labels must lie in \[0, 10\)"):
+        train(_digits_cfg(method="random"), neg)
+    floats = dataclasses.replace(digits, val=Split(digits.val.x, digits.val.y.float()))
+    with pytest.raises(ValueError, match="validation labels must be integer"):
+        train(_digits_cfg(method="random"), floats)
+
+
 def test_resnet18_shapes_and_cpu_train_step():
     for size in (32, 64):
         model = ResNet18(num_classes=7, width=4, image_size=size)
@@ -122,7 +208,7 @@ def test_resnet18_shapes_and_cpu_train_step():
     cfg = TrainConfig(dataset="cifar10", model="resnet18", width=4, method="chg", fraction=0.5, epochs=2,
                       select_every=1, batch_size=8, device="cpu")
     m = train(cfg, bundle).metrics
-    assert m["subset_size"] == sum(max(1, int(0.5 * k + 0.5)) for k in torch.bincount(y[:24]).tolist() if k)
+    assert m["subset_size"] == 12  # round(0.5 · 24), shared over the classes
     assert m["selections"] == 2 and 0.0 <= m["test_acc"] <= 100.0
 
 

@@ -16,9 +16,9 @@ with orthogonal matching pursuit (the paper's Algorithm 2, *OMP*), non-negative 
 3. refit :math:`\gamma_S` = non-negative (ridge) least squares on the held batches; batches that get weight 0 leave.
 
 Everything runs on the B×B Gram matrix :math:`K = AA^\top` and :math:`c = At`, so the cost after forming A is
-independent of d = C(D+1). If OMP stops with fewer than m batches, random unchosen *batches* fill the budget with
-weight 1 (CORDS fills the same way with weight 1, but with individual random points). Every point of a chosen batch
-gets its batch's weight.
+independent of d = C(D+1). If the batches OMP picks hold fewer than k points, random unchosen *batches* fill the
+budget with weight 1 (CORDS fills the same way with weight 1, but with individual random points). Every point of a
+chosen batch gets its batch's weight.
 
 Target and scale: :math:`t = m\,\bar g`, with :math:`\bar g` the mean gradient of the pool (``target="train"``,
 CORDS' GradMatchPB default ``valid=False``) or of the validation set (``target="val"``). Picking all m batches (of
@@ -27,9 +27,11 @@ equal size) with :math:`\gamma \approx 1` then makes the subset's weighted *mean
 when the batches have equal sizes), so its weights are about B/m times ours. With λ = 0 the picks do not depend on
 this scale; a trainer may use the weights as they are or normalised by their sum (as CORDS' trainer does).
 
-Budget: k = round(a·n) points → :math:`m = \lceil k / \text{batch\_size}\rceil` batches (CORDS' rule); the batch
-picked last is then cut so that the subset holds at most k points — the same budget as every other method (CORDS
-keeps the whole batches, up to batch_size − 1 points more; at small fractions of a small pool that is a large edge).
+Budget: k = round(a·n) points → OMP picks at most :math:`m = \lceil k / \text{batch\_size}\rceil` batches (CORDS'
+rule). If the picked batches hold fewer than k points — OMP stopped early, or one of them is the short last chunk of
+the permutation — random unchosen batches (weight 1) are added until they hold at least k; the batch added last is
+then cut, so the subset holds exactly k points, the same budget as every other method (CORDS keeps whole batches, up
+to batch_size − 1 points more or fewer; at small fractions of a small pool that is a large edge).
 Defaults follow CORDS' CIFAR configuration: λ = 0, full last layer (``gradient="full"``), target = train.
 """
 from __future__ import annotations
@@ -39,8 +41,10 @@ import numbers
 
 import numpy as np
 import torch
+from scipy.linalg import solve_triangular
+from scipy.optimize import nnls
 
-from .random_subset import budget, make_selection, pool_size
+from .interface import Selection, SelectionInput, budget, make_selection, pool_size, register
 
 __all__ = ["batch_gradients", "nonneg_omp", "nonneg_omp_gram", "gradmatch_pb", "select_gradmatch_pb", "TOL"]
 
@@ -66,9 +70,8 @@ def batch_gradients(err: torch.Tensor, feat: torch.Tensor, perm: torch.Tensor, b
 
 
 def _nnls_gram(K: np.ndarray, c: np.ndarray) -> np.ndarray:
-    r"""argmin_{γ ≥ 0} γᵀKγ − 2cᵀγ for positive (semi)definite K, via K = LLᵀ and NNLS on ‖Lᵀγ − L⁻¹c‖²."""
-    from scipy.linalg import solve_triangular
-    from scipy.optimize import nnls
+    r"""argmin_{γ ≥ 0} γᵀKγ − 2cᵀγ for positive (semi)definite K, via K = LLᵀ and NNLS on
+    ‖Lᵀγ − L⁻¹c‖²."""
     jitter = 0.0
     for _ in range(8):
         try:
@@ -84,7 +87,8 @@ def _nnls_gram(K: np.ndarray, c: np.ndarray) -> np.ndarray:
 
 def nonneg_omp_gram(K: np.ndarray, c: np.ndarray, tt: float, max_atoms: int, tol: float = TOL,
                     ridge: float = 0.0, normalize: bool = False) -> tuple[list[int], np.ndarray]:
-    """Non-negative OMP from the Gram matrix K = AAᵀ (B, B), c = At (B,), tt = ‖t‖²; returns (atoms, weights > 0)."""
+    """Non-negative OMP from the Gram matrix K = AAᵀ (B, B), c = At (B,), tt = ‖t‖²; returns (atoms, weights
+    > 0)."""
     B = K.shape[0]
     scale = np.sqrt(np.clip(np.diag(K), 0, None))  # ‖G_b‖
     atoms, gamma = [], np.zeros(0)
@@ -153,20 +157,25 @@ def gradmatch_pb(err: torch.Tensor, feat: torch.Tensor, k: int, batch_size: int,
         raise ValueError(f"target gradient must have shape {tuple(G.shape[1:])}, got {tuple(mean_grad.shape)}")
     atoms, gamma = nonneg_omp(G.reshape(B, -1), m * mean_grad.reshape(-1).to(G), m, tol, ridge, normalize)
     chosen, weights = atoms.tolist(), gamma.tolist()
-    if len(chosen) < m:  # OMP stopped early: random unchosen batches, weight 1
+    held = int(sizes[chosen].sum()) if chosen else 0
+    if held < k:  # OMP stopped early, or picked the short last batch: random unchosen batches, weight 1
         rest = torch.tensor(sorted(set(range(B)) - set(chosen)), dtype=torch.int64)
-        fill = rest[torch.randperm(len(rest), generator=generator, device=generator.device).cpu()[:m - len(chosen)]]
-        chosen += fill.tolist()
-        weights += [1.0] * len(fill)
+        for b in rest[torch.randperm(len(rest), generator=generator, device=generator.device).cpu()].tolist():
+            if held >= k:
+                break
+            chosen.append(b)
+            weights.append(1.0)
+            held += int(sizes[b])
     starts = [b * batch_size for b in chosen]
     idx = torch.cat([perm[s:s + batch_size] for s in starts])
     w = torch.cat([torch.full((int(sizes[b]),), wb, dtype=torch.float32) for b, wb in zip(chosen, weights)])
-    # at most k points: the batch picked last is cut short, so GradMatch-PB gets the same budget as the others
+    # exactly k points: the batch added last is cut short, so GradMatch-PB gets the same budget as the others
     return idx[:k].to(torch.int64), w[:k].to(idx.device)
 
 
-def select_gradmatch_pb(inp, target: str = "train", tol: float = TOL, ridge: float = 0.0, normalize: bool = False,
-                        gradient: str = "full"):
+@register("gradmatch_pb", needs_factors=True, adaptive=True)
+def select_gradmatch_pb(inp: SelectionInput, target: str = "train", tol: float = TOL, ridge: float = 0.0,
+                        normalize: bool = False, gradient: str = "full") -> Selection:
     """GradMatch-PB over ``inp.factors`` with ``inp.batch_size``-point batches; weights = the batches' OMP weights."""
     n = pool_size(inp)
     k = budget(n, inp.fraction)

@@ -25,8 +25,9 @@ Choices (CORDS' defaults in brackets): the whole pool competes, not per class [`
 stochastic greedy (Mirzasoleiman et al., 2015) evaluates :math:`\lceil (n/k)\ln(1/\varepsilon)\rceil` remaining
 points per step, drawn uniformly *with* replacement (duplicates only waste an evaluation) [``greedy='Stochastic'``,
 :math:`\varepsilon = 0.01`, rounded down, without replacement]; ``epsilon=None`` is the plain greedy over all
-remaining points. :math:`\eta` is the trainer's learning rate (``inp.lr``; CORDS passes the optimizer's lr), 0.01 if none is given. ``gradient="full"`` uses weight and
-bias gradients; ``"bias"`` only the bias [CORDS: ``linear_layer=False``, i.e. bias]. Budget
+remaining points. :math:`\eta` is the trainer's learning rate (``inp.lr``; CORDS passes the optimizer's lr), 0.01
+if none is given. ``gradient="full"`` uses weight and bias gradients; ``"bias"`` only the bias [CORDS:
+``linear_layer=False``, i.e. bias]. Budget
 :math:`k = \mathrm{round}(a n)`; all weights 1.
 """
 from __future__ import annotations
@@ -35,7 +36,7 @@ import math
 
 import torch
 
-from .random_subset import budget, make_selection, pool_size
+from .interface import Selection, SelectionInput, budget, make_selection, pool_size, register
 
 __all__ = ["initial_val_logits", "val_gradient", "taylor_gains", "step_val_logits", "glister_greedy",
            "select_glister", "ETA", "EPSILON"]
@@ -138,7 +139,9 @@ def glister_greedy(err: torch.Tensor, feat: torch.Tensor, val_err: torch.Tensor,
     return torch.tensor(chosen, dtype=torch.int64)
 
 
-def select_glister(inp, eta: float | None = None, epsilon: float | None = EPSILON, gradient: str = "full"):
+@register("glister", needs_factors=True, adaptive=True, needs_val=True)
+def select_glister(inp: SelectionInput, eta: float | None = None, epsilon: float | None = EPSILON,
+                   gradient: str = "full") -> Selection:
     """GLISTER over the whole pool from ``inp.factors`` and ``inp.val_factors``/``inp.val_labels``; weights 1.
 
     ``eta``: the look-ahead step; default the trainer's learning rate ``inp.lr`` (CORDS uses the optimizer's lr),
