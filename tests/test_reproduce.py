@@ -256,3 +256,44 @@ def test_duplicates_finds_nothing_in_reproduce():
     out = subprocess.run(["duplicates", "--repo", str(ROOT / "reproduce")], capture_output=True, text=True,
                          timeout=120)
     assert out.stdout.startswith("no duplicates"), out.stdout
+
+
+# ---- captions from records, the table writer ---------------------------------------------------------------------
+
+def _rec(method, fraction, size, pool=410):
+    return {"config": {"method": method, "fraction": fraction}, "metrics": {"subset_size": size, "pool_size": pool}}
+
+
+def test_budget_note_states_measured_subset_sizes():
+    """The caption's subset-size facts come from the records (GradMatch-PB on breast cancer at a = 0.3 held 112 of
+    round(0.3·410) = 123 points; CHG rounds per class and may differ by up to C/2)."""
+    recs = [_rec("random", 0.3, 123), _rec("random", 0.1, 41), _rec("gradmatch_pb", 0.3, 112),
+            _rec("gradmatch_pb", 0.1, 41), _rec("chg", 0.3, 124), _rec("chg", 0.1, 40), _rec("full", 1.0, 410)]
+    note = selection.budget_note(recs, ("full", "random", "gradmatch_pb", "chg"))
+    assert "Random exactly round(a·n) in all 2 runs" in note
+    assert "GradMatch (PB) -11 to +0 points (1 of 2 runs differ)" in note
+    assert "CHG Shapley -1 to +1 points (2 of 2 runs differ)" in note and "Full" not in note
+
+
+def test_table_writer_markdown_latex_and_bad_rows(tmp_path, monkeypatch):
+    from kit import tables
+    monkeypatch.setattr(results, "FIGURES_DIR", tmp_path)
+    t = tables.Table(("Method", "a = 0.1"), (("CHG_x & co", "1.00 ± 0.50 (−2%)"),), title="acc ≥ 5")
+    md = tables.write("smoke", "t", [tables.Heading("T"), "text", t], "made by a test")
+    assert md == "## T\n\ntext\n\n| Method | a = 0.1 |\n|---|---|\n| CHG_x & co | 1.00 ± 0.50 (−2%) |\n"
+    tex = (tmp_path / "smoke" / "t.tex").read_text()
+    assert "\\caption{acc $\\geq$ 5}" in tex and "CHG\\_x \\& co & 1.00 $\\pm$ 0.50 ($-$2\\%) \\\\" in tex
+    with pytest.raises(ValueError, match="2 columns"):
+        tables.Table(("a", "b"), (("1",),))
+    assert tables.pm([]) == "not run" and tables.pm([1.0, 3.0], 1) == "2.0 ± 1.4"
+
+
+def test_smoke_outputs_are_git_ignored_and_quick_records_are_not():
+    def ignored(path):
+        out = subprocess.run(["git", "check-ignore", "-q", str(path)], cwd=ROOT, capture_output=True)
+        if out.returncode == 128:
+            pytest.skip("not a git checkout")
+        return out.returncode == 0
+    assert ignored(results.run_path("table2", "x", "smoke")) and ignored(results.figure_path("smoke", "table2.md"))
+    assert ignored(results.CHECKPOINT_DIR / "smoke" / "table2" / "x.pt")
+    assert not ignored(results.run_path("table2", "x", "quick")) and not ignored(results.figure_path("quick", "t.md"))

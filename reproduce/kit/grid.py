@@ -75,6 +75,12 @@ def _diff(stored: dict, now: dict) -> str:
                      if stored.get(k, "<absent>") != now.get(k, "<absent>"))
 
 
+def _stored_config(experiment: str, scale: str, run: Run):
+    """The config of the run's record, or None when there is no record."""
+    path = results.run_path(experiment, run.run_id, scale)
+    return json.loads(path.read_text())["config"] if path.is_file() else None
+
+
 def is_done(experiment: str, scale: str, run: Run, replace: bool = False) -> bool:
     """True when the run's record exists with the same config (skip it), False when there is none (or ``replace``).
 
@@ -82,15 +88,16 @@ def is_done(experiment: str, scale: str, run: Run, replace: bool = False) -> boo
         ConfigMismatch: a record exists with another config and ``replace`` is False; the message names the file,
             every differing field, and ``--replace``.
     """
-    path = results.run_path(experiment, run.run_id, scale)
-    if not path.is_file():
+    stored = _stored_config(experiment, scale, run)
+    if stored is None:
         return False
-    stored = json.loads(path.read_text())["config"]
     if stored == normalise(run.config):
         return True
     if replace:
         return False
-    raise ConfigMismatch(f"{path} holds run {run.run_id!r} with another configuration ({_diff(stored, normalise(run.config))}); "
+    path = results.run_path(experiment, run.run_id, scale)
+    raise ConfigMismatch(f"{path} holds run {run.run_id!r} with another configuration "
+                         f"({_diff(stored, normalise(run.config))}); "
                          f"rerun with --replace to redo it with the new settings (its record is overwritten), or "
                          f"delete the file")
 
@@ -113,8 +120,12 @@ def run_grid(experiment: str, scale: str, preset, runs: list, execute: Callable[
     todo = [r for r in mine if not is_done(experiment, scale, r, replace)]
     preset_dict = as_dict(preset)
     t_start = time.perf_counter()
+    ran = 0
     for n, run in enumerate(todo, 1):
+        if _stored_config(experiment, scale, run) == normalise(run.config):  # finished meanwhile by another process
+            continue
         out = execute(run)
+        ran += 1
         results.save_run(experiment, run.run_id, config=normalise(run.config), seed=run.seed, scale=scale,
                          metrics=out.metrics, wall_time_s=out.wall_time_s, device=out.device,
                          extra={"preset": preset_dict, **out.extra})
@@ -124,4 +135,4 @@ def run_grid(experiment: str, scale: str, preset, runs: list, execute: Callable[
                 stale.unlink(missing_ok=True)
         log(f"[{experiment} {scale} {n}/{len(todo)}] {run.run_id} ({out.wall_time_s:.1f} s; "
             f"{time.perf_counter() - t_start:.0f} s in all)")
-    return {"ran": len(todo), "skipped": len(mine) - len(todo), "total": len(mine)}
+    return {"ran": ran, "skipped": len(mine) - ran, "total": len(mine)}
