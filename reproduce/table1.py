@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 from kit import odv as oc
-from kit import tables
+from kit import grid, tables
 
 TASKS = ("label", "feature", "removal", "addition")
 TASK_NAMES = {"label": "Noisy label detection", "feature": "Noisy feature detection", "removal": "Point removal",
@@ -89,7 +89,7 @@ def pm(values, digits=3) -> str:
 
 def caption(runs: list, scale: str, datasets: list) -> str:
     def c(key, default_text=None):
-        v = oc.setting(runs, key)
+        v = grid.config_value(runs, key)
         return default_text if (v == "None" and default_text) else v
     seeds = sorted({r["seed"] for r in runs})
     th = "; ".join(f"{TASK_NAMES[k]}: '+' if Δ ≥ {lo}, '++' if Δ ≥ {hi}" for k, (lo, hi) in THRESHOLDS.items())
@@ -153,8 +153,8 @@ def render(cfg: oc.OdvPreset, scale: str) -> str:
     blocks = [caption(runs, scale, datasets),
               tables.Table(head, tuple(rows(table, methods, datasets)), title=f"Table 1 (measured, {scale} scale)"),
               summary(datasets, table, runs)]
-    return tables.write(scale, "table1", blocks, f"Table 1, measured, {scale} scale; made by reproduce/table1.py "
-                                                  f"from reproduce/results/{scale}/table1/; see table1.md for the caption")
+    return tables.write(scale, "table1", blocks, f"Table 1, measured, {scale} scale; made by reproduce/table1.py from "
+                                                  f"reproduce/results/{scale}/table1/; the caption is in table1.md")
 
 
 def summary(datasets: list, table: dict, runs: list) -> str:

@@ -3,7 +3,7 @@
     python reproduce/table2.py                 # quick scale on CPU (default without CUDA): compute + render
     python reproduce/table2.py --scale smoke   # every method, seconds (what CI runs)
     python reproduce/table2.py --scale paper   # CIFAR-10/100, Tiny ImageNet, ResNet-18, CUDA; add --shard i/k
-    python reproduce/table2.py --render-only   # only turn reproduce/results/quick/table2/*.json into figures/table2.md|tex
+    python reproduce/table2.py --render-only   # only reproduce/results/quick/table2/*.json → figures/table2.md|tex
 
 Presets (smoke | quick | paper) and settings: reproduce/kit/selection.py (``presets``); ``--show`` prints the resolved
 preset, ``--set KEY=VALUE`` overrides a field (e.g. ``--set train.epochs=50 --set seeds=0,1``). The paper's own

@@ -200,7 +200,7 @@ def test_epoch_time_mode_runs_and_writes_its_record(tmp_path, monkeypatch, capsy
     assert "s per epoch" in capsys.readouterr().out
 
 
-# ---- theorem 1 ---------------------------------------------------------------------------------------------------------
+# ---- theorem 1 ------------------------------------------------------------------------------------------------
 
 def test_theorem1_renders_the_largest_seed_in_numeric_order(tmp_path, monkeypatch):
     import theorem1

@@ -19,7 +19,7 @@ import chg.results as results
 
 from .config import as_dict
 
-__all__ = ["Run", "Outcome", "ConfigMismatch", "parse_shard", "is_done", "run_grid", "normalise"]
+__all__ = ["Run", "Outcome", "ConfigMismatch", "parse_shard", "is_done", "run_grid", "normalise", "config_value"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,13 @@ class ConfigMismatch(ValueError):
 def normalise(config: dict) -> dict:
     """``config`` as it reads back from JSON (tuples → lists, other non-JSON values → str)."""
     return json.loads(json.dumps(config, default=str))
+
+
+def config_value(records: list, key: str) -> str:
+    """The value of config field ``key`` over run records, as text: the one value, or every value joined by '/'
+    (captions state settings from the records, never from the code)."""
+    vals = sorted({str(r["config"][key]) for r in records})
+    return vals[0] if len(vals) == 1 else "/".join(vals)
 
 
 def parse_shard(text: str | None) -> tuple:

@@ -342,16 +342,10 @@ def require_records(cfg: OdvPreset, scale: str, what: str) -> list:
     return recs
 
 
-def setting(recs: list, key: str) -> str:
-    """The value of config field ``key`` over the records: one value, or all of them joined by '/'."""
-    vals = sorted({str(r["config"][key]) for r in recs})
-    return vals[0] if len(vals) == 1 else "/".join(vals)
-
-
 def settings_line(recs: list, scale: str, corrupted: str) -> str:
     """A figure's provenance footer, every fact from the records."""
     def c(key):
-        return setting(recs, key)
+        return grid.config_value(recs, key)
     datasets = sorted({r["config"]["dataset"] for r in recs})
     seeds = sorted({r["seed"] for r in recs})
     return (f"{scale} scale; data {', '.join(datasets)}; train/valid/test {c('train_count')}/{c('valid_count')}/"

@@ -228,8 +228,7 @@ def budget_note(records: list, methods: tuple) -> str:
 
 def _settings_text(records: list) -> str:
     def one(key):
-        vals = sorted({str(r["config"][key]) for r in records})
-        return vals[0] if len(vals) == 1 else "/".join(vals)
+        return grid.config_value(records, key)
     return (f"{one('epochs')} epochs, selection every R = {one('select_every')} epochs, batch {one('batch_size')}, "
             f"SGD lr {one('lr')} (momentum {one('momentum')}, Nesterov {one('nesterov')}, weight decay "
             f"{one('weight_decay')}, cosine), {one('val_fraction')} of the training data held out for validation, "
@@ -296,8 +295,7 @@ def render(table: str, scale: str, preset: SelectionPreset, title: str, include_
                      for m, vals in paper_time.get(d, {}).items()]
             blocks.append(tables.Table(("Method",) + tuple(f"a = {a:g}" for a in FRACTIONS), tuple(rows),
                                        f"**{DATA_LABELS.get(d, d)} (paper)**"))
-    stem = table
-    return tables.write(scale, stem, blocks, f"{title}, {scale} scale; seeds {seeds}; made by reproduce/{table}.py "
+    return tables.write(scale, table, blocks, f"{title}, {scale} scale; seeds {seeds}; made by reproduce/{table}.py "
                                              f"from reproduce/results/{scale}/{table}")
 
 

@@ -36,7 +36,8 @@ def draw_panel(ax, lines: dict, methods, labels: dict, title: str, xlabel: str, 
     ax.grid(alpha=0.3)
 
 
-def finish_figure(fig, scale: str, name: str, title: str, footer: str, legend_ax=None, legend_loc: str = "best") -> None:
+def finish_figure(fig, scale: str, name: str, title: str, footer: str, legend_ax=None,
+                  legend_loc: str = "best") -> None:
     """Legend (on ``legend_ax``), title, provenance footer, layout; ``<name>.png`` and ``<name>.pdf`` written
     atomically for ``scale``."""
     if legend_ax is not None:
