@@ -40,15 +40,21 @@ def settings(preset, axes: tuple) -> dict:
 
 
 def describe(preset) -> str:
-    """One line per field, ``key = value`` (nested fields as ``outer.inner``), for ``--show`` and logs."""
+    """One line per field, ``key = value`` (nested fields as ``outer.inner``; the grid's per-run fields are left
+    out), for ``--show``."""
+    grid_fields = getattr(preset, "GRID_FIELDS", ())
+
     def walk(obj, prefix):
         for f in dataclasses.fields(obj):
             value = getattr(obj, f.name)
             if dataclasses.is_dataclass(value):
                 yield from walk(value, f"{prefix}{f.name}.")
-            else:
+            elif prefix + f.name not in grid_fields:
                 yield f"{prefix}{f.name} = {value!r}"
-    return "\n".join(walk(preset, ""))
+    lines = list(walk(preset, ""))
+    if grid_fields:
+        lines.append(f"(set per run by the grid: {', '.join(grid_fields)})")
+    return "\n".join(lines)
 
 
 def _convert(text: str, hint, key: str):
