@@ -51,6 +51,7 @@ def _run_script(path, argv) -> int:
         print(f"{path} not found: `chg {path.stem}` runs from a source checkout of the repository", file=sys.stderr)
         return 2
     sys.argv = [str(path), *argv]
+    sys.path.insert(0, str(path.parent))  # as `python reproduce/x.py` does: the script's folder (its kit/) first
     runpy.run_path(str(path), run_name="__main__")
     return 0
 

@@ -1,7 +1,13 @@
 """Where results live, and how they are written: one JSON per run, atomically, with full provenance.
 
 Every reproduce script writes its runs through :func:`save_run` and renders tables/figures only from the files
-:func:`load_runs` returns. Paths come from here (override the root with ``CHG_ROOT``).
+:func:`load_runs` returns. Paths come from here (override the root with ``CHG_ROOT``):
+
+* run records: ``reproduce/results/<scale>/<experiment>/<run_id>.json`` (:func:`run_path`);
+* rendered tables and figures: ``figures/<name>`` at the quick scale (the committed default) and
+  ``figures/<scale>/<name>`` at every other scale (:func:`figure_path`).
+
+Every file is written by :func:`atomic_write` (a reader never sees half a file; a killed writer leaves the old one).
 """
 from __future__ import annotations
 
@@ -15,7 +21,8 @@ from importlib import metadata
 from pathlib import Path
 
 __all__ = ["ROOT", "RESULTS_DIR", "FIGURES_DIR", "CHECKPOINT_DIR", "DATA_DIR", "write_json_atomic", "atomic_write",
-           "provenance", "save_run", "load_runs", "run_path", "default_scale", "device_name"]
+           "write_text_atomic", "provenance", "save_run", "load_runs", "run_path", "figure_path", "default_scale",
+           "device_name"]
 
 ROOT = Path(os.environ.get("CHG_ROOT", Path(__file__).resolve().parents[1]))
 RESULTS_DIR = ROOT / "reproduce" / "results"
@@ -44,7 +51,13 @@ def atomic_write(path: Path, write) -> None:
         raise
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically (:func:`atomic_write`)."""
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
 def write_json_atomic(path: Path, obj) -> None:
+    """Write ``obj`` as indented, key-sorted JSON to ``path`` atomically; non-JSON values are written as ``str``."""
     def write(tmp):
         with open(tmp, "w") as fh:
             json.dump(obj, fh, indent=1, sort_keys=True, default=str)
@@ -82,8 +95,9 @@ def _versions() -> dict:
 def _git_commit() -> str | None:
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT,  # untracked code counts too
-                               capture_output=True, text=True, timeout=10)
+        # untracked code counts too; result records and rendered figures do not (runs write them as they go)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", ".", ":!reproduce/results", ":!figures"],
+                               cwd=ROOT, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return None
     if commit.returncode != 0:
@@ -110,25 +124,33 @@ def provenance(device=None) -> dict:
             "host": platform.node()}
 
 
-def run_path(experiment: str, run_id: str) -> Path:
-    return RESULTS_DIR / experiment / f"{run_id}.json"
+def run_path(experiment: str, run_id: str, scale: str) -> Path:
+    """``reproduce/results/<scale>/<experiment>/<run_id>.json``."""
+    return RESULTS_DIR / scale / experiment / f"{run_id}.json"
+
+
+def figure_path(scale: str, name: str) -> Path:
+    """Where a rendered table or figure file ``name`` (e.g. ``"table2.md"``) of ``scale`` goes: ``figures/<name>``
+    for the quick scale, ``figures/<scale>/<name>`` for every other scale."""
+    return FIGURES_DIR / name if scale == "quick" else FIGURES_DIR / scale / name
 
 
 def save_run(experiment: str, run_id: str, *, config: dict, seed: int, scale: str, metrics: dict,
              wall_time_s: float, device=None, extra: dict | None = None) -> Path:
-    """Write one run's JSON (config, seed, scale, metrics, wall time, device, versions, git commit) atomically."""
+    """Write one run's JSON (config, seed, scale, metrics, wall time, device, versions, git commit) atomically to
+    :func:`run_path`; ``extra`` adds top-level keys. Returns the path."""
     record = {"experiment": experiment, "run_id": run_id, "config": config, "seed": seed, "scale": scale,
               "metrics": metrics, "wall_time_s": wall_time_s, **provenance(device)}
     if extra:
         record.update(extra)
-    path = run_path(experiment, run_id)
+    path = run_path(experiment, run_id, scale)
     write_json_atomic(path, record)
     return path
 
 
-def load_runs(experiment: str) -> list:
-    """All run records of an experiment, sorted by run id."""
-    folder = RESULTS_DIR / experiment
+def load_runs(experiment: str, scale: str) -> list:
+    """All run records of an experiment at one scale, sorted by run id."""
+    folder = RESULTS_DIR / scale / experiment
     if not folder.is_dir():
         return []
     return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]

@@ -1,73 +1,52 @@
 """Figure 2: discovering noisy data — fraction of corrupted points found vs fraction of data inspected.
 
-    python reproduce/figure2.py [--scale quick|paper] [--render-only]
+    python reproduce/figure2.py [--scale smoke|quick|paper] [--render-only] [--set ...] [--shard i/k]
 
 Points are inspected in increasing order of value (opendataval's ``discover_corrupted_sample``, recomputed from the
 stored data values on a fine grid). Rows: label noise, feature noise; columns: data sets. Renders from Table 1's
-runs (computes any that are missing). Writes ``figures/figure2.png`` and ``figures/figure2.pdf``.
+runs (computes any that are missing). Writes ``figures/[<scale>/]figure2.png`` and ``.pdf``.
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import odv_common as oc  # noqa: E402
-from figure1 import finish_figure, method_style, settings_line  # noqa: E402
+import numpy as np
+from kit import odv as oc
+from kit.style import draw_panel, finish_figure, plt
 
 GRID = np.linspace(0.0, 1.0, 101)
 
 
-def curves(cfg: oc.Config):
-    acc, seeds, rates = {}, set(), {}
-    for r in oc.runs_for(cfg):
+def curves(recs: list):
+    """{(dataset, noise): {method: mean discovery curve on GRID}}, and {(dataset, noise): corrupted share}."""
+    acc, rates = {}, {}
+    for r in recs:
         c = r["config"]
-        seeds.add(r["seed"])
         values, noisy = np.asarray(r["values"]), np.asarray(r["noisy_indices"])
         rates[(c["dataset"], c["noise"])] = len(noisy) / len(values)
         acc.setdefault((c["dataset"], c["noise"]), {}).setdefault(c["method"], []).append(
             oc.discovery_curve(values, noisy, GRID))
-    return {k: {m: np.mean(v, 0) for m, v in by_m.items()} for k, by_m in acc.items()}, seeds, rates
+    return {k: {m: np.mean(v, 0) for m, v in by_m.items()} for k, by_m in acc.items()}, rates
 
 
-def render(cfg: oc.Config) -> None:
-    data, seeds, rates = curves(cfg)
-    if not data:
-        raise SystemExit(f"no table1 runs on disk for scale {cfg.scale}")
+def render(cfg: oc.OdvPreset, scale: str) -> None:
+    recs = oc.require_records(cfg, scale, "Figure 2")
+    data, rates = curves(recs)
     ds = [d for d in cfg.datasets if any(k[0] == d for k in data)]
     noises = [z for z in cfg.noises if any(k[1] == z for k in data)]
-    fig, axes = plt.subplots(len(noises), len(ds), figsize=(5.5 * len(ds), 3.8 * len(noises) + 0.8), squeeze=False)
+    fig, axes = plt.subplots(len(noises), len(ds), figsize=(max(5.5 * len(ds), 9), 3.8 * len(noises) + 0.8),
+                             squeeze=False)
     for i, z in enumerate(noises):
         for j, d in enumerate(ds):
             ax = axes[i][j]
-            by_m = data.get((d, z), {})
-            for k, m in enumerate(cfg.methods):
-                if m in by_m:
-                    ax.plot(GRID, by_m[m], label=oc.LABELS[m], **method_style(m, k))
+            lines = {m: (GRID, y) for m, y in data.get((d, z), {}).items()}
+            draw_panel(ax, lines, cfg.methods, oc.LABELS, f"{d}: {z} noise",
+                       "fraction of data inspected (lowest value first)", "fraction of corrupted points found")
             if (d, z) in rates:
                 ax.plot(GRID, np.minimum(GRID / rates[(d, z)], 1.0), color="grey", lw=1, ls="-.", label="optimal")
-            ax.set_title(f"{d}: {z} noise", fontsize=9)
-            ax.set_xlabel("fraction of data inspected (lowest value first)")
-            ax.set_ylabel("fraction of corrupted points found")
-            ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7, loc="lower right", ncol=2)
-    finish_figure(fig, "figure2",
+    finish_figure(fig, scale, "figure2",
                   "Figure 2 (measured): discovering noisy data, CHG Shapley vs baselines (paper: CIFAR10-embeddings)",
-                  settings_line(cfg, seeds).replace("labels flipped", "of points corrupted")
-                  + "; made by reproduce/figure2.py from reproduce/results/table1/")
-
-
-def main(argv=None) -> None:
-    args, cfg = oc.parse_args(__doc__.splitlines()[0], argv)
-    oc.ensure_runs(args, cfg)
-    render(cfg)
+                  oc.settings_line(recs, scale, "of points corrupted") + "; made by reproduce/figure2.py from "
+                  f"reproduce/results/{scale}/table1/", axes[0][-1], "lower right")
 
 
 if __name__ == "__main__":
-    main()
+    oc.main(__doc__, render)

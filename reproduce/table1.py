@@ -1,9 +1,10 @@
 """Table 1, measured: CHG Shapley vs the paper's baselines on OpenDataVal's four tasks.
 
-    python reproduce/table1.py [--scale quick|paper] [--render-only] [--seeds 0 1 2] [--threads 2]
+    python reproduce/table1.py [--scale smoke|quick|paper] [--set seeds=0,1,2] [--shard i/k] [--render-only]
 
 Compute step (skips runs already on disk): every (data set, noise ∈ {label, feature}, method, seed) run of
-``odv_common`` → ``reproduce/results/table1/*.json``. Render step: ``figures/table1.md`` and ``figures/table1.tex``.
+``kit.odv`` → ``reproduce/results/<scale>/table1/*.json``. Render step: ``figures/[<scale>/]table1.md`` and ``.tex``.
+Presets: ``kit.odv.PRESETS`` (``--show`` prints the resolved one).
 
 Tasks and scores (mean ± std over seeds, per data set):
 * noisy label / noisy feature detection (opendataval's ``mix_labels`` / ``add_gauss_noise``): AUC of "low value ⇒
@@ -16,15 +17,9 @@ Each '-/+/++' is computed from these numbers against the Random evaluator (thres
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import odv_common as oc  # noqa: E402
-
-from chg.results import FIGURES_DIR  # noqa: E402
+from kit import odv as oc
+from kit import grid, tables
 
 TASKS = ("label", "feature", "removal", "addition")
 TASK_NAMES = {"label": "Noisy label detection", "feature": "Noisy feature detection", "removal": "Point removal",
@@ -39,7 +34,7 @@ def removal_scores(rec: dict, max_fraction: float) -> tuple:
     return float(np.mean([r["high_first"][i] for i in keep])), float(np.mean([r["low_first"][i] for i in keep]))
 
 
-def aggregate(cfg: oc.Config, runs: list) -> dict:
+def aggregate(cfg: oc.OdvPreset, runs: list) -> dict:
     """{dataset: {method: {metric: [per-seed values]}}}."""
     table: dict = {}
     for rec in runs:
@@ -89,79 +84,84 @@ def symbol(task: str, cell: dict, rand: dict) -> str:
 
 
 def pm(values, digits=3) -> str:
-    if not values:
-        return "not run"
-    v = np.asarray(values, dtype=float)
-    return f"{v.mean():.{digits}f} ± {v.std(ddof=1) if len(v) > 1 else 0.0:.{digits}f}"
+    return tables.pm(values, digits)
 
 
-def caption(cfg: oc.Config, table: dict) -> str:
-    seeds = sorted({s for d in table.values() for c in d.values() for s in c["seeds"]})
-    t = cfg.train_kwargs
+def caption(runs: list, scale: str, datasets: list) -> str:
+    def c(key, default_text=None):
+        v = grid.config_value(runs, key)
+        return default_text if (v == "None" and default_text) else v
+    seeds = sorted({r["seed"] for r in runs})
     th = "; ".join(f"{TASK_NAMES[k]}: '+' if Δ ≥ {lo}, '++' if Δ ≥ {hi}" for k, (lo, hi) in THRESHOLDS.items())
     return (
-        f"**Table 1 (measured, {cfg.scale} scale).** Data: {', '.join(cfg.datasets)} (opendataval; quick-scale "
-        f"sets standardized), split train/valid/test = {cfg.train_count}/{cfg.valid_count}/{cfg.test_count}, "
-        f"{cfg.noise_rate:.0%} of training points corrupted (labels: opendataval `mix_labels`; features: "
-        f"`add_gauss_noise`, σ = {cfg.feature_noise_sigma}). Model: opendataval `{cfg.model}`, Adam, "
-        f"epochs = {t['epochs']}, batch = {t['batch_size']}, lr = {t['lr']}. Seeds: {seeds} (mean ± std over "
-        f"seeds; each seed re-draws split and noise). Sampler settings: TMC permutations = "
-        f"{cfg.tmc_mc_epochs or 'opendataval default (GrTMC)'}, Data Banzhaf models = "
-        f"{cfg.banzhaf_models or 'default 1000'}, AME models = {cfg.ame_models or 'default 1000'}, Data-OOB "
-        f"models = {cfg.oob_models or 'default 1000'}, DVRL RL epochs = {cfg.dvrl_rl_epochs or 'default 1000'}, "
-        f"KNN k = {cfg.knn_k}; 'Data-OOB (1000 models)' = Data-OOB at opendataval's default 1000 bagged models "
-        f"(every scale); CHG: Algorithm 1 via `chg.opendataval.CHGShapley` (values averaged over the same "
-        f"{t['epochs']} epochs; 'ride-along' = values from the training forward passes).\n\n"
+        f"**Table 1 (measured, {scale} scale).** Data: {', '.join(datasets)} (opendataval; the sklearn sets "
+        f"standardized), split train/valid/test = {c('train_count')}/{c('valid_count')}/{c('test_count')}, "
+        f"{float(c('noise_rate')):.0%} of training points corrupted (labels: opendataval `mix_labels`; features: "
+        f"`add_gauss_noise`, σ = {c('feature_noise_sigma')}). Model: opendataval `{c('model')}`, Adam, "
+        f"epochs = {c('epochs')}, batch = {c('batch_size')}, lr = {c('lr')}. Seeds: {seeds} (mean ± std over "
+        f"seeds; each seed re-draws split and noise); {len(runs)} runs. Sampler settings: TMC permutations = "
+        f"{c('tmc_mc_epochs', 'opendataval default (GrTMC)')}, Data Banzhaf models = "
+        f"{c('banzhaf_models', 'default 1000')}, AME models = {c('ame_models', 'default 1000')}, Data-OOB "
+        f"models = {c('oob_models', 'default 1000')}, DVRL RL epochs = {c('dvrl_rl_epochs', 'default 1000')}, "
+        f"KNN k = {c('knn_k')}; 'Data-OOB (default models)' = Data-OOB with {c('oob_default_models')} bagged models "
+        f"(opendataval's default is 1000), label noise only; CHG: Algorithm 1 via `chg.opendataval.CHGShapley` "
+        f"(values averaged over the same {c('epochs')} epochs; 'ride-along' = values from the training forward "
+        f"passes).\n\n"
         f"Scores: detection = AUC of 'low value ⇒ corrupted' and opendataval's 2-means F1; point removal = test "
-        f"accuracy averaged over 0–{cfg.removal_max_fraction:.0%} of the training set removed highest-value first "
-        f"(lower is better); point addition = the same removing lowest-value first, i.e. keeping/adding data in "
-        f"decreasing value (higher is better). Removal/addition use one retraining per point of the curve "
-        f"(opendataval `remove_high_low`, step {cfg.removal_percentile:.0%}) on the label-noise runs. "
+        f"accuracy averaged over 0–{float(c('removal_max_fraction')):.0%} of the training set removed highest-value "
+        f"first (lower is better); point addition = the same removing lowest-value first, i.e. keeping/adding data "
+        f"in decreasing value (higher is better). Removal/addition use one retraining per point of the curve "
+        f"(opendataval `remove_high_low`, step {float(c('removal_percentile')):.0%}) on the label-noise runs. "
         f"**Symbols**: Δ = per-seed improvement, for detection AUC − 0.5 (chance), for removal/addition the test "
         f"accuracy against the Random evaluator on the same data set and seed (sign so that positive = better); "
-        f"{th}, each only if the mean Δ also exceeds two standard errors of the mean over seeds; else '-'. 'Ours' lists the "
-        f"symbol per data set (in the order above). 'Paper' = the paper's Table 1 (CIFAR10-embeddings; for the "
-        f"baselines abstracted from Jiang et al. 2023), label/feature/removal/addition. Wall time = seconds of "
-        f"`DataEvaluator.train` (mean over all runs of the method, label and feature noise; shared 2-core CPU "
-        f"unless the device says otherwise); fits = calls of the model's `fit` during valuation (CHG: its one "
-        f"training run). Made by `python reproduce/table1.py --scale {cfg.scale}` from "
-        f"`reproduce/results/table1/*.json`.")
+        f"{th}, each only if the mean Δ also exceeds two standard errors of the mean over seeds; else '-'. 'Ours' "
+        f"lists the symbols label/feature/removal/addition. 'Paper' = the paper's Table 1 (CIFAR10-embeddings; for "
+        f"the baselines abstracted from Jiang et al. 2023). Wall time = seconds of `DataEvaluator.train` (mean over "
+        f"all runs of the method, label and feature noise; device: {'; '.join(sorted({r['device'] for r in runs}))}"
+        f"); fits = calls of the model's `fit` during valuation (CHG: its one training run). Made by "
+        f"`python reproduce/table1.py --scale {scale}` from `reproduce/results/{scale}/table1/*.json`.")
 
 
-def render(cfg: oc.Config) -> str:
-    runs = oc.runs_for(cfg)
+COLUMNS = (("label_auc", "Label AUC"), ("label_f1", "Label F1"), ("feature_auc", "Feature AUC"),
+           ("feature_f1", "Feature F1"), ("removal", "Removal acc ↓"), ("addition", "Addition acc ↑"))
+
+
+def rows(table: dict, methods: list, datasets: list) -> list:
+    """One row per (method, data set): paper symbols, ours, the six scores, wall time, fits."""
+    out = []
+    for m in methods:
+        for j, d in enumerate(datasets):
+            c = table.get(d, {}).get(m)
+            first = [oc.LABELS[m] if j == 0 else "″", d, oc.PAPER_SYMBOLS[m] if j == 0 else "″"]
+            if c is None:
+                out.append(first + ["not run"] * (len(COLUMNS) + 3))
+                continue
+            ours = " ".join("(baseline)" if m == "random" and t in ("removal", "addition") else
+                            symbol(t, c, table[d].get("random", {})) for t in TASKS)
+            out.append(first + [ours] + [pm(c.get(k, [])) for k, _ in COLUMNS]
+                       + [pm(c["wall_time_s"], 2), f"{np.mean(c['model_fits']):.0f}"])
+    return out
+
+
+def render(cfg: oc.OdvPreset, scale: str) -> str:
+    runs = oc.require_records(cfg, scale, "Table 1")
     table = aggregate(cfg, runs)
-    lines = [caption(cfg, table), ""]
-    head = ("| Method | Paper (L F R A) | Ours (L F R A) | Label AUC | Label F1 | Feature AUC | Feature F1 | "
-            "Removal acc ↓ | Addition acc ↑ | Wall time (s) | Model fits |")
-    lines += [head, "|" + "---|" * 11]
-    for m in cfg.methods:
-        cells = [table.get(d, {}).get(m) for d in cfg.datasets]
-        if all(c is None for c in cells):
-            lines.append(f"| {oc.LABELS[m]} | {oc.PAPER_SYMBOLS[m]} | not run |" + " not run |" * 8)
-            continue
-        ours = []
-        for t in TASKS:
-            ours.append("/".join(("(baseline)" if m == "random" and t in ("removal", "addition") else
-                                  symbol(t, c, table[d].get("random", {}))) if c else "not run"
-                                 for d, c in zip(cfg.datasets, cells)))
-        per = []
-        for key, digits in (("label_auc", 3), ("label_f1", 3), ("feature_auc", 3), ("feature_f1", 3),
-                            ("removal", 3), ("addition", 3)):
-            per.append("<br>".join(pm(c.get(key, []) if c else [], digits) for c in cells))
-        wall = "<br>".join(pm(c["wall_time_s"], 2) if c else "not run" for c in cells)
-        fits = "<br>".join(f"{np.mean(c['model_fits']):.0f}" if c else "not run" for c in cells)
-        lines.append(f"| {oc.LABELS[m]} | {oc.PAPER_SYMBOLS[m]} | {' '.join(ours)} | " + " | ".join(per)
-                     + f" | {wall} | {fits} |")
-    lines += ["", f"Cells with two lines: {' (top), '.join(cfg.datasets)} (bottom).", "", summary(cfg, table, runs)]
-    return "\n".join(lines) + "\n"
+    datasets = [d for d in cfg.datasets if d in table]
+    methods = [m for m in cfg.methods if any(m in table[d] for d in datasets)]
+    head = ("Method", "Data", "Paper (L F R A)", "Ours (L F R A)") + tuple(h for _, h in COLUMNS) + (
+        "Wall time (s)", "Model fits")
+    blocks = [caption(runs, scale, datasets),
+              tables.Table(head, tuple(rows(table, methods, datasets)), title=f"Table 1 (measured, {scale} scale)"),
+              summary(datasets, table, runs)]
+    return tables.write(scale, "table1", blocks, f"Table 1, measured, {scale} scale; made by reproduce/table1.py from "
+                                                  f"reproduce/results/{scale}/table1/; the caption is in table1.md")
 
 
-def summary(cfg: oc.Config, table: dict, runs: list) -> str:
+def summary(datasets: list, table: dict, runs: list) -> str:
     """The closing note: CHG vs Data-OOB and KNN Shapley on noisy labels; CHG's speed vs every method."""
     from opendataval.experiment.util import oned_twonn_clustering
     out = ["**Noisy-label detection, CHG vs Data-OOB and KNN Shapley** (AUC mean ± std; F1 mean ± std):", ""]
-    for d in cfg.datasets:
+    for d in datasets:
         row = table.get(d, {})
         parts = [f"{oc.LABELS[m]} {pm(row[m].get('label_auc', []))}; {pm(row[m].get('label_f1', []))}"
                  for m in ("chg", "chg_ride", "dataoob", "dataoob_default", "knnshapley") if m in row]
@@ -169,7 +169,7 @@ def summary(cfg: oc.Config, table: dict, runs: list) -> str:
     out += ["", "**Size of the 2-means 'low value' cluster** that the F1 scores (label noise, mean over seeds; the "
             "number of corrupted points is given first): a long tail of very low values makes 2-means split off "
             "only a few points, hence a low F1 beside a high AUC.", ""]
-    for d in cfg.datasets:
+    for d in datasets:
         sizes, n_noisy = {}, set()
         for rec in runs:
             c = rec["config"]
@@ -183,52 +183,15 @@ def summary(cfg: oc.Config, table: dict, runs: list) -> str:
                 f"{oc.LABELS[m]} {np.mean(v):.1f}" for m, v in sizes.items()))
     out += ["", "**Wall time of CHG Shapley (Alg. 1) relative to each method** (mean time of the method / mean "
             "time of CHG, over both noise kinds and all seeds):", ""]
-    for d in cfg.datasets:
+    for d in datasets:
         row = table.get(d, {})
         if "chg" not in row:
             continue
         t_chg = np.mean(row["chg"]["wall_time_s"])
-        parts = [f"{oc.LABELS[m]} {np.mean(row[m]['wall_time_s']) / t_chg:.3g}×" for m in cfg.methods
-                 if m in row and m != "chg"]
+        parts = [f"{oc.LABELS[m]} {np.mean(row[m]['wall_time_s']) / t_chg:.3g}×" for m in row if m != "chg"]
         out.append(f"- {d} (CHG {t_chg:.3f} s): " + ", ".join(parts))
     return "\n".join(out)
 
 
-def render_latex(cfg: oc.Config) -> str:
-    table = aggregate(cfg, oc.runs_for(cfg))
-    lines = [f"% Table 1, measured, {cfg.scale} scale; made by reproduce/table1.py from reproduce/results/table1/. "
-             "See table1.md for the full caption.",
-             "\\begin{tabular}{l l l l " + "c " * 8 + "}", "\\toprule",
-             "Method & Data & Ours (L F R A) & Paper & Label AUC & Label F1 & Feat.\\ AUC & Feat.\\ F1 & "
-             "Removal acc & Addition acc & Time (s) & Fits \\\\", "\\midrule"]
-    for m in cfg.methods:
-        for j, d in enumerate(cfg.datasets):
-            c = table.get(d, {}).get(m)
-            name = oc.LABELS[m] if j == 0 else ""
-            paper = oc.PAPER_SYMBOLS[m] if j == 0 else ""
-            if c is None:
-                lines.append(f"{name} & {d} & \\multicolumn{{10}}{{c}}{{not run}} \\\\")
-                continue
-            ours = " ".join(symbol(t, c, table[d].get("random", {})) for t in TASKS)
-            nums = " & ".join(pm(c.get(k, [])).replace("±", "$\\pm$") for k in
-                              ("label_auc", "label_f1", "feature_auc", "feature_f1", "removal", "addition"))
-            lines.append(f"{name} & {d.replace('_', chr(92) + '_')} & {ours} & {paper} & {nums} & "
-                         f"{np.mean(c['wall_time_s']):.2f} & {np.mean(c['model_fits']):.0f} \\\\")
-    lines += ["\\bottomrule", "\\end{tabular}"]
-    return "\n".join(lines) + "\n"
-
-
-def main(argv=None) -> None:
-    args, cfg = oc.parse_args(__doc__.splitlines()[0], argv)
-    oc.ensure_runs(args, cfg)
-    if not oc.runs_for(cfg):
-        raise SystemExit(f"no table1 runs on disk for scale {cfg.scale}; run without --render-only first")
-    FIGURES_DIR.mkdir(parents=True, exist_ok=True)
-    from chg.results import atomic_write
-    for name, text in (("table1.md", render(cfg)), ("table1.tex", render_latex(cfg))):
-        atomic_write(FIGURES_DIR / name, lambda tmp, t=text: Path(tmp).write_text(t))
-        print(f"wrote {FIGURES_DIR / name}")
-
-
 if __name__ == "__main__":
-    main()
+    oc.main(__doc__, render)

@@ -1,39 +1,48 @@
 """Theorem 1 demo: the closed form (eq. 3) against Definition 1's exhaustive enumeration, and its cost.
 
-Compute step: for n = 1..N_MAX, a random instance with rational vectors and α; the closed form in exact Fractions is
-compared with exact enumeration over all 2^n subsets (difference must be exactly 0), and both are timed. Then the
-efficiency axiom Σφ = U(N) is checked in float64 at n = 10^6 (d = 16). One JSON per run under
-reproduce/results/theorem1/; render step writes figures/theorem1.md.
+Compute step: per seed, for n = 1..n_max, a random instance with rational vectors and α; the closed form in exact
+Fractions is compared with exact enumeration over all 2^n subsets (the difference must be exactly 0), and both are
+timed. Then the efficiency axiom Σφ = U(N) is checked in float64 at n = n_efficiency. One record per seed,
+``reproduce/results/<scale>/theorem1/seed<k>.json`` (resumable, ``--shard``, the already-done rule of kit.grid);
+the render step writes ``figures/[<scale>/]theorem1.md`` (and ``.tex``) from the record of the largest seed of the
+preset (numeric order), with every other seed's verdict listed.
 
-Usage: python reproduce/theorem1.py [--n-max 12] [--seed 0]
+    python reproduce/theorem1.py [--scale smoke|quick|medium|paper] [--set n_max=14] [--set seeds=0,1,2] [--render-only]
+
+Presets: smoke n ≤ 8 and 10^4 points for the efficiency check; quick, medium and paper (exact arithmetic is the
+same on any machine) n ≤ 12 and 10^6 points.
 """
 from __future__ import annotations
 
-import argparse
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
+from kit import cli, config, grid, tables
 
+import chg.results as results
 from chg.games import chg_utility, exact_shapley
-from chg.results import FIGURES_DIR, load_runs, save_run
 from chg.shapley import chg_shapley, chg_shapley_exact
 
 
-@dataclass
-class Config:
+@dataclass(frozen=True)
+class Theorem1Preset:
+    seeds: tuple[int, ...] = (0,)
     n_max: int = 12          # largest player set enumerated exactly (2^n subsets)
     d: int = 3               # vector dimension of the exact instances
     n_efficiency: int = 10**6
     d_efficiency: int = 16
-    seed: int = 0
 
 
-def run(cfg: Config) -> dict:
-    rng = random.Random(cfg.seed)
+PRESETS = {"smoke": Theorem1Preset(n_max=8, n_efficiency=10**4), "quick": Theorem1Preset(),
+           "medium": Theorem1Preset(), "paper": Theorem1Preset()}
+
+
+def run(cfg: Theorem1Preset, seed: int) -> dict:
+    rng = random.Random(seed)
     rows = []
     for n in range(1, cfg.n_max + 1):
         x = [[Fraction(rng.randint(-9, 9), rng.randint(1, 4)) for _ in range(cfg.d)] for _ in range(n)]
@@ -49,7 +58,7 @@ def run(cfg: Config) -> dict:
                      "seconds_closed_form": t_closed})
         print(f"n={n:2d}: closed form == enumeration exactly: {closed == oracle} "
               f"(enumeration {t_enum:.3f} s, closed form {t_closed * 1e3:.2f} ms)", flush=True)
-    gen = np.random.default_rng(cfg.seed)
+    gen = np.random.default_rng(seed)
     xs = gen.normal(size=(cfg.n_efficiency, cfg.d_efficiency)) + 0.5
     a = gen.normal(size=cfg.d_efficiency)
     t0 = time.perf_counter()
@@ -64,41 +73,57 @@ def run(cfg: Config) -> dict:
     return {"exact": rows, "efficiency": eff}
 
 
-def render() -> None:
-    runs = load_runs("theorem1")
-    if not runs:
-        raise SystemExit("no theorem1 results: run `python reproduce/theorem1.py` first")
-    r = runs[-1]
-    lines = ["# Theorem 1: closed form vs exhaustive enumeration", "",
-             f"Scale: exact (any machine). Made by `python reproduce/theorem1.py` (seed {r['seed']}, "
-             f"d = {r['config']['d']}, rational entries p/q with |p| ≤ 9, q ≤ 4) on {r['device']}, "
-             f"commit {r['git_commit']}.", "",
-             "| n | closed form == enumeration (exact rationals) | enumeration (s) | closed form (ms) |",
-             "|---|---|---|---|"]
-    for row in r["metrics"]["exact"]:
-        lines.append(f"| {row['n']} | {'yes' if row['exactly_equal'] else 'NO, diff ' + row['max_abs_diff']} | "
-                     f"{row['seconds_enumeration']:.3f} | {row['seconds_closed_form'] * 1e3:.2f} |")
-    e = r["metrics"]["efficiency"]
-    lines += ["", f"Efficiency axiom in float64 at n = {e['n']:,}, d = {e['d']}: Σφ = {e['sum_phi']:.15g}, "
-              f"U(N) = {e['U_N']:.15g}, relative error {e['rel_error']:.1e}; {e['seconds']:.2f} s for all values."]
-    FIGURES_DIR.mkdir(parents=True, exist_ok=True)
-    (FIGURES_DIR / "theorem1.md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {FIGURES_DIR / 'theorem1.md'}")
+def runs(cfg: Theorem1Preset) -> list:
+    settings = config.settings(cfg, ("seeds",))
+    return [grid.Run(f"seed{s}", s, {**settings, "seed": s}) for s in cfg.seeds]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for k, v in asdict(Config()).items():
-        ap.add_argument(f"--{k.replace('_', '-')}", type=type(v), default=v)
-    ap.add_argument("--render-only", action="store_true")
-    args = ap.parse_args()
-    if not args.render_only:
-        cfg = Config(**{k: getattr(args, k) for k in asdict(Config())})
+def execute(cfg: Theorem1Preset):
+    def one(r: grid.Run) -> grid.Outcome:
         t0 = time.perf_counter()
-        metrics = run(cfg)
-        save_run("theorem1", f"seed{cfg.seed}", config=asdict(cfg), seed=cfg.seed, scale="exact", metrics=metrics,
-                 wall_time_s=time.perf_counter() - t0, device="cpu")
-    render()
+        metrics = run(cfg, r.seed)
+        return grid.Outcome(metrics, time.perf_counter() - t0, "cpu")
+    return one
+
+
+def render(cfg: Theorem1Preset, scale: str) -> str:
+    want = {r.run_id: r.config for r in runs(cfg)}
+    recs = sorted((r for r in results.load_runs("theorem1", scale) if want.get(r["run_id"]) == r["config"]),
+                  key=lambda r: r["seed"])  # numeric order: seed 10 after seed 2
+    if not recs:
+        raise SystemExit(f"no theorem1 results of scale {scale}: run `python reproduce/theorem1.py --scale {scale}`")
+    r = recs[-1]
+    c = r["config"]
+    rows = tuple((str(row["n"]), "yes" if row["exactly_equal"] else "NO, diff " + row["max_abs_diff"],
+                  f"{row['seconds_enumeration']:.3f}", f"{row['seconds_closed_form'] * 1e3:.2f}")
+                 for row in r["metrics"]["exact"])
+    e = r["metrics"]["efficiency"]
+    others = [f"seed {o['seed']}: " + ("all exactly equal" if all(x["exactly_equal"] for x in o["metrics"]["exact"])
+                                      else "NOT all equal") for o in recs[:-1]]
+    blocks = [tables.Heading("Theorem 1: closed form vs exhaustive enumeration", 1),
+              f"Scale: {scale} (exact arithmetic: the same on any machine). Made by `python reproduce/theorem1.py "
+              f"--scale {scale}` (seed {r['seed']}, d = {c['d']}, n = 1..{c['n_max']}, rational entries p/q with "
+              f"|p| ≤ 9, q ≤ 4) on {r['device']}, commit {r['git_commit']}, from "
+              f"reproduce/results/{scale}/theorem1/{r['run_id']}.json."
+              + (f" Other seeds: {'; '.join(others)}." if others else ""),
+              tables.Table(("n", "closed form == enumeration (exact rationals)", "enumeration (s)",
+                            "closed form (ms)"), rows, title="Theorem 1: closed form vs exhaustive enumeration"),
+              f"Efficiency axiom in float64 at n = {e['n']:,}, d = {e['d']}: Σφ = {e['sum_phi']:.15g}, "
+              f"U(N) = {e['U_N']:.15g}, relative error {e['rel_error']:.1e}; {e['seconds']:.2f} s for all values."]
+    return tables.write(scale, "theorem1", blocks, f"Theorem 1, {scale} scale; made by reproduce/theorem1.py")
+
+
+def main(argv=None) -> None:
+    p = cli.parser(__doc__.splitlines()[0], PRESETS)
+    args, cfg = cli.parse(p, PRESETS, argv)
+    if not args.render_only:
+        try:
+            grid.run_grid("theorem1", args.scale, cfg, runs(cfg), execute(cfg), shard=args.shard,
+                          replace=args.replace)
+        except grid.ConfigMismatch as exc:
+            raise SystemExit(f"theorem1: {exc}") from None
+    if not args.no_render:
+        render(cfg, args.scale)
 
 
 if __name__ == "__main__":

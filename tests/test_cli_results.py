@@ -49,9 +49,18 @@ def test_save_run_records_provenance(tmp_path, monkeypatch):
     monkeypatch.setattr(results, "RESULTS_DIR", tmp_path)
     results.save_run("exp", "r1", config={"a": 1}, seed=3, scale="quick", metrics={"acc": 0.5}, wall_time_s=1.5,
                      device="cpu")
-    (rec,) = results.load_runs("exp")
+    (rec,) = results.load_runs("exp", "quick")
     assert rec["seed"] == 3 and rec["scale"] == "quick" and rec["metrics"] == {"acc": 0.5}
     assert rec["versions"]["torch"] and rec["device"].startswith("cpu") and "git_commit" in rec
+    assert (tmp_path / "quick" / "exp" / "r1.json").is_file() and results.load_runs("exp", "smoke") == []
+
+
+def test_paths_per_scale(tmp_path, monkeypatch):
+    monkeypatch.setattr(results, "FIGURES_DIR", tmp_path)
+    assert results.figure_path("quick", "table2.md") == tmp_path / "table2.md"  # the committed default
+    assert results.figure_path("smoke", "table2.md") == tmp_path / "smoke" / "table2.md"
+    results.write_text_atomic(results.figure_path("medium", "t.md"), "µ ± 1\n")
+    assert (tmp_path / "medium" / "t.md").read_text(encoding="utf-8") == "µ ± 1\n"
 
 
 def test_benchmark_quick_mode_runs(tmp_path):

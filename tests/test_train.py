@@ -1,20 +1,15 @@
-"""chg.train: determinism, kill-and-resume bit-identical, the weighted loss, the ResNet-18 path on CPU, and the
-Table 2/3 grid (skips done runs, resumes a killed run, same table as an uninterrupted grid)."""
+"""chg.train: determinism, kill-and-resume bit-identical, the weighted loss, the ResNet-18 path on CPU (the Table 2/3
+grid built on it is tested in tests/test_reproduce.py)."""
 import dataclasses
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-import chg.results as results
 import chg.selection as selection
 from chg.data import DataBundle, Split, load_dataset
 from chg.models import ResNet18, build_model
 from chg.train import TrainConfig, _autocast, _prep, train
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "reproduce"))
-import selection_common as sc  # noqa: E402
 
 
 class Killed(RuntimeError):
@@ -229,77 +224,6 @@ def test_bad_config():
         train(_digits_cfg(epochs=0))
     with pytest.raises(ValueError, match="unknown selection method"):
         train(_digits_cfg(method="nope"))
-
-
-# ---- the reproduce grid ------------------------------------------------------------------------------------------
-
-def _tiny_preset(table):
-    p = sc.presets(table)["quick"]
-    p.datasets, p.methods, p.fractions, p.seeds = ("breast_cancer",), ("full", "random", "chg"), (0.1, 0.5), (0, 1)
-    p.train.update(epochs=4, select_every=2, checkpoint_every=1)
-    return p
-
-
-def _redirect(monkeypatch, root):
-    monkeypatch.setattr(results, "RESULTS_DIR", root / "results")
-    monkeypatch.setattr(results, "FIGURES_DIR", root / "figures")
-    monkeypatch.setattr(results, "CHECKPOINT_DIR", root / "checkpoints")
-
-
-def test_grid_killed_and_rerun_gives_the_same_table(tmp_path, monkeypatch):
-    table = "table3"
-    _redirect(monkeypatch, tmp_path / "a")
-    sc.run_grid(table, "quick", _tiny_preset(table), log=lambda *_: None)
-    ref = sc.render(table, "quick", _tiny_preset(table), {}, None, "t", include_time=False)
-    ref_runs = {r["run_id"]: r["metrics"]["test_acc"] for r in results.load_runs(table)}
-    assert len(ref_runs) == 10  # (1 full + 2·2) per seed, 2 seeds
-
-    _redirect(monkeypatch, tmp_path / "b")
-    calls = []
-
-    def kill(cfg, epoch):
-        calls.append(cfg.method)
-        if cfg.method == "chg" and cfg.seed == 1 and cfg.fraction == 0.1 and epoch == 2:
-            raise Killed
-
-    with pytest.raises(Killed):
-        sc.run_grid(table, "quick", _tiny_preset(table), hook=kill, log=lambda *_: None)
-    n_before = len(results.load_runs(table))
-    assert 0 < n_before < 10 and any((results.CHECKPOINT_DIR / table).glob("*.pt"))
-    counts = sc.run_grid(table, "quick", _tiny_preset(table), log=lambda *_: None)
-    assert counts == {"ran": 10 - n_before, "skipped": n_before, "total": 10}
-    assert not any((results.CHECKPOINT_DIR / table).glob("*.pt"))  # checkpoints removed once a run is saved
-    again = sc.render(table, "quick", _tiny_preset(table), {}, None, "t", include_time=False)
-    assert again == ref
-    assert {r["run_id"]: r["metrics"]["test_acc"] for r in results.load_runs(table)} == ref_runs
-    assert (results.FIGURES_DIR / "table3.md").is_file() and (results.FIGURES_DIR / "table3.tex").is_file()
-
-    changed = _tiny_preset(table)
-    changed.train["lr"] = 0.01
-    with pytest.raises(ValueError, match="another configuration"):
-        sc.run_grid(table, "quick", changed, log=lambda *_: None)
-
-
-def test_shards_partition_the_grid():
-    p = _tiny_preset("table2")
-    full = [sc.run_id("quick", c) for c in sc.grid(p)]
-    parts = [sc.run_id("quick", c) for k in range(3) for c in sc.grid(p)[k::3]]
-    assert sorted(parts) == sorted(full) and len(set(full)) == len(full)
-    assert sc.parse_shard("2/3") == (2, 3)
-    for bad in ("3/3", "a/b", "1"):
-        with pytest.raises(ValueError):
-            sc.parse_shard(bad)
-
-
-def test_epoch_time_mode_runs_and_writes_its_record(tmp_path, monkeypatch, capsys):
-    import chg.data
-    real = chg.data.synthetic_bundle
-    monkeypatch.setattr(chg.data, "synthetic_bundle", lambda: real(n_train=16, n_eval=4))
-    _redirect(monkeypatch, tmp_path)
-    assert sc.main("table2", "t", {}, None, ["--epoch-time", "1"]) == 0
-    rec = results.load_runs("epoch_time")
-    assert len(rec) == 1 and rec[0]["metrics"]["epochs"] == 1 and rec[0]["metrics"]["epoch_s_mean"] > 0
-    assert "s per epoch" in capsys.readouterr().out
 
 
 def _ddp_worker(rank, world, init_file, cfg, ckpt_dir):

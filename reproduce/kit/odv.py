@@ -1,26 +1,25 @@
-"""Shared by table1.py, figure1.py, figure2.py: OpenDataVal runs of CHG Shapley and the paper's baselines.
+"""Table 1 and Figures 1–2: OpenDataVal runs of CHG Shapley and the paper's baselines, and their presets.
 
 One run = (data set, noise kind, method, seed): opendataval builds the split and the noise from the seed, the
-evaluator is trained through ``ExperimentMediator.compute_data_values`` (as the benchmark does), and the run's JSON
-(``reproduce/results/table1/<run_id>.json``) holds the data values, the noisy indices, the detection metrics, the
-point-removal curves (label-noise runs only), the wall time and the number of model fits. Table 1 and Figures 1–2
-are rendered from these files only; a run already on disk is skipped (resume).
+evaluator is trained through ``ExperimentMediator.compute_data_values`` (as the benchmark does), and the run's record
+(``reproduce/results/<scale>/table1/<run_id>.json``) holds the data values, the noisy indices, the detection metrics,
+the point-removal curves (label-noise runs only), the wall time and the number of model fits. Table 1 and Figures 1–2
+are rendered from these records only; the grid (:func:`runs`) goes through :func:`kit.grid.run_grid` (resume,
+``--shard``, the already-done rule), whichever of the three scripts runs it.
 
-Presets (all settings in one place): ``QUICK`` (scikit-learn's digits and breast_cancer, standardized; cheap
-sampler settings for the costly evaluators; minutes on 2 CPU cores) and ``PAPER`` (opendataval's
-``cifar10-embeddings``: ResNet-50 embeddings of CIFAR-10, logistic regression; the opendataval defaults for every
-evaluator; needs the embeddings on disk or network + GPU to make them). The paper does not state its split or
-training settings; the PAPER preset's (train/valid/test 1000/100/1000, 5 epochs) are our choice.
+Presets (:data:`PRESETS`): ``smoke`` (breast cancer, 40 training points, one seed, the cheapest sampler settings —
+seconds per run), ``quick`` (scikit-learn's digits and breast_cancer, standardized; cheap sampler settings for the
+costly evaluators; minutes on 2 CPU cores) and ``paper`` (opendataval's ``cifar10-embeddings``: ResNet-50 embeddings
+of CIFAR-10, logistic regression; the opendataval defaults for every evaluator; needs the embeddings on disk or
+network + GPU to make them). The paper does not state its split or training settings; the paper preset's
+(train/valid/test 1000/100/1000, 5 epochs) are our choice.
 """
 from __future__ import annotations
 
-
-import argparse
-import json
 import functools
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,9 @@ import tqdm
 # opendataval's evaluators print a progress bar per loop; silence them (tqdm also reads TQDM_DISABLE itself).
 tqdm.tqdm.__init__ = functools.partialmethod(tqdm.tqdm.__init__, disable=True)
 
-from chg.results import DATA_DIR, default_scale, load_runs, run_path, save_run
+import chg.results as results  # noqa: E402
+
+from . import cli, config, grid  # noqa: E402
 
 EXPERIMENT = "table1"
 NOISES = ("label", "feature")
@@ -40,9 +41,9 @@ METHODS = ("loo", "datashapley", "knnshapley", "betashapley", "databanzhaf", "am
 LABELS = {"loo": "LOO", "datashapley": "Data Shapley (TMC)", "knnshapley": "KNN Shapley",
           "betashapley": "Beta Shapley", "databanzhaf": "Data Banzhaf", "ame": "AME",
           "influence": "Influence Function", "lava": "LAVA", "dvrl": "DVRL", "dataoob": "Data-OOB",
-          "dataoob_default": "Data-OOB (1000 models)", "random": "Random", "chg": "CHG Shapley (Alg. 1)",
+          "dataoob_default": "Data-OOB (default models)", "random": "Random", "chg": "CHG Shapley (Alg. 1)",
           "chg_ride": "CHG Shapley (ride-along)"}
-# Methods run on some noise kinds only (Data-OOB at its 1000-model default: the noisy-label comparison).
+# Methods run on some noise kinds only (Data-OOB at its default model count: the noisy-label comparison).
 METHOD_NOISES = {"dataoob_default": ("label",)}
 # The paper's Table 1 symbols: noisy label, noisy feature, point removal, point addition.
 PAPER_SYMBOLS = {"loo": "- - + +", "datashapley": "+ + ++ ++", "knnshapley": "+ + ++ ++",
@@ -51,37 +52,43 @@ PAPER_SYMBOLS = {"loo": "- - + +", "datashapley": "+ + ++ ++", "knnshapley": "+ 
                  "random": "(baseline)", "chg": "++ + ++ NA", "chg_ride": "(not in paper)"}
 
 
-@dataclass
-class Config:
-    """Every setting of the Table 1 / Figure 1–2 runs."""
-    scale: str
-    datasets: tuple
-    seeds: tuple = (0, 1, 2)
+@dataclass(frozen=True)
+class OdvPreset:
+    """Every setting of the Table 1 / Figure 1–2 runs (None for a sampler setting = opendataval's default)."""
+    datasets: tuple[str, ...]
+    seeds: tuple[int, ...] = (0, 1, 2)
+    methods: tuple[str, ...] = METHODS
+    noises: tuple[str, ...] = NOISES
     train_count: int = 150
     valid_count: int = 100
     test_count: int = 300
-    noise_rate: float = 0.2          # fraction of training points corrupted (opendataval's default)
+    noise_rate: float = 0.2           # fraction of training points corrupted (opendataval's default)
     feature_noise_sigma: float = 1.0  # add_gauss_noise: N(0, sigma²) added to the features of noisy points
     model: str = "LogisticRegression"  # opendataval's torch logistic regression (sigmoid in forward)
-    train_kwargs: dict = field(default_factory=lambda: {"epochs": 5, "batch_size": 64, "lr": 0.01})
+    epochs: int = 5                   # the model's training (Adam)
+    batch_size: int = 64
+    lr: float = 0.01
     removal_percentile: float = 0.10  # remove_high_low step
     removal_max_fraction: float = 0.5  # point removal/addition scores average the curve over [0, this]
-    # costly evaluators (None = opendataval's default)
-    tmc_mc_epochs: int | None = 3     # Data Shapley / Beta Shapley: TMCSampler permutations
+    tmc_mc_epochs: int | None = 3     # Data Shapley / Beta Shapley: TMCSampler permutations (None: GrTMC)
     banzhaf_models: int | None = 100
-    ame_models: int | None = 50 
+    ame_models: int | None = 50
     oob_models: int | None = 100
+    oob_default_models: int = 1000    # the 'dataoob_default' row: opendataval's default number of bagged models
     dvrl_rl_epochs: int | None = 50
     knn_k: int = 10
-    methods: tuple = METHODS
-    noises: tuple = NOISES
 
 
-QUICK = Config(scale="quick", datasets=("digits_standardized", "breast_cancer_standardized"))
-PAPER = Config(scale="paper", datasets=("cifar10-embeddings",), train_count=1000, valid_count=100, test_count=1000,
-               train_kwargs={"epochs": 5, "batch_size": 128, "lr": 0.01}, tmc_mc_epochs=None, banzhaf_models=None,
-               ame_models=None, oob_models=None, dvrl_rl_epochs=None)
-PRESETS = {"quick": QUICK, "paper": PAPER}
+PRESETS = {
+    "smoke": OdvPreset(datasets=("breast_cancer_standardized",), seeds=(0,), train_count=40, valid_count=30,
+                       test_count=60, tmc_mc_epochs=1, banzhaf_models=8, ame_models=8, oob_models=8,
+                       oob_default_models=16, dvrl_rl_epochs=3, removal_percentile=0.25),
+    "quick": OdvPreset(datasets=("digits_standardized", "breast_cancer_standardized")),
+    "paper": OdvPreset(datasets=("cifar10-embeddings",), train_count=1000, valid_count=100, test_count=1000,
+                       batch_size=128, tmc_mc_epochs=None, banzhaf_models=None, ame_models=None, oob_models=None,
+                       dvrl_rl_epochs=None),
+}
+GRID_AXES = ("datasets", "seeds", "methods", "noises")  # choose which runs exist, not what a run computes
 
 
 # ---- data ------------------------------------------------------------------------------------------------------
@@ -104,7 +111,7 @@ def register_datasets() -> None:
 
 
 def opendataval_cache() -> Path:
-    return DATA_DIR / "opendataval"
+    return results.DATA_DIR / "opendataval"
 
 
 def check_paper_data(download: bool) -> None:
@@ -124,7 +131,7 @@ def check_paper_data(download: bool) -> None:
 _DOWNLOAD = {"allowed": False}  # set by --download (paper scale): let opendataval fetch missing data
 
 
-def make_fetcher(cfg: Config, dataset: str, noise: str, seed: int):
+def make_fetcher(cfg: OdvPreset, dataset: str, noise: str, seed: int):
     from opendataval.dataloader import DataFetcher, add_gauss_noise, mix_labels
     register_datasets()
     if noise == "label":
@@ -143,7 +150,7 @@ def make_fetcher(cfg: Config, dataset: str, noise: str, seed: int):
 _FITS = {"n": 0}
 
 
-def make_model(cfg: Config, fetcher, device):
+def make_model(cfg: OdvPreset, fetcher, device):
     """opendataval's model, with ``fit`` counting calls (clones share the counter)."""
     from opendataval.model import ModelFactory
     base = ModelFactory(cfg.model, fetcher, device)
@@ -159,7 +166,7 @@ def make_model(cfg: Config, fetcher, device):
 
 
 # ---- evaluators ----------------------------------------------------------------------------------------------
-def make_evaluator(method: str, cfg: Config, seed: int, device):
+def make_evaluator(method: str, cfg: OdvPreset, seed: int, device):
     from opendataval import dataval as dv
 
     import chg.opendataval as chg_odv
@@ -189,8 +196,8 @@ def make_evaluator(method: str, cfg: Config, seed: int, device):
         return dv.DVRL(**opt(cfg.dvrl_rl_epochs, rl_epochs=cfg.dvrl_rl_epochs), device=device, random_state=rs)
     if method == "dataoob":
         return dv.DataOob(**opt(cfg.oob_models, num_models=cfg.oob_models), random_state=rs)
-    if method == "dataoob_default":  # opendataval's default number of bagged models, whatever the preset
-        return dv.DataOob(num_models=1000, random_state=rs)
+    if method == "dataoob_default":
+        return dv.DataOob(num_models=cfg.oob_default_models, random_state=rs)
     if method == "random":
         return dv.RandomEvaluator(random_state=rs)
     if method == "chg":
@@ -222,11 +229,12 @@ def discovery_curve(values: np.ndarray, noisy: np.ndarray, grid: np.ndarray) -> 
 
 
 # ---- one run -------------------------------------------------------------------------------------------------
-def run_id(dataset: str, noise: str, method: str, seed: int) -> str:
-    return f"{dataset}__{noise}__{method}__s{seed}"
+def train_kwargs(cfg: OdvPreset) -> dict:
+    """The model's training arguments (opendataval's ``train_kwargs``)."""
+    return {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": cfg.lr}
 
 
-def run_one(cfg: Config, dataset: str, noise: str, method: str, seed: int, device="cpu") -> dict:
+def run_one(cfg: OdvPreset, dataset: str, noise: str, method: str, seed: int, device="cpu") -> dict:
     from opendataval.experiment import ExperimentMediator
     from opendataval.experiment.exper_methods import remove_high_low
     from opendataval.metrics import Metrics
@@ -235,7 +243,7 @@ def run_one(cfg: Config, dataset: str, noise: str, method: str, seed: int, devic
     fetcher = make_fetcher(cfg, dataset, noise, seed)
     model = make_model(cfg, fetcher, device)
     evaluator = make_evaluator(method, cfg, seed, device)
-    mediator = ExperimentMediator(fetcher, model, dict(cfg.train_kwargs), metric_name="accuracy", raises_error=True)
+    mediator = ExperimentMediator(fetcher, model, train_kwargs(cfg), metric_name="accuracy", raises_error=True)
     fits0 = _FITS["n"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -252,7 +260,7 @@ def run_one(cfg: Config, dataset: str, noise: str, method: str, seed: int, devic
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             curves = remove_high_low(evaluator, fetcher, model=model, percentile=cfg.removal_percentile,
-                                     metric=Metrics.ACCURACY, train_kwargs=dict(cfg.train_kwargs))
+                                     metric=Metrics.ACCURACY, train_kwargs=train_kwargs(cfg))
         def curve(prefix):  # opendataval names the key after get_name(metric), which varies by version
             (key,) = [k for k in curves if k.startswith(prefix)]
             return [float(a) for a in curves[key]]
@@ -264,76 +272,83 @@ def run_one(cfg: Config, dataset: str, noise: str, method: str, seed: int, devic
             "n_train": int(len(values)), "wall": wall}
 
 
-def compute(cfg: Config, device="cpu", log=print) -> None:
-    """Every (data set, noise, method, seed) run not yet on disk, one JSON each."""
-    todo = [(d, z, m, s) for d in cfg.datasets for z in cfg.noises for s in cfg.seeds for m in cfg.methods
+
+
+# ---- the grid ----------------------------------------------------------------------------------------------------
+def settings(cfg: OdvPreset) -> dict:
+    """The preset's settings that change a run's result (not which runs exist), JSON-ready."""
+    return config.settings(cfg, GRID_AXES)
+
+
+def runs(cfg: OdvPreset) -> list:
+    """Every (data set, noise, method, seed) run of the preset, in a fixed order."""
+    return [grid.Run(f"{d}__{z}__{m}__s{s}", s, {**settings(cfg), "dataset": d, "noise": z, "method": m}, (d, z, m))
+            for d in cfg.datasets for z in cfg.noises for s in cfg.seeds for m in cfg.methods
             if z in METHOD_NOISES.get(m, NOISES)]
-    for i, (d, z, m, s) in enumerate(todo):
-        rid = run_id(d, z, m, s)
-        config = {**settings(cfg), "dataset": d, "noise": z, "method": m}
-        if _done(rid, config):
-            continue
-        t0 = time.perf_counter()
-        out = run_one(cfg, d, z, m, s, device)
-        save_run(EXPERIMENT, rid, config=config, seed=s,
-                 scale=cfg.scale, metrics=out["metrics"], wall_time_s=out["wall"], device=device,
-                 extra={"values": out["values"], "noisy_indices": out["noisy_indices"], "n_train": out["n_train"]})
-        log(f"[{i + 1}/{len(todo)}] {rid}: auc={out['metrics']['auc']:.3f} f1={out['metrics']['f1_kmeans']:.3f} "
-            f"time={out['wall']:.2f}s fits={out['metrics']['model_fits']} (run {time.perf_counter() - t0:.1f}s)")
 
 
-def settings(cfg: Config) -> dict:
-    """The preset's settings that change a run's result (not which runs are selected), JSON-normalised."""
-    keep = {k: v for k, v in asdict(cfg).items() if k not in ("seeds", "datasets", "methods", "noises")}
-    return json.loads(json.dumps(keep, default=str))
+def executor(cfg: OdvPreset, device):
+    def execute(run: grid.Run) -> grid.Outcome:
+        d, z, m = run.task
+        out = run_one(cfg, d, z, m, run.seed, device)
+        return grid.Outcome(out["metrics"], out["wall"], device,
+                            extra={"values": out["values"], "noisy_indices": out["noisy_indices"],
+                                   "n_train": out["n_train"]})
+    return execute
 
 
-def _done(rid: str, config: dict) -> bool:
-    """A run is done if its JSON exists with the same settings (a changed preset reruns it)."""
-    path = run_path(EXPERIMENT, rid)
-    if not path.exists():
-        return False
-    stored = json.loads(path.read_text())["config"]
-    return stored == json.loads(json.dumps(config, default=str))
+def records(cfg: OdvPreset, scale: str) -> list:
+    """The records of this scale for the preset's runs, made with its current settings (rendering input)."""
+    want = {r.run_id: grid.normalise(r.config) for r in runs(cfg)}
+    return [r for r in results.load_runs(EXPERIMENT, scale) if want.get(r["run_id"]) == r["config"]]
 
 
-def runs_for(cfg: Config) -> list:
-    """The JSON records of this preset's scale, data sets, seeds and methods, made with its current settings."""
-    keep, want = [], settings(cfg)
-    for r in load_runs(EXPERIMENT):
-        c = r["config"]
-        same = all(c.get(k) == v for k, v in want.items())
-        if (same and r["scale"] == cfg.scale and c["dataset"] in cfg.datasets and r["seed"] in cfg.seeds
-                and c["method"] in cfg.methods and c["noise"] in cfg.noises):
-            keep.append(r)
-    return keep
-
-
-# ---- command line shared by the three scripts ----------------------------------------------------------------
+# ---- command line shared by table1.py, figure1.py, figure2.py ----------------------------------------------------
 def parse_args(description: str, argv=None):
-    p = argparse.ArgumentParser(description=description)
-    p.add_argument("--scale", choices=sorted(PRESETS), default=default_scale())
-    p.add_argument("--seeds", type=int, nargs="+", help="override the preset's seeds")
-    p.add_argument("--datasets", nargs="+", help="override the preset's data sets")
-    p.add_argument("--methods", nargs="+", choices=METHODS, help="override the preset's methods")
-    p.add_argument("--render-only", action="store_true", help="only render from the JSONs on disk")
+    """kit.cli's options plus --download (paper scale) and --device; returns ``(args, preset)``."""
+    p = cli.parser(description, PRESETS)
     p.add_argument("--download", action="store_true", help="paper scale: allow opendataval to download CIFAR-10")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    args = p.parse_args(argv)
-    cfg = PRESETS[args.scale]
-    over = {k: tuple(v) for k, v in (("seeds", args.seeds), ("datasets", args.datasets),
-                                      ("methods", args.methods)) if v}
-    cfg = replace(cfg, **over)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    return args, cfg
+    return cli.parse(p, PRESETS, argv)
 
 
-def ensure_runs(args, cfg: Config) -> None:
+def ensure_runs(args, cfg: OdvPreset) -> None:
+    """The compute step (unless --render-only): every run of this shard not yet on disk."""
     if args.render_only:
         return
-    if cfg.scale == "paper":
+    if args.scale == "paper":
         check_paper_data(args.download)
         _DOWNLOAD["allowed"] = bool(args.download)
-    compute(cfg, device=args.device)
+    try:
+        counts = grid.run_grid(EXPERIMENT, args.scale, cfg, runs(cfg), executor(cfg, args.device), shard=args.shard,
+                               replace=args.replace)
+    except grid.ConfigMismatch as exc:
+        raise SystemExit(f"table1: {exc}") from None
+    print(f"table1 runs: ran {counts['ran']}, skipped {counts['skipped']} (already done) of {counts['total']}")
+
+
+def main(doc: str, render, argv=None) -> None:
+    """table1.py / figure1.py / figure2.py: parse, compute what is missing (unless --render-only), render."""
+    args, cfg = parse_args(doc.splitlines()[0], argv)
+    ensure_runs(args, cfg)
+    if not args.no_render:
+        render(cfg, args.scale)
+
+
+def require_records(cfg: OdvPreset, scale: str, what: str) -> list:
+    recs = records(cfg, scale)
+    if not recs:
+        raise SystemExit(f"no table1 runs of scale {scale} on disk for {what}; run without --render-only first")
+    return recs
+
+
+def settings_line(recs: list, scale: str, corrupted: str) -> str:
+    """A figure's provenance footer, every fact from the records."""
+    def c(key):
+        return grid.config_value(recs, key)
+    datasets = sorted({r["config"]["dataset"] for r in recs})
+    seeds = sorted({r["seed"] for r in recs})
+    return (f"{scale} scale; data {', '.join(datasets)}; train/valid/test {c('train_count')}/{c('valid_count')}/"
+            f"{c('test_count')}; {float(c('noise_rate')):.0%} {corrupted}; opendataval {c('model')} (Adam, "
+            f"{c('epochs')} epochs, batch {c('batch_size')}, lr {c('lr')}); mean over seeds {seeds} ({len(recs)} "
+            f"runs); sampler settings as in table1.md")

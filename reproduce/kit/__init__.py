@@ -1,0 +1,10 @@
+"""The reproduce toolkit: the one library every script in reproduce/ uses (no script imports another script).
+
+* :mod:`kit.config` — presets (frozen dataclasses, one per scale) and ``--set key=value`` parsed by field type;
+* :mod:`kit.cli` — the shared command line (``--scale --set --show --shard --replace --render-only --no-render``);
+* :mod:`kit.grid` — the one "already done?" rule, shards, and the loop that runs and records each run;
+* :mod:`kit.tables` — the one Markdown/LaTeX table writer; :mod:`kit.style` — the one plotting style;
+* :mod:`kit.selection` — Tables 2–3 (grid, presets, render); :mod:`kit.odv` — Table 1 and Figures 1–2 (OpenDataVal).
+
+Paths and the atomic writer come from :mod:`chg.results`.
+"""
