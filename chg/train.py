@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from .data import DataBundle, augment_batch, load_dataset
 from .lastlayer import Factors, compute_factors
 from .models import build_model
+from .progress import progress as progress_bar
 from .results import atomic_write, state_digest
 from .selection import Selection, SelectionInput, check_selection, get_selector
 
@@ -262,13 +263,15 @@ def _checkpoint_state(model, opt, sched, gen_train, gen_select, selection, epoch
 
 
 def train(cfg: TrainConfig, data: DataBundle | None = None, checkpoint: Path | None = None,
-          hook: Callable[[int], None] | None = None) -> TrainResult:
+          hook: Callable[[int], None] | None = None, progress: Optional[bool] = None) -> TrainResult:
     """Train one run; returns a :class:`TrainResult`: the trained model and its metrics (accuracies in %, times in
     seconds, the final selection).
 
     ``data``: an already loaded :class:`DataBundle` (else loaded from ``cfg``). ``checkpoint``: a file to resume from
     and to write every ``checkpoint_every`` epochs (removed by the caller when it no longer needs it). ``hook(epoch)``
-    is called after each epoch (and its checkpoint) — tests raise from it to simulate a kill.
+    is called after each epoch (and its checkpoint) — tests raise from it to simulate a kill. ``progress``: a bar over
+    the epochs (on rank 0 only): True | False | None — None shows it only when stderr is a terminal
+    (:func:`chg.progress.progress_enabled`).
 
     Raises:
         ValueError: epochs, select_every, batch_size or checkpoint_every below 1; an unknown method; labels of a split
@@ -319,7 +322,9 @@ def train(cfg: TrainConfig, data: DataBundle | None = None, checkpoint: Path | N
         clock, history, start = state["clock"], state["history"], state["epoch"]
         clock.setdefault("selection_epochs", None)  # a checkpoint written before they were recorded: unknown
 
-    for epoch in range(start, cfg.epochs):
+    epochs = progress_bar(range(start, cfg.epochs), desc=f"train {cfg.method} a={cfg.fraction:g}", unit="epoch",
+                          total=cfg.epochs, initial=start, enabled=progress if rank == 0 else False)
+    for epoch in epochs:
         # ---- 1. select (Algorithm 2 line 3: every R epochs; non-adaptive methods once)
         if selection is None or (selector.adaptive and epoch % cfg.select_every == 0):
             _sync(device)

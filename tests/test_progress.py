@@ -76,3 +76,14 @@ def test_logger_is_silent_until_the_application_shows_it():
     log.warning("after the block: not shown on the stream")
     assert stream.getvalue() == "valued 3 rows\n"
     assert not logging.getLogger("chg").handlers and logging.getLogger("chg").level == logging.NOTSET
+
+
+def test_train_draws_an_epoch_bar_only_when_asked(capsys):
+    from chg.train import TrainConfig, train
+    cfg = TrainConfig(dataset="breast_cancer", model="mlp", width=8, method="random", fraction=0.5, epochs=2,
+                      select_every=1, batch_size=64, augment_pad=0, augment_flip=False, device="cpu")
+    train(cfg, progress=True)
+    err = capsys.readouterr().err
+    assert "train random a=0.5" in err and "epoch" in err  # the bar (tqdm redraws at most every 0.1 s)
+    train(cfg, progress=False)
+    assert capsys.readouterr().err == ""
