@@ -205,7 +205,8 @@ def render(report: dict) -> str:
         lines.append(f"| {r['n']:,} | {r['seconds_median']:.3f} | {r['seconds_min']:.3f} | "
                      f"{r['peak_over_inputs_bytes'] / 2**20:.0f} | {r['input_bytes'] / 2**20:.0f} |")
     lines += ["", "## One batch: factored vs per-sample gradients (B = 128, D = 512), model forward to values", "",
-              "Each path runs the model (a Linear(256, 512)+ReLU backbone and the Linear(512, C) head) and ends with the "
+              "Each path runs the model (a Linear(256, 512)+ReLU backbone and the Linear(512, C) head) and ends with "
+              "the "
               "values: factored = one forward with the hook + eq. (3) from factors; vmap = torch.func per-sample "
               "gradients of the head (grad_and_value) + dense eq. (3); loop = one forward and torch.autograd.grad of "
               "the head per sample + dense eq. (3); loop + full backward = the same with loss.backward() (every "

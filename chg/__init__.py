@@ -10,7 +10,7 @@ from .games import exact_shapley
 from .lastlayer import Factors, LastLayerTap, compute_factors, find_last_linear, per_sample_loss
 from .shapley import chg_shapley, chg_shapley_exact, coefficients, hardness_shapley
 from .valuation import EpochValuer, IndexedDataset, value_data
-from . import report  # noqa: E402  chg.report: save, rank, plot values, list suspects
+from . import report  # noqa: F401  chg.report: save, rank, plot values, list suspects
 
 __version__ = "0.1.0"
 __all__ = ["chg_shapley", "chg_shapley_exact", "coefficients", "hardness_shapley", "exact_shapley",

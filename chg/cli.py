@@ -246,7 +246,8 @@ def _value(args) -> int:
     below = report.suspects()
     write_json_atomic(out / "summary.json", {
         "data": str(args.data), "rows": n, "features": flat.shape[1], "classes": C, "model": args.model,
-        "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed, "mode": args.mode, "gradient": args.gradient,
+        "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed, "mode": args.mode,
+        "gradient": args.gradient,
         "hidden": args.hidden if args.model == "mlp" else None, "train_seconds": round(seconds, 3),
         "train_accuracy_given_labels": acc, "rows_below_0": int(below.size), "chg_version": __version__,
         "torch_version": torch.__version__})

@@ -1,4 +1,5 @@
-r"""Data for the selection experiments (Tables 2–3): in-memory tensors, the validation hold-out, label noise, augmentation.
+r"""Data for the selection experiments (Tables 2–3): in-memory tensors, the validation hold-out, label noise,
+augmentation.
 
 Everything is a plain tensor held in memory (on the training device), batches are index slices — no DataLoader
 workers, so a run is deterministic given its seed and the whole CIFAR-10 training set lives on the GPU (150 MB).
@@ -377,4 +378,5 @@ def synthetic_bundle(n_train: int = 45_000, num_classes: int = 10, shape: tuple 
 
     train = part(n_train)
     return DataBundle("synthetic", train, part(n_eval), part(n_eval), num_classes,
-                      "image" if len(shape) == 3 else "tabular", train.y.clone(), torch.zeros(n_train, dtype=torch.bool))
+                      "image" if len(shape) == 3 else "tabular", train.y.clone(),
+                      torch.zeros(n_train, dtype=torch.bool))

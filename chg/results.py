@@ -110,7 +110,8 @@ def device_name(device=None) -> str:
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if dev.type == "cuda":
         return f"cuda:{torch.cuda.get_device_name(dev)}"
-    return f"cpu:{platform.processor() or platform.machine()} x{os.cpu_count()} (torch threads {torch.get_num_threads()})"
+    cpu = platform.processor() or platform.machine()
+    return f"cpu:{cpu} x{os.cpu_count()} (torch threads {torch.get_num_threads()})"
 
 
 def default_scale() -> str:

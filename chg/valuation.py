@@ -533,7 +533,8 @@ def train_and_value(model: nn.Module, train_dataset, valid_dataset, cfg: ValueDa
     mini-batches (``cfg.seed``), each epoch valued by ``valuer`` (``cfg.mode``: a separate pass at its start, or
     ride-along), every forward pass through one :class:`chg.lastlayer.LastLayerTap`. ``loss_fn(output, logits,
     targets, index)`` → scalar training loss (default: the mean of :func:`chg.lastlayer.per_sample_loss` of the
-    logits; ``targets`` arrive validated, int64). Returns ``valuer``. Raises ValueError on a bad config and as the tap and the valuer do."""
+    logits; ``targets`` arrive validated, int64). Returns ``valuer``. Raises ValueError on a bad config and as the
+    tap and the valuer do."""
     _check_config(cfg)
     if len(train_dataset) != valuer.n:
         raise ValueError(f"the valuer has n = {valuer.n} but the training set has {len(train_dataset)} rows")

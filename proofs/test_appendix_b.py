@@ -165,7 +165,7 @@ def test_split_symbolic():
 
 
 def _games(x, alpha):
-    nn, d = len(x), len(alpha)
+    d = len(alpha)
 
     def mean(sub):
         return [sum((x[i][c] for i in sub), Fraction(0)) / len(sub) for c in range(d)]

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Set up .venv (if needed) and run every test: unit tests, proofs, the notebooks (nbval), then every reproduce script
-# end to end at the smoke scale (bash reproduce/all.sh --scale smoke: outputs only under the git-ignored
+# Set up .venv (if needed), lint with ruff, and run every test: unit tests, proofs, the notebooks (nbval), then every
+# reproduce script end to end at the smoke scale (bash reproduce/all.sh --scale smoke: outputs only under the git-ignored
 # reproduce/results/smoke/ and figures/smoke/; checked to leave every tracked file untouched).
 # Usage: bash tests/run.sh [extra pytest args]
 set -euo pipefail
@@ -9,6 +9,7 @@ cd "$ROOT"
 bash reproduce/setup.sh
 export MPLBACKEND=Agg
 PY="${CHG_PYTHON:-$ROOT/.venv/bin/python}"
+"$PY" -m ruff check chg tests proofs benchmarks reproduce examples  # lint (pyproject.toml [tool.ruff])
 "$PY" -m pytest tests proofs --nbval-lax notebooks -p no:cacheprovider "$@"
 
 tracked_state() { git status --porcelain --untracked-files=no 2>/dev/null || true; git diff 2>/dev/null | sha256sum; }

@@ -138,7 +138,8 @@ def test_image_grid_reads_a_dataset_and_its_labels():
         R.plot_lowest_images(data, v[:5])
 
 
-@pytest.mark.parametrize("script, stem", [("bench_thresholds.py", "thresholds_quick"), ("bench_modes.py", "modes_quick")])
+@pytest.mark.parametrize("script, stem", [("bench_thresholds.py", "thresholds_quick"),
+                                          ("bench_modes.py", "modes_quick")])
 def test_the_benchmarks_behind_the_guidance_run(tmp_path, script, stem):
     """Quick mode of the scripts that measured the threshold and mode advice (the full runs are committed)."""
     root = Path(__file__).resolve().parents[1]

@@ -65,7 +65,7 @@ def test_hardness_closed_form_equals_enumeration(n):
     loss = [Fraction(rng.randint(0, 20), rng.randint(1, 5)) for _ in range(n)]
     oracle = exact_shapley(mean_utility(loss), n)
     own, total = mean_game_coefficients(n, exact=True)
-    assert [own * l + total * sum(loss) for l in loss] == oracle
+    assert [own * li + total * sum(loss) for li in loss] == oracle
     np.testing.assert_allclose(chg.hardness_shapley(np.array([float(v) for v in loss])),
                                [float(v) for v in oracle], rtol=1e-13, atol=1e-13)
 

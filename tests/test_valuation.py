@@ -68,7 +68,6 @@ def train_loop(model, x, y, mode, epochs=3, lr=0.3, batch=4, **valuer_kw):
         if mode == "pass":
             oracle.append(dense_values(copy.deepcopy(model), x, y, per_class=valuer_kw.get("per_class", False)))
             valuer.value_epoch(model, DataLoader(TensorDataset(x, y), batch_size=5))
-        ride = torch.empty(len(y), dtype=torch.float64)
         xs_epoch = torch.empty(len(y), C * (D + 1), dtype=torch.float64)
         for xb, yb, idx in loader:
             if mode == "ride":

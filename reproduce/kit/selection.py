@@ -22,7 +22,7 @@ from chg.train import TrainConfig, resolve_device, train
 
 from . import cli, grid, tables
 
-__all__ = ["SelectionPreset", "DatasetSettings", "DATASET_SETTINGS", "presets", "runs", "execute", "render", "main"]
+__all__ = ["SelectionPreset", "DatasetSettings", "DATASET_SETTINGS", "presets", "runs", "executor", "render", "main"]
 
 FRACTIONS = (0.05, 0.1, 0.3, 0.5, 0.7)
 ALL_METHODS = ("full", "random", "adaptive_random", "glister", "gradmatch_pb", "chg", "chg_unweighted", "hardness",
