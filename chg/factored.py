@@ -16,7 +16,7 @@ Cost O(n·C·D); extra memory O(n·C + chunk·D). The bias-only case is the same
 
 Precision: w·e, every per-sample combination, the sums and the values are float64. The products with the features
 (Σ w_i e_i h_iᵀ, M h_j, ‖h_i‖²) are taken in the features' dtype (half precision raised to float32) of the features
-centred on a reference point μ (the mean of the group's first rows; μ's share is added back in float64), so that their
+centred on a reference point μ (the mean of the first 32 rows given; μ's share is added back in float64), so that their
 rounding scales with the features' spread rather than with an offset they share: for float32 features the values are
 within ~1e-6 of their spread of the float64 ones even for features 1000 ± 0.001 (tested). Autocast is switched off
 inside. Pass float64 tensors when you need float64 end to end.
@@ -157,7 +157,7 @@ def _require_finite(result: torch.Tensor, err, feat, weight, what: str) -> None:
 class _Factors:
     """The rows ready for the two passes: w·e (n, C) float64; the features h (n, D) as given ((n, 0) when bias only);
     the compute dtype (the features', half precision raised to float32; float64 when bias only); the reference point
-    μ = h_0 (D,) in that dtype and in float64; ``bias`` (h̃ = [h; 1] or h); the chunks of rows."""
+    μ = the mean of the first 32 rows (D,) in that dtype and in float64; ``bias`` (h̃ = [h; 1] or h); the chunks of rows."""
 
     def __init__(self, err, feat, weight, bias):
         n = err.shape[0]
@@ -169,7 +169,7 @@ class _Factors:
             self.dtype = torch.float32 if feat.dtype in (torch.float16, torch.bfloat16) else feat.dtype
         self.bias = bias
         D = self.h.shape[1]
-        self.mu = self.h[0].to(self.dtype) if n else self.h.new_zeros(D, dtype=self.dtype)  # (D,) reference point
+        self.mu = torch.mean(self.h[:32], 0, dtype=self.dtype) if n else self.h.new_zeros(D, dtype=self.dtype)  # (D,)
         self.mu64 = self.mu.to(torch.float64)
         step = CHUNK_ROWS_ACCELERATOR if err.device.type != "cpu" else max(256, CHUNK_ELEMENTS // max(D, 1))
         self.chunks = [slice(a, min(n, a + step)) for a in range(0, n, step)]
