@@ -13,6 +13,7 @@ from .valuation import EpochValuer, IndexedDataset, value_data
 
 __version__ = "0.1.0"
 __all__ = ["chg_shapley", "chg_shapley_exact", "coefficients", "hardness_shapley", "exact_shapley",
-           "shapley_from_factors", "Options", "factored_shapley", "group_stats", "values_from_factors", "GroupStats", "Factors",
+           "shapley_from_factors", "Options",
+           "factored_shapley", "group_stats", "values_from_factors", "GroupStats", "Factors",
            "LastLayerTap", "compute_factors", "find_last_linear", "per_sample_loss", "EpochValuer", "IndexedDataset",
            "value_data"]

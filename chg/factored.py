@@ -157,7 +157,8 @@ def _require_finite(result: torch.Tensor, err, feat, weight, what: str) -> None:
 class _Factors:
     """The rows ready for the two passes: w·e (n, C) float64; the features h (n, D) as given ((n, 0) when bias only);
     the compute dtype (the features', half precision raised to float32; float64 when bias only); the reference point
-    μ = the mean of the first 32 rows (D,) in that dtype and in float64; ``bias`` (h̃ = [h; 1] or h); the chunks of rows."""
+    μ = the mean of the first 32 rows (D,) in that dtype and in float64; ``bias`` (h̃ = [h; 1] or h); the chunks of
+    rows."""
 
     def __init__(self, err, feat, weight, bias):
         n = err.shape[0]
@@ -204,8 +205,10 @@ class _Factors:
         D = self.h.shape[1]
         m_feat = m[:, :D].to(self.dtype)  # (C, D)
         b = torch.addmv(m[:, D], m[:, :D], self.mu64) if self.bias else m[:, :D] @ self.mu64  # (C,) μ's and bias' share
-        out = [self.we.new_zeros(0)] + [torch.linalg.vecdot(self.we[rows], F.linear(self.centred(rows), m_feat).to(torch.float64).add_(b))
-               for rows in self.chunks]  # (m,) each: w_j e_jᵀ (m_feat (h_j − μ) + b)
+        out = [self.we.new_zeros(0)]  # then (m,) per chunk: w_j e_jᵀ (m_feat (h_j − μ) + b)
+        for rows in self.chunks:
+            hm = F.linear(self.centred(rows), m_feat)  # (m, C) in dtype
+            out.append(torch.linalg.vecdot(self.we[rows], hm.to(torch.float64).add_(b)))
         return torch.cat(out) if len(out) != 2 else out[1]
 
 

@@ -41,7 +41,7 @@ Options: ``per_class=True`` values each class as its own game (α and the statis
 ``alpha="valid"`` sets :math:`\alpha` to the mean of :math:`l_i g_i` over a validation set (per class when
 ``per_class``; give the rows with ``add_validation`` or ``value_epoch(..., valid_loader)``; :func:`value_data` in
 ride-along mode takes them in a no-grad pass at the end of each epoch); ``weighting`` "chg" | "gradient" |
-"hardness" and ``gradient`` "full" | "bias" as in :func:`chg.factored.shapley_from_factors`.
+"hardness" and ``gradient`` "full" | "bias" as in :class:`chg.Options` (which every entry point also takes whole).
 
 A user's own loop::
 
@@ -430,7 +430,8 @@ def _as_dataset(data, what: str, dtype: torch.dtype):
 
 def value_data(model: nn.Module, train_dataset, valid_dataset=None, config: Optional[ValueDataConfig] = None,
                weighting: str = "chg", gradient: str = "full", per_class: bool = False, alpha: str = "train",
-               return_valuer: bool = False, layer: Optional[nn.Linear] = None, **overrides):
+               return_valuer: bool = False, layer: Optional[nn.Linear] = None, options: Optional[Options] = None,
+               **overrides):
     """Train ``model`` (in place) on ``train_dataset`` and return every point's CHG value (Algorithm 1).
 
     Args:
@@ -445,7 +446,7 @@ def value_data(model: nn.Module, train_dataset, valid_dataset=None, config: Opti
         valid_dataset: the same kinds; needed for ``alpha="valid"``.
         config / overrides: a :class:`ValueDataConfig` and/or keyword settings (``epochs=3, lr=0.1, mode="ride"``).
             The caller's config is copied, never changed.
-        weighting, gradient, per_class, alpha: as in :class:`EpochValuer`.
+        weighting, gradient, per_class, alpha: as in :class:`EpochValuer`; or ``options`` (a :class:`chg.Options`).
     Returns:
         values (n,) float64, each point's value averaged over the epochs; with ``return_valuer``, ``(values,
         valuer)`` (per-epoch values in ``valuer.epoch_values``).
@@ -459,13 +460,13 @@ def value_data(model: nn.Module, train_dataset, valid_dataset=None, config: Opti
         raise ValueError(f"value_data: unknown setting {unknown[0]!r}; settings are "
                          f"{list(ValueDataConfig.__dataclass_fields__)}")
     cfg = dataclasses.replace(config if config is not None else ValueDataConfig(), **overrides)  # a copy
-    if alpha == "valid" and valid_dataset is None:
+    options = Options.of(options, weighting=weighting, gradient=gradient, per_class=per_class, alpha=alpha)
+    if options.alpha == "valid" and valid_dataset is None:
         raise ValueError("value_data: alpha='valid' needs valid_dataset")
     dtype = next(model.parameters()).dtype
     train_dataset = _as_dataset(train_dataset, "train_dataset", dtype)
     valid_dataset = _as_dataset(valid_dataset, "valid_dataset", dtype)
-    valuer = EpochValuer(len(train_dataset), weighting=weighting, gradient=gradient, per_class=per_class,
-                         alpha=alpha)
+    valuer = EpochValuer(len(train_dataset), options=options)
     train_and_value(model, train_dataset, valid_dataset, cfg, valuer, layer=layer)
     values = valuer.values()
     return (values, valuer) if return_valuer else values
@@ -515,7 +516,8 @@ def train_and_value(model: nn.Module, train_dataset, valid_dataset, cfg: ValueDa
     mini-batches (``cfg.seed``), each epoch valued by ``valuer`` (``cfg.mode``: a separate pass at its start, or
     ride-along), every forward pass through one :class:`chg.lastlayer.LastLayerTap`. ``loss_fn(output, logits,
     targets, index)`` → scalar training loss (default: the mean of :func:`chg.lastlayer.per_sample_loss` of the
-    logits; ``targets`` arrive validated, int64). Returns ``valuer``. Raises ValueError on a bad config and as the tap and the valuer do."""
+    logits; ``targets`` arrive validated, int64). Returns ``valuer``. Raises ValueError on a bad config and as the
+    tap and the valuer do."""
     _check_config(cfg)
     if len(train_dataset) != valuer.n:
         raise ValueError(f"the valuer has n = {valuer.n} but the training set has {len(train_dataset)} rows")
