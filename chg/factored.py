@@ -187,16 +187,18 @@ class _Factors:
 
     def stats_and_sq_norms(self):
         """Pass 1: s = Σ w_i e_i ⊗ h̃_i (C, D+bias) float64 and every ‖x_i‖² (n,) float64."""
-        s_feat = self.we.new_zeros(self.we.shape[1], self.h.shape[1])  # Σ w e (h − μ)ᵀ (C, D) float64
-        h_sq = [self.h.new_zeros(0, dtype=self.dtype)]  # per chunk: ‖h_i − μ‖² + 2μ·(h_i − μ) (m,)
+        s_feat, h_sq = None, []  # Σ w e (h − μ)ᵀ (C, D) float64; per chunk ‖h_i − μ‖² + 2μ·(h_i − μ) (m,)
         for rows in self.chunks:
             hc = self.centred(rows)  # (m, D)
-            s_feat += self.we[rows].to(self.dtype).T @ hc  # GEMM in dtype, accumulated in float64
+            part = self.we[rows].to(self.dtype).T @ hc  # (C, D) GEMM in dtype, accumulated in float64
+            s_feat = part.to(torch.float64) if s_feat is None else s_feat.add_(part)
             h_sq.append(torch.addmv(torch.linalg.vector_norm(hc, dim=1).square_(), hc, self.mu, alpha=2))
+        if s_feat is None:  # no rows
+            s_feat = self.we.new_zeros(self.we.shape[1], self.h.shape[1])
         s_bias = self.we.sum(0)  # (C,)
         s_feat.addr_(s_bias, self.mu64)  # + (Σ w e) μᵀ
         s = torch.cat([s_feat, s_bias[:, None]], 1) if self.bias else s_feat
-        h_sq = torch.cat(h_sq) if len(h_sq) != 2 else h_sq[1]
+        h_sq = _cat(h_sq, self.mu)
         h_sq = h_sq.to(torch.float64) + (self.mu64 @ self.mu64 + self.bias)  # ‖h̃_i‖²
         return s, torch.linalg.vecdot(self.we, self.we) * h_sq  # ‖x_i‖² = ‖w_i e_i‖² ‖h̃_i‖²
 
@@ -205,11 +207,16 @@ class _Factors:
         D = self.h.shape[1]
         m_feat = m[:, :D].to(self.dtype)  # (C, D)
         b = torch.addmv(m[:, D], m[:, :D], self.mu64) if self.bias else m[:, :D] @ self.mu64  # (C,) μ's and bias' share
-        out = [self.we.new_zeros(0)]  # then (m,) per chunk: w_j e_jᵀ (m_feat (h_j − μ) + b)
+        out = []  # (m,) per chunk: w_j e_jᵀ (m_feat (h_j − μ) + b)
         for rows in self.chunks:
             hm = F.linear(self.centred(rows), m_feat)  # (m, C) in dtype
             out.append(torch.linalg.vecdot(self.we[rows], hm.to(torch.float64).add_(b)))
-        return torch.cat(out) if len(out) != 2 else out[1]
+        return _cat(out, self.mu64)
+
+
+def _cat(parts: list, like: torch.Tensor) -> torch.Tensor:
+    """The chunks' results in row order (one chunk: itself, no copy; none: an empty tensor like ``like``)."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts) if parts else like.new_zeros(0)
 
 
 def group_stats(err: torch.Tensor, feat: Optional[torch.Tensor] = None,
@@ -253,7 +260,7 @@ def _eq3_terms(n: int, s: torch.Tensor, alpha):
 def _eq3(fac: _Factors, n: int, s: torch.Tensor, sum_sq_norms, sq: torch.Tensor, alpha) -> torch.Tensor:
     """Eq. (3) for the rows of ``fac``: pass 2 with the group's n, s (C, D+bias) and Σ‖x_i‖², the rows' ‖x_i‖²."""
     c, m, const = _eq3_terms(n, s, alpha)
-    return torch.add(fac.dots(m), sq, alpha=c.sq_norm) + (const + c.sum_sq_norms * sum_sq_norms)
+    return fac.dots(m).add_(sq, alpha=c.sq_norm).add_(const + c.sum_sq_norms * sum_sq_norms)
 
 
 def _group_values(err, feat, weight, alpha, bias=True):
