@@ -25,7 +25,6 @@ The group statistics (n, s, Σ‖x_i‖²) are sums, so per-class groups and mul
 from __future__ import annotations
 
 import math
-import operator
 from dataclasses import dataclass
 from typing import Optional
 
@@ -154,7 +153,7 @@ def _require_finite(result: torch.Tensor, err, feat, weight, what: str) -> None:
     raise ValueError(f"{what} overflowed although every input is finite: rescale the features or losses")
 
 
-class _Factors:
+class _Passes:
     """The rows ready for the two passes: w·e (n, C) float64; the features h (n, D) as given ((n, 0) when bias only);
     the compute dtype (the features', half precision raised to float32; float64 when bias only); the reference point
     μ = the mean of the first 32 rows (D,) in that dtype and in float64; ``bias`` (h̃ = [h; 1] or h); the chunks of
@@ -233,7 +232,7 @@ def group_stats(err: torch.Tensor, feat: Optional[torch.Tensor] = None,
         ValueError on dtypes, shapes or devices that do not match, NaN/Inf inputs.
     """
     _validate(err, feat, weight, bias)
-    fac = _Factors(err, feat, weight, bias)
+    fac = _Passes(err, feat, weight, bias)
     with torch.autocast(err.device.type, enabled=False):  # inside an AMP step, keep our precision
         s, sq = fac.stats_and_sq_norms()
     _require_finite(sq, err, feat, weight, "‖x_i‖²")
@@ -257,7 +256,7 @@ def _eq3_terms(n: int, s: torch.Tensor, alpha):
     return c, c.dot_sum * s + c.dot_alpha * a, c.sum_norm_sq * (flat @ flat) + c.sum_dot_alpha * (flat @ a.reshape(-1))
 
 
-def _eq3(fac: _Factors, n: int, s: torch.Tensor, sum_sq_norms, sq: torch.Tensor, alpha) -> torch.Tensor:
+def _eq3(fac: _Passes, n: int, s: torch.Tensor, sum_sq_norms, sq: torch.Tensor, alpha) -> torch.Tensor:
     """Eq. (3) for the rows of ``fac``: pass 2 with the group's n, s (C, D+bias) and Σ‖x_i‖², the rows' ‖x_i‖²."""
     c, m, const = _eq3_terms(n, s, alpha)
     return fac.dots(m).add_(sq, alpha=c.sq_norm).add_(const + c.sum_sq_norms * sum_sq_norms)
@@ -266,7 +265,7 @@ def _eq3(fac: _Factors, n: int, s: torch.Tensor, sum_sq_norms, sq: torch.Tensor,
 def _group_values(err, feat, weight, alpha, bias=True):
     """Values of one whole group: pass 1, then pass 2 (float64 out, on ``err``'s device)."""
     _validate(err, feat, weight, bias)
-    fac = _Factors(err, feat, weight, bias)
+    fac = _Passes(err, feat, weight, bias)
     with torch.autocast(err.device.type, enabled=False):
         s, sq = fac.stats_and_sq_norms()
         out = _eq3(fac, err.shape[0], s, sq.sum(), sq, alpha)
@@ -293,7 +292,7 @@ def values_from_factors(err: torch.Tensor, feat: Optional[torch.Tensor], weight:
     if feat is not None and (stats.sum.ndim != 2 or stats.sum.shape[1] != feat.shape[1] + bias):
         raise ValueError(f"stats are of gradients of shape {tuple(stats.sum.shape)} but these factors give "
                          f"({err.shape[1]}, {feat.shape[1] + bias}) (features {'with' if bias else 'without'} bias)")
-    fac = _Factors(err, feat, weight, bias)
+    fac = _Passes(err, feat, weight, bias)
     with torch.autocast(err.device.type, enabled=False):
         sq = fac.stats_and_sq_norms()[1] if sq_norms is None else sq_norms.to(torch.float64)
         out = _eq3(fac, stats.n, stats.sum.reshape(err.shape[1], -1), stats.sum_sq_norms, sq, alpha)
