@@ -5,7 +5,7 @@ from last-layer factors, no per-sample gradients), :func:`exact_shapley` (the en
 :func:`compute_factors` / :class:`LastLayerTap` (the one path from a model and its batches to those factors) and
 :func:`value_data` / :class:`EpochValuer` (Algorithm 1 during training).
 """
-from .factored import GroupStats, factored_shapley, group_stats, shapley_from_factors, values_from_factors
+from .factored import GroupStats, Options, factored_shapley, group_stats, shapley_from_factors, values_from_factors
 from .games import exact_shapley
 from .lastlayer import Factors, LastLayerTap, compute_factors, find_last_linear, per_sample_loss
 from .shapley import chg_shapley, chg_shapley_exact, coefficients, hardness_shapley
@@ -14,6 +14,7 @@ from . import report  # noqa: F401  chg.report: save, rank, plot values, list su
 
 __version__ = "0.1.0"
 __all__ = ["chg_shapley", "chg_shapley_exact", "coefficients", "hardness_shapley", "exact_shapley",
-           "shapley_from_factors", "factored_shapley", "group_stats", "values_from_factors", "GroupStats", "Factors",
+           "shapley_from_factors", "Options",
+           "factored_shapley", "group_stats", "values_from_factors", "GroupStats", "Factors",
            "LastLayerTap", "compute_factors", "find_last_linear", "per_sample_loss", "EpochValuer", "IndexedDataset",
            "value_data"]

@@ -11,41 +11,90 @@ All that eq. (3) needs are the six inner products, each cheap in factored form:
 .. math::  \|x_i\|^2 = w_i^2\|e_i\|^2(\|h_i\|^2+1),\quad s = E^\top\mathrm{diag}(w)\tilde H\ (C\times(D+1)),\quad
            \langle M, x_j\rangle = w_j\, e_j^\top M \tilde h_j .
 
-Cost O(n·C·D): two passes over the features, in chunks of CHUNK_ROWS rows; extra memory O(n + CHUNK_ROWS·(C+D)).
+One computation, two passes over the features in chunks of rows (pass 1: s and every ‖x_i‖²; pass 2: ⟨M, x_j⟩).
+Cost O(n·C·D); extra memory O(n·C + chunk·D). The bias-only case is the same computation with D = 0 features.
 
-Precision: a group of at most SMALL_ROWS rows (a batch, a small class) is computed in float64 throughout, from the
-features as given (its cost is the number of operations, not their width). Larger groups follow the features' dtype:
-float64 features → float64 throughout; float32 features → the products with the features (Σ w_i e_i h_iᵀ, M h_j,
-‖h_i‖²) are float32, taken of the features centred on a reference point of their chunk (μ = the mean of its first
-rows; μ's share is added back in float64), so that their rounding scales with the features' spread rather than with
-an offset the features share; w·e, the chunk sums, every per-sample combination and the values are float64; half
-precision is raised to float32. The values are
-then within ~1e-6 of their spread of the float64 ones even for features 1000 ± 0.001 (tested). Autocast is switched
-off inside. Pass float64 tensors when you need float64 end to end.
+Precision: w·e, every per-sample combination, the sums and the values are float64. The products with the features
+(Σ w_i e_i h_iᵀ, M h_j, ‖h_i‖²) are taken in the features' dtype (half precision raised to float32) of the features
+centred on a reference point μ (the mean of the first 32 rows given; μ's share is added back in float64), so that their
+rounding scales with the features' spread rather than with an offset they share: for float32 features the values are
+within ~1e-6 of their spread of the float64 ones even for features 1000 ± 0.001 (tested). Autocast is switched off
+inside. Pass float64 tensors when you need float64 end to end.
 The group statistics (n, s, Σ‖x_i‖²) are sums, so per-class groups and multi-process runs just add them up.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple, Optional
+from typing import Optional
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .shapley import _check_finite, _check_n, coefficients
+from .shapley import _check_finite, _check_n, coefficients, mean_game_coefficients
 
-__all__ = ["GroupStats", "group_stats", "values_from_factors", "factored_shapley", "shapley_from_factors"]
+__all__ = ["Options", "UTILITIES", "GRADIENTS", "ALPHAS", "GroupStats", "group_stats", "values_from_factors",
+           "factored_shapley", "shapley_from_factors", "utility_stats", "utility_values"]
 
-CHUNK_BYTES = 4 << 20  # on CPU, a chunk of features (~4 MiB) stays in cache between its two uses in a pass
-CHUNK_ROWS = None  # override the CPU chunk size in rows (tests use tiny chunks)
-CHUNK_ROWS_ACCELERATOR = 1 << 18  # on GPU, large chunks: launch overhead dominates, memory is plentiful
-SMALL_ROWS = 256  # groups up to this size: one float64 pass with the fewest operations (see _values_small)
+CHUNK_ELEMENTS = 1 << 20  # CPU: features per chunk (4 MiB of float32), in cache between a pass's two uses of them
+CHUNK_ROWS_ACCELERATOR = 1 << 18  # GPU: large chunks (launch overhead dominates, memory is plentiful)
+
+UTILITIES = ("chg", "gradient", "hardness")
+GRADIENTS = ("full", "bias")
+ALPHAS = ("train", "valid")
+
+
+@dataclass(frozen=True)
+class Options:
+    r"""Which values of a group: the one options type of every entry point, validated once, on construction.
+
+    Args:
+        weighting: the utility (the paper's and pyDVL's word; the keyword keeps its old name for now):
+            ``"chg"`` — CHG Shapley, eq. (3) with :math:`x_i = l_i g_i`; ``"gradient"`` — Gradient Shapley,
+            :math:`x_i = g_i`; ``"hardness"`` — Hardness Shapley, :math:`U(S) = \frac{1}{|S|}\sum_{i\in S} l_i`.
+        gradient: ``"full"`` — :math:`g_i = e_i\otimes[h_i; 1]` (weight and bias of the output layer; weight only for
+            a bias-free head) or ``"bias"`` — :math:`g_i = e_i` (the bias gradient, as the official code).
+        alpha: where the target α comes from: ``"train"`` — the mean of the players' x_i (Algorithm 1, line 4) or
+            ``"valid"`` — the mean of l_i g_i over a validation set. Hardness has no target: only ``"train"``.
+        per_class: each class its own game (α and the statistics per class, as in Algorithm 2).
+    Raises:
+        ValueError naming the option and its allowed values.
+    """
+    weighting: str = "chg"
+    gradient: str = "full"
+    alpha: str = "train"
+    per_class: bool = False
+
+    def __post_init__(self):
+        for name, allowed in (("weighting", UTILITIES), ("gradient", GRADIENTS), ("alpha", ALPHAS)):
+            value = getattr(self, name)
+            if not isinstance(value, str) or value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        if not isinstance(self.per_class, (bool, np.bool_)):
+            raise ValueError(f"per_class must be True or False, got {self.per_class!r}")
+        object.__setattr__(self, "per_class", bool(self.per_class))
+        if self.weighting == "hardness" and self.alpha == "valid":
+            raise ValueError("weighting='hardness' (mean loss over S) has no target: alpha='valid' does not apply")
+
+    @classmethod
+    def of(cls, options: Optional["Options"] = None, **fields) -> "Options":
+        """``options`` as given, or built from ``fields`` (the keywords of an entry point); both: a ValueError."""
+        if options is None:
+            return cls(**fields)
+        if not isinstance(options, cls):
+            raise ValueError(f"options must be a chg.Options, got {type(options).__name__}")
+        given = {k: v for k, v in fields.items() if v != getattr(cls, k)}
+        if given:
+            raise ValueError(f"pass either options= or its fields, not both (got options and {sorted(given)})")
+        return options
 
 
 @dataclass
 class GroupStats:
-    """Sufficient statistics of a player group: its size, Σ x_i as a (C, D+1) [or (C,)] tensor, and Σ‖x_i‖²."""
+    """Sufficient statistics of a player group, all sums: its size ``n``; ``sum`` = Σ x_i, a (C, D+1) float64 tensor
+    ((C, D) bias-free head, (C,) bias only, (1,) Σ l_i for Hardness Shapley); ``sum_sq_norms`` = Σ‖x_i‖² (0-d float64;
+    0 for Hardness Shapley)."""
     n: int
     sum: torch.Tensor
     sum_sq_norms: torch.Tensor
@@ -104,129 +153,91 @@ def _require_finite(result: torch.Tensor, err, feat, weight, what: str) -> None:
     raise ValueError(f"{what} overflowed although every input is finite: rescale the features or losses")
 
 
-def _chunk_rows(device: torch.device, row_bytes: int) -> int:
-    if device.type != "cpu":
-        return CHUNK_ROWS_ACCELERATOR
-    return CHUNK_ROWS or max(256, CHUNK_BYTES // max(1, row_bytes))
+class _Passes:
+    """The rows ready for the two passes: w·e (n, C) float64; the features h (n, D) as given ((n, 0) when bias only);
+    the compute dtype (the features', half precision raised to float32; float64 when bias only); the reference point
+    μ = the mean of the first 32 rows (D,) in that dtype and in float64; ``bias`` (h̃ = [h; 1] or h); the chunks of
+    rows."""
+
+    def __init__(self, err, feat, weight, bias):
+        n = err.shape[0]
+        self.we = err.to(torch.float64) if weight is None else weight.to(torch.float64)[:, None] * err  # (n, C)
+        if feat is None:
+            self.h, self.dtype = err.new_empty((n, 0), dtype=torch.float64), torch.float64
+        else:
+            self.h = feat
+            self.dtype = torch.float32 if feat.dtype in (torch.float16, torch.bfloat16) else feat.dtype
+        self.bias = bias
+        D = self.h.shape[1]
+        self.mu = torch.mean(self.h[:32], 0, dtype=self.dtype) if n else self.h.new_zeros(D, dtype=self.dtype)  # (D,)
+        self.mu64 = self.mu.to(torch.float64)
+        step = CHUNK_ROWS_ACCELERATOR if err.device.type != "cpu" else max(256, CHUNK_ELEMENTS // max(D, 1))
+        self.chunks = [slice(a, min(n, a + step)) for a in range(0, n, step)]
+        self._kept = None  # (rows, h − μ) of a group that is one chunk: pass 2 reuses pass 1's
+
+    def centred(self, rows):
+        """h − μ of the chunk's rows (m, D) in the compute dtype (pass 1's, when the group is one chunk)."""
+        if self._kept is not None and self._kept[0] == rows:
+            return self._kept[1]
+        hc = torch.sub(self.h[rows], self.mu)
+        if len(self.chunks) == 1:
+            self._kept = (rows, hc)
+        return hc
+
+    def stats_and_sq_norms(self):
+        """Pass 1: s = Σ w_i e_i ⊗ h̃_i (C, D+bias) float64 and every ‖x_i‖² (n,) float64."""
+        s_feat, h_sq = None, []  # Σ w e (h − μ)ᵀ (C, D) float64; per chunk ‖h_i − μ‖² + 2μ·(h_i − μ) (m,)
+        for rows in self.chunks:
+            hc = self.centred(rows)  # (m, D)
+            part = self.we[rows].to(self.dtype).T @ hc  # (C, D) GEMM in dtype, accumulated in float64
+            s_feat = part.to(torch.float64) if s_feat is None else s_feat.add_(part)
+            h_sq.append(torch.addmv(torch.linalg.vector_norm(hc, dim=1).square_(), hc, self.mu, alpha=2))
+        if s_feat is None:  # no rows
+            s_feat = self.we.new_zeros(self.we.shape[1], self.h.shape[1])
+        s_bias = self.we.sum(0)  # (C,)
+        s_feat.addr_(s_bias, self.mu64)  # + (Σ w e) μᵀ
+        s = torch.cat([s_feat, s_bias[:, None]], 1) if self.bias else s_feat
+        h_sq = _cat(h_sq, self.mu)
+        h_sq = h_sq.to(torch.float64) + (self.mu64 @ self.mu64 + self.bias)  # ‖h̃_i‖²
+        return s, torch.linalg.vecdot(self.we, self.we) * h_sq  # ‖x_i‖² = ‖w_i e_i‖² ‖h̃_i‖²
+
+    def dots(self, m):
+        """Pass 2: ⟨m, x_j⟩ = w_j e_jᵀ m h̃_j for every row (n,) float64; ``m`` (C, D+bias) float64."""
+        D = self.h.shape[1]
+        m_feat = m[:, :D].to(self.dtype)  # (C, D)
+        b = torch.addmv(m[:, D], m[:, :D], self.mu64) if self.bias else m[:, :D] @ self.mu64  # (C,) μ's and bias' share
+        out = []  # (m,) per chunk: w_j e_jᵀ (m_feat (h_j − μ) + b)
+        for rows in self.chunks:
+            hm = F.linear(self.centred(rows), m_feat)  # (m, C) in dtype
+            out.append(torch.linalg.vecdot(self.we[rows], hm.to(torch.float64).add_(b)))
+        return _cat(out, self.mu64)
 
 
-def _chunks(n: int, device: torch.device, row_bytes: int = 8):
-    step = _chunk_rows(device, row_bytes)
-    for start in range(0, n, step):
-        yield slice(start, min(n, start + step))
-
-
-def _row_bytes(feat, dtype) -> int:
-    return 8 if feat is None else feat.shape[1] * torch.finfo(dtype).bits // 8
-
-
-def _compute_dtype(feat):
-    """float64 without features (bias only); else the features' dtype, half precision raised to float32."""
-    if feat is None:
-        return torch.float64
-    return torch.float32 if feat.dtype in (torch.float16, torch.bfloat16) else feat.dtype
-
-
-def _rows(t, rows):
-    return t if rows is None else t[rows]
-
-
-def _weighted_err(err, weight, rows):
-    """w·e of the rows (m, C) in float64 (O(m·C): cheap whatever the input dtype); ``rows`` None: all of them."""
-    if weight is None:
-        return _rows(err, rows).to(torch.float64)  # (m, C)
-    return _rows(weight, rows).to(torch.float64)[:, None] * _rows(err, rows)  # (m, C), promoted to float64
-
-
-class _Chunk(NamedTuple):
-    """One chunk of rows, ready for the products: w·e (m, C) float64; the features centred on their chunk mean,
-    h − μ (m, D) in the compute dtype, and μ (D,) float64 (both None when bias only); ‖x_i‖² (m,) float64."""
-    we: torch.Tensor
-    hc: Optional[torch.Tensor]
-    mu: Optional[torch.Tensor]
-    sq: torch.Tensor
-
-
-def _chunk(err, feat, weight, rows, dtype, sq_norms=None, buf=None, bias=True) -> _Chunk:
-    """The rows' :class:`_Chunk`; ‖x_i‖² taken from ``sq_norms`` when they are known; ``buf`` (≥ m, D) holds h − μ;
-    ``bias``: h̃ = [h; 1] (True) or h (False).
-
-    Centring: every product with the features is taken of h − μ and μ's share is added back in float64, so that the
-    rounding of float32 products scales with the features' spread, not with an offset they share (with features
-    100 ± 0.01 the uncentred float32 products lose the values entirely)."""
-    we = _weighted_err(err, weight, rows)  # (m, C)
-    if feat is None:
-        return _Chunk(we, None, None, torch.linalg.vecdot(we, we) if sq_norms is None else sq_norms[rows])
-    h = _rows(feat, rows).to(dtype)  # (m, D)
-    mu = h[:32].mean(0)  # (D,) a reference point, in dtype so that μ + (h − μ) is h up to the difference's rounding
-    hc = torch.sub(h, mu, out=None if buf is None else buf[:h.shape[0]])  # (m, D)
-    mu64 = mu.to(torch.float64)
-    if sq_norms is not None:
-        return _Chunk(we, hc, mu64, sq_norms[rows])
-    hc_sq = torch.linalg.vector_norm(hc, dim=1).square_()  # (m,) ‖h_i − μ‖², one fused reduction (no temporary)
-    h_sq = (torch.addmv(hc_sq, hc, mu, alpha=2).to(torch.float64)
-            + (mu64 @ mu64 + bias))  # (m,) ‖h̃_i‖² = ‖h_i − μ‖² + 2μ·(h_i − μ) + ‖μ‖² (+ 1 with a bias)
-    return _Chunk(we, hc, mu64, torch.linalg.vecdot(we, we) * h_sq)  # ‖x_i‖² = ‖w_i e_i‖² ‖h̃_i‖²
-
-
-def _chunk_sum(ch: _Chunk, dtype, bias=True):
-    """The chunk's Σ x_i: (C, D+1) float64 (Σ w_i e_i (h_i − μ)ᵀ a GEMM in ``dtype``, plus (Σ w_i e_i) μᵀ; the bias
-    column last), (C, D) for a bias-free head, or (C,) when bias only."""
-    s_bias = ch.we.sum(0)  # (C,)
-    if ch.hc is None:
-        return s_bias
-    s_feat = torch.addr((ch.we.to(dtype).T @ ch.hc).to(torch.float64), s_bias, ch.mu)  # (C, D)
-    return torch.cat([s_feat, s_bias[:, None]], 1) if bias else s_feat
-
-
-def _chunk_dots(ch: _Chunk, m_feat, m_feat64, m_bias):
-    """⟨m, x_j⟩ = w_j e_jᵀ (m_feat (h_j − μ) + m_feat μ + m_bias) of the chunk's rows (m,) float64; ``m_feat``
-    (P ≥ C, D) in the compute dtype with zero rows below C (see :func:`_gemm_rows`), ``m_feat64`` its (C, D) block
-    in float64."""
-    if ch.hc is None:
-        return ch.we @ m_bias
-    hm = F.linear(ch.hc, m_feat)[:, :m_bias.shape[0]].to(torch.float64)  # (m, C): row j is (m_feat (h_j − μ))ᵀ
-    return torch.linalg.vecdot(ch.we, hm.add_(torch.addmv(m_bias, m_feat64, ch.mu)))
-
-
-def _buffer(feat, dtype, n):
-    """Scratch (min(n, chunk rows), D) for the centred features of a chunked pass (None when bias only)."""
-    if feat is None:
-        return None
-    rows = min(n, _chunk_rows(feat.device, _row_bytes(feat, dtype)))
-    return torch.empty(rows, feat.shape[1], dtype=dtype, device=feat.device)
+def _cat(parts: list, like: torch.Tensor) -> torch.Tensor:
+    """The chunks' results in row order (one chunk: itself, no copy; none: an empty tensor like ``like``)."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts) if parts else like.new_zeros(0)
 
 
 def group_stats(err: torch.Tensor, feat: Optional[torch.Tensor] = None,
                 weight: Optional[torch.Tensor] = None, bias: bool = True) -> GroupStats:
-    """n, s = Σ w_i e_i ⊗ h̃_i and Σ‖x_i‖² of the rows given (precision: see the module docstring); h̃ = [h; 1] with
-    ``bias``, h without (a bias-free output layer), nothing when ``feat`` is None (bias gradient only).
+    r"""Pass 1 of eq. (3): the statistics n, :math:`s = \sum_i w_i e_i \otimes \tilde h_i` and :math:`\sum_i\|x_i\|^2`.
 
-    n = 0 is allowed (zeros), so that every rank of a distributed run can take part in the all-reduce.
+    Args:
+        err: (n, C) floating softmax − onehot. feat: (n, D) floating penultimate features, or None (bias gradient
+        only). weight: (n,) floating per-sample loss (CHG), or None (Gradient Shapley). bias: h̃ = [h; 1] (True) or h
+        (a bias-free output layer). n = 0 is allowed (zeros), so that every rank can take part in the all-reduce.
+    Returns:
+        :class:`GroupStats` with ``sum`` (C, D+1), (C, D) or (C,) float64 on ``err``'s device.
+    Raises:
+        ValueError on dtypes, shapes or devices that do not match, NaN/Inf inputs.
     """
     _validate(err, feat, weight, bias)
-    return _stats_and_sq_norms(err, feat, weight, bias=bias)[0]
-
-
-def _stats_and_sq_norms(err, feat, weight, check: bool = True, bias: bool = True):
-    """Pass 1 over the features (inputs already validated): the group statistics and every ‖x_i‖² (n,) float64.
-
-    ``check=False`` when the values are computed right after: NaN/Inf reach every value, checked there once.
-    """
-    n, C = err.shape
-    s = torch.zeros((C,) if feat is None else (C, feat.shape[1] + bias), dtype=torch.float64, device=err.device)
-    sq_norms = torch.empty(n, dtype=torch.float64, device=err.device)
-    dtype = _compute_dtype(feat)
-    buf = _buffer(feat, dtype, n)
+    fac = _Passes(err, feat, weight, bias)
     with torch.autocast(err.device.type, enabled=False):  # inside an AMP step, keep our precision
-        for rows in _chunks(n, err.device, _row_bytes(feat, dtype)):
-            ch = _chunk(err, feat, weight, rows, dtype, buf=buf, bias=bias)
-            sq_norms[rows] = ch.sq
-            s += _chunk_sum(ch, dtype, bias)  # accumulated in float64
-    if check:
-        _require_finite(sq_norms, err, feat, weight, "‖x_i‖²")
-        _require_finite(s, err, feat, weight, "Σ x_i")
-    return GroupStats(n, s, sq_norms.sum()), sq_norms
+        s, sq = fac.stats_and_sq_norms()
+    _require_finite(sq, err, feat, weight, "‖x_i‖²")
+    _require_finite(s, err, feat, weight, "Σ x_i")
+    return GroupStats(err.shape[0], s if feat is not None else s[:, 0], sq.sum())
 
 
 def _eq3_terms(n: int, s: torch.Tensor, alpha):
@@ -245,114 +256,65 @@ def _eq3_terms(n: int, s: torch.Tensor, alpha):
     return c, c.dot_sum * s + c.dot_alpha * a, c.sum_norm_sq * (flat @ flat) + c.sum_dot_alpha * (flat @ a.reshape(-1))
 
 
-def _gemm_rows(C: int, device: torch.device) -> int:
-    """Rows of pass 2's (rows, D) GEMM operand, m's C rows then zero rows: on CPU 5 ≤ C < 16 → 16, whose
-    (m, D)·(D, 16) kernel was measured up to 2× faster than (m, D)·(D, 10) (MKL, 2 cores); else C."""
-    return 16 if device.type == "cpu" and 5 <= C < 16 else C
-
-
-def _split_m(m, feat, dtype, bias=True):
-    """m (C, D+1) → its feature block in the compute dtype, zero rows padded below (see :func:`_gemm_rows`), the block
-    (C, D) in float64, and its bias column (C,); a bias-free head's m (C, D) has a zero bias column; bias only:
-    (None, None, m)."""
-    if feat is None:
-        return None, None, m
-    C, D = m.shape[0], feat.shape[1]
-    m_feat = m.new_zeros(_gemm_rows(C, m.device), D, dtype=dtype)
-    m_feat[:C] = m[:, :D]
-    return m_feat, m[:, :D], (m[:, D] if bias else m.new_zeros(C))
-
-
-def _values_one_chunk(err, feat, weight, alpha, bias=True):
-    """Both passes fused, for a group that fits in one chunk (a batch, a class of a small data set): the chunked
-    passes' arithmetic with one chunk, and nothing else (for small n, per-operation overhead is the cost)."""
-    dtype = _compute_dtype(feat)
-    with torch.autocast(err.device.type, enabled=False):
-        ch = _chunk(err, feat, weight, None, dtype, bias=bias)
-        c, m, const = _eq3_terms(err.shape[0], _chunk_sum(ch, dtype, bias), alpha)
-        dots = _chunk_dots(ch, *_split_m(m, feat, dtype, bias))  # (n,) ⟨m, x_j⟩
-        out = torch.add(dots, ch.sq, alpha=c.sq_norm) + (const + c.sum_sq_norms * ch.sq.sum())
-    _require_finite(out, err, feat, weight, "the values")
-    return out
-
-
-def _values_small(err, feat, weight, alpha, bias=True):
-    """A group of at most SMALL_ROWS rows: eq. (3) in float64 from the features as given (no centring needed), in
-    about 20 tensor operations — at this size their fixed cost, not their arithmetic, is the time."""
-    with torch.autocast(err.device.type, enabled=False):
-        we = _weighted_err(err, weight, None)  # (n, C)
-        sq = torch.linalg.vecdot(we, we)  # (n,) ‖w_i e_i‖²
-        s_bias = we.sum(0)  # (C,)
-        if feat is None:
-            c, m, const = _eq3_terms(err.shape[0], s_bias, alpha)
-            dots = we @ m  # (n,) ⟨m, x_j⟩
-        else:
-            h = feat.to(torch.float64)  # (n, D)
-            sq = sq * torch.linalg.vector_norm(h, dim=1).square_().add_(float(bias))  # ‖w_i e_i‖² ‖h̃_i‖²
-            s = torch.cat([we.T @ h, s_bias[:, None]], 1) if bias else we.T @ h  # (C, D+1) or (C, D)
-            c, m, const = _eq3_terms(err.shape[0], s, alpha)
-            D = h.shape[1]
-            m_bias = m[:, D] if bias else m.new_zeros(m.shape[0])
-            dots = torch.linalg.vecdot(we, torch.addmm(m_bias, h, m[:, :D].T))  # w_j e_jᵀ (m_feat h_j + m_bias)
-        out = torch.add(dots, sq, alpha=c.sq_norm) + (const + c.sum_sq_norms * sq.sum())
-    _require_finite(out, err, feat, weight, "the values")
-    return out
+def _eq3(fac: _Passes, n: int, s: torch.Tensor, sum_sq_norms, sq: torch.Tensor, alpha) -> torch.Tensor:
+    """Eq. (3) for the rows of ``fac``: pass 2 with the group's n, s (C, D+bias) and Σ‖x_i‖², the rows' ‖x_i‖²."""
+    c, m, const = _eq3_terms(n, s, alpha)
+    return fac.dots(m).add_(sq, alpha=c.sq_norm).add_(const + c.sum_sq_norms * sum_sq_norms)
 
 
 def _group_values(err, feat, weight, alpha, bias=True):
-    """Values of one group: one float64 pass when small, a fused single pass when it fits in one chunk, else the two
-    chunked passes."""
+    """Values of one whole group: pass 1, then pass 2 (float64 out, on ``err``'s device)."""
     _validate(err, feat, weight, bias)
-    if err.shape[0] <= SMALL_ROWS:
-        return _values_small(err, feat, weight, alpha, bias)
-    if err.shape[0] <= _chunk_rows(err.device, _row_bytes(feat, _compute_dtype(feat))):
-        return _values_one_chunk(err, feat, weight, alpha, bias)
-    stats, sq_norms = _stats_and_sq_norms(err, feat, weight, check=False, bias=bias)
-    return _values(err, feat, weight, stats, alpha, sq_norms, bias)
+    fac = _Passes(err, feat, weight, bias)
+    with torch.autocast(err.device.type, enabled=False):
+        s, sq = fac.stats_and_sq_norms()
+        out = _eq3(fac, err.shape[0], s, sq.sum(), sq, alpha)
+    _require_finite(out, err, feat, weight, "the values")
+    return out
 
 
 def values_from_factors(err: torch.Tensor, feat: Optional[torch.Tensor], weight: Optional[torch.Tensor],
                         stats: GroupStats, alpha: Optional[torch.Tensor] = None,
                         sq_norms: Optional[torch.Tensor] = None, bias: bool = True) -> torch.Tensor:
-    """Eq. (3) for the rows given, players of the group described by ``stats`` (which may span more rows or ranks).
+    r"""Eq. (3), :math:`\phi_j`, for the rows given, players of the group described by ``stats`` (which may span more
+    rows or ranks: Algorithm 1 line 6 with the all-reduced statistics).
 
-    ``alpha`` has the shape of ``stats.sum`` (or is its flattening); default ``stats.sum / stats.n``.
-    ``sq_norms``: the rows' ‖x_i‖² if already known (saves one norm per row in this pass). ``bias`` as in
-    :func:`group_stats` (the same as for ``stats``). Returns (m,) float64 on ``err``'s device.
+    Args:
+        err, feat, weight, bias: the rows' factors, as in :func:`group_stats` (the same ``bias`` as for ``stats``).
+        stats: the group's :class:`GroupStats`. alpha: the target, shape of ``stats.sum`` (or its flattening),
+        default ``stats.sum / stats.n``. sq_norms: the rows' ‖x_i‖² (m,) if known (else pass 1 computes them).
+    Returns:
+        (m,) float64 on ``err``'s device.
+    Raises:
+        ValueError on mismatched shapes (also against ``stats``), dtypes, devices, NaN/Inf, ``stats.n`` < 1.
     """
     _validate(err, feat, weight, bias)
     if feat is not None and (stats.sum.ndim != 2 or stats.sum.shape[1] != feat.shape[1] + bias):
         raise ValueError(f"stats are of gradients of shape {tuple(stats.sum.shape)} but these factors give "
                          f"({err.shape[1]}, {feat.shape[1] + bias}) (features {'with' if bias else 'without'} bias)")
-    return _values(err, feat, weight, stats, alpha, sq_norms, bias)
-
-
-def _values(err, feat, weight, stats, alpha, sq_norms, bias=True):
-    """Pass 2 over the features (inputs already validated)."""
-    c, m, const = _eq3_terms(stats.n, stats.sum, alpha)
-    const = const + c.sum_sq_norms * stats.sum_sq_norms
-    out = torch.empty(err.shape[0], dtype=torch.float64, device=err.device)
-    dtype = _compute_dtype(feat)
-    m_parts = _split_m(m, feat, dtype, bias)
-    buf = _buffer(feat, dtype, err.shape[0])
+    fac = _Passes(err, feat, weight, bias)
     with torch.autocast(err.device.type, enabled=False):
-        for rows in _chunks(err.shape[0], err.device, _row_bytes(feat, dtype)):
-            ch = _chunk(err, feat, weight, rows, dtype, sq_norms, buf, bias)
-            out[rows] = torch.add(_chunk_dots(ch, *m_parts), ch.sq, alpha=c.sq_norm) + const
+        sq = fac.stats_and_sq_norms()[1] if sq_norms is None else sq_norms.to(torch.float64)
+        out = _eq3(fac, stats.n, stats.sum.reshape(err.shape[1], -1), stats.sum_sq_norms, sq, alpha)
     _require_finite(out, err, feat, weight, "the values")
     return out
 
 
 def factored_shapley(err: torch.Tensor, feat: Optional[torch.Tensor] = None, weight: Optional[torch.Tensor] = None,
                      alpha: Optional[torch.Tensor] = None, groups=None, bias: bool = True) -> torch.Tensor:
-    r"""Theorem 1 values of :math:`x_i = w_i\, e_i\otimes[h_i;1]` (or :math:`w_i e_i` when ``feat`` is None).
+    r"""Theorem 1 (eq. 3) values of :math:`x_i = w_i\, e_i\otimes[h_i;1]` (or :math:`w_i e_i` when ``feat`` is None).
 
-    ``err`` (n, C) softmax − onehot; ``feat`` (n, D) penultimate features; ``weight`` (n,) per-sample loss for CHG
-    Shapley, None (all ones) for Gradient Shapley; ``bias`` False for a bias-free output layer:
-    :math:`x_i = w_i\, e_i\otimes h_i` (no "+1"). ``groups`` (n,) integer labels (tensor, array or list): values are
-    then computed within each group separately (the per-class approximation of Algorithm 2), each with α = its group
-    mean unless ``alpha`` is given as a dict {group: alpha}. Returns float64 values (n,) on ``err``'s device.
-    Raises ValueError on shapes, dtypes or devices that do not match, NaN/Inf, an empty group.
+    Args:
+        err: (n, C) floating softmax − onehot. feat: (n, D) floating penultimate features, or None (bias only).
+        weight: (n,) floating per-sample loss for CHG Shapley, None (all ones) for Gradient Shapley.
+        alpha: the target (shape of Σ x_i: (C, D+1), (C, D) bias-free, (C,) bias only), default the group mean
+            (Algorithm 1, line 4); with ``groups``, a dict {group: alpha}.
+        groups: (n,) integer labels (tensor, array or list): values within each group separately (the per-class
+            games of Algorithm 2). bias: False for a bias-free output layer, :math:`x_i = w_i\, e_i\otimes h_i`.
+    Returns:
+        (n,) float64 values on ``err``'s device.
+    Raises:
+        ValueError on shapes, dtypes or devices that do not match, NaN/Inf, an empty group, a bad ``alpha``.
     """
     if groups is None:
         return _group_values(err, feat, weight, alpha, bias)
@@ -361,63 +323,120 @@ def factored_shapley(err: torch.Tensor, feat: Optional[torch.Tensor] = None, wei
         raise ValueError(f"with groups, alpha must be a dict {{group: alpha}} (one target per group), got "
                          f"{type(alpha).__name__}")
     out = torch.empty(err.shape[0], dtype=torch.float64, device=err.device)
-    for g in torch.unique(groups).tolist():
-        idx = (groups == g).nonzero().squeeze(1)
-        e, h = err[idx], None if feat is None else feat[idx]
-        w = None if weight is None else weight[idx]
+    for g, idx in _group_rows(groups):
         if alpha is not None and g not in alpha:
             raise ValueError(f"alpha is a dict of per-group targets but has no entry for group {g}")
-        a = None if alpha is None else alpha[g]
-        out[idx] = _group_values(e, h, w, a, bias)
+        out[idx] = _group_values(err[idx], None if feat is None else feat[idx], None if weight is None else weight[idx],
+                                 None if alpha is None else alpha[g], bias)
     return out
 
 
 def _groups(groups, n: int, device) -> torch.Tensor:
     """Group labels as a (n,) integer tensor on ``device``, from a tensor, a NumPy array or a list."""
-    import numpy as np
     g = groups if isinstance(groups, torch.Tensor) else torch.as_tensor(np.asarray(groups))
-    if g.dtype.is_floating_point or g.dtype.is_complex:
+    if g.dtype.is_floating_point or g.dtype.is_complex or g.dtype == torch.bool:
         raise ValueError(f"groups must be integer labels, got dtype {g.dtype}")
     if g.ndim != 1 or g.shape[0] != n:
         raise ValueError(f"groups must be 1-D with {n} entries, got shape {tuple(g.shape)}")
     return g.to(device)
 
 
-WEIGHTINGS = ("chg", "gradient", "hardness")
-GRADIENTS = ("full", "bias")
+def _group_rows(groups: torch.Tensor):
+    """(label, row indices) of every group present."""
+    for g in torch.unique(groups).tolist():
+        yield g, (groups == g).nonzero().squeeze(1)
+
+
+def _players(factors, options: Options):
+    """(err, feat, weight, bias) of the players x_i = w_i e_i ⊗ h̃_i under ``options`` (CHG or Gradient Shapley)."""
+    bias = getattr(factors, "bias", True)
+    if options.gradient == "bias" and not bias:
+        raise ValueError("gradient='bias' values the bias gradient, but these factors are of a bias-free output layer "
+                         "(Factors.bias is False); use gradient='full' (the weight gradient e ⊗ h)")
+    return (factors.err, factors.feat if options.gradient == "full" else None,
+            factors.loss if options.weighting == "chg" else None, bias)
+
+
+def _loss64(factors) -> torch.Tensor:
+    loss = factors.loss
+    if not isinstance(loss, torch.Tensor) or not loss.dtype.is_floating_point or loss.ndim != 1:
+        raise ValueError(f"loss must be a 1-D floating tensor (n,), got {getattr(loss, 'shape', type(loss))}")
+    return loss.to(torch.float64)
+
+
+def utility_stats(factors, options: Options) -> GroupStats:
+    r"""The statistics of one group under ``options``' utility — all sums, so groups, batches and ranks add up.
+
+    Args:
+        factors: :class:`chg.lastlayer.Factors` of the group's rows (loss (n,), err (n, C), feat (n, D), bias).
+        options: :class:`Options`.
+    Returns:
+        :class:`GroupStats`: for CHG / Gradient Shapley those of :func:`group_stats`; for Hardness Shapley n,
+        ``sum`` = (Σ l_i,) (1,) float64 and ``sum_sq_norms`` = 0 (the mean game needs n and Σ l only).
+    Raises:
+        ValueError as :func:`group_stats`, or gradient='bias' with a bias-free head.
+    """
+    if options.weighting == "hardness":
+        loss = _loss64(factors)
+        _check_finite(loss, "loss")
+        return GroupStats(loss.shape[0], loss.sum().reshape(1), loss.new_zeros(()))
+    err, feat, weight, bias = _players(factors, options)
+    return group_stats(err, feat, weight, bias)
+
+
+def utility_values(factors, stats: GroupStats, options: Options, alpha: Optional[torch.Tensor] = None) -> torch.Tensor:
+    r"""Values of the rows of ``factors``, players of the group whose (all-reduced) statistics are ``stats``.
+
+    CHG / Gradient Shapley: eq. (3) (:func:`values_from_factors`). Hardness Shapley: the mean game's closed form
+    :math:`\phi_j = \frac{H_n - 1/n}{n-1} l_j - \frac{H_n - 1}{n(n-1)}\sum_i l_i` from n and Σ l_i.
+
+    Args:
+        factors: the rows' :class:`chg.lastlayer.Factors`. stats: from :func:`utility_stats` (summed over batches /
+        ranks). options: :class:`Options`. alpha: the target of eq. (3) (shape of ``stats.sum``), None for the
+        group mean; must be None for Hardness Shapley.
+    Returns:
+        (m,) float64 on the factors' device.
+    Raises:
+        ValueError on bad inputs, ``stats.n`` < 1, an α with Hardness Shapley.
+    """
+    if options.weighting == "hardness":
+        if alpha is not None:
+            raise ValueError("weighting='hardness' (mean loss over S) has no target: alpha must be None")
+        loss = _loss64(factors)
+        _check_finite(loss, "loss")
+        own, total = mean_game_coefficients(_check_n(stats.n))
+        return own * loss + total * stats.sum.reshape(()).to(loss.device)
+    err, feat, weight, bias = _players(factors, options)
+    return values_from_factors(err, feat, weight, stats, alpha, bias=bias)
 
 
 def shapley_from_factors(factors, weighting: str = "chg", gradient: str = "full",
-                         alpha: Optional[torch.Tensor] = None, groups=None) -> torch.Tensor:
+                         alpha: Optional[torch.Tensor] = None, groups=None,
+                         options: Optional[Options] = None) -> torch.Tensor:
     """Values of every sample from :class:`chg.lastlayer.Factors` under one of the paper's three utilities.
 
-    ``weighting``: "chg" (x_i = l_i g_i, CHG Shapley, eq. 3), "gradient" (x_i = g_i, Gradient Shapley) or
-    "hardness" (U(S) = mean loss over S, Hardness Shapley). ``gradient``: "full" (weight and bias of the last layer;
-    weight only for a bias-free head, ``factors.bias`` False) or "bias" (bias only, as the official code; refused
-    for a bias-free head). ``groups`` (n,) integer labels (tensor, array or list): per-group (e.g. per-class) values,
-    for every weighting; ``alpha`` as in :func:`factored_shapley`. Returns (n,) float64 on the factors' device.
-    Raises ValueError on unknown options and bad inputs (see :func:`factored_shapley`).
+    Args:
+        factors: loss (n,), err (n, C), feat (n, D) and bias of the rows.
+        weighting, gradient: as in :class:`Options` (or pass ``options``; its ``alpha`` source and ``per_class``
+            are not used here: give ``alpha`` and ``groups``).
+        alpha: a target as in :func:`factored_shapley` (a dict {group: alpha} with ``groups``); None for the mean.
+        groups: (n,) integer labels (tensor, array or list): per-group (e.g. per-class) values, for every utility.
+    Returns:
+        (n,) float64 on the factors' device.
+    Raises:
+        ValueError on unknown options and bad inputs (see :func:`factored_shapley`).
     """
-    if weighting not in WEIGHTINGS:
-        raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
-    if gradient not in GRADIENTS:
-        raise ValueError(f"gradient must be one of {GRADIENTS}, got {gradient!r}")
-    if weighting == "hardness":
-        if alpha is not None:
-            raise ValueError("weighting='hardness' (mean loss over S) has no target: alpha must be None")
-        from .shapley import hardness_shapley
-        if groups is None:
-            return hardness_shapley(factors.loss)
-        groups = _groups(groups, factors.loss.shape[0], factors.loss.device)
-        out = torch.empty(factors.loss.shape[0], dtype=torch.float64, device=factors.loss.device)
-        for g in torch.unique(groups).tolist():
-            idx = (groups == g).nonzero().squeeze(1)
-            out[idx] = hardness_shapley(factors.loss[idx])
-        return out
-    bias = getattr(factors, "bias", True)
-    if gradient == "bias" and not bias:
-        raise ValueError("gradient='bias' values the bias gradient, but these factors are of a bias-free output layer "
-                         "(Factors.bias is False); use gradient='full' (the weight gradient e ⊗ h)")
-    feat = factors.feat if gradient == "full" else None
-    weight = factors.loss if weighting == "chg" else None
-    return factored_shapley(factors.err, feat, weight, alpha=alpha, groups=groups, bias=bias)
+    options = Options.of(options, weighting=weighting, gradient=gradient)
+    if options.weighting == "hardness" and alpha is not None:
+        raise ValueError("weighting='hardness' (mean loss over S) has no target: alpha must be None")
+    if options.weighting != "hardness":
+        err, feat, weight, bias = _players(factors, options)
+        return factored_shapley(err, feat, weight, alpha=alpha, groups=groups, bias=bias)
+    loss = factors.loss
+    if groups is None:
+        return utility_values(factors, utility_stats(factors, options), options)
+    out = torch.empty(loss.shape[0], dtype=torch.float64, device=loss.device)
+    for _, idx in _group_rows(_groups(groups, loss.shape[0], loss.device)):
+        part = factors[idx]
+        out[idx] = utility_values(part, utility_stats(part, options), options)
+    return out

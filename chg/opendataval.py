@@ -48,6 +48,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from opendataval.dataval.api import DataEvaluator, ModelMixin
 
+from .factored import Options
 from .lastlayer import per_sample_loss
 from .valuation import MODES, EpochValuer, ValueDataConfig, train_and_value
 
@@ -86,7 +87,9 @@ class CHGShapley(DataEvaluator, ModelMixin):
     alpha : "train" | "valid"
         α = mean of l_i g_i over the training set (the paper) or over opendataval's validation split.
     weighting : "chg" | "gradient" | "hardness";  gradient : "full" | "bias"
-        As in :func:`chg.factored.shapley_from_factors`.
+        As in :class:`chg.Options`.
+    options : chg.Options, optional
+        The four options above in one validated object (instead of those keywords; not both).
     loss : "logits" | "model"
         How the valuation run trains (see the module docstring on the double activation).
     random_state : RandomState, optional
@@ -97,7 +100,7 @@ class CHGShapley(DataEvaluator, ModelMixin):
 
     def __init__(self, epochs: Optional[int] = None, mode: str = "pass", per_class: bool = False,
                  alpha: str = "train", weighting: str = "chg", gradient: str = "full", loss: str = "logits",
-                 random_state=None):
+                 random_state=None, options: Optional[Options] = None):
         super().__init__(random_state)
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -105,9 +108,10 @@ class CHGShapley(DataEvaluator, ModelMixin):
             raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
         if epochs is not None and int(epochs) < 1:
             raise ValueError(f"epochs must be >= 1, got {epochs}")
-        EpochValuer(1, weighting=weighting, gradient=gradient, alpha=alpha)  # validates the options
-        self.epochs, self.mode, self.per_class, self.alpha = epochs, mode, per_class, alpha
-        self.weighting, self.gradient, self.loss = weighting, gradient, loss
+        self.options = Options.of(options, weighting=weighting, gradient=gradient, alpha=alpha, per_class=per_class)
+        self.epochs, self.mode, self.loss = epochs, mode, loss
+        self.weighting, self.gradient = self.options.weighting, self.options.gradient
+        self.per_class, self.alpha = self.options.per_class, self.options.alpha
         self.model_fits = 0
 
     def input_data(self, x_train, y_train, x_valid, y_valid):
@@ -158,8 +162,7 @@ class CHGShapley(DataEvaluator, ModelMixin):
         torch.manual_seed(seed)
         cfg = ValueDataConfig(epochs=epochs, batch_size=int(batch_size), lr=lr, optimizer="adam", mode=self.mode,
                               eval_batch_size=1024, seed=seed)
-        self.valuer = EpochValuer(self.num_points, weighting=self.weighting, gradient=self.gradient,
-                                  per_class=self.per_class, alpha=self.alpha)
+        self.valuer = EpochValuer(self.num_points, options=self.options)
         start = time.perf_counter()
         rows = TensorDataset(self.x_train, y) if isinstance(self.x_train, torch.Tensor) else _Rows(self.x_train, y)
         train_and_value(model, rows, valid, cfg, self.valuer, output="probabilities", loss_fn=self._loss_fn(weights))

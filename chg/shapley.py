@@ -152,7 +152,17 @@ def chg_shapley_exact(x, alpha=None) -> list:
 
 
 def hardness_shapley(loss):
-    r"""Hardness Shapley: Shapley values of :math:`U(S) = \frac{1}{|S|}\sum_{i\in S} l_i` (Table 2's ablation)."""
+    r"""Hardness Shapley: Shapley values of :math:`U(S) = \frac{1}{|S|}\sum_{i\in S} l_i` (Table 2's ablation).
+
+    Args:
+        loss: (n,) per-sample losses, array or tensor (any real dtype).
+    Returns:
+        (n,) float64, :math:`\phi_j = \frac{H_n - 1/n}{n-1} l_j - \frac{H_n - 1}{n(n-1)}\sum_i l_i`
+        (n ≥ 2; φ = l for n = 1; :func:`mean_game_coefficients`); numpy in → numpy out, torch in → torch out on the
+        same device. For values from statistics summed over batches or ranks see :func:`chg.factored.utility_values`.
+    Raises:
+        ValueError if ``loss`` is not 1-D, empty, complex or not finite.
+    """
     is_numpy = not isinstance(loss, torch.Tensor)
     lt = _as_float64_tensor(loss, "loss")
     if lt.ndim != 1:

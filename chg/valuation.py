@@ -41,7 +41,7 @@ Options: ``per_class=True`` values each class as its own game (α and the statis
 ``alpha="valid"`` sets :math:`\alpha` to the mean of :math:`l_i g_i` over a validation set (per class when
 ``per_class``; give the rows with ``add_validation`` or ``value_epoch(..., valid_loader)``; :func:`value_data` in
 ride-along mode takes them in a no-grad pass at the end of each epoch); ``weighting`` "chg" | "gradient" |
-"hardness" and ``gradient`` "full" | "bias" as in :func:`chg.factored.shapley_from_factors`.
+"hardness" and ``gradient`` "full" | "bias" as in :class:`chg.Options` (which every entry point also takes whole).
 
 A user's own loop::
 
@@ -75,14 +75,12 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 from .distributed import all_gather_values as _all_gather_values
 from .distributed import group_ids as _group_ids
 from .distributed import is_distributed
-from .factored import GRADIENTS, WEIGHTINGS, GroupStats, group_stats, values_from_factors
+from .factored import GroupStats, Options, utility_stats, utility_values
 from .lastlayer import (Factors, LastLayerTap, _check_logits, _factors, _forward, _loss, _targets, iter_factors,
                         model_device, split_batch)
-from .shapley import mean_game_coefficients
 
 __all__ = ["EpochValuer", "IndexedDataset", "value_data", "ValueDataConfig"]
 
-ALPHAS = ("train", "valid")
 MODES = ("pass", "ride")
 
 
@@ -125,15 +123,16 @@ class EpochValuer:
 
     Args:
         n: number of training points (indices run over ``0..n-1``); a Python or NumPy integer ≥ 1.
-        weighting, gradient, per_class, alpha: see the module docstring.
+        weighting, gradient, per_class, alpha: see the module docstring and :class:`chg.Options`.
+        options: a :class:`chg.Options` instead of those four keywords (not both).
         partial_epochs: False (default): an epoch in which some row was not added is an error at
             :meth:`end_epoch`; True: the rows seen are the epoch's game, with a warning naming how many were not.
     Raises:
-        ValueError for an invalid ``n`` or option.
+        ValueError for an invalid ``n`` or option (validated by :class:`chg.Options`).
     """
 
     def __init__(self, n: int, weighting: str = "chg", gradient: str = "full", per_class: bool = False,
-                 alpha: str = "train", partial_epochs: bool = False):
+                 alpha: str = "train", partial_epochs: bool = False, options: Optional[Options] = None):
         try:
             if isinstance(n, bool):
                 raise TypeError
@@ -143,21 +142,19 @@ class EpochValuer:
                              f"{n!r}") from None
         if n < 1:
             raise ValueError(f"EpochValuer: n must be a positive integer (number of training points), got {n!r}")
-        if weighting not in WEIGHTINGS:
-            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
-        if gradient not in GRADIENTS:
-            raise ValueError(f"gradient must be one of {GRADIENTS}, got {gradient!r}")
-        if alpha not in ALPHAS:
-            raise ValueError(f"alpha must be one of {ALPHAS}, got {alpha!r}")
-        if weighting == "hardness" and alpha == "valid":
-            raise ValueError("weighting='hardness' (mean loss over S) has no target: alpha='valid' does not apply")
-        self.n, self.weighting, self.gradient, self.per_class, self.alpha = n, weighting, gradient, per_class, alpha
+        self.options = Options.of(options, weighting=weighting, gradient=gradient, alpha=alpha, per_class=per_class)
+        self.n = n
         self.partial_epochs = bool(partial_epochs)
         self.epochs = 0
         self.epoch_values: list = []  # (n,) float64 per finished epoch, NaN where a point was not seen
         self._sum = torch.zeros(n, dtype=torch.float64)
         self._count = torch.zeros(n, dtype=torch.int64)
         self._reset_epoch()
+
+    weighting = property(lambda self: self.options.weighting, doc="the utility (see :class:`chg.Options`)")
+    gradient = property(lambda self: self.options.gradient, doc="'full' or 'bias' (see :class:`chg.Options`)")
+    per_class = property(lambda self: self.options.per_class, doc="each class its own game")
+    alpha = property(lambda self: self.options.alpha, doc="α's source, 'train' or 'valid'")
 
     # ---- collecting one epoch -------------------------------------------------------------------------------
     def _reset_epoch(self) -> None:
@@ -222,13 +219,8 @@ class EpochValuer:
         keys = torch.zeros(factors.loss.shape[0], dtype=torch.int64) if not self.per_class else \
             _int_tensor(labels, "add_validation: labels")
         for g in torch.unique(keys).tolist():
-            rows = (keys == g).nonzero().squeeze(1).to(factors.err.device)
-            st = group_stats(*self._xs(factors.loss[rows], factors.err[rows], factors.feat[rows]), bias=self._bias)
+            st = utility_stats(factors[(keys == g).nonzero().squeeze(1).to(factors.err.device)], self.options)
             self._valid[g] = st if g not in self._valid else self._valid[g] + st
-
-    def _xs(self, loss, err, feat):
-        """(err, feat, weight) of the players x_i = w_i e_i ⊗ h̃_i under this valuer's options."""
-        return err, (feat if self.gradient == "full" else None), (loss if self.weighting == "chg" else None)
 
     @torch.no_grad()
     def value_epoch(self, model: nn.Module, loader, valid_loader=None, layer: Optional[nn.Linear] = None,
@@ -316,35 +308,25 @@ class EpochValuer:
         for g in _group_ids(groups, self.per_class, ddp, dev):
             rows = seen[groups == g]
             r = rows.to(dev)
-            loss, err, feat = self._loss[r], self._err[r], self._feat[r]
-            if self.weighting == "hardness":
-                totals = torch.tensor([float(len(rows)), float(loss.sum())], dtype=torch.float64, device=dev)
-                if ddp:
-                    torch.distributed.all_reduce(totals)
-                if totals[0] < 1:
-                    continue
-                own, total = mean_game_coefficients(int(round(totals[0].item())))
-                v = own * loss.to(torch.float64) + total * totals[1]
-            else:
-                e, h, w = self._xs(loss, err, feat)
-                stats = group_stats(e, h, w, bias=self._bias)
-                valid = self._valid.get(g, GroupStats(0, torch.zeros_like(stats.sum), torch.zeros_like(
-                    stats.sum_sq_norms))) if self.alpha == "valid" else None
-                if ddp:  # every rank takes part for every group, empty or not
-                    stats.all_reduce()
-                    if valid is not None:
-                        valid.all_reduce()
-                if stats.n == 0:
-                    continue
-                a = None
+            part = Factors(self._loss[r], self._err[r], self._feat[r], self._bias)
+            stats = utility_stats(part, self.options)
+            valid = self._valid.get(g, GroupStats(0, torch.zeros_like(stats.sum), torch.zeros_like(
+                stats.sum_sq_norms))) if self.alpha == "valid" else None
+            if ddp:  # every rank takes part for every group, empty or not
+                stats.all_reduce()
                 if valid is not None:
-                    if valid.n == 0:
-                        raise ValueError(f"end_epoch: class {g} has training points but no validation points; "
-                                         f"alpha='valid' with per_class=True needs every class in the validation set")
-                    a = valid.sum / valid.n
-                if len(rows) == 0:
-                    continue
-                v = values_from_factors(e, h, w, stats, a, bias=self._bias)
+                    valid.all_reduce()
+            if stats.n == 0:
+                continue
+            a = None
+            if valid is not None:
+                if valid.n == 0:
+                    raise ValueError(f"end_epoch: class {g} has training points but no validation points; "
+                                     f"alpha='valid' with per_class=True needs every class in the validation set")
+                a = valid.sum / valid.n
+            if len(rows) == 0:
+                continue
+            v = utility_values(part, stats, self.options, a)
             vals[rows] = v.to(torch.float64).cpu()
         if ddp:
             vals = _all_gather_values(vals, dev)
@@ -360,7 +342,7 @@ class EpochValuer:
         """What a checkpoint needs to resume averaging after a finished epoch (running sums, counts, history)."""
         return {"n": self.n, "epochs": self.epochs, "sum": self._sum.clone(), "count": self._count.clone(),
                 "epoch_values": [v.clone() for v in self.epoch_values],
-                "options": (self.weighting, self.gradient, self.per_class, self.alpha)}
+                "options": (self.weighting, self.gradient, self.per_class, self.alpha)}  # a tuple: old checkpoints load
 
     def load_state_dict(self, state: dict) -> None:
         """Resume from :meth:`state_dict`. Raises ValueError if it is of a valuer with another n or options."""
@@ -448,7 +430,8 @@ def _as_dataset(data, what: str, dtype: torch.dtype):
 
 def value_data(model: nn.Module, train_dataset, valid_dataset=None, config: Optional[ValueDataConfig] = None,
                weighting: str = "chg", gradient: str = "full", per_class: bool = False, alpha: str = "train",
-               return_valuer: bool = False, layer: Optional[nn.Linear] = None, **overrides):
+               return_valuer: bool = False, layer: Optional[nn.Linear] = None, options: Optional[Options] = None,
+               **overrides):
     """Train ``model`` (in place) on ``train_dataset`` and return every point's CHG value (Algorithm 1).
 
     Args:
@@ -463,7 +446,7 @@ def value_data(model: nn.Module, train_dataset, valid_dataset=None, config: Opti
         valid_dataset: the same kinds; needed for ``alpha="valid"``.
         config / overrides: a :class:`ValueDataConfig` and/or keyword settings (``epochs=3, lr=0.1, mode="ride"``).
             The caller's config is copied, never changed.
-        weighting, gradient, per_class, alpha: as in :class:`EpochValuer`.
+        weighting, gradient, per_class, alpha: as in :class:`EpochValuer`; or ``options`` (a :class:`chg.Options`).
     Returns:
         values (n,) float64, each point's value averaged over the epochs; with ``return_valuer``, ``(values,
         valuer)`` (per-epoch values in ``valuer.epoch_values``).
@@ -477,13 +460,13 @@ def value_data(model: nn.Module, train_dataset, valid_dataset=None, config: Opti
         raise ValueError(f"value_data: unknown setting {unknown[0]!r}; settings are "
                          f"{list(ValueDataConfig.__dataclass_fields__)}")
     cfg = dataclasses.replace(config if config is not None else ValueDataConfig(), **overrides)  # a copy
-    if alpha == "valid" and valid_dataset is None:
+    options = Options.of(options, weighting=weighting, gradient=gradient, per_class=per_class, alpha=alpha)
+    if options.alpha == "valid" and valid_dataset is None:
         raise ValueError("value_data: alpha='valid' needs valid_dataset")
     dtype = next(model.parameters()).dtype
     train_dataset = _as_dataset(train_dataset, "train_dataset", dtype)
     valid_dataset = _as_dataset(valid_dataset, "valid_dataset", dtype)
-    valuer = EpochValuer(len(train_dataset), weighting=weighting, gradient=gradient, per_class=per_class,
-                         alpha=alpha)
+    valuer = EpochValuer(len(train_dataset), options=options)
     train_and_value(model, train_dataset, valid_dataset, cfg, valuer, layer=layer)
     values = valuer.values()
     return (values, valuer) if return_valuer else values

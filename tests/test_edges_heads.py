@@ -8,7 +8,6 @@ from torch.utils.data import DataLoader, TensorDataset
 from test_edges_oracle import close, dense_values
 
 import chg
-import chg.factored as factored
 from chg.lastlayer import LastLayerTap, compute_factors, factors_from_logits
 from chg.valuation import EpochValuer, value_data
 
@@ -22,14 +21,10 @@ def _bias_free(seed=0, d_in=5, d=6, c=4):
     return nn.Sequential(nn.Linear(d_in, d), nn.Tanh(), nn.Linear(d, c, bias=False)).double()
 
 
-@pytest.mark.parametrize("path", ["small", "fused", "chunked"])
 @pytest.mark.parametrize("weighting", ["chg", "gradient"])
-def test_bias_free_head_equals_autograd(monkeypatch, weighting, path):
-    """A decoder-style head (no bias): every eq. (3) path of chg.factored, whole pool and per class."""
-    if path != "small":
-        monkeypatch.setattr(factored, "SMALL_ROWS", 0)
-    if path == "chunked":
-        monkeypatch.setattr(factored, "CHUNK_ROWS", 4)
+def test_bias_free_head_equals_autograd(weighting):
+    """A decoder-style head (no bias): chg.factored's eq. (3), whole pool and per class (many chunks of rows:
+    tests/test_factored.py::test_many_chunks_equal_the_dense_oracle)."""
     model = _bias_free()
     g = torch.Generator().manual_seed(3)
     x, y = torch.randn(17, 5, generator=g, dtype=torch.float64), torch.arange(17) % 4

@@ -27,26 +27,14 @@ def _per_sample_grads(model, x, y, bias_only=False):
     return torch.stack(rows), torch.stack(losses)
 
 
-PATHS = {"small": {}, "fused": {"SMALL_ROWS": 0}, "chunked": {"SMALL_ROWS": 0, "CHUNK_ROWS": 5}}
-
-
-def _use_path(monkeypatch, path):
-    """Route every group through one of the three implementations: the float64 small-group pass (the default for
-    ≤ SMALL_ROWS rows), the fused single-chunk pass, or the two chunked passes."""
-    for name, value in PATHS[path].items():
-        monkeypatch.setattr(factored, name, value)
-
-
 def _data(n=23, seed=1, dtype=torch.float64, classes=4):
     gen = torch.Generator().manual_seed(seed)
     return torch.randn(n, 6, generator=gen, dtype=dtype), torch.randint(0, classes, (n,), generator=gen)
 
 
-@pytest.mark.parametrize("path", list(PATHS))
 @pytest.mark.parametrize("gradient", ["full", "bias"])
 @pytest.mark.parametrize("weighting", ["chg", "gradient"])
-def test_factored_equals_dense_autograd_float64(monkeypatch, gradient, weighting, path):
-    _use_path(monkeypatch, path)
+def test_factored_equals_dense_autograd_float64(gradient, weighting):
     model = _model()
     x, y = _data()
     grads, losses = _per_sample_grads(model, x, y, bias_only=gradient == "bias")
@@ -59,12 +47,8 @@ def test_factored_equals_dense_autograd_float64(monkeypatch, gradient, weighting
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("path", list(PATHS))
-def test_ten_classes_padded_product_equals_dense_autograd(monkeypatch, path, dtype):
-    """C = 10: on CPU pass 2's product is padded with zero rows to 16 (factored._gemm_rows); the values must not see
-    the padding."""
-    assert factored._gemm_rows(10, torch.device("cpu")) == 16
-    _use_path(monkeypatch, path)
+def test_ten_classes_equals_dense_autograd(dtype):
+    """C = 10 (the benchmarks' shape), float64 and float32 models, against per-sample autograd."""
     model = _model(dtype, classes=10)
     x, y = _data(n=31, dtype=dtype, classes=10)
     grads, losses = _per_sample_grads(model, x, y)
@@ -74,9 +58,7 @@ def test_ten_classes_padded_product_equals_dense_autograd(monkeypatch, path, dty
     torch.testing.assert_close(got, oracle, rtol=tol, atol=tol * oracle.abs().max().item())
 
 
-@pytest.mark.parametrize("path", list(PATHS))
-def test_factored_equals_dense_float32_model(monkeypatch, path):
-    _use_path(monkeypatch, path)
+def test_factored_equals_dense_float32_model():
     model = _model(torch.float32)
     x, y = _data(dtype=torch.float32)
     grads, losses = _per_sample_grads(model, x, y)
@@ -108,12 +90,11 @@ def test_alpha_any_vector_and_per_group():
         torch.testing.assert_close(per_class[idx], chg.chg_shapley(dense[idx]), rtol=1e-12, atol=1e-12)
 
 
-def test_statistics_add_over_batches_and_chunks(monkeypatch):
+def test_statistics_add_over_batches():
     model = _model()
     x, y = _data(n=50)
     f = compute_factors(model, x, y)
     whole = chg.shapley_from_factors(f)
-    monkeypatch.setattr(factored, "CHUNK_ROWS", 7)  # force many chunks
     parts = [f[:20], f[20:33], f[33:]]
     stats = sum((factored.group_stats(p.err, p.feat, p.loss) for p in parts[1:]),
                 factored.group_stats(parts[0].err, parts[0].feat, parts[0].loss))
@@ -267,9 +248,7 @@ def test_factored_precision_and_efficiency_at_1e5():
     assert abs(v32.sum().item() - u_n) <= 1e-6 * u_n
 
 
-@pytest.mark.parametrize("path", list(PATHS))
-def test_autocast_does_not_lower_precision(monkeypatch, path):
-    _use_path(monkeypatch, path)
+def test_autocast_does_not_lower_precision():
     model = _model(torch.float32)
     x, y = _data(dtype=torch.float32)
     f = compute_factors(model, x, y)
@@ -298,32 +277,58 @@ def test_empty_shard_and_overflow_and_dtype_errors():
                                  alpha=torch.zeros(3, 6))
 
 
-@pytest.mark.parametrize("gradient", ["full", "bias"])
-def test_the_three_paths_agree_with_per_group_alpha(monkeypatch, gradient):
-    """Per-class groups with a given α each: the small-group pass, the fused single-chunk pass and the chunked passes
-    give the same values (float64)."""
-    model = _model()
-    x, y = _data(n=40)
-    f = compute_factors(model, x, y)
-    shape = (4,) if gradient == "bias" else (4, 6)
+def _random_factors(n, C, D, seed, dtype=torch.float64, offset=0.0):
+    gen = torch.Generator().manual_seed(seed)
+    err = torch.softmax(torch.randn(n, C, generator=gen, dtype=torch.float64), 1)
+    err[torch.arange(n), torch.randint(0, C, (n,), generator=gen)] -= 1
+    feat = offset + torch.randn(n, D, generator=gen, dtype=torch.float64)
+    loss = torch.rand(n, generator=gen, dtype=torch.float64) * 3
+    return err.to(dtype), feat.to(dtype), loss.to(dtype)
+
+
+def _dense(err, feat, loss, bias=True):
+    """x_i = l_i e_i ⊗ [h_i; 1] (or h_i) materialised, float64 (n, C·(D+1))."""
+    h = feat.double()
+    if bias:
+        h = torch.cat([h, torch.ones(h.shape[0], 1, dtype=torch.float64)], 1)
+    return (loss.double()[:, None, None] * err.double()[:, :, None] * h[:, None, :]).flatten(1)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_many_chunks_equal_the_dense_oracle(bias):
+    """A group larger than one chunk of rows (n·D > CHUNK_ELEMENTS on CPU): the chunked passes against Theorem 1 on the
+    materialised vectors, whole group, per group with a given α each, and from statistics added over batches."""
+    n, C, D = 2100, 3, 512
+    assert n * D > factored.CHUNK_ELEMENTS  # two chunks of rows (2048 + 52)
+    err, feat, loss = _random_factors(n, C, D, seed=5, offset=2.0)
+    dense = _dense(err, feat, loss, bias)
+    oracle = chg.chg_shapley(dense)
+    got = chg.factored_shapley(err, feat, loss, bias=bias)
+    torch.testing.assert_close(got, oracle, rtol=1e-11, atol=1e-12 * oracle.abs().max().item())
+    groups = torch.arange(n) % 2
     gen = torch.Generator().manual_seed(9)
-    alpha = {g: torch.randn(shape, generator=gen, dtype=torch.float64) for g in (0, 1)}
-    got = {}
-    for path in PATHS:
-        with monkeypatch.context() as mp:
-            _use_path(mp, path)
-            got[path] = chg.shapley_from_factors(f, gradient=gradient, groups=y % 2, alpha=alpha)
-    torch.testing.assert_close(got["fused"], got["small"], rtol=1e-13, atol=1e-15)
-    torch.testing.assert_close(got["chunked"], got["small"], rtol=1e-13, atol=1e-15)
+    alpha = {g: torch.randn(C, D + bias, generator=gen, dtype=torch.float64) for g in (0, 1)}
+    per = chg.factored_shapley(err, feat, loss, alpha=alpha, groups=groups, bias=bias)
+    for g in (0, 1):
+        idx = (groups == g).nonzero().squeeze(1)
+        want = chg.chg_shapley(dense[idx], alpha[g].flatten())
+        torch.testing.assert_close(per[idx], want, rtol=1e-11, atol=1e-12 * want.abs().max().item())
+    cut = 1000
+    stats = factored.group_stats(err[:cut], feat[:cut], loss[:cut], bias) + \
+        factored.group_stats(err[cut:], feat[cut:], loss[cut:], bias)
+    parts = torch.cat([factored.values_from_factors(err[:cut], feat[:cut], loss[:cut], stats, bias=bias),
+                       factored.values_from_factors(err[cut:], feat[cut:], loss[cut:], stats, bias=bias)])
+    torch.testing.assert_close(parts, oracle, rtol=1e-11, atol=1e-12 * oracle.abs().max().item())
 
 
 @pytest.mark.parametrize("offset,spread", [(0.0, 1.0), (1.0, 0.1), (100.0, 0.01), (1000.0, 0.001)])
-@pytest.mark.parametrize("chunk_rows", [None, 97])
-def test_float32_values_do_not_depend_on_a_shared_feature_offset(monkeypatch, offset, spread, chunk_rows):
+@pytest.mark.parametrize("D", [64, 2048])
+def test_float32_values_do_not_depend_on_a_shared_feature_offset(offset, spread, D):
     """Features that share a large offset (h = offset + spread·noise), one class whose softmax errors are alike (a
     per-class group of a confident model): the float32 path must stay within 2e-6 of the values' spread of the float64
-    oracle. Without centring the float32 products lose 1e-5 (offset 1) to all (offset 1000) of it."""
-    n, D, C = 600, 64, 5
+    oracle. Without centring the float32 products lose 1e-5 (offset 1) to all (offset 1000) of it. D = 64: one chunk
+    of rows; D = 2048: two."""
+    n, C = 600, 5
     gen = torch.Generator().manual_seed(3)
     feat = offset + spread * torch.randn(n, D, generator=gen, dtype=torch.float64)
     z = torch.zeros(n, C, dtype=torch.float64)
@@ -332,7 +337,6 @@ def test_float32_values_do_not_depend_on_a_shared_feature_offset(monkeypatch, of
     err, loss = p.clone(), -torch.log(p[:, 0])
     err[:, 0] -= 1
     err, feat, loss = err.float(), feat.float(), loss.float()  # the float32 inputs; the oracle uses them exactly
-    monkeypatch.setattr(factored, "CHUNK_ROWS", chunk_rows)  # None: one fused chunk; 97: the two chunked passes
     oracle = chg.chg_shapley((loss.double()[:, None, None] * err.double()[:, :, None]
                               * torch.cat([feat.double(), torch.ones(n, 1, dtype=torch.float64)], 1)[:, None, :]
                               ).flatten(1))

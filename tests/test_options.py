@@ -1,0 +1,119 @@
+"""Issue 10 item 2: one options type (chg.Options), validated once, taken by every entry point; Hardness Shapley
+through the same group statistics (n and Σ l are sums) as CHG and Gradient Shapley."""
+import dataclasses
+import inspect
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import chg
+from chg import Options
+from chg.factored import utility_stats, utility_values
+from chg.lastlayer import Factors, compute_factors
+from chg.valuation import EpochValuer, value_data
+
+BAD = [(dict(weighting="shap"), "weighting must be one of"), (dict(gradient="weights"), "gradient must be one of"),
+       (dict(alpha="test"), "alpha must be one of"), (dict(per_class="yes"), "per_class must be True or False"),
+       (dict(weighting=None), "weighting must be one of"),
+       (dict(weighting="hardness", alpha="valid"), "has no target")]
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3)).double()
+
+
+def _data(n=24, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 5, generator=g, dtype=torch.float64), torch.arange(n) % 3
+
+
+def test_defaults_are_the_paper_and_frozen():
+    o = Options()
+    assert (o.weighting, o.gradient, o.alpha, o.per_class) == ("chg", "full", "train", False)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        o.weighting = "gradient"
+    assert Options(per_class=np.bool_(True)).per_class is True  # a NumPy bool is a bool, stored as one
+
+
+@pytest.mark.parametrize("fields,message", BAD)
+def test_every_entry_point_refuses_a_bad_option_with_the_same_message(fields, message):
+    """One validator: Options, EpochValuer, value_data, shapley_from_factors and the OpenDataVal plugin say the same."""
+    x, y = _data()
+    with pytest.raises(ValueError, match=message) as direct:
+        Options(**fields)
+    entry_points = [lambda: EpochValuer(3, **fields), lambda: value_data(_model(), (x, y), (x, y), **fields)]
+    if "per_class" not in fields and "alpha" not in fields:
+        entry_points.append(lambda: chg.shapley_from_factors(compute_factors(_model(), x, y), **fields))
+    try:
+        from chg.opendataval import CHGShapley
+        entry_points.append(lambda: CHGShapley(**fields))
+    except ImportError:  # opendataval not installed
+        pass
+    for call in entry_points:
+        with pytest.raises(ValueError) as info:
+            call()
+        assert str(info.value) == str(direct.value)
+
+
+def test_options_or_fields_not_both():
+    with pytest.raises(ValueError, match="not both"):
+        EpochValuer(3, weighting="gradient", options=Options())
+    with pytest.raises(ValueError, match="must be a chg.Options"):
+        EpochValuer(3, options={"weighting": "chg"})
+    assert EpochValuer(3, options=Options(per_class=True)).per_class
+
+
+@pytest.mark.parametrize("options", [Options(), Options(weighting="gradient", gradient="bias", per_class=True),
+                                     Options(weighting="hardness", per_class=True), Options(alpha="valid")])
+def test_options_object_equals_its_fields(options):
+    """EpochValuer and value_data give the same values from an Options as from its four keywords."""
+    x, y = _data()
+    loader = DataLoader(TensorDataset(x, y), batch_size=5)
+    fields = dataclasses.asdict(options)
+    by_object = EpochValuer(24, options=options).value_epoch(_model(), loader, loader)
+    by_fields = EpochValuer(24, **fields).value_epoch(_model(), loader, loader)
+    torch.testing.assert_close(by_object, by_fields, rtol=0, atol=0)
+    kw = dict(epochs=1, batch_size=6, seed=0)
+    torch.testing.assert_close(value_data(_model(), (x, y), (x, y), options=options, **kw),
+                               value_data(_model(), (x, y), (x, y), **fields, **kw), rtol=0, atol=0)
+
+
+def test_hardness_statistics_are_sums_over_batches():
+    """n and Σ l of parts add up to the whole; values of each part from the summed statistics = Hardness Shapley."""
+    g = torch.Generator().manual_seed(4)
+    loss = torch.rand(30, generator=g, dtype=torch.float64) * 2
+    f = Factors(loss, torch.zeros(30, 3, dtype=torch.float64), torch.zeros(30, 4, dtype=torch.float64))
+    o = Options(weighting="hardness")
+    parts = [f[:11], f[11:12], f[12:]]
+    stats = utility_stats(parts[0], o) + utility_stats(parts[1], o) + utility_stats(parts[2], o)
+    assert stats.n == 30
+    torch.testing.assert_close(stats.sum, loss.sum().reshape(1), rtol=1e-15, atol=0)
+    got = torch.cat([utility_values(p, stats, o) for p in parts])
+    torch.testing.assert_close(got, chg.hardness_shapley(loss), rtol=1e-14, atol=1e-15)
+    with pytest.raises(ValueError, match="no target"):
+        utility_values(parts[0], stats, o, alpha=torch.zeros(1))
+
+
+def test_hardness_per_class_valuer_equals_the_closed_form_per_class():
+    x, y = _data(n=25)
+    model = _model()
+    loader = DataLoader(TensorDataset(x, y), batch_size=4)
+    got = EpochValuer(25, weighting="hardness", per_class=True).value_epoch(model, loader)
+    loss = compute_factors(model, x, y).loss
+    for c in range(3):
+        idx = (y == c).nonzero().squeeze(1)
+        torch.testing.assert_close(got[idx], chg.hardness_shapley(loss[idx]), rtol=1e-13, atol=1e-15)
+
+
+def test_one_validator_and_no_hardness_branch_in_end_epoch():
+    """The options' messages are written once in chg/ (Options), and end_epoch treats every utility alike."""
+    root = Path(chg.__file__).parent
+    text = "".join(p.read_text() for p in sorted(root.rglob("*.py")))
+    for name in ("weighting", "gradient", "alpha"):  # Options builds these messages from the name, in one loop
+        assert f"{name} must be one of" not in text
+    assert "hardness" not in inspect.getsource(EpochValuer.end_epoch)
