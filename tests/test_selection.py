@@ -385,3 +385,17 @@ def test_fraction_and_num_classes_accept_numpy_scalars():
     for bad in (True, np.bool_(True), "0.5", 0.0):
         with pytest.raises(ValueError, match="fraction"):
             class_budgets(y, 3, bad)
+
+
+def test_algorithm2_values_a_bias_free_head_without_the_bias_column():
+    """Algorithm 2's values of a head without bias are those of g = e ⊗ h (no "+1"): the factors' bias flag reaches
+    eq. (3) (it was dropped when the factors were cast to float64, which valued a bias column that does not exist)."""
+    from chg.lastlayer import Factors
+    from chg.selection.algorithm2 import _values
+    g = torch.Generator().manual_seed(0)
+    loss, err, feat = torch.rand(12, generator=g), torch.randn(12, 3, generator=g), torch.randn(12, 4, generator=g)
+    l64, e64, h64 = loss.double(), err.double(), feat.double()
+    x = (l64[:, None, None] * e64[:, :, None] * h64[:, None, :]).reshape(12, -1)  # dense l·(e ⊗ h), float64
+    want = chg.chg_shapley(x)
+    got = _values(Factors(loss, err, feat, bias=False), "chg", "full")
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)

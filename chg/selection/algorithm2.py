@@ -93,8 +93,7 @@ def minmax_weights(values: torch.Tensor) -> torch.Tensor:
 
 def _values(factors: Factors, weighting: str, gradient: str, groups=None) -> torch.Tensor:
     """float64 factors: the ranking and the min-max weights do not depend on float32 rounding (chunking, BLAS)."""
-    f64 = Factors(factors.loss.double(), factors.err.double(), factors.feat.double())
-    return shapley_from_factors(f64, weighting=weighting, gradient=gradient, groups=groups)
+    return shapley_from_factors(factors.to(torch.float64), weighting=weighting, gradient=gradient, groups=groups)
 
 
 def algorithm2(inp: SelectionInput, weighting: str = "chg", weighted: bool = True,
