@@ -10,7 +10,7 @@ bash reproduce/setup.sh
 export MPLBACKEND=Agg
 PY="${CHG_PYTHON:-$ROOT/.venv/bin/python}"
 "$PY" -m ruff check chg tests proofs benchmarks reproduce examples  # lint (pyproject.toml [tool.ruff])
-"$PY" -m pytest tests proofs --nbval-lax notebooks -p no:cacheprovider "$@"
+"$PY" -m pytest tests proofs --nbval notebooks --nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider "$@"
 
 tracked_state() { git status --porcelain --untracked-files=no 2>/dev/null || true; git diff 2>/dev/null | sha256sum; }
 before="$(tracked_state)"
