@@ -76,6 +76,7 @@ from .distributed import all_gather_values as _all_gather_values
 from .distributed import group_ids as _group_ids
 from .distributed import is_distributed
 from .factored import GroupStats, Options, utility_stats, utility_values
+from .progress import progress as progress_bar
 from .lastlayer import (Factors, LastLayerTap, _check_logits, _factors, _forward, _loss, _targets, iter_factors,
                         model_device, split_batch)
 
@@ -376,6 +377,7 @@ class ValueDataConfig:
     mode: str = "pass"       # "pass": separate no-grad pass at each epoch start (Algorithm 1) | "ride": ride-along
     eval_batch_size: int = 1024
     seed: int = 0
+    progress: Optional[bool] = None  # a bar over the epochs: True | False | None (only on a terminal; chg.progress)
 
 
 def _array_like(v) -> bool:
@@ -532,7 +534,8 @@ def train_and_value(model: nn.Module, train_dataset, valid_dataset, cfg: ValueDa
     else:
         opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     model.train()
-    for _ in range(int(cfg.epochs)):
+    for _ in progress_bar(range(int(cfg.epochs)), desc=f"value_data ({cfg.mode})", unit="epoch",
+                          enabled=cfg.progress):
         if cfg.mode == "pass":
             valuer.value_epoch(model, eval_loader, valid_loader, layer, output)
         with LastLayerTap(model, layer, output) as tap:

@@ -87,3 +87,15 @@ def test_train_draws_an_epoch_bar_only_when_asked(capsys):
     assert "train random a=0.5" in err and "epoch" in err  # the bar (tqdm redraws at most every 0.1 s)
     train(cfg, progress=False)
     assert capsys.readouterr().err == ""
+
+
+def test_value_data_draws_an_epoch_bar_only_when_asked(capsys):
+    import torch
+
+    import chg
+    g = torch.Generator().manual_seed(0)
+    X, y = torch.randn(40, 3, generator=g), torch.arange(40) % 2
+    chg.value_data(torch.nn.Linear(3, 2), (X, y), epochs=2, progress=True)
+    assert "value_data (pass)" in capsys.readouterr().err
+    chg.value_data(torch.nn.Linear(3, 2), (X, y), epochs=2, progress=False)
+    assert capsys.readouterr().err == ""
