@@ -256,9 +256,11 @@ def render(table: str, scale: str, preset: SelectionPreset, title: str, include_
     compute = (f", {sum(r['wall_time_s'] for r in records) / 60:.1f} min of compute in all" if include_time else "")
     blocks = [tables.Heading(f"{title} — {scale} scale"),
               f"Test accuracy (%) of the final model (after the last epoch), mean ± std over seeds {seeds} "
-              f"({len(seeds)} seeds). Settings: {_settings_text(records)}. Budgets: CHG / Hardness / Gradient Shapley "
-              f"keep k_c = max(1, round(a·N_c)) per class (Algorithm 2); Random, AdaptiveRandom and GLISTER round(a·n) "
-              f"of the whole pool; GradMatch-PB whole mini-batches. Device: {'; '.join(devices)}. Made by "
+              f"({len(seeds)} seeds). Settings: {_settings_text(records)}. Budgets: every method is asked for "
+              f"round(a·n) points (chg.selection.budget); Algorithm 2 (CHG / Hardness / Gradient Shapley) shares them "
+              f"over the classes by largest remainder (one per class where the budget allows it); GradMatch-PB takes "
+              f"whole mini-batches and fills a short last one; the subset sizes measured are stated under each table. "
+              f"Device: {'; '.join(devices)}. Made by "
               f"`python reproduce/{table}.py --scale {scale}` from reproduce/results/{scale}/{table}/*.json "
               f"({len(records)} runs{compute})."
               + (" Time = wall seconds of the training epochs plus the selection steps; `sel. x%` = selection time "
