@@ -20,7 +20,6 @@ Usage: python benchmarks/bench_thresholds.py [--quick] [--out DIR]   (quick: bre
 from __future__ import annotations
 
 import argparse
-import gzip
 import statistics
 import sys
 import time
@@ -36,7 +35,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # run from a source checkout without installing
 
 import chg  # noqa: E402
-from chg.data import add_label_noise, load_dataset  # noqa: E402
+from chg.data import add_label_noise, load_dataset, read_idx  # noqa: E402
 from chg.models import MLP  # noqa: E402
 from chg.report import suspects  # noqa: E402
 from chg.results import atomic_write, provenance, write_json_atomic  # noqa: E402
@@ -47,11 +46,8 @@ NOISE = 0.2
 
 def _fashion(seed: int, n: int = 10_000):
     """n random Fashion-MNIST training images (flattened, float) with 20% of their labels flipped."""
-    def read(name, offset):
-        with gzip.open(FASHION / name) as fh:
-            return np.frombuffer(fh.read(), np.uint8, offset=offset)
-    x = read("train-images-idx3-ubyte.gz", 16).reshape(-1, 784).astype(np.float32) / 255.0
-    y = read("train-labels-idx1-ubyte.gz", 8).astype(np.int64)
+    x = read_idx(FASHION / "train-images-idx3-ubyte.gz").reshape(-1, 784).astype(np.float32) / 255.0
+    y = read_idx(FASHION / "train-labels-idx1-ubyte.gz").astype(np.int64)
     pick = np.random.default_rng(seed).choice(len(y), n, replace=False)
     y_noisy, flipped = add_label_noise(torch.from_numpy(y[pick]), 10, NOISE, torch.Generator().manual_seed(seed))
     return x[pick], y_noisy.numpy(), flipped.numpy(), 10
