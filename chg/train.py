@@ -33,8 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.model_selection import train_test_split
 
 from .data import DataBundle, augment_batch, load_dataset
 from .lastlayer import Factors, compute_factors
@@ -43,7 +45,7 @@ from .progress import progress as progress_bar
 from .results import atomic_write, state_digest
 from .selection import Selection, SelectionInput, check_selection, get_selector
 
-__all__ = ["TrainConfig", "TrainResult", "train", "evaluate", "pool_factors", "resolve_device"]
+__all__ = ["TrainConfig", "TrainResult", "train", "evaluate", "pool_factors", "resolve_device", "selection_val_rows"]
 
 
 @dataclass
@@ -68,6 +70,8 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 10        # epochs between checkpoints
     factor_batch_size: int = 1024     # batch size of the no-grad passes (factors, evaluation)
+    selection_val_size: Optional[int] = None  # validation points a method that needs them (GLISTER) sees: a
+    #                                   stratified subsample drawn once per run with ``seed``; None: all of them
     amp: bool = True                  # bfloat16 autocast, CUDA only
     channels_last: bool = True        # CUDA only
     device: str = "auto"              # "auto": cuda if available, else cpu
@@ -198,15 +202,38 @@ def _selection_factors(model, data: DataBundle, cfg: TrainConfig, device: torch.
     if selector.needs_factors:
         factors = _factors_of(model, data.train.x, data.train.y, cfg, device)
     if selector.needs_val:
-        val_factors = _factors_of(model, data.val.x, data.val.y, cfg, device)
+        rows = selection_val_rows(data.val.y, cfg)
+        val_factors = _factors_of(model, data.val.x[rows], data.val.y[rows], cfg, device)
     return factors, val_factors
+
+
+def selection_val_rows(val_labels: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    """The rows of the validation set that the selection method sees: all of them, or (``cfg.selection_val_size``
+    below the validation size) a stratified subsample of that size drawn with ``cfg.seed`` (scikit-learn's
+    ``train_test_split``), the same at every selection step of the run. Returns sorted int64 row indices on the labels'
+    device.
+
+    Raises:
+        ValueError: ``selection_val_size`` below the number of classes present (a stratified subsample needs one
+            point of each).
+    """
+    n = int(val_labels.shape[0])
+    k = cfg.selection_val_size
+    if k is None or k >= n:
+        return torch.arange(n, device=val_labels.device)
+    y = val_labels.cpu().numpy()
+    if k < len(np.unique(y)):
+        raise ValueError(f"selection_val_size={k} is below the {len(np.unique(y))} classes of the validation set")
+    rows, _ = train_test_split(np.arange(n), train_size=k, stratify=y, random_state=cfg.seed)
+    return torch.as_tensor(np.sort(rows), dtype=torch.int64, device=val_labels.device)
 
 
 def _run_selector(data: DataBundle, cfg: TrainConfig, epoch: int, gen: torch.Generator, factors,
                   val_factors) -> Selection:
     """The method itself, on one process (rank 0): no collectives."""
     inp = SelectionInput(factors=factors, labels=data.train.y, num_classes=data.num_classes, fraction=cfg.fraction,
-                         epoch=epoch, generator=gen, val_factors=val_factors, val_labels=data.val.y,
+                         epoch=epoch, generator=gen, val_factors=val_factors,
+                         val_labels=data.val.y if val_factors is None else data.val.y[selection_val_rows(data.val.y, cfg)],
                          batch_size=cfg.batch_size, lr=cfg.lr)
     return check_selection(get_selector(cfg.method).fn(inp), len(data.train))
 
@@ -274,11 +301,14 @@ def train(cfg: TrainConfig, data: DataBundle | None = None, checkpoint: Path | N
     (:func:`chg.progress.progress_enabled`).
 
     Raises:
-        ValueError: epochs, select_every, batch_size or checkpoint_every below 1; an unknown method; labels of a split
+        ValueError: epochs, select_every, batch_size or checkpoint_every below 1; selection_val_size below 1 (or
+            below the number of classes); an unknown method; labels of a split
             that are not integers in [0, num_classes); a checkpoint written by another configuration.
     """
     if cfg.epochs < 1 or cfg.select_every < 1 or cfg.batch_size < 1 or cfg.checkpoint_every < 1:
         raise ValueError("epochs, select_every, batch_size and checkpoint_every must all be >= 1")
+    if cfg.selection_val_size is not None and cfg.selection_val_size < 1:
+        raise ValueError(f"selection_val_size must be None (all validation points) or >= 1, got {cfg.selection_val_size}")
     selector = get_selector(cfg.method)
     device = resolve_device(cfg.device)
     if data is None:

@@ -375,3 +375,36 @@ def test_sharded_factor_pass_gathers_every_row_in_order(tmp_path):
     for k in ("loss", "err", "feat"):
         torch.testing.assert_close(got[k], getattr(ref, k), rtol=1e-6, atol=1e-7)
     assert torch.load(tmp_path / "rank1.pt") is None and torch.load(tmp_path / "rank2.pt") is None
+
+
+def test_selection_val_rows_is_a_stratified_seeded_subsample():
+    from chg.train import selection_val_rows
+    y = torch.arange(10).repeat_interleave(60)  # 600 points, 60 per class
+    cfg = TrainConfig(selection_val_size=100, seed=7)
+    rows = selection_val_rows(y, cfg)
+    assert rows.dtype == torch.int64 and len(rows) == 100 == len(set(rows.tolist()))
+    assert torch.equal(rows, rows.sort().values) and torch.equal(torch.bincount(y[rows]), torch.full((10,), 10))
+    assert torch.equal(rows, selection_val_rows(y, cfg))  # the same at every selection step
+    assert not torch.equal(rows, selection_val_rows(y, dataclasses.replace(cfg, seed=8)))
+    for k in (None, 600, 1000):
+        assert torch.equal(selection_val_rows(y, dataclasses.replace(cfg, selection_val_size=k)), torch.arange(600))
+    with pytest.raises(ValueError, match="below the 10 classes"):
+        selection_val_rows(y, dataclasses.replace(cfg, selection_val_size=9))
+    with pytest.raises(ValueError, match="selection_val_size"):
+        train(_digits_cfg(selection_val_size=0))
+
+
+def test_glister_sees_only_the_validation_subsample(monkeypatch, digits):
+    seen = []
+    real = selection.SELECTORS["glister"]
+
+    def recording(inp):
+        seen.append((inp.val_factors.err.shape[0], inp.val_labels.shape[0]))
+        return real.fn(inp)
+
+    monkeypatch.setitem(selection.SELECTORS, "glister", dataclasses.replace(real, fn=recording))
+    train(_digits_cfg(method="glister", epochs=2, select_every=1, selection_val_size=50), digits)
+    assert seen == [(50, 50), (50, 50)]
+    seen.clear()
+    train(_digits_cfg(method="glister", epochs=1, select_every=1), digits)
+    assert seen == [(len(digits.val.y), len(digits.val.y))]
