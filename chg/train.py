@@ -231,9 +231,9 @@ def selection_val_rows(val_labels: torch.Tensor, cfg: TrainConfig) -> torch.Tens
 def _run_selector(data: DataBundle, cfg: TrainConfig, epoch: int, gen: torch.Generator, factors,
                   val_factors) -> Selection:
     """The method itself, on one process (rank 0): no collectives."""
+    val_labels = data.val.y if val_factors is None else data.val.y[selection_val_rows(data.val.y, cfg)]
     inp = SelectionInput(factors=factors, labels=data.train.y, num_classes=data.num_classes, fraction=cfg.fraction,
-                         epoch=epoch, generator=gen, val_factors=val_factors,
-                         val_labels=data.val.y if val_factors is None else data.val.y[selection_val_rows(data.val.y, cfg)],
+                         epoch=epoch, generator=gen, val_factors=val_factors, val_labels=val_labels,
                          batch_size=cfg.batch_size, lr=cfg.lr)
     return check_selection(get_selector(cfg.method).fn(inp), len(data.train))
 
@@ -308,7 +308,8 @@ def train(cfg: TrainConfig, data: DataBundle | None = None, checkpoint: Path | N
     if cfg.epochs < 1 or cfg.select_every < 1 or cfg.batch_size < 1 or cfg.checkpoint_every < 1:
         raise ValueError("epochs, select_every, batch_size and checkpoint_every must all be >= 1")
     if cfg.selection_val_size is not None and cfg.selection_val_size < 1:
-        raise ValueError(f"selection_val_size must be None (all validation points) or >= 1, got {cfg.selection_val_size}")
+        raise ValueError(f"selection_val_size must be None (all validation points) or >= 1, "
+                         f"got {cfg.selection_val_size}")
     selector = get_selector(cfg.method)
     device = resolve_device(cfg.device)
     if data is None:

@@ -80,7 +80,8 @@ def presets(table: str) -> dict:
     as the paper preset; 3 seeds. medium: Fashion-MNIST (54,000-image pool, 6,000 validation, 10,000 test), the
     ImageMLP, 20 epochs with R = 5, batch 128, 5 seeds, on 2 CPU cores; GLISTER's greedy steps see a stratified
     1,000 of the 6,000 validation points (``selection_val_size``; with all 6,000 it alone would take ~4 h of the
-    grid), the only setting in which a method differs from its quick-scale form. paper: the paper's setting (ResNet-18, R = 20, batch 128, SGD lr 0.05 with
+    grid), the only setting in which a method differs from its quick-scale form. paper: the paper's setting
+    (ResNet-18, R = 20, batch 128, SGD lr 0.05 with
     momentum 0.9, Nesterov, weight decay 5e-4, cosine — CORDS' defaults, on which the paper's selection code was
     built); 300 epochs as in the authors' released selection configs; one seed (the paper reports one number per
     cell). Table 3 at paper scale: CIFAR-10/100 and the methods of the paper's Table 3.
