@@ -317,3 +317,23 @@ def test_smoke_outputs_are_git_ignored_and_quick_records_are_not():
     assert ignored(results.run_path("table2", "x", "smoke")) and ignored(results.figure_path("smoke", "table2.md"))
     assert ignored(results.CHECKPOINT_DIR / "smoke" / "table2" / "x.pt")
     assert not ignored(results.run_path("table2", "x", "quick")) and not ignored(results.figure_path("quick", "t.md"))
+
+
+def _rec(method, fraction, seed, acc, dataset="fashion_mnist"):
+    return {"config": {"dataset": dataset, "method": method, "fraction": fraction}, "seed": seed,
+            "metrics": {"test_acc": acc}}
+
+
+def test_verdict_is_computed_from_the_records_paired_over_seeds():
+    base = [_rec(m, a, s, 50.0 + s) for m in selection.BASELINES for a in (0.05, 0.1, 0.3) for s in range(3)]
+    # CHG higher than every baseline at 0.05 in all seeds; at 0.1 higher in mean but in only 1 of 3 seeds
+    chg = ([_rec("chg", 0.05, s, 60.0 + s) for s in range(3)]
+           + [_rec("chg", 0.1, 0, 40.0), _rec("chg", 0.1, 1, 50.5), _rec("chg", 0.1, 2, 80.0)]
+           + [_rec("chg", 0.3, s, 10.0) for s in range(3)])
+    text = selection.verdict("table2", base + chg, "fashion_mnist", (0.05, 0.1, 0.3))
+    assert "**holds at 1 of 2 fractions**" in text and "a = 0.3" not in text  # table 2's claim: a <= 0.1 only
+    assert "a = 0.05: CHG 61.00 vs best other Random 51.00 (+10.00; CHG higher in 3 of 3 seeds) — holds" in text
+    assert "CHG higher in 1 of 3 seeds) — does not hold" in text
+    text3 = selection.verdict("table3", base + chg, "fashion_mnist", (0.05, 0.1, 0.3))
+    assert "holds at 1 of 3 fractions" in text3 and "a = 0.3: CHG 10.00" in text3
+    assert "not checkable" in selection.verdict("table3", base, "fashion_mnist", (0.05,))

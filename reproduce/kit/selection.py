@@ -295,6 +295,7 @@ def render(table: str, scale: str, preset: SelectionPreset, title: str, include_
                 rows = [[r[0], "(all data) " + r[1]] + r[2:] if r[0] == LABELS["full"] else r for r in rows]
             blocks.append(tables.Table((f"**{name}**",) + head, tuple(rows), caption,
                                        f"{DATA_LABELS.get(d, d)}, {scale} scale: {name.lower()}"))
+        blocks.append(verdict(table, recs_d, d, preset.fractions))
         if d in paper_acc:
             blocks.append(_paper_diff(paper_acc[d], agg, d, methods, preset.fractions))
     rest = [d for d in paper_acc if d not in datasets]
@@ -310,6 +311,49 @@ def render(table: str, scale: str, preset: SelectionPreset, title: str, include_
                                        f"**{DATA_LABELS.get(d, d)} (paper)**"))
     return tables.write(scale, table, blocks, f"{title}, {scale} scale; seeds {seeds}; made by reproduce/{table}.py "
                                              f"from reproduce/results/{scale}/{table}")
+
+
+BASELINES = ("random", "adaptive_random", "glister", "gradmatch_pb")  # the other selection methods (not ablations)
+CLAIMS = {"table2": ("small", "the paper (Table 2): CHG Shapley is particularly strong when the selection ratio is "
+                              "small — read here as: the best of the selection methods at a ≤ 0.1"),
+          "table3": ("all", "the paper (Table 3): under 30% label noise CHG Shapley is superior to the other methods "
+                            "— read here as: the best of the selection methods at every fraction")}
+
+
+def verdict(table: str, records: list, dataset: str, fractions: tuple) -> str:
+    """The paper's claim for ``table`` checked on the records of one data set, as a paragraph computed from the
+    numbers: per fraction, CHG Shapley's mean accuracy against the best baseline's (Random, AdaptiveRandom, GLISTER,
+    GradMatch-PB), paired over seeds (seeds where CHG is higher). The claim holds at a fraction when CHG's mean is
+    the highest and it beats the best other method in a majority of the seeds run by both."""
+    which, claim = CLAIMS[table]
+    acc: dict = {}
+    for rec in records:
+        c = rec["config"]
+        if c["dataset"] == dataset:
+            acc.setdefault((c["method"], c["fraction"]), {})[rec["seed"]] = rec["metrics"]["test_acc"]
+    checked = [a for a in fractions if which == "all" or a <= 0.1]
+    parts, held = [], []
+    for a in checked:
+        chg = acc.get(("chg", a))
+        others = {m: acc[(m, a)] for m in BASELINES if (m, a) in acc}
+        if not chg or not others:
+            continue
+        mean = {m: sum(v.values()) / len(v) for m, v in {"chg": chg, **others}.items()}
+        best = max(others, key=mean.get)
+        seeds = sorted(set(chg) & set(others[best]))
+        wins = sum(chg[s] > others[best][s] for s in seeds)
+        ok = mean["chg"] > mean[best] and 2 * wins > len(seeds)
+        held.append(ok)
+        parts.append(f"a = {a:g}: CHG {mean['chg']:.2f} vs best other {LABELS[best]} {mean[best]:.2f} "
+                     f"({mean['chg'] - mean[best]:+.2f}; CHG higher in {wins} of {len(seeds)} seeds) — "
+                     f"{'holds' if ok else 'does not hold'}")
+    if not parts:
+        return f"Verdict on {claim}: not checkable from these records (CHG or the baselines not run)."
+    overall = ("holds" if all(held) else "does not hold" if not any(held)
+               else f"holds at {sum(held)} of {len(held)} fractions")
+    return (f"**Verdict** on {claim}: **{overall}** on {DATA_LABELS.get(dataset, dataset)}. " + "; ".join(parts)
+            + ". (A fraction counts when CHG's mean is the highest and CHG beats the best other method in a "
+              "majority of the paired seeds.)")
 
 
 def _paper_diff(pa: dict, agg: dict, d: str, methods: list, fractions: tuple) -> tables.Table:
