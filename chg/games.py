@@ -10,8 +10,9 @@ from itertools import combinations
 from math import comb
 from typing import Callable, Sequence
 
-__all__ = ["exact_shapley", "chg_utility", "mean_utility", "gradient_utility", "hardness_utility",
-           "additive_game", "glove_game"]
+from .renames import renamed
+
+__all__ = ["exact_shapley", "chg_utility", "mean_utility", "hardness_utility", "additive_game", "glove_game"]
 
 MAX_ENUMERATION_PLAYERS = 20
 
@@ -65,8 +66,6 @@ def chg_utility(x: Sequence[Sequence], alpha: Sequence) -> Callable[[tuple], obj
     return utility
 
 
-gradient_utility = chg_utility  # same game; only the vectors differ (x_i = ∇f(i; θ) instead of l_i ∇f(i; θ))
-
 
 def mean_utility(a: Sequence) -> Callable[[tuple], object]:
     r""":math:`V(S) = \frac{1}{|S|}\sum_{i\in S} a_i`, V(∅) = 0."""
@@ -80,9 +79,10 @@ def mean_utility(a: Sequence) -> Callable[[tuple], object]:
 hardness_utility = mean_utility  # Hardness score of the paper: mean loss over S
 
 
-def additive_game(weights: Sequence) -> Callable[[tuple], object]:
-    """U(S) = Σ_{i∈S} w_i: the Shapley value is w_i exactly (a known answer)."""
-    return lambda subset: sum((weights[i] for i in subset), Fraction(0))
+@renamed("0.2.0", weights="values")
+def additive_game(values: Sequence) -> Callable[[tuple], object]:
+    """U(S) = Σ_{i∈S} v_i: the Shapley value is v_i exactly (a known answer)."""
+    return lambda subset: sum((values[i] for i in subset), Fraction(0))
 
 
 def glove_game(left: Sequence[int], right: Sequence[int]) -> Callable[[tuple], object]:

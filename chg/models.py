@@ -19,8 +19,6 @@ __all__ = ["BasicBlock", "ResNet18", "SmallCNN", "MLP", "ImageMLP", "build_model
 
 
 class BasicBlock(nn.Module):
-    expansion = 1
-
     def __init__(self, cin: int, cout: int, stride: int = 1):
         super().__init__()
         self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
@@ -44,7 +42,6 @@ class ResNet18(nn.Module):
         super().__init__()
         if image_size not in (32, 64):
             raise ValueError(f"ResNet18 is built for 32×32 (CIFAR) or 64×64 (Tiny ImageNet) inputs, got {image_size}")
-        self.image_size = image_size
         self.conv1 = nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
         layers, cin = [], width

@@ -37,7 +37,6 @@ opendataval's torch classifiers); sklearn-wrapped models raise a ValueError. Cla
 """
 from __future__ import annotations
 
-import time
 from typing import Optional
 
 import numpy as np
@@ -50,6 +49,7 @@ from opendataval.dataval.api import DataEvaluator, ModelMixin
 
 from .factored import Options
 from .lastlayer import per_sample_loss
+from .renames import renamed
 from .valuation import MODES, EpochValuer, ValueDataConfig, train_and_value
 
 __all__ = ["CHGShapley"]
@@ -70,6 +70,7 @@ class _Rows(Dataset):
         return self.x[i], self.y[i]
 
 
+@renamed("0.2.0", weighting="utility")
 class CHGShapley(DataEvaluator, ModelMixin):
     """CHG Shapley (Cai, 2024), Algorithm 1, as an OpenDataVal data evaluator.
 
@@ -86,7 +87,7 @@ class CHGShapley(DataEvaluator, ModelMixin):
         Value each class as its own game (α and statistics per class).
     alpha : "train" | "valid"
         α = mean of l_i g_i over the training set (the paper) or over opendataval's validation split.
-    weighting : "chg" | "gradient" | "hardness";  gradient : "full" | "bias"
+    utility : "chg" | "gradient" | "hardness";  gradient : "full" | "bias"
         As in :class:`chg.Options`.
     options : chg.Options, optional
         The four options above in one validated object (instead of those keywords; not both).
@@ -99,7 +100,7 @@ class CHGShapley(DataEvaluator, ModelMixin):
     """
 
     def __init__(self, epochs: Optional[int] = None, mode: str = "pass", per_class: bool = False,
-                 alpha: str = "train", weighting: str = "chg", gradient: str = "full", loss: str = "logits",
+                 alpha: str = "train", utility: str = "chg", gradient: str = "full", loss: str = "logits",
                  random_state=None, options: Optional[Options] = None):
         super().__init__(random_state)
         if mode not in MODES:
@@ -108,9 +109,9 @@ class CHGShapley(DataEvaluator, ModelMixin):
             raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
         if epochs is not None and int(epochs) < 1:
             raise ValueError(f"epochs must be >= 1, got {epochs}")
-        self.options = Options.of(options, weighting=weighting, gradient=gradient, alpha=alpha, per_class=per_class)
+        self.options = Options.of(options, utility=utility, gradient=gradient, alpha=alpha, per_class=per_class)
         self.epochs, self.mode, self.loss = epochs, mode, loss
-        self.weighting, self.gradient = self.options.weighting, self.options.gradient
+        self.utility, self.gradient = self.options.utility, self.options.gradient
         self.per_class, self.alpha = self.options.per_class, self.options.alpha
         self.model_fits = 0
 
@@ -163,12 +164,9 @@ class CHGShapley(DataEvaluator, ModelMixin):
         cfg = ValueDataConfig(epochs=epochs, batch_size=int(batch_size), lr=lr, optimizer="adam", mode=self.mode,
                               eval_batch_size=1024, seed=seed)
         self.valuer = EpochValuer(self.num_points, options=self.options)
-        start = time.perf_counter()
         rows = TensorDataset(self.x_train, y) if isinstance(self.x_train, torch.Tensor) else _Rows(self.x_train, y)
         train_and_value(model, rows, valid, cfg, self.valuer, output="probabilities", loss_fn=self._loss_fn(weights))
         self.model_fits = 1
-        self.train_time_s = time.perf_counter() - start
-        self.trained_model = model
         return self
 
     def _loss_fn(self, weights: Optional[torch.Tensor]):

@@ -228,13 +228,12 @@ def selection_val_rows(val_labels: torch.Tensor, cfg: TrainConfig) -> torch.Tens
     return torch.as_tensor(np.sort(rows), dtype=torch.int64, device=val_labels.device)
 
 
-def _run_selector(data: DataBundle, cfg: TrainConfig, epoch: int, gen: torch.Generator, factors,
-                  val_factors) -> Selection:
+def _run_selector(data: DataBundle, cfg: TrainConfig, gen: torch.Generator, factors, val_factors) -> Selection:
     """The method itself, on one process (rank 0): no collectives."""
     val_labels = data.val.y if val_factors is None else data.val.y[selection_val_rows(data.val.y, cfg)]
     inp = SelectionInput(factors=factors, labels=data.train.y, num_classes=data.num_classes, fraction=cfg.fraction,
-                         epoch=epoch, generator=gen, val_factors=val_factors, val_labels=val_labels,
-                         batch_size=cfg.batch_size, lr=cfg.lr)
+                         generator=gen, val_factors=val_factors, val_labels=val_labels, batch_size=cfg.batch_size,
+                         lr=cfg.lr)
     return check_selection(get_selector(cfg.method).fn(inp), len(data.train))
 
 
@@ -246,11 +245,11 @@ def _select_everywhere(model, data, cfg, epoch, gen, device, rank: int, world: i
     on the other ranks in that collective, as torch.distributed's own error.)"""
     factors, val_factors = _selection_factors(model, data, cfg, device)
     if world == 1:
-        return _run_selector(data, cfg, epoch, gen, factors, val_factors)
+        return _run_selector(data, cfg, gen, factors, val_factors)
     selection = failure = None
     if rank == 0:
         try:
-            selection = _run_selector(data, cfg, epoch, gen, factors, val_factors)
+            selection = _run_selector(data, cfg, gen, factors, val_factors)
         except Exception as exc:  # noqa: BLE001 - re-raised below, once the other ranks are told
             failure = exc
     box = [(selection, None if failure is None else f"{type(failure).__name__}: {failure}") if rank == 0 else None]

@@ -40,7 +40,7 @@ the rows that were seen as the epoch's game instead, with a warning naming how m
 Options: ``per_class=True`` values each class as its own game (α and the statistics per class, as in Algorithm 2);
 ``alpha="valid"`` sets :math:`\alpha` to the mean of :math:`l_i g_i` over a validation set (per class when
 ``per_class``; give the rows with ``add_validation`` or ``value_epoch(..., valid_loader)``; :func:`value_data` in
-ride-along mode takes them in a no-grad pass at the end of each epoch); ``weighting`` "chg" | "gradient" |
+ride-along mode takes them in a no-grad pass at the end of each epoch); ``utility`` "chg" | "gradient" |
 "hardness" and ``gradient`` "full" | "bias" as in :class:`chg.Options` (which every entry point also takes whole).
 
 A user's own loop::
@@ -76,6 +76,7 @@ from .distributed import all_gather_values as _all_gather_values
 from .distributed import group_ids as _group_ids
 from .distributed import is_distributed
 from .factored import GroupStats, Options, utility_stats, utility_values
+from .renames import renamed
 from .progress import progress as progress_bar
 from .lastlayer import (Factors, LastLayerTap, _check_logits, _factors, _forward, _loss, _targets, iter_factors,
                         model_device, split_batch)
@@ -119,12 +120,13 @@ class IndexedDataset(Dataset):
         return item[0], item[1], i
 
 
+@renamed("0.2.0", weighting="utility")
 class EpochValuer:
     """Algorithm 1 state: the current epoch's factors, the validation α, and the running sum of values.
 
     Args:
         n: number of training points (indices run over ``0..n-1``); a Python or NumPy integer ≥ 1.
-        weighting, gradient, per_class, alpha: see the module docstring and :class:`chg.Options`.
+        utility, gradient, per_class, alpha: see the module docstring and :class:`chg.Options`.
         options: a :class:`chg.Options` instead of those four keywords (not both).
         partial_epochs: False (default): an epoch in which some row was not added is an error at
             :meth:`end_epoch`; True: the rows seen are the epoch's game, with a warning naming how many were not.
@@ -132,7 +134,7 @@ class EpochValuer:
         ValueError for an invalid ``n`` or option (validated by :class:`chg.Options`).
     """
 
-    def __init__(self, n: int, weighting: str = "chg", gradient: str = "full", per_class: bool = False,
+    def __init__(self, n: int, utility: str = "chg", gradient: str = "full", per_class: bool = False,
                  alpha: str = "train", partial_epochs: bool = False, options: Optional[Options] = None):
         try:
             if isinstance(n, bool):
@@ -143,7 +145,7 @@ class EpochValuer:
                              f"{n!r}") from None
         if n < 1:
             raise ValueError(f"EpochValuer: n must be a positive integer (number of training points), got {n!r}")
-        self.options = Options.of(options, weighting=weighting, gradient=gradient, alpha=alpha, per_class=per_class)
+        self.options = Options.of(options, utility=utility, gradient=gradient, alpha=alpha, per_class=per_class)
         self.n = n
         self.partial_epochs = bool(partial_epochs)
         self.epochs = 0
@@ -152,7 +154,7 @@ class EpochValuer:
         self._count = torch.zeros(n, dtype=torch.int64)
         self._reset_epoch()
 
-    weighting = property(lambda self: self.options.weighting, doc="the utility (see :class:`chg.Options`)")
+    utility = property(lambda self: self.options.utility, doc="the utility (see :class:`chg.Options`)")
     gradient = property(lambda self: self.options.gradient, doc="'full' or 'bias' (see :class:`chg.Options`)")
     per_class = property(lambda self: self.options.per_class, doc="each class its own game")
     alpha = property(lambda self: self.options.alpha, doc="α's source, 'train' or 'valid'")
@@ -343,11 +345,11 @@ class EpochValuer:
         """What a checkpoint needs to resume averaging after a finished epoch (running sums, counts, history)."""
         return {"n": self.n, "epochs": self.epochs, "sum": self._sum.clone(), "count": self._count.clone(),
                 "epoch_values": [v.clone() for v in self.epoch_values],
-                "options": (self.weighting, self.gradient, self.per_class, self.alpha)}  # a tuple: old checkpoints load
+                "options": (self.utility, self.gradient, self.per_class, self.alpha)}  # a tuple: old checkpoints load
 
     def load_state_dict(self, state: dict) -> None:
         """Resume from :meth:`state_dict`. Raises ValueError if it is of a valuer with another n or options."""
-        if state["n"] != self.n or tuple(state["options"]) != (self.weighting, self.gradient, self.per_class,
+        if state["n"] != self.n or tuple(state["options"]) != (self.utility, self.gradient, self.per_class,
                                                               self.alpha):
             raise ValueError("load_state_dict: the checkpoint is of a valuer with other n or options")
         self.epochs, self._sum, self._count = state["epochs"], state["sum"].clone(), state["count"].clone()
@@ -430,8 +432,9 @@ def _as_dataset(data, what: str, dtype: torch.dtype):
     return data
 
 
+@renamed("0.2.0", weighting="utility")
 def value_data(model: nn.Module, train_dataset, valid_dataset=None, config: Optional[ValueDataConfig] = None,
-               weighting: str = "chg", gradient: str = "full", per_class: bool = False, alpha: str = "train",
+               utility: str = "chg", gradient: str = "full", per_class: bool = False, alpha: str = "train",
                return_valuer: bool = False, layer: Optional[nn.Linear] = None, options: Optional[Options] = None,
                **overrides):
     """Train ``model`` (in place) on ``train_dataset`` and return every point's CHG value (Algorithm 1).
@@ -448,7 +451,7 @@ def value_data(model: nn.Module, train_dataset, valid_dataset=None, config: Opti
         valid_dataset: the same kinds; needed for ``alpha="valid"``.
         config / overrides: a :class:`ValueDataConfig` and/or keyword settings (``epochs=3, lr=0.1, mode="ride"``).
             The caller's config is copied, never changed.
-        weighting, gradient, per_class, alpha: as in :class:`EpochValuer`; or ``options`` (a :class:`chg.Options`).
+        utility, gradient, per_class, alpha: as in :class:`EpochValuer`; or ``options`` (a :class:`chg.Options`).
     Returns:
         values (n,) float64, each point's value averaged over the epochs; with ``return_valuer``, ``(values,
         valuer)`` (per-epoch values in ``valuer.epoch_values``).
@@ -462,7 +465,7 @@ def value_data(model: nn.Module, train_dataset, valid_dataset=None, config: Opti
         raise ValueError(f"value_data: unknown setting {unknown[0]!r}; settings are "
                          f"{list(ValueDataConfig.__dataclass_fields__)}")
     cfg = dataclasses.replace(config if config is not None else ValueDataConfig(), **overrides)  # a copy
-    options = Options.of(options, weighting=weighting, gradient=gradient, per_class=per_class, alpha=alpha)
+    options = Options.of(options, utility=utility, gradient=gradient, per_class=per_class, alpha=alpha)
     if options.alpha == "valid" and valid_dataset is None:
         raise ValueError("value_data: alpha='valid' needs valid_dataset")
     dtype = next(model.parameters()).dtype

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ..lastlayer import Factors
+from ..renames import renamed
 
 __all__ = ["SelectionInput", "Selection", "Selector", "SELECTORS", "register", "get_selector", "check_fraction",
            "budget", "class_budgets", "check_selection", "make_selection", "pool_size", "as_labels"]
@@ -62,6 +63,7 @@ def _as_int(value, name: str) -> int:
     return int(value)
 
 
+@renamed("0.2.0", epoch=None)
 @dataclass
 class SelectionInput:
     """What a selection method is given about the candidate pool of n points.
@@ -73,7 +75,6 @@ class SelectionInput:
             on the tensor's device).
         num_classes: C.
         fraction: a in (0, 1]: the share of the pool to keep, k = round(a·n) points (:func:`budget`).
-        epoch: the training epoch of this selection (informational).
         generator: the method's only source of randomness (seeded by the trainer).
         val_factors, val_labels: the validation set's factors and labels (GLISTER; GradMatch-PB with target "val").
         batch_size: GradMatch-PB's mini-batch size (consecutive chunks of a fixed permutation of the pool).
@@ -87,7 +88,6 @@ class SelectionInput:
     labels: torch.Tensor
     num_classes: int
     fraction: float
-    epoch: int
     generator: torch.Generator
     val_factors: Factors | None = None
     val_labels: torch.Tensor | None = None
