@@ -81,7 +81,17 @@ class Options:
 
     @classmethod
     def of(cls, options: Optional["Options"] = None, **fields) -> "Options":
-        """``options`` as given, or built from ``fields`` (the keywords of an entry point); both: a ValueError."""
+        """The options of an entry point that takes either an :class:`Options` or its fields as keywords.
+
+        Args:
+            options: an :class:`Options`, or None. **fields: the entry point's keywords (``utility``, ``gradient``,
+                ``alpha``, ``per_class``), at their defaults unless the caller set them.
+        Returns:
+            ``options`` as given, or ``Options(**fields)``.
+        Raises:
+            ValueError: ``options`` is not an :class:`Options`, both ``options`` and a non-default field are given,
+                or a field is invalid.
+        """
         if options is None:
             return cls(**fields)
         if not isinstance(options, cls):
@@ -94,9 +104,14 @@ class Options:
 
 @dataclass
 class GroupStats:
-    """Sufficient statistics of a player group, all sums: its size ``n``; ``sum`` = Σ x_i, a (C, D+1) float64 tensor
-    ((C, D) bias-free head, (C,) bias only, (1,) Σ l_i for Hardness Shapley); ``sum_sq_norms`` = Σ‖x_i‖² (0-d float64;
-    0 for Hardness Shapley)."""
+    """Sufficient statistics of a player group for eq. (3), all sums (so groups, batches and ranks add up with ``+``).
+
+    Attributes:
+        n: the group's size (int).
+        sum: Σ x_i, a (C, D+1) float64 tensor ((C, D) bias-free head, (C,) bias only, (1,) Σ l_i for Hardness
+            Shapley).
+        sum_sq_norms: Σ‖x_i‖², 0-d float64 (0 for Hardness Shapley).
+    """
     n: int
     sum: torch.Tensor
     sum_sq_norms: torch.Tensor
@@ -105,7 +120,12 @@ class GroupStats:
         return GroupStats(self.n + other.n, self.sum + other.sum, self.sum_sq_norms + other.sum_sq_norms)
 
     def all_reduce(self) -> "GroupStats":
-        """Sum the statistics over all ranks of the default ``torch.distributed`` process group (in place)."""
+        """Sum the statistics over all ranks of the default ``torch.distributed`` process group (in place; a
+        collective: every rank must call it, on the device its backend needs).
+
+        Returns:
+            ``self``, now holding the sums over all ranks.
+        """
         import torch.distributed as dist
         flat = torch.cat([torch.tensor([float(self.n)], dtype=torch.float64, device=self.sum.device),
                           self.sum.reshape(-1), self.sum_sq_norms.reshape(1)])

@@ -102,7 +102,13 @@ def _int_tensor(v, what: str) -> torch.Tensor:
 
 class IndexedDataset(Dataset):
     """Wraps a dataset so that each item carries its row index: ``(x, y)`` items become ``(x, y, index)``, dict items
-    (HuggingFace style, with ``"labels"``) get an ``"index"`` entry. The valuer needs each row's index."""
+    (HuggingFace style, with ``"labels"``) get an ``"index"`` entry. The valuer needs each row's index.
+
+    Args:
+        dataset: a map-style Dataset of ``(x, y[, ...])`` items or of dicts.
+    Raises:
+        ValueError: (on reading an item) an item that is neither a dict nor a tuple / list of at least 2.
+    """
 
     def __init__(self, dataset: Dataset):
         self.dataset = dataset
@@ -177,9 +183,17 @@ class EpochValuer:
         self._bias = bias
 
     def add(self, indices, factors: Factors, labels=None) -> None:
-        """Record the factors of training rows ``indices`` (B,) for this epoch (a row added again replaces its
-        earlier factors: it is one player). ``indices``, ``labels`` (B,): integer tensors, arrays or lists;
-        ``labels`` needed if per_class. Raises ValueError on sizes, index range, dtypes or a change of head."""
+        """Record the factors of training rows for this epoch (Algorithm 1 line 3; a row added again replaces its
+        earlier factors: it is one player).
+
+        Args:
+            indices: (B,) row indices in [0, n): an integer tensor, array or list.
+            factors: the rows' :class:`chg.lastlayer.Factors` (loss (B,), err (B, C), feat (B, D)).
+            labels: (B,) integer labels, needed if ``per_class``.
+        Raises:
+            ValueError: sizes that differ, indices out of range, non-integer indices or labels, missing labels with
+                ``per_class``, or a change of head (C, D or bias) within the epoch.
+        """
         idx = _int_tensor(indices, "add: indices")
         B = factors.loss.shape[0]
         if idx.shape[0] != B or factors.err.shape[0] != B or factors.feat.shape[0] != B:
@@ -213,7 +227,15 @@ class EpochValuer:
         self._seen[idx] = True
 
     def add_validation(self, factors: Factors, labels=None) -> None:
-        """Add validation rows to this epoch's α (``alpha="valid"``): α = mean of l_i g_i over them (per class)."""
+        """Add validation rows to this epoch's α (``alpha="valid"``): α = mean of l_i g_i over them (per class).
+
+        Args:
+            factors: the validation rows' :class:`chg.lastlayer.Factors`. labels: (B,) integer labels, needed if
+                ``per_class``.
+        Raises:
+            ValueError: the valuer was built with ``alpha="train"``, labels missing with ``per_class``, or a change
+                of head.
+        """
         if self.alpha != "valid":
             raise ValueError("add_validation: this valuer was built with alpha='train'; use alpha='valid'")
         if self.per_class and labels is None:
@@ -233,9 +255,17 @@ class EpochValuer:
         ``loader`` yields ``(x, y, index)`` batches or dicts with ``"index"`` (see :class:`IndexedDataset`) or, if it
         is a plain sequential DataLoader, ``(x, y)`` / dicts without (rows are then numbered in order); see
         :func:`chg.lastlayer.split_batch`. ``valid_loader`` yields ``(x, y[, ...])``; required when ``alpha="valid"``.
-        ``layer`` / ``output`` as in :class:`chg.lastlayer.LastLayerTap`. The model runs in eval mode (dropout off,
-        BatchNorm's running statistics used and left untouched) and its mode is restored afterwards. Returns the
-        epoch's values (n,) float64 (see :meth:`end_epoch`); raises ValueError as :meth:`add` and :meth:`end_epoch`.
+        The model runs in eval mode (dropout off, BatchNorm's running statistics used and left untouched) and its
+        mode is restored afterwards.
+
+        Args:
+            model: the classifier. loader, valid_loader: see above.
+            layer, output: as in :class:`chg.lastlayer.LastLayerTap`.
+        Returns:
+            the epoch's values (n,) float64 on the CPU (see :meth:`end_epoch`).
+        Raises:
+            ValueError: ``alpha="valid"`` without ``valid_loader``, a loader without indices that is not plain
+                sequential, and as :meth:`add` and :meth:`end_epoch`.
         """
         if self.alpha == "valid" and valid_loader is None:
             raise ValueError("value_epoch: alpha='valid' needs valid_loader")
@@ -294,9 +324,12 @@ class EpochValuer:
     def end_epoch(self) -> torch.Tensor:
         """Eq. (3) for every point seen this epoch from the whole epoch's statistics (Algorithm 1, lines 4–6).
 
-        Returns the epoch's values (n,) float64 on the CPU (NaN only for rows not seen, with partial_epochs).
-        Raises ValueError if no row was added, a row is missing (see the class), or per_class / alpha="valid"
-        lack labels / validation rows."""
+        Returns:
+            the epoch's values (n,) float64 on the CPU (NaN only for rows not seen, with partial_epochs).
+        Raises:
+            ValueError: no row was added, a row is missing (see the class), per_class / alpha="valid" lack labels /
+                validation rows, or a class has training but no validation points.
+        """
         if self._loss is None:
             raise ValueError("end_epoch: no training rows were added this epoch")
         ddp = is_distributed()
@@ -342,13 +375,24 @@ class EpochValuer:
         return vals
 
     def state_dict(self) -> dict:
-        """What a checkpoint needs to resume averaging after a finished epoch (running sums, counts, history)."""
+        """What a checkpoint needs to resume averaging after a finished epoch.
+
+        Returns:
+            dict: ``n``, ``epochs``, the running ``sum`` and ``count`` (n,), ``epoch_values`` (the history) and
+            ``options`` (a tuple of the option values: checkpoints of 0.1 load).
+        """
         return {"n": self.n, "epochs": self.epochs, "sum": self._sum.clone(), "count": self._count.clone(),
                 "epoch_values": [v.clone() for v in self.epoch_values],
                 "options": (self.utility, self.gradient, self.per_class, self.alpha)}  # a tuple: old checkpoints load
 
     def load_state_dict(self, state: dict) -> None:
-        """Resume from :meth:`state_dict`. Raises ValueError if it is of a valuer with another n or options."""
+        """Resume from :meth:`state_dict` (the current epoch's rows are dropped).
+
+        Args:
+            state: a dict from :meth:`state_dict`.
+        Raises:
+            ValueError: it is of a valuer with another n or options.
+        """
         if state["n"] != self.n or tuple(state["options"]) != (self.utility, self.gradient, self.per_class,
                                                               self.alpha):
             raise ValueError("load_state_dict: the checkpoint is of a valuer with other n or options")
@@ -357,7 +401,13 @@ class EpochValuer:
         self._reset_epoch()
 
     def values(self) -> torch.Tensor:
-        """Each point's value averaged over the epochs in which it was valued (n,) float64; NaN if never valued."""
+        """Algorithm 1's output: each point's value averaged over the epochs in which it was valued.
+
+        Returns:
+            (n,) float64 CPU tensor; NaN for a point never valued.
+        Raises:
+            ValueError: no epoch has ended yet.
+        """
         if self.epochs == 0:
             raise ValueError("values: no epoch has ended yet (call value_epoch or end_epoch)")
         out = torch.full((self.n,), float("nan"), dtype=torch.float64)
@@ -369,17 +419,27 @@ class EpochValuer:
 @dataclass
 class ValueDataConfig:
     """Training settings of :func:`value_data` (a plain loop: the output layer's loss — cross-entropy, or binary
-    cross-entropy for one logit — on its logits)."""
+    cross-entropy for one logit — on its logits).
+
+    Attributes:
+        epochs: training epochs (≥ 1); the values are averaged over them.
+        batch_size: rows per training step (≥ 1).
+        lr: the optimizer's learning rate. optimizer: "adam" | "sgd". momentum: SGD only. weight_decay: L2 penalty.
+        mode: "pass": a separate no-grad pass at each epoch start (Algorithm 1) | "ride": ride-along.
+        eval_batch_size: rows per no-grad batch (≥ 1).
+        seed: seeds the shuffling of the batches.
+        progress: a bar over the epochs: True | False | None (only on a terminal; :mod:`chg.progress`).
+    """
     epochs: int = 10
     batch_size: int = 64
     lr: float = 0.01
-    optimizer: str = "adam"  # "adam" | "sgd"
-    momentum: float = 0.9    # sgd only
+    optimizer: str = "adam"
+    momentum: float = 0.9
     weight_decay: float = 0.0
-    mode: str = "pass"       # "pass": separate no-grad pass at each epoch start (Algorithm 1) | "ride": ride-along
+    mode: str = "pass"
     eval_batch_size: int = 1024
     seed: int = 0
-    progress: Optional[bool] = None  # a bar over the epochs: True | False | None (only on a terminal; chg.progress)
+    progress: Optional[bool] = None
 
 
 def _array_like(v) -> bool:

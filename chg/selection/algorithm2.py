@@ -81,8 +81,15 @@ def _tie_keys(v: torch.Tensor) -> torch.Tensor:
 
 
 def minmax_weights(values: torch.Tensor) -> torch.Tensor:
-    """Algorithm 2 line 9: (v − min)/(max − min) of (k,) values, as (k,) float32; all ones when max == min (incl. a
-    single value). Raises ValueError for an empty or non-1-D tensor, or NaN/Inf values."""
+    """Algorithm 2 line 9: min-max normalised values as sample weights, (v − min)/(max − min).
+
+    Args:
+        values: (k,) floating values of the kept points.
+    Returns:
+        (k,) float32 weights in [0, 1] (computed in float64); all ones when max == min (incl. a single value).
+    Raises:
+        ValueError: an empty or non-1-D tensor, or NaN/Inf values.
+    """
     if values.ndim != 1 or values.numel() == 0:
         raise ValueError(f"minmax_weights needs a non-empty 1-D tensor, got shape {tuple(values.shape)}")
     if not bool(torch.isfinite(values).all()):
@@ -161,6 +168,12 @@ select_gradient = _variant("gradient", "gradient", True, "Gradient Shapley (Tabl
 
 @register("full", needs_factors=False, adaptive=False)
 def select_full(inp: SelectionInput) -> Selection:
-    """The whole pool, weights 1 (``fraction`` is ignored)."""
+    """The whole pool, weights 1 (``fraction`` is ignored).
+
+    Args:
+        inp: the pool (:class:`chg.selection.SelectionInput`).
+    Returns:
+        :class:`Selection` of every index 0..n-1, weights 1.
+    """
     n = inp.labels.shape[0]
     return Selection(torch.arange(n), torch.ones(n, dtype=torch.float32))
