@@ -93,7 +93,7 @@ def run_path(name, model, opt, x, y, gen, num_classes) -> None:
     else:
         cfg = TrainConfig(factor_batch_size=FACTOR_BATCH, amp=False, channels_last=False)
         f = pool_factors(model, x, y, cfg, torch.device("cpu"))
-        select_chg(SelectionInput(factors=f, labels=y, num_classes=num_classes, fraction=FRACTION, epoch=0,
+        select_chg(SelectionInput(factors=f, labels=y, num_classes=num_classes, fraction=FRACTION,
                                   generator=torch.Generator().manual_seed(0)))
         _epoch(model, opt, x, y, gen)
 

@@ -4,6 +4,9 @@ Core entry points: :func:`chg_shapley` (Theorem 1 on dense vectors), :func:`shap
 from last-layer factors, no per-sample gradients), :func:`exact_shapley` (the enumeration oracle);
 :func:`compute_factors` / :class:`LastLayerTap` (the one path from a model and its batches to those factors) and
 :func:`value_data` / :class:`EpochValuer` (Algorithm 1 during training).
+
+Version 0.2.0 gave the keywords the field's names (``utility``, ``loss``); an old keyword is a ``TypeError`` naming
+the new one (:mod:`chg.renames`; CHANGELOG.md lists them).
 """
 from .factored import GroupStats, Options, factored_shapley, group_stats, shapley_from_factors, values_from_factors
 from .games import exact_shapley
@@ -12,7 +15,7 @@ from .shapley import chg_shapley, chg_shapley_exact, coefficients, hardness_shap
 from .valuation import EpochValuer, IndexedDataset, value_data
 from . import report  # noqa: F401  chg.report: save, rank, plot values, list suspects
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = ["chg_shapley", "chg_shapley_exact", "coefficients", "hardness_shapley", "exact_shapley",
            "shapley_from_factors", "Options",
            "factored_shapley", "group_stats", "values_from_factors", "GroupStats", "Factors",

@@ -57,7 +57,19 @@ def _with(subset: tuple, *players: int) -> tuple:
 
 def check_efficiency(values: Sequence, utility: Callable[[tuple], object], n: int, *, exact: bool = True,
                      rtol: float = 0.0, atol: float = 0.0) -> None:
-    r"""Efficiency: :math:`\sum_i \phi_i = U(N) - U(\emptyset)`."""
+    r"""Efficiency: :math:`\sum_i \phi_i = U(N) - U(\emptyset)` (paper §2).
+
+    Args:
+        values: the n values φ_i (numbers or Fractions), player i at position i.
+        utility: U, a function of a sorted tuple of player indices (``()`` the empty set).
+        n: the number of players, 1 ≤ n ≤ :data:`MAX_PLAYERS`.
+        exact, rtol, atol: exact comparison (``==``), or ``|x − y| ≤ atol + rtol·|y|`` (see the module docstring).
+    Returns:
+        None when the axiom holds.
+    Raises:
+        AssertionError: the axiom does not hold (the message names the players and numbers).
+        ValueError: n outside [1, MAX_PLAYERS], ``len(values) != n``, or ``exact=False`` without a tolerance.
+    """
     _check_args(values, n, exact, rtol, atol)
     total = sum(values, Fraction(0) if exact else 0.0)
     target = utility(tuple(range(n))) - utility(())
@@ -68,7 +80,15 @@ def check_efficiency(values: Sequence, utility: Callable[[tuple], object], n: in
 
 def symmetric_pairs(utility: Callable[[tuple], object], n: int, *, exact: bool = True, rtol: float = 0.0,
                     atol: float = 0.0) -> list:
-    """All pairs (i, j), i < j, with U(S ∪ i) = U(S ∪ j) for every S ⊆ N ∖ {i, j}."""
+    """All pairs (i, j), i < j, with U(S ∪ i) = U(S ∪ j) for every S ⊆ N ∖ {i, j} (the premise of Symmetry).
+
+    Args:
+        utility, n, exact, rtol, atol: as in :func:`check_efficiency`.
+    Returns:
+        list of (i, j) tuples of ints, i < j, in lexicographic order.
+    Raises:
+        ValueError: as :func:`check_efficiency`.
+    """
     _check_args(None, n, exact, rtol, atol)
     cache = {}
 
@@ -82,7 +102,15 @@ def symmetric_pairs(utility: Callable[[tuple], object], n: int, *, exact: bool =
 
 def dummy_players(utility: Callable[[tuple], object], n: int, *, exact: bool = True, rtol: float = 0.0,
                   atol: float = 0.0) -> list:
-    """All players i with U(S ∪ i) = U(S) for every S ⊆ N ∖ i."""
+    """All players i with U(S ∪ i) = U(S) for every S ⊆ N ∖ i (the premise of Dummy).
+
+    Args:
+        utility, n, exact, rtol, atol: as in :func:`check_efficiency`.
+    Returns:
+        list of player indices (ints), ascending.
+    Raises:
+        ValueError: as :func:`check_efficiency`.
+    """
     _check_args(None, n, exact, rtol, atol)
     return [i for i in range(n)
             if all(_close(utility(_with(s, i)), utility(s), exact, rtol, atol) for s in _others(n, i))]
@@ -92,8 +120,15 @@ def check_symmetry(values: Sequence, utility: Callable[[tuple], object], n: int,
                    rtol: float = 0.0, atol: float = 0.0) -> None:
     """Symmetry: φ_i = φ_j for every symmetric pair of the game.
 
-    ``pairs``: the pairs to check; each is first verified to be symmetric in ``utility`` (a premise that does not
-    hold is an error, not a pass). Default: every symmetric pair found by :func:`symmetric_pairs`.
+    Args:
+        values, utility, n, exact, rtol, atol: as in :func:`check_efficiency`.
+        pairs: the pairs (i, j) to check; each is first verified to be symmetric in ``utility`` (a premise that does
+            not hold is an error, not a pass). Default: every symmetric pair found by :func:`symmetric_pairs`.
+    Returns:
+        None when the axiom holds.
+    Raises:
+        AssertionError: a pair that is not symmetric, or symmetric players with different values.
+        ValueError: as :func:`check_efficiency`.
     """
     _check_args(values, n, exact, rtol, atol)
     found = symmetric_pairs(utility, n, exact=exact, rtol=rtol, atol=atol)
@@ -113,6 +148,15 @@ def check_dummy(values: Sequence, utility: Callable[[tuple], object], n: int, *,
 
     With ``exact=False`` the comparison with 0 uses ``atol`` only (a relative tolerance to 0 means nothing); finding
     the dummies uses both tolerances.
+
+    Args:
+        values, utility, n, exact, rtol, atol: as in :func:`check_efficiency`.
+        players: the players to check (verified to be dummies); default every dummy found by :func:`dummy_players`.
+    Returns:
+        None when the axiom holds.
+    Raises:
+        AssertionError: a player that is not a dummy, or a dummy with a nonzero value.
+        ValueError: as :func:`check_efficiency`.
     """
     _check_args(values, n, exact, rtol, atol)
     found = dummy_players(utility, n, exact=exact, rtol=rtol, atol=atol)
@@ -130,8 +174,16 @@ def check_linearity(shapley_fn: Callable, u1: Callable[[tuple], object], u2: Cal
                     n: int, *, exact: bool = True, rtol: float = 0.0, atol: float = 0.0) -> None:
     """Linearity: ``shapley_fn(a1·u1 + a2·u2, n) == a1·shapley_fn(u1, n) + a2·shapley_fn(u2, n)`` player by player.
 
-    ``shapley_fn(utility, n)`` returns the n values of a game (e.g. :func:`chg.games.exact_shapley`, or a closed
-    form wrapped to take a utility).
+    Args:
+        shapley_fn: ``shapley_fn(utility, n)`` returns the n values of a game (e.g. :func:`chg.games.exact_shapley`,
+            or a closed form wrapped to take a utility).
+        u1, u2: the two utilities; a1, a2: their coefficients (numbers or Fractions).
+        n, exact, rtol, atol: as in :func:`check_efficiency`.
+    Returns:
+        None when the axiom holds.
+    Raises:
+        AssertionError: a player whose value of the combined game differs (the message names it and the numbers).
+        ValueError: as :func:`check_efficiency`.
     """
     _check_args(None, n, exact, rtol, atol)
     combined = shapley_fn(lambda s: a1 * u1(s) + a2 * u2(s), n)
@@ -146,7 +198,15 @@ def check_linearity(shapley_fn: Callable, u1: Callable[[tuple], object], u2: Cal
 
 def planted_chg_game(n: int, d: int = 2, *, copies: Sequence[int] = (0, 1), seed: int = 0) -> tuple:
     """Random Fraction vectors ``x`` (n × d) and target ``alpha`` for the CHG game, with ``x[i] = x[copies[0]]``
-    for every i in ``copies`` — those players are symmetric by construction. Returns ``(x, alpha)``."""
+    for every i in ``copies`` — those players are symmetric by construction.
+
+    Args:
+        n: players (≥ 1); d: vector length (≥ 1); copies: player indices given equal vectors; seed: the RNG seed.
+    Returns:
+        ``(x, alpha)``: a list of n lists of d Fractions, and a list of d Fractions.
+    Raises:
+        ValueError: n or d below 1, or a copy index outside [0, n).
+    """
     if n < 1 or d < 1:
         raise ValueError(f"planted_chg_game: need n >= 1 and d >= 1, got n = {n}, d = {d}")
     if any(not 0 <= c < n for c in copies):

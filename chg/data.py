@@ -58,29 +58,58 @@ SYSTEM_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-f
 
 @dataclass
 class Split:
-    x: torch.Tensor  # (n, ...) float32 inputs, already normalised
-    y: torch.Tensor  # (n,) int64 labels
+    """One part of a data set, in memory.
+
+    Attributes:
+        x: (n, ...) float32 inputs, already normalised ((n, C, H, W) images or (n, d) tabular rows).
+        y: (n,) int64 class labels.
+    """
+    x: torch.Tensor
+    y: torch.Tensor
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
 
     def to(self, device) -> "Split":
+        """A copy on ``device``.
+
+        Args:
+            device: a ``torch.device`` or its name.
+        Returns:
+            :class:`Split` with both tensors moved.
+        """
         return Split(self.x.to(device), self.y.to(device))
 
 
 @dataclass
 class DataBundle:
-    """The three parts of a data set plus what the model and the augmentation need to know about it."""
+    """The three parts of a data set plus what the model and the augmentation need to know about it.
+
+    Attributes:
+        name: the data set's name (as :func:`load_dataset` takes it).
+        train: the candidate pool (labels possibly noisy). val, test: clean :class:`Split` s.
+        num_classes: C; every label lies in [0, C).
+        kind: ``"image"`` or ``"tabular"``.
+        clean_train_y: (n_pool,) int64, the pool's labels before any noise.
+        noisy: (n_pool,) bool, which pool labels were changed.
+    """
     name: str
-    train: Split          # the candidate pool (labels possibly noisy)
-    val: Split            # clean
-    test: Split           # clean
+    train: Split
+    val: Split
+    test: Split
     num_classes: int
-    kind: str             # "image" or "tabular"
-    clean_train_y: torch.Tensor  # the pool's labels before any noise
-    noisy: torch.Tensor   # (n_pool,) bool: which pool labels were changed
+    kind: str
+    clean_train_y: torch.Tensor
+    noisy: torch.Tensor
 
     def to(self, device) -> "DataBundle":
+        """A copy with every tensor on ``device``.
+
+        Args:
+            device: a ``torch.device`` or its name.
+        Returns:
+            :class:`DataBundle`.
+        """
         return DataBundle(self.name, self.train.to(device), self.val.to(device), self.test.to(device),
                           self.num_classes, self.kind, self.clean_train_y.to(device), self.noisy.to(device))
 
@@ -88,7 +117,14 @@ class DataBundle:
 def stratified_split(y: torch.Tensor, fraction: float, generator: torch.Generator) -> tuple:
     """Indices (keep, held_out): per class, round(fraction·N_c) points drawn without replacement go to held_out.
 
-    Both index tensors are sorted ascending (so the order of the data is kept).
+    Args:
+        y: (n,) integer labels. fraction: the held-out share of each class, in [0, 1).
+        generator: a CPU ``torch.Generator``, the only source of randomness.
+    Returns:
+        ``(keep, held_out)``: int64 CPU index tensors, disjoint, together 0..n-1, each sorted ascending (so the
+        order of the data is kept).
+    Raises:
+        ValueError: a fraction outside [0, 1).
     """
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"held-out fraction must lie in [0, 1), got {fraction}")
@@ -106,11 +142,19 @@ def stratified_split(y: torch.Tensor, fraction: float, generator: torch.Generato
 
 def add_label_noise(y: torch.Tensor, num_classes: int, rate: float, generator: torch.Generator) -> tuple:
     """Exactly ``round(rate·n)`` labels, chosen uniformly without replacement, each changed to a *different* class
-    drawn uniformly from the other ``num_classes − 1``. Returns (noisy labels, bool mask of the changed points).
+    drawn uniformly from the other ``num_classes − 1``.
 
     (The official CHG code instead draws the new label uniformly over all classes — so about rate·(C−1)/C of the
     labels really change, e.g. 27% for rate 0.3 and C = 10 — and adds the noise before the train/validation split,
     so its validation set is noisy too. Here the validation and test labels stay clean.)
+
+    Args:
+        y: (n,) integer labels in [0, num_classes). num_classes: C. rate: the share of labels changed, in [0, 1].
+        generator: a CPU ``torch.Generator``.
+    Returns:
+        ``(noisy, mask)``: (n,) labels of ``y``'s dtype and (n,) bool (the changed points), on ``y``'s device.
+    Raises:
+        ValueError: a rate outside [0, 1], or noise asked of fewer than 2 classes.
     """
     if not 0.0 <= rate <= 1.0:
         raise ValueError(f"noise rate must lie in [0, 1], got {rate}")
@@ -129,7 +173,14 @@ def add_label_noise(y: torch.Tensor, num_classes: int, rate: float, generator: t
 
 def augment_batch(x: torch.Tensor, pad: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
     """Random crop (zero padding ``pad`` then a random crop of the original size) and random horizontal flip of a
-    batch of images (B, C, H, W), vectorised, with randomness drawn from ``generator`` (a CPU generator)."""
+    batch of images (B, C, H, W), vectorised, with randomness drawn from ``generator`` (a CPU generator).
+
+    Args:
+        x: (B, C, H, W) floating images (any other rank: tabular, returned unchanged). pad: zero padding in pixels
+            (0: no crop). flip: flip each image left-right with probability 1/2. generator: a CPU ``torch.Generator``.
+    Returns:
+        (B, C, H, W) augmented images, same dtype and device (``x`` itself when it is not 4-D).
+    """
     if x.ndim != 4:
         return x  # tabular data: no augmentation
     B, _, H, W = x.shape
@@ -256,8 +307,13 @@ def read_idx(path: Path) -> np.ndarray:
     """Read one IDX file (LeCun's MNIST format: 2 zero bytes, a type byte, the number of dimensions, then each
     dimension as a big-endian uint32, then the data), gzip-compressed if its name ends in ``.gz``.
 
-    Returns a numpy array of the stored dtype and shape, e.g. (60000, 28, 28) uint8 for Fashion-MNIST's training
-    images. Raises ``ValueError`` naming the file if the header is not IDX or the data are too short or too long.
+    Args:
+        path: the file (``str`` or ``Path``).
+    Returns:
+        a numpy array of the stored dtype and shape, e.g. (60000, 28, 28) uint8 for Fashion-MNIST's training images.
+    Raises:
+        ValueError: naming the file, if the header is not IDX or the data are too short or too long.
+        OSError: the file cannot be read.
     """
     import gzip
     path = Path(path)
@@ -277,7 +333,14 @@ def read_idx(path: Path) -> np.ndarray:
 
 
 def fashion_mnist_dirs(data_dir: Path) -> list:
-    """The folders searched for Fashion-MNIST's four IDX files, in order (see the module docstring)."""
+    """The folders searched for Fashion-MNIST's four IDX files, in order (see the module docstring).
+
+    Args:
+        data_dir: the data folder of the run (``Path`` or ``str``).
+    Returns:
+        list of ``Path``: ``data_dir``'s candidates, then the system folders of ``$CHG_SYSTEM_DATASETS`` (default
+        Debian's ``/usr/share/datasets/fashion-mnist``).
+    """
     data_dir = Path(data_dir)
     system = os.environ.get("CHG_SYSTEM_DATASETS", SYSTEM_FASHION_MNIST)
     return [data_dir / "fashion-mnist", data_dir / "FashionMNIST" / "raw", data_dir] + \
@@ -370,7 +433,14 @@ def _load_tiny(data_dir: Path):
 def synthetic_bundle(n_train: int = 45_000, num_classes: int = 10, shape: tuple = (3, 32, 32), seed: int = 0,
                      n_eval: int = 1_000) -> DataBundle:
     """Random Gaussian images with random labels, CIFAR-shaped by default: for timing the training loop (e.g. the
-    ResNet-18 epoch time on a GPU) without the real data. Nothing can be learned from it."""
+    ResNet-18 epoch time on a GPU) without the real data. Nothing can be learned from it.
+
+    Args:
+        n_train: pool size; n_eval: size of the validation and of the test part; num_classes: C; shape: one input's
+            shape (3-D: "image", else "tabular"); seed: the generator's seed.
+    Returns:
+        :class:`DataBundle` of float32 N(0, 1) inputs and uniform int64 labels, no noise.
+    """
     g = torch.Generator().manual_seed(seed)
 
     def part(n):

@@ -13,12 +13,23 @@ __all__ = ["is_distributed", "group_ids", "all_gather_values"]
 
 
 def is_distributed() -> bool:
-    """True inside an initialised process group of more than one rank (e.g. under ``torchrun``)."""
+    """Whether this process is one of several ranks of an initialised default process group (e.g. ``torchrun``).
+
+    Returns:
+        bool: True inside a group of more than one rank.
+    """
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def group_ids(groups: torch.Tensor, per_class: bool, ddp: bool, device) -> list:
-    """The groups to value, identical on every rank under ``ddp`` (0..max label over all ranks)."""
+    """The groups to value, identical on every rank under ``ddp``.
+
+    Args:
+        groups: (m,) int64 group labels of this rank's rows. per_class: each label its own group (else one group, 0).
+        ddp: take part in an all-reduce (every rank must call this). device: where the collective runs.
+    Returns:
+        list of int: [0] without ``per_class``; the labels present (one rank) or 0..max label over all ranks (ddp).
+    """
     if not per_class:
         return [0]
     if not ddp:
@@ -29,8 +40,15 @@ def group_ids(groups: torch.Tensor, per_class: bool, ddp: bool, device) -> list:
 
 
 def all_gather_values(values: torch.Tensor, device) -> torch.Tensor:
-    """Combine per-rank value vectors (n,), NaN where a rank did not value a row; rows valued on several ranks
-    (padded samplers) are averaged. Returns the combined (n,) float64 CPU tensor, NaN where no rank valued a row."""
+    """Combine per-rank value vectors; rows valued on several ranks (padded samplers) are averaged. A collective:
+    every rank must call it.
+
+    Args:
+        values: (n,) float64, this rank's values, NaN where it did not value a row. device: where the all-reduce runs
+            (CUDA for NCCL).
+    Returns:
+        (n,) float64 CPU tensor, NaN where no rank valued a row.
+    """
     seen = ~torch.isnan(values)
     buf = torch.stack([torch.where(seen, values, torch.zeros_like(values)), seen.to(torch.float64)]).to(device)
     dist.all_reduce(buf)

@@ -1,21 +1,21 @@
 r"""Theorem 1 from last-layer factors, never materialising per-sample gradients.
 
-For a final ``nn.Linear`` (weight W: (C, D), bias b: (C,)) under cross-entropy, the gradient of sample i is
+For a final ``nn.Linear`` (W: (C, D), bias b: (C,)) under cross-entropy, the gradient of sample i is
 :math:`g_i = e_i \otimes \tilde h_i` with :math:`e_i = \mathrm{softmax}(z_i) - \mathrm{onehot}(y_i)` (C,) and
 :math:`\tilde h_i = [h_i; 1]` (D+1,), laid out as the (C, D+1) matrix ``[∇W | ∇b]``. The player vectors are
-:math:`x_i = w_i g_i` with :math:`w_i = l_i` (CHG), :math:`w_i = 1` (Gradient Shapley). With ``feat=None`` only the bias
-gradient :math:`x_i = w_i e_i` is used (what the official code does).
+:math:`x_i = l_i g_i` with :math:`l_i` the per-sample loss (CHG; ``loss=None``: :math:`l_i = 1`, Gradient Shapley). With
+``feat=None`` only the bias gradient :math:`x_i = l_i e_i` is used (what the official code does).
 
 All that eq. (3) needs are the six inner products, each cheap in factored form:
 
-.. math::  \|x_i\|^2 = w_i^2\|e_i\|^2(\|h_i\|^2+1),\quad s = E^\top\mathrm{diag}(w)\tilde H\ (C\times(D+1)),\quad
-           \langle M, x_j\rangle = w_j\, e_j^\top M \tilde h_j .
+.. math::  \|x_i\|^2 = l_i^2\|e_i\|^2(\|h_i\|^2+1),\quad s = E^\top\mathrm{diag}(l)\tilde H\ (C\times(D+1)),\quad
+           \langle M, x_j\rangle = l_j\, e_j^\top M \tilde h_j .
 
 One computation, two passes over the features in chunks of rows (pass 1: s and every ‖x_i‖²; pass 2: ⟨M, x_j⟩).
 Cost O(n·C·D); extra memory O(n·C + chunk·D). The bias-only case is the same computation with D = 0 features.
 
-Precision: w·e, every per-sample combination, the sums and the values are float64. The products with the features
-(Σ w_i e_i h_iᵀ, M h_j, ‖h_i‖²) are taken in the features' dtype (half precision raised to float32) of the features
+Precision: l·e, every per-sample combination, the sums and the values are float64. The products with the features
+(Σ l_i e_i h_iᵀ, M h_j, ‖h_i‖²) are taken in the features' dtype (half precision raised to float32) of the features
 centred on a reference point μ (the mean of the first 32 rows given; μ's share is added back in float64), so that their
 rounding scales with the features' spread rather than with an offset they share: for float32 features the values are
 within ~1e-6 of their spread of the float64 ones even for features 1000 ± 0.001 (tested). Autocast is switched off
@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .renames import renamed
 from .shapley import _check_finite, _check_n, coefficients, mean_game_coefficients
 
 __all__ = ["Options", "UTILITIES", "GRADIENTS", "ALPHAS", "GroupStats", "group_stats", "values_from_factors",
@@ -45,41 +46,52 @@ GRADIENTS = ("full", "bias")
 ALPHAS = ("train", "valid")
 
 
+@renamed("0.2.0", weighting="utility")
 @dataclass(frozen=True)
 class Options:
     r"""Which values of a group: the one options type of every entry point, validated once, on construction.
 
     Args:
-        weighting: the utility (the paper's and pyDVL's word; the keyword keeps its old name for now):
+        utility: the utility the values are computed under (the paper's and pyDVL's word; ``weighting`` before 0.2.0):
             ``"chg"`` — CHG Shapley, eq. (3) with :math:`x_i = l_i g_i`; ``"gradient"`` — Gradient Shapley,
             :math:`x_i = g_i`; ``"hardness"`` — Hardness Shapley, :math:`U(S) = \frac{1}{|S|}\sum_{i\in S} l_i`.
-        gradient: ``"full"`` — :math:`g_i = e_i\otimes[h_i; 1]` (weight and bias of the output layer; weight only for
-            a bias-free head) or ``"bias"`` — :math:`g_i = e_i` (the bias gradient, as the official code).
+        gradient: ``"full"`` — :math:`g_i = e_i\otimes[h_i; 1]` (W and b of the output layer; W only for a
+            bias-free head) or ``"bias"`` — :math:`g_i = e_i` (the bias gradient, as the official code).
         alpha: where the target α comes from: ``"train"`` — the mean of the players' x_i (Algorithm 1, line 4) or
             ``"valid"`` — the mean of l_i g_i over a validation set. Hardness has no target: only ``"train"``.
         per_class: each class its own game (α and the statistics per class, as in Algorithm 2).
     Raises:
         ValueError naming the option and its allowed values.
     """
-    weighting: str = "chg"
+    utility: str = "chg"
     gradient: str = "full"
     alpha: str = "train"
     per_class: bool = False
 
     def __post_init__(self):
-        for name, allowed in (("weighting", UTILITIES), ("gradient", GRADIENTS), ("alpha", ALPHAS)):
+        for name, allowed in (("utility", UTILITIES), ("gradient", GRADIENTS), ("alpha", ALPHAS)):
             value = getattr(self, name)
             if not isinstance(value, str) or value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
         if not isinstance(self.per_class, (bool, np.bool_)):
             raise ValueError(f"per_class must be True or False, got {self.per_class!r}")
         object.__setattr__(self, "per_class", bool(self.per_class))
-        if self.weighting == "hardness" and self.alpha == "valid":
-            raise ValueError("weighting='hardness' (mean loss over S) has no target: alpha='valid' does not apply")
+        if self.utility == "hardness" and self.alpha == "valid":
+            raise ValueError("utility='hardness' (mean loss over S) has no target: alpha='valid' does not apply")
 
     @classmethod
     def of(cls, options: Optional["Options"] = None, **fields) -> "Options":
-        """``options`` as given, or built from ``fields`` (the keywords of an entry point); both: a ValueError."""
+        """The options of an entry point that takes either an :class:`Options` or its fields as keywords.
+
+        Args:
+            options: an :class:`Options`, or None. **fields: the entry point's keywords (``utility``, ``gradient``,
+                ``alpha``, ``per_class``), at their defaults unless the caller set them.
+        Returns:
+            ``options`` as given, or ``Options(**fields)``.
+        Raises:
+            ValueError: ``options`` is not an :class:`Options`, both ``options`` and a non-default field are given,
+                or a field is invalid.
+        """
         if options is None:
             return cls(**fields)
         if not isinstance(options, cls):
@@ -92,9 +104,14 @@ class Options:
 
 @dataclass
 class GroupStats:
-    """Sufficient statistics of a player group, all sums: its size ``n``; ``sum`` = Σ x_i, a (C, D+1) float64 tensor
-    ((C, D) bias-free head, (C,) bias only, (1,) Σ l_i for Hardness Shapley); ``sum_sq_norms`` = Σ‖x_i‖² (0-d float64;
-    0 for Hardness Shapley)."""
+    """Sufficient statistics of a player group for eq. (3), all sums (so groups, batches and ranks add up with ``+``).
+
+    Attributes:
+        n: the group's size (int).
+        sum: Σ x_i, a (C, D+1) float64 tensor ((C, D) bias-free head, (C,) bias only, (1,) Σ l_i for Hardness
+            Shapley).
+        sum_sq_norms: Σ‖x_i‖², 0-d float64 (0 for Hardness Shapley).
+    """
     n: int
     sum: torch.Tensor
     sum_sq_norms: torch.Tensor
@@ -103,7 +120,12 @@ class GroupStats:
         return GroupStats(self.n + other.n, self.sum + other.sum, self.sum_sq_norms + other.sum_sq_norms)
 
     def all_reduce(self) -> "GroupStats":
-        """Sum the statistics over all ranks of the default ``torch.distributed`` process group (in place)."""
+        """Sum the statistics over all ranks of the default ``torch.distributed`` process group (in place; a
+        collective: every rank must call it, on the device its backend needs).
+
+        Returns:
+            ``self``, now holding the sums over all ranks.
+        """
         import torch.distributed as dist
         flat = torch.cat([torch.tensor([float(self.n)], dtype=torch.float64, device=self.sum.device),
                           self.sum.reshape(-1), self.sum_sq_norms.reshape(1)])
@@ -114,12 +136,12 @@ class GroupStats:
         return self
 
 
-def _validate(err, feat, weight, bias=True):
+def _validate(err, feat, loss, bias=True):
     """Types, dtypes, shapes and devices. Finiteness is checked once on O(n) results (NaN/Inf propagate into them)."""
     if not bias and feat is None:
         raise ValueError("bias=False (a bias-free output layer) needs the features: without them there is no gradient "
                          "left to value (the bias-only gradient does not exist)")
-    for name, t in (("err", err), ("feat", feat), ("weight", weight)):
+    for name, t in (("err", err), ("feat", feat), ("loss", loss)):
         if t is None and name != "err":
             continue
         if not isinstance(t, torch.Tensor):
@@ -136,17 +158,17 @@ def _validate(err, feat, weight, bias=True):
             raise ValueError(f"feat must be 2-D (n, D), got shape {tuple(feat.shape)}")
         if feat.shape[0] != n:
             raise ValueError(f"feat has {feat.shape[0]} rows but err has {n}")
-    if weight is not None and (weight.ndim != 1 or weight.shape[0] != n):
-        raise ValueError(f"weight must be 1-D with n = {n} entries, got shape {tuple(weight.shape)}")
+    if loss is not None and (loss.ndim != 1 or loss.shape[0] != n):
+        raise ValueError(f"loss must be 1-D with n = {n} entries, got shape {tuple(loss.shape)}")
     return n
 
 
-def _require_finite(result: torch.Tensor, err, feat, weight, what: str) -> None:
+def _require_finite(result: torch.Tensor, err, feat, loss, what: str) -> None:
     """One check on an O(n) result (its sum: one reduction; elementwise only if the sum is not finite); only on
     failure are the inputs scanned to name the culprit."""
     if math.isfinite(result.sum()) or bool(torch.isfinite(result).all()):
         return
-    for name, t in (("weight (per-sample loss)", weight), ("err (softmax error)", err),
+    for name, t in (("loss (per-sample)", loss), ("err (softmax error)", err),
                     ("feat (penultimate features)", feat)):
         if t is not None:
             _check_finite(t, name)
@@ -154,14 +176,14 @@ def _require_finite(result: torch.Tensor, err, feat, weight, what: str) -> None:
 
 
 class _Passes:
-    """The rows ready for the two passes: w·e (n, C) float64; the features h (n, D) as given ((n, 0) when bias only);
+    """The rows ready for the two passes: l·e (n, C) float64; the features h (n, D) as given ((n, 0) when bias only);
     the compute dtype (the features', half precision raised to float32; float64 when bias only); the reference point
     μ = the mean of the first 32 rows (D,) in that dtype and in float64; ``bias`` (h̃ = [h; 1] or h); the chunks of
     rows."""
 
-    def __init__(self, err, feat, weight, bias):
+    def __init__(self, err, feat, loss, bias):
         n = err.shape[0]
-        self.we = err.to(torch.float64) if weight is None else weight.to(torch.float64)[:, None] * err  # (n, C)
+        self.le = err.to(torch.float64) if loss is None else loss.to(torch.float64)[:, None] * err  # (n, C)
         if feat is None:
             self.h, self.dtype = err.new_empty((n, 0), dtype=torch.float64), torch.float64
         else:
@@ -185,31 +207,31 @@ class _Passes:
         return hc
 
     def stats_and_sq_norms(self):
-        """Pass 1: s = Σ w_i e_i ⊗ h̃_i (C, D+bias) float64 and every ‖x_i‖² (n,) float64."""
-        s_feat, h_sq = None, []  # Σ w e (h − μ)ᵀ (C, D) float64; per chunk ‖h_i − μ‖² + 2μ·(h_i − μ) (m,)
+        """Pass 1: s = Σ l_i e_i ⊗ h̃_i (C, D+bias) float64 and every ‖x_i‖² (n,) float64."""
+        s_feat, h_sq = None, []  # Σ l e (h − μ)ᵀ (C, D) float64; per chunk ‖h_i − μ‖² + 2μ·(h_i − μ) (m,)
         for rows in self.chunks:
             hc = self.centred(rows)  # (m, D)
-            part = self.we[rows].to(self.dtype).T @ hc  # (C, D) GEMM in dtype, accumulated in float64
+            part = self.le[rows].to(self.dtype).T @ hc  # (C, D) GEMM in dtype, accumulated in float64
             s_feat = part.to(torch.float64) if s_feat is None else s_feat.add_(part)
             h_sq.append(torch.addmv(torch.linalg.vector_norm(hc, dim=1).square_(), hc, self.mu, alpha=2))
         if s_feat is None:  # no rows
-            s_feat = self.we.new_zeros(self.we.shape[1], self.h.shape[1])
-        s_bias = self.we.sum(0)  # (C,)
-        s_feat.addr_(s_bias, self.mu64)  # + (Σ w e) μᵀ
+            s_feat = self.le.new_zeros(self.le.shape[1], self.h.shape[1])
+        s_bias = self.le.sum(0)  # (C,)
+        s_feat.addr_(s_bias, self.mu64)  # + (Σ l e) μᵀ
         s = torch.cat([s_feat, s_bias[:, None]], 1) if self.bias else s_feat
         h_sq = _cat(h_sq, self.mu)
         h_sq = h_sq.to(torch.float64) + (self.mu64 @ self.mu64 + self.bias)  # ‖h̃_i‖²
-        return s, torch.linalg.vecdot(self.we, self.we) * h_sq  # ‖x_i‖² = ‖w_i e_i‖² ‖h̃_i‖²
+        return s, torch.linalg.vecdot(self.le, self.le) * h_sq  # ‖x_i‖² = ‖l_i e_i‖² ‖h̃_i‖²
 
     def dots(self, m):
-        """Pass 2: ⟨m, x_j⟩ = w_j e_jᵀ m h̃_j for every row (n,) float64; ``m`` (C, D+bias) float64."""
+        """Pass 2: ⟨m, x_j⟩ = l_j e_jᵀ m h̃_j for every row (n,) float64; ``m`` (C, D+bias) float64."""
         D = self.h.shape[1]
         m_feat = m[:, :D].to(self.dtype)  # (C, D)
         b = torch.addmv(m[:, D], m[:, :D], self.mu64) if self.bias else m[:, :D] @ self.mu64  # (C,) μ's and bias' share
-        out = []  # (m,) per chunk: w_j e_jᵀ (m_feat (h_j − μ) + b)
+        out = []  # (m,) per chunk: l_j e_jᵀ (m_feat (h_j − μ) + b)
         for rows in self.chunks:
             hm = F.linear(self.centred(rows), m_feat)  # (m, C) in dtype
-            out.append(torch.linalg.vecdot(self.we[rows], hm.to(torch.float64).add_(b)))
+            out.append(torch.linalg.vecdot(self.le[rows], hm.to(torch.float64).add_(b)))
         return _cat(out, self.mu64)
 
 
@@ -218,31 +240,32 @@ def _cat(parts: list, like: torch.Tensor) -> torch.Tensor:
     return parts[0] if len(parts) == 1 else torch.cat(parts) if parts else like.new_zeros(0)
 
 
+@renamed("0.2.0", weight="loss")
 def group_stats(err: torch.Tensor, feat: Optional[torch.Tensor] = None,
-                weight: Optional[torch.Tensor] = None, bias: bool = True) -> GroupStats:
-    r"""Pass 1 of eq. (3): the statistics n, :math:`s = \sum_i w_i e_i \otimes \tilde h_i` and :math:`\sum_i\|x_i\|^2`.
+                loss: Optional[torch.Tensor] = None, bias: bool = True) -> GroupStats:
+    r"""Pass 1 of eq. (3): the statistics n, :math:`s = \sum_i l_i e_i \otimes \tilde h_i` and :math:`\sum_i\|x_i\|^2`.
 
     Args:
         err: (n, C) floating softmax − onehot. feat: (n, D) floating penultimate features, or None (bias gradient
-        only). weight: (n,) floating per-sample loss (CHG), or None (Gradient Shapley). bias: h̃ = [h; 1] (True) or h
+        only). loss: (n,) floating per-sample loss (CHG), or None (Gradient Shapley). bias: h̃ = [h; 1] (True) or h
         (a bias-free output layer). n = 0 is allowed (zeros), so that every rank can take part in the all-reduce.
     Returns:
         :class:`GroupStats` with ``sum`` (C, D+1), (C, D) or (C,) float64 on ``err``'s device.
     Raises:
         ValueError on dtypes, shapes or devices that do not match, NaN/Inf inputs.
     """
-    _validate(err, feat, weight, bias)
-    fac = _Passes(err, feat, weight, bias)
+    _validate(err, feat, loss, bias)
+    fac = _Passes(err, feat, loss, bias)
     with torch.autocast(err.device.type, enabled=False):  # inside an AMP step, keep our precision
         s, sq = fac.stats_and_sq_norms()
-    _require_finite(sq, err, feat, weight, "‖x_i‖²")
-    _require_finite(s, err, feat, weight, "Σ x_i")
+    _require_finite(sq, err, feat, loss, "‖x_i‖²")
+    _require_finite(s, err, feat, loss, "Σ x_i")
     return GroupStats(err.shape[0], s if feat is not None else s[:, 0], sq.sum())
 
 
 def _eq3_terms(n: int, s: torch.Tensor, alpha):
     """From a group's size and Σx_i (float64): the coefficients c, m = c2·s + c5·α (so that c2⟨s,x_j⟩ + c5⟨x_j,α⟩
-    = w_j e_jᵀ m h̃_j) and the constant c3‖s‖² + c6⟨s,α⟩ (the c4·Σ‖x_i‖² term is added by the caller)."""
+    = l_j e_jᵀ m h̃_j) and the constant c3‖s‖² + c6⟨s,α⟩ (the c4·Σ‖x_i‖² term is added by the caller)."""
     _check_n(n)
     c = coefficients(n)
     flat = s.reshape(-1)
@@ -262,25 +285,26 @@ def _eq3(fac: _Passes, n: int, s: torch.Tensor, sum_sq_norms, sq: torch.Tensor, 
     return fac.dots(m).add_(sq, alpha=c.sq_norm).add_(const + c.sum_sq_norms * sum_sq_norms)
 
 
-def _group_values(err, feat, weight, alpha, bias=True):
+def _group_values(err, feat, loss, alpha, bias=True):
     """Values of one whole group: pass 1, then pass 2 (float64 out, on ``err``'s device)."""
-    _validate(err, feat, weight, bias)
-    fac = _Passes(err, feat, weight, bias)
+    _validate(err, feat, loss, bias)
+    fac = _Passes(err, feat, loss, bias)
     with torch.autocast(err.device.type, enabled=False):
         s, sq = fac.stats_and_sq_norms()
         out = _eq3(fac, err.shape[0], s, sq.sum(), sq, alpha)
-    _require_finite(out, err, feat, weight, "the values")
+    _require_finite(out, err, feat, loss, "the values")
     return out
 
 
-def values_from_factors(err: torch.Tensor, feat: Optional[torch.Tensor], weight: Optional[torch.Tensor],
+@renamed("0.2.0", weight="loss")
+def values_from_factors(err: torch.Tensor, feat: Optional[torch.Tensor], loss: Optional[torch.Tensor],
                         stats: GroupStats, alpha: Optional[torch.Tensor] = None,
                         sq_norms: Optional[torch.Tensor] = None, bias: bool = True) -> torch.Tensor:
     r"""Eq. (3), :math:`\phi_j`, for the rows given, players of the group described by ``stats`` (which may span more
     rows or ranks: Algorithm 1 line 6 with the all-reduced statistics).
 
     Args:
-        err, feat, weight, bias: the rows' factors, as in :func:`group_stats` (the same ``bias`` as for ``stats``).
+        err, feat, loss, bias: the rows' factors, as in :func:`group_stats` (the same ``bias`` as for ``stats``).
         stats: the group's :class:`GroupStats`. alpha: the target, shape of ``stats.sum`` (or its flattening),
         default ``stats.sum / stats.n``. sq_norms: the rows' ‖x_i‖² (m,) if known (else pass 1 computes them).
     Returns:
@@ -288,36 +312,37 @@ def values_from_factors(err: torch.Tensor, feat: Optional[torch.Tensor], weight:
     Raises:
         ValueError on mismatched shapes (also against ``stats``), dtypes, devices, NaN/Inf, ``stats.n`` < 1.
     """
-    _validate(err, feat, weight, bias)
+    _validate(err, feat, loss, bias)
     if feat is not None and (stats.sum.ndim != 2 or stats.sum.shape[1] != feat.shape[1] + bias):
         raise ValueError(f"stats are of gradients of shape {tuple(stats.sum.shape)} but these factors give "
                          f"({err.shape[1]}, {feat.shape[1] + bias}) (features {'with' if bias else 'without'} bias)")
-    fac = _Passes(err, feat, weight, bias)
+    fac = _Passes(err, feat, loss, bias)
     with torch.autocast(err.device.type, enabled=False):
         sq = fac.stats_and_sq_norms()[1] if sq_norms is None else sq_norms.to(torch.float64)
         out = _eq3(fac, stats.n, stats.sum.reshape(err.shape[1], -1), stats.sum_sq_norms, sq, alpha)
-    _require_finite(out, err, feat, weight, "the values")
+    _require_finite(out, err, feat, loss, "the values")
     return out
 
 
-def factored_shapley(err: torch.Tensor, feat: Optional[torch.Tensor] = None, weight: Optional[torch.Tensor] = None,
+@renamed("0.2.0", weight="loss")
+def factored_shapley(err: torch.Tensor, feat: Optional[torch.Tensor] = None, loss: Optional[torch.Tensor] = None,
                      alpha: Optional[torch.Tensor] = None, groups=None, bias: bool = True) -> torch.Tensor:
-    r"""Theorem 1 (eq. 3) values of :math:`x_i = w_i\, e_i\otimes[h_i;1]` (or :math:`w_i e_i` when ``feat`` is None).
+    r"""Theorem 1 (eq. 3) values of :math:`x_i = l_i\, e_i\otimes[h_i;1]` (or :math:`l_i e_i` when ``feat`` is None).
 
     Args:
         err: (n, C) floating softmax − onehot. feat: (n, D) floating penultimate features, or None (bias only).
-        weight: (n,) floating per-sample loss for CHG Shapley, None (all ones) for Gradient Shapley.
+        loss: (n,) floating per-sample loss for CHG Shapley, None (all ones) for Gradient Shapley.
         alpha: the target (shape of Σ x_i: (C, D+1), (C, D) bias-free, (C,) bias only), default the group mean
             (Algorithm 1, line 4); with ``groups``, a dict {group: alpha}.
         groups: (n,) integer labels (tensor, array or list): values within each group separately (the per-class
-            games of Algorithm 2). bias: False for a bias-free output layer, :math:`x_i = w_i\, e_i\otimes h_i`.
+            games of Algorithm 2). bias: False for a bias-free output layer, :math:`x_i = l_i\, e_i\otimes h_i`.
     Returns:
         (n,) float64 values on ``err``'s device.
     Raises:
         ValueError on shapes, dtypes or devices that do not match, NaN/Inf, an empty group, a bad ``alpha``.
     """
     if groups is None:
-        return _group_values(err, feat, weight, alpha, bias)
+        return _group_values(err, feat, loss, alpha, bias)
     groups = _groups(groups, err.shape[0], err.device)
     if alpha is not None and not isinstance(alpha, dict):
         raise ValueError(f"with groups, alpha must be a dict {{group: alpha}} (one target per group), got "
@@ -326,7 +351,7 @@ def factored_shapley(err: torch.Tensor, feat: Optional[torch.Tensor] = None, wei
     for g, idx in _group_rows(groups):
         if alpha is not None and g not in alpha:
             raise ValueError(f"alpha is a dict of per-group targets but has no entry for group {g}")
-        out[idx] = _group_values(err[idx], None if feat is None else feat[idx], None if weight is None else weight[idx],
+        out[idx] = _group_values(err[idx], None if feat is None else feat[idx], None if loss is None else loss[idx],
                                  None if alpha is None else alpha[g], bias)
     return out
 
@@ -348,13 +373,13 @@ def _group_rows(groups: torch.Tensor):
 
 
 def _players(factors, options: Options):
-    """(err, feat, weight, bias) of the players x_i = w_i e_i ⊗ h̃_i under ``options`` (CHG or Gradient Shapley)."""
+    """(err, feat, loss, bias) of the players x_i = l_i e_i ⊗ h̃_i under ``options`` (CHG or Gradient Shapley)."""
     bias = getattr(factors, "bias", True)
     if options.gradient == "bias" and not bias:
         raise ValueError("gradient='bias' values the bias gradient, but these factors are of a bias-free output layer "
-                         "(Factors.bias is False); use gradient='full' (the weight gradient e ⊗ h)")
+                         "(Factors.bias is False); use gradient='full' (the gradient of W, e ⊗ h)")
     return (factors.err, factors.feat if options.gradient == "full" else None,
-            factors.loss if options.weighting == "chg" else None, bias)
+            factors.loss if options.utility == "chg" else None, bias)
 
 
 def _loss64(factors) -> torch.Tensor:
@@ -376,12 +401,12 @@ def utility_stats(factors, options: Options) -> GroupStats:
     Raises:
         ValueError as :func:`group_stats`, or gradient='bias' with a bias-free head.
     """
-    if options.weighting == "hardness":
+    if options.utility == "hardness":
         loss = _loss64(factors)
         _check_finite(loss, "loss")
         return GroupStats(loss.shape[0], loss.sum().reshape(1), loss.new_zeros(()))
-    err, feat, weight, bias = _players(factors, options)
-    return group_stats(err, feat, weight, bias)
+    err, feat, loss, bias = _players(factors, options)
+    return group_stats(err, feat, loss, bias)
 
 
 def utility_values(factors, stats: GroupStats, options: Options, alpha: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -399,25 +424,26 @@ def utility_values(factors, stats: GroupStats, options: Options, alpha: Optional
     Raises:
         ValueError on bad inputs, ``stats.n`` < 1, an α with Hardness Shapley.
     """
-    if options.weighting == "hardness":
+    if options.utility == "hardness":
         if alpha is not None:
-            raise ValueError("weighting='hardness' (mean loss over S) has no target: alpha must be None")
+            raise ValueError("utility='hardness' (mean loss over S) has no target: alpha must be None")
         loss = _loss64(factors)
         _check_finite(loss, "loss")
         own, total = mean_game_coefficients(_check_n(stats.n))
         return own * loss + total * stats.sum.reshape(()).to(loss.device)
-    err, feat, weight, bias = _players(factors, options)
-    return values_from_factors(err, feat, weight, stats, alpha, bias=bias)
+    err, feat, loss, bias = _players(factors, options)
+    return values_from_factors(err, feat, loss, stats, alpha, bias=bias)
 
 
-def shapley_from_factors(factors, weighting: str = "chg", gradient: str = "full",
+@renamed("0.2.0", weighting="utility")
+def shapley_from_factors(factors, utility: str = "chg", gradient: str = "full",
                          alpha: Optional[torch.Tensor] = None, groups=None,
                          options: Optional[Options] = None) -> torch.Tensor:
     """Values of every sample from :class:`chg.lastlayer.Factors` under one of the paper's three utilities.
 
     Args:
         factors: loss (n,), err (n, C), feat (n, D) and bias of the rows.
-        weighting, gradient: as in :class:`Options` (or pass ``options``; its ``alpha`` source and ``per_class``
+        utility, gradient: as in :class:`Options` (or pass ``options``; its ``alpha`` source and ``per_class``
             are not used here: give ``alpha`` and ``groups``).
         alpha: a target as in :func:`factored_shapley` (a dict {group: alpha} with ``groups``); None for the mean.
         groups: (n,) integer labels (tensor, array or list): per-group (e.g. per-class) values, for every utility.
@@ -426,12 +452,12 @@ def shapley_from_factors(factors, weighting: str = "chg", gradient: str = "full"
     Raises:
         ValueError on unknown options and bad inputs (see :func:`factored_shapley`).
     """
-    options = Options.of(options, weighting=weighting, gradient=gradient)
-    if options.weighting == "hardness" and alpha is not None:
-        raise ValueError("weighting='hardness' (mean loss over S) has no target: alpha must be None")
-    if options.weighting != "hardness":
-        err, feat, weight, bias = _players(factors, options)
-        return factored_shapley(err, feat, weight, alpha=alpha, groups=groups, bias=bias)
+    options = Options.of(options, utility=utility, gradient=gradient)
+    if options.utility == "hardness" and alpha is not None:
+        raise ValueError("utility='hardness' (mean loss over S) has no target: alpha must be None")
+    if options.utility != "hardness":
+        err, feat, loss, bias = _players(factors, options)
+        return factored_shapley(err, feat, loss, alpha=alpha, groups=groups, bias=bias)
     loss = factors.loss
     if groups is None:
         return utility_values(factors, utility_stats(factors, options), options)

@@ -10,8 +10,9 @@ from itertools import combinations
 from math import comb
 from typing import Callable, Sequence
 
-__all__ = ["exact_shapley", "chg_utility", "mean_utility", "gradient_utility", "hardness_utility",
-           "additive_game", "glove_game"]
+from .renames import renamed
+
+__all__ = ["exact_shapley", "chg_utility", "mean_utility", "hardness_utility", "additive_game", "glove_game"]
 
 MAX_ENUMERATION_PLAYERS = 20
 
@@ -20,8 +21,15 @@ def exact_shapley(utility: Callable[[tuple], object], n: int) -> list:
     r"""Shapley values by Definition 1: :math:`\phi_i = \frac1n\sum_{k=1}^{n}\binom{n-1}{k-1}^{-1}
     \sum_{S\subseteq N\setminus i,|S|=k-1} [U(S\cup i)-U(S)]`.
 
-    ``utility`` takes a sorted tuple of player indices (``()`` for the empty set) and returns a number; each of the
-    :math:`2^n` subsets is evaluated once. Exact when the utility returns Fractions (or ints).
+    Each of the :math:`2^n` subsets is evaluated once. Exact when the utility returns Fractions (or ints).
+
+    Args:
+        utility: U, a function of a sorted tuple of player indices (``()`` for the empty set) returning a number.
+        n: the number of players, 1 ≤ n ≤ :data:`MAX_ENUMERATION_PLAYERS`.
+    Returns:
+        list of n values φ_0..φ_{n-1} (Fractions when U returns Fractions).
+    Raises:
+        ValueError: n < 1 or n > MAX_ENUMERATION_PLAYERS.
     """
     if n < 1:
         raise ValueError(f"exact_shapley: the player set is empty (n = {n})")
@@ -54,8 +62,13 @@ def _mean_vector(x: Sequence[Sequence], subset: tuple) -> list:
 def chg_utility(x: Sequence[Sequence], alpha: Sequence) -> Callable[[tuple], object]:
     r"""The CHG utility of Theorem 1: :math:`U(S) = \|\alpha\|^2 - \|\bar x_S - \alpha\|^2`, U(∅) = 0.
 
-    ``x``: n vectors of length d (Fractions for exact arithmetic); ``alpha``: length d. For CHG Shapley the
-    vectors are :math:`x_i = l_i\nabla f(i;\theta)`, for Gradient Shapley :math:`x_i = \nabla f(i;\theta)`.
+    For CHG Shapley the vectors are :math:`x_i = l_i\nabla f(i;\theta)`, for Gradient Shapley
+    :math:`x_i = \nabla f(i;\theta)`.
+
+    Args:
+        x: n vectors of length d (Fractions for exact arithmetic). alpha: the target, length d.
+    Returns:
+        U, a function of a sorted tuple of player indices.
     """
     def utility(subset: tuple):
         if not subset:
@@ -65,11 +78,15 @@ def chg_utility(x: Sequence[Sequence], alpha: Sequence) -> Callable[[tuple], obj
     return utility
 
 
-gradient_utility = chg_utility  # same game; only the vectors differ (x_i = ∇f(i; θ) instead of l_i ∇f(i; θ))
-
 
 def mean_utility(a: Sequence) -> Callable[[tuple], object]:
-    r""":math:`V(S) = \frac{1}{|S|}\sum_{i\in S} a_i`, V(∅) = 0."""
+    r"""The mean game :math:`V(S) = \frac{1}{|S|}\sum_{i\in S} a_i`, V(∅) = 0 (Hardness Shapley's utility, a = loss).
+
+    Args:
+        a: n numbers (Fractions for exact arithmetic).
+    Returns:
+        V, a function of a sorted tuple of player indices.
+    """
     def utility(subset: tuple):
         if not subset:
             return Fraction(0)
@@ -80,12 +97,25 @@ def mean_utility(a: Sequence) -> Callable[[tuple], object]:
 hardness_utility = mean_utility  # Hardness score of the paper: mean loss over S
 
 
-def additive_game(weights: Sequence) -> Callable[[tuple], object]:
-    """U(S) = Σ_{i∈S} w_i: the Shapley value is w_i exactly (a known answer)."""
-    return lambda subset: sum((weights[i] for i in subset), Fraction(0))
+@renamed("0.2.0", weights="values")
+def additive_game(values: Sequence) -> Callable[[tuple], object]:
+    """U(S) = Σ_{i∈S} v_i: the Shapley value is v_i exactly (a known answer).
+
+    Args:
+        values: n numbers v_i (``weights`` before 0.2.0).
+    Returns:
+        U, a function of a sorted tuple of player indices (a Fraction for Fraction or int values).
+    """
+    return lambda subset: sum((values[i] for i in subset), Fraction(0))
 
 
 def glove_game(left: Sequence[int], right: Sequence[int]) -> Callable[[tuple], object]:
-    """U(S) = min(#left gloves in S, #right gloves in S): a classic game with known symmetric values."""
+    """U(S) = min(#left gloves in S, #right gloves in S): a classic game with known symmetric values.
+
+    Args:
+        left, right: the players holding a left / a right glove.
+    Returns:
+        U, a function of a sorted tuple of player indices returning a Fraction.
+    """
     left, right = set(left), set(right)
     return lambda subset: Fraction(min(len(left & set(subset)), len(right & set(subset))))

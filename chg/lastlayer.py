@@ -67,13 +67,27 @@ class Factors:
         return Factors(self.loss[idx], self.err[idx], self.feat[idx], self.bias)
 
     def to(self, *args, **kwargs) -> "Factors":
-        """The factors with ``Tensor.to(*args, **kwargs)`` applied to each tensor (dtype and/or device)."""
+        """The factors with ``Tensor.to(*args, **kwargs)`` applied to each tensor.
+
+        Args:
+            *args, **kwargs: as ``torch.Tensor.to`` takes them (a dtype and/or a device).
+        Returns:
+            :class:`Factors` (``bias`` unchanged).
+        """
         return dataclasses.replace(self, loss=self.loss.to(*args, **kwargs), err=self.err.to(*args, **kwargs),
                                    feat=self.feat.to(*args, **kwargs))
 
     @staticmethod
     def cat(parts: list) -> "Factors":
-        """Rows of several batches in order. Raises ValueError if there are none or their heads differ."""
+        """Rows of several batches in order.
+
+        Args:
+            parts: a list of :class:`Factors` of one head (same C, D and ``bias``).
+        Returns:
+            :class:`Factors` of all rows.
+        Raises:
+            ValueError: no parts, or parts of a head with bias and of one without.
+        """
         if not parts:
             raise ValueError("Factors.cat: no batches to concatenate")
         if len({p.bias for p in parts}) > 1:
@@ -82,7 +96,15 @@ class Factors:
 
 
 def find_last_linear(model: nn.Module) -> nn.Linear:
-    """The last ``nn.Linear`` registered in ``model`` (taken as its output layer). Raises ValueError if none."""
+    """The last ``nn.Linear`` registered in ``model`` (taken as its output layer).
+
+    Args:
+        model: any ``nn.Module``.
+    Returns:
+        the ``nn.Linear`` module itself.
+    Raises:
+        ValueError: ``model`` has no ``nn.Linear``.
+    """
     last = None
     for module in model.modules():
         if isinstance(module, nn.Linear):
@@ -126,9 +148,16 @@ def _check_logits(logits: torch.Tensor) -> None:
 
 
 def per_sample_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Per-sample training loss (B,) of the logits, differentiable: softmax cross-entropy for C ≥ 2 logits, binary
-    cross-entropy with logits for one. ``logits`` (B, C) any float dtype; ``targets`` (B,) integer labels (0/1 for
-    one logit). Raises ValueError on bad shapes or labels. The loss whose factors :func:`factors_from_logits` gives."""
+    """Per-sample training loss of the logits, differentiable: softmax cross-entropy for C ≥ 2 logits, binary
+    cross-entropy with logits for one — the loss :math:`l_i` whose factors :func:`factors_from_logits` gives.
+
+    Args:
+        logits: (B, C) any floating dtype. targets: (B,) integer labels in [0, C) (0/1 for one logit).
+    Returns:
+        (B,) loss in the logits' dtype, with the logits' autograd graph.
+    Raises:
+        ValueError: bad shapes or labels (see :func:`factors_from_logits`).
+    """
     _check_logits(logits)
     return _loss(logits, _targets(logits, targets))
 
@@ -142,11 +171,17 @@ def _loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def factors_from_logits(logits: torch.Tensor, targets: torch.Tensor, feat: torch.Tensor,
                         bias: bool = True) -> Factors:
-    """Per-sample loss and error from logits (B, C), targets (B,) and features (B, D); ``bias``: whether the layer
-    that produced the logits has a bias. C ≥ 2: cross-entropy, e = softmax − onehot; C = 1: binary cross-entropy,
-    e = σ(z) − y. Computed in float64 (B×C: cheap), returned in the logits' dtype (half precision → float32).
+    r"""Theorem 1's factors of a batch: loss :math:`l_i`, error :math:`e_i = \partial l_i/\partial z_i` and the
+    features. C ≥ 2: cross-entropy, e = softmax − onehot; C = 1: binary cross-entropy, e = σ(z) − y. Computed in
+    float64 (B×C: cheap), returned in the logits' dtype (half precision → float32).
 
-    Raises ValueError on shapes that do not match, non-integer or out-of-range labels, NaN/Inf logits.
+    Args:
+        logits: (B, C) floating. targets: (B,) integer labels in [0, C) (0/1, or 0.0/1.0, for one logit).
+        feat: (B, D) floating features entering the output layer. bias: whether that layer has a bias.
+    Returns:
+        :class:`Factors` (detached): loss (B,), err (B, C), feat (B, D).
+    Raises:
+        ValueError: shapes that do not match, non-integer or out-of-range labels, NaN/Inf logits.
     """
     _check_logits(logits)
     return _factors(logits, _targets(logits, targets), feat, bias)
@@ -213,7 +248,10 @@ class LastLayerTap:
     output is (or holds) what it produced, so a head called twice, logits post-processed after the layer (e.g. a
     temperature), a hooked layer that is not the output layer, or ``nn.DataParallel`` replicas give a clear error
     instead of wrong values. With ``torch.compile``, open the tap before the first compiled call: hooks added later
-    are not seen by the compiled code. Raises ValueError for a model without ``nn.Linear`` or an unknown ``output``.
+    are not seen by the compiled code.
+
+    Raises:
+        ValueError: a model without ``nn.Linear``, a ``layer`` that is not one, or an unknown ``output``.
     """
 
     def __init__(self, model: nn.Module, layer: Optional[nn.Linear] = None, output: str = "logits"):
@@ -261,10 +299,18 @@ class LastLayerTap:
         return False
 
     def read(self, output) -> tuple:
-        """``(logits, feat)`` of the last forward pass: the hooked layer's output (B, C) (with its autograd graph,
-        for a training loss) and its input (B, D) detached, after checking ``output`` — what the model returned —
-        against the rule of the module docstring. Raises RuntimeError if the layer did not run, ValueError if it
-        ran more than once or ``output`` does not hold its output."""
+        """The hooked layer's output and input of the last forward pass, after checking ``output`` against the rule
+        of the module docstring.
+
+        Args:
+            output: what the model returned (a tensor, tuple, list, dict or ``ModelOutput``).
+        Returns:
+            ``(logits, feat)``: the layer's output (B, C) with its autograd graph (for a training loss) and its
+            input (B, D) detached.
+        Raises:
+            RuntimeError: the layer did not run since the tap opened or the last read.
+            ValueError: it ran more than once, or ``output`` does not hold its output.
+        """
         if self.output is None:
             raise RuntimeError(f"LastLayerTap: no forward pass went through the hooked nn.Linear {self.name!r} since "
                                "the tap opened or the last read (is it the model's output layer? pass "
@@ -291,16 +337,30 @@ class LastLayerTap:
         return z, feat
 
     def factors(self, output, targets: torch.Tensor) -> Factors:
-        """Factors of the last forward pass (see :func:`factors_from_logits`): ``output`` is what the model
-        returned (checked as in :meth:`read`), ``targets`` (B,) the batch's labels. Raises as :meth:`read` does."""
+        """Factors of the last forward pass (Theorem 1's l_i, e_i, h_i; see :func:`factors_from_logits`).
+
+        Args:
+            output: what the model returned (checked as in :meth:`read`). targets: (B,) the batch's labels.
+        Returns:
+            :class:`Factors` (detached).
+        Raises:
+            RuntimeError, ValueError: as :meth:`read` and :func:`factors_from_logits`.
+        """
         z, feat = self.read(output)
         return factors_from_logits(z, targets, feat, self.bias)
 
 
 def split_batch(batch) -> tuple:
-    """``(inputs, targets, index)`` of a batch: ``(x, y)`` / ``(x, y, index)`` tuples or lists, or a dict with
-    ``"labels"`` (or ``"label"``), an optional ``"index"`` and the model's keyword inputs; ``index`` None if absent.
-    Raises ValueError for any other batch."""
+    """The parts of a batch (the rule of the module docstring).
+
+    Args:
+        batch: ``(x, y)`` / ``(x, y, index)`` tuples or lists, or a dict with ``"labels"`` (or ``"label"``), an
+            optional ``"index"`` and the model's keyword inputs.
+    Returns:
+        ``(inputs, targets, index)``: inputs a tensor or a dict of keyword inputs; ``index`` None if absent.
+    Raises:
+        ValueError: any other batch.
+    """
     if isinstance(batch, Mapping):
         keys = [k for k in ("labels", "label") if k in batch]
         if not keys:

@@ -19,7 +19,11 @@ __all__ = ["BasicBlock", "ResNet18", "SmallCNN", "MLP", "ImageMLP", "build_model
 
 
 class BasicBlock(nn.Module):
-    expansion = 1
+    """ResNet's basic block: two 3×3 conv/BN layers and a shortcut (a 1×1 conv/BN when the shape changes).
+
+    Args:
+        cin, cout: input and output channels. stride: of the first conv (2 halves H and W).
+    """
 
     def __init__(self, cin: int, cout: int, stride: int = 1):
         super().__init__()
@@ -32,19 +36,33 @@ class BasicBlock(nn.Module):
             self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
 
     def forward(self, x):
+        """The block on a batch.
+
+        Args:
+            x: (B, cin, H, W) floating feature maps.
+        Returns:
+            (B, cout, H/stride, W/stride) feature maps after the final ReLU.
+        """
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         return F.relu(out + self.shortcut(x))
 
 
 class ResNet18(nn.Module):
-    """ResNet-18 with a 3×3 stride-1 stem and no max-pool; ``width`` scales the channels (64 = the standard net)."""
+    """ResNet-18 with a 3×3 stride-1 stem and no max-pool; ``width`` scales the channels (64 = the standard net).
+
+    Args:
+        num_classes: C, the outputs of the final ``nn.Linear``. in_channels: of the images. width: channels of the
+            first stage (the four stages have width·(1, 2, 4, 8)). image_size: 32 (CIFAR) or 64 (Tiny ImageNet); only
+            checked (the adaptive pool takes either).
+    Raises:
+        ValueError: an ``image_size`` other than 32 or 64.
+    """
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3, width: int = 64, image_size: int = 32):
         super().__init__()
         if image_size not in (32, 64):
             raise ValueError(f"ResNet18 is built for 32×32 (CIFAR) or 64×64 (Tiny ImageNet) inputs, got {image_size}")
-        self.image_size = image_size
         self.conv1 = nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
         layers, cin = [], width
@@ -57,13 +75,24 @@ class ResNet18(nn.Module):
         self.linear = nn.Linear(cin, num_classes)
 
     def forward(self, x):
+        """The network on a batch.
+
+        Args:
+            x: (B, in_channels, H, W) floating inputs.
+        Returns:
+            (B, num_classes) logits, the output of ``self.linear``.
+        """
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.pool(self.layers(out)).flatten(1)  # (B, 8·width) penultimate features
         return self.linear(out)
 
 
 class SmallCNN(nn.Module):
-    """8×8 grey images → 3 conv blocks (c, 2c, 2c channels) → global average pool → Linear."""
+    """8×8 grey images → 3 conv blocks (c, 2c, 2c channels) → global average pool → Linear.
+
+    Args:
+        num_classes: C. in_channels: of the images. width: c, the channels of the first block.
+    """
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1, width: int = 32):
         super().__init__()
@@ -76,21 +105,45 @@ class SmallCNN(nn.Module):
         self.linear = nn.Linear(2 * width, num_classes)
 
     def forward(self, x):
+        """The network on a batch.
+
+        Args:
+            x: (B, in_channels, H, W) floating inputs.
+        Returns:
+            (B, num_classes) logits, the output of ``self.linear``.
+        """
         return self.linear(self.features(x))
 
 
 class MLP(nn.Module):
+    """Tabular rows → two hidden ReLU layers → Linear.
+
+    Args:
+        in_features: d, the features of a row. num_classes: C. hidden: units of each hidden layer.
+    """
+
     def __init__(self, in_features: int, num_classes: int, hidden: int = 64):
         super().__init__()
         self.features = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
         self.linear = nn.Linear(hidden, num_classes)
 
     def forward(self, x):
+        """The network on a batch.
+
+        Args:
+            x: (B, in_features) floating inputs.
+        Returns:
+            (B, num_classes) logits, the output of ``self.linear``.
+        """
         return self.linear(self.features(x))
 
 
 class ImageMLP(MLP):
-    """Images (B, C, H, W) flattened to (B, C·H·W) → :class:`MLP` (two hidden ReLU layers of ``hidden``) → Linear."""
+    """Images (B, C, H, W) flattened to (B, C·H·W) → :class:`MLP` (two hidden ReLU layers of ``hidden``) → Linear.
+
+    Args:
+        input_shape: one image's shape, e.g. (1, 28, 28). num_classes: C. hidden: units of each hidden layer.
+    """
 
     def __init__(self, input_shape: tuple, num_classes: int, hidden: int = 128):
         in_features = 1
@@ -99,12 +152,27 @@ class ImageMLP(MLP):
         super().__init__(in_features, num_classes, hidden)
 
     def forward(self, x):
+        """The network on a batch.
+
+        Args:
+            x: (B, *input_shape) floating inputs.
+        Returns:
+            (B, num_classes) logits, the output of ``self.linear``.
+        """
         return super().forward(x.flatten(1))
 
 
 def build_model(name: str, num_classes: int, input_shape: tuple, width: int | None = None) -> nn.Module:
-    """``name`` in {"resnet18", "smallcnn", "mlp", "image_mlp"}; ``input_shape`` is one sample's shape, e.g.
-    (3, 32, 32). ``width``: channels (resnet18, smallcnn) or hidden units (mlp, image_mlp); None: the default."""
+    """A model of the selection experiments by name.
+
+    Args:
+        name: "resnet18", "smallcnn", "mlp" or "image_mlp". num_classes: C. input_shape: one sample's shape, e.g.
+            (3, 32, 32). width: channels (resnet18, smallcnn) or hidden units (mlp, image_mlp); None: the default.
+    Returns:
+        the ``nn.Module`` (freshly initialised from the global torch RNG), ending in one ``nn.Linear``.
+    Raises:
+        ValueError: an unknown name, or "mlp" with a non-flat input shape (and as :class:`ResNet18`).
+    """
     if name == "resnet18":
         return ResNet18(num_classes, input_shape[0], width or 64, image_size=input_shape[-1])
     if name == "smallcnn":

@@ -37,7 +37,6 @@ opendataval's torch classifiers); sklearn-wrapped models raise a ValueError. Cla
 """
 from __future__ import annotations
 
-import time
 from typing import Optional
 
 import numpy as np
@@ -50,6 +49,7 @@ from opendataval.dataval.api import DataEvaluator, ModelMixin
 
 from .factored import Options
 from .lastlayer import per_sample_loss
+from .renames import renamed
 from .valuation import MODES, EpochValuer, ValueDataConfig, train_and_value
 
 __all__ = ["CHGShapley"]
@@ -70,36 +70,33 @@ class _Rows(Dataset):
         return self.x[i], self.y[i]
 
 
+@renamed("0.2.0", weighting="utility")
 class CHGShapley(DataEvaluator, ModelMixin):
     """CHG Shapley (Cai, 2024), Algorithm 1, as an OpenDataVal data evaluator.
 
-    Parameters
-    ----------
-    epochs : int, optional
-        Training epochs of the valuation run; default None = ``train_kwargs["epochs"]`` (opendataval default 1).
-        Values are averaged over the epochs.
-    mode : "pass" | "ride"
-        "pass" (Algorithm 1 exactly): a no-grad pass over the training set at the start of each epoch gives the
-        epoch's values. "ride": values from the training forward passes themselves (no extra pass; each batch at
-        its own step's parameters).
-    per_class : bool
-        Value each class as its own game (α and statistics per class).
-    alpha : "train" | "valid"
-        α = mean of l_i g_i over the training set (the paper) or over opendataval's validation split.
-    weighting : "chg" | "gradient" | "hardness";  gradient : "full" | "bias"
-        As in :class:`chg.Options`.
-    options : chg.Options, optional
-        The four options above in one validated object (instead of those keywords; not both).
-    loss : "logits" | "model"
-        How the valuation run trains (see the module docstring on the double activation).
-    random_state : RandomState, optional
+    Args:
+        epochs: training epochs of the valuation run (int ≥ 1); default None = ``train_kwargs["epochs"]``
+            (opendataval's default 1). Values are averaged over the epochs.
+        mode: "pass" (Algorithm 1 exactly): a no-grad pass over the training set at the start of each epoch gives
+            the epoch's values. "ride": values from the training forward passes themselves (no extra pass; each batch
+            at its own step's parameters).
+        per_class: value each class as its own game (α and statistics per class).
+        alpha: "train" | "valid": α = mean of l_i g_i over the training set (the paper) or over opendataval's
+            validation split.
+        utility: "chg" | "gradient" | "hardness" (``weighting`` before 0.2.0); gradient: "full" | "bias"; as in
+            :class:`chg.Options`.
+        loss: "logits" | "model": how the valuation run trains (see the module docstring on the double activation).
+        random_state: a NumPy ``RandomState`` (opendataval's), seeding the run.
+        options: the four options above in one validated :class:`chg.Options` (instead of those keywords; not both).
+    Raises:
+        ValueError: an unknown mode, loss or option, or epochs below 1.
 
     The run is :func:`chg.valuation.train_and_value`, the loop of :func:`chg.value_data`: the same hook, checks and
     valuer as the core (``output="probabilities"``: the model may return its logits' sigmoid or softmax).
     """
 
     def __init__(self, epochs: Optional[int] = None, mode: str = "pass", per_class: bool = False,
-                 alpha: str = "train", weighting: str = "chg", gradient: str = "full", loss: str = "logits",
+                 alpha: str = "train", utility: str = "chg", gradient: str = "full", loss: str = "logits",
                  random_state=None, options: Optional[Options] = None):
         super().__init__(random_state)
         if mode not in MODES:
@@ -108,13 +105,21 @@ class CHGShapley(DataEvaluator, ModelMixin):
             raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
         if epochs is not None and int(epochs) < 1:
             raise ValueError(f"epochs must be >= 1, got {epochs}")
-        self.options = Options.of(options, weighting=weighting, gradient=gradient, alpha=alpha, per_class=per_class)
+        self.options = Options.of(options, utility=utility, gradient=gradient, alpha=alpha, per_class=per_class)
         self.epochs, self.mode, self.loss = epochs, mode, loss
-        self.weighting, self.gradient = self.options.weighting, self.options.gradient
+        self.utility, self.gradient = self.options.utility, self.options.gradient
         self.per_class, self.alpha = self.options.per_class, self.options.alpha
         self.model_fits = 0
 
     def input_data(self, x_train, y_train, x_valid, y_valid):
+        """Store the data (opendataval's ``DataEvaluator`` API).
+
+        Args:
+            x_train, x_valid: (n, d) / (n_V, d) tensors or Datasets of inputs. y_train, y_valid: one-hot (n, C) or
+                integer (n,) labels.
+        Returns:
+            ``self``.
+        """
         self.x_train, self.y_train, self.x_valid, self.y_valid = x_train, y_train, x_valid, y_valid
         self.num_points = len(y_train)
         return self
@@ -132,7 +137,17 @@ class CHGShapley(DataEvaluator, ModelMixin):
 
     def train_data_values(self, *args, **kwargs):
         """Train the model once and value every point each epoch (Algorithm 1). The global torch RNG is seeded from
-        opendataval's random_state for this run only (forked), so evaluators run after this one are unaffected."""
+        opendataval's random_state for this run only (forked), so evaluators run after this one are unaffected.
+
+        Args:
+            *args, **kwargs: opendataval's ``train_kwargs``: ``batch_size`` (32), ``epochs`` (1; ``self.epochs``
+                wins), ``lr`` (0.01), ``sample_weight`` ((n,) per-sample weights of the training loss, or None).
+        Returns:
+            ``self``, with ``valuer`` (the :class:`chg.EpochValuer`) and ``model_fits`` = 1.
+        Raises:
+            ValueError: no torch ``pred_model``, epochs below 1, a ``sample_weight`` of the wrong length, labels
+                that are not classes (and as :func:`chg.valuation.train_and_value`).
+        """
         devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
         with torch.random.fork_rng(devices=devices):
             return self._train_data_values(*args, **kwargs)
@@ -163,12 +178,9 @@ class CHGShapley(DataEvaluator, ModelMixin):
         cfg = ValueDataConfig(epochs=epochs, batch_size=int(batch_size), lr=lr, optimizer="adam", mode=self.mode,
                               eval_batch_size=1024, seed=seed)
         self.valuer = EpochValuer(self.num_points, options=self.options)
-        start = time.perf_counter()
         rows = TensorDataset(self.x_train, y) if isinstance(self.x_train, torch.Tensor) else _Rows(self.x_train, y)
         train_and_value(model, rows, valid, cfg, self.valuer, output="probabilities", loss_fn=self._loss_fn(weights))
         self.model_fits = 1
-        self.train_time_s = time.perf_counter() - start
-        self.trained_model = model
         return self
 
     def _loss_fn(self, weights: Optional[torch.Tensor]):
@@ -190,7 +202,14 @@ class CHGShapley(DataEvaluator, ModelMixin):
         return loss_fn
 
     def evaluate_data_values(self) -> np.ndarray:
-        """Average CHG Shapley value of each training point over the epochs (n,); higher = more valuable."""
+        """Average CHG Shapley value of each training point over the epochs; higher = more valuable.
+
+        Returns:
+            (n,) float64 NumPy array.
+        Raises:
+            ValueError: called before ``train_data_values``.
+            RuntimeError: a training point was never valued (cannot happen with the plugin's own loaders).
+        """
         if not hasattr(self, "valuer"):
             raise ValueError("CHGShapley: call train_data_values (or train) before evaluate_data_values")
         values = self.valuer.values().numpy()

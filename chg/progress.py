@@ -30,8 +30,15 @@ _DEFAULT: Optional[bool] = None  # set_progress(): the process-wide choice for e
 
 
 def set_progress(enabled: Optional[bool]) -> Optional[bool]:
-    """Process-wide default for bars whose ``enabled`` is None: True (always), False (never), None (terminal only).
-    Returns the previous setting (to restore it)."""
+    """Process-wide default for bars whose ``enabled`` is None.
+
+    Args:
+        enabled: True (always), False (never), None (only when the bar's stream is a terminal).
+    Returns:
+        the previous setting (to restore it).
+    Raises:
+        ValueError: anything but True, False or None.
+    """
     global _DEFAULT
     if enabled not in (True, False, None) or not isinstance(enabled, (bool, type(None))):
         raise ValueError(f"set_progress: enabled must be True, False or None, got {enabled!r}")
@@ -41,7 +48,15 @@ def set_progress(enabled: Optional[bool]) -> Optional[bool]:
 
 def progress_enabled(enabled: Optional[bool] = None, file=None) -> bool:
     """Resolve a ``progress=`` argument: an explicit bool wins, then :func:`set_progress`'s choice, then whether
-    ``file`` (default ``sys.stderr``) is an interactive terminal."""
+    ``file`` is an interactive terminal.
+
+    Args:
+        enabled: True | False | None. file: the bar's stream (default ``sys.stderr``).
+    Returns:
+        bool: whether to draw the bar.
+    Raises:
+        ValueError: ``enabled`` is not True, False or None.
+    """
     if enabled is not None:
         if not isinstance(enabled, bool):
             raise ValueError(f"progress must be True, False or None, got {enabled!r}")
@@ -81,7 +96,13 @@ def progress(iterable: Optional[Iterable] = None, *, desc: Optional[str] = None,
 
 
 def get_logger(name: str = "chg") -> logging.Logger:
-    """The library's logger (``chg`` or a child such as ``chg.valuation``); configure it with :mod:`logging`."""
+    """The library's logger; configure it with :mod:`logging`.
+
+    Args:
+        name: ``"chg"`` or a child (``"chg.cli"``; a bare ``"cli"`` is prefixed with ``chg.``).
+    Returns:
+        the ``logging.Logger``.
+    """
     if name != "chg" and not name.startswith("chg."):
         name = "chg." + name
     return logging.getLogger(name)
@@ -94,6 +115,11 @@ def log_to_stderr(verbosity: int = 0, stream=None):
 
     On exit the handler is removed and the ``chg`` logger's level restored, so a program (or a test) that runs the
     command in-process is left as it was.
+
+    Args:
+        verbosity: 0 → INFO, ≥ 1 → DEBUG, < 0 → WARNING. stream: where the messages go.
+    Yields:
+        the ``chg`` logger, while the handler is attached.
     """
     level = logging.DEBUG if verbosity > 0 else logging.INFO if verbosity == 0 else logging.WARNING
     log = logging.getLogger("chg")

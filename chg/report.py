@@ -39,8 +39,12 @@ DEFAULT_THRESHOLD = 0.0
 
 
 def as_values(values, name: str = "values") -> np.ndarray:
-    """``values`` (n,) as a float64 numpy array (torch tensors are moved to the CPU); rejects NaN/Inf, naming rows.
+    """Data values as a float64 NumPy array, checked.
 
+    Args:
+        values: (n,) array, list or tensor (torch tensors are moved to the CPU). name: what the messages call it.
+    Returns:
+        (n,) float64 NumPy array (a copy when converted).
     Raises:
         ValueError: not 1-D, empty, or some entries are NaN (a row never valued) or infinite.
     """
@@ -57,7 +61,13 @@ def as_values(values, name: str = "values") -> np.ndarray:
 
 
 def rank(values) -> np.ndarray:
-    """(n,) int64 ranks: 1 = lowest value = most suspect, n = highest; ties broken by row position."""
+    """Each row's rank by value.
+
+    Args:
+        values: (n,) data values (see :func:`as_values`).
+    Returns:
+        (n,) int64 ranks: 1 = lowest value = most suspect, n = highest; ties broken by row position.
+    """
     v = as_values(values)
     out = np.empty(v.size, dtype=np.int64)
     out[np.argsort(v, kind="stable")] = np.arange(1, v.size + 1)
@@ -121,8 +131,13 @@ class ValuationReport:
 
     @classmethod
     def from_values(cls, values, labels=None, index=None, loss=None) -> "ValuationReport":
-        """Validate and wrap: ``values`` (n,) numpy/torch; ``labels``, ``index``, ``loss`` (n,) or None.
+        """Validate and wrap.
 
+        Args:
+            values: (n,) NumPy array or tensor, higher = better. labels, index, loss: (n,) each, or None (index
+                default ``0..n-1``).
+        Returns:
+            :class:`ValuationReport`.
         Raises:
             ValueError: NaN/Inf values or loss, mismatched lengths, or repeated row ids in ``index``.
         """
@@ -139,15 +154,29 @@ class ValuationReport:
         return self.values.size
 
     def rank(self) -> np.ndarray:
-        """(n,) int64, 1 = lowest value (see :func:`rank`)."""
+        """Each row's rank (see :func:`rank`).
+
+        Returns:
+            (n,) int64, 1 = lowest value.
+        """
         return rank(self.values)
 
     def suspects(self, k: Optional[int] = None, threshold: Optional[float] = DEFAULT_THRESHOLD) -> np.ndarray:
-        """Row ids (from ``index``) of the suspects, lowest value first (see :func:`suspects`)."""
+        """The suspects (see :func:`suspects`).
+
+        Args:
+            k, threshold: as in :func:`suspects`.
+        Returns:
+            row ids (from ``index``) of the suspects, lowest value first.
+        """
         return self.index[suspects(self.values, k, threshold)]
 
     def to_frame(self):
-        """pandas DataFrame in row order: ``row`` (the index), ``label``, ``value``, ``rank`` [, ``loss``]."""
+        """The report as a table.
+
+        Returns:
+            pandas DataFrame in row order: ``row`` (the index), ``label``, ``value``, ``rank`` [, ``loss``].
+        """
         import pandas as pd
         cols = {"row": self.index}
         if self.labels is not None:
@@ -159,14 +188,26 @@ class ValuationReport:
         return pd.DataFrame(cols)
 
     def to_csv(self, path) -> Path:
-        """Write :meth:`to_frame` as CSV atomically (values with 17 significant digits: they read back exactly)."""
+        """Write :meth:`to_frame` as CSV atomically (values with 17 significant digits: they read back exactly).
+
+        Args:
+            path: the file.
+        Returns:
+            ``path`` as a ``Path``.
+        """
         path = Path(path)
         frame = self.to_frame()
         atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False, float_format="%.17g"))
         return path
 
     def to_npz(self, path) -> Path:
-        """Write ``values``, ``index``, ``rank`` (and ``labels``, ``loss`` if present) to a ``.npz`` atomically."""
+        """Write ``values``, ``index``, ``rank`` (and ``labels``, ``loss`` if present) to a ``.npz`` atomically.
+
+        Args:
+            path: the file (written as named: no ``.npz`` is appended).
+        Returns:
+            ``path`` as a ``Path``.
+        """
         path = Path(path)
         arrays = {"values": self.values, "index": self.index, "rank": self.rank()}
         if self.labels is not None:
@@ -182,7 +223,15 @@ class ValuationReport:
 
     @classmethod
     def read_csv(cls, path) -> "ValuationReport":
-        """Read a file written by :meth:`to_csv` back (labels come back as pandas parses them)."""
+        """Read a file written by :meth:`to_csv` back (labels come back as pandas parses them).
+
+        Args:
+            path: the CSV file.
+        Returns:
+            :class:`ValuationReport`.
+        Raises:
+            ValueError: no ``row`` or ``value`` column, or as :meth:`from_values`.
+        """
         import pandas as pd
         frame = pd.read_csv(path)
         for col in ("row", "value"):
@@ -197,7 +246,13 @@ class ValuationReport:
         and, with ``images`` ((n, H, W), (n, C, H, W), (n, H, W, C) or a Dataset of (image, label)), a grid of the
         lowest-valued images. ``path``: write ``path.png`` and ``path.pdf`` (suffix ignored) atomically, without
         pyplot (the backend is left alone); without ``path`` the figure is made with pyplot, to be shown.
-        Returns the matplotlib Figure."""
+
+        Args:
+            path: file stem to write, or None. k: rows in the table. threshold: marked on the histogram (None:
+                none). images: see above, or None. title: the figure's title, or None.
+        Returns:
+            the matplotlib Figure.
+        """
         from matplotlib.figure import Figure
         panels = 2 + (self.loss is not None)
         rows = 2 if images is not None else 1
@@ -259,7 +314,14 @@ def _short(x, width: int = 14) -> str:
 
 
 def plot_histogram(values, ax=None, threshold: Optional[float] = DEFAULT_THRESHOLD, bins: int = 50):
-    """Histogram of the values on ``ax`` (a new figure if None), with the threshold marked; returns ``ax``."""
+    """Histogram of the values (log count axis), with the threshold marked.
+
+    Args:
+        values: (n,) data values. ax: matplotlib Axes to draw on (a new figure if None). threshold: marked with a
+            line and the count below it (None: not marked). bins: histogram bins.
+    Returns:
+        the Axes.
+    """
     import matplotlib.pyplot as plt
     v = as_values(values)
     if ax is None:
@@ -303,9 +365,13 @@ def plot_lowest_images(images, values, labels=None, k: int = 16, fig=None, class
         k: how many images.
         fig: a matplotlib Figure or SubFigure to draw into (a new Figure if None).
         classes: optional names of the classes, indexed by label.
+        cols: images per row.
 
     Returns:
         the Figure (or SubFigure).
+
+    Raises:
+        ValueError: as many images as values are not given, or an image of an unknown shape.
     """
     import matplotlib.pyplot as plt
     v = as_values(values)

@@ -34,7 +34,17 @@ _PACKAGES = ("torch", "torchvision", "numpy", "sympy", "scikit-learn", "opendata
 
 
 def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path``: readers never see a half-written file."""
+    """Call ``write(tmp_path)`` then rename onto ``path``: readers never see a half-written file.
+
+    Args:
+        path: the file to (re)write; its folder is created. write: a function that writes the whole file to the
+            temporary path it is given (a ``str`` in the same folder).
+    Returns:
+        None.
+    Raises:
+        whatever ``write`` or the file system raises (``OSError``, ...), after removing the temporary file; ``path``
+        is then left as it was.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".partial")
@@ -52,12 +62,20 @@ def atomic_write(path: Path, write) -> None:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` atomically (:func:`atomic_write`)."""
+    """Write ``text`` (UTF-8) to ``path`` atomically (:func:`atomic_write`).
+
+    Args:
+        path: the file. text: its whole content.
+    """
     atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def write_json_atomic(path: Path, obj) -> None:
-    """Write ``obj`` as indented, key-sorted JSON to ``path`` atomically; non-JSON values are written as ``str``."""
+    """Write ``obj`` as indented, key-sorted JSON to ``path`` atomically (:func:`atomic_write`, fsync'ed).
+
+    Args:
+        path: the file. obj: a JSON-able object; non-JSON values are written as ``str``.
+    """
     def write(tmp):
         with open(tmp, "w") as fh:
             json.dump(obj, fh, indent=1, sort_keys=True, default=str)
@@ -69,7 +87,13 @@ def write_json_atomic(path: Path, obj) -> None:
 
 def state_digest(state: dict) -> str:
     """SHA-256 of a state_dict's names, dtypes, shapes and bytes (on the CPU, contiguous): two models have the same
-    digest exactly when every parameter and buffer is bit-identical."""
+    digest exactly when every parameter and buffer is bit-identical.
+
+    Args:
+        state: a ``state_dict()`` (name → tensor, or a module's non-tensor extra state).
+    Returns:
+        64 hex characters.
+    """
     import torch
     h = hashlib.sha256()
     for name, t in state.items():
@@ -106,6 +130,13 @@ def _git_commit() -> str | None:
 
 
 def device_name(device=None) -> str:
+    """What a run record says about the device.
+
+    Args:
+        device: a ``torch.device`` or its name; None: CUDA if available, else the CPU.
+    Returns:
+        ``"cuda:<GPU name>"`` or ``"cpu:<processor> x<cores> (torch threads <k>)"``.
+    """
     import torch
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if dev.type == "cuda":
@@ -115,31 +146,60 @@ def device_name(device=None) -> str:
 
 
 def default_scale() -> str:
-    """'paper' with CUDA, else 'quick' (DESIGN.md, Scales)."""
+    """The scale a reproduce script runs at when none is given (DESIGN.md, Scales).
+
+    Returns:
+        ``"paper"`` with CUDA, else ``"quick"``.
+    """
     import torch
     return "paper" if torch.cuda.is_available() else "quick"
 
 
 def provenance(device=None) -> dict:
+    """Where a result comes from.
+
+    Args:
+        device: as in :func:`device_name`.
+    Returns:
+        dict with ``device``, ``versions`` (Python and the packages), ``git_commit`` (``+dirty`` if the code has
+        uncommitted changes; None outside a git checkout) and ``host``.
+    """
     return {"device": device_name(device), "versions": _versions(), "git_commit": _git_commit(),
             "host": platform.node()}
 
 
 def run_path(experiment: str, run_id: str, scale: str) -> Path:
-    """``reproduce/results/<scale>/<experiment>/<run_id>.json``."""
+    """Where a run's record lives.
+
+    Args:
+        experiment: e.g. ``"table2"``. run_id: the run's name. scale: ``"quick"``, ``"paper"``, ...
+    Returns:
+        ``reproduce/results/<scale>/<experiment>/<run_id>.json`` (a ``Path``).
+    """
     return RESULTS_DIR / scale / experiment / f"{run_id}.json"
 
 
 def figure_path(scale: str, name: str) -> Path:
-    """Where a rendered table or figure file ``name`` (e.g. ``"table2.md"``) of ``scale`` goes: ``figures/<name>``
-    for the quick scale, ``figures/<scale>/<name>`` for every other scale."""
+    """Where a rendered table or figure file goes.
+
+    Args:
+        scale: the results' scale. name: the file name, e.g. ``"table2.md"``.
+    Returns:
+        ``figures/<name>`` for the quick scale, ``figures/<scale>/<name>`` for every other scale (a ``Path``).
+    """
     return FIGURES_DIR / name if scale == "quick" else FIGURES_DIR / scale / name
 
 
 def save_run(experiment: str, run_id: str, *, config: dict, seed: int, scale: str, metrics: dict,
              wall_time_s: float, device=None, extra: dict | None = None) -> Path:
-    """Write one run's JSON (config, seed, scale, metrics, wall time, device, versions, git commit) atomically to
-    :func:`run_path`; ``extra`` adds top-level keys. Returns the path."""
+    """Write one run's JSON record atomically to :func:`run_path`.
+
+    Args:
+        experiment, run_id, scale: as in :func:`run_path`. config: the run's settings. seed: its seed. metrics: its
+            results. wall_time_s: seconds it took. device: as in :func:`provenance`. extra: more top-level keys.
+    Returns:
+        the path written (config, seed, scale, metrics, wall time and :func:`provenance` in the record).
+    """
     record = {"experiment": experiment, "run_id": run_id, "config": config, "seed": seed, "scale": scale,
               "metrics": metrics, "wall_time_s": wall_time_s, **provenance(device)}
     if extra:
@@ -150,7 +210,13 @@ def save_run(experiment: str, run_id: str, *, config: dict, seed: int, scale: st
 
 
 def load_runs(experiment: str, scale: str) -> list:
-    """All run records of an experiment at one scale, sorted by run id."""
+    """All run records of an experiment at one scale.
+
+    Args:
+        experiment, scale: as in :func:`run_path`.
+    Returns:
+        list of the records (dicts), sorted by run id; [] if there are none.
+    """
     folder = RESULTS_DIR / scale / experiment
     if not folder.is_dir():
         return []

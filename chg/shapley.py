@@ -48,6 +48,13 @@ def harmonic(n: int, order: int = 1, exact: bool = False):
 
     Float path: ``math.fsum`` (correctly rounded) for n ≤ 1e5, else the Euler–Maclaurin series, whose truncation
     error is below 1e-30 there. Either way the result is within one ulp or so of the true value.
+
+    Args:
+        n: ≥ 0 (:math:`H_0 = 0`). order: 1 or 2. exact: a ``Fraction`` instead of a float.
+    Returns:
+        float, or ``Fraction`` if ``exact``.
+    Raises:
+        ValueError: an order other than 1 or 2, or n < 0.
     """
     if order not in (1, 2):
         raise ValueError(f"harmonic: order must be 1 or 2, got {order}")
@@ -69,8 +76,15 @@ def mean_game_coefficients(n: int, exact: bool = False) -> tuple:
     r"""Shapley value of the mean game :math:`V(S) = \frac{1}{|S|}\sum_{i\in S} a_i` (V(∅) = 0).
 
     :math:`\phi_j = \frac{H_n - 1/n}{n-1}\,a_j - \frac{H_n - 1}{n(n-1)}\sum_{i\in N} a_i` for n ≥ 2, and
-    :math:`\phi_1 = a_1` for n = 1. Returns ``(coef_own, coef_total)``. This is the Hardness Shapley closed form
-    (a = per-sample loss) and, doubled, the α-part of Theorem 1.
+    :math:`\phi_1 = a_1` for n = 1. This is the Hardness Shapley closed form (a = per-sample loss) and, doubled, the
+    α-part of Theorem 1.
+
+    Args:
+        n: the number of players, ≥ 1. exact: Fractions instead of floats.
+    Returns:
+        ``(coef_own, coef_total)``: floats, or Fractions if ``exact``.
+    Raises:
+        ValueError: n not an integer, or n < 1.
     """
     n = _check_n(n)
     one = Fraction(1) if exact else 1.0
@@ -81,7 +95,15 @@ def mean_game_coefficients(n: int, exact: bool = False) -> tuple:
 
 
 def coefficients(n: int, exact: bool = False) -> Coefficients:
-    """Coefficients of Theorem 1 (eq. 3) for a player set of size n ≥ 1; exact Fractions if ``exact``."""
+    """Coefficients c1..c6 of Theorem 1 (eq. 3) for a player set of size n (exact Definition-1 values for n = 1, 2).
+
+    Args:
+        n: the number of players, ≥ 1 (a Python or NumPy integer). exact: Fractions instead of floats.
+    Returns:
+        :class:`Coefficients` of floats, or of Fractions if ``exact``.
+    Raises:
+        ValueError: n not an integer, or n < 1.
+    """
     return _coefficients(_check_n(n), bool(exact))
 
 
@@ -110,8 +132,13 @@ def _coefficients(n: int, exact: bool) -> Coefficients:
 def chg_shapley(x, alpha=None):
     r"""Shapley values of the CHG utility (Theorem 1, eq. 3) for dense per-sample vectors.
 
-    ``x``: (n, d) array or tensor; ``alpha``: (d,) target, default the mean of ``x`` (Algorithm 1, line 4).
-    numpy in → numpy out; torch in → torch out on the same device. float64 throughout.
+    Args:
+        x: (n, d) real array or tensor, the players' vectors :math:`x_i` (row i), n ≥ 1.
+        alpha: (d,) target :math:`\alpha`, default the mean of ``x`` (Algorithm 1, line 4).
+    Returns:
+        (n,) float64 values :math:`\phi_j`: numpy in → numpy out; torch in → torch out on the same device.
+    Raises:
+        ValueError: x not 2-D, n = 0, complex or non-numeric input, NaN/Inf, alpha of another shape than (d,).
     """
     is_numpy = not isinstance(x, torch.Tensor)
     xt = _as_float64_tensor(x, "x")
@@ -134,8 +161,16 @@ def chg_shapley(x, alpha=None):
 
 
 def chg_shapley_exact(x, alpha=None) -> list:
-    """Eq. (3) in exact rational arithmetic: ``x`` a list of n vectors of Fractions/ints, ``alpha`` a vector
-    (default: the mean of ``x``). Returns n Fractions. For oracles, proofs and demos at small n."""
+    """Eq. (3) in exact rational arithmetic, for oracles, proofs and demos at small n.
+
+    Args:
+        x: a list of n ≥ 1 vectors (lists) of Fractions or ints, all of one length d. alpha: a length-d vector,
+            default the mean of ``x``.
+    Returns:
+        list of n Fractions.
+    Raises:
+        ValueError: n = 0, vectors of different lengths, or alpha of another length.
+    """
     n = len(x)
     _check_n(n)
     d = len(x[0])

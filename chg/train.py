@@ -50,7 +50,14 @@ __all__ = ["TrainConfig", "TrainResult", "train", "evaluate", "pool_factors", "r
 
 @dataclass
 class TrainConfig:
-    """One training run. Defaults are the paper-scale CIFAR-10 settings (CORDS' defaults where the paper is silent)."""
+    """One training run. Defaults are the paper-scale CIFAR-10 settings (CORDS' defaults where the paper is silent).
+
+    Attributes:
+        one per line below, each with its meaning (and source) beside it: the data set and model, the selection
+        method and its fraction a and period R, the SGD schedule (lr per step, cosine over ``epochs``), the hold-out
+        and label-noise shares (in [0, 1)), augmentation (padding in pixels), seed, checkpoint period (epochs),
+        the no-grad passes' batch size, GLISTER's validation subsample, and the CUDA switches.
+    """
     dataset: str = "cifar10"
     model: str = "resnet18"
     width: Optional[int] = None       # model width (None: the model's standard width)
@@ -93,7 +100,14 @@ class TrainResult:
 
 
 def resolve_device(name: str) -> torch.device:
-    """"auto": CUDA if available (under torch.distributed, this process's GPU: LOCAL_RANK), else the CPU."""
+    """The run's device.
+
+    Args:
+        name: ``"auto"``: CUDA if available (under torch.distributed, this process's GPU: ``LOCAL_RANK``), else the
+            CPU; any other name as ``torch.device`` takes it (``"cpu"``, ``"cuda:1"``).
+    Returns:
+        ``torch.device``.
+    """
     if name == "auto":
         if not torch.cuda.is_available():
             return torch.device("cpu")
@@ -123,7 +137,14 @@ def pool_factors(model, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, devi
     """Last-layer factors of every row of (x, y): eval mode, no augmentation, batches of ``factor_batch_size``.
 
     Always in float32, also under AMP: bfloat16 features (3 significant digits) would blur the values that rank
-    the points; the pass costs one forward over the pool every R epochs."""
+    the points; the pass costs one forward over the pool every R epochs.
+
+    Args:
+        model: the classifier. x: (n, ...) inputs and y: (n,) int64 labels, on ``device``. cfg: the run's
+            :class:`TrainConfig` (``factor_batch_size``, ``channels_last``). device: the run's device.
+    Returns:
+        :class:`chg.lastlayer.Factors` of every row, in order (the model's mode is restored).
+    """
     was_training = model.training
     model.eval()
     try:
@@ -136,7 +157,13 @@ def pool_factors(model, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, devi
 
 @torch.no_grad()
 def evaluate(model, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, device: torch.device) -> float:
-    """Top-1 accuracy (%) in eval mode."""
+    """Top-1 accuracy in eval mode (bfloat16 autocast on CUDA if ``cfg.amp``); the model's mode is restored.
+
+    Args:
+        model, x, y, cfg, device: as in :func:`pool_factors`.
+    Returns:
+        accuracy in percent (float; 0 for no rows).
+    """
     was_training = model.training
     model.eval()
     correct = 0
@@ -210,8 +237,13 @@ def _selection_factors(model, data: DataBundle, cfg: TrainConfig, device: torch.
 def selection_val_rows(val_labels: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
     """The rows of the validation set that the selection method sees: all of them, or (``cfg.selection_val_size``
     below the validation size) a stratified subsample of that size drawn with ``cfg.seed`` (scikit-learn's
-    ``train_test_split``), the same at every selection step of the run. Returns sorted int64 row indices on the labels'
-    device.
+    ``train_test_split``), the same at every selection step of the run.
+
+    Args:
+        val_labels: (n_V,) int64 validation labels. cfg: the run's :class:`TrainConfig` (``selection_val_size``,
+            ``seed``).
+    Returns:
+        sorted int64 row indices on the labels' device.
 
     Raises:
         ValueError: ``selection_val_size`` below the number of classes present (a stratified subsample needs one
@@ -228,13 +260,12 @@ def selection_val_rows(val_labels: torch.Tensor, cfg: TrainConfig) -> torch.Tens
     return torch.as_tensor(np.sort(rows), dtype=torch.int64, device=val_labels.device)
 
 
-def _run_selector(data: DataBundle, cfg: TrainConfig, epoch: int, gen: torch.Generator, factors,
-                  val_factors) -> Selection:
+def _run_selector(data: DataBundle, cfg: TrainConfig, gen: torch.Generator, factors, val_factors) -> Selection:
     """The method itself, on one process (rank 0): no collectives."""
     val_labels = data.val.y if val_factors is None else data.val.y[selection_val_rows(data.val.y, cfg)]
     inp = SelectionInput(factors=factors, labels=data.train.y, num_classes=data.num_classes, fraction=cfg.fraction,
-                         epoch=epoch, generator=gen, val_factors=val_factors, val_labels=val_labels,
-                         batch_size=cfg.batch_size, lr=cfg.lr)
+                         generator=gen, val_factors=val_factors, val_labels=val_labels, batch_size=cfg.batch_size,
+                         lr=cfg.lr)
     return check_selection(get_selector(cfg.method).fn(inp), len(data.train))
 
 
@@ -246,11 +277,11 @@ def _select_everywhere(model, data, cfg, epoch, gen, device, rank: int, world: i
     on the other ranks in that collective, as torch.distributed's own error.)"""
     factors, val_factors = _selection_factors(model, data, cfg, device)
     if world == 1:
-        return _run_selector(data, cfg, epoch, gen, factors, val_factors)
+        return _run_selector(data, cfg, gen, factors, val_factors)
     selection = failure = None
     if rank == 0:
         try:
-            selection = _run_selector(data, cfg, epoch, gen, factors, val_factors)
+            selection = _run_selector(data, cfg, gen, factors, val_factors)
         except Exception as exc:  # noqa: BLE001 - re-raised below, once the other ranks are told
             failure = exc
     box = [(selection, None if failure is None else f"{type(failure).__name__}: {failure}") if rank == 0 else None]
@@ -291,14 +322,20 @@ def _checkpoint_state(model, opt, sched, gen_train, gen_select, selection, epoch
 
 def train(cfg: TrainConfig, data: DataBundle | None = None, checkpoint: Path | None = None,
           hook: Callable[[int], None] | None = None, progress: Optional[bool] = None) -> TrainResult:
-    """Train one run; returns a :class:`TrainResult`: the trained model and its metrics (accuracies in %, times in
-    seconds, the final selection).
+    """Train one run (Algorithm 2 or a baseline selecting every ``select_every`` epochs; see the module docstring).
 
-    ``data``: an already loaded :class:`DataBundle` (else loaded from ``cfg``). ``checkpoint``: a file to resume from
-    and to write every ``checkpoint_every`` epochs (removed by the caller when it no longer needs it). ``hook(epoch)``
-    is called after each epoch (and its checkpoint) — tests raise from it to simulate a kill. ``progress``: a bar over
-    the epochs (on rank 0 only): True | False | None — None shows it only when stderr is a terminal
-    (:func:`chg.progress.progress_enabled`).
+    Args:
+        cfg: the run's :class:`TrainConfig`.
+        data: an already loaded :class:`DataBundle` (else loaded from ``cfg``).
+        checkpoint: a file to resume from and to write every ``checkpoint_every`` epochs (removed by the caller
+            when it no longer needs it).
+        hook: ``hook(epoch)`` is called after each epoch (and its checkpoint) — tests raise from it to simulate a
+            kill.
+        progress: a bar over the epochs (on rank 0 only): True | False | None — None shows it only when stderr is a
+            terminal (:func:`chg.progress.progress_enabled`).
+    Returns:
+        :class:`TrainResult`: the trained model and its metrics (accuracies in %, times in seconds, the final
+        selection).
 
     Raises:
         ValueError: epochs, select_every, batch_size or checkpoint_every below 1; selection_val_size below 1 (or

@@ -40,7 +40,7 @@ the rows that were seen as the epoch's game instead, with a warning naming how m
 Options: ``per_class=True`` values each class as its own game (α and the statistics per class, as in Algorithm 2);
 ``alpha="valid"`` sets :math:`\alpha` to the mean of :math:`l_i g_i` over a validation set (per class when
 ``per_class``; give the rows with ``add_validation`` or ``value_epoch(..., valid_loader)``; :func:`value_data` in
-ride-along mode takes them in a no-grad pass at the end of each epoch); ``weighting`` "chg" | "gradient" |
+ride-along mode takes them in a no-grad pass at the end of each epoch); ``utility`` "chg" | "gradient" |
 "hardness" and ``gradient`` "full" | "bias" as in :class:`chg.Options` (which every entry point also takes whole).
 
 A user's own loop::
@@ -76,6 +76,7 @@ from .distributed import all_gather_values as _all_gather_values
 from .distributed import group_ids as _group_ids
 from .distributed import is_distributed
 from .factored import GroupStats, Options, utility_stats, utility_values
+from .renames import renamed
 from .progress import progress as progress_bar
 from .lastlayer import (Factors, LastLayerTap, _check_logits, _factors, _forward, _loss, _targets, iter_factors,
                         model_device, split_batch)
@@ -101,7 +102,13 @@ def _int_tensor(v, what: str) -> torch.Tensor:
 
 class IndexedDataset(Dataset):
     """Wraps a dataset so that each item carries its row index: ``(x, y)`` items become ``(x, y, index)``, dict items
-    (HuggingFace style, with ``"labels"``) get an ``"index"`` entry. The valuer needs each row's index."""
+    (HuggingFace style, with ``"labels"``) get an ``"index"`` entry. The valuer needs each row's index.
+
+    Args:
+        dataset: a map-style Dataset of ``(x, y[, ...])`` items or of dicts.
+    Raises:
+        ValueError: (on reading an item) an item that is neither a dict nor a tuple / list of at least 2.
+    """
 
     def __init__(self, dataset: Dataset):
         self.dataset = dataset
@@ -119,12 +126,13 @@ class IndexedDataset(Dataset):
         return item[0], item[1], i
 
 
+@renamed("0.2.0", weighting="utility")
 class EpochValuer:
     """Algorithm 1 state: the current epoch's factors, the validation α, and the running sum of values.
 
     Args:
         n: number of training points (indices run over ``0..n-1``); a Python or NumPy integer ≥ 1.
-        weighting, gradient, per_class, alpha: see the module docstring and :class:`chg.Options`.
+        utility, gradient, per_class, alpha: see the module docstring and :class:`chg.Options`.
         options: a :class:`chg.Options` instead of those four keywords (not both).
         partial_epochs: False (default): an epoch in which some row was not added is an error at
             :meth:`end_epoch`; True: the rows seen are the epoch's game, with a warning naming how many were not.
@@ -132,7 +140,7 @@ class EpochValuer:
         ValueError for an invalid ``n`` or option (validated by :class:`chg.Options`).
     """
 
-    def __init__(self, n: int, weighting: str = "chg", gradient: str = "full", per_class: bool = False,
+    def __init__(self, n: int, utility: str = "chg", gradient: str = "full", per_class: bool = False,
                  alpha: str = "train", partial_epochs: bool = False, options: Optional[Options] = None):
         try:
             if isinstance(n, bool):
@@ -143,7 +151,7 @@ class EpochValuer:
                              f"{n!r}") from None
         if n < 1:
             raise ValueError(f"EpochValuer: n must be a positive integer (number of training points), got {n!r}")
-        self.options = Options.of(options, weighting=weighting, gradient=gradient, alpha=alpha, per_class=per_class)
+        self.options = Options.of(options, utility=utility, gradient=gradient, alpha=alpha, per_class=per_class)
         self.n = n
         self.partial_epochs = bool(partial_epochs)
         self.epochs = 0
@@ -152,7 +160,7 @@ class EpochValuer:
         self._count = torch.zeros(n, dtype=torch.int64)
         self._reset_epoch()
 
-    weighting = property(lambda self: self.options.weighting, doc="the utility (see :class:`chg.Options`)")
+    utility = property(lambda self: self.options.utility, doc="the utility (see :class:`chg.Options`)")
     gradient = property(lambda self: self.options.gradient, doc="'full' or 'bias' (see :class:`chg.Options`)")
     per_class = property(lambda self: self.options.per_class, doc="each class its own game")
     alpha = property(lambda self: self.options.alpha, doc="α's source, 'train' or 'valid'")
@@ -175,9 +183,17 @@ class EpochValuer:
         self._bias = bias
 
     def add(self, indices, factors: Factors, labels=None) -> None:
-        """Record the factors of training rows ``indices`` (B,) for this epoch (a row added again replaces its
-        earlier factors: it is one player). ``indices``, ``labels`` (B,): integer tensors, arrays or lists;
-        ``labels`` needed if per_class. Raises ValueError on sizes, index range, dtypes or a change of head."""
+        """Record the factors of training rows for this epoch (Algorithm 1 line 3; a row added again replaces its
+        earlier factors: it is one player).
+
+        Args:
+            indices: (B,) row indices in [0, n): an integer tensor, array or list.
+            factors: the rows' :class:`chg.lastlayer.Factors` (loss (B,), err (B, C), feat (B, D)).
+            labels: (B,) integer labels, needed if ``per_class``.
+        Raises:
+            ValueError: sizes that differ, indices out of range, non-integer indices or labels, missing labels with
+                ``per_class``, or a change of head (C, D or bias) within the epoch.
+        """
         idx = _int_tensor(indices, "add: indices")
         B = factors.loss.shape[0]
         if idx.shape[0] != B or factors.err.shape[0] != B or factors.feat.shape[0] != B:
@@ -211,7 +227,15 @@ class EpochValuer:
         self._seen[idx] = True
 
     def add_validation(self, factors: Factors, labels=None) -> None:
-        """Add validation rows to this epoch's α (``alpha="valid"``): α = mean of l_i g_i over them (per class)."""
+        """Add validation rows to this epoch's α (``alpha="valid"``): α = mean of l_i g_i over them (per class).
+
+        Args:
+            factors: the validation rows' :class:`chg.lastlayer.Factors`. labels: (B,) integer labels, needed if
+                ``per_class``.
+        Raises:
+            ValueError: the valuer was built with ``alpha="train"``, labels missing with ``per_class``, or a change
+                of head.
+        """
         if self.alpha != "valid":
             raise ValueError("add_validation: this valuer was built with alpha='train'; use alpha='valid'")
         if self.per_class and labels is None:
@@ -231,9 +255,17 @@ class EpochValuer:
         ``loader`` yields ``(x, y, index)`` batches or dicts with ``"index"`` (see :class:`IndexedDataset`) or, if it
         is a plain sequential DataLoader, ``(x, y)`` / dicts without (rows are then numbered in order); see
         :func:`chg.lastlayer.split_batch`. ``valid_loader`` yields ``(x, y[, ...])``; required when ``alpha="valid"``.
-        ``layer`` / ``output`` as in :class:`chg.lastlayer.LastLayerTap`. The model runs in eval mode (dropout off,
-        BatchNorm's running statistics used and left untouched) and its mode is restored afterwards. Returns the
-        epoch's values (n,) float64 (see :meth:`end_epoch`); raises ValueError as :meth:`add` and :meth:`end_epoch`.
+        The model runs in eval mode (dropout off, BatchNorm's running statistics used and left untouched) and its
+        mode is restored afterwards.
+
+        Args:
+            model: the classifier. loader, valid_loader: see above.
+            layer, output: as in :class:`chg.lastlayer.LastLayerTap`.
+        Returns:
+            the epoch's values (n,) float64 on the CPU (see :meth:`end_epoch`).
+        Raises:
+            ValueError: ``alpha="valid"`` without ``valid_loader``, a loader without indices that is not plain
+                sequential, and as :meth:`add` and :meth:`end_epoch`.
         """
         if self.alpha == "valid" and valid_loader is None:
             raise ValueError("value_epoch: alpha='valid' needs valid_loader")
@@ -292,9 +324,12 @@ class EpochValuer:
     def end_epoch(self) -> torch.Tensor:
         """Eq. (3) for every point seen this epoch from the whole epoch's statistics (Algorithm 1, lines 4–6).
 
-        Returns the epoch's values (n,) float64 on the CPU (NaN only for rows not seen, with partial_epochs).
-        Raises ValueError if no row was added, a row is missing (see the class), or per_class / alpha="valid"
-        lack labels / validation rows."""
+        Returns:
+            the epoch's values (n,) float64 on the CPU (NaN only for rows not seen, with partial_epochs).
+        Raises:
+            ValueError: no row was added, a row is missing (see the class), per_class / alpha="valid" lack labels /
+                validation rows, or a class has training but no validation points.
+        """
         if self._loss is None:
             raise ValueError("end_epoch: no training rows were added this epoch")
         ddp = is_distributed()
@@ -340,14 +375,25 @@ class EpochValuer:
         return vals
 
     def state_dict(self) -> dict:
-        """What a checkpoint needs to resume averaging after a finished epoch (running sums, counts, history)."""
+        """What a checkpoint needs to resume averaging after a finished epoch.
+
+        Returns:
+            dict: ``n``, ``epochs``, the running ``sum`` and ``count`` (n,), ``epoch_values`` (the history) and
+            ``options`` (a tuple of the option values: checkpoints of 0.1 load).
+        """
         return {"n": self.n, "epochs": self.epochs, "sum": self._sum.clone(), "count": self._count.clone(),
                 "epoch_values": [v.clone() for v in self.epoch_values],
-                "options": (self.weighting, self.gradient, self.per_class, self.alpha)}  # a tuple: old checkpoints load
+                "options": (self.utility, self.gradient, self.per_class, self.alpha)}  # a tuple: old checkpoints load
 
     def load_state_dict(self, state: dict) -> None:
-        """Resume from :meth:`state_dict`. Raises ValueError if it is of a valuer with another n or options."""
-        if state["n"] != self.n or tuple(state["options"]) != (self.weighting, self.gradient, self.per_class,
+        """Resume from :meth:`state_dict` (the current epoch's rows are dropped).
+
+        Args:
+            state: a dict from :meth:`state_dict`.
+        Raises:
+            ValueError: it is of a valuer with another n or options.
+        """
+        if state["n"] != self.n or tuple(state["options"]) != (self.utility, self.gradient, self.per_class,
                                                               self.alpha):
             raise ValueError("load_state_dict: the checkpoint is of a valuer with other n or options")
         self.epochs, self._sum, self._count = state["epochs"], state["sum"].clone(), state["count"].clone()
@@ -355,7 +401,13 @@ class EpochValuer:
         self._reset_epoch()
 
     def values(self) -> torch.Tensor:
-        """Each point's value averaged over the epochs in which it was valued (n,) float64; NaN if never valued."""
+        """Algorithm 1's output: each point's value averaged over the epochs in which it was valued.
+
+        Returns:
+            (n,) float64 CPU tensor; NaN for a point never valued.
+        Raises:
+            ValueError: no epoch has ended yet.
+        """
         if self.epochs == 0:
             raise ValueError("values: no epoch has ended yet (call value_epoch or end_epoch)")
         out = torch.full((self.n,), float("nan"), dtype=torch.float64)
@@ -367,17 +419,27 @@ class EpochValuer:
 @dataclass
 class ValueDataConfig:
     """Training settings of :func:`value_data` (a plain loop: the output layer's loss — cross-entropy, or binary
-    cross-entropy for one logit — on its logits)."""
+    cross-entropy for one logit — on its logits).
+
+    Attributes:
+        epochs: training epochs (≥ 1); the values are averaged over them.
+        batch_size: rows per training step (≥ 1).
+        lr: the optimizer's learning rate. optimizer: "adam" | "sgd". momentum: SGD only. weight_decay: L2 penalty.
+        mode: "pass": a separate no-grad pass at each epoch start (Algorithm 1) | "ride": ride-along.
+        eval_batch_size: rows per no-grad batch (≥ 1).
+        seed: seeds the shuffling of the batches.
+        progress: a bar over the epochs: True | False | None (only on a terminal; :mod:`chg.progress`).
+    """
     epochs: int = 10
     batch_size: int = 64
     lr: float = 0.01
-    optimizer: str = "adam"  # "adam" | "sgd"
-    momentum: float = 0.9    # sgd only
+    optimizer: str = "adam"
+    momentum: float = 0.9
     weight_decay: float = 0.0
-    mode: str = "pass"       # "pass": separate no-grad pass at each epoch start (Algorithm 1) | "ride": ride-along
+    mode: str = "pass"
     eval_batch_size: int = 1024
     seed: int = 0
-    progress: Optional[bool] = None  # a bar over the epochs: True | False | None (only on a terminal; chg.progress)
+    progress: Optional[bool] = None
 
 
 def _array_like(v) -> bool:
@@ -430,8 +492,9 @@ def _as_dataset(data, what: str, dtype: torch.dtype):
     return data
 
 
+@renamed("0.2.0", weighting="utility")
 def value_data(model: nn.Module, train_dataset, valid_dataset=None, config: Optional[ValueDataConfig] = None,
-               weighting: str = "chg", gradient: str = "full", per_class: bool = False, alpha: str = "train",
+               utility: str = "chg", gradient: str = "full", per_class: bool = False, alpha: str = "train",
                return_valuer: bool = False, layer: Optional[nn.Linear] = None, options: Optional[Options] = None,
                **overrides):
     """Train ``model`` (in place) on ``train_dataset`` and return every point's CHG value (Algorithm 1).
@@ -448,7 +511,7 @@ def value_data(model: nn.Module, train_dataset, valid_dataset=None, config: Opti
         valid_dataset: the same kinds; needed for ``alpha="valid"``.
         config / overrides: a :class:`ValueDataConfig` and/or keyword settings (``epochs=3, lr=0.1, mode="ride"``).
             The caller's config is copied, never changed.
-        weighting, gradient, per_class, alpha: as in :class:`EpochValuer`; or ``options`` (a :class:`chg.Options`).
+        utility, gradient, per_class, alpha: as in :class:`EpochValuer`; or ``options`` (a :class:`chg.Options`).
     Returns:
         values (n,) float64, each point's value averaged over the epochs; with ``return_valuer``, ``(values,
         valuer)`` (per-epoch values in ``valuer.epoch_values``).
@@ -462,7 +525,7 @@ def value_data(model: nn.Module, train_dataset, valid_dataset=None, config: Opti
         raise ValueError(f"value_data: unknown setting {unknown[0]!r}; settings are "
                          f"{list(ValueDataConfig.__dataclass_fields__)}")
     cfg = dataclasses.replace(config if config is not None else ValueDataConfig(), **overrides)  # a copy
-    options = Options.of(options, weighting=weighting, gradient=gradient, per_class=per_class, alpha=alpha)
+    options = Options.of(options, utility=utility, gradient=gradient, per_class=per_class, alpha=alpha)
     if options.alpha == "valid" and valid_dataset is None:
         raise ValueError("value_data: alpha='valid' needs valid_dataset")
     dtype = next(model.parameters()).dtype

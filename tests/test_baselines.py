@@ -31,7 +31,7 @@ def _gen(seed=0):
 def _inp(n=40, fraction=0.3, seed=0, classes=3, factors=None, val=None, batch_size=8):
     labels = torch.randint(0, classes, (n,), generator=_gen(seed + 100))
     val_factors, val_labels = val if val is not None else (None, None)
-    return SelectionInput(factors=factors, labels=labels, num_classes=classes, fraction=fraction, epoch=0,
+    return SelectionInput(factors=factors, labels=labels, num_classes=classes, fraction=fraction,
                           generator=_gen(seed), val_factors=val_factors, val_labels=val_labels, batch_size=batch_size)
 
 

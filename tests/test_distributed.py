@@ -47,7 +47,7 @@ def _valuer_worker(rank, world, init_file, out_dir, per_class, weighting):
     from chg.valuation import EpochValuer
     err, feat, loss = _data()
     labels = torch.arange(err.shape[0]) % 3
-    valuer = EpochValuer(err.shape[0], per_class=per_class, weighting=weighting)
+    valuer = EpochValuer(err.shape[0], per_class=per_class, utility=weighting)
     rows = torch.arange(rank, err.shape[0], world)
     for chunk in rows.split(5):  # batches of this rank's shard
         valuer.add(chunk, Factors(loss[chunk], err[chunk], feat[chunk]), labels[chunk])
@@ -62,7 +62,7 @@ def test_epoch_valuer_under_torch_distributed(tmp_path):
     err, feat, loss = _data()
     labels = torch.arange(err.shape[0]) % 3
     for per_class, weighting in [(False, "chg"), (True, "chg"), (True, "hardness")]:
-        single = EpochValuer(err.shape[0], per_class=per_class, weighting=weighting)
+        single = EpochValuer(err.shape[0], per_class=per_class, utility=weighting)
         single.add(torch.arange(err.shape[0]), Factors(loss, err, feat), labels)
         expected = single.end_epoch()
         out = tmp_path / f"{per_class}{weighting}"

@@ -31,12 +31,12 @@ def test_bias_free_head_equals_autograd(weighting):
     want = dense_values(model, model[-1], _samples(x, y), weighting)
     f = compute_factors(model, x, y)
     assert not f.bias
-    close(chg.shapley_from_factors(f, weighting=weighting), want)
-    close(EpochValuer(17, weighting=weighting).value_epoch(model, DataLoader(TensorDataset(x, y), batch_size=5)),
+    close(chg.shapley_from_factors(f, utility=weighting), want)
+    close(EpochValuer(17, utility=weighting).value_epoch(model, DataLoader(TensorDataset(x, y), batch_size=5)),
           want)
     per = dense_values(model, model[-1], _samples(x, y), weighting, groups=y)
-    close(chg.shapley_from_factors(f, weighting=weighting, groups=y), per)
-    close(EpochValuer(17, weighting=weighting, per_class=True).value_epoch(
+    close(chg.shapley_from_factors(f, utility=weighting, groups=y), per)
+    close(EpochValuer(17, utility=weighting, per_class=True).value_epoch(
         model, DataLoader(TensorDataset(x, y), batch_size=5)), per)
 
 
@@ -68,7 +68,7 @@ def test_issue_instance_one_logit_bce_head(weighting, gradient):
     X = torch.randn(20, 3, generator=g, dtype=torch.float64)
     y = (X[:, 0] > 0).long()
     model = _binary()
-    got = EpochValuer(20, weighting=weighting, gradient=gradient).value_epoch(
+    got = EpochValuer(20, utility=weighting, gradient=gradient).value_epoch(
         model, DataLoader(TensorDataset(X, y), batch_size=4))
     close(got, dense_values(model, model[-1], _samples(X, y), weighting, gradient))
     f = compute_factors(model, X, y)  # the loss is BCE-with-logits, per sample

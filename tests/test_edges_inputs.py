@@ -88,23 +88,23 @@ def test_numpy_integers_and_indices():
 @pytest.mark.parametrize("kind", ["list", "numpy", "tensor"])
 def test_hardness_groups_accept_lists_and_arrays_and_equal_the_per_group_game(kind):
     """The per-group values of U(S) = mean loss over S against enumeration of each group's own game (not the whole
-    pool's), for groups given as a list, an array or a tensor — as weighting='chg' accepts them."""
+    pool's), for groups given as a list, an array or a tensor — as utility='chg' accepts them."""
     gen = torch.Generator().manual_seed(7)
     loss = torch.rand(9, generator=gen, dtype=torch.float64) * 3
     f = chg.Factors(loss, torch.randn(9, 3, generator=gen, dtype=torch.float64),
                     torch.randn(9, 2, generator=gen, dtype=torch.float64))
     labels = [0, 1, 2, 0, 1, 1, 2, 2, 2]
     groups = {"list": labels, "numpy": np.array(labels, dtype=np.int32), "tensor": torch.tensor(labels)}[kind]
-    got = chg.shapley_from_factors(f, weighting="hardness", groups=groups)
+    got = chg.shapley_from_factors(f, utility="hardness", groups=groups)
     want = torch.empty(9, dtype=torch.float64)
     for g in range(3):
         rows = [i for i, v in enumerate(labels) if v == g]
         want[rows] = enumerate_mean_game(loss[rows].tolist())
     close(got, want, rtol=1e-12)
-    close(chg.shapley_from_factors(f, weighting="chg", groups=groups),
-          chg.shapley_from_factors(f, weighting="chg", groups=torch.tensor(labels)), rtol=0)
+    close(chg.shapley_from_factors(f, utility="chg", groups=groups),
+          chg.shapley_from_factors(f, utility="chg", groups=torch.tensor(labels)), rtol=0)
     with pytest.raises(ValueError, match="groups must be integer labels"):
-        chg.shapley_from_factors(f, weighting="hardness", groups=np.array(labels, dtype=float))
+        chg.shapley_from_factors(f, utility="hardness", groups=np.array(labels, dtype=float))
 
 
 def test_chg_shapley_refuses_nan_with_an_explicit_alpha():

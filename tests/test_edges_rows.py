@@ -138,7 +138,7 @@ def test_train_factor_pass_runs_in_eval_mode():
           .reshape(9, -1), xs)
 
 
-CONFIGS = [dict(), dict(per_class=True), dict(weighting="hardness"), dict(weighting="gradient", per_class=True)]
+CONFIGS = [dict(), dict(per_class=True), dict(utility="hardness"), dict(utility="gradient", per_class=True)]
 
 
 def _ddp_worker(rank, world, init_file, out_dir, n):

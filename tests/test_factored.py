@@ -42,7 +42,7 @@ def test_factored_equals_dense_autograd_float64(gradient, weighting):
     oracle = chg.chg_shapley(dense_x)
     f = compute_factors(model, x, y)
     torch.testing.assert_close(f.loss, losses, rtol=1e-14, atol=1e-14)
-    got = chg.shapley_from_factors(f, weighting=weighting, gradient=gradient)
+    got = chg.shapley_from_factors(f, utility=weighting, gradient=gradient)
     torch.testing.assert_close(got, oracle, rtol=1e-12, atol=1e-12 * oracle.abs().max().item())
 
 
@@ -71,7 +71,7 @@ def test_hardness_from_factors_is_hardness_shapley():
     model = _model()
     x, y = _data()
     f = compute_factors(model, x, y)
-    torch.testing.assert_close(chg.shapley_from_factors(f, weighting="hardness"), chg.hardness_shapley(f.loss))
+    torch.testing.assert_close(chg.shapley_from_factors(f, utility="hardness"), chg.hardness_shapley(f.loss))
 
 
 def test_alpha_any_vector_and_per_group():
@@ -118,7 +118,7 @@ def test_vmap_per_sample_gradients_agree():
     dense = torch.cat([g["4.weight"], g["4.bias"][:, :, None]], 2).flatten(1)
     assert last == ["4.weight", "4.bias"]
     f = compute_factors(model, x, y)
-    torch.testing.assert_close(chg.shapley_from_factors(f, weighting="gradient"), chg.chg_shapley(dense),
+    torch.testing.assert_close(chg.shapley_from_factors(f, utility="gradient"), chg.chg_shapley(dense),
                                rtol=1e-12, atol=1e-12)
 
 
@@ -168,18 +168,18 @@ def test_bad_inputs_name_the_problem():
     err, feat = torch.randn(4, 3), torch.randn(4, 5)
     with pytest.raises(ValueError, match="feat has 3 rows but err has 4"):
         chg.factored_shapley(err, feat[:3])
-    with pytest.raises(ValueError, match="weight must be 1-D with n = 4"):
+    with pytest.raises(ValueError, match="loss must be 1-D with n = 4"):
         chg.factored_shapley(err, feat, torch.ones(3))
     with pytest.raises(ValueError, match="feat .penultimate features. contains 1 non-finite"):
         chg.factored_shapley(err, torch.where(torch.arange(20).reshape(4, 5) == 7, float("inf"), feat))
-    with pytest.raises(ValueError, match="weight .per-sample loss. contains"):
+    with pytest.raises(ValueError, match="loss .per-sample. contains"):
         chg.factored_shapley(err, feat, torch.tensor([1.0, float("nan"), 1.0, 1.0]))
     with pytest.raises(ValueError, match="empty"):
         chg.factored_shapley(torch.zeros(0, 3), torch.zeros(0, 5))
     with pytest.raises(ValueError, match="alpha has 7 entries; expected 18"):
         chg.factored_shapley(err, feat, alpha=torch.ones(7))
-    with pytest.raises(ValueError, match="weighting must be one of"):
-        chg.shapley_from_factors(Factors(torch.ones(4), err, feat), weighting="chgg")
+    with pytest.raises(ValueError, match="utility must be one of"):
+        chg.shapley_from_factors(Factors(torch.ones(4), err, feat), utility="chgg")
     with pytest.raises(RuntimeError, match="no forward pass"):
         with LastLayerTap(_model()) as tap:
             tap.factors(torch.randn(2, 4), torch.tensor([0, 1]))
@@ -273,7 +273,7 @@ def test_empty_shard_and_overflow_and_dtype_errors():
     with pytest.raises(ValueError, match="no entry for group 1"):
         chg.factored_shapley(err, None, groups=torch.tensor([0, 0, 1, 1]), alpha={0: torch.zeros(3)})
     with pytest.raises(ValueError, match="has no target"):
-        chg.shapley_from_factors(Factors(torch.ones(4), err, torch.randn(4, 5)), weighting="hardness",
+        chg.shapley_from_factors(Factors(torch.ones(4), err, torch.randn(4, 5)), utility="hardness",
                                  alpha=torch.zeros(3, 6))
 
 

@@ -118,8 +118,8 @@ def test_bad_input():
         CHGShapley(mode="both")
     with pytest.raises(ValueError, match="loss"):
         CHGShapley(loss="mse")
-    with pytest.raises(ValueError, match="weighting"):
-        CHGShapley(weighting="loss")
+    with pytest.raises(ValueError, match="utility"):
+        CHGShapley(utility="loss")
     sk = ClassifierSkLearnWrapper(SkLogReg, 3)
     with pytest.raises(ValueError, match="nn.Module"):
         CHGShapley().input_data(x, y1h, x, y1h).input_model(sk).train_data_values()

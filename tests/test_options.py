@@ -16,10 +16,10 @@ from chg.factored import utility_stats, utility_values
 from chg.lastlayer import Factors, compute_factors
 from chg.valuation import EpochValuer, value_data
 
-BAD = [(dict(weighting="shap"), "weighting must be one of"), (dict(gradient="weights"), "gradient must be one of"),
+BAD = [(dict(utility="shap"), "utility must be one of"), (dict(gradient="weights"), "gradient must be one of"),
        (dict(alpha="test"), "alpha must be one of"), (dict(per_class="yes"), "per_class must be True or False"),
-       (dict(weighting=None), "weighting must be one of"),
-       (dict(weighting="hardness", alpha="valid"), "has no target")]
+       (dict(utility=None), "utility must be one of"),
+       (dict(utility="hardness", alpha="valid"), "has no target")]
 
 
 def _model(seed=0):
@@ -34,9 +34,9 @@ def _data(n=24, seed=1):
 
 def test_defaults_are_the_paper_and_frozen():
     o = Options()
-    assert (o.weighting, o.gradient, o.alpha, o.per_class) == ("chg", "full", "train", False)
+    assert (o.utility, o.gradient, o.alpha, o.per_class) == ("chg", "full", "train", False)
     with pytest.raises(dataclasses.FrozenInstanceError):
-        o.weighting = "gradient"
+        o.utility = "gradient"
     assert Options(per_class=np.bool_(True)).per_class is True  # a NumPy bool is a bool, stored as one
 
 
@@ -62,14 +62,14 @@ def test_every_entry_point_refuses_a_bad_option_with_the_same_message(fields, me
 
 def test_options_or_fields_not_both():
     with pytest.raises(ValueError, match="not both"):
-        EpochValuer(3, weighting="gradient", options=Options())
+        EpochValuer(3, utility="gradient", options=Options())
     with pytest.raises(ValueError, match="must be a chg.Options"):
-        EpochValuer(3, options={"weighting": "chg"})
+        EpochValuer(3, options={"utility": "chg"})
     assert EpochValuer(3, options=Options(per_class=True)).per_class
 
 
-@pytest.mark.parametrize("options", [Options(), Options(weighting="gradient", gradient="bias", per_class=True),
-                                     Options(weighting="hardness", per_class=True), Options(alpha="valid")])
+@pytest.mark.parametrize("options", [Options(), Options(utility="gradient", gradient="bias", per_class=True),
+                                     Options(utility="hardness", per_class=True), Options(alpha="valid")])
 def test_options_object_equals_its_fields(options):
     """EpochValuer and value_data give the same values from an Options as from its four keywords."""
     x, y = _data()
@@ -88,7 +88,7 @@ def test_hardness_statistics_are_sums_over_batches():
     g = torch.Generator().manual_seed(4)
     loss = torch.rand(30, generator=g, dtype=torch.float64) * 2
     f = Factors(loss, torch.zeros(30, 3, dtype=torch.float64), torch.zeros(30, 4, dtype=torch.float64))
-    o = Options(weighting="hardness")
+    o = Options(utility="hardness")
     parts = [f[:11], f[11:12], f[12:]]
     stats = utility_stats(parts[0], o) + utility_stats(parts[1], o) + utility_stats(parts[2], o)
     assert stats.n == 30
@@ -103,7 +103,7 @@ def test_hardness_per_class_valuer_equals_the_closed_form_per_class():
     x, y = _data(n=25)
     model = _model()
     loader = DataLoader(TensorDataset(x, y), batch_size=4)
-    got = EpochValuer(25, weighting="hardness", per_class=True).value_epoch(model, loader)
+    got = EpochValuer(25, utility="hardness", per_class=True).value_epoch(model, loader)
     loss = compute_factors(model, x, y).loss
     for c in range(3):
         idx = (y == c).nonzero().squeeze(1)
@@ -114,6 +114,6 @@ def test_one_validator_and_no_hardness_branch_in_end_epoch():
     """The options' messages are written once in chg/ (Options), and end_epoch treats every utility alike."""
     root = Path(chg.__file__).parent
     text = "".join(p.read_text() for p in sorted(root.rglob("*.py")))
-    for name in ("weighting", "gradient", "alpha"):  # Options builds these messages from the name, in one loop
+    for name in ("utility", "gradient", "alpha"):  # Options builds these messages from the name, in one loop
         assert f"{name} must be one of" not in text
     assert "hardness" not in inspect.getsource(EpochValuer.end_epoch)

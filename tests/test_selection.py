@@ -190,7 +190,7 @@ def _oracle_algorithm2(model, x, y, C, fraction, weighting):
 def test_algorithm2_matches_dense_oracle(weighting, fn, fraction):
     model, x, y, C = _tiny_problem()
     factors = chg.compute_factors(model, x, y)
-    sel = fn(SelectionInput(factors, y, C, fraction, epoch=0, generator=torch.Generator()))
+    sel = fn(SelectionInput(factors, y, C, fraction, generator=torch.Generator()))
     kept, w, _ = _oracle_algorithm2(model, x, y, C, fraction, weighting)
     assert sel.indices.tolist() == kept
     assert sel.weights.dtype == torch.float32
@@ -215,26 +215,26 @@ def test_per_class_values_equal_enumeration_on_a_small_class():
 
     exact = [float(v) for v in chg.exact_shapley(U, n)]
     factors = chg.compute_factors(model, x[idx], y[idx])
-    ours = chg.shapley_from_factors(factors, weighting="chg")
+    ours = chg.shapley_from_factors(factors, utility="chg")
     np.testing.assert_allclose(ours.numpy(), exact, rtol=1e-9, atol=1e-12)
 
 
 def test_tiny_classes_and_single_point_subset():
     model, x, y, C = _tiny_problem()  # class sizes 1, 9, 11, 2
     factors = chg.compute_factors(model, x, y)
-    sel = select_chg(SelectionInput(factors, y, C, 0.2, epoch=0, generator=torch.Generator()))
+    sel = select_chg(SelectionInput(factors, y, C, 0.2, generator=torch.Generator()))
     assert sorted(y[sel.indices].tolist()) == [0, 1, 2, 2, 3]  # k = 5: one point per class, also the 1-point class
-    sel = select_chg(SelectionInput(factors, y, C, 0.01, epoch=0, generator=torch.Generator()))
+    sel = select_chg(SelectionInput(factors, y, C, 0.01, generator=torch.Generator()))
     assert y[sel.indices].tolist() == [2]  # k = 1 < 4 classes: the one point comes from the largest class
     one = (y == 0).nonzero().squeeze(1)
-    sel1 = select_chg(SelectionInput(factors[one], y[one], C, 0.5, epoch=0, generator=torch.Generator()))
+    sel1 = select_chg(SelectionInput(factors[one], y[one], C, 0.5, generator=torch.Generator()))
     assert sel1.indices.tolist() == [0] and sel1.weights.tolist() == [1.0]  # |S| = 1: weight 1
 
 
 def test_unweighted_variant_keeps_the_same_subset_with_unit_weights():
     model, x, y, C = _tiny_problem(seed=1)
     factors = chg.compute_factors(model, x, y)
-    inp = SelectionInput(factors, y, C, 0.3, epoch=0, generator=torch.Generator())
+    inp = SelectionInput(factors, y, C, 0.3, generator=torch.Generator())
     a, b = select_chg(inp), select_chg_unweighted(inp)
     assert a.indices.tolist() == b.indices.tolist()
     assert b.weights.tolist() == [1.0] * b.indices.numel()
@@ -244,13 +244,13 @@ def test_algorithm2_input_errors():
     model, x, y, C = _tiny_problem()
     factors = chg.compute_factors(model, x, y)
     with pytest.raises(ValueError, match="factors"):
-        select_chg(SelectionInput(None, y, C, 0.3, epoch=0, generator=torch.Generator()))
+        select_chg(SelectionInput(None, y, C, 0.3, generator=torch.Generator()))
     with pytest.raises(ValueError, match="rows"):
-        select_chg(SelectionInput(factors[:5], y, C, 0.3, epoch=0, generator=torch.Generator()))
+        select_chg(SelectionInput(factors[:5], y, C, 0.3, generator=torch.Generator()))
     bad = chg.Factors(factors.loss.clone(), factors.err.clone(), factors.feat.clone())
     bad.feat[2, 1] = float("nan")
     with pytest.raises(ValueError, match="NaN|finite"):
-        select_chg(SelectionInput(bad, y, C, 0.3, epoch=0, generator=torch.Generator()))
+        select_chg(SelectionInput(bad, y, C, 0.3, generator=torch.Generator()))
 
 
 # ---- registry and contract --------------------------------------------------------------------------------------
@@ -270,7 +270,7 @@ def test_every_method_returns_a_valid_selection(name):
     model, x, y, C = _tiny_problem(n=40)
     factors = chg.compute_factors(model, x, y)
     vx, vy = x[:10] * 0.5, y[:10]
-    inp = SelectionInput(factors, y, C, 0.3, epoch=0, generator=torch.Generator().manual_seed(0),
+    inp = SelectionInput(factors, y, C, 0.3, generator=torch.Generator().manual_seed(0),
                          val_factors=chg.compute_factors(model, vx, vy), val_labels=vy, batch_size=8)
     sel = check_selection(get_selector(name).fn(inp), 40)
     assert sel.indices.dtype == torch.int64 and sel.weights.dtype == torch.float32
@@ -296,12 +296,12 @@ def test_two_point_class_is_an_exact_tie_kept_by_lower_index():
     two = (y == 3).nonzero().squeeze(1)
     assert two.numel() == 2
     factors = chg.compute_factors(model, x, y)
-    v = chg.shapley_from_factors(factors[two], weighting="chg")
+    v = chg.shapley_from_factors(factors[two], utility="chg")
     X, _ = _autograd_player_vectors(model, x[two], y[two], "chg")
     half_alpha_sq = float((X.mean(0) ** 2).sum()) / 2
     np.testing.assert_allclose(v.numpy(), [half_alpha_sq] * 2, rtol=1e-9)
     for order in (two, two.flip(0)):  # whichever comes first in the pool is kept
-        sel = select_chg(SelectionInput(factors[order], y[order], C, 0.5, epoch=0, generator=torch.Generator()))
+        sel = select_chg(SelectionInput(factors[order], y[order], C, 0.5, generator=torch.Generator()))
         assert sel.indices.tolist() == [0]
 
 
@@ -333,7 +333,7 @@ def test_every_selector_keeps_exactly_round_a_n_distinct_points(name, case):
     factors, y = _synthetic_pool(counts)
     C, n = len(counts), sum(counts)
     vf, vy = _synthetic_pool([10] * C, seed=1)
-    inp = SelectionInput(factors, y, C, fraction, epoch=0, generator=torch.Generator().manual_seed(0),
+    inp = SelectionInput(factors, y, C, fraction, generator=torch.Generator().manual_seed(0),
                          val_factors=vf, val_labels=vy, batch_size=batch_size, lr=0.05)
     sel = check_selection(get_selector(name).fn(inp), n)  # unique indices in [0, n)
     expected = n if name == "full" else int(np.floor(fraction * n + 0.5))
@@ -355,7 +355,7 @@ def test_selectors_accept_numpy_and_any_integer_labels(name, convert):
     vf, vy = _synthetic_pool([5, 5, 5], seed=1)
 
     def run(labels, val_labels):
-        inp = SelectionInput(factors, labels, 3, 0.3, epoch=0, generator=torch.Generator().manual_seed(0),
+        inp = SelectionInput(factors, labels, 3, 0.3, generator=torch.Generator().manual_seed(0),
                              val_factors=vf, val_labels=val_labels, batch_size=8)
         return get_selector(name).fn(inp)
 
@@ -372,7 +372,7 @@ def test_selectors_accept_numpy_and_any_integer_labels(name, convert):
                                         (torch.zeros(2, 2, dtype=torch.long), "1-D")])
 def test_labels_that_are_not_integer_classes_are_refused(bad, match):
     with pytest.raises(ValueError, match=match):
-        SelectionInput(None, bad, 2, 0.5, epoch=0, generator=torch.Generator())
+        SelectionInput(None, bad, 2, 0.5, generator=torch.Generator())
     with pytest.raises(ValueError, match=match):
         class_budgets(bad, 2, 0.5)
 
@@ -380,7 +380,7 @@ def test_labels_that_are_not_integer_classes_are_refused(bad, match):
 def test_fraction_and_num_classes_accept_numpy_scalars():
     y = np.array([0, 1, 1, 2, 2, 2])
     assert class_budgets(y, np.int64(3), np.float32(0.5)).tolist() == class_budgets(torch.tensor(y), 3, 0.5).tolist()
-    inp = SelectionInput(None, y, np.int64(3), np.float64(0.5), epoch=0, generator=torch.Generator())
+    inp = SelectionInput(None, y, np.int64(3), np.float64(0.5), generator=torch.Generator())
     assert inp.num_classes == 3 and inp.labels.dtype == torch.int64
     for bad in (True, np.bool_(True), "0.5", 0.0):
         with pytest.raises(ValueError, match="fraction"):

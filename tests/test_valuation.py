@@ -105,7 +105,7 @@ def test_per_class_equals_separate_games():
 def test_weightings_and_bias_gradient(weighting, gradient):
     x, y = tiny_data()
     model = tiny_model()
-    valuer = EpochValuer(N, weighting=weighting, gradient=gradient)
+    valuer = EpochValuer(N, utility=weighting, gradient=gradient)
     got = valuer.value_epoch(model, DataLoader(TensorDataset(x, y), batch_size=4))
     close(got, dense_values(model, x, y, weighting=weighting, gradient=gradient))
 
@@ -113,7 +113,7 @@ def test_weightings_and_bias_gradient(weighting, gradient):
 def test_hardness_weighting():
     x, y = tiny_data()
     model = tiny_model()
-    got = EpochValuer(N, weighting="hardness").value_epoch(model, DataLoader(TensorDataset(x, y), batch_size=4))
+    got = EpochValuer(N, utility="hardness").value_epoch(model, DataLoader(TensorDataset(x, y), batch_size=4))
     close(got, hardness_shapley(F.cross_entropy(model(x), y, reduction="none").detach()))
 
 
@@ -183,8 +183,8 @@ def test_bad_input():
         f = tap.factors(model(x), y)
     with pytest.raises(ValueError, match="n must be"):
         EpochValuer(0)
-    with pytest.raises(ValueError, match="weighting"):
-        EpochValuer(N, weighting="loss")
+    with pytest.raises(ValueError, match="utility"):
+        EpochValuer(N, utility="loss")
     with pytest.raises(ValueError, match="indices must lie"):
         EpochValuer(N).add(torch.arange(N) + 1, f)
     with pytest.raises(ValueError, match="indices but factors"):
@@ -243,4 +243,4 @@ def test_valuer_state_dict_resumes_the_average():
     with pytest.raises(ValueError, match="other n or options"):
         EpochValuer(9, per_class=True).load_state_dict(first.state_dict())
     with pytest.raises(ValueError, match="alpha='valid' does not apply"):
-        EpochValuer(9, weighting="hardness", alpha="valid")
+        EpochValuer(9, utility="hardness", alpha="valid")

@@ -17,15 +17,18 @@ Algorithm 2, as printed (lines 3–10), every R epochs:
 
 ``chg_unweighted`` is the official code's variant (the same subset, all weights 1), an ablation. ``hardness`` and
 ``gradient`` are the paper's two ablations (Table 2): the same two steps with the Hardness utility
-(:math:`U(S)` = mean loss over S) or the Gradient utility (:math:`x_i = g_i`, no loss weighting).
+(:math:`U(S)` = mean loss over S) or the Gradient utility (:math:`x_i = g_i`, no loss utility).
 Values come from :func:`chg.shapley_from_factors` — no per-sample autograd.
 """
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 
 from ..factored import shapley_from_factors
 from ..lastlayer import Factors
+from ..renames import renamed
 from .interface import Selection, SelectionInput, as_labels, class_budgets, pool_size, register
 
 __all__ = ["TIE_RTOL", "top_k_per_class", "minmax_weights", "algorithm2", "select_full", "select_chg",
@@ -78,8 +81,15 @@ def _tie_keys(v: torch.Tensor) -> torch.Tensor:
 
 
 def minmax_weights(values: torch.Tensor) -> torch.Tensor:
-    """Algorithm 2 line 9: (v − min)/(max − min) of (k,) values, as (k,) float32; all ones when max == min (incl. a
-    single value). Raises ValueError for an empty or non-1-D tensor, or NaN/Inf values."""
+    """Algorithm 2 line 9: min-max normalised values as sample weights, (v − min)/(max − min).
+
+    Args:
+        values: (k,) floating values of the kept points.
+    Returns:
+        (k,) float32 weights in [0, 1] (computed in float64); all ones when max == min (incl. a single value).
+    Raises:
+        ValueError: an empty or non-1-D tensor, or NaN/Inf values.
+    """
     if values.ndim != 1 or values.numel() == 0:
         raise ValueError(f"minmax_weights needs a non-empty 1-D tensor, got shape {tuple(values.shape)}")
     if not bool(torch.isfinite(values).all()):
@@ -91,19 +101,20 @@ def minmax_weights(values: torch.Tensor) -> torch.Tensor:
     return ((v - lo) / (hi - lo)).float()
 
 
-def _values(factors: Factors, weighting: str, gradient: str, groups=None) -> torch.Tensor:
+def _values(factors: Factors, utility: str, gradient: str, groups=None) -> torch.Tensor:
     """float64 factors: the ranking and the min-max weights do not depend on float32 rounding (chunking, BLAS)."""
-    return shapley_from_factors(factors.to(torch.float64), weighting=weighting, gradient=gradient, groups=groups)
+    return shapley_from_factors(factors.to(torch.float64), utility=utility, gradient=gradient, groups=groups)
 
 
-def algorithm2(inp: SelectionInput, weighting: str = "chg", weighted: bool = True,
+@renamed("0.2.0", weighting="utility")
+def algorithm2(inp: SelectionInput, utility: str = "chg", weighted: bool = True,
                gradient: str = "full") -> Selection:
     """Algorithm 2, lines 4–10: per-class values (α = class mean), per-class top k_c, then min-max weights from the
     values of the kept set (α = its mean).
 
     Args:
         inp: the pool; ``inp.factors`` required, ``inp.labels`` on any device (moved to the factors' device).
-        weighting: the utility, "chg" (x_i = l_i g_i), "gradient" (x_i = g_i) or "hardness" (mean loss).
+        utility: the utility, "chg" (x_i = l_i g_i), "gradient" (x_i = g_i) or "hardness" (mean loss).
         weighted: False gives all weights 1 (the official code's variant).
         gradient: "full" (weights and bias of the last layer) or "bias".
 
@@ -118,41 +129,51 @@ def algorithm2(inp: SelectionInput, weighting: str = "chg", weighted: bool = Tru
     pool_size(inp)
     device = inp.factors.loss.device
     labels = inp.labels.to(device)
-    values = _values(inp.factors, weighting, gradient, groups=labels)  # (n,) per-class values
+    values = _values(inp.factors, utility, gradient, groups=labels)  # (n,) per-class values
     kept = top_k_per_class(values, labels, inp.num_classes, inp.fraction)  # (k,) CPU
     if weighted:
-        weights = minmax_weights(_values(inp.factors[kept.to(device)], weighting, gradient).cpu())
+        weights = minmax_weights(_values(inp.factors[kept.to(device)], utility, gradient).cpu())
     else:
         weights = torch.ones(kept.numel(), dtype=torch.float32)
     return Selection(kept, weights)
 
 
-@register("chg", needs_factors=True, adaptive=True)
-def select_chg(inp: SelectionInput) -> Selection:
-    """CHG Shapley, Algorithm 2 exactly as printed (min-max weights)."""
-    return algorithm2(inp, "chg", weighted=True)
+def _variant(name: str, utility: str, weighted: bool, summary: str) -> Callable[[SelectionInput], Selection]:
+    """``select_<name>``: :func:`algorithm2` under ``utility``, registered as method ``name``."""
+    def select(inp: SelectionInput) -> Selection:
+        return algorithm2(inp, utility, weighted=weighted)
+    select.__name__ = select.__qualname__ = f"select_{name}"
+    select.__doc__ = summary + _VARIANT_DOC
+    return register(name, needs_factors=True, adaptive=True)(select)
 
 
-@register("chg_unweighted", needs_factors=True, adaptive=True)
-def select_chg_unweighted(inp: SelectionInput) -> Selection:
-    """Ablation: the official code's variant — the subset of Algorithm 2, trained with all weights 1."""
-    return algorithm2(inp, "chg", weighted=False)
+_VARIANT_DOC = """
 
+    Args:
+        inp: the pool (:class:`chg.selection.SelectionInput`); ``inp.factors`` required.
+    Returns:
+        :class:`Selection` of round(a·n) sorted CPU int64 indices and float32 weights (see :func:`algorithm2`).
+    Raises:
+        ValueError: as :func:`algorithm2` (no factors, factors and labels of different lengths, NaN/Inf).
+    """
 
-@register("hardness", needs_factors=True, adaptive=True)
-def select_hardness(inp: SelectionInput) -> Selection:
-    """Hardness Shapley (Table 2 ablation): Algorithm 2 with U(S) = mean loss over S."""
-    return algorithm2(inp, "hardness", weighted=True)
-
-
-@register("gradient", needs_factors=True, adaptive=True)
-def select_gradient(inp: SelectionInput) -> Selection:
-    """Gradient Shapley (Table 2 ablation): Algorithm 2 with x_i = g_i (no loss weighting)."""
-    return algorithm2(inp, "gradient", weighted=True)
+select_chg = _variant("chg", "chg", True, "CHG Shapley, Algorithm 2 exactly as printed (min-max weights, lines 4–10).")
+select_chg_unweighted = _variant("chg_unweighted", "chg", False, "Ablation: the official code's variant — the subset "
+                                 "of Algorithm 2, trained with all weights 1.")
+select_hardness = _variant("hardness", "hardness", True, "Hardness Shapley (Table 2 ablation): Algorithm 2 with U(S) = "
+                           "mean loss over S.")
+select_gradient = _variant("gradient", "gradient", True, "Gradient Shapley (Table 2 ablation): Algorithm 2 with x_i = "
+                           "g_i (no loss factor).")
 
 
 @register("full", needs_factors=False, adaptive=False)
 def select_full(inp: SelectionInput) -> Selection:
-    """The whole pool, weights 1 (``fraction`` is ignored)."""
+    """The whole pool, weights 1 (``fraction`` is ignored).
+
+    Args:
+        inp: the pool (:class:`chg.selection.SelectionInput`).
+    Returns:
+        :class:`Selection` of every index 0..n-1, weights 1.
+    """
     n = inp.labels.shape[0]
     return Selection(torch.arange(n), torch.ones(n, dtype=torch.float32))

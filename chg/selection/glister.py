@@ -52,7 +52,15 @@ def _tilde(feat: torch.Tensor) -> torch.Tensor:
 
 
 def initial_val_logits(val_err: torch.Tensor, val_labels: torch.Tensor) -> torch.Tensor:
-    """Validation logits up to a per-row shift, :math:`\\log(e_v + \\mathrm{onehot}(y_v))`: (n_V, C) float64."""
+    """Validation logits up to a per-row shift, :math:`\\log(e_v + \\mathrm{onehot}(y_v))` (softmax ignores it).
+
+    Args:
+        val_err: (n_V, C) softmax − onehot of the validation points. val_labels: (n_V,) int64 labels.
+    Returns:
+        (n_V, C) float64 (−inf where the probability is 0).
+    Raises:
+        ValueError: ``val_err + onehot(val_labels)`` is not a probability vector (labels that do not match).
+    """
     p = val_err.to(torch.float64).clone()  # (n_V, C)
     p[torch.arange(p.shape[0], device=p.device), val_labels] += 1.0
     if float(p.min()) < -1e-4 or float((p.sum(1) - 1).abs().max()) > 1e-3:
@@ -62,7 +70,14 @@ def initial_val_logits(val_err: torch.Tensor, val_labels: torch.Tensor) -> torch
 
 
 def val_gradient(val_z: torch.Tensor, val_labels: torch.Tensor, val_feat: torch.Tensor) -> torch.Tensor:
-    """∇ of the mean validation cross-entropy w.r.t. the last layer [W | b] at logits ``val_z``: (C, D+1)."""
+    """∇ of the mean validation cross-entropy w.r.t. the last layer [W | b] at logits ``val_z``.
+
+    Args:
+        val_z: (n_V, C) float64 logits. val_labels: (n_V,) int64. val_feat: (n_V, D) features.
+    Returns:
+        (C, D+1) float64,
+        :math:`\\frac1{n_V}\\sum_v (\\mathrm{softmax}(z_v) - \\mathrm{onehot}(y_v))\\otimes\\tilde h_v`.
+    """
     return _val_gradient(val_z, val_labels, _tilde(val_feat))
 
 
@@ -73,14 +88,29 @@ def _val_gradient(val_z, val_labels, val_h_tilde):
 
 
 def taylor_gains(grad_val: torch.Tensor, err: torch.Tensor, feat: torch.Tensor) -> torch.Tensor:
-    """:math:`G(i) = \\langle \\nabla L_V, e_i\\otimes\\tilde h_i\\rangle = e_i^\\top \\nabla L_V \\tilde h_i`: (m,)."""
+    """GLISTER's Taylor gains :math:`G(i) = \\langle \\nabla L_V, e_i\\otimes\\tilde h_i\\rangle = e_i^\\top \\nabla L_V
+    \\tilde h_i`.
+
+    Args:
+        grad_val: (C, D+1) float64 validation gradient. err: (m, C) candidates' errors. feat: (m, D) their features.
+    Returns:
+        (m,) float64 gains.
+    """
     hm = feat.to(torch.float64) @ grad_val[:, :-1].T + grad_val[:, -1]  # (m, C)
     return (err.to(torch.float64) * hm).sum(1)
 
 
 def step_val_logits(val_z: torch.Tensor, val_feat: torch.Tensor, e_j: torch.Tensor, h_j: torch.Tensor,
                     eta: float) -> torch.Tensor:
-    """Validation logits after the last layer moves by :math:`-\\eta\\, e_j\\otimes\\tilde h_j`: (n_V, C)."""
+    """Validation logits after the last layer moves by :math:`-\\eta\\, e_j\\otimes\\tilde h_j` (exact: the
+    features do not depend on the last layer).
+
+    Args:
+        val_z: (n_V, C) float64 logits. val_feat: (n_V, D). e_j: (C,) and h_j: (D,) the chosen point's factors.
+        eta: the step size η.
+    Returns:
+        (n_V, C) float64 logits.
+    """
     overlap = val_feat.to(torch.float64) @ h_j.to(torch.float64) + 1.0  # (n_V,) = h̃_vᵀ h̃_j
     return val_z - eta * overlap[:, None] * e_j.to(torch.float64)[None, :]
 
@@ -108,7 +138,18 @@ def _check(err, feat, val_err, val_feat, val_labels):
 def glister_greedy(err: torch.Tensor, feat: torch.Tensor, val_err: torch.Tensor, val_feat: torch.Tensor,
                    val_labels: torch.Tensor, k: int, generator: torch.Generator, eta: float = ETA,
                    epsilon: float | None = EPSILON) -> torch.Tensor:
-    """GLISTER's greedy on pool factors err (n, C), feat (n, D) and validation factors; k indices in pick order."""
+    """GLISTER's greedy (the paper's Algorithm 1, *GreedyTaylorApprox*) on last-layer factors.
+
+    Args:
+        err: (n, C) and feat: (n, D) pool factors. val_err: (n_V, C), val_feat: (n_V, D), val_labels: (n_V,) int64
+            validation factors and labels. k: the budget, 1 ≤ k ≤ n. generator: draws the stochastic-greedy
+            candidates. eta: the look-ahead step η. epsilon: stochastic greedy's ε in (0, 1), None for plain greedy.
+    Returns:
+        (k,) int64 CPU pool indices in pick order.
+    Raises:
+        ValueError: shapes that do not match, NaN/Inf factors, an empty validation set, labels outside [0, C), k
+            outside [1, n], ε outside (0, 1).
+    """
     _check(err, feat, val_err, val_feat, val_labels)
     n = err.shape[0]
     if not 1 <= k <= n:
@@ -144,8 +185,15 @@ def select_glister(inp: SelectionInput, eta: float | None = None, epsilon: float
                    gradient: str = "full") -> Selection:
     """GLISTER over the whole pool from ``inp.factors`` and ``inp.val_factors``/``inp.val_labels``; weights 1.
 
-    ``eta``: the look-ahead step; default the trainer's learning rate ``inp.lr`` (CORDS uses the optimizer's lr),
-    else :data:`ETA`."""
+    Args:
+        inp: the pool (:class:`chg.selection.SelectionInput`). eta: the look-ahead step; default the trainer's
+            learning rate ``inp.lr`` (CORDS uses the optimizer's lr), else :data:`ETA`. epsilon: as in
+            :func:`glister_greedy`. gradient: "full" (weight and bias) or "bias".
+    Returns:
+        :class:`Selection` of round(a·n) sorted int64 indices, weights 1.
+    Raises:
+        ValueError: no pool or validation factors, an unknown ``gradient`` (and as :func:`glister_greedy`).
+    """
     if eta is None:
         eta = getattr(inp, "lr", None) or ETA
     n = pool_size(inp)

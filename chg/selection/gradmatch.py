@@ -57,7 +57,13 @@ def _tilde(feat: torch.Tensor) -> torch.Tensor:
 
 
 def batch_gradients(err: torch.Tensor, feat: torch.Tensor, perm: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Mean last-layer gradient of each chunk ``perm[b·bs:(b+1)·bs]``: (B, C, D+1) float64, B = ⌈n / bs⌉."""
+    """Mean last-layer gradient :math:`G_b` of each chunk ``perm[b·bs:(b+1)·bs]``, in factored form.
+
+    Args:
+        err: (n, C) and feat: (n, D) pool factors. perm: (n,) a permutation of the pool. batch_size: bs ≥ 1.
+    Returns:
+        (B, C, D+1) float64, B = ⌈n / bs⌉ (the last chunk may be shorter).
+    """
     n, bs = perm.shape[0], batch_size
     B = math.ceil(n / bs)
     pad = B * bs - n
@@ -87,8 +93,14 @@ def _nnls_gram(K: np.ndarray, c: np.ndarray) -> np.ndarray:
 
 def nonneg_omp_gram(K: np.ndarray, c: np.ndarray, tt: float, max_atoms: int, tol: float = TOL,
                     ridge: float = 0.0, normalize: bool = False) -> tuple[list[int], np.ndarray]:
-    """Non-negative OMP from the Gram matrix K = AAᵀ (B, B), c = At (B,), tt = ‖t‖²; returns (atoms, weights
-    > 0)."""
+    """Non-negative OMP (GRAD-MATCH's Algorithm 2) on the Gram matrix only.
+
+    Args:
+        K: (B, B) Gram matrix AAᵀ. c: (B,) At. tt: ‖t‖². max_atoms: at most this many atoms. tol: stop when
+            ‖r‖ ≤ tol·‖t‖. ridge: λ ≥ 0. normalize: pick by ⟨G_b, r⟩/‖G_b‖.
+    Returns:
+        ``(atoms, weights)``: a list of atom indices and a NumPy array of their weights (all > 0).
+    """
     B = K.shape[0]
     scale = np.sqrt(np.clip(np.diag(K), 0, None))  # ‖G_b‖
     atoms, gamma = [], np.zeros(0)
@@ -114,7 +126,15 @@ def nonneg_omp_gram(K: np.ndarray, c: np.ndarray, tt: float, max_atoms: int, tol
 
 def nonneg_omp(A: torch.Tensor, target: torch.Tensor, max_atoms: int, tol: float = TOL, ridge: float = 0.0,
                normalize: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Non-negative OMP: rows of A (B, d) as atoms, target (d,); returns (atoms (s,) int64, weights (s,) float64)."""
+    """Non-negative OMP with the rows of A as atoms (via :func:`nonneg_omp_gram`).
+
+    Args:
+        A: (B, d) atoms. target: (d,). max_atoms, tol, ridge, normalize: as in :func:`nonneg_omp_gram`.
+    Returns:
+        ``(atoms, weights)``: (s,) int64 and (s,) float64 CPU tensors.
+    Raises:
+        ValueError: shapes that do not match, max_atoms < 1, ridge < 0, NaN/Inf.
+    """
     if A.ndim != 2 or target.ndim != 1 or A.shape[1] != target.shape[0]:
         raise ValueError(f"A must be (B, d) and target (d,), got {tuple(A.shape)} and {tuple(target.shape)}")
     if max_atoms < 1:
@@ -132,9 +152,17 @@ def nonneg_omp(A: torch.Tensor, target: torch.Tensor, max_atoms: int, tol: float
 def gradmatch_pb(err: torch.Tensor, feat: torch.Tensor, k: int, batch_size: int, generator: torch.Generator,
                  target_grad: torch.Tensor | None = None, tol: float = TOL, ridge: float = 0.0,
                  normalize: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """GradMatch-PB on pool factors err (n, C), feat (n, D); returns (indices, float32 weights) of whole batches.
+    """GradMatch-PB on pool factors: whole mini-batches with their OMP weights (see the module docstring).
 
-    ``target_grad`` (C, D+1): the gradient to match per point (default: the pool's mean gradient).
+    Args:
+        err: (n, C) and feat: (n, D) pool factors. k: the budget, 1 ≤ k ≤ n. batch_size: points per mini-batch.
+        generator: draws the permutation and the fill-up batches. target_grad: (C, D+1) the gradient to match per
+        point (default: the pool's mean gradient). tol, ridge, normalize: as in :func:`nonneg_omp_gram`.
+    Returns:
+        ``(indices, weights)``: (k,) int64 pool indices and (k,) float32 weights (each point its batch's weight).
+    Raises:
+        ValueError: shapes that do not match, NaN/Inf, a batch size that is not a positive integer, k outside
+            [1, n], a target of the wrong shape.
     """
     n = err.shape[0]
     if feat.ndim != 2 or err.ndim != 2 or feat.shape[0] != n:
@@ -176,7 +204,18 @@ def gradmatch_pb(err: torch.Tensor, feat: torch.Tensor, k: int, batch_size: int,
 @register("gradmatch_pb", needs_factors=True, adaptive=True)
 def select_gradmatch_pb(inp: SelectionInput, target: str = "train", tol: float = TOL, ridge: float = 0.0,
                         normalize: bool = False, gradient: str = "full") -> Selection:
-    """GradMatch-PB over ``inp.factors`` with ``inp.batch_size``-point batches; weights = the batches' OMP weights."""
+    """GradMatch-PB over ``inp.factors`` with ``inp.batch_size``-point batches; weights = the batches' OMP weights.
+
+    Args:
+        inp: the pool (:class:`chg.selection.SelectionInput`). target: "train" (the pool's mean gradient) or "val"
+            (the validation set's). tol, ridge, normalize: as in :func:`nonneg_omp_gram`. gradient: "full" or
+            "bias".
+    Returns:
+        :class:`Selection` of round(a·n) int64 indices and float32 weights.
+    Raises:
+        ValueError: no factors, an unknown ``target`` or ``gradient``, no validation factors for "val" (and as
+            :func:`gradmatch_pb`).
+    """
     n = pool_size(inp)
     k = budget(n, inp.fraction)
     if inp.factors is None:

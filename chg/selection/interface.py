@@ -23,15 +23,20 @@ import numpy as np
 import torch
 
 from ..lastlayer import Factors
+from ..renames import renamed
 
 __all__ = ["SelectionInput", "Selection", "Selector", "SELECTORS", "register", "get_selector", "check_fraction",
            "budget", "class_budgets", "check_selection", "make_selection", "pool_size", "as_labels"]
 
 
 def as_labels(labels, name: str = "labels") -> torch.Tensor:
-    """Class labels as a 1-D int64 tensor: a torch tensor of any integer dtype (its device kept), a NumPy array of
-    any integer dtype, a pandas Series or a list of ints.
+    """Class labels as a 1-D int64 tensor.
 
+    Args:
+        labels: a torch tensor of any integer dtype (its device kept), a NumPy array of any integer dtype, a pandas
+            Series or a list of ints. name: what the messages call them.
+    Returns:
+        (n,) int64 tensor (a CPU copy for NumPy and lists).
     Raises:
         ValueError: floating-point, boolean, complex or non-numeric labels (naming the dtype and what to pass), or
             labels that are not 1-D.
@@ -62,6 +67,7 @@ def _as_int(value, name: str) -> int:
     return int(value)
 
 
+@renamed("0.2.0", epoch=None)
 @dataclass
 class SelectionInput:
     """What a selection method is given about the candidate pool of n points.
@@ -73,7 +79,6 @@ class SelectionInput:
             on the tensor's device).
         num_classes: C.
         fraction: a in (0, 1]: the share of the pool to keep, k = round(a·n) points (:func:`budget`).
-        epoch: the training epoch of this selection (informational).
         generator: the method's only source of randomness (seeded by the trainer).
         val_factors, val_labels: the validation set's factors and labels (GLISTER; GradMatch-PB with target "val").
         batch_size: GradMatch-PB's mini-batch size (consecutive chunks of a fixed permutation of the pool).
@@ -87,7 +92,6 @@ class SelectionInput:
     labels: torch.Tensor
     num_classes: int
     fraction: float
-    epoch: int
     generator: torch.Generator
     val_factors: Factors | None = None
     val_labels: torch.Tensor | None = None
@@ -104,17 +108,26 @@ class SelectionInput:
 
 @dataclass
 class Selection:
-    """A method's output: ``indices`` (k,) int64 indices into the pool, unique; ``weights`` (k,) float32 sample
-    weights >= 0 (all ones for unweighted methods)."""
+    """A method's output.
+
+    Attributes:
+        indices: (k,) int64 indices into the pool, unique.
+        weights: (k,) float32 sample weights >= 0 (all ones for unweighted methods; Algorithm 2's min-max weights).
+    """
     indices: torch.Tensor
     weights: torch.Tensor
 
 
 @dataclass(frozen=True)
 class Selector:
-    """A registered method: ``fn(inp) -> Selection``; ``needs_factors``: the trainer computes the pool's factors
-    before calling; ``adaptive``: re-run every R epochs (True) or once at the start (False); ``needs_val``: needs
-    ``val_factors`` / ``val_labels``."""
+    """A registered method.
+
+    Attributes:
+        fn: ``fn(inp: SelectionInput) -> Selection``.
+        needs_factors: the trainer computes the pool's factors before calling.
+        adaptive: re-run every R epochs (True) or once at the start (False).
+        needs_val: needs ``val_factors`` / ``val_labels``.
+    """
     fn: Callable[[SelectionInput], Selection]
     needs_factors: bool
     adaptive: bool
@@ -125,8 +138,12 @@ SELECTORS: dict[str, Selector] = {}  # filled by @register as chg.selection impo
 
 
 def register(name: str, *, needs_factors: bool, adaptive: bool, needs_val: bool = False):
-    """Decorator: put ``fn`` into :data:`SELECTORS` under ``name``; returns ``fn`` unchanged.
+    """Decorator: put ``fn`` into :data:`SELECTORS` under ``name``.
 
+    Args:
+        name: the method's name (``TrainConfig.method``). needs_factors, adaptive, needs_val: as in :class:`Selector`.
+    Returns:
+        the decorator; it returns ``fn`` unchanged.
     Raises:
         ValueError: ``name`` is already registered (two methods under one name).
     """
@@ -139,7 +156,15 @@ def register(name: str, *, needs_factors: bool, adaptive: bool, needs_val: bool 
 
 
 def get_selector(name: str) -> Selector:
-    """The registered :class:`Selector` called ``name``. Raises ValueError naming the known methods otherwise."""
+    """The registered method called ``name``.
+
+    Args:
+        name: a key of :data:`SELECTORS`.
+    Returns:
+        its :class:`Selector`.
+    Raises:
+        ValueError: an unknown name (the message lists the known methods).
+    """
     if name not in SELECTORS:
         raise ValueError(f"unknown selection method {name!r}; choose one of {sorted(SELECTORS)}")
     return SELECTORS[name]
@@ -149,7 +174,15 @@ def get_selector(name: str) -> Selector:
 # budgets
 
 def check_fraction(fraction) -> float:
-    """``fraction`` as a float; a real number (Python or NumPy, not a bool) in (0, 1], else ValueError."""
+    """The one fraction check of every method.
+
+    Args:
+        fraction: a real number (Python or NumPy, not a bool).
+    Returns:
+        ``fraction`` as a float in (0, 1].
+    Raises:
+        ValueError: a bool, a non-number, NaN/Inf, or a value outside (0, 1].
+    """
     if isinstance(fraction, (bool, np.bool_)) or not isinstance(fraction, numbers.Real) \
             or not (math.isfinite(fraction) and 0.0 < fraction <= 1.0):
         raise ValueError(f"fraction must be a number in (0, 1], got {fraction!r}")
@@ -159,6 +192,10 @@ def check_fraction(fraction) -> float:
 def budget(n: int, fraction: float) -> int:
     r"""The subset size of a pool of n points: :math:`k = \mathrm{round}(a\,n)` (half up), at least 1, at most n.
 
+    Args:
+        n: the pool size. fraction: a in (0, 1].
+    Returns:
+        k (int).
     Raises:
         ValueError: an empty pool (n < 1) or a fraction outside (0, 1].
     """
@@ -235,6 +272,10 @@ def class_budgets(labels, num_classes: int, fraction: float) -> torch.Tensor:
 def pool_size(inp: SelectionInput) -> int:
     """Number of pool points n, from ``inp.labels`` (checked against ``inp.factors`` when present).
 
+    Args:
+        inp: the :class:`SelectionInput`.
+    Returns:
+        n (int).
     Raises:
         ValueError: the factors have another number of rows than the labels.
     """
@@ -246,7 +287,13 @@ def pool_size(inp: SelectionInput) -> int:
 
 
 def make_selection(indices: torch.Tensor, weights: torch.Tensor | None = None) -> Selection:
-    """A :class:`Selection` of int64 ``indices`` (k,) and float32 ``weights`` (k,) (default: ones)."""
+    """A :class:`Selection` in the contract's dtypes.
+
+    Args:
+        indices: (k,) integer pool indices. weights: (k,) sample weights, or None for all ones.
+    Returns:
+        :class:`Selection` of int64 indices and float32 weights, on the indices' device.
+    """
     indices = indices.to(torch.int64)
     if weights is None:
         weights = torch.ones(indices.shape[0], dtype=torch.float32, device=indices.device)
@@ -254,8 +301,12 @@ def make_selection(indices: torch.Tensor, weights: torch.Tensor | None = None) -
 
 
 def check_selection(sel: Selection, n: int) -> Selection:
-    """Validate a method's output against the contract; returns it with CPU int64 / float32 tensors.
+    """Validate a method's output against the contract.
 
+    Args:
+        sel: the method's :class:`Selection`. n: the pool size.
+    Returns:
+        the selection with CPU int64 indices and float32 weights.
     Raises:
         ValueError: indices and weights of different or non-1-D shapes, an empty selection, indices outside [0, n)
             or repeated, weights NaN, infinite or negative.

@@ -22,8 +22,12 @@ __all__ = ["random_subset", "select_random", "select_adaptive_random"]
 
 
 def random_subset(n: int, k: int, generator: torch.Generator) -> torch.Tensor:
-    """k distinct indices drawn uniformly from range(n), sorted; (k,) int64 on the generator's device.
+    """k distinct indices drawn uniformly from range(n), without replacement.
 
+    Args:
+        n: the pool size. k: how many. generator: the only source of randomness.
+    Returns:
+        (k,) int64, sorted, on the generator's device.
     Raises:
         ValueError: k outside [1, n].
     """
@@ -33,15 +37,32 @@ def random_subset(n: int, k: int, generator: torch.Generator) -> torch.Tensor:
     return perm[:k].sort().values
 
 
-@register("random", needs_factors=False, adaptive=False)
-def select_random(inp: SelectionInput) -> Selection:
-    """Random: one uniform subset of round(a·n) points, drawn once at the start of training; weights 1."""
+def _uniform(inp: SelectionInput) -> Selection:
     n = pool_size(inp)
     return make_selection(random_subset(n, budget(n, inp.fraction), inp.generator))
+
+
+_DOC = """
+
+    Args:
+        inp: the pool (:class:`chg.selection.SelectionInput`): its labels, fraction and generator.
+    Returns:
+        :class:`Selection` of round(a·n) sorted int64 indices, weights 1.
+    Raises:
+        ValueError: an empty pool (see :func:`chg.selection.budget`).
+    """
+
+
+@register("random", needs_factors=False, adaptive=False)
+def select_random(inp: SelectionInput) -> Selection:
+    return _uniform(inp)
 
 
 @register("adaptive_random", needs_factors=False, adaptive=True)
 def select_adaptive_random(inp: SelectionInput) -> Selection:
-    """AdaptiveRandom: the same uniform draw as :func:`select_random`, re-drawn every R epochs by the trainer."""
-    n = pool_size(inp)
-    return make_selection(random_subset(n, budget(n, inp.fraction), inp.generator))
+    return _uniform(inp)
+
+
+select_random.__doc__ = "Random: one uniform subset of round(a·n) points, drawn once at the start of training." + _DOC
+select_adaptive_random.__doc__ = ("AdaptiveRandom: the same uniform draw as :func:`select_random`, re-drawn every R "
+                                  "epochs by the trainer (the generator has moved on)." + _DOC)

@@ -1,0 +1,53 @@
+"""Keywords renamed or removed in a release: a call with an old one is a ``TypeError`` that names the new one.
+
+Version 0.2.0 gave the public API the field's names (issue 10): ``utility`` (was ``weighting``) for the choice of
+CHG / Gradient / Hardness Shapley, ``loss`` (was ``weight``) for the per-sample loss; ``weights`` now means sample
+weights only. :func:`renamed` is the one place that turns an old keyword into that error; CHANGELOG.md lists every
+rename.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Callable, Optional
+
+__all__ = ["renamed"]
+
+
+def _error(name: str, version: str, old: str, new: Optional[str]) -> TypeError:
+    what = f"renamed to {new!r}" if new is not None else "removed"
+    return TypeError(f"{name}() got the keyword {old!r}, {what} in {version} (see CHANGELOG.md)")
+
+
+def renamed(version: str, **old_to_new: Optional[str]) -> Callable:
+    """Decorator: a call with an old keyword raises a ``TypeError`` naming its new name, before the call runs.
+
+    Args:
+        version: the release that renamed the keywords, e.g. ``"0.2.0"``.
+        **old_to_new: old keyword → new keyword (a str), or None for a keyword removed without a successor.
+    Returns:
+        a decorator. On a function it returns a wrapper (``functools.wraps``: name, docstring and signature are the
+        function's); on a class it wraps the class's ``__init__`` in place and returns the class.
+    Raises:
+        ValueError: an old name equal to its new one. The decorated callable raises ``TypeError``:
+        ``"value_data() got the keyword 'weighting', renamed to 'utility' in 0.2.0 (see CHANGELOG.md)"``.
+    """
+    for old, new in old_to_new.items():
+        if old == new:
+            raise ValueError(f"renamed: {old!r} renamed to itself")
+
+    def decorate(target):
+        fn = target.__init__ if isinstance(target, type) else target
+        name = target.__name__
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            if kwargs:
+                for old in sorted(old_to_new.keys() & kwargs.keys()):
+                    raise _error(name, version, old, old_to_new[old])
+            return fn(*args, **kwargs)
+
+        if isinstance(target, type):
+            target.__init__ = wrapper
+            return target
+        return wrapper
+    return decorate
