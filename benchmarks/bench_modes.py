@@ -1,7 +1,8 @@
 """Which mode, when? Algorithm 1's variants compared at finding flipped labels; written to
 benchmarks/results/modes.{json,md}.
 
-Variants (chg.value_data's settings: batch 64, Adam lr 0.01, eval batch 1,024 for the pass):
+Variants (chg.value_data's settings: batch 64, Adam lr 0.01; the pass's batch is ValueDataConfig's eval_batch_size,
+1,024 when results/modes.md was made, 256 since: values do not depend on it, only the time column does):
 
 - ``pass``: a separate no-grad pass at the start of every epoch, model in eval mode (exactly Algorithm 1);
 - ``ride``: factors of the training forward pass (train mode, parameters moving within the epoch), no extra pass;
@@ -232,8 +233,8 @@ def render(runs: list, meta: dict) -> str:
              f"{meta['check_max_abs_diff']:.1e}).", "",
              "## AUC", "", *_table(runs, "auc"), "",
              f"## Average precision (chance = share flipped, {meta['noise']:.2f})", "", *_table(runs, "ap"), "",
-             "Bold: the best mean in the row. ResNet-18: torchvision `resnet18(num_classes=10)`, random init, 1-channel "
-             "first convolution, Fashion-MNIST padded to 32×32, 400 pool rows drawn per seed.", "",
+             "Bold: the best mean in the row. ResNet-18: torchvision `resnet18(num_classes=10)`, random init, "
+             "1-channel first convolution, Fashion-MNIST padded to 32×32, 400 pool rows drawn per seed.", "",
              "## Time (seconds per run, summed over epochs)", "",
              "| data | model | training epochs (with ride-along factors) | separate passes (Algorithm 1) |",
              "|---|---|---|---|"]

@@ -410,7 +410,7 @@ class ValueDataConfig:
     momentum: float = 0.9    # sgd only
     weight_decay: float = 0.0
     mode: str = "pass"       # "pass": separate no-grad pass at each epoch start (Algorithm 1) | "ride": ride-along
-    eval_batch_size: int = 1024
+    eval_batch_size: int = 256  # the separate pass's batch (benchmarks/results/pass_cost.md: 1,024 is slower on a CPU)
     seed: int = 0
     progress: Optional[bool] = None  # a bar over the epochs: True | False | None (only on a terminal; chg.progress)
 
@@ -487,8 +487,8 @@ def value_data(model: nn.Module, train_dataset, valid_dataset=None, config: Opti
         skip_epochs: the first k epochs left out of the average, 0 ≤ k < epochs (0: every epoch, Algorithm 1); see
             the module docstring and benchmarks/results/modes.md for when it helps.
     Returns:
-        values (n,) float64, each point's value averaged over the epochs (after the first ``skip_epochs``); with ``return_valuer``, ``(values,
-        valuer)`` (per-epoch values in ``valuer.epoch_values``).
+        values (n,) float64, each point's value averaged over the epochs (after the first ``skip_epochs``); with
+        ``return_valuer``, ``(values, valuer)`` (per-epoch values in ``valuer.epoch_values``).
     Raises:
         ValueError for unknown settings or options and for data it cannot read as (x, y) rows.
     """
