@@ -490,7 +490,8 @@ def value_data(model: nn.Module, train_dataset, valid_dataset=None, config: Opti
         values (n,) float64, each point's value averaged over the epochs (after the first ``skip_epochs``); with
         ``return_valuer``, ``(values, valuer)`` (per-epoch values in ``valuer.epoch_values``).
     Raises:
-        ValueError for unknown settings or options and for data it cannot read as (x, y) rows.
+        ValueError for unknown settings or options, a ``skip_epochs`` that is not an integer in [0, epochs), and
+        data it cannot read as (x, y) rows.
     """
     if config is not None and not isinstance(config, ValueDataConfig):
         raise ValueError(f"value_data: config must be a ValueDataConfig, got {type(config).__name__}")

@@ -138,3 +138,25 @@ def test_eval_batch_size_does_not_change_values(mode):
                        eval_batch_size=b) for b in (1, 7, 50, 1024)]
     for r in runs[1:]:
         torch.testing.assert_close(r, runs[0], rtol=1e-12, atol=1e-14)
+
+
+def test_pass_cost_benchmark_quick(tmp_path):
+    """benchmarks/bench_pass_cost.py --quick runs end to end and writes its ratios (needs Fashion-MNIST)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from chg.data import DATA_DIR, fashion_mnist_dirs
+    if not any((d / "train-images-idx3-ubyte.gz").exists() for d in fashion_mnist_dirs(DATA_DIR)):
+        pytest.skip("Fashion-MNIST is not on this machine")
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, str(root / "benchmarks" / "bench_pass_cost.py"), "--quick", "--out",
+                          str(tmp_path)], capture_output=True, text=True, timeout=900, env={**os.environ})
+    assert out.returncode == 0, out.stderr
+    res = json.loads((tmp_path / "pass_cost_quick.json").read_text())["result"]
+    assert set(res["ratio_cpu"]) == {"ride", "pass, eval batch 256", "pass, eval batch 1024"}
+    assert res["ratio_cpu"]["ride"] == [1.0]
+    assert all(r[0] > 0 for r in res["ratio_cpu"].values())
+    assert (tmp_path / "pass_cost_quick.md").read_text().startswith("# Cost of the separate pass")
