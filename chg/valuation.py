@@ -43,6 +43,12 @@ Options: ``per_class=True`` values each class as its own game (α and the statis
 ride-along mode takes them in a no-grad pass at the end of each epoch); ``utility`` "chg" | "gradient" |
 "hardness" and ``gradient`` "full" | "bias" as in :class:`chg.Options` (which every entry point also takes whole).
 
+``skip_epochs=k`` leaves the first k epochs out of the average (an addition to Algorithm 1, which averages every
+epoch): epoch 0 values the random initialisation, and in a separate pass a BatchNorm network's running statistics
+are still those of initialisation, so its values say little about the data and are averaged in with the same weight
+as the rest. They are still computed and kept in ``epoch_values``. ``skip_epochs=epochs-1`` keeps the last epoch
+alone. When to use it: benchmarks/results/modes.md.
+
 A user's own loop::
 
     valuer = EpochValuer(len(train_set))
@@ -92,6 +98,21 @@ def _sequential(loader) -> bool:
             and type(getattr(loader, "batch_sampler", None)) is BatchSampler)
 
 
+def _skip_epochs(k) -> int:
+    """``skip_epochs`` validated: a Python or NumPy integer ≥ 0 (not a bool)."""
+    try:
+        if isinstance(k, bool):
+            raise TypeError
+        k = operator.index(k)
+    except TypeError:
+        raise ValueError(f"skip_epochs must be an integer >= 0 (the number of first epochs left out of the "
+                         f"average), got {k!r}") from None
+    if k < 0:
+        raise ValueError(f"skip_epochs must be an integer >= 0 (the number of first epochs left out of the "
+                         f"average), got {k}")
+    return k
+
+
 def _int_tensor(v, what: str) -> torch.Tensor:
     """A 1-D int64 CPU tensor from a tensor, NumPy array, pandas Series or list of integers (any integer dtype)."""
     t = v if isinstance(v, torch.Tensor) else torch.as_tensor(np.asarray(v))
@@ -136,12 +157,15 @@ class EpochValuer:
         options: a :class:`chg.Options` instead of those four keywords (not both).
         partial_epochs: False (default): an epoch in which some row was not added is an error at
             :meth:`end_epoch`; True: the rows seen are the epoch's game, with a warning naming how many were not.
+        skip_epochs: the number k ≥ 0 of first epochs left out of :meth:`values` (0: every epoch, Algorithm 1);
+            their values are still computed and kept in ``epoch_values``.
     Raises:
-        ValueError for an invalid ``n`` or option (validated by :class:`chg.Options`).
+        ValueError for an invalid ``n``, ``skip_epochs`` or option (validated by :class:`chg.Options`).
     """
 
     def __init__(self, n: int, utility: str = "chg", gradient: str = "full", per_class: bool = False,
-                 alpha: str = "train", partial_epochs: bool = False, options: Optional[Options] = None):
+                 alpha: str = "train", partial_epochs: bool = False, options: Optional[Options] = None,
+                 skip_epochs: int = 0):
         try:
             if isinstance(n, bool):
                 raise TypeError
@@ -154,6 +178,7 @@ class EpochValuer:
         self.options = Options.of(options, utility=utility, gradient=gradient, alpha=alpha, per_class=per_class)
         self.n = n
         self.partial_epochs = bool(partial_epochs)
+        self.skip_epochs = _skip_epochs(skip_epochs)
         self.epochs = 0
         self.epoch_values: list = []  # (n,) float64 per finished epoch, NaN where a point was not seen
         self._sum = torch.zeros(n, dtype=torch.float64)
@@ -367,8 +392,9 @@ class EpochValuer:
         if ddp:
             vals = _all_gather_values(vals, dev)
             seen = (~torch.isnan(vals)).nonzero().squeeze(1)
-        self._sum[seen] += vals[seen]
-        self._count[seen] += 1
+        if self.epochs >= self.skip_epochs:  # the first skip_epochs epochs are kept in epoch_values only
+            self._sum[seen] += vals[seen]
+            self._count[seen] += 1
         self.epochs += 1
         self.epoch_values.append(vals)
         self._reset_epoch()
@@ -382,7 +408,7 @@ class EpochValuer:
             ``options`` (a tuple of the option values: checkpoints of 0.1 load).
         """
         return {"n": self.n, "epochs": self.epochs, "sum": self._sum.clone(), "count": self._count.clone(),
-                "epoch_values": [v.clone() for v in self.epoch_values],
+                "epoch_values": [v.clone() for v in self.epoch_values], "skip_epochs": self.skip_epochs,
                 "options": (self.utility, self.gradient, self.per_class, self.alpha)}  # a tuple: old checkpoints load
 
     def load_state_dict(self, state: dict) -> None:
@@ -391,25 +417,34 @@ class EpochValuer:
         Args:
             state: a dict from :meth:`state_dict`.
         Raises:
-            ValueError: it is of a valuer with another n or options.
+            ValueError: it is of a valuer with another n, options or skip_epochs (a checkpoint from before
+                skip_epochs existed has 0).
         """
         if state["n"] != self.n or tuple(state["options"]) != (self.utility, self.gradient, self.per_class,
                                                               self.alpha):
             raise ValueError("load_state_dict: the checkpoint is of a valuer with other n or options")
+        if state.get("skip_epochs", 0) != self.skip_epochs:
+            raise ValueError(f"load_state_dict: the checkpoint is of a valuer with skip_epochs="
+                             f"{state.get('skip_epochs', 0)}, this one has skip_epochs={self.skip_epochs}")
         self.epochs, self._sum, self._count = state["epochs"], state["sum"].clone(), state["count"].clone()
         self.epoch_values = [v.clone() for v in state["epoch_values"]]
         self._reset_epoch()
 
     def values(self) -> torch.Tensor:
-        """Algorithm 1's output: each point's value averaged over the epochs in which it was valued.
+        """Algorithm 1's output: each point's value averaged over the epochs in which it was valued, after the first
+        ``skip_epochs``.
 
         Returns:
             (n,) float64 CPU tensor; NaN for a point never valued.
         Raises:
-            ValueError: no epoch has ended yet.
+            ValueError: no epoch has ended yet, or only epochs among the first ``skip_epochs``.
         """
         if self.epochs == 0:
             raise ValueError("values: no epoch has ended yet (call value_epoch or end_epoch)")
+        if self.epochs <= self.skip_epochs:
+            raise ValueError(f"values: {self.epochs} epoch(s) ended, all among the first skip_epochs="
+                             f"{self.skip_epochs} left out of the average; train at least {self.skip_epochs + 1} "
+                             "epochs or lower skip_epochs")
         out = torch.full((self.n,), float("nan"), dtype=torch.float64)
         m = self._count > 0
         out[m] = self._sum[m] / self._count[m]
@@ -437,7 +472,7 @@ class ValueDataConfig:
     momentum: float = 0.9
     weight_decay: float = 0.0
     mode: str = "pass"
-    eval_batch_size: int = 1024
+    eval_batch_size: int = 256  # the separate pass's batch (benchmarks/results/pass_cost.md: 1,024 is slower on a CPU)
     seed: int = 0
     progress: Optional[bool] = None
 
@@ -496,7 +531,7 @@ def _as_dataset(data, what: str, dtype: torch.dtype):
 def value_data(model: nn.Module, train_dataset, valid_dataset=None, config: Optional[ValueDataConfig] = None,
                utility: str = "chg", gradient: str = "full", per_class: bool = False, alpha: str = "train",
                return_valuer: bool = False, layer: Optional[nn.Linear] = None, options: Optional[Options] = None,
-               **overrides):
+               skip_epochs: int = 0, **overrides):
     """Train ``model`` (in place) on ``train_dataset`` and return every point's CHG value (Algorithm 1).
 
     Args:
@@ -512,11 +547,14 @@ def value_data(model: nn.Module, train_dataset, valid_dataset=None, config: Opti
         config / overrides: a :class:`ValueDataConfig` and/or keyword settings (``epochs=3, lr=0.1, mode="ride"``).
             The caller's config is copied, never changed.
         utility, gradient, per_class, alpha: as in :class:`EpochValuer`; or ``options`` (a :class:`chg.Options`).
+        skip_epochs: the first k epochs left out of the average, 0 ≤ k < epochs (0: every epoch, Algorithm 1); see
+            the module docstring and benchmarks/results/modes.md for when it helps.
     Returns:
-        values (n,) float64, each point's value averaged over the epochs; with ``return_valuer``, ``(values,
-        valuer)`` (per-epoch values in ``valuer.epoch_values``).
+        values (n,) float64, each point's value averaged over the epochs (after the first ``skip_epochs``); with
+        ``return_valuer``, ``(values, valuer)`` (per-epoch values in ``valuer.epoch_values``).
     Raises:
-        ValueError for unknown settings or options and for data it cannot read as (x, y) rows.
+        ValueError for unknown settings or options, a ``skip_epochs`` that is not an integer in [0, epochs), and
+        data it cannot read as (x, y) rows.
     """
     if config is not None and not isinstance(config, ValueDataConfig):
         raise ValueError(f"value_data: config must be a ValueDataConfig, got {type(config).__name__}")
@@ -531,7 +569,12 @@ def value_data(model: nn.Module, train_dataset, valid_dataset=None, config: Opti
     dtype = next(model.parameters()).dtype
     train_dataset = _as_dataset(train_dataset, "train_dataset", dtype)
     valid_dataset = _as_dataset(valid_dataset, "valid_dataset", dtype)
-    valuer = EpochValuer(len(train_dataset), options=options)
+    skip_epochs = _skip_epochs(skip_epochs)
+    _check_config(cfg)
+    if skip_epochs >= cfg.epochs:
+        raise ValueError(f"value_data: skip_epochs={skip_epochs} leaves none of the {cfg.epochs} epochs to average; "
+                         f"it must be < epochs")
+    valuer = EpochValuer(len(train_dataset), options=options, skip_epochs=skip_epochs)
     train_and_value(model, train_dataset, valid_dataset, cfg, valuer, layer=layer)
     values = valuer.values()
     return (values, valuer) if return_valuer else values
