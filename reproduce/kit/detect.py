@@ -164,23 +164,23 @@ def verdicts(records: list) -> list:
     return out
 
 
+def _word(wins: int, n: int) -> str:
+    return "beats" if wins == n else "does not beat" if wins == 0 else f"beats in {wins} of {n} seeds"
+
+
 def _verdict_text(rate: float, vs: list) -> str:
+    """One line per (CHG variant, baseline): per metric of :data:`VERDICT_METRICS`, beats / does not beat / beats in
+    w of n seeds, with the seeds won and the means."""
     names = dict(VERDICT_METRICS)
     lines = [f"**Verdict at {rate:.0%} noise** (paired over seeds; a seed counts as a win when CHG's value is "
-             "strictly higher):"]
+             "strictly higher; means over seeds):"]
     for c in CHG:
-        parts = []
         for b in BASELINES:
             cells = [v for v in vs if v[0] == c and v[1] == b]
-            if not cells:
-                continue
-            wins = [v[3] for v in cells]
-            n = cells[0][4]
-            word = ("beats" if all(w == n for w in wins) else "does not beat" if not any(wins)
-                    else "partly beats")
-            detail = "; ".join(f"{names[k]} {w}/{n} seeds, {mc:.4f} vs {mb:.4f}" for _, _, k, w, n, mc, mb in cells)
-            parts.append(f"{word} {SHORT[b]} ({detail})")
-        lines.append(f"- {SHORT[c]} " + ", ".join(parts) + ".")
+            if cells:
+                lines.append(f"- {SHORT[c]} vs {SHORT[b]}: " + "; ".join(
+                    f"{names[k]} {_word(w, n)} ({w}/{n} seeds, {mc:.4f} vs {mb:.4f})"
+                    for _, _, k, w, n, mc, mb in cells) + ".")
     return "\n".join(lines)
 
 
