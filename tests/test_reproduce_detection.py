@@ -81,12 +81,14 @@ def test_noise_rate_zero_is_a_usage_error(tmp_path, monkeypatch, capsys):
 def test_grid_axes_ids_and_shards():
     medium = detect.presets()["medium"]
     rs = detect.runs(medium)
-    assert [r.run_id for r in rs][:2] == ["fashion_mnist-noise0.1-s0", "fashion_mnist-noise0.1-s1"]
+    assert [r.run_id for r in rs][:3] == ["fashion_mnist-noise0.1-s0", "fashion_mnist-noise0.3-s0",
+                                          "fashion_mnist-noise0.1-s1"]
     assert len({r.run_id for r in rs}) == len(rs) == 10
     assert {r.config["seed"] for r in rs} == {0, 1, 2, 3, 4} and {r.config["noise_rate"] for r in rs} == {0.1, 0.3}
-    assert all(r.config["seed"] == r.seed and r.config["folds"] == 5 for r in rs)
+    assert all(r.config["seed"] == r.seed for r in rs)
     shards = [{r.run_id for r in rs[i::2]} for i in range(2)]
     assert not shards[0] & shards[1] and shards[0] | shards[1] == {r.run_id for r in rs}
+    assert all("noise0.1" in i for i in shards[0]) and all("noise0.3" in i for i in shards[1])
     with pytest.raises(ValueError, match="set per run"):
         config.apply_sets(medium, ["detection.seed=3"])
     assert config.apply_sets(medium, ["folds=3"]).detection.folds == 3
