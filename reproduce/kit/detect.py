@@ -202,7 +202,10 @@ def _settings_text(records: list) -> str:
     knn = f"KNN Shapley (k = {one('knn_k')}) on the trained model's penultimate features against " \
           f"{one('knn_val')} stratified clean validation points" if one("knn_val") != "0" else "KNN Shapley not run"
     folds = (f"cleanlab's find_label_issues / label-quality ranking on {one('folds')}-fold out-of-sample "
-             f"probabilities ({one('folds')} fresh models, same settings, each trained on the other folds)"
+             f"probabilities ({one('folds')} fresh models, same settings, each trained on the other folds"
+             + ("; cleanlab's own cross-validation, estimate_cv_predicted_probabilities, defaults to 5 folds; "
+                "fewer here to fit the time budget" if one("folds") != "5" else "")
+             + ")"
              if one("folds") != "0" else "cleanlab not run")
     return (f"model {one('model')}" + (f" (width {one('width')})" if one("width") != "None" else "")
             + f", {one('epochs')} epochs, batch {one('batch_size')}, SGD lr {one('lr')} (Nesterov momentum "
