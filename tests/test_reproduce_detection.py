@@ -133,10 +133,10 @@ def test_render_reports_means_and_paired_verdicts_from_the_records(tmp_path, mon
         _save(0.3, seed, aucs, {m: 0.5 for m in detect.METHODS})
     md = detect.render("smoke", config.apply_sets(detect.presets()["smoke"], ["seeds=0,1,2"]))
     assert f"| {detect.LABELS['chg_algorithm1']} | 0.733 ± 0.153 | 0.500 ± 0.000 | 0.500 ± 0.000 | 0.250 ± 0.000 " \
-           f"| 13.0 ± 0.0 |" in md
+           f"| 13.0 ± 0.0 | 1.30 ± 0.00× |" in md
     assert f"| {detect.LABELS['mean_loss']} | 0.717 ± 0.104 |" in md
     assert f"| {detect.LABELS['cleanlab']} | 0.783 ± 0.153 | 0.500 ± 0.000 | 0.500 ± 0.000 | 0.250 ± 0.000 " \
-           f"| 41.0 ± 0.0 |" in md
+           f"| 41.0 ± 0.0 | 4.10 ± 0.00× |" in md
     assert f"| {detect.LABELS['el2n']} | 0.633 ± 0.153 | 0.500 ± 0.000 | 0.500 ± 0.000 | 0.250 ± 0.000 " \
            f"| 10.5 ± 0.0 |" in md
     lines = md.splitlines()
@@ -147,7 +147,7 @@ def test_render_reports_means_and_paired_verdicts_from_the_records(tmp_path, mon
     assert any(ln.startswith("- CHG (ride-along) vs cleanlab: AUC does not beat (0/3 seeds, 0.7333 vs 0.7833)")
                for ln in lines)
     assert "flags 28 ± 0 points" in md and "test accuracy of the model trained on the noisy pool: 91.00 ± 1.00%" in md
-    assert "(3 runs, 3.0 min of compute in all, 3.0 CPU-min)" in md
+    assert "(3 runs, 3.0 min of compute in all, 3.0 CPU-min)" in md and "got 100% of a core" in md
 
 
 def test_method_times_adds_each_detectors_own_step_to_what_it_needs():

@@ -192,6 +192,10 @@ def _verdict_text(rate: float, vs: list) -> str:
     return "\n".join(lines)
 
 
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
 def _fmt(xs: list, digits: int = 3) -> str:
     return tables.pm(xs, digits)
 
@@ -230,6 +234,7 @@ def render(scale: str, preset: DetectPreset) -> str:
         raise SystemExit(f"no {scale}-scale results under {results.RESULTS_DIR / scale / EXPERIMENT}; run the "
                          "compute step")
     seeds = sorted({r["seed"] for r in records})
+    cpu, wall = sum(r["metrics"]["cpu_s"] for r in records), sum(r["wall_time_s"] for r in records)
     devices = sorted({r["device"] for r in records})
     data = DATA_LABELS.get(preset.dataset, preset.dataset)
     pools = sorted({r["metrics"]["pool_size"] for r in records})
@@ -241,15 +246,16 @@ def render(scale: str, preset: DetectPreset) -> str:
               f"chg.detection.run_detection). Settings: {_settings_text(records)}. Metrics (scikit-learn) against the "
               f"flipped-label mask: ROC AUC, average precision (AP), precision at k = the number of flipped labels "
               f"(P@k), F1 of the 2-means split of the scores (OpenDataVal's protocol); mean ± std over seeds {seeds} "
-              f"({len(seeds)} seeds). Time = wall seconds a detector needs in one run: the training run (its epochs "
-              f"with ride-along values and per-sample losses; shared by every detector but cleanlab) plus the "
+              f"({_n(len(seeds), 'seed')}). Time = wall seconds a detector needs in one run: the training run (its "
+              f"epochs with ride-along values and per-sample losses; shared by every detector but cleanlab) plus the "
               f"detector's own step (Algorithm 1: every separate pass; EL2N: the passes it uses; KNN Shapley: the "
-              f"embedding pass and the valuation); cleanlab: its K fold models and its own step. Device: "
-              f"{'; '.join(devices)}; taken on a shared machine, compare times within a table only. Made by "
+              f"embedding pass and the valuation); cleanlab: its K fold models and its own step; Time / training: "
+              f"that over the training run's time, per run. Device: {'; '.join(devices)}; the runs got "
+              f"{100 * cpu / wall:.0f}% of a core on average (CPU over wall seconds): times taken on a shared "
+              f"machine, compare them within a table. Made by "
               f"`python reproduce/detection.py --scale {scale}` from reproduce/results/{scale}/{EXPERIMENT}/*.json "
-              f"({len(records)} runs, {sum(r['wall_time_s'] for r in records) / 60:.1f} min of compute in all, "
-              f"{sum(r['metrics']['cpu_s'] for r in records) / 60:.1f} CPU-min)."]
-    head = ("Detector",) + tuple(name for _, name in METRICS) + ("Time (s)",)
+              f"({len(records)} runs, {wall / 60:.1f} min of compute in all, {cpu / 60:.1f} CPU-min)."]
+    head = ("Detector",) + tuple(name for _, name in METRICS) + ("Time (s)", "Time / training")
     for rate, recs in _by_rate(records).items():
         flipped = sorted({r["metrics"]["flipped"] for r in recs})
         rows = []
@@ -259,9 +265,10 @@ def render(scale: str, preset: DetectPreset) -> str:
                 continue
             cells = [_fmt([r["metrics"]["detectors"][m][key] for r in have]) for key, _ in METRICS]
             secs = [method_times(r["metrics"]["times_s"])[m] for r in have]
-            rows.append([LABELS[m]] + cells + [tables.pm(secs, 1)])
+            ratio = [t / r["metrics"]["times_s"]["train_with_values"] for t, r in zip(secs, have)]
+            rows.append([LABELS[m]] + cells + [tables.pm(secs, 1), tables.pm(ratio, 2) + "×"])
         acc = tables.pm([r["metrics"]["test_acc"] for r in recs], 2)
-        caption = (f"{rate:.0%} of the labels flipped (k = {'/'.join(map(str, flipped))}), {len(recs)} seeds; "
+        caption = (f"{rate:.0%} of the labels flipped (k = {'/'.join(map(str, flipped))}), {_n(len(recs), 'seed')}; "
                    f"test accuracy of the model trained on the noisy pool: {acc}%.")
         blocks.append(tables.Heading(f"{rate:.0%} label noise", 3))
         blocks.append(tables.Table(head, tuple(rows), caption, f"{data}, {scale} scale, {rate:.0%} noise: detection"))
