@@ -165,9 +165,11 @@ def _committed(folder):
 
 @pytest.mark.parametrize("scale", ["quick", "medium"])
 def test_render_only_rebuilds_the_committed_table_from_the_committed_records(scale, tmp_path):
-    want = {r.run_id for r in detect.runs(detect.presets()[scale])}
-    if not want <= _committed(f"reproduce/results/{scale}/detection"):
-        pytest.skip(f"the {scale}-scale detection grid is not committed in full")
+    """The committed table of a scale is what --render-only makes of the committed records (all or part of the grid:
+    the table shows the seeds that are there)."""
+    grid_ids = {r.run_id for r in detect.runs(detect.presets()[scale])}
+    if not grid_ids & _committed(f"reproduce/results/{scale}/detection"):
+        pytest.skip(f"no {scale}-scale detection records are committed")
     shutil.copytree(ROOT / "reproduce" / "results" / scale / "detection",
                     tmp_path / "reproduce" / "results" / scale / "detection")
     env = {**os.environ, "CHG_ROOT": str(tmp_path)}
