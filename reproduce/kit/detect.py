@@ -71,9 +71,10 @@ def presets() -> dict:
     5 seeds, the Tables 2–3 medium model (``image_mlp``), 20 epochs, batch 128 (as Tables 2–3 medium, without their
     augmentation: every detector sees each point as it is), EL2N over the passes after epochs 1–3, cleanlab on 3-fold
     out-of-sample probabilities (cleanlab's default is 5; measured on the shared 2-core machine, a run with 3 folds
-    costs 286 CPU-s, a quarter of it the fold models, so 5 folds — twice the fold training — would bring the 10 runs to
-    ~60 CPU-min, over the grid's budget of 25 minutes on 2 cores; each fold model sees 2/3 of the pool instead of 4/5),
-    KNN Shapley (k = 10) against a stratified 1,000 of the 6,000 validation points.
+    costs 264–286 CPU-s, the 3 fold models ~90–100 s of it (wall seconds of seed 3, run on a nearly free core), so 5
+    folds — twice the fold training — would bring the 10 runs to ~60 CPU-min, over the grid's budget of 25 minutes on
+    2 cores; each fold model sees 2/3 of the pool instead of 4/5), KNN Shapley (k = 10) against a stratified 1,000 of
+    the 6,000 validation points.
     paper: the medium setting on a CUDA device (the paper has no detection table at this scale; the same grid, faster).
     Every scale: SGD lr 0.05, Nesterov momentum 0.9, weight decay 5e-4, cosine (chg.train's optimiser).
     """
