@@ -244,7 +244,7 @@ def detection_metrics(scores, noisy) -> dict:
 # ---------------------------------------------------------------------------------------------------------------
 # one training run scored by every detector (the medium detection table's protocol)
 
-@dataclass
+@dataclass(frozen=True)
 class DetectionConfig:
     """Settings of :func:`run_detection` (defaults: the medium scale's Fashion-MNIST model and optimiser)."""
     model: str = "image_mlp"
@@ -317,6 +317,7 @@ def run_detection(data, cfg: DetectionConfig | None = None, device: str = "cpu")
         dict: ``scores`` {detector: (n,) float64 suspicion}, ``metrics`` {detector: :func:`detection_metrics`}
         (only when some labels are flipped), ``times_s`` {step: wall seconds — ``train_with_values`` (the training
         epochs with ride-along values and losses), ``separate_pass`` (Algorithm 1's passes, EL2N included),
+        ``el2n_passes`` (the part of ``separate_pass`` spent in the passes EL2N uses, after epochs 1..el2n_epochs),
         ``knn_shapley``, ``kfold_training``, ``cleanlab``}, ``test_acc`` (%) of the trained model,
         ``cleanlab_flagged`` (number of points ``find_label_issues`` flags) and, with flipped labels,
         ``cleanlab_find_label_issues_f1`` (F1 of that flagged set), ``config``.
@@ -335,7 +336,7 @@ def run_detection(data, cfg: DetectionConfig | None = None, device: str = "cpu")
     y = data.train.y
     tcfg = TrainConfig(factor_batch_size=cfg.factor_batch_size, amp=False, channels_last=False)
     valuers = {"pass": EpochValuer(n), "ride": EpochValuer(n)}
-    early_probs, times = [], {"separate_pass": 0.0}
+    early_probs, times = [], {"separate_pass": 0.0, "el2n_passes": 0.0}
 
     def separate_pass(model, epoch):  # Algorithm 1, line 2: every point at θ_k
         t0 = time.perf_counter()
@@ -344,6 +345,7 @@ def run_detection(data, cfg: DetectionConfig | None = None, device: str = "cpu")
         valuers["pass"].end_epoch()
         if 1 <= epoch <= cfg.el2n_epochs:
             early_probs.append(f.err.double().cpu() + torch.nn.functional.one_hot(y, C).double())  # probs
+            times["el2n_passes"] += time.perf_counter() - t0
         times["separate_pass"] += time.perf_counter() - t0
 
     t0 = time.perf_counter()
