@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Regenerate every table and figure of the paper, plus the Theorem 1 demo.
+# Regenerate every table and figure of the paper, plus the Theorem 1 demo and the label-error detection table.
 #   bash reproduce/all.sh                 # quick scale on CPU (default without CUDA), paper scale with CUDA
-#   bash reproduce/all.sh --scale smoke   # every script end to end in ~2 minutes (what CI runs); also quick | paper
+#   bash reproduce/all.sh --scale smoke   # every script end to end in ~2 minutes (what CI runs); also quick | medium | paper
 #   bash reproduce/all.sh --render-only   # any other option goes to every script (e.g. --render-only, --replace)
 # Sets up .venv/ first if needed (reproduce/setup.sh; CHG_PYTHON=/path/to/python uses that interpreter instead).
 # Each step writes one JSON per run under reproduce/results/<scale>/ (finished runs are skipped, so an interrupted
@@ -42,4 +42,5 @@ both_tables() {
   return $rc
 }
 step "table2+table3" both_tables
+step detection "$PY" reproduce/detection.py --threads 1 ${ARGS[@]+"${ARGS[@]}"}
 echo "all done in $((SECONDS - T_ALL)) s: tables and figures in figures/, run records in reproduce/results/" >&2

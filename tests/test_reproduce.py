@@ -14,7 +14,7 @@ import chg.results as results
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "reproduce"))
-from kit import config, grid, odv, selection  # noqa: E402
+from kit import config, detect, grid, odv, selection  # noqa: E402
 
 SCRIPTS = ("theorem1", "table1", "figure1", "figure2", "table2", "table3")
 
@@ -223,7 +223,8 @@ def _committed(path_glob):
 # the committed files each experiment's records render to
 RENDERS = {"theorem1": ("theorem1.md", "theorem1.tex"),
            "table1": ("table1.md", "table1.tex", "figure1.png", "figure1.pdf", "figure2.png", "figure2.pdf"),
-           "table2": ("table2.md", "table2.tex"), "table3": ("table3.md", "table3.tex")}
+           "table2": ("table2.md", "table2.tex"), "table3": ("table3.md", "table3.tex"),
+           "detection": ("detection.md", "detection.tex")}
 
 
 def _quick_grid() -> dict:
@@ -233,6 +234,7 @@ def _quick_grid() -> dict:
             "table1": {r.run_id for r in odv.runs(odv.PRESETS["quick"])}}
     for t in ("table2", "table3"):
         want[t] = {r.run_id for r in selection.runs(selection.presets(t)["quick"])}
+    want["detection"] = {r.run_id for r in detect.runs(detect.presets()["quick"])}
     return want
 
 
@@ -319,17 +321,17 @@ def test_smoke_outputs_are_git_ignored_and_quick_records_are_not():
     assert not ignored(results.run_path("table2", "x", "quick")) and not ignored(results.figure_path("quick", "t.md"))
 
 
-def _rec(method, fraction, seed, acc, dataset="fashion_mnist"):
+def _acc_rec(method, fraction, seed, acc, dataset="fashion_mnist"):
     return {"config": {"dataset": dataset, "method": method, "fraction": fraction}, "seed": seed,
             "metrics": {"test_acc": acc}}
 
 
 def test_verdict_is_computed_from_the_records_paired_over_seeds():
-    base = [_rec(m, a, s, 50.0 + s) for m in selection.BASELINES for a in (0.05, 0.1, 0.3) for s in range(3)]
+    base = [_acc_rec(m, a, s, 50.0 + s) for m in selection.BASELINES for a in (0.05, 0.1, 0.3) for s in range(3)]
     # CHG higher than every baseline at 0.05 in all seeds; at 0.1 higher in mean but in only 1 of 3 seeds
-    chg = ([_rec("chg", 0.05, s, 60.0 + s) for s in range(3)]
-           + [_rec("chg", 0.1, 0, 40.0), _rec("chg", 0.1, 1, 50.5), _rec("chg", 0.1, 2, 80.0)]
-           + [_rec("chg", 0.3, s, 10.0) for s in range(3)])
+    chg = ([_acc_rec("chg", 0.05, s, 60.0 + s) for s in range(3)]
+           + [_acc_rec("chg", 0.1, 0, 40.0), _acc_rec("chg", 0.1, 1, 50.5), _acc_rec("chg", 0.1, 2, 80.0)]
+           + [_acc_rec("chg", 0.3, s, 10.0) for s in range(3)])
     text = selection.verdict("table2", base + chg, "fashion_mnist", (0.05, 0.1, 0.3))
     assert "**holds at 1 of 2 fractions**" in text and "a = 0.3" not in text  # table 2's claim: a <= 0.1 only
     assert "a = 0.05: CHG 61.00 vs best other Random 51.00 (+10.00; CHG higher in 3 of 3 seeds) — holds" in text
