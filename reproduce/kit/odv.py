@@ -23,7 +23,8 @@ paper's "pretrained embeddings + logistic regression" setting on data that is of
 once under ``data/embeddings/``, about 20 s). Cost of one run (seed 0, CPU seconds of one thread on a loaded 2-core
 machine, point-removal curves included): Random 3, KNN Shapley 4, CHG 5 (ride-along 4.5), LAVA 6, DVRL (50 RL
 epochs) 7, Influence Function 14, Data Banzhaf (100 models) 21, AME (50 models, 200 fits) 38, Data-OOB (100 models)
-42 — about 143 CPU s per seed, 716 CPU s for the five seeds, i.e. ≈ 6 minutes on 2 idle cores as two shards. LOO
+42 — about 143 CPU s per seed, 716 CPU s for the five seeds, i.e. ≈ 6 minutes on 2 idle cores as two shards
+(an estimate from the CPU seconds; on the loaded machine where the committed records were made it took far longer). LOO
 (1,001 fits, ≈ 395 CPU s per run), Data Shapley, Beta Shapley and Data-OOB at 1,000 models are left out
 (:data:`OMITTED` gives each reason, printed in the caption).
 """
@@ -103,8 +104,9 @@ MEDIUM_METHODS = tuple(m for m in METHODS if m not in ("loo", "datashapley", "be
 # Costs measured for one medium run (seed 0, label noise, 1,000 training points) in CPU seconds of one thread, on a
 # loaded 2-core machine: a full fit of the logistic regression (10 epochs, batch 128) ≈ 0.39 s.
 OMITTED = {
-    "loo": "1,001 fits per run ≈ 395 CPU s, 33 min of one core for five seeds — 2.8× the rest of the table together "
-           "(≈ 716 CPU s); on this session's shared machine (2 cores, load ≈ 10) it could not finish in time",
+    "loo": "1,001 fits per run ≈ 395 CPU s, 33 min of one core for five seeds, 2.8× the rest of the table together "
+           "(≈ 716 CPU s), which would put the table at the edge of its 25-minute budget; add it with --set "
+           "methods=loo,knnshapley,... (its records are separate runs)",
     "datashapley": "TMC needs many permutations of the 1,000 points: one permutation took 463 fits (47 CPU s per "
                    "run) and gave a noisy-label AUC of 0.49 (chance); opendataval's default (GrTMC, permutations "
                    "until Gelman-Rubin convergence) is far beyond the 25-minute budget",
