@@ -101,6 +101,16 @@ def scale_notes(cfg: oc.OdvPreset, runs: list) -> str:
     noises = sorted({r["config"]["noise"] for r in runs})
     if tuple(noises) != tuple(sorted(oc.NOISES)):
         out.append(f"Noise kinds run: {', '.join(noises)} only (the feature columns read 'not run').")
+    done = {r["run_id"] for r in runs}
+    missing: dict = {}
+    for r in oc.runs(cfg):
+        if r.run_id not in done:
+            missing.setdefault(r.config["method"], []).append(r.seed)
+    if missing:
+        out.append(f"**Incomplete grid**: {sum(map(len, missing.values()))} of {len(oc.runs(cfg))} runs of this "
+                   "preset are not in the records yet (the same command resumes the grid): " + "; ".join(
+                       f"{oc.LABELS[m]} seeds {seeds}" for m, seeds in missing.items())
+                   + ". Means over fewer seeds than the caption lists are over the seeds recorded.")
     left_out = [m for m in oc.PRESETS["quick"].methods if m not in cfg.methods]
     if left_out:
         out.append("Left out at this scale (every other method of the quick preset is run): " + "; ".join(
@@ -182,7 +192,7 @@ def versus(task_key: str, cell: dict, rival: dict) -> str:
     if mean is None:
         return "no common seed"
     word = "higher" if mean > 2 * se else "lower" if mean < -2 * se else "tie"
-    return f"{word} ({mean:+.3f} ± {se:.3f})"
+    return f"{word} ({mean:+.3f} ± {se:.3f}, n = {n})"
 
 
 RIVALS = ("dataoob", "dataoob_default", "knnshapley", "random")  # what CHG's detection scores are set against
