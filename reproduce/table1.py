@@ -111,6 +111,8 @@ def scale_notes(cfg: oc.OdvPreset, runs: list) -> str:
                    "preset are not in the records yet (the same command resumes the grid): " + "; ".join(
                        f"{oc.LABELS[m]} seeds {seeds}" for m, seeds in missing.items())
                    + ". Means over fewer seeds than the caption lists are over the seeds recorded.")
+    scale = {r["scale"] for r in runs}
+    out += [f"Timing: {oc.TIMING_NOTES[z]}." for z in sorted(scale) if z in oc.TIMING_NOTES]
     left_out = [m for m in oc.PRESETS["quick"].methods if m not in cfg.methods]
     if left_out:
         out.append("Left out at this scale (every other method of the quick preset is run): " + "; ".join(

@@ -115,6 +115,14 @@ OMITTED = {
                        "models is run (its AUC/F1 moved by < 0.01 between 100 and 1,000 models at quick scale)",
 }
 
+# How the committed records of a scale were timed, where that differs from an idle machine (printed in captions).
+TIMING_NOTES = {
+    "medium": "the committed medium records were made on a 2-core machine shared with other grids (load average "
+              "≈ 11, these runs at nice 10 with a few per cent of a core): their wall times are inflated several-fold "
+              "and unevenly, so time ratios between methods are rough; the per-run CPU seconds in kit/odv.py's "
+              "docstring were measured one after another in one process",
+}
+
 PRESETS = {
     "smoke": OdvPreset(datasets=("breast_cancer_standardized",), seeds=(0,), train_count=40, valid_count=30,
                        test_count=60, tmc_mc_epochs=1, banzhaf_models=8, ame_models=8, oob_models=8,
