@@ -119,8 +119,8 @@ def test_verdicts_say_whether_each_chg_symbol_holds():
     lines = {ln.split(":")[0]: ln for ln in text.splitlines() if ln.startswith("- d, ")}
     assert "measured '++'" in lines["- d, noisy label detection"]
     assert "→ holds" in lines["- d, noisy label detection"]
-    assert "vs Data-OOB: AUC lower (-0.050 ± 0.000)" in lines["- d, noisy label detection"]
-    assert "vs Random: AUC higher (+0.420 ± 0.007)" in lines["- d, noisy label detection"]
+    assert "vs Data-OOB: AUC lower (-0.050 ± 0.000, n = 5)" in lines["- d, noisy label detection"]
+    assert "vs Random: AUC higher (+0.420 ± 0.007, n = 5)" in lines["- d, noisy label detection"]
     assert "not run at this scale" in lines["- d, noisy feature detection"]
     assert "measured '++'" in lines["- d, point removal"] and "→ holds" in lines["- d, point removal"]
     assert "no claim in the paper (NA)" in lines["- d, point addition"]
