@@ -1,6 +1,6 @@
 """Figure 1: point removal — test accuracy vs fraction of training data removed, CHG Shapley vs the baselines.
 
-    python reproduce/figure1.py [--scale smoke|quick|paper] [--render-only] [--set ...] [--shard i/k]
+    python reproduce/figure1.py [--scale smoke|quick|medium|paper] [--render-only] [--set ...] [--shard i/k]
 
 Renders from Table 1's runs (``reproduce/results/<scale>/table1/``, label-noise runs; computes any that are
 missing, so running table1.py first means nothing runs twice). Left column: highest-valued points removed first (a

@@ -1,6 +1,6 @@
 """Figure 2: discovering noisy data — fraction of corrupted points found vs fraction of data inspected.
 
-    python reproduce/figure2.py [--scale smoke|quick|paper] [--render-only] [--set ...] [--shard i/k]
+    python reproduce/figure2.py [--scale smoke|quick|medium|paper] [--render-only] [--set ...] [--shard i/k]
 
 Points are inspected in increasing order of value (opendataval's ``discover_corrupted_sample``, recomputed from the
 stored data values on a fine grid). Rows: label noise, feature noise; columns: data sets. Renders from Table 1's

@@ -1,6 +1,6 @@
 """Table 1, measured: CHG Shapley vs the paper's baselines on OpenDataVal's four tasks.
 
-    python reproduce/table1.py [--scale smoke|quick|paper] [--set seeds=0,1,2] [--shard i/k] [--render-only]
+    python reproduce/table1.py [--scale smoke|quick|medium|paper] [--set seeds=0,1,2] [--shard i/k] [--render-only]
 
 Compute step (skips runs already on disk): every (data set, noise ∈ {label, feature}, method, seed) run of
 ``kit.odv`` → ``reproduce/results/<scale>/table1/*.json``. Render step: ``figures/[<scale>/]table1.md`` and ``.tex``.
@@ -13,7 +13,9 @@ Tasks and scores (mean ± std over seeds, per data set):
   removed fractions 0–50 % (lower = better values); label-noise runs;
 * point addition: the same with the lowest-valued points removed first, i.e. data added in decreasing value
   (higher = better values); label-noise runs.
-Each '-/+/++' is computed from these numbers against the Random evaluator (thresholds in ``THRESHOLDS``).
+Each '-/+/++' is computed from these numbers against the Random evaluator (thresholds in ``THRESHOLDS``); below the
+table, a verdict per symbol of CHG's row (:func:`verdicts`), and at medium scale the authors' notebook's published F1
+(CIFAR-10 embeddings, reproduce/paper_numbers.txt) beside ours (:func:`notebook_block`).
 """
 from __future__ import annotations
 
@@ -43,6 +45,8 @@ def aggregate(cfg: oc.OdvPreset, runs: list) -> dict:
         z = c["noise"]
         cell.setdefault(f"{z}_auc", []).append(m["auc"])
         cell.setdefault(f"{z}_f1", []).append(m["f1_kmeans"])
+        cell.setdefault(f"{z}_auc_by_seed", {})[rec["seed"]] = m["auc"]
+        cell.setdefault(f"{z}_f1_by_seed", {})[rec["seed"]] = m["f1_kmeans"]
         cell.setdefault("wall_time_s", []).append(m["wall_time_s"])
         cell.setdefault("model_fits", []).append(m["model_fits"])
         cell.setdefault("seeds", set()).add(rec["seed"])
@@ -87,6 +91,35 @@ def pm(values, digits=3) -> str:
     return tables.pm(values, digits)
 
 
+def scale_notes(cfg: oc.OdvPreset, runs: list) -> str:
+    """The caption's sentences on what this scale runs differently: its data (the embeddings), its noise kinds, and
+    each method of the quick preset it leaves out, with the reason (kit.odv.OMITTED)."""
+    out = []
+    data = oc.data_text(runs)
+    if data:
+        out.append(f"Data: {data}.")
+    noises = sorted({r["config"]["noise"] for r in runs})
+    if tuple(noises) != tuple(sorted(oc.NOISES)):
+        out.append(f"Noise kinds run: {', '.join(noises)} only (the feature columns read 'not run').")
+    done = {r["run_id"] for r in runs}
+    missing: dict = {}
+    for r in oc.runs(cfg):
+        if r.run_id not in done:
+            missing.setdefault(r.config["method"], []).append(r.seed)
+    if missing:
+        out.append(f"**Incomplete grid**: {sum(map(len, missing.values()))} of {len(oc.runs(cfg))} runs of this "
+                   "preset are not in the records yet (the same command resumes the grid): " + "; ".join(
+                       f"{oc.LABELS[m]} seeds {seeds}" for m, seeds in missing.items())
+                   + ". Means over fewer seeds than the caption lists are over the seeds recorded.")
+    scale = {r["scale"] for r in runs}
+    out += [f"Timing: {oc.TIMING_NOTES[z]}." for z in sorted(scale) if z in oc.TIMING_NOTES]
+    left_out = [m for m in oc.PRESETS["quick"].methods if m not in cfg.methods]
+    if left_out:
+        out.append("Left out at this scale (every other method of the quick preset is run): " + "; ".join(
+            f"{oc.LABELS[m]}: {oc.OMITTED.get(m, 'not in this preset')}" for m in left_out) + ".")
+    return " ".join(out)
+
+
 def caption(runs: list, scale: str, datasets: list) -> str:
     def c(key, default_text=None):
         v = grid.config_value(runs, key)
@@ -96,7 +129,8 @@ def caption(runs: list, scale: str, datasets: list) -> str:
     return (
         f"**Table 1 (measured, {scale} scale).** Data: {', '.join(datasets)} (opendataval; the sklearn sets "
         f"standardized), split train/valid/test = {c('train_count')}/{c('valid_count')}/{c('test_count')}, "
-        f"{float(c('noise_rate')):.0%} of training points corrupted (labels: opendataval `mix_labels`; features: "
+        f"{float(c('noise_rate')):.0%} of training points corrupted (labels: opendataval `mix_labels`, which also "
+        f"flips the same share of the validation labels; features: "
         f"`add_gauss_noise`, σ = {c('feature_noise_sigma')}). Model: opendataval `{c('model')}`, Adam, "
         f"epochs = {c('epochs')}, batch = {c('batch_size')}, lr = {c('lr')}. Seeds: {seeds} (mean ± std over "
         f"seeds; each seed re-draws split and noise); {len(runs)} runs. Sampler settings: TMC permutations = "
@@ -143,6 +177,93 @@ def rows(table: dict, methods: list, datasets: list) -> list:
     return out
 
 
+def paired(task_key: str, a: dict, b: dict) -> tuple:
+    """(mean, standard error, n) of the per-seed differences a − b of ``task_key`` (e.g. ``label_auc``) over the
+    seeds both cells have; (None, None, 0) when they share none."""
+    xa, xb = a.get(f"{task_key}_by_seed", {}), b.get(f"{task_key}_by_seed", {})
+    d = [xa[s] - xb[s] for s in sorted(set(xa) & set(xb))]
+    if not d:
+        return None, None, 0
+    return float(np.mean(d)), (float(np.std(d, ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0), len(d)
+
+
+def versus(task_key: str, cell: dict, rival: dict) -> str:
+    """'higher (+m ± se)' / 'lower (...)' / 'tie (...)': the paired per-seed difference cell − rival of ``task_key``,
+    beyond two standard errors or not."""
+    mean, se, n = paired(task_key, cell, rival)
+    if mean is None:
+        return "no common seed"
+    word = "higher" if mean > 2 * se else "lower" if mean < -2 * se else "tie"
+    return f"{word} ({mean:+.3f} ± {se:.3f}, n = {n})"
+
+
+RIVALS = ("dataoob", "dataoob_default", "knnshapley", "random")  # what CHG's detection scores are set against
+RANK = {"-": 0, "+": 1, "++": 2}
+
+
+def verdicts(datasets: list, table: dict) -> str:
+    """One sentence per symbol of the paper's Table 1 row for CHG Shapley (Alg. 1), computed from the records: the
+    measured symbol against the paper's, with CHG's scores and its paired differences to Data-OOB, KNN Shapley and
+    Random (detection), or its accuracy against Random's (removal/addition)."""
+    paper = dict(zip(TASKS, oc.PAPER_SYMBOLS["chg"].split()))
+    out = [f"**Verdicts: the paper's Table 1 symbols for CHG Shapley (Alg. 1)** ({oc.PAPER_SYMBOLS['chg']} = noisy "
+           "label, noisy feature, point removal, point addition), measured here with the rule of the caption; "
+           "'holds' = the measured symbol is at least the paper's. 'vs X': CHG's score minus X's, paired by seed "
+           "(mean ± standard error over the seeds both ran); higher/lower = beyond two standard errors, else tie.",
+           ""]
+    for d in datasets:
+        row = table.get(d, {})
+        cell = row.get("chg")
+        if cell is None:
+            continue
+        rand = row.get("random", {})
+        for t in TASKS:
+            ours = symbol(t, cell, rand)
+            head = f"- {d}, {TASK_NAMES[t].lower()}: paper '{paper[t]}', measured '{ours}'"
+            if ours == "not run":
+                out.append(f"{head}: not run at this scale, so no verdict.")
+                continue
+            holds = ("no claim in the paper (NA)" if paper[t] not in RANK else
+                     "holds" if RANK[ours] >= RANK[paper[t]] else "does NOT hold")
+            if t in ("label", "feature"):
+                rivals = [r for r in RIVALS if f"{t}_auc_by_seed" in row.get(r, {})]
+                vs = "; ".join(f"vs {oc.LABELS[r]}: AUC {versus(f'{t}_auc', cell, row[r])}, F1 "
+                               f"{versus(f'{t}_f1', cell, row[r])}" for r in rivals)
+                out.append(f"{head} → {holds}. CHG AUC {pm(cell[f'{t}_auc'])}, F1 {pm(cell[f'{t}_f1'])}; {vs}.")
+            else:
+                key = "removal" if t == "removal" else "addition"
+                better = "lower" if t == "removal" else "higher"
+                out.append(f"{head} → {holds}. CHG test accuracy {pm(cell.get(key, []))} vs Random "
+                           f"{pm(rand.get(key, []))} ({better} is better).")
+    return "\n".join(out)
+
+
+def notebook_block(table: dict, datasets: list) -> list:
+    """The authors' notebook's noisy-label F1 (CIFAR-10 embeddings) beside ours on the Fashion-MNIST embeddings,
+    one row per method of either; [] unless the embeddings are among the data sets."""
+    nb = oc.notebook_f1()
+    if oc.EMBED_DATASET not in datasets or not nb:
+        return []
+    row = table[oc.EMBED_DATASET]
+    labels = {**oc.LABELS, "influence_subsample": "InfluenceSubsample (not run here)"}
+    methods = sorted(nb, key=lambda m: -nb[m]) + [m for m in row if m not in nb]
+    body = tuple((labels[m], pm(row[m]["label_f1"]) if m in row else "not run",
+                  pm(row[m]["label_auc"]) if m in row else "not run", f"{nb[m]:.3f}" if m in nb else "—")
+                 for m in methods)
+    common = [m for m in nb if m in row]
+    ours_order = sorted(common, key=lambda m: -np.mean(row[m]["label_f1"]))
+    text = (f"**Noisy-label F1 beside the authors' notebook.** Ours: {oc.EMBED_DATASET}, mean ± std over seeds. "
+            "Theirs: '[authors' notebook, CIFAR-10 embeddings]' = the F1 published in the authors' official notebook "
+            "for CIFAR-10 ResNet-50 embeddings (reproduce/paper_numbers.txt, [table1 notebook f1]), under the same "
+            "protocol (1,000 train / 100 valid / 300 test, 10% label noise, logistic regression, 10 epochs) but on "
+            "other data and one run of theirs: NOT comparable number for number, only as an order. Their order of "
+            f"the methods both ran: {' > '.join(labels[m] for m in common)}; ours by mean F1: "
+            f"{' > '.join(labels[m] for m in ours_order)}.")
+    head = ("Method", f"Ours: label F1 ({oc.EMBED_DATASET})", "Ours: label AUC",
+            "[authors' notebook, CIFAR-10 embeddings] F1")
+    return [text, tables.Table(head, body, title="Noisy-label F1: ours vs the authors' notebook (other data)")]
+
+
 def render(cfg: oc.OdvPreset, scale: str) -> str:
     runs = oc.require_records(cfg, scale, "Table 1")
     table = aggregate(cfg, runs)
@@ -150,9 +271,10 @@ def render(cfg: oc.OdvPreset, scale: str) -> str:
     methods = [m for m in cfg.methods if any(m in table[d] for d in datasets)]
     head = ("Method", "Data", "Paper (L F R A)", "Ours (L F R A)") + tuple(h for _, h in COLUMNS) + (
         "Wall time (s)", "Model fits")
-    blocks = [caption(runs, scale, datasets),
+    notes = scale_notes(cfg, runs)
+    blocks = [caption(runs, scale, datasets) + (f"\n\n{notes}" if notes else ""),
               tables.Table(head, tuple(rows(table, methods, datasets)), title=f"Table 1 (measured, {scale} scale)"),
-              summary(datasets, table, runs)]
+              *notebook_block(table, datasets), verdicts(datasets, table), summary(datasets, table, runs)]
     return tables.write(scale, "table1", blocks, f"Table 1, measured, {scale} scale; made by reproduce/table1.py from "
                                                   f"reproduce/results/{scale}/table1/; the caption is in table1.md")
 
