@@ -274,7 +274,7 @@ class EpochValuer:
 
     @torch.no_grad()
     def value_epoch(self, model: nn.Module, loader, valid_loader=None, layer: Optional[nn.Linear] = None,
-                    output: str = "logits") -> torch.Tensor:
+                    output: str = "logits", progress: Optional[bool] = None) -> torch.Tensor:
         """Separate no-grad pass (exactly Algorithm 1): factors of every point at the current θ, then end_epoch().
 
         ``loader`` yields ``(x, y, index)`` batches or dicts with ``"index"`` (see :class:`IndexedDataset`) or, if it
@@ -286,6 +286,7 @@ class EpochValuer:
         Args:
             model: the classifier. loader, valid_loader: see above.
             layer, output: as in :class:`chg.lastlayer.LastLayerTap`.
+            progress: a bar over the pass's batches: True | False | None (only on a terminal; :mod:`chg.progress`).
         Returns:
             the epoch's values (n,) float64 on the CPU (see :meth:`end_epoch`).
         Raises:
@@ -297,16 +298,18 @@ class EpochValuer:
         was_training = model.training
         model.eval()
         try:
-            self._collect(model, loader, True, layer, output)
+            self._collect(model, loader, True, layer, output, progress)
             if self.alpha == "valid":
-                self._collect(model, valid_loader, False, layer, output)
+                self._collect(model, valid_loader, False, layer, output, progress)
         finally:
             model.train(was_training)
         return self.end_epoch()
 
-    def _collect(self, model, loader, train: bool, layer=None, output="logits") -> None:
+    def _collect(self, model, loader, train: bool, layer=None, output="logits", progress=False) -> None:
         offset = 0
-        for f, y, idx in iter_factors(model, loader, layer, output):
+        total = len(loader) if hasattr(loader, "__len__") else None
+        for f, y, idx in progress_bar(iter_factors(model, loader, layer, output), total=total, unit="batch",
+                                      desc="value_epoch" if train else "value_epoch (validation)", enabled=progress):
             if not train:
                 self.add_validation(f, y)
                 continue

@@ -99,3 +99,18 @@ def test_value_data_draws_an_epoch_bar_only_when_asked(capsys):
     assert "value_data (pass)" in capsys.readouterr().err
     chg.value_data(torch.nn.Linear(3, 2), (X, y), epochs=2, progress=False)
     assert capsys.readouterr().err == ""
+
+
+def test_value_epoch_draws_a_batch_bar_only_when_asked_and_values_do_not_change(capsys):
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    import chg
+    g = torch.Generator().manual_seed(0)
+    X, y = torch.randn(40, 3, generator=g), torch.arange(40) % 2
+    model, loader = torch.nn.Linear(3, 2), DataLoader(TensorDataset(X, y), batch_size=8)
+    with_bar = chg.EpochValuer(40).value_epoch(model, loader, progress=True)
+    err = capsys.readouterr().err
+    assert "value_epoch" in err and "/5 " in err  # a bar over the 5 batches
+    without = chg.EpochValuer(40).value_epoch(model, loader, progress=False)
+    assert capsys.readouterr().err == "" and torch.equal(with_bar, without)
