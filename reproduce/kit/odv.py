@@ -47,10 +47,10 @@ tqdm.tqdm.__init__ = functools.partialmethod(tqdm.tqdm.__init__, disable=True)
 
 import chg.results as results  # noqa: E402
 
-from . import cli, config, grid  # noqa: E402
+from . import cli, config, grid, tables  # noqa: E402
 
 EXPERIMENT = "table1"
-PAPER_NUMBERS = Path(__file__).resolve().parents[1] / "paper_numbers.txt"
+PAPER_NUMBERS = tables.PAPER_NUMBERS
 EMBED_DATASET = "fashion_mnist_embeddings"  # the medium scale's data set (see make_embeddings)
 NOISES = ("label", "feature")
 # Row order of Table 1 (the paper's), with CHG's ride-along variant as an extra row.
@@ -518,18 +518,12 @@ def notebook_f1() -> dict:
     Raises:
         ValueError: a line that is not ``method value``.
     """
-    out, current = {}, None
-    for line in PAPER_NUMBERS.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("["):
-            current = line.strip("[]")
-        elif current == "table1 notebook f1":
-            parts = line.split()
-            if len(parts) != 2:
-                raise ValueError(f"{PAPER_NUMBERS}: [table1 notebook f1] lines are 'method value', got {line!r}")
-            out[parts[0]] = float(parts[1])
+    out = {}
+    for line in tables.paper_section("table1 notebook f1"):
+        parts = line.split()
+        if len(parts) != 2:
+            raise ValueError(f"{PAPER_NUMBERS}: [table1 notebook f1] lines are 'method value', got {line!r}")
+        out[parts[0]] = float(parts[1])
     return out
 
 

@@ -13,7 +13,6 @@ import math
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import ClassVar
 
 import chg.results as results
@@ -105,7 +104,7 @@ def presets(table: str) -> dict:
     return {"smoke": smoke, "quick": quick, "medium": medium, "paper": paper}
 
 
-PAPER_NUMBERS = Path(__file__).resolve().parents[1] / "paper_numbers.txt"
+PAPER_NUMBERS = tables.PAPER_NUMBERS
 
 
 def paper_numbers(section: str) -> dict:
@@ -116,16 +115,7 @@ def paper_numbers(section: str) -> dict:
         ValueError: a line without one value per fraction.
     """
     out: dict = {}
-    current = None
-    for line in PAPER_NUMBERS.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("["):
-            current = line.strip("[]")
-            continue
-        if current != section:
-            continue
+    for line in tables.paper_section(section):
         dataset, method, *vals = line.split()
         if len(vals) != len(FRACTIONS):
             raise ValueError(f"{PAPER_NUMBERS}: [{section}] needs {len(FRACTIONS)} values per line: {line!r}")

@@ -8,10 +8,28 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
+from pathlib import Path
 
 import chg.results as results
 
-__all__ = ["Heading", "Table", "markdown", "latex", "write", "mean_std", "pm"]
+__all__ = ["Heading", "Table", "markdown", "latex", "write", "mean_std", "pm", "PAPER_NUMBERS", "paper_section"]
+
+PAPER_NUMBERS = Path(__file__).resolve().parents[1] / "paper_numbers.txt"
+
+
+def paper_section(section: str) -> list:
+    """The non-blank, non-comment lines of the ``[section]`` of reproduce/paper_numbers.txt (the published numbers
+    printed beside ours), stripped; [] when there is no such section."""
+    out, current = [], None
+    for line in PAPER_NUMBERS.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("["):
+            current = line.strip("[]")
+        elif current == section:
+            out.append(line)
+    return out
 
 
 @dataclass(frozen=True)
