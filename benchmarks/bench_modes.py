@@ -52,7 +52,7 @@ import chg  # noqa: E402
 from chg.data import load_dataset  # noqa: E402
 from chg.lastlayer import LastLayerTap, factors_from_logits, iter_factors, per_sample_loss, split_batch  # noqa: E402
 from chg.models import MLP, SmallCNN  # noqa: E402
-from chg.results import atomic_write, provenance, write_json_atomic  # noqa: E402
+from chg.results import provenance, write_json_atomic, write_text_atomic  # noqa: E402
 from chg.valuation import ValueDataConfig, _indexed_loader  # noqa: E402
 
 NOISE = 0.2
@@ -303,7 +303,7 @@ def main(argv=None) -> int:
         stem = "modes_quick" if args.quick else "modes"
         rec = __import__("json").loads((args.out / f"{stem}.json").read_text())
         text = render(rec["runs"], rec["meta"])
-        atomic_write(args.out / f"{stem}.md", lambda tmp: Path(tmp).write_text(text))
+        write_text_atomic(args.out / f"{stem}.md", text)
         print(text)
         return 0
     torch.set_num_threads(1)
@@ -330,7 +330,7 @@ def main(argv=None) -> int:
     stem = "modes_quick" if args.quick else "modes"
     write_json_atomic(args.out / f"{stem}.json", {"meta": meta, "runs": runs})
     text = render(runs, meta)
-    atomic_write(args.out / f"{stem}.md", lambda tmp: Path(tmp).write_text(text))
+    write_text_atomic(args.out / f"{stem}.md", text)
     print(text)
     return 0
 

@@ -28,7 +28,7 @@ sys.path.insert(0, str(HERE.parent))  # run from a source checkout without insta
 import chg  # noqa: E402
 from chg.data import load_dataset  # noqa: E402
 from chg.models import SmallCNN  # noqa: E402
-from chg.results import atomic_write, provenance, write_json_atomic  # noqa: E402
+from chg.results import provenance, write_json_atomic, write_text_atomic  # noqa: E402
 from chg.valuation import ValueDataConfig  # noqa: E402
 
 SIZES = (256, 1024)  # the pass's batch: the default, the old default
@@ -106,7 +106,7 @@ def main(argv=None) -> int:
     stem = "pass_cost_quick" if args.quick else "pass_cost"
     write_json_atomic(args.out / f"{stem}.json", {"meta": meta, "result": res})
     text = render(res, meta)
-    atomic_write(args.out / f"{stem}.md", lambda tmp: Path(tmp).write_text(text))
+    write_text_atomic(args.out / f"{stem}.md", text)
     print(text)
     return 0
 

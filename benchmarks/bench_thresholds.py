@@ -38,7 +38,7 @@ import chg  # noqa: E402
 from chg.data import add_label_noise, load_dataset, read_idx  # noqa: E402
 from chg.models import MLP  # noqa: E402
 from chg.report import suspects  # noqa: E402
-from chg.results import atomic_write, provenance, write_json_atomic  # noqa: E402
+from chg.results import provenance, write_json_atomic, write_text_atomic  # noqa: E402
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 NOISE = 0.2
@@ -145,7 +145,7 @@ def main(argv=None) -> int:
     stem = "thresholds_quick" if args.quick else "thresholds"
     write_json_atomic(args.out / f"{stem}.json", {"meta": meta, "runs": runs})
     text = render(runs, meta)
-    atomic_write(args.out / f"{stem}.md", lambda tmp: Path(tmp).write_text(text))
+    write_text_atomic(args.out / f"{stem}.md", text)
     print(text)
     return 0
 
