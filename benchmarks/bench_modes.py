@@ -197,16 +197,19 @@ def _ms(xs) -> str:
     return f"{statistics.mean(xs):.3f} ± {statistics.stdev(xs):.3f}" if len(xs) > 1 else f"{xs[0]:.3f}"
 
 
+def _by_setting(runs: list) -> list:
+    """[((data, model), its runs)] in first-seen order."""
+    groups: dict = {}
+    for r in runs:
+        groups.setdefault((r["data"], r["model"]), []).append(r)
+    return list(groups.items())
+
+
 def _table(runs: list, metric: str) -> list:
     cols = [*VARIANTS, *DERIVED]
     lines = ["| data | model | rows | epochs | seeds | " + " | ".join(cols) + " |",
              "|---|---|---|---|---|" + "---|" * len(cols)]
-    keys = []
-    for r in runs:
-        if (r["data"], r["model"]) not in keys:
-            keys.append((r["data"], r["model"]))
-    for data, model in keys:
-        rs = [r for r in runs if r["data"] == data and r["model"] == model]
+    for (data, model), rs in _by_setting(runs):
         means = {c: statistics.mean([r[metric][c] for r in rs]) for c in cols if c in rs[0][metric]}
         best = max(means.values())
         cells = []
@@ -280,12 +283,7 @@ def render(runs: list, meta: dict) -> str:
              "## Time (seconds per run, summed over epochs)", "",
              "| data | model | training epochs (with ride-along factors) | separate passes (Algorithm 1) |",
              "|---|---|---|---|"]
-    keys = []
-    for r in runs:
-        if (r["data"], r["model"]) not in keys:
-            keys.append((r["data"], r["model"]))
-    for data, model in keys:
-        rs = [r for r in runs if r["data"] == data and r["model"] == model]
+    for (data, model), rs in _by_setting(runs):
         lines.append(f"| {data} | {model} | {_ms([r['train_s'] for r in rs])} | {_ms([r['pass_s'] for r in rs])} |")
     lines += ["", "Times on a loaded machine (2 CPU cores shared with other work, torch threads 1): rough; "
               "benchmarks/results/pass_cost.md measures the pass's cost side by side.", "",
