@@ -6,8 +6,10 @@ the medium preset trains the MLP):
 
 1. **plain** — the training epoch alone.
 2. **ride-along** — the same epoch with a :class:`chg.lastlayer.LastLayerTap` around the forward pass and
-   :meth:`chg.EpochValuer.add` of each batch's factors, then :meth:`~chg.EpochValuer.end_epoch` (eq. 3 for every
-   point). Goal: ≤ 1.05× plain.
+   :meth:`chg.EpochValuer.add_logits` of each batch's logits and features, then :meth:`~chg.EpochValuer.end_epoch`
+   (every row's loss and error in one call, then eq. 3 for every point). Goal: ≤ 1.05× plain.
+   **ride-along, per batch** — the same values through :meth:`chg.EpochValuer.add` of each batch's factors
+   (``tap.factors``: loss and error computed batch by batch), for comparison.
 3. **separate pass** — Algorithm 1 exactly: :meth:`chg.EpochValuer.value_epoch` (a no-grad, eval-mode forward pass
    over the pool, batches of 2,048, then eq. 3) before the plain epoch. Goal: ≤ 1.5× plain (its floor is 1 + the cost
    of a forward pass over that of a training step).
@@ -47,12 +49,13 @@ from chg.selection import SelectionInput, select_chg  # noqa: E402
 from chg.train import TrainConfig, pool_factors  # noqa: E402
 from chg.valuation import EpochValuer  # noqa: E402
 
-PATHS = ("plain", "ride_along", "separate_pass", "algorithm2_step")
+PATHS = ("plain", "ride_along", "ride_along_per_batch", "separate_pass", "algorithm2_step")
 BATCH, FACTOR_BATCH, FRACTION = 128, 2048, 0.1
 
 
-def _epoch(model, opt, x, y, gen, valuer=None) -> None:
-    """One training epoch; with ``valuer`` the ride-along factors of every batch are recorded and valued."""
+def _epoch(model, opt, x, y, gen, valuer=None, per_batch=False) -> None:
+    """One training epoch; with ``valuer`` every batch is recorded (``add_logits``, or ``add`` of its factors when
+    ``per_batch``) and the epoch valued."""
     model.train()
     perm = torch.randperm(len(y), generator=gen)
     tap = LastLayerTap(model) if valuer is not None else None
@@ -63,8 +66,11 @@ def _epoch(model, opt, x, y, gen, valuer=None) -> None:
             rows = perm[b:b + BATCH]
             xb, yb = x[rows], y[rows]
             logits = model(xb)  # (B, C)
-            if valuer is not None:
+            if per_batch:
                 valuer.add(rows, tap.factors(logits, yb), yb)
+            elif valuer is not None:
+                z, feat = tap.read(logits)
+                valuer.add_logits(rows, z, yb, feat, tap.bias)
             loss = F.cross_entropy(logits, yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -87,6 +93,8 @@ def run_path(name, model, opt, x, y, gen, num_classes) -> None:
         _epoch(model, opt, x, y, gen)
     elif name == "ride_along":
         _epoch(model, opt, x, y, gen, EpochValuer(len(y)))
+    elif name == "ride_along_per_batch":
+        _epoch(model, opt, x, y, gen, EpochValuer(len(y)), per_batch=True)
     elif name == "separate_pass":
         EpochValuer(len(y)).value_epoch(model, _batches(x, y))
         _epoch(model, opt, x, y, gen)
@@ -139,8 +147,10 @@ def render(rep: dict) -> str:
              "shared machine); wall = elapsed time. Made by `python benchmarks/bench_overhead.py`.", "",
              "| path | median wall (s) | median CPU (s) | × plain (wall) | × plain (CPU) | goal |",
              "|---|---|---|---|---|---|"]
-    goals = {"plain": "", "ride_along": "≤ 1.05", "separate_pass": "≤ 1.5", "algorithm2_step": ""}
-    names = {"plain": "plain training epoch", "ride_along": "ride-along values (EpochValuer.add)",
+    goals = {"plain": "", "ride_along": "≤ 1.05", "ride_along_per_batch": "", "separate_pass": "≤ 1.5",
+             "algorithm2_step": ""}
+    names = {"plain": "plain training epoch", "ride_along": "ride-along values (EpochValuer.add_logits)",
+             "ride_along_per_batch": "ride-along values, factors per batch (EpochValuer.add)",
              "separate_pass": "Algorithm 1 separate pass (value_epoch)",
              "algorithm2_step": f"Algorithm 2 selection step (a = {FRACTION}) + epoch"}
     for p in PATHS:

@@ -193,6 +193,14 @@ def _factors(logits: torch.Tensor, targets: torch.Tensor, feat: torch.Tensor, bi
         raise ValueError(f"features must be a (B, D) tensor, got {_describe(feat)}")
     if feat.shape[0] != logits.shape[0]:
         raise ValueError(f"features have {feat.shape[0]} rows but logits have {logits.shape[0]}")
+    loss, err = _loss_err(logits, targets)
+    return Factors(loss, err, _upcast(feat.detach()), bool(bias))
+
+
+def _loss_err(logits: torch.Tensor, targets: torch.Tensor) -> tuple:
+    """Theorem 1's loss (B,) and error (B, C) of targets already validated by :func:`_targets`, computed in float64
+    and returned detached in the logits' dtype (half precision → float32); row by row, so any split of the rows
+    into batches gives the same numbers."""
     z = _upcast(logits.detach())
     z64 = z.double()
     if z.shape[1] == 1:  # binary cross-entropy on σ(z): l = softplus(z) − y z, e = σ(z) − y
@@ -208,7 +216,7 @@ def _factors(logits: torch.Tensor, targets: torch.Tensor, feat: torch.Tensor, bi
         err.scatter_(1, y, err.sum(1, keepdim=True).neg_())  # p_y − 1 = −Σ_{c≠y} p_c, without cancellation
     if not (math.isfinite(loss.sum()) or bool(torch.isfinite(loss).all())):  # NaN/Inf logits: non-finite loss
         raise ValueError("logits contain NaN or Inf: the model diverged or its input is not finite")
-    return Factors(loss.to(z.dtype), err.to(z.dtype), _upcast(feat.detach()), bool(bias))
+    return loss.to(z.dtype), err.to(z.dtype)
 
 
 def _upcast(t: torch.Tensor) -> torch.Tensor:

@@ -15,8 +15,10 @@ Two ways to acquire step 1, both with :class:`EpochValuer`:
 * **separate pass** (exactly Algorithm 1): ``valuer.value_epoch(model, loader)`` at the start of the epoch runs one
   no-grad forward pass over the training set (model in eval mode) and computes the epoch's values. Every point is
   seen at the same parameters :math:`\theta_k`. Costs one extra forward pass per epoch.
-* **ride-along** (no extra pass): inside your training step, ``valuer.add(indices, tap.factors(logits, y), y)``
-  with the output of the training forward pass (:class:`chg.lastlayer.LastLayerTap`), then ``valuer.end_epoch()``.
+* **ride-along** (no extra pass): inside your training step, ``logits, feat = tap.read(out)`` and
+  ``valuer.add_logits(indices, logits, y, feat, tap.bias)`` with the output of the training forward pass
+  (:class:`chg.lastlayer.LastLayerTap`), then ``valuer.end_epoch()``, which makes every row's loss and error in one
+  call (``valuer.add(indices, tap.factors(out, y), y)`` gives the same values, computing them batch by batch).
   Each batch's factors come from the parameters *at that step*, so within an epoch the points are seen at different
   :math:`\theta` (and in train mode: dropout, batch-norm batch statistics). The values approximate Algorithm 1's;
   they coincide with it when the learning rate is zero.
@@ -58,7 +60,7 @@ A user's own loop::
             with LastLayerTap(model) as tap:
                 out = model(x)                        # logits, or a tuple / dict / ModelOutput holding them
                 logits, _ = tap.read(out)             # the output layer's output, with its graph
-            # ride-along instead: valuer.add(idx, tap.factors(out, y), y) in place of tap.read
+            # ride-along instead: valuer.add_logits(idx, logits, y, feat, tap.bias) with logits, feat = tap.read(out)
             F.cross_entropy(logits, y).backward(); opt.step(); opt.zero_grad()
         # ride-along: valuer.end_epoch()
     values = valuer.values()
@@ -84,8 +86,8 @@ from .distributed import is_distributed
 from .factored import GroupStats, Options, utility_stats, utility_values
 from .renames import renamed
 from .progress import progress as progress_bar
-from .lastlayer import (Factors, LastLayerTap, _check_logits, _factors, _forward, _loss, _targets, iter_factors,
-                        model_device, split_batch)
+from .lastlayer import (Factors, LastLayerTap, _check_logits, _forward, _loss, _loss_err, _targets, _upcast,
+                        iter_factors, model_device, split_batch)
 
 __all__ = ["EpochValuer", "IndexedDataset", "value_data", "ValueDataConfig"]
 
@@ -193,13 +195,13 @@ class EpochValuer:
     # ---- collecting one epoch -------------------------------------------------------------------------------
     def _reset_epoch(self) -> None:
         self._loss = self._err = self._feat = None
+        self._logits = self._targets = self._lazy = None  # add_logits' rows: factors made at end_epoch
         self._bias: Optional[bool] = None
         self._labels = torch.full((self.n,), -1, dtype=torch.int64)
         self._seen = torch.zeros(self.n, dtype=torch.bool)
         self._valid: dict = {}  # group -> GroupStats of the validation points (alpha="valid")
 
-    def _check_head(self, factors: Factors) -> None:
-        bias = getattr(factors, "bias", True)
+    def _check_head(self, bias: bool) -> None:
         if self._bias is not None and bias != self._bias:
             raise ValueError("add: factors of a head with bias and of a head without bias in one epoch")
         if not bias and self.gradient == "bias":
@@ -230,26 +232,98 @@ class EpochValuer:
                 raise ValueError(f"add: indices must lie in [0, {self.n}), got range [{int(lo)}, {int(hi)}]")
         if self.per_class and labels is None:
             raise ValueError("add: per_class=True needs the labels of the batch")
-        self._check_head(factors)
-        if self._loss is None:
-            dev = factors.err.device
-            C, D = factors.err.shape[1], factors.feat.shape[1]
-            self._loss = torch.zeros(self.n, dtype=factors.loss.dtype, device=dev)
-            self._err = torch.zeros(self.n, C, dtype=factors.err.dtype, device=dev)
-            self._feat = torch.zeros(self.n, D, dtype=factors.feat.dtype, device=dev)
-        elif factors.err.shape[1] != self._err.shape[1] or factors.feat.shape[1] != self._feat.shape[1]:
-            raise ValueError(f"add: this batch has C={factors.err.shape[1]}, D={factors.feat.shape[1]} but earlier "
-                             f"batches had C={self._err.shape[1]}, D={self._feat.shape[1]}")
+        self._check_head(getattr(factors, "bias", True))
+        self._buffers(factors.err, factors.feat, "add")
         dev = self._err.device
         self._loss[idx.to(dev)] = factors.loss.to(self._loss)
         self._err[idx.to(dev)] = factors.err.to(self._err)
         self._feat[idx.to(dev)] = factors.feat.to(self._feat)
+        if self._lazy is not None:
+            self._lazy[idx] = False  # these factors replace the row's earlier add_logits
         if labels is not None:
             lab = _int_tensor(labels, "add: labels")
             if lab.shape[0] != B:
                 raise ValueError(f"add: {lab.shape[0]} labels for {B} rows")
             self._labels[idx] = lab
         self._seen[idx] = True
+
+    def _buffers(self, err: torch.Tensor, feat: torch.Tensor, what: str) -> None:
+        """The epoch's (n,) loss, (n, C) error and (n, D) feature buffers, made at the first batch (its dtypes and
+        device); a later batch with another C or D raises."""
+        if self._loss is None:
+            dev = err.device
+            C, D = err.shape[1], feat.shape[1]
+            self._loss = torch.zeros(self.n, dtype=err.dtype, device=dev)
+            self._err = torch.zeros(self.n, C, dtype=err.dtype, device=dev)
+            self._feat = torch.zeros(self.n, D, dtype=feat.dtype, device=dev)
+        elif err.shape[1] != self._err.shape[1] or feat.shape[1] != self._feat.shape[1]:
+            raise ValueError(f"{what}: this batch has C={err.shape[1]}, D={feat.shape[1]} but earlier "
+                             f"batches had C={self._err.shape[1]}, D={self._feat.shape[1]}")
+
+    def add_logits(self, indices, logits: torch.Tensor, targets: torch.Tensor, feat: torch.Tensor,
+                   bias: bool = True) -> None:
+        """Ride-along's cheap step: record the rows' logits, targets and features; their loss and error (Theorem 1's
+        :math:`l_i`, :math:`e_i`) are computed once for the whole epoch at :meth:`end_epoch`. The values are those of
+        ``add(indices, factors_from_logits(logits, targets, feat, bias), targets)`` (the factors are computed row by
+        row, so bit for bit), without that per-batch work. In a training loop: ``logits, feat = tap.read(out)`` then
+        ``valuer.add_logits(idx, logits, y, feat, tap.bias)`` (:class:`chg.lastlayer.LastLayerTap`). A row added
+        again replaces its earlier record (either method); the targets serve as the labels of ``per_class``. NaN/Inf
+        logits raise at :meth:`end_epoch`, not here.
+
+        Args:
+            indices: (B,) row indices in [0, n): an integer tensor, array or list.
+            logits: (B, C) floating, the output layer's output (its graph is not kept). targets: (B,) integer labels
+                in [0, C) (0/1 for one logit). feat: (B, D) floating, the output layer's input. bias: whether that
+                layer has a bias (``LastLayerTap.bias``).
+        Raises:
+            ValueError: sizes that differ, indices out of range, non-integer indices, bad targets (as
+                :func:`chg.lastlayer.factors_from_logits`), or a change of head (C, D or bias) within the epoch.
+        """
+        _check_logits(logits)
+        if not isinstance(feat, torch.Tensor) or feat.ndim != 2:
+            raise ValueError(f"add_logits: feat must be a (B, D) tensor, got {getattr(feat, 'shape', type(feat))}")
+        self._add_logits(_int_tensor(indices, "add_logits: indices"), logits, _targets(logits, targets), feat, bias)
+
+    def _add_logits(self, idx: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, feat: torch.Tensor,
+                    bias: bool) -> None:
+        """:meth:`add_logits` of checked logits (B, C), validated int64 targets and a CPU int64 index."""
+        B = logits.shape[0]
+        if idx.shape[0] != B or feat.shape[0] != B:
+            raise ValueError(f"add_logits: {idx.shape[0]} indices, {B} rows of logits and {feat.shape[0]} of feat")
+        if B:
+            lo, hi = torch.aminmax(idx)
+            if lo < 0 or hi >= self.n:
+                raise ValueError(f"add_logits: indices must lie in [0, {self.n}), got range [{int(lo)}, {int(hi)}]")
+        self._check_head(bool(bias))
+        z, feat = _upcast(logits.detach()), _upcast(feat.detach())
+        self._buffers(z, feat, "add_logits")
+        dev = self._err.device
+        if self._lazy is None:
+            self._logits = torch.zeros(self.n, z.shape[1], dtype=z.dtype, device=dev)
+            self._targets = torch.zeros(self.n, dtype=torch.int64, device=dev)
+            self._lazy = torch.zeros(self.n, dtype=torch.bool)
+        r = idx.to(dev)
+        self._logits[r] = z.to(self._logits)
+        self._targets[r] = y.to(dev)
+        self._feat[r] = feat.to(self._feat)
+        self._lazy[idx] = True
+        self._seen[idx] = True
+
+    def _make_factors(self) -> None:
+        """Loss and error of the rows recorded by :meth:`add_logits` (one call over all of them), and their labels."""
+        if self._lazy is None or not bool(self._lazy.any()):
+            return
+        rows = self._lazy.nonzero().squeeze(1)
+        r = rows.to(self._err.device)
+        y = self._targets[r]
+        try:
+            loss, err = _loss_err(self._logits[r], y)
+        except ValueError as e:
+            raise ValueError(f"end_epoch: {e} (rows given to add_logits this epoch)") from None
+        self._loss[r] = loss.to(self._loss)
+        self._err[r] = err.to(self._err)
+        self._labels[rows] = y.cpu()
+        self._lazy = self._logits = self._targets = None
 
     def add_validation(self, factors: Factors, labels=None) -> None:
         """Add validation rows to this epoch's α (``alpha="valid"``): α = mean of l_i g_i over them (per class).
@@ -265,7 +339,7 @@ class EpochValuer:
             raise ValueError("add_validation: this valuer was built with alpha='train'; use alpha='valid'")
         if self.per_class and labels is None:
             raise ValueError("add_validation: per_class=True needs the labels of the validation batch")
-        self._check_head(factors)
+        self._check_head(getattr(factors, "bias", True))
         keys = torch.zeros(factors.loss.shape[0], dtype=torch.int64) if not self.per_class else \
             _int_tensor(labels, "add_validation: labels")
         for g in torch.unique(keys).tolist():
@@ -360,6 +434,7 @@ class EpochValuer:
         """
         if self._loss is None:
             raise ValueError("end_epoch: no training rows were added this epoch")
+        self._make_factors()
         ddp = is_distributed()
         seen = self._players(ddp)
         dev = self._err.device
@@ -656,7 +731,7 @@ def train_and_value(model: nn.Module, train_dataset, valid_dataset, cfg: ValueDa
                 _check_logits(logits)
                 y = _targets(logits, y)  # validated once for the factors and the loss
                 if cfg.mode == "ride":
-                    valuer.add(idx, _factors(logits, y, feat, tap.bias), y)
+                    valuer._add_logits(_int_tensor(idx, "value_data: index"), logits, y, feat, tap.bias)
                 loss = _loss(logits, y).mean() if loss_fn is None else loss_fn(out, logits, y, idx)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
