@@ -173,7 +173,9 @@ def add_label_noise(y: torch.Tensor, num_classes: int, rate: float, generator: t
 
 def augment_batch(x: torch.Tensor, pad: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
     """Random crop (zero padding ``pad`` then a random crop of the original size) and random horizontal flip of a
-    batch of images (B, C, H, W), vectorised, with randomness drawn from ``generator`` (a CPU generator).
+    batch of images (B, C, H, W), vectorised (one ``gather`` does both), with randomness drawn from ``generator`` (a
+    CPU generator) in a fixed order: the row offsets (B,) and column offsets (B,) when ``pad`` > 0, then the flips
+    (B,). That order is kept across versions, so a recorded run reproduces bit for bit.
 
     Args:
         x: (B, C, H, W) floating images (any other rank: tabular, returned unchanged). pad: zero padding in pixels
@@ -183,21 +185,25 @@ def augment_batch(x: torch.Tensor, pad: int, flip: bool, generator: torch.Genera
     """
     if x.ndim != 4:
         return x  # tabular data: no augmentation
-    B, _, H, W = x.shape
-    out = x
-    if pad > 0:
-        padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-        dy = torch.randint(0, 2 * pad + 1, (B,), generator=generator).to(x.device)
-        dx = torch.randint(0, 2 * pad + 1, (B,), generator=generator).to(x.device)
-        rows = (dy[:, None] + torch.arange(H, device=x.device))[:, None, :, None]  # (B, 1, H, 1)
-        cols = (dx[:, None] + torch.arange(W, device=x.device))[:, None, None, :]  # (B, 1, 1, W)
-        b = torch.arange(B, device=x.device)[:, None, None, None]
-        ch = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
-        out = padded[b, ch, rows, cols]
+    if pad <= 0 and not flip:
+        return x
+    B, C, H, W = x.shape
+    dev = x.device
+    src = torch.nn.functional.pad(x, (pad, pad, pad, pad)) if pad > 0 else x
+    Hp, Wp = H + 2 * max(pad, 0), W + 2 * max(pad, 0)
+    if pad > 0:  # the draws and their order are the generator's contract: dy, dx, then the flips
+        dy = torch.randint(0, 2 * pad + 1, (B,), generator=generator).to(dev)
+        dx = torch.randint(0, 2 * pad + 1, (B,), generator=generator).to(dev)
+    else:
+        dy = dx = torch.zeros(B, dtype=torch.int64, device=dev)
+    cols = torch.arange(W, device=dev).expand(B, W)  # (B, W): output column j reads crop column cols[b, j]
     if flip:
-        mask = (torch.rand(B, generator=generator) < 0.5).to(x.device)[:, None, None, None]
-        out = torch.where(mask, out.flip(-1), out)
-    return out
+        mask = (torch.rand(B, generator=generator) < 0.5).to(dev)
+        cols = torch.where(mask[:, None], (W - 1) - cols, cols)
+    # one gather does crop and flip: output pixel (i, j) of image b is src[b, :, dy_b + i, dx_b + cols[b, j]]
+    lin = (dy[:, None, None] + torch.arange(H, device=dev)[None, :, None]) * Wp + dx[:, None, None] + cols[:, None, :]
+    flat = src.reshape(B, C, Hp * Wp)
+    return flat.gather(2, lin.reshape(B, 1, H * W).expand(B, C, H * W)).reshape(B, C, H, W)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -86,6 +86,34 @@ def test_augment_identity_crop_and_flip():
     assert torch.equal(augment_batch(tab, 4, True, g), tab)  # tabular: untouched
 
 
+def _augment_reference(x, pad, flip, generator):
+    """Oracle: the same draws (dy, dx, then the flips, from ``generator``), applied image by image with slicing."""
+    B, C, H, W = x.shape
+    dy = torch.randint(0, 2 * pad + 1, (B,), generator=generator) if pad > 0 else torch.zeros(B, dtype=torch.int64)
+    dx = torch.randint(0, 2 * pad + 1, (B,), generator=generator) if pad > 0 else torch.zeros(B, dtype=torch.int64)
+    mask = torch.rand(B, generator=generator) < 0.5 if flip else torch.zeros(B, dtype=torch.bool)
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    out = []
+    for b in range(B):
+        crop = padded[b, :, int(dy[b]):int(dy[b]) + H, int(dx[b]):int(dx[b]) + W]
+        out.append(crop.flip(-1) if bool(mask[b]) else crop)
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("pad,flip", [(0, True), (1, False), (2, True), (4, True), (4, False)])
+@pytest.mark.parametrize("shape,dtype", [((37, 1, 28, 28), torch.float32), ((9, 3, 7, 5), torch.float64),
+                                         ((5, 2, 4, 4), torch.float16)])
+def test_augment_equals_image_by_image_crops_and_flips(pad, flip, shape, dtype):
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(1)).to(dtype)
+    g, g_ref = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    out, ref = augment_batch(x, pad, flip, g), _augment_reference(x, pad, flip, g_ref)
+    assert out.shape == x.shape and out.dtype == x.dtype and out.is_contiguous()
+    assert torch.equal(out, ref)  # pixels moved, never computed: exact
+    assert torch.equal(g.get_state(), g_ref.get_state())  # the same draws, so later batches match too
+    x_cl = x.contiguous(memory_format=torch.channels_last)  # another memory layout, the same result
+    assert torch.equal(augment_batch(x_cl, pad, flip, torch.Generator().manual_seed(7)), ref)
+
+
 @pytest.mark.parametrize("name,needle", [("cifar10", "CIFAR10"), ("cifar100", "CIFAR100"),
                                          ("tinyimagenet", "tiny-imagenet-200")])
 def test_missing_paper_data_gives_a_clear_error(tmp_path, name, needle):
