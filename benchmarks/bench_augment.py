@@ -96,7 +96,8 @@ def bench(x, y, num_classes, rounds: int) -> dict:
 def render(rep: dict) -> str:
     res = rep["result"]
     lines = ["# Crop/flip augmentation in the medium training loop: before and after one-gather augment_batch", "",
-             f"{rep['data']}; batches of {BATCH}, zero padding {PAD} + random flip, model `image_mlp`, SGD; device "
+             f"{rep['data']}; seed 0 (split, batch order, draws, model init); batches of {BATCH}, zero padding "
+             f"{PAD} + random flip, model `image_mlp`, SGD; device "
              f"{rep['device']}, 1 torch thread; load average at start {rep['loadavg_start']}; {res['rounds']} rounds "
              f"after a warm-up, the two versions in alternating order; {rep['date']}. CPU = this process's CPU time; "
              "ratio = median over rounds of before ÷ after within the round. The outputs are equal bit for bit. Made "

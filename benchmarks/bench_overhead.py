@@ -44,7 +44,7 @@ sys.path.insert(0, str(HERE.parent))
 from chg.data import load_dataset, synthetic_bundle  # noqa: E402
 from chg.lastlayer import LastLayerTap  # noqa: E402
 from chg.models import build_model  # noqa: E402
-from chg.results import atomic_write, device_name, provenance, write_json_atomic  # noqa: E402
+from chg.results import device_name, provenance, write_json_atomic, write_text_atomic  # noqa: E402
 from chg.selection import SelectionInput, select_chg  # noqa: E402
 from chg.train import TrainConfig, pool_factors  # noqa: E402
 from chg.valuation import EpochValuer  # noqa: E402
@@ -192,7 +192,7 @@ def main() -> None:
     rep["loadavg_end"] = " ".join(open("/proc/loadavg").read().split()[:3])
     name = "overhead_quick" if args.quick else "overhead"
     write_json_atomic(args.out / f"{name}.json", rep)
-    atomic_write(args.out / f"{name}.md", lambda tmp: Path(tmp).write_text(render(rep)))
+    write_text_atomic(args.out / f"{name}.md", render(rep))
     print(render(rep))
     print(f"wrote {args.out / name}.json and .md")
 

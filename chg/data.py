@@ -185,13 +185,14 @@ def augment_batch(x: torch.Tensor, pad: int, flip: bool, generator: torch.Genera
     """
     if x.ndim != 4:
         return x  # tabular data: no augmentation
-    if pad <= 0 and not flip:
+    pad = max(pad, 0)
+    if pad == 0 and not flip:
         return x
     B, C, H, W = x.shape
     dev = x.device
-    src = torch.nn.functional.pad(x, (pad, pad, pad, pad)) if pad > 0 else x
-    Hp, Wp = H + 2 * max(pad, 0), W + 2 * max(pad, 0)
-    if pad > 0:  # the draws and their order are the generator's contract: dy, dx, then the flips
+    src = torch.nn.functional.pad(x, (pad, pad, pad, pad)) if pad else x
+    Hp, Wp = H + 2 * pad, W + 2 * pad
+    if pad:  # the draws and their order are the generator's contract: dy, dx, then the flips
         dy = torch.randint(0, 2 * pad + 1, (B,), generator=generator).to(dev)
         dx = torch.randint(0, 2 * pad + 1, (B,), generator=generator).to(dev)
     else:

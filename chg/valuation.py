@@ -226,10 +226,7 @@ class EpochValuer:
         if idx.shape[0] != B or factors.err.shape[0] != B or factors.feat.shape[0] != B:
             raise ValueError(f"add: {idx.shape[0]} indices but factors have loss {tuple(factors.loss.shape)}, err "
                              f"{tuple(factors.err.shape)}, feat {tuple(factors.feat.shape)}")
-        if B:
-            lo, hi = torch.aminmax(idx)
-            if lo < 0 or hi >= self.n:
-                raise ValueError(f"add: indices must lie in [0, {self.n}), got range [{int(lo)}, {int(hi)}]")
+        self._check_range(idx, "add")
         if self.per_class and labels is None:
             raise ValueError("add: per_class=True needs the labels of the batch")
         self._check_head(getattr(factors, "bias", True))
@@ -246,6 +243,13 @@ class EpochValuer:
                 raise ValueError(f"add: {lab.shape[0]} labels for {B} rows")
             self._labels[idx] = lab
         self._seen[idx] = True
+
+    def _check_range(self, idx: torch.Tensor, what: str) -> None:
+        """Row indices must lie in [0, n) (a negative one would silently wrap around in the buffers)."""
+        if idx.numel():
+            lo, hi = torch.aminmax(idx)
+            if lo < 0 or hi >= self.n:
+                raise ValueError(f"{what}: indices must lie in [0, {self.n}), got range [{int(lo)}, {int(hi)}]")
 
     def _buffers(self, err: torch.Tensor, feat: torch.Tensor, what: str) -> None:
         """The epoch's (n,) loss, (n, C) error and (n, D) feature buffers, made at the first batch (its dtypes and
@@ -290,10 +294,7 @@ class EpochValuer:
         B = logits.shape[0]
         if idx.shape[0] != B or feat.shape[0] != B:
             raise ValueError(f"add_logits: {idx.shape[0]} indices, {B} rows of logits and {feat.shape[0]} of feat")
-        if B:
-            lo, hi = torch.aminmax(idx)
-            if lo < 0 or hi >= self.n:
-                raise ValueError(f"add_logits: indices must lie in [0, {self.n}), got range [{int(lo)}, {int(hi)}]")
+        self._check_range(idx, "add_logits")
         self._check_head(bool(bias))
         z, feat = _upcast(logits.detach()), _upcast(feat.detach())
         self._buffers(z, feat, "add_logits")
