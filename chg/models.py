@@ -15,7 +15,7 @@ from __future__ import annotations
 from torch import nn
 import torch.nn.functional as F
 
-__all__ = ["BasicBlock", "ResNet18", "SmallCNN", "MLP", "ImageMLP", "build_model"]
+__all__ = ["BasicBlock", "ResNet18", "SmallCNN", "StrideCNN", "MLP", "ImageMLP", "build_model"]
 
 
 class BasicBlock(nn.Module):
@@ -115,6 +115,38 @@ class SmallCNN(nn.Module):
         return self.linear(self.features(x))
 
 
+class StrideCNN(nn.Module):
+    """Grey images → three 3×3 stride-2 conv/BN/ReLU blocks (c, 2c, 4c channels) → global average pool → Linear.
+
+    The medium-cnn scale's network (Fashion-MNIST, 28×28 → 14 → 7 → 4): the paper's model family (convolutions,
+    BatchNorm, global pooling, one ``nn.Linear`` head) at a size 2 CPU cores can train on 54,000 images many times;
+    reproduce/kit/selection.py's medium-cnn preset says what its epoch costs.
+
+    Args:
+        num_classes: C. in_channels: of the images. width: c, the channels of the first block.
+    """
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, width: int = 16):
+        super().__init__()
+
+        def block(cin, cout):
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
+
+        self.features = nn.Sequential(block(in_channels, width), block(width, 2 * width), block(2 * width, 4 * width),
+                                      nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.linear = nn.Linear(4 * width, num_classes)
+
+    def forward(self, x):
+        """The network on a batch.
+
+        Args:
+            x: (B, in_channels, H, W) floating inputs.
+        Returns:
+            (B, num_classes) logits, the output of ``self.linear``.
+        """
+        return self.linear(self.features(x))
+
+
 class MLP(nn.Module):
     """Tabular rows → two hidden ReLU layers → Linear.
 
@@ -166,8 +198,9 @@ def build_model(name: str, num_classes: int, input_shape: tuple, width: int | No
     """A model of the selection experiments by name.
 
     Args:
-        name: "resnet18", "smallcnn", "mlp" or "image_mlp". num_classes: C. input_shape: one sample's shape, e.g.
-            (3, 32, 32). width: channels (resnet18, smallcnn) or hidden units (mlp, image_mlp); None: the default.
+        name: "resnet18", "smallcnn", "stride_cnn", "mlp" or "image_mlp". num_classes: C. input_shape: one sample's
+            shape, e.g. (3, 32, 32). width: channels (resnet18, smallcnn, stride_cnn) or hidden units (mlp,
+            image_mlp); None: the default.
     Returns:
         the ``nn.Module`` (freshly initialised from the global torch RNG), ending in one ``nn.Linear``.
     Raises:
@@ -177,10 +210,12 @@ def build_model(name: str, num_classes: int, input_shape: tuple, width: int | No
         return ResNet18(num_classes, input_shape[0], width or 64, image_size=input_shape[-1])
     if name == "smallcnn":
         return SmallCNN(num_classes, input_shape[0], width or 32)
+    if name == "stride_cnn":
+        return StrideCNN(num_classes, input_shape[0], width or 16)
     if name == "mlp":
         if len(input_shape) != 1:
             raise ValueError(f"mlp needs flat (tabular) inputs, got sample shape {input_shape}")
         return MLP(input_shape[0], num_classes, width or 64)
     if name == "image_mlp":
         return ImageMLP(tuple(input_shape), num_classes, width or 128)
-    raise ValueError(f"unknown model {name!r}; choose resnet18, smallcnn, mlp or image_mlp")
+    raise ValueError(f"unknown model {name!r}; choose resnet18, smallcnn, stride_cnn, mlp or image_mlp")

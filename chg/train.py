@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from sklearn.model_selection import train_test_split
 
 from .data import DataBundle, augment_batch, load_dataset
-from .lastlayer import Factors, compute_factors
+from .lastlayer import Factors, LastLayerTap, compute_factors, factors_from_logits
 from .models import build_model
 from .progress import progress as progress_bar
 from .results import atomic_write, state_digest
@@ -156,6 +156,78 @@ def pool_factors(model, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, devi
 
 
 @torch.no_grad()
+def train_mode_factors(model, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, device: torch.device) -> Factors:
+    """Last-layer factors of every row of (x, y) in train mode — BatchNorm normalises each batch of
+    ``factor_batch_size`` by its own statistics, as in a training step — without any update: no gradient, and the
+    running statistics (every buffer) restored afterwards. No augmentation. (A model with dropout would drop units
+    here as in training.) The rows of Algorithm 2's ride-along variant that training did not see since the last
+    selection are valued from this pass.
+
+    Args:
+        as :func:`pool_factors`.
+    Returns:
+        :class:`chg.lastlayer.Factors` of every row, in order (model mode and buffers as they were).
+    """
+    was_training = model.training
+    saved = [b.clone() for b in model.buffers()]
+    model.train()
+    try:
+        batches = ((_prep(x[s:s + cfg.factor_batch_size], device, cfg), y[s:s + cfg.factor_batch_size])
+                   for s in range(0, y.shape[0], cfg.factor_batch_size))
+        return compute_factors(model, batches)
+    finally:
+        for b, v in zip(model.buffers(), saved):
+            b.copy_(v)
+        model.train(was_training)
+
+
+class _RideAlong:
+    """Algorithm 2's ride-along factors: each pool row's factors from its latest training forward pass since the last
+    selection (loss and error of the unweighted cross-entropy, as in a separate pass), and which rows have them."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self.factors: Optional[Factors] = None  # (n, ·) buffers, made at the first batch
+        self.seen: Optional[torch.Tensor] = None  # (n,) bool
+
+    def add(self, rows: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, feat: torch.Tensor, bias: bool) -> None:
+        f = factors_from_logits(logits.float(), y, feat.float(), bias)
+        if self.factors is None:
+            n, dev = self.n, f.loss.device
+            self.factors = Factors(torch.zeros(n, device=dev), torch.zeros(n, f.err.shape[1], device=dev),
+                                   torch.zeros(n, f.feat.shape[1], device=dev), f.bias)
+            self.seen = torch.zeros(n, dtype=torch.bool, device=dev)
+        self.factors.loss[rows], self.factors.err[rows], self.factors.feat[rows] = f.loss, f.err, f.feat
+        self.seen[rows] = True
+
+    def pool(self, model, data: DataBundle, cfg: TrainConfig, device: torch.device) -> Factors:
+        """Factors of every pool row: ride-along where seen, :func:`train_mode_factors` for the rest; then forgets
+        which rows were seen (the next selection uses the passes after this one)."""
+        x, y = data.train.x, data.train.y
+        if self.factors is None:
+            return train_mode_factors(model, x, y, cfg, device)
+        rest = (~self.seen).nonzero().squeeze(1)
+        out = Factors(self.factors.loss.clone(), self.factors.err.clone(), self.factors.feat.clone(),
+                      self.factors.bias)
+        if rest.numel():
+            f = train_mode_factors(model, x[rest], y[rest], cfg, device)
+            out.loss[rest], out.err[rest], out.feat[rest] = f.loss, f.err, f.feat
+        self.seen.zero_()
+        return out
+
+    def state_dict(self) -> Optional[dict]:
+        if self.factors is None:
+            return None
+        return {"loss": self.factors.loss, "err": self.factors.err, "feat": self.factors.feat,
+                "bias": self.factors.bias, "seen": self.seen}
+
+    def load_state_dict(self, state: Optional[dict]) -> None:
+        if state is not None:
+            self.factors = Factors(state["loss"], state["err"], state["feat"], state["bias"])
+            self.seen = state["seen"]
+
+
+@torch.no_grad()
 def evaluate(model, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, device: torch.device) -> float:
     """Top-1 accuracy in eval mode (bfloat16 autocast on CUDA if ``cfg.amp``); the model's mode is restored.
 
@@ -221,12 +293,16 @@ def _factors_of(model, x, y, cfg, device) -> Optional[Factors]:
     return None if full is None else dataclasses.replace(full, bias=mine.bias)  # the head's kind travels too
 
 
-def _selection_factors(model, data: DataBundle, cfg: TrainConfig, device: torch.device) -> tuple:
+def _selection_factors(model, data: DataBundle, cfg: TrainConfig, device: torch.device,
+                       ride: Optional[_RideAlong] = None) -> tuple:
     """The factors the method needs (pool, validation set), or None; under torch.distributed every rank takes part in
-    the sharded passes and only rank 0 receives them (see :func:`_factors_of`)."""
+    the sharded passes and only rank 0 receives them (see :func:`_factors_of`). A ride-along method's pool factors
+    come from ``ride`` (single process)."""
     selector = get_selector(cfg.method)
     factors = val_factors = None
-    if selector.needs_factors:
+    if ride is not None:
+        factors = ride.pool(model, data, cfg, device)
+    elif selector.needs_factors:
         factors = _factors_of(model, data.train.x, data.train.y, cfg, device)
     if selector.needs_val:
         rows = selection_val_rows(data.val.y, cfg)
@@ -269,13 +345,13 @@ def _run_selector(data: DataBundle, cfg: TrainConfig, gen: torch.Generator, fact
     return check_selection(get_selector(cfg.method).fn(inp), len(data.train))
 
 
-def _select_everywhere(model, data, cfg, epoch, gen, device, rank: int, world: int) -> Selection:
+def _select_everywhere(model, data, cfg, epoch, gen, device, rank: int, world: int, ride=None) -> Selection:
     """The method's selection; under torch.distributed the factor passes are sharded over the ranks, the method runs
     on rank 0, and its selection is broadcast to every rank, which all train on it (one source of truth, whatever the
     kernels do). If the method raises on rank 0, every rank raises instead of waiting at the next collective for a
     rank that is gone: the failure travels in place of the selection. (A failure inside the sharded passes surfaces
     on the other ranks in that collective, as torch.distributed's own error.)"""
-    factors, val_factors = _selection_factors(model, data, cfg, device)
+    factors, val_factors = _selection_factors(model, data, cfg, device, ride)
     if world == 1:
         return _run_selector(data, cfg, gen, factors, val_factors)
     selection = failure = None
@@ -313,8 +389,9 @@ def _check_labels(data: DataBundle) -> None:
                              f"got range [{int(y.min())}, {int(y.max())}]")
 
 
-def _checkpoint_state(model, opt, sched, gen_train, gen_select, selection, epoch, clock, history, cfg) -> dict:
+def _checkpoint_state(model, opt, sched, gen_train, gen_select, selection, epoch, clock, history, cfg, ride) -> dict:
     return {"config": dataclasses.asdict(cfg), "epoch": epoch, "model": model.state_dict(),
+            "ride": None if ride is None else ride.state_dict(),
             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "gen_train": gen_train.get_state(),
             "gen_select": gen_select.get_state(), "selection": None if selection is None else
             {"indices": selection.indices, "weights": selection.weights}, "clock": dict(clock), "history": history}
@@ -361,6 +438,12 @@ def train(cfg: TrainConfig, data: DataBundle | None = None, checkpoint: Path | N
     if device.type == "cuda" and cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     rank, world = _dist()
+    ride = tap = None  # Algorithm 2's ride-along variant: factors of the training forward passes
+    if selector.ride_along:
+        if world > 1:
+            raise ValueError(f"method {cfg.method!r} (ride-along factors) runs in one process only; use 'chg' under "
+                             "torch.distributed")
+        ride, tap = _RideAlong(len(data.train)), LastLayerTap(model)
     net = model  # what the training step calls: the model, or its DistributedDataParallel wrapper
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
@@ -388,6 +471,8 @@ def train(cfg: TrainConfig, data: DataBundle | None = None, checkpoint: Path | N
         if state["selection"] is not None:
             selection = Selection(state["selection"]["indices"].cpu(), state["selection"]["weights"].cpu())
         clock, history, start = state["clock"], state["history"], state["epoch"]
+        if ride is not None:
+            ride.load_state_dict(state.get("ride"))
         clock.setdefault("selection_epochs", None)  # a checkpoint written before they were recorded: unknown
 
     epochs = progress_bar(range(start, cfg.epochs), desc=f"train {cfg.method} a={cfg.fraction:g}", unit="epoch",
@@ -397,7 +482,7 @@ def train(cfg: TrainConfig, data: DataBundle | None = None, checkpoint: Path | N
         if selection is None or (selector.adaptive and epoch % cfg.select_every == 0):
             _sync(device)
             t0 = time.perf_counter()
-            selection = _select_everywhere(model, data, cfg, epoch, gen_select, device, rank, world)
+            selection = _select_everywhere(model, data, cfg, epoch, gen_select, device, rank, world, ride)
             _sync(device)
             clock["select_s"] += time.perf_counter() - t0
             clock["selections"] += 1
@@ -423,7 +508,12 @@ def train(cfg: TrainConfig, data: DataBundle | None = None, checkpoint: Path | N
                 xb, yb, wb = xb[rank::world], yb[rank::world], wb[rank::world]
                 w_total = w_total / world
             with _autocast(device, cfg):
-                logits = net(xb)
+                if tap is None:
+                    logits = net(xb)
+                else:
+                    with tap:
+                        logits, feat = tap.read(net(xb))
+                    ride.add(pool_rows, logits.detach(), yb, feat, tap.bias)
             losses = F.cross_entropy(logits.float(), yb, reduction="none")  # (B,)
             loss = (losses * wb).sum() / w_total
             opt.zero_grad(set_to_none=True)
@@ -440,7 +530,7 @@ def train(cfg: TrainConfig, data: DataBundle | None = None, checkpoint: Path | N
         if checkpoint is not None and ((epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs):
             if rank == 0:
                 state = _checkpoint_state(model, opt, sched, gen_train, gen_select, selection, epoch + 1, clock,
-                                          history, cfg)
+                                          history, cfg, ride)
                 atomic_write(Path(checkpoint), lambda tmp: torch.save(state, tmp))
             if world > 1:
                 torch.distributed.barrier()

@@ -16,7 +16,8 @@ import time, not in the middle of a training run.
 """
 from .interface import (SELECTORS, Selection, SelectionInput, Selector, as_labels, budget, check_fraction,
                         check_selection, class_budgets, get_selector, make_selection, pool_size, register)
-from .algorithm2 import (TIE_RTOL, algorithm2, minmax_weights, select_chg, select_chg_unweighted, select_full,
+from .algorithm2 import (TIE_RTOL, algorithm2, minmax_weights, select_chg, select_chg_ride,
+                         select_chg_unweighted, select_full,
                          select_gradient, select_hardness, top_k_per_class)
 from .random_subset import random_subset, select_adaptive_random, select_random
 from .glister import glister_greedy, select_glister
@@ -24,6 +25,7 @@ from .gradmatch import batch_gradients, gradmatch_pb, nonneg_omp, select_gradmat
 
 __all__ = ["SelectionInput", "Selection", "Selector", "SELECTORS", "register", "get_selector", "check_fraction",
            "budget", "class_budgets", "check_selection", "make_selection", "pool_size", "as_labels", "TIE_RTOL",
-           "top_k_per_class", "minmax_weights", "algorithm2", "select_full", "select_chg", "select_chg_unweighted",
-           "select_hardness", "select_gradient", "random_subset", "select_random", "select_adaptive_random",
+           "top_k_per_class", "minmax_weights", "algorithm2", "select_full", "select_chg", "select_chg_ride",
+           "select_chg_unweighted", "select_hardness", "select_gradient", "random_subset", "select_random",
+           "select_adaptive_random",
            "glister_greedy", "select_glister", "batch_gradients", "nonneg_omp", "gradmatch_pb", "select_gradmatch_pb"]

@@ -138,13 +138,15 @@ def algorithm2(inp: SelectionInput, utility: str = "chg", weighted: bool = True,
     return Selection(kept, weights)
 
 
-def _variant(name: str, utility: str, weighted: bool, summary: str) -> Callable[[SelectionInput], Selection]:
-    """``select_<name>``: :func:`algorithm2` under ``utility``, registered as method ``name``."""
+def _variant(name: str, utility: str, weighted: bool, summary: str,
+             ride_along: bool = False) -> Callable[[SelectionInput], Selection]:
+    """``select_<name>``: :func:`algorithm2` under ``utility``, registered as method ``name`` (``ride_along``: the
+    trainer gives it the factors of the training forward passes, see :class:`chg.selection.Selector`)."""
     def select(inp: SelectionInput) -> Selection:
         return algorithm2(inp, utility, weighted=weighted)
     select.__name__ = select.__qualname__ = f"select_{name}"
     select.__doc__ = summary + _VARIANT_DOC
-    return register(name, needs_factors=True, adaptive=True)(select)
+    return register(name, needs_factors=True, adaptive=True, ride_along=ride_along)(select)
 
 
 _VARIANT_DOC = """
@@ -158,6 +160,10 @@ _VARIANT_DOC = """
     """
 
 select_chg = _variant("chg", "chg", True, "CHG Shapley, Algorithm 2 exactly as printed (min-max weights, lines 4–10).")
+select_chg_ride = _variant("chg_ride", "chg", True, "CHG Shapley, Algorithm 2 with ride-along factors: the rows "
+                           "trained on since the last selection are valued from those training forward passes (train "
+                           "mode, BatchNorm batch statistics), the others from a train-mode pass without updates.",
+                           ride_along=True)
 select_chg_unweighted = _variant("chg_unweighted", "chg", False, "Ablation: the official code's variant — the subset "
                                  "of Algorithm 2, trained with all weights 1.")
 select_hardness = _variant("hardness", "hardness", True, "Hardness Shapley (Table 2 ablation): Algorithm 2 with U(S) = "

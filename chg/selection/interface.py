@@ -127,17 +127,21 @@ class Selector:
         needs_factors: the trainer computes the pool's factors before calling.
         adaptive: re-run every R epochs (True) or once at the start (False).
         needs_val: needs ``val_factors`` / ``val_labels``.
+        ride_along: the pool's factors come from the training forward passes since the last selection (train mode,
+            the training batches as augmented) instead of a separate eval-mode pass; rows not trained on since then
+            from a train-mode pass without parameter or running-statistics updates (:func:`chg.train.train`).
     """
     fn: Callable[[SelectionInput], Selection]
     needs_factors: bool
     adaptive: bool
     needs_val: bool = False
+    ride_along: bool = False
 
 
 SELECTORS: dict[str, Selector] = {}  # filled by @register as chg.selection imports its method modules
 
 
-def register(name: str, *, needs_factors: bool, adaptive: bool, needs_val: bool = False):
+def register(name: str, *, needs_factors: bool, adaptive: bool, needs_val: bool = False, ride_along: bool = False):
     """Decorator: put ``fn`` into :data:`SELECTORS` under ``name``.
 
     Args:
@@ -150,7 +154,8 @@ def register(name: str, *, needs_factors: bool, adaptive: bool, needs_val: bool 
     def add(fn: Callable[[SelectionInput], Selection]):
         if name in SELECTORS:
             raise ValueError(f"selection method {name!r} is registered twice")
-        SELECTORS[name] = Selector(fn, needs_factors=needs_factors, adaptive=adaptive, needs_val=needs_val)
+        SELECTORS[name] = Selector(fn, needs_factors=needs_factors, adaptive=adaptive, needs_val=needs_val,
+                                   ride_along=ride_along)
         return fn
     return add
 

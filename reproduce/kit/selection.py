@@ -26,8 +26,10 @@ __all__ = ["SelectionPreset", "DatasetSettings", "DATASET_SETTINGS", "presets", 
 FRACTIONS = (0.05, 0.1, 0.3, 0.5, 0.7)
 ALL_METHODS = ("full", "random", "adaptive_random", "glister", "gradmatch_pb", "chg", "chg_unweighted", "hardness",
                "gradient")
+CNN_METHODS = ALL_METHODS[:6] + ("chg_ride",) + ALL_METHODS[6:]  # medium-cnn: Algorithm 2 as printed and ride-along
 LABELS = {"full": "Full", "random": "Random", "adaptive_random": "AdaptiveRandom", "glister": "GLISTER",
-          "gradmatch_pb": "GradMatch (PB)", "chg": "CHG Shapley", "chg_unweighted": "CHG Shapley, weights 1 (ablation)",
+          "gradmatch_pb": "GradMatch (PB)", "chg": "CHG Shapley", "chg_ride": "CHG Shapley, ride-along factors",
+          "chg_unweighted": "CHG Shapley, weights 1 (ablation)",
           "hardness": "Hardness Shapley", "gradient": "Gradient Shapley"}
 DATA_LABELS = {"digits": "digits (sklearn)", "breast_cancer": "breast cancer (sklearn)", "cifar10": "CIFAR10",
                "cifar100": "CIFAR100", "tinyimagenet": "Tiny ImageNet", "fashion_mnist": "Fashion-MNIST"}
@@ -66,6 +68,8 @@ class SelectionPreset:
     fractions: tuple[float, ...] = FRACTIONS
     seeds: tuple[int, ...] = (0, 1, 2)
     train: TrainConfig = field(default_factory=TrainConfig)
+    model: str | None = None   # None: the data set's model (DATASET_SETTINGS); else this one on every data set
+    width: int | None = None   # with ``model``: its width (None: the model's default)
     GRID_FIELDS: ClassVar[tuple] = ("train.dataset", "train.method", "train.fraction", "train.seed", "train.model",
                                     "train.width", "train.augment_pad", "train.augment_flip")
 
@@ -79,7 +83,14 @@ def presets(table: str) -> dict:
     as the paper preset; 3 seeds. medium: Fashion-MNIST (54,000-image pool, 6,000 validation, 10,000 test), the
     ImageMLP, 20 epochs with R = 5, batch 128, 5 seeds, on 2 CPU cores; GLISTER's greedy steps see a stratified
     1,000 of the 6,000 validation points (``selection_val_size``; with all 6,000 it alone would take ~4 h of the
-    grid), the only setting in which a method differs from its quick-scale form. paper: the paper's setting
+    grid), the only setting in which a method differs from its quick-scale form. medium-cnn: the medium setting with
+    the paper's model family — :class:`chg.models.StrideCNN` (three 3×3 stride-2 conv/BatchNorm/ReLU blocks of 16, 32,
+    64 channels, global average pool, one Linear) — and Algorithm 2's ride-along variant (``chg_ride``) beside the
+    printed one; 15 epochs with R = 5 (selections at epochs 0, 5, 10), 3 seeds. Measured before choosing (one thread,
+    54,000 augmented images, batch 128, idle 2-core machine): a training epoch of StrideCNN takes 2.6 / 4.8 / 12.3
+    CPU-s at width 8 / 16 / 32 and its eval-mode pass 0.5 / 1.9 / 4.4 s; a ResNet-18 of width 4 (32×32 input) takes
+    ~56 CPU-s and width 8 ~95 — 12–20× width 16, more than the 2 cores can give Tables 2–3 (~90 runs per seed). Width
+    16 and 15 epochs put one seed of both tables at roughly 1 h of the 2 cores. paper: the paper's setting
     (ResNet-18, R = 20, batch 128, SGD lr 0.05 with
     momentum 0.9, Nesterov, weight decay 5e-4, cosine — CORDS' defaults, on which the paper's selection code was
     built); 300 epochs as in the authors' released selection configs; one seed (the paper reports one number per
@@ -101,7 +112,12 @@ def presets(table: str) -> dict:
                              train=TrainConfig(epochs=20, select_every=5, batch_size=128, checkpoint_every=5,
                                                noise_rate=noise, device="cpu", factor_batch_size=2048,
                                                selection_val_size=1000))
-    return {"smoke": smoke, "quick": quick, "medium": medium, "paper": paper}
+    medium_cnn = SelectionPreset(datasets=("fashion_mnist",), methods=CNN_METHODS, seeds=(0, 1, 2),
+                                 model="stride_cnn", width=16,
+                                 train=TrainConfig(epochs=15, select_every=5, batch_size=128, checkpoint_every=5,
+                                                   noise_rate=noise, device="cpu", factor_batch_size=2048,
+                                                   selection_val_size=1000))
+    return {"smoke": smoke, "quick": quick, "medium": medium, "medium-cnn": medium_cnn, "paper": paper}
 
 
 PAPER_NUMBERS = tables.PAPER_NUMBERS
@@ -126,9 +142,11 @@ def paper_numbers(section: str) -> dict:
 def run_config(preset: SelectionPreset, dataset: str, method: str, fraction: float, seed: int) -> TrainConfig:
     if dataset not in DATASET_SETTINGS:
         raise ValueError(f"no model/augmentation settings for data set {dataset!r}; known: {sorted(DATASET_SETTINGS)}")
+    settings = dataclasses.asdict(DATASET_SETTINGS[dataset])
+    if preset.model is not None:
+        settings.update(model=preset.model, width=preset.width)
     return dataclasses.replace(preset.train, dataset=dataset, method=method, seed=seed,
-                               fraction=1.0 if method == "full" else fraction,
-                               **dataclasses.asdict(DATASET_SETTINGS[dataset]))
+                               fraction=1.0 if method == "full" else fraction, **settings)
 
 
 def runs(preset: SelectionPreset) -> list:
