@@ -36,7 +36,7 @@ from .renames import renamed
 from .shapley import _check_finite, _check_n, coefficients, mean_game_coefficients
 
 __all__ = ["Options", "UTILITIES", "GRADIENTS", "ALPHAS", "GroupStats", "group_stats", "values_from_factors",
-           "factored_shapley", "shapley_from_factors", "utility_stats", "utility_values"]
+           "factored_shapley", "shapley_from_factors", "utility_stats", "utility_values", "epoch_values"]
 
 CHUNK_ELEMENTS = 1 << 20  # CPU: features per chunk (4 MiB of float32), in cache between a pass's two uses of them
 CHUNK_ROWS_ACCELERATOR = 1 << 18  # GPU: large chunks (launch overhead dominates, memory is plentiful)
@@ -183,7 +183,7 @@ class _Passes:
 
     def __init__(self, err, feat, loss, bias):
         n = err.shape[0]
-        self.le = err.to(torch.float64) if loss is None else loss.to(torch.float64)[:, None] * err  # (n, C)
+        self.err, self.loss = err, loss
         if feat is None:
             self.h, self.dtype = err.new_empty((n, 0), dtype=torch.float64), torch.float64
         else:
@@ -193,9 +193,15 @@ class _Passes:
         D = self.h.shape[1]
         self.mu = torch.mean(self.h[:32], 0, dtype=self.dtype) if n else self.h.new_zeros(D, dtype=self.dtype)  # (D,)
         self.mu64 = self.mu.to(torch.float64)
-        step = CHUNK_ROWS_ACCELERATOR if err.device.type != "cpu" else max(256, CHUNK_ELEMENTS // max(D, 1))
+        step = (CHUNK_ROWS_ACCELERATOR if err.device.type != "cpu"
+                else max(256, CHUNK_ELEMENTS // max(D, err.shape[1], 1)))
         self.chunks = [slice(a, min(n, a + step)) for a in range(0, n, step)]
         self._kept = None  # (rows, h − μ) of a group that is one chunk: pass 2 reuses pass 1's
+
+    def le(self, rows):
+        """l_i e_i of the chunk's rows (m, C) float64 (made per chunk: never an (n, C) float64 copy)."""
+        e = self.err[rows].to(torch.float64)
+        return e if self.loss is None else e * self.loss[rows].to(torch.float64)[:, None]
 
     def centred(self, rows):
         """h − μ of the chunk's rows (m, D) in the compute dtype (pass 1's, when the group is one chunk)."""
@@ -208,20 +214,21 @@ class _Passes:
 
     def stats_and_sq_norms(self):
         """Pass 1: s = Σ l_i e_i ⊗ h̃_i (C, D+bias) float64 and every ‖x_i‖² (n,) float64."""
-        s_feat, h_sq = None, []  # Σ l e (h − μ)ᵀ (C, D) float64; per chunk ‖h_i − μ‖² + 2μ·(h_i − μ) (m,)
+        C, D = self.err.shape[1], self.h.shape[1]
+        s_feat = self.err.new_zeros((C, D), dtype=torch.float64)  # Σ l e (h − μ)ᵀ (C, D)
+        s_bias = self.err.new_zeros(C, dtype=torch.float64)  # Σ l e (C,)
+        sq = []  # per chunk ‖l_i e_i‖² (‖h_i − μ‖² + 2μ·(h_i − μ) + ‖μ‖² + bias) (m,)
+        const = self.mu64 @ self.mu64 + self.bias
         for rows in self.chunks:
+            le = self.le(rows)  # (m, C) float64
             hc = self.centred(rows)  # (m, D)
-            part = self.le[rows].to(self.dtype).T @ hc  # (C, D) GEMM in dtype, accumulated in float64
-            s_feat = part.to(torch.float64) if s_feat is None else s_feat.add_(part)
-            h_sq.append(torch.addmv(torch.linalg.vector_norm(hc, dim=1).square_(), hc, self.mu, alpha=2))
-        if s_feat is None:  # no rows
-            s_feat = self.le.new_zeros(self.le.shape[1], self.h.shape[1])
-        s_bias = self.le.sum(0)  # (C,)
+            s_feat.add_((le.to(self.dtype).T @ hc).to(torch.float64))  # (C, D) GEMM in dtype, summed in float64
+            s_bias.add_(le.sum(0))
+            h_sq = torch.addmv(torch.linalg.vector_norm(hc, dim=1).square_(), hc, self.mu, alpha=2)
+            sq.append(torch.linalg.vecdot(le, le).mul_(h_sq.to(torch.float64).add_(const)))
         s_feat.addr_(s_bias, self.mu64)  # + (Σ l e) μᵀ
         s = torch.cat([s_feat, s_bias[:, None]], 1) if self.bias else s_feat
-        h_sq = _cat(h_sq, self.mu)
-        h_sq = h_sq.to(torch.float64) + (self.mu64 @ self.mu64 + self.bias)  # ‖h̃_i‖²
-        return s, torch.linalg.vecdot(self.le, self.le) * h_sq  # ‖x_i‖² = ‖l_i e_i‖² ‖h̃_i‖²
+        return s, _cat(sq, self.mu64)  # ‖x_i‖² = ‖l_i e_i‖² ‖h̃_i‖²
 
     def dots(self, m):
         """Pass 2: ⟨m, x_j⟩ = l_j e_jᵀ m h̃_j for every row (n,) float64; ``m`` (C, D+bias) float64."""
@@ -231,7 +238,7 @@ class _Passes:
         out = []  # (m,) per chunk: l_j e_jᵀ (m_feat (h_j − μ) + b)
         for rows in self.chunks:
             hm = F.linear(self.centred(rows), m_feat)  # (m, C) in dtype
-            out.append(torch.linalg.vecdot(self.le[rows], hm.to(torch.float64).add_(b)))
+            out.append(torch.linalg.vecdot(self.le(rows), hm.to(torch.float64).add_(b)))
         return _cat(out, self.mu64)
 
 
@@ -465,4 +472,75 @@ def shapley_from_factors(factors, utility: str = "chg", gradient: str = "full",
     for _, idx in _group_rows(_groups(groups, loss.shape[0], loss.device)):
         part = factors[idx]
         out[idx] = utility_values(part, utility_stats(part, options), options)
+    return out
+
+
+def epoch_values(factors, options: Options, groups: Optional[torch.Tensor] = None, alpha: Optional[dict] = None,
+                 reduce=None, group_ids: Optional[list] = None) -> torch.Tensor:
+    r"""Eq. (3) for one epoch (Algorithm 1, lines 3–4; Algorithm 2, line 7 with ``groups``): every player's value
+    from the epoch's factors, each group its own game. The one computation behind :meth:`chg.EpochValuer.end_epoch`.
+
+    Per group: pass 1 over the rows in chunks gives :math:`n`, :math:`s=\sum_i x_i` and every :math:`\|x_i\|^2` once;
+    ``reduce`` (if given) sums the statistics over processes; pass 2 streams the rows again for
+    :math:`\langle m, x_jangle`. Extra memory: one chunk of rows plus O(n) float64 (no (n, C) float64 copy).
+
+    Args:
+        factors: :class:`chg.lastlayer.Factors` of the epoch's players, each row once: loss (m,), err (m, C), feat
+            (m, D) floating, ``bias``.
+        options: :class:`Options` (utility, gradient; ``per_class`` and ``alpha`` are the caller's: give ``groups``
+            and ``alpha``).
+        groups: (m,) int64 group labels (one game per label: the per-class games), or None (one game, label 0).
+        alpha: None (each group's α is its own mean, Algorithm 1 line 4) or ``{label: α}`` with α of the shape of
+            :math:`\sum x_i` ((C, D+1); (C, D) bias-free; (C,) bias only); must be None for Hardness Shapley.
+        reduce: None, or ``reduce(stats) -> stats`` summing a :class:`GroupStats` over processes
+            (``GroupStats.all_reduce``); called once per label of ``group_ids``, on every process, even for a group
+            with no rows here.
+        group_ids: the labels to play (identical on every process under ``reduce``); default the labels present.
+    Returns:
+        (m,) float64 values on the factors' device (rows of a label not in ``group_ids`` are NaN).
+    Raises:
+        ValueError: bad factors (as :func:`group_stats`), a label without α in ``alpha``, NaN/Inf, an α with
+            Hardness Shapley, or gradient='bias' with a bias-free head.
+    """
+    m = factors.loss.shape[0]
+    out = torch.full((m,), float("nan"), dtype=torch.float64, device=factors.loss.device)
+    if group_ids is None:
+        group_ids = [0] if groups is None else torch.unique(groups).tolist()
+    hardness = options.utility == "hardness"
+    if hardness and alpha is not None:
+        raise ValueError("utility='hardness' (mean loss over S) has no target: alpha must be None")
+    if not hardness:
+        err, feat, loss, bias = _players(factors, options)
+        _validate(err, feat, loss, bias)
+    for g in group_ids:
+        rows = None if groups is None else (groups == g).nonzero().squeeze(1)
+        if hardness:
+            loss = _loss64(factors if rows is None else factors[rows])
+            _check_finite(loss, "loss")
+            stats = GroupStats(loss.shape[0], loss.sum().reshape(1), loss.new_zeros(()))
+        else:
+            part = (err, feat, loss) if rows is None else (err[rows], None if feat is None else feat[rows],
+                                                          None if loss is None else loss[rows])
+            fac = _Passes(*part, bias)
+            with torch.autocast(err.device.type, enabled=False):
+                s, sq = fac.stats_and_sq_norms()
+            stats = GroupStats(fac.h.shape[0], s if feat is not None else s[:, 0], sq.sum())
+        if reduce is not None:
+            stats = reduce(stats)
+        if stats.n == 0 or (rows is not None and rows.numel() == 0) or m == 0:
+            continue
+        if hardness:
+            own, total = mean_game_coefficients(_check_n(stats.n))
+            vals = own * loss + total * stats.sum.reshape(())
+        else:
+            if alpha is not None and g not in alpha:
+                raise ValueError(f"alpha has no target for group {g}")
+            a = None if alpha is None else alpha[g]
+            with torch.autocast(err.device.type, enabled=False):
+                vals = _eq3(fac, stats.n, stats.sum.reshape(err.shape[1], -1), stats.sum_sq_norms, sq, a)
+            _require_finite(vals, *part, "the values")
+        if rows is None:
+            out = vals
+        else:
+            out[rows] = vals
     return out

@@ -37,11 +37,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Factors", "find_last_linear", "LastLayerTap", "factors_from_logits", "per_sample_loss",
+__all__ = ["Factors", "find_last_linear", "LastLayerTap", "factors_from_logits", "per_sample_loss", "loss_and_error",
+           "check_loss", "forward_batch", "model_device",
            "compute_factors", "split_batch", "OUTPUTS"]
 
 OUTPUTS = ("logits", "probabilities")  # what the model returns: the logits (in a container or not), or σ/softmax
@@ -147,19 +149,31 @@ def _check_logits(logits: torch.Tensor) -> None:
         raise ValueError(f"logits must be a (B, C) tensor, got {_describe(logits)}")
 
 
-def per_sample_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Per-sample training loss of the logits, differentiable: softmax cross-entropy for C ≥ 2 logits, binary
-    cross-entropy with logits for one — the loss :math:`l_i` whose factors :func:`factors_from_logits` gives.
+def per_sample_loss(logits: torch.Tensor, targets: torch.Tensor, weight=None, label_smoothing: float = 0.0,
+                    reduction: str = "none") -> torch.Tensor:
+    """Training loss of the logits, differentiable: softmax cross-entropy for C ≥ 2 logits (with class ``weight``
+    and ``label_smoothing`` as ``F.cross_entropy`` takes them), binary cross-entropy with logits for one — the loss
+    :math:`l_i` whose factors :func:`loss_and_error` gives.
 
     Args:
-        logits: (B, C) any floating dtype. targets: (B,) integer labels in [0, C) (0/1 for one logit).
+        logits: (B, C) any floating dtype. targets: (B,) integer labels in [0, C) (0/1 for one logit). weight,
+            label_smoothing: as :func:`check_loss`. reduction: "none" (per sample) or "mean" (with weights the
+            weighted mean Σ l_i / Σ w_{y_i}, as ``F.cross_entropy``).
     Returns:
-        (B,) loss in the logits' dtype, with the logits' autograd graph.
+        (B,) loss (or a scalar for "mean") in the logits' dtype, with the logits' autograd graph.
     Raises:
-        ValueError: bad shapes or labels (see :func:`factors_from_logits`).
+        ValueError: bad shapes, labels, weight or smoothing, or an unknown reduction.
     """
     _check_logits(logits)
-    return _loss(logits, _targets(logits, targets))
+    if reduction not in ("none", "mean"):
+        raise ValueError(f"reduction must be 'none' or 'mean', got {reduction!r}")
+    w = check_loss(logits.shape[1], weight, label_smoothing)
+    y = _targets(logits, targets)
+    if logits.shape[1] == 1 or (w is None and not label_smoothing):
+        loss = _loss(logits, y)
+        return loss.mean() if reduction == "mean" else loss
+    return F.cross_entropy(logits, y, weight=None if w is None else w.to(logits), label_smoothing=float(
+        label_smoothing), reduction=reduction)
 
 
 def _loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -197,26 +211,92 @@ def _factors(logits: torch.Tensor, targets: torch.Tensor, feat: torch.Tensor, bi
     return Factors(loss, err, _upcast(feat.detach()), bool(bias))
 
 
-def _loss_err(logits: torch.Tensor, targets: torch.Tensor) -> tuple:
-    """Theorem 1's loss (B,) and error (B, C) of targets already validated by :func:`_targets`, computed in float64
-    and returned detached in the logits' dtype (half precision → float32); row by row, so any split of the rows
-    into batches gives the same numbers."""
+def _loss_err(logits: torch.Tensor, targets: torch.Tensor, weight: Optional[torch.Tensor] = None,
+              label_smoothing: float = 0.0) -> tuple:
+    """:func:`loss_and_error` of targets already validated by :func:`_targets` (and a checked ``weight``)."""
     z = _upcast(logits.detach())
     z64 = z.double()
     if z.shape[1] == 1:  # binary cross-entropy on σ(z): l = softplus(z) − y z, e = σ(z) − y
         yf = targets.to(torch.float64)[:, None]
         loss = F.binary_cross_entropy_with_logits(z64, yf, reduction="none").squeeze(1)
         err = torch.where(yf == 1, -torch.sigmoid(-z64), torch.sigmoid(z64))  # σ(z) − 1 = −σ(−z), no cancellation
-    else:
+    elif weight is None and not label_smoothing:
         logp = torch.log_softmax(z64, dim=1)  # (B, C) in float64, then rounded once at the end
         y = targets[:, None]
         loss = logp.gather(1, y).squeeze(1).neg_()  # (B,) cross-entropy
         err = logp.exp_()  # (B, C) softmax
         err.scatter_(1, y, 0.0)
         err.scatter_(1, y, err.sum(1, keepdim=True).neg_())  # p_y − 1 = −Σ_{c≠y} p_c, without cancellation
+    else:  # l = Σ_c a_c (−log p_c), a = (1−s) w_y onehot(y) + (s/C) w  ⇒  e = ∂l/∂z = (Σ_c a_c) p − a
+        C = z.shape[1]
+        logp = torch.log_softmax(z64, dim=1)  # (B, C)
+        w = z64.new_ones(C) if weight is None else weight.to(device=z.device, dtype=torch.float64)
+        a = w.mul(label_smoothing / C).expand(z.shape[0], C).clone()  # (B, C)
+        a.scatter_add_(1, targets[:, None], (1.0 - label_smoothing) * w[targets][:, None])
+        loss = torch.linalg.vecdot(a, logp).neg_()  # (B,)
+        err = logp.exp_().mul_(a.sum(1, keepdim=True)).sub_(a)  # (B, C)
     if not (math.isfinite(loss.sum()) or bool(torch.isfinite(loss).all())):  # NaN/Inf logits: non-finite loss
         raise ValueError("logits contain NaN or Inf: the model diverged or its input is not finite")
     return loss.to(z.dtype), err.to(z.dtype)
+
+
+def check_loss(num_classes: int, weight=None, label_smoothing: float = 0.0) -> Optional[torch.Tensor]:
+    r"""The training loss's ``weight`` and ``label_smoothing`` checked, as ``torch.nn.functional.cross_entropy`` takes
+    them (the loss whose values are computed: Theorem 1's :math:`l_i` and :math:`e_i = \partial l_i/\partial z_i`).
+
+    Args:
+        num_classes: C, the logits per row. weight: (C,) non-negative finite class weights (tensor, array or list),
+            or None. label_smoothing: s in [0, 1].
+    Returns:
+        ``weight`` as a (C,) float64 CPU tensor, or None.
+    Raises:
+        ValueError: a weight of another length, negative or not finite; s outside [0, 1]; either with a 1-logit head
+            (binary cross-entropy is valued unweighted and unsmoothed).
+        TypeError: a weight that is not numeric, or an s that is not a number.
+    """
+    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float, np.floating, np.integer)):
+        raise TypeError(f"label_smoothing must be a number in [0, 1], got {label_smoothing!r}")
+    if not 0.0 <= float(label_smoothing) <= 1.0:
+        raise ValueError(f"label_smoothing must lie in [0, 1] (as in F.cross_entropy), got {label_smoothing}")
+    if weight is None:
+        w = None
+    else:
+        try:
+            w = torch.as_tensor(np.asarray(weight.detach().cpu() if isinstance(weight, torch.Tensor) else weight,
+                                           dtype=np.float64))
+        except (TypeError, ValueError):
+            raise TypeError(f"weight must be C = {num_classes} numbers (a tensor, array or list), got "
+                            f"{type(weight).__name__}") from None
+        if w.ndim != 1 or w.shape[0] != num_classes:
+            raise ValueError(f"weight must have one entry per class, shape ({num_classes},), got {tuple(w.shape)}")
+        if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
+            raise ValueError(f"weight must be finite and >= 0, got {w.tolist()}")
+    if num_classes == 1 and (w is not None or label_smoothing):
+        raise ValueError("weight and label_smoothing apply to a softmax head (C >= 2, cross-entropy); a 1-logit head "
+                         "(binary cross-entropy) is valued with its plain loss")
+    return w
+
+
+def loss_and_error(logits: torch.Tensor, targets: torch.Tensor, weight=None, label_smoothing: float = 0.0) -> tuple:
+    r"""Theorem 1's per-sample loss :math:`l_i` and error :math:`e_i = \partial l_i / \partial z_i` of a batch.
+
+    C ≥ 2: the cross-entropy of ``torch.nn.functional.cross_entropy(logits, targets, weight=weight,
+    label_smoothing=label_smoothing, reduction="none")`` — with class weights :math:`w` and smoothing :math:`s`,
+    :math:`l_i = \sum_c a_{ic}(-\log p_{ic})`, :math:`a_{ic} = (1-s)\,w_{y_i}[c = y_i] + 	frac{s}{C} w_c`, so
+    :math:`e_i = (\sum_c a_{ic})\,p_i - a_i` (plain: :math:`p_i - \mathrm{onehot}(y_i)`). C = 1: binary cross-entropy,
+    :math:`e_i = \sigma(z_i) - y_i`. Computed in float64, returned in the logits' dtype (half precision → float32).
+
+    Args:
+        logits: (B, C) floating. targets: (B,) integer labels in [0, C) (0/1 for one logit). weight, label_smoothing:
+            as :func:`check_loss` takes them.
+    Returns:
+        ``(loss, err)``: (B,) and (B, C), detached.
+    Raises:
+        ValueError / TypeError: bad shapes, labels, weight or smoothing; NaN/Inf logits.
+    """
+    _check_logits(logits)
+    w = check_loss(logits.shape[1], weight, label_smoothing)
+    return _loss_err(logits, _targets(logits, targets), w, float(label_smoothing))
 
 
 def _upcast(t: torch.Tensor) -> torch.Tensor:
@@ -389,14 +469,27 @@ def _to(obj, device):
     return obj
 
 
-def _forward(model: nn.Module, inputs, device):
-    """The model on a batch's inputs moved to ``device``: ``model(**inputs)`` for a dict, else ``model(inputs)``."""
+def forward_batch(model: nn.Module, inputs, device):
+    """The model on a batch's inputs moved to ``device``: ``model(**inputs)`` for a dict, else ``model(inputs)``.
+
+    Args:
+        model: the network. inputs: a tensor, or a dict / tuple of tensors (HuggingFace style).
+        device: where to move the inputs (:func:`model_device`).
+    Returns:
+        what the model returns (logits, a tuple, a dict or a ``ModelOutput``).
+    """
     inputs = _to(inputs, device)
     return model(**inputs) if isinstance(inputs, Mapping) else model(inputs)
 
 
 def model_device(model: nn.Module) -> torch.device:
-    """The device of the model's first parameter (where batches are moved)."""
+    """Where batches are moved for ``model``.
+
+    Args:
+        model: an ``nn.Module`` with at least one parameter.
+    Returns:
+        the ``torch.device`` of its first parameter.
+    """
     return next(model.parameters()).device
 
 
@@ -410,7 +503,7 @@ def iter_factors(model: nn.Module, loader, layer: Optional[nn.Linear] = None,
         for batch in loader:
             inputs, targets, index = split_batch(batch)
             targets = _to(torch.as_tensor(targets), device)
-            yield tap.factors(_forward(model, inputs, device), targets), targets, index
+            yield tap.factors(forward_batch(model, inputs, device), targets), targets, index
 
 
 def compute_factors(model: nn.Module, inputs, targets: Optional[torch.Tensor] = None,

@@ -83,11 +83,14 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 from .distributed import all_gather_values as _all_gather_values
 from .distributed import group_ids as _group_ids
 from .distributed import is_distributed
-from .factored import GroupStats, Options, utility_stats, utility_values
+from .factored import GroupStats, Options, epoch_values, utility_stats
 from .renames import renamed
 from .progress import progress as progress_bar
-from .lastlayer import (Factors, LastLayerTap, _check_logits, _forward, _loss, _loss_err, _targets, _upcast,
-                        iter_factors, model_device, split_batch)
+from .lastlayer import (Factors, LastLayerTap, _check_logits, _targets, _upcast, check_loss, forward_batch,
+                        loss_and_error, model_device, per_sample_loss, split_batch)
+from .store import BAD_TARGET, RowStore, check_rows, materialise
+from .store import players as store_players
+from .values import Values
 
 __all__ = ["EpochValuer", "IndexedDataset", "value_data", "ValueDataConfig"]
 
@@ -115,12 +118,13 @@ def _skip_epochs(k) -> int:
     return k
 
 
-def _int_tensor(v, what: str) -> torch.Tensor:
-    """A 1-D int64 CPU tensor from a tensor, NumPy array, pandas Series or list of integers (any integer dtype)."""
+def _int_tensor(v, what: str, device="cpu") -> torch.Tensor:
+    """A 1-D int64 tensor on ``device`` from a tensor, NumPy array, pandas Series or list of integers (any integer
+    dtype); a dtype check only (no look at the values)."""
     t = v if isinstance(v, torch.Tensor) else torch.as_tensor(np.asarray(v))
-    if t.dtype.is_floating_point or t.dtype.is_complex:
+    if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
         raise ValueError(f"{what} must be integers, got dtype {t.dtype} (pass them as an integer array or tensor)")
-    return t.reshape(-1).to(device="cpu", dtype=torch.int64)
+    return t.reshape(-1).to(device=device, dtype=torch.int64)
 
 
 class IndexedDataset(Dataset):
@@ -149,9 +153,40 @@ class IndexedDataset(Dataset):
         return item[0], item[1], i
 
 
+def _deferred_targets(logits: torch.Tensor, targets) -> torch.Tensor:
+    """Targets (B,) int64 on the logits' device after the checks that need no value (type, dtype, shape); a 1-logit
+    head's float target that is not 0 or 1 becomes :data:`chg.store.BAD_TARGET` (reported at end_epoch). No host
+    synchronisation."""
+    if not isinstance(targets, torch.Tensor):
+        raise ValueError(f"targets must be a torch.Tensor of class labels, got {type(targets).__name__}")
+    B, C = logits.shape
+    if targets.dtype.is_complex or targets.dtype == torch.bool or (targets.dtype.is_floating_point and C != 1):
+        raise ValueError(f"targets must be integer class labels, got dtype {targets.dtype} (soft labels are not "
+                         "supported: e = softmax − onehot needs a class index; pass y.long() if they are whole)")
+    if C == 1 and targets.ndim == 2 and targets.shape[1] == 1:
+        targets = targets.reshape(-1)
+    if targets.ndim != 1 or targets.shape[0] != B:
+        raise ValueError(f"targets must be (B,) = ({B},), got shape {tuple(targets.shape)}")
+    if targets.dtype.is_floating_point:
+        ok = (targets == 0) | (targets == 1)
+        targets = torch.where(ok, targets.to(torch.int64), torch.full_like(targets, BAD_TARGET, dtype=torch.int64))
+    return targets.to(device=logits.device, dtype=torch.int64)
+
+
+def epoch_rows(store: RowStore, n: int, starts: list, weight, label_smoothing: float, per_class: bool) -> None:
+    """The epoch's rows checked once (:func:`chg.store.check_rows`) and their logits made errors in place under the
+    training loss (:func:`chg.store.materialise`)."""
+    check_rows(store, n, starts)
+    if per_class and bool((store.target[:store.size] < 0).any()):
+        raise ValueError("end_epoch: per_class=True but some rows were added without labels")
+    materialise(store, loss_and_error, weight, label_smoothing)
+
+
 @renamed("0.2.0", weighting="utility")
 class EpochValuer:
-    """Algorithm 1 state: the current epoch's factors, the validation α, and the running sum of values.
+    """Algorithm 1's collection: each epoch's rows (stored once, checked once), the validation α, and the history
+    of epoch values that :meth:`values` averages. The maths is :func:`chg.factored.epoch_values`; the rows live in a
+    :class:`chg.store.RowStore`.
 
     Args:
         n: number of training points (indices run over ``0..n-1``); a Python or NumPy integer ≥ 1.
@@ -161,13 +196,20 @@ class EpochValuer:
             :meth:`end_epoch`; True: the rows seen are the epoch's game, with a warning naming how many were not.
         skip_epochs: the number k ≥ 0 of first epochs left out of :meth:`values` (0: every epoch, Algorithm 1);
             their values are still computed and kept in ``epoch_values``.
+        weight, label_smoothing: the training loss's class weights (C,) and smoothing in [0, 1], as
+            ``torch.nn.functional.cross_entropy`` takes them: the rows of :meth:`add_logits` and of the separate
+            pass are valued under that loss (:func:`chg.lastlayer.loss_and_error`); default plain cross-entropy.
+        storage_dtype: dtype the rows' logits/errors and features are kept in (default float32; ``torch.bfloat16``
+            or ``torch.float16`` halve the memory, eq. (3) still runs in float32/float64). offload: None | "host" |
+            "disk" (memory-mapped files in ``directory``): where the rows are kept (:mod:`chg.store`).
     Raises:
-        ValueError for an invalid ``n``, ``skip_epochs`` or option (validated by :class:`chg.Options`).
+        ValueError for an invalid ``n``, ``skip_epochs``, option, storage dtype or offload.
     """
 
     def __init__(self, n: int, utility: str = "chg", gradient: str = "full", per_class: bool = False,
                  alpha: str = "train", partial_epochs: bool = False, options: Optional[Options] = None,
-                 skip_epochs: int = 0):
+                 skip_epochs: int = 0, weight=None, label_smoothing: float = 0.0,
+                 storage_dtype: Optional[torch.dtype] = None, offload: Optional[str] = None, directory=None):
         try:
             if isinstance(n, bool):
                 raise TypeError
@@ -178,153 +220,86 @@ class EpochValuer:
         if n < 1:
             raise ValueError(f"EpochValuer: n must be a positive integer (number of training points), got {n!r}")
         self.options = Options.of(options, utility=utility, gradient=gradient, alpha=alpha, per_class=per_class)
-        self.n = n
-        self.partial_epochs = bool(partial_epochs)
-        self.skip_epochs = _skip_epochs(skip_epochs)
-        self.epochs = 0
+        self.n, self.partial_epochs, self.skip_epochs = n, bool(partial_epochs), _skip_epochs(skip_epochs)
+        self.weight, self.label_smoothing = weight, label_smoothing
+        check_loss(2 if weight is None else len(weight), weight, label_smoothing)  # type and range, C comes later
+        self._store_args = (storage_dtype, offload, directory)
+        RowStore(1, storage_dtype, offload)  # validates them now
         self.epoch_values: list = []  # (n,) float64 per finished epoch, NaN where a point was not seen
-        self._sum = torch.zeros(n, dtype=torch.float64)
-        self._count = torch.zeros(n, dtype=torch.int64)
         self._reset_epoch()
 
     utility = property(lambda self: self.options.utility, doc="the utility (see :class:`chg.Options`)")
     gradient = property(lambda self: self.options.gradient, doc="'full' or 'bias' (see :class:`chg.Options`)")
     per_class = property(lambda self: self.options.per_class, doc="each class its own game")
     alpha = property(lambda self: self.options.alpha, doc="α's source, 'train' or 'valid'")
+    epochs = property(lambda self: len(self.epoch_values), doc="the epochs ended so far")
 
-    # ---- collecting one epoch -------------------------------------------------------------------------------
     def _reset_epoch(self) -> None:
-        self._loss = self._err = self._feat = None
-        self._logits = self._targets = self._lazy = None  # add_logits' rows: factors made at end_epoch
-        self._bias: Optional[bool] = None
-        self._labels = torch.full((self.n,), -1, dtype=torch.int64)
-        self._seen = torch.zeros(self.n, dtype=torch.bool)
+        self.store = RowStore(self.n, *self._store_args)
+        self._starts: list = []  # each batch's first row in the store (to name it in a message)
         self._valid: dict = {}  # group -> GroupStats of the validation points (alpha="valid")
 
-    def _check_head(self, bias: bool) -> None:
-        if self._bias is not None and bias != self._bias:
-            raise ValueError("add: factors of a head with bias and of a head without bias in one epoch")
+    # ---- collecting one epoch (metadata checks only: no host-device synchronisation) ------------------------
+    def _append(self, what: str, indices, targets, z, feat, bias, loss=None) -> None:
+        idx = _int_tensor(indices, f"{what}: indices", z.device)
+        B = z.shape[0]
+        if idx.shape[0] != B or feat.shape[0] != B or (loss is not None and loss.shape[0] != B):
+            raise ValueError(f"{what}: {idx.shape[0]} indices, {B} rows of logits and {feat.shape[0]} of feat"
+                             if loss is None else f"{what}: {idx.shape[0]} indices but factors have loss "
+                             f"{tuple(loss.shape)}, err {tuple(z.shape)}, feat {tuple(feat.shape)}")
         if not bias and self.gradient == "bias":
             raise ValueError("gradient='bias' values the bias gradient, but the output layer has no bias; use "
                              "gradient='full' (the weight gradient e ⊗ h)")
-        self._bias = bias
+        self._starts.append(self.store.size)
+        try:
+            self.store.append(idx, targets, _upcast(z.detach()), _upcast(feat.detach()), bias, loss)
+        except ValueError as e:
+            self._starts.pop()
+            raise ValueError(f"{what}: {e}") from None
 
     def add(self, indices, factors: Factors, labels=None) -> None:
         """Record the factors of training rows for this epoch (Algorithm 1 line 3; a row added again replaces its
-        earlier factors: it is one player).
+        earlier factors: it is one player). Index ranges are checked at :meth:`end_epoch`.
 
         Args:
             indices: (B,) row indices in [0, n): an integer tensor, array or list.
             factors: the rows' :class:`chg.lastlayer.Factors` (loss (B,), err (B, C), feat (B, D)).
             labels: (B,) integer labels, needed if ``per_class``.
         Raises:
-            ValueError: sizes that differ, indices out of range, non-integer indices or labels, missing labels with
-                ``per_class``, or a change of head (C, D or bias) within the epoch.
+            ValueError: sizes that differ, non-integer indices or labels, missing labels with ``per_class``, or a
+                change of head (C, D or bias) within the epoch.
         """
-        idx = _int_tensor(indices, "add: indices")
-        B = factors.loss.shape[0]
-        if idx.shape[0] != B or factors.err.shape[0] != B or factors.feat.shape[0] != B:
-            raise ValueError(f"add: {idx.shape[0]} indices but factors have loss {tuple(factors.loss.shape)}, err "
-                             f"{tuple(factors.err.shape)}, feat {tuple(factors.feat.shape)}")
-        self._check_range(idx, "add")
         if self.per_class and labels is None:
             raise ValueError("add: per_class=True needs the labels of the batch")
-        self._check_head(getattr(factors, "bias", True))
-        self._buffers(factors.err, factors.feat, "add")
-        dev = self._err.device
-        self._loss[idx.to(dev)] = factors.loss.to(self._loss)
-        self._err[idx.to(dev)] = factors.err.to(self._err)
-        self._feat[idx.to(dev)] = factors.feat.to(self._feat)
-        if self._lazy is not None:
-            self._lazy[idx] = False  # these factors replace the row's earlier add_logits
-        if labels is not None:
-            lab = _int_tensor(labels, "add: labels")
-            if lab.shape[0] != B:
-                raise ValueError(f"add: {lab.shape[0]} labels for {B} rows")
-            self._labels[idx] = lab
-        self._seen[idx] = True
-
-    def _check_range(self, idx: torch.Tensor, what: str) -> None:
-        """Row indices must lie in [0, n) (a negative one would silently wrap around in the buffers)."""
-        if idx.numel():
-            lo, hi = torch.aminmax(idx)
-            if lo < 0 or hi >= self.n:
-                raise ValueError(f"{what}: indices must lie in [0, {self.n}), got range [{int(lo)}, {int(hi)}]")
-
-    def _buffers(self, err: torch.Tensor, feat: torch.Tensor, what: str) -> None:
-        """The epoch's (n,) loss, (n, C) error and (n, D) feature buffers, made at the first batch (its dtypes and
-        device); a later batch with another C or D raises."""
-        if self._loss is None:
-            dev = err.device
-            C, D = err.shape[1], feat.shape[1]
-            self._loss = torch.zeros(self.n, dtype=err.dtype, device=dev)
-            self._err = torch.zeros(self.n, C, dtype=err.dtype, device=dev)
-            self._feat = torch.zeros(self.n, D, dtype=feat.dtype, device=dev)
-        elif err.shape[1] != self._err.shape[1] or feat.shape[1] != self._feat.shape[1]:
-            raise ValueError(f"{what}: this batch has C={err.shape[1]}, D={feat.shape[1]} but earlier "
-                             f"batches had C={self._err.shape[1]}, D={self._feat.shape[1]}")
+        dev = factors.err.device
+        lab = torch.full((factors.err.shape[0],), -1, dtype=torch.int64, device=dev) if labels is None else \
+            _int_tensor(labels, "add: labels", dev)
+        if lab.shape[0] != factors.err.shape[0]:
+            raise ValueError(f"add: {lab.shape[0]} labels for {factors.err.shape[0]} rows")
+        self._append("add", indices, lab, factors.err, factors.feat, getattr(factors, "bias", True),
+                     factors.loss.detach())
 
     def add_logits(self, indices, logits: torch.Tensor, targets: torch.Tensor, feat: torch.Tensor,
                    bias: bool = True) -> None:
-        """Ride-along's cheap step: record the rows' logits, targets and features; their loss and error (Theorem 1's
-        :math:`l_i`, :math:`e_i`) are computed once for the whole epoch at :meth:`end_epoch`. The values are those of
-        ``add(indices, factors_from_logits(logits, targets, feat, bias), targets)`` (the factors are computed row by
-        row, so bit for bit), without that per-batch work. In a training loop: ``logits, feat = tap.read(out)`` then
-        ``valuer.add_logits(idx, logits, y, feat, tap.bias)`` (:class:`chg.lastlayer.LastLayerTap`). A row added
-        again replaces its earlier record (either method); the targets serve as the labels of ``per_class``. NaN/Inf
-        logits raise at :meth:`end_epoch`, not here.
+        """Ride-along's step: keep the rows' logits, targets and features (slice copies into the epoch's store; no
+        host-device synchronisation). Their loss and error (Theorem 1's :math:`l_i`, :math:`e_i`, under the
+        valuer's ``weight`` and ``label_smoothing``) are made at :meth:`end_epoch`, in place of the logits, with the
+        values of ``add(indices, factors_from_logits(logits, targets, feat, bias), targets)``. Target and index
+        ranges and NaN/Inf logits are checked there too, naming the batch. In a training loop:
+        ``logits, feat = tap.read(out)``, then ``valuer.add_logits(idx, logits, y, feat, tap.bias)``.
 
         Args:
             indices: (B,) row indices in [0, n): an integer tensor, array or list.
-            logits: (B, C) floating, the output layer's output (its graph is not kept). targets: (B,) integer labels
-                in [0, C) (0/1 for one logit). feat: (B, D) floating, the output layer's input. bias: whether that
-                layer has a bias (``LastLayerTap.bias``).
+            logits: (B, C) floating (its graph is not kept). targets: (B,) integer labels in [0, C) (0/1 for one
+                logit). feat: (B, D) floating. bias: whether the output layer has a bias (``LastLayerTap.bias``).
         Raises:
-            ValueError: sizes that differ, indices out of range, non-integer indices, bad targets (as
-                :func:`chg.lastlayer.factors_from_logits`), or a change of head (C, D or bias) within the epoch.
+            ValueError: sizes that differ, non-integer indices, targets of a wrong dtype or shape, or a change of
+                head (C, D or bias) within the epoch.
         """
         _check_logits(logits)
         if not isinstance(feat, torch.Tensor) or feat.ndim != 2:
             raise ValueError(f"add_logits: feat must be a (B, D) tensor, got {getattr(feat, 'shape', type(feat))}")
-        self._add_logits(_int_tensor(indices, "add_logits: indices"), logits, _targets(logits, targets), feat, bias)
-
-    def _add_logits(self, idx: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, feat: torch.Tensor,
-                    bias: bool) -> None:
-        """:meth:`add_logits` of checked logits (B, C), validated int64 targets and a CPU int64 index."""
-        B = logits.shape[0]
-        if idx.shape[0] != B or feat.shape[0] != B:
-            raise ValueError(f"add_logits: {idx.shape[0]} indices, {B} rows of logits and {feat.shape[0]} of feat")
-        self._check_range(idx, "add_logits")
-        self._check_head(bool(bias))
-        z, feat = _upcast(logits.detach()), _upcast(feat.detach())
-        self._buffers(z, feat, "add_logits")
-        dev = self._err.device
-        if self._lazy is None:
-            self._logits = torch.zeros(self.n, z.shape[1], dtype=z.dtype, device=dev)
-            self._targets = torch.zeros(self.n, dtype=torch.int64, device=dev)
-            self._lazy = torch.zeros(self.n, dtype=torch.bool)
-        r = idx.to(dev)
-        self._logits[r] = z.to(self._logits)
-        self._targets[r] = y.to(dev)
-        self._feat[r] = feat.to(self._feat)
-        self._lazy[idx] = True
-        self._seen[idx] = True
-
-    def _make_factors(self) -> None:
-        """Loss and error of the rows recorded by :meth:`add_logits` (one call over all of them), and their labels."""
-        if self._lazy is None or not bool(self._lazy.any()):
-            return
-        rows = self._lazy.nonzero().squeeze(1)
-        r = rows.to(self._err.device)
-        y = self._targets[r]
-        try:
-            loss, err = _loss_err(self._logits[r], y)
-        except ValueError as e:
-            raise ValueError(f"end_epoch: {e} (rows given to add_logits this epoch)") from None
-        self._loss[r] = loss.to(self._loss)
-        self._err[r] = err.to(self._err)
-        self._labels[rows] = y.cpu()
-        self._lazy = self._logits = self._targets = None
+        self._append("add_logits", indices, _deferred_targets(logits, targets), logits, feat, bias)
 
     def add_validation(self, factors: Factors, labels=None) -> None:
         """Add validation rows to this epoch's α (``alpha="valid"``): α = mean of l_i g_i over them (per class).
@@ -333,171 +308,107 @@ class EpochValuer:
             factors: the validation rows' :class:`chg.lastlayer.Factors`. labels: (B,) integer labels, needed if
                 ``per_class``.
         Raises:
-            ValueError: the valuer was built with ``alpha="train"``, labels missing with ``per_class``, or a change
-                of head.
+            ValueError: the valuer was built with ``alpha="train"``, labels missing with ``per_class``, or a
+                bias-free head with ``gradient="bias"``.
         """
         if self.alpha != "valid":
             raise ValueError("add_validation: this valuer was built with alpha='train'; use alpha='valid'")
         if self.per_class and labels is None:
             raise ValueError("add_validation: per_class=True needs the labels of the validation batch")
-        self._check_head(getattr(factors, "bias", True))
         keys = torch.zeros(factors.loss.shape[0], dtype=torch.int64) if not self.per_class else \
             _int_tensor(labels, "add_validation: labels")
         for g in torch.unique(keys).tolist():
             st = utility_stats(factors[(keys == g).nonzero().squeeze(1).to(factors.err.device)], self.options)
             self._valid[g] = st if g not in self._valid else self._valid[g] + st
 
-    @torch.no_grad()
     def value_epoch(self, model: nn.Module, loader, valid_loader=None, layer: Optional[nn.Linear] = None,
                     output: str = "logits", progress: Optional[bool] = None) -> torch.Tensor:
-        """Separate no-grad pass (exactly Algorithm 1): factors of every point at the current θ, then end_epoch().
-
-        ``loader`` yields ``(x, y, index)`` batches or dicts with ``"index"`` (see :class:`IndexedDataset`) or, if it
-        is a plain sequential DataLoader, ``(x, y)`` / dicts without (rows are then numbered in order); see
-        :func:`chg.lastlayer.split_batch`. ``valid_loader`` yields ``(x, y[, ...])``; required when ``alpha="valid"``.
-        The model runs in eval mode (dropout off, BatchNorm's running statistics used and left untouched) and its
-        mode is restored afterwards.
+        """Algorithm 1's separate pass, then :meth:`end_epoch`: ``separate_pass(self, ...)``.
 
         Args:
-            model: the classifier. loader, valid_loader: see above.
-            layer, output: as in :class:`chg.lastlayer.LastLayerTap`.
-            progress: a bar over the pass's batches: True | False | None (only on a terminal; :mod:`chg.progress`).
+            model, loader, valid_loader, layer, output, progress: as :func:`separate_pass`.
         Returns:
-            the epoch's values (n,) float64 on the CPU (see :meth:`end_epoch`).
-        Raises:
-            ValueError: ``alpha="valid"`` without ``valid_loader``, a loader without indices that is not plain
-                sequential, and as :meth:`add` and :meth:`end_epoch`.
+            the epoch's values (n,) float64, as :meth:`end_epoch`.
         """
-        if self.alpha == "valid" and valid_loader is None:
-            raise ValueError("value_epoch: alpha='valid' needs valid_loader")
-        was_training = model.training
-        model.eval()
-        try:
-            self._collect(model, loader, True, layer, output, progress)
-            if self.alpha == "valid":
-                self._collect(model, valid_loader, False, layer, output, progress)
-        finally:
-            model.train(was_training)
-        return self.end_epoch()
+        return separate_pass(self, model, loader, valid_loader, layer, output, progress)
 
-    def _collect(self, model, loader, train: bool, layer=None, output="logits", progress=False) -> None:
-        offset = 0
-        total = len(loader) if hasattr(loader, "__len__") else None
-        for f, y, idx in progress_bar(iter_factors(model, loader, layer, output), total=total, unit="batch",
-                                      desc="value_epoch" if train else "value_epoch (validation)", enabled=progress):
-            if not train:
-                self.add_validation(f, y)
-                continue
-            if idx is None:
-                if not _sequential(loader):
-                    raise ValueError("value_epoch: a loader without indices must be a plain sequential DataLoader "
-                                     "(rows numbered in order); with any other sampler (shuffled, subset, "
-                                     "distributed, ...) wrap the dataset in IndexedDataset so batches carry each "
-                                     "row's index")
-                idx = torch.arange(offset, offset + len(y))
-            offset += len(y)
-            self.add(idx, f, y)
+    # ---- values ------------------------------------------------------------------------------------------------
+    def end_epoch(self) -> torch.Tensor:
+        """Eq. (3) for every point added this epoch from the whole epoch's statistics (Algorithm 1, lines 4–6; the
+        maths is :func:`chg.factored.epoch_values`), after checking the epoch's rows once.
 
-    # ---- values --------------------------------------------------------------------------------------------
-    def _players(self, ddp: bool) -> torch.Tensor:
-        """This rank's players of the epoch: each row seen on any rank is valued once (by the lowest rank that has
-        it); rows seen nowhere raise (or, with partial_epochs, warn)."""
-        seen = self._seen
-        if ddp:
-            dist = torch.distributed
-            rank, world = dist.get_rank(), dist.get_world_size()
-            owner = torch.where(seen, rank, world).to(device=self._err.device, dtype=torch.int64)
-            dist.all_reduce(owner, op=dist.ReduceOp.MIN)
-            owner = owner.cpu()
-            valued, seen = owner < world, owner == rank
-        else:
-            valued = seen
+        Returns:
+            the epoch's values (n,) float64 on the CPU (NaN only for rows not seen, with partial_epochs).
+        Raises:
+            ValueError: no row was added, an index or target out of range, NaN/Inf logits (each naming the batch),
+                a row missing (see the class), per_class / alpha="valid" lacking labels / validation rows, or a
+                class with training but no validation points.
+        """
+        st = self.store
+        if st.size == 0:
+            raise ValueError("end_epoch: no training rows were added this epoch")
+        if self.alpha == "valid" and not self._valid:
+            raise ValueError("end_epoch: alpha='valid' but no validation rows were added (add_validation)")
+        epoch_rows(st, self.n, self._starts, self.weight, self.label_smoothing, self.per_class)
+        ddp = is_distributed()
+        players, valued = store_players(st, self.n, ddp)
         missing = self.n - int(valued.sum())
         if missing:
             first = (~valued).nonzero().squeeze(1)[:5].tolist()
-            msg = (f"{missing} of the {self.n} rows were not added this epoch (e.g. rows {first})")
+            msg = f"{missing} of the {self.n} rows were not added this epoch (e.g. rows {first})"
             if not self.partial_epochs:
                 raise ValueError(f"end_epoch: {msg}: every row must enter the epoch's game exactly once (a DataLoader "
                                  "with drop_last=True, a sampler over a subset, or n larger than the data set?). Pass "
                                  "EpochValuer(..., partial_epochs=True) to value the rows seen as the epoch's game")
             warnings.warn(f"EpochValuer.end_epoch: {msg}; they are not valued this epoch (partial_epochs=True)",
-                          stacklevel=3)
-        return seen.nonzero().squeeze(1)
-
-    def end_epoch(self) -> torch.Tensor:
-        """Eq. (3) for every point seen this epoch from the whole epoch's statistics (Algorithm 1, lines 4–6).
-
-        Returns:
-            the epoch's values (n,) float64 on the CPU (NaN only for rows not seen, with partial_epochs).
-        Raises:
-            ValueError: no row was added, a row is missing (see the class), per_class / alpha="valid" lack labels /
-                validation rows, or a class has training but no validation points.
-        """
-        if self._loss is None:
-            raise ValueError("end_epoch: no training rows were added this epoch")
-        self._make_factors()
-        ddp = is_distributed()
-        seen = self._players(ddp)
-        dev = self._err.device
-        groups = self._labels[seen] if self.per_class else torch.zeros(len(seen), dtype=torch.int64)
-        if self.per_class and bool((groups < 0).any()):
-            raise ValueError("end_epoch: per_class=True but some rows were added without labels")
-        if self.alpha == "valid" and not self._valid:
-            raise ValueError("end_epoch: alpha='valid' but no validation rows were added (add_validation)")
+                          stacklevel=2)
+        whole = players.numel() == st.size
+        fac = Factors(*(t[:st.size] if whole else t[players] for t in (st.loss, st.z, st.feat)), st.bias)
+        groups = (st.target[:st.size] if whole else st.target[players]) if self.per_class else None
+        ids = _group_ids(groups if groups is not None else st.target[:0], self.per_class, ddp, st.z.device)
+        alpha = self._alpha(ids, ddp) if self.alpha == "valid" else None
+        v = epoch_values(fac, self.options, groups, alpha, GroupStats.all_reduce if ddp else None, ids)
         vals = torch.full((self.n,), float("nan"), dtype=torch.float64)
-        for g in _group_ids(groups, self.per_class, ddp, dev):
-            rows = seen[groups == g]
-            r = rows.to(dev)
-            part = Factors(self._loss[r], self._err[r], self._feat[r], self._bias)
-            stats = utility_stats(part, self.options)
-            valid = self._valid.get(g, GroupStats(0, torch.zeros_like(stats.sum), torch.zeros_like(
-                stats.sum_sq_norms))) if self.alpha == "valid" else None
-            if ddp:  # every rank takes part for every group, empty or not
-                stats.all_reduce()
-                if valid is not None:
-                    valid.all_reduce()
-            if stats.n == 0:
-                continue
-            a = None
-            if valid is not None:
-                if valid.n == 0:
-                    raise ValueError(f"end_epoch: class {g} has training points but no validation points; "
-                                     f"alpha='valid' with per_class=True needs every class in the validation set")
-                a = valid.sum / valid.n
-            if len(rows) == 0:
-                continue
-            v = utility_values(part, stats, self.options, a)
-            vals[rows] = v.to(torch.float64).cpu()
+        vals[st.idx[players].cpu() if not whole else st.idx[:st.size].cpu()] = v.cpu()
         if ddp:
-            vals = _all_gather_values(vals, dev)
-            seen = (~torch.isnan(vals)).nonzero().squeeze(1)
-        if self.epochs >= self.skip_epochs:  # the first skip_epochs epochs are kept in epoch_values only
-            self._sum[seen] += vals[seen]
-            self._count[seen] += 1
-        self.epochs += 1
+            vals = _all_gather_values(vals, st.z.device)
         self.epoch_values.append(vals)
+        self.store.close()
         self._reset_epoch()
         return vals
 
+    def _alpha(self, ids: list, ddp: bool) -> dict:
+        out = {}
+        for g in ids:
+            valid = self._valid.get(g)
+            if valid is None:
+                like = next(iter(self._valid.values()))
+                valid = GroupStats(0, torch.zeros_like(like.sum), torch.zeros_like(like.sum_sq_norms))
+            if ddp:
+                valid.all_reduce()
+            if valid.n == 0:
+                raise ValueError(f"end_epoch: class {g} has training points but no validation points; "
+                                 f"alpha='valid' with per_class=True needs every class in the validation set")
+            out[g] = valid.sum / valid.n
+        return out
+
     def state_dict(self) -> dict:
-        """What a checkpoint needs to resume averaging after a finished epoch.
+        """What a checkpoint needs to resume after a finished epoch.
 
         Returns:
-            dict: ``n``, ``epochs``, the running ``sum`` and ``count`` (n,), ``epoch_values`` (the history) and
-            ``options`` (a tuple of the option values: checkpoints of 0.1 load).
+            a dict: ``n``, ``epoch_values`` (the history), ``skip_epochs`` and ``options`` (a tuple of the option
+            values). Plain tensors: loads with ``torch.load(..., weights_only=True)``.
         """
-        return {"n": self.n, "epochs": self.epochs, "sum": self._sum.clone(), "count": self._count.clone(),
-                "epoch_values": [v.clone() for v in self.epoch_values], "skip_epochs": self.skip_epochs,
-                "options": (self.utility, self.gradient, self.per_class, self.alpha)}  # a tuple: old checkpoints load
+        return {"n": self.n, "epoch_values": [v.clone() for v in self.epoch_values], "skip_epochs": self.skip_epochs,
+                "options": (self.utility, self.gradient, self.per_class, self.alpha)}
 
     def load_state_dict(self, state: dict) -> None:
-        """Resume from :meth:`state_dict` (the current epoch's rows are dropped).
+        """Resume from :meth:`state_dict` (also of 0.2.0; the current epoch's rows are dropped).
 
         Args:
             state: a dict from :meth:`state_dict`.
         Raises:
-            ValueError: it is of a valuer with another n, options or skip_epochs (a checkpoint from before
-                skip_epochs existed has 0).
+            ValueError: it is of a valuer with another n, options or skip_epochs.
         """
         if state["n"] != self.n or tuple(state["options"]) != (self.utility, self.gradient, self.per_class,
                                                               self.alpha):
@@ -505,16 +416,17 @@ class EpochValuer:
         if state.get("skip_epochs", 0) != self.skip_epochs:
             raise ValueError(f"load_state_dict: the checkpoint is of a valuer with skip_epochs="
                              f"{state.get('skip_epochs', 0)}, this one has skip_epochs={self.skip_epochs}")
-        self.epochs, self._sum, self._count = state["epochs"], state["sum"].clone(), state["count"].clone()
         self.epoch_values = [v.clone() for v in state["epoch_values"]]
         self._reset_epoch()
 
-    def values(self) -> torch.Tensor:
+    def values(self, **meta) -> Values:
         """Algorithm 1's output: each point's value averaged over the epochs in which it was valued, after the first
-        ``skip_epochs``.
+        ``skip_epochs``, with the history (:class:`chg.Values`).
 
+        Args:
+            **meta: settings to keep with the values (JSON-ready), beside the valuer's options.
         Returns:
-            (n,) float64 CPU tensor; NaN for a point never valued.
+            :class:`chg.Values` (NaN for a point never valued).
         Raises:
             ValueError: no epoch has ended yet, or only epochs among the first ``skip_epochs``.
         """
@@ -524,10 +436,10 @@ class EpochValuer:
             raise ValueError(f"values: {self.epochs} epoch(s) ended, all among the first skip_epochs="
                              f"{self.skip_epochs} left out of the average; train at least {self.skip_epochs + 1} "
                              "epochs or lower skip_epochs")
-        out = torch.full((self.n,), float("nan"), dtype=torch.float64)
-        m = self._count > 0
-        out[m] = self._sum[m] / self._count[m]
-        return out
+        info = {"utility": self.utility, "gradient": self.gradient, "per_class": self.per_class,
+                "alpha": self.alpha, "label_smoothing": float(self.label_smoothing),
+                "weight": None if self.weight is None else [float(w) for w in self.weight], **meta}
+        return Values(torch.stack(self.epoch_values).numpy(), self.skip_epochs, meta=info)
 
 
 @dataclass
@@ -610,7 +522,7 @@ def _as_dataset(data, what: str, dtype: torch.dtype):
 def value_data(model: nn.Module, train_dataset, valid_dataset=None, config: Optional[ValueDataConfig] = None,
                utility: str = "chg", gradient: str = "full", per_class: bool = False, alpha: str = "train",
                return_valuer: bool = False, layer: Optional[nn.Linear] = None, options: Optional[Options] = None,
-               skip_epochs: int = 0, **overrides):
+               skip_epochs: int = 0, weight=None, label_smoothing: float = 0.0, **overrides):
     """Train ``model`` (in place) on ``train_dataset`` and return every point's CHG value (Algorithm 1).
 
     Args:
@@ -628,9 +540,11 @@ def value_data(model: nn.Module, train_dataset, valid_dataset=None, config: Opti
         utility, gradient, per_class, alpha: as in :class:`EpochValuer`; or ``options`` (a :class:`chg.Options`).
         skip_epochs: the first k epochs left out of the average, 0 ≤ k < epochs (0: every epoch, Algorithm 1); see
             the module docstring and benchmarks/results/modes.md for when it helps.
+        weight, label_smoothing: the loss trained on and valued — ``F.cross_entropy``'s class weights (C,) and
+            label smoothing in [0, 1] (default: plain cross-entropy).
     Returns:
-        values (n,) float64, each point's value averaged over the epochs (after the first ``skip_epochs``); with
-        ``return_valuer``, ``(values, valuer)`` (per-epoch values in ``valuer.epoch_values``).
+        :class:`chg.Values`: each point's value averaged over the epochs (after the first ``skip_epochs``), with the
+        per-epoch history; with ``return_valuer``, ``(values, valuer)``.
     Raises:
         ValueError for unknown settings or options, a ``skip_epochs`` that is not an integer in [0, epochs), and
         data it cannot read as (x, y) rows.
@@ -653,9 +567,10 @@ def value_data(model: nn.Module, train_dataset, valid_dataset=None, config: Opti
     if skip_epochs >= cfg.epochs:
         raise ValueError(f"value_data: skip_epochs={skip_epochs} leaves none of the {cfg.epochs} epochs to average; "
                          f"it must be < epochs")
-    valuer = EpochValuer(len(train_dataset), options=options, skip_epochs=skip_epochs)
+    valuer = EpochValuer(len(train_dataset), options=options, skip_epochs=skip_epochs, weight=weight,
+                         label_smoothing=label_smoothing)
     train_and_value(model, train_dataset, valid_dataset, cfg, valuer, layer=layer)
-    values = valuer.values()
+    values = valuer.values(mode=cfg.mode, epochs=int(cfg.epochs))
     return (values, valuer) if return_valuer else values
 
 
@@ -696,15 +611,101 @@ def _indexed_loader(dataset, batch_size: int, generator: Optional[torch.Generato
                       generator=generator)
 
 
+@torch.no_grad()
+def separate_pass(valuer: EpochValuer, model: nn.Module, loader, valid_loader=None,
+                  layer: Optional[nn.Linear] = None, output: str = "logits",
+                  progress: Optional[bool] = None) -> torch.Tensor:
+    """Algorithm 1 exactly: one no-grad forward pass over the training set at the current θ, every row handed to
+    ``valuer.add_logits`` (validation rows to ``add_validation``), then ``valuer.end_epoch()``.
+
+    ``loader`` yields ``(x, y, index)`` batches or dicts with ``"index"`` (see :class:`IndexedDataset`) or, if it is a
+    plain sequential DataLoader, ``(x, y)`` / dicts without (rows are then numbered in order); see
+    :func:`chg.lastlayer.split_batch`. ``valid_loader`` yields ``(x, y[, ...])``; required when ``alpha="valid"``. The
+    model runs in eval mode (dropout off, BatchNorm's running statistics used and left untouched) and its mode is
+    restored afterwards.
+
+    Args:
+        valuer: the :class:`EpochValuer` (its loss, options and storage apply). model: the classifier. loader,
+            valid_loader: see above. layer, output: as in :class:`chg.lastlayer.LastLayerTap`. progress: a bar over
+            the batches: True | False | None (only on a terminal; :mod:`chg.progress`).
+    Returns:
+        the epoch's values (n,) float64 on the CPU (:meth:`EpochValuer.end_epoch`).
+    Raises:
+        ValueError: ``alpha="valid"`` without ``valid_loader``, a loader without indices that is not plain
+            sequential, and as :meth:`EpochValuer.add_logits` and :meth:`EpochValuer.end_epoch`.
+    """
+    if valuer.alpha == "valid" and valid_loader is None:
+        raise ValueError("value_epoch: alpha='valid' needs valid_loader")
+    was_training = model.training
+    model.eval()
+    try:
+        tap = LastLayerTap(model, layer, output)
+        device = model_device(model)
+        with tap:
+            offset = 0
+            total = len(loader) if hasattr(loader, "__len__") else None
+            for batch in progress_bar(loader, total=total, unit="batch", desc="value_epoch", enabled=progress):
+                inputs, y, idx = split_batch(batch)
+                logits, feat = tap.read(forward_batch(model, inputs, device))
+                y = torch.as_tensor(y).to(device)
+                if idx is None:
+                    if not _sequential(loader):
+                        raise ValueError("value_epoch: a loader without indices must be a plain sequential "
+                                         "DataLoader (rows numbered in order); with any other sampler (shuffled, "
+                                         "subset, distributed, ...) wrap the dataset in IndexedDataset so batches "
+                                         "carry each row's index")
+                    idx = torch.arange(offset, offset + len(y))
+                offset += len(y)
+                valuer.add_logits(idx, logits, y, feat, tap.bias)
+            if valuer.alpha == "valid":
+                add_validation_pass(valuer, model, valid_loader, tap)
+    finally:
+        model.train(was_training)
+    return valuer.end_epoch()
+
+
+@torch.no_grad()
+def add_validation_pass(valuer: EpochValuer, model: nn.Module, valid_loader, tap: LastLayerTap) -> None:
+    """Validation rows into the valuer's α (``alpha="valid"``): a no-grad pass of ``model`` (in the mode it is in)
+    through an open ``tap``, each batch's loss and error under the valuer's loss.
+
+    Args:
+        valuer: the :class:`EpochValuer`. model: the classifier. valid_loader: batches ``(x, y[, ...])``.
+        tap: an open :class:`chg.lastlayer.LastLayerTap` of ``model``.
+    Raises:
+        ValueError: as :func:`chg.lastlayer.loss_and_error` and :meth:`EpochValuer.add_validation`.
+    """
+    device = model_device(model)
+    for batch in valid_loader:
+        inputs, y, _ = split_batch(batch)
+        logits, feat = tap.read(forward_batch(model, inputs, device))
+        y = torch.as_tensor(y).to(device)
+        loss, err = loss_and_error(logits, y, valuer.weight, valuer.label_smoothing)
+        valuer.add_validation(Factors(loss, err, _upcast(feat), tap.bias), y)
+
+
 def train_and_value(model: nn.Module, train_dataset, valid_dataset, cfg: ValueDataConfig, valuer: EpochValuer,
                     layer: Optional[nn.Linear] = None, output: str = "logits",
                     loss_fn: Optional[Callable] = None) -> EpochValuer:
-    """The training run of :func:`value_data` and of the OpenDataVal plugin: ``cfg.epochs`` epochs of shuffled
-    mini-batches (``cfg.seed``), each epoch valued by ``valuer`` (``cfg.mode``: a separate pass at its start, or
-    ride-along), every forward pass through one :class:`chg.lastlayer.LastLayerTap`. ``loss_fn(output, logits,
-    targets, index)`` → scalar training loss (default: the mean of :func:`chg.lastlayer.per_sample_loss` of the
-    logits; ``targets`` arrive validated, int64). Returns ``valuer``. Raises ValueError on a bad config and as the
-    tap and the valuer do."""
+    """The one loop that trains and values — :func:`value_data`'s, the OpenDataVal plugin's and ``chg value``'s:
+    ``cfg.epochs`` epochs of shuffled mini-batches (``cfg.seed``), each epoch valued by ``valuer`` (``cfg.mode``: a
+    separate pass at its start, :func:`separate_pass`, or ride-along through :meth:`EpochValuer.add_logits`), every
+    forward pass through one :class:`chg.lastlayer.LastLayerTap` built once.
+
+    Args:
+        model: the classifier (trained in place). train_dataset, valid_dataset: Datasets (see :func:`value_data`).
+        cfg: :class:`ValueDataConfig`. valuer: an :class:`EpochValuer` of ``len(train_dataset)`` rows; its
+            ``weight`` and ``label_smoothing`` are the training loss's too. layer, output: as in
+            :class:`chg.lastlayer.LastLayerTap`.
+        loss_fn: ``loss_fn(output, logits, targets, index)`` → scalar training loss; default the mean of
+            :func:`chg.lastlayer.per_sample_loss` under the valuer's loss (weighted mean with class weights, as
+            ``F.cross_entropy``); ``targets`` arrive validated, int64.
+    Returns:
+        ``valuer``.
+    Raises:
+        ValueError: a bad config, a valuer of another size, ``alpha="valid"`` without a validation set, and as the
+            tap and the valuer do.
+    """
     _check_config(cfg)
     if len(train_dataset) != valuer.n:
         raise ValueError(f"the valuer has n = {valuer.n} but the training set has {len(train_dataset)} rows")
@@ -718,32 +719,33 @@ def train_and_value(model: nn.Module, train_dataset, valid_dataset, cfg: ValueDa
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     else:
         opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    tap = LastLayerTap(model, layer, output)
+    weight = None if valuer.weight is None else torch.as_tensor(np.asarray(valuer.weight, dtype=np.float64))
     model.train()
     for _ in progress_bar(range(int(cfg.epochs)), desc=f"value_data ({cfg.mode})", unit="epoch",
                           enabled=cfg.progress):
         if cfg.mode == "pass":
-            valuer.value_epoch(model, eval_loader, valid_loader, layer, output)
-        with LastLayerTap(model, layer, output) as tap:
+            separate_pass(valuer, model, eval_loader, valid_loader, layer, output)
+        with tap:
             for batch in train_loader:
                 inputs, y, idx = split_batch(batch)
-                y = torch.as_tensor(y).to(device)
-                out = _forward(model, inputs, device)
+                out = forward_batch(model, inputs, device)
                 logits, feat = tap.read(out)  # (B, C) with its graph, (B, D) detached
-                _check_logits(logits)
-                y = _targets(logits, y)  # validated once for the factors and the loss
+                y = _targets(logits, torch.as_tensor(y).to(device))  # validated once for the factors and the loss
                 if cfg.mode == "ride":
-                    valuer._add_logits(_int_tensor(idx, "value_data: index"), logits, y, feat, tap.bias)
-                loss = _loss(logits, y).mean() if loss_fn is None else loss_fn(out, logits, y, idx)
+                    valuer.add_logits(idx, logits, y, feat, tap.bias)
+                loss = (per_sample_loss(logits, y, weight, valuer.label_smoothing, reduction="mean")
+                        if loss_fn is None else loss_fn(out, logits, y, idx))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-        if cfg.mode == "ride":
-            if valuer.alpha == "valid":
+            if cfg.mode == "ride" and valuer.alpha == "valid":
                 was = model.training
                 model.eval()
                 try:
-                    valuer._collect(model, valid_loader, False, layer, output)
+                    add_validation_pass(valuer, model, valid_loader, tap)
                 finally:
                     model.train(was)
+        if cfg.mode == "ride":
             valuer.end_epoch()
     return valuer

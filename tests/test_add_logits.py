@@ -103,11 +103,15 @@ def test_the_next_epoch_starts_empty():
 
 def test_add_logits_bad_input():
     rows, z, y, h = batches(8)[0]
+    for bad, message in (((rows, z, y + C, h), r"add_logits: targets must lie in \[0, 4\), got range \[4, 7\] "
+                          r"\(first in batch 1 of this epoch"),
+                         ((rows + N, z, y, h), rf"add_logits: indices must lie in \[0, {N}\).*batch 1 of this epoch")):
+        late = EpochValuer(N)  # value checks wait for end_epoch (no host sync per batch), naming the batch
+        late.add_logits(rows, z, y, h)
+        late.add_logits(*bad)
+        with pytest.raises(ValueError, match=message):
+            late.end_epoch()
     v = EpochValuer(N)
-    with pytest.raises(ValueError, match=r"targets must lie in \[0, 4\)"):
-        v.add_logits(rows, z, y + C, h)
-    with pytest.raises(ValueError, match="indices must lie in"):
-        v.add_logits(rows + N, z, y, h)
     with pytest.raises(ValueError, match="indices must be integers"):
         v.add_logits(rows.double(), z, y, h)
     with pytest.raises(ValueError, match="8 indices, 7 rows of logits"):

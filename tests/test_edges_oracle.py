@@ -60,6 +60,7 @@ def enumerate_mean_game(a):
 
 
 def close(got, want, rtol=1e-10):
+    got = got.to_tensor() if isinstance(got, chg.Values) else got
     torch.testing.assert_close(got.double().cpu(), want.double().cpu(), rtol=rtol,
                                atol=rtol * max(1e-3, float(want.abs().max())))
 

@@ -257,10 +257,11 @@ def test_algorithm2_input_errors():
 
 def test_registry_names_and_flags():
     assert set(SELECTORS) == {"full", "random", "adaptive_random", "glister", "gradmatch_pb", "chg", "chg_unweighted",
-                              "hardness", "gradient"}
+                              "chg_ride", "hardness", "gradient"}
     assert not SELECTORS["random"].adaptive and SELECTORS["adaptive_random"].adaptive
     assert not SELECTORS["full"].adaptive and not SELECTORS["full"].needs_factors
     assert SELECTORS["glister"].needs_val and SELECTORS["chg"].needs_factors
+    assert SELECTORS["chg_ride"].ride_along and not SELECTORS["chg"].ride_along
     with pytest.raises(ValueError, match="unknown selection method"):
         get_selector("nope")
 

@@ -1,0 +1,290 @@
+r"""Where ride-along keeps an epoch's rows: one append-only store of the factors, written once, read in chunks.
+
+A training step hands over a batch's row indices, targets, the output layer's output (its logits — or, from
+:meth:`chg.EpochValuer.add`, the loss and error already made) and its input (the features). :class:`RowStore` copies
+them into contiguous buffers at a running offset: slice copies only — no indexing by row, no reduction, no host-device
+synchronisation, so an accelerator's training pipeline never stalls on the valuation. Everything that needs a value
+on the host (index and target ranges, NaN) is checked once over the epoch by :meth:`RowStore.check`, and the logits
+become errors in place, chunk by chunk (:meth:`RowStore.materialise`): the factors are kept once, never logits and
+errors side by side. Bytes kept per row: ``s·(C + D) + 8 + 8 + 4 + 1`` for storage dtype size ``s`` (index, target,
+loss, kind).
+
+Three homes for the buffers (``offload``):
+
+* ``None`` — the device of the first batch (a GPU's memory on a GPU);
+* ``"host"`` — host memory (pinned when the batches come from CUDA; copies are non-blocking), for epochs larger than
+  the accelerator's memory;
+* ``"disk"`` — memory-mapped files in ``directory`` (a temporary directory by default), for epochs larger than the
+  host's memory: ImageNet's 1.28 M rows × (1000 + 2048) float32 is 15.6 GB. The chunked passes read it back once each.
+
+Storage dtype (``dtype``): float32 by default; ``torch.bfloat16`` / ``torch.float16`` halve the bytes per row. The
+passes compute in float64 / float32 whatever the storage (:mod:`chg.factored`); what half-precision storage costs in
+value error is measured in ``benchmarks/results/memory.md`` and bounded in the tests.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+import torch
+
+__all__ = ["RowStore", "OFFLOADS", "STORAGE_DTYPES"]
+
+OFFLOADS = (None, "host", "disk")
+STORAGE_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+_KIND_LOGITS, _KIND_ERR = 0, 1  # what a row's C-vector holds until materialise(): logits, or loss + error already
+BAD_TARGET = -(2 ** 62)  # a 1-logit head's float target that is not 0 or 1, marked without a host sync
+
+
+def _np_dtype(dtype: torch.dtype):
+    return {torch.float32: np.float32, torch.float64: np.float64, torch.float16: np.float16,
+            torch.bfloat16: np.uint16, torch.int64: np.int64, torch.uint8: np.uint8}[dtype]
+
+
+class RowStore:
+    """Append-only rows of one epoch in contiguous buffers (see the module docstring).
+
+    Args:
+        n: the number of training rows (the first capacity; it grows when a row is added twice).
+        dtype: storage dtype of the C- and D-vectors, one of :data:`STORAGE_DTYPES`; None: float32 (float64 input
+            stays float64).
+        offload: None | "host" | "disk" (:data:`OFFLOADS`). directory: for "disk", where the memory-mapped files go
+            (default: a new temporary directory, removed with the store).
+    Raises:
+        ValueError: an unknown ``offload`` or ``dtype``.
+    """
+
+    def __init__(self, n: int, dtype: Optional[torch.dtype] = None, offload: Optional[str] = None,
+                 directory=None):
+        if offload not in OFFLOADS:
+            raise ValueError(f"offload must be one of {OFFLOADS}, got {offload!r}")
+        if dtype is not None and dtype not in STORAGE_DTYPES:
+            raise ValueError(f"storage dtype must be one of {STORAGE_DTYPES}, got {dtype!r}")
+        self.n, self.dtype, self.offload = n, dtype, offload
+        self.directory = directory
+        self._tmp = None
+        self.size = 0  # rows appended
+        self.batches = 0
+        self.bias: Optional[bool] = None
+        self.idx = self.target = self.z = self.feat = self.loss = self.kind = None
+
+    # ---- buffers ---------------------------------------------------------------------------------------------
+    def _alloc(self, shape: tuple, dtype: torch.dtype, device, name: str) -> torch.Tensor:
+        if self.offload == "disk":
+            if self.directory is None:
+                self._tmp = tempfile.TemporaryDirectory(prefix="chg-store-")
+                self.directory = self._tmp.name
+            path = Path(self.directory) / f"{name}-{os.getpid()}-{id(self)}.bin"
+            arr = np.memmap(path, dtype=_np_dtype(dtype), mode="w+", shape=shape)
+            t = torch.from_numpy(arr)
+            return t.view(dtype) if dtype == torch.bfloat16 else t
+        if self.offload == "host":
+            pin = torch.device(device).type == "cuda"
+            return torch.empty(shape, dtype=dtype, pin_memory=pin)
+        return torch.empty(shape, dtype=dtype, device=device)
+
+    def _make(self, cap: int, C: int, D: int, zdtype, fdtype, device) -> None:
+        self.idx = self._alloc((cap,), torch.int64, device, "idx")
+        self.target = self._alloc((cap,), torch.int64, device, "target")
+        self.z = self._alloc((cap, C), zdtype, device, "z")
+        self.feat = self._alloc((cap, D), fdtype, device, "feat")
+        self.loss = self._alloc((cap,), torch.float32 if zdtype != torch.float64 else torch.float64, device, "loss")
+        self.kind = self._alloc((cap,), torch.uint8, device, "kind")
+
+    def _grow(self, need: int) -> None:
+        """Capacity for ``need`` rows (doubling; rare: a row added twice in one epoch, e.g. a padded sampler)."""
+        old = (self.idx, self.target, self.z, self.feat, self.loss, self.kind)
+        cap = max(need, 2 * old[0].shape[0])
+        self._make(cap, self.z.shape[1], self.feat.shape[1], self.z.dtype, self.feat.dtype, self.z.device)
+        for new, t in zip((self.idx, self.target, self.z, self.feat, self.loss, self.kind), old):
+            new[:self.size].copy_(t[:self.size])
+
+    @property
+    def capacity(self) -> int:
+        """Rows the buffers hold now (0 before the first batch)."""
+        return 0 if self.idx is None else self.idx.shape[0]
+
+    def nbytes(self) -> int:
+        """The memory the store holds.
+
+        Returns:
+            bytes the buffers take (all six, at their capacity), an int.
+        """
+        if self.idx is None:
+            return 0
+        return sum(t.numel() * t.element_size() for t in (self.idx, self.target, self.z, self.feat, self.loss,
+                                                          self.kind))
+
+    # ---- writing ---------------------------------------------------------------------------------------------
+    def append(self, idx: torch.Tensor, target: torch.Tensor, z: torch.Tensor, feat: torch.Tensor, bias: bool,
+               loss: Optional[torch.Tensor] = None) -> None:
+        """Copy one batch in at the running offset: ``z`` logits (``loss`` None) or errors (with ``loss``).
+
+        Args:
+            idx: (B,) int64 row indices. target: (B,) int64 targets. z: (B, C) floating, detached. feat: (B, D)
+                floating, detached. bias: the output layer has a bias. loss: (B,) floating, or None.
+        Raises:
+            ValueError: C, D or ``bias`` differ from the first batch's.
+        """
+        B = idx.shape[0]
+        if self.idx is None:
+            zd = self.dtype or (torch.float64 if z.dtype == torch.float64 else torch.float32)
+            fd = self.dtype or (torch.float64 if feat.dtype == torch.float64 else torch.float32)
+            self._make(max(self.n, B), z.shape[1], feat.shape[1], zd, fd, z.device)
+            self.bias = bool(bias)
+        elif z.shape[1] != self.z.shape[1] or feat.shape[1] != self.feat.shape[1]:
+            raise ValueError(f"this batch has C={z.shape[1]}, D={feat.shape[1]} but earlier batches had "
+                             f"C={self.z.shape[1]}, D={self.feat.shape[1]}")
+        elif bool(bias) != self.bias:
+            raise ValueError("factors of a head with bias and of a head without bias in one epoch")
+        end = self.size + B
+        if end > self.capacity:
+            self._grow(end)
+        nb = self.offload == "host" and z.device.type == "cuda"  # pinned host buffer: asynchronous copies
+        s = slice(self.size, end)
+        self.idx[s].copy_(idx, non_blocking=nb)
+        self.target[s].copy_(target, non_blocking=nb)
+        self.z[s].copy_(z, non_blocking=nb)
+        self.feat[s].copy_(feat, non_blocking=nb)
+        if loss is None:
+            self.kind[s].fill_(_KIND_LOGITS)
+        else:
+            self.loss[s].copy_(loss, non_blocking=nb)
+            self.kind[s].fill_(_KIND_ERR)
+        self.size, self.batches = end, self.batches + 1
+
+    # ---- reading ---------------------------------------------------------------------------------------------
+    def chunks(self, rows: int) -> Iterator[slice]:
+        """The appended rows in pieces.
+
+        Args:
+            rows: the most rows per piece (≥ 1).
+        Yields:
+            ``slice`` objects of the store's rows, in order.
+        """
+        for a in range(0, self.size, max(1, rows)):
+            yield slice(a, min(self.size, a + rows))
+
+    def close(self) -> None:
+        """Drop the buffers (and a temporary directory of the "disk" store)."""
+        self.idx = self.target = self.z = self.feat = self.loss = self.kind = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+            self.directory = None
+
+
+# ---- the epoch's end: every check that needs a value, once; logits become errors in place; who plays --------------
+
+def _batch_of(starts: list, pos: int) -> int:
+    """The 0-based batch (of the epoch) that store row ``pos`` came in."""
+    import bisect
+    return bisect.bisect_right(starts, pos) - 1
+
+
+def _name(store: RowStore, pos: int) -> str:
+    return "add_logits" if int(store.kind[pos]) == _KIND_LOGITS else "add"
+
+
+def check_rows(store: RowStore, n: int, starts: list) -> None:
+    """Indices in [0, n) and, for rows of logits, targets in [0, C) (0/1 for one logit): one vectorised pass over
+    the epoch's rows (one host synchronisation per check).
+
+    Args:
+        store: the epoch's :class:`RowStore`. n: the number of training rows. starts: each batch's first store row.
+    Raises:
+        ValueError: naming the verb, the range found, the first offending batch and its rows.
+    """
+    m = store.size
+    idx = store.idx[:m]
+    lo, hi = (int(v) for v in torch.stack(torch.aminmax(idx)).tolist())
+    if lo < 0 or hi >= n:
+        bad = ((idx < 0) | (idx >= n)).nonzero().squeeze(1)
+        b = _batch_of(starts, int(bad[0]))
+        in_batch = (bad[(bad >= starts[b]) & (bad < (starts[b + 1] if b + 1 < len(starts) else m))] - starts[b])
+        raise ValueError(f"{_name(store, int(bad[0]))}: indices must lie in [0, {n}), got range [{lo}, {hi}] "
+                         f"(first in batch {b} of this epoch, at its positions {in_batch[:5].tolist()})")
+    logit_rows = store.kind[:m] == _KIND_LOGITS
+    if not bool(logit_rows.any()):
+        return
+    C = store.z.shape[1]
+    t = store.target[:m]
+    top = 2 if C == 1 else C
+    bad = logit_rows & ((t < 0) | (t >= top))
+    if bool(bad.any()):
+        pos = bad.nonzero().squeeze(1)
+        b = _batch_of(starts, int(pos[0]))
+        end = starts[b + 1] if b + 1 < len(starts) else m
+        tb = t[starts[b]:end][logit_rows[starts[b]:end]]  # the offending batch's targets: its range in the message
+        where = f"(first in batch {b} of this epoch, at its position {int(pos[0]) - starts[b]})"
+        if bool((t[pos] == BAD_TARGET).any()):
+            raise ValueError("add_logits: a 1-logit head (binary cross-entropy) needs targets 0 or 1; soft targets "
+                             f"are not supported {where}")
+        lo, hi = int(tb.min()), int(tb.max())
+        what = "a 1-logit head (binary cross-entropy) needs targets 0 or 1" if C == 1 else \
+            f"targets must lie in [0, {C})"
+        raise ValueError(f"add_logits: {what}, got range [{lo}, {hi}] {where}")
+
+
+def materialise(store: RowStore, loss_and_error, weight=None, label_smoothing: float = 0.0) -> None:
+    """Rows of logits → their loss and error, in place (the C-vector buffer then holds errors), chunk by chunk.
+
+    Args:
+        store: the epoch's :class:`RowStore` (after :func:`check_rows`). loss_and_error: the function
+            (logits, targets, weight, label_smoothing) → (loss, err) (:func:`chg.lastlayer.loss_and_error`).
+        weight, label_smoothing: of the training loss.
+    Raises:
+        ValueError: NaN/Inf logits (naming the verb).
+    """
+    C, D = store.z.shape[1], store.feat.shape[1]
+    rows = max(256, (1 << 20) // max(C + D, 1))
+    dev = store.z.device
+    for s in store.chunks(rows):
+        kind = store.kind[s]
+        sel = (kind == _KIND_LOGITS).nonzero().squeeze(1)
+        if sel.numel() == 0:
+            continue
+        whole = sel.numel() == kind.numel()
+        z = store.z[s] if whole else store.z[s][sel]
+        y = store.target[s] if whole else store.target[s][sel]
+        try:
+            loss, err = loss_and_error(z.to(dev, torch.float32 if z.dtype != torch.float64 else z.dtype),
+                                       y.to(dev), weight, label_smoothing)
+        except ValueError as e:
+            raise ValueError(f"end_epoch: {e} (rows given to add_logits this epoch)") from None
+        if whole:
+            store.z[s].copy_(err)
+            store.loss[s].copy_(loss)
+        else:
+            store.z[s][sel] = err.to(store.z.dtype).to(store.z.device)
+            store.loss[s][sel] = loss.to(store.loss.dtype).to(store.loss.device)
+        store.kind[s].fill_(_KIND_ERR)
+
+
+def players(store: RowStore, n: int, ddp: bool) -> tuple:
+    """Which stored rows play this epoch's game on this process: each training row once — its last row in the store
+    (a row added twice is one player), and under torch.distributed only on the lowest rank that has it.
+
+    Args:
+        store: the epoch's :class:`RowStore`. n: training rows. ddp: torch.distributed is initialised.
+    Returns:
+        ``(positions, valued)``: (p,) int64 store rows playing here, in store order; (n,) bool CPU: the rows valued
+        on some process.
+    """
+    m = store.size
+    idx = store.idx[:m]
+    pos = torch.arange(m, device=idx.device)
+    last = torch.full((n,), -1, dtype=torch.int64, device=idx.device).scatter_reduce_(0, idx, pos, "amax")
+    mine = last[idx] == pos  # (m,) the row's last appearance
+    seen = last >= 0  # (n,)
+    if ddp:
+        import torch.distributed as dist
+        rank, world = dist.get_rank(), dist.get_world_size()
+        owner = torch.where(seen, rank, world).to(torch.int64)
+        dist.all_reduce(owner, op=dist.ReduceOp.MIN)
+        mine &= owner[idx] == rank
+        seen = owner < world
+    return mine.nonzero().squeeze(1), seen.cpu()
