@@ -334,10 +334,12 @@ class Values:
             arrays["labels"] = self.labels
         for name in ("index", "labels"):
             if name in arrays and arrays[name].dtype == object:
-                try:
-                    arrays[name] = np.array(arrays[name].tolist(), dtype=str)
-                except (TypeError, ValueError):
-                    raise ValueError(f"{name} must hold numbers or strings to be saved") from None
+                items = arrays[name].tolist()
+                if not all(isinstance(i, str) for i in items) and not all(
+                        isinstance(i, (int, float, np.number)) and not isinstance(i, bool) for i in items):
+                    raise ValueError(f"{name} must hold numbers or strings (all of one kind) to be saved, without "
+                                     "pickle")
+                arrays[name] = np.array(items)
         buf = io.BytesIO()
         np.savez(buf, **arrays)
 

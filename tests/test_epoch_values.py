@@ -4,8 +4,8 @@ game in exact rational arithmetic (issue 20 item 2).
 The factors are dyadic rationals (k / 8), exact in float64, so the only rounding is the function's own; the oracle
 builds each player's dense vector :math:`x_i = w_i\\, e_i \\otimes [h_i; 1]` in ``Fraction``\\ s and sums
 :math:`\\frac{|S|!(n-|S|-1)!}{n!}(U(S \\cup i) - U(S))` over every subset, with
-:math:`U(S) = \\|\\alpha\\|^2 - \\|\\bar x_S - \\alpha\\|^2`, :math:`U(\\varnothing) = 0` (the paper's eq. (3)), or the mean
-game :math:`V(S) = \\bar l_S` for Hardness Shapley.
+:math:`U(S) = \\|\\alpha\\|^2 - \\|\\bar x_S - \\alpha\\|^2`, :math:`U(\\varnothing) = 0` (the paper's eq. (3)), or
+the mean game :math:`V(S) = \\bar l_S` for Hardness Shapley.
 """
 import itertools
 from fractions import Fraction

@@ -1,0 +1,65 @@
+"""``chg.Values``: the numbers, the view, the sum of two runs, and files that round-trip without pickle."""
+import numpy as np
+import pandas as pd
+import pytest
+
+import chg
+
+
+def _history():
+    return np.array([[1.0, -2.0, 0.5, np.nan], [3.0, -1.0, 0.25, 2.0], [2.0, 0.0, -0.5, 4.0]])
+
+
+def test_values_count_std_and_the_skip_view():
+    v = chg.Values(_history())
+    np.testing.assert_array_equal(v.count, [3, 3, 3, 2])
+    np.testing.assert_allclose(v.values, [2.0, -1.0, 0.25 / 3, 3.0], rtol=0, atol=1e-15)
+    np.testing.assert_allclose(v.std[0], np.std([1.0, 3.0, 2.0]), rtol=1e-15)
+    w = v.skip_epochs(1)
+    np.testing.assert_allclose(w.values, [2.5, -0.5, -0.125, 3.0], rtol=0, atol=1e-15)
+    assert w.history is v.history and v.skipped == 0  # a view; the original is unchanged
+    assert np.asarray(v).shape == (4,) and v.shape == (4,) and len(v) == 4 and v[1] == -1.0
+    with pytest.raises(ValueError, match=r"skip_epochs must lie in \[0, 3\)"):
+        v.skip_epochs(3)
+    with pytest.raises(TypeError, match="skip_epochs must be an integer"):
+        v.skip_epochs(1.0)
+
+
+def test_adding_two_runs_is_the_count_weighted_mean():
+    h = _history()
+    a, b = chg.Values(h[:2]), chg.Values(h[2:])
+    np.testing.assert_allclose((a + b).values, chg.Values(h).values, rtol=0, atol=1e-15)
+    with pytest.raises(ValueError, match="different rows"):
+        a + chg.Values(np.zeros((1, 3)))
+
+
+def test_save_load_round_trip_without_pickle(tmp_path):
+    v = chg.Values(_history(), 1, index=["a", "b", "c", "d"], labels=np.array([0, 1, 1, 2]), meta={"mode": "ride"})
+    back = chg.Values.load(v.save(tmp_path / "v.npz"))
+    np.testing.assert_array_equal(back.history, v.history)
+    assert back.skipped == 1 and back.meta == {"mode": "ride"} and back.index.tolist() == ["a", "b", "c", "d"]
+    np.testing.assert_array_equal(back.labels, v.labels)
+    np.savez(tmp_path / "other.npz", history=np.zeros((1, 2)))
+    with pytest.raises(ValueError, match="not a chg.Values file"):
+        chg.Values.load(tmp_path / "other.npz")
+    with pytest.raises(ValueError, match="numbers or strings"):
+        chg.Values(np.zeros((1, 2)), index=np.array([object(), object()], dtype=object)).save(tmp_path / "x.npz")
+
+
+def test_csv_reads_back_exactly_and_suspects_are_lowest_first(tmp_path):
+    v = chg.Values(_history()[1:], labels=[0, 1, 1, 2])
+    frame = pd.read_csv(v.to_csv(tmp_path / "v.csv"))
+    assert list(frame.columns) == ["row", "label", "value", "rank", "std", "epochs"]
+    np.testing.assert_array_equal(frame["value"].to_numpy(), v.values)
+    assert frame["rank"].tolist() == [3, 1, 2, 4]
+    assert v.suspects().tolist() == [1, 2]  # below 0: -0.5, -0.125
+    assert v.suspects(k=3, threshold=None).tolist() == [1, 2, 0]
+
+
+def test_bad_histories_are_refused():
+    with pytest.raises(ValueError, match="Inf"):
+        chg.Values(np.array([[1.0, np.inf]]))
+    with pytest.raises(ValueError, match="at least one epoch"):
+        chg.Values(np.zeros((0, 3)))
+    with pytest.raises(ValueError, match="repeated row ids"):
+        chg.Values(np.zeros((1, 2)), index=[1, 1])
