@@ -460,7 +460,7 @@ def train(cfg: TrainConfig, data: DataBundle | None = None, checkpoint: Path | N
 
     # ---- resume
     if checkpoint is not None and Path(checkpoint).is_file():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)  # RNG states must stay on the CPU
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)  # runs no code from the file
         if state["config"] != dataclasses.asdict(cfg):
             raise ValueError(f"checkpoint {checkpoint} was written by a different configuration; delete it to restart")
         model.load_state_dict(state["model"])
