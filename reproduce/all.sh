@@ -2,7 +2,7 @@
 # Regenerate every table and figure of the paper, plus the Theorem 1 demo and the label-error detection table.
 #   bash reproduce/all.sh                 # quick scale on CPU (default without CUDA), paper scale with CUDA
 #   bash reproduce/all.sh --scale smoke   # every script end to end in ~2 minutes (what CI runs); also quick | medium |
-#                                         # medium-cnn (Tables 2-3 + detection with a BatchNorm CNN) | paper
+#                                         # medium-cnn (Tables 2-3 with a BatchNorm CNN) | paper
 #   bash reproduce/all.sh --render-only   # any other option goes to every script (e.g. --render-only, --replace)
 # Sets up .venv/ first if needed (reproduce/setup.sh; CHG_PYTHON=/path/to/python uses that interpreter instead).
 # Each step writes one JSON per run under reproduce/results/<scale>/ (finished runs are skipped, so an interrupted
@@ -46,8 +46,8 @@ sharded() {  # sharded SCRIPT: its grid as two shards side by side (one per core
 # single-threaded runs, so they go side by side on the two cores; Table 1's and the detection table's grids run as two
 # shards side by side.
 
-# --scale medium-cnn (Tables 2-3 and the detection table with a BatchNorm CNN) has no Theorem 1 / Table 1 / Figure
-# step: those do not train the selection model.
+# --scale medium-cnn (Tables 2-3 with a BatchNorm CNN) has no Theorem 1 / Table 1 / Figure step (those do not train
+# the selection model) and, until detection has a CNN preset, no detection step.
 case " ${ARGS[*]-} " in *" --scale medium-cnn "*|*" --scale=medium-cnn "*) CNN_ONLY=1 ;; *) CNN_ONLY=0 ;; esac
 if [ "$CNN_ONLY" = 0 ]; then
   step theorem1 "$PY" reproduce/theorem1.py ${ARGS[@]+"${ARGS[@]}"}
@@ -64,5 +64,5 @@ both_tables() {
   return $rc
 }
 step "table2+table3" both_tables
-step detection sharded reproduce/detection.py
+[ "$CNN_ONLY" = 1 ] || step detection sharded reproduce/detection.py
 echo "all done in $((SECONDS - T_ALL)) s: tables and figures in figures/, run records in reproduce/results/" >&2

@@ -259,21 +259,22 @@ def test_render_only_rebuilds_the_committed_tables_from_the_committed_records(tm
         assert made.read_bytes() == kept.read_bytes(), f"figures/{name} differs from its render"
 
 
-def test_render_only_rebuilds_every_committed_medium_figure(tmp_path):
-    """The committed medium-scale records (whatever part of each grid ran) re-render every committed figures/medium
-    file byte for byte with `all.sh --scale medium --render-only`."""
-    kept = sorted((ROOT / "figures" / "medium").glob("*"))
-    if not _committed("reproduce/results/medium") or not kept:
-        pytest.skip("no medium-scale records or figures committed")
-    shutil.copytree(ROOT / "reproduce" / "results" / "medium", tmp_path / "reproduce" / "results" / "medium")
+@pytest.mark.parametrize("scale", ["medium", "medium-cnn"])
+def test_render_only_rebuilds_every_committed_medium_figure(scale, tmp_path):
+    """The committed records of a medium scale (whatever part of each grid ran) re-render every committed
+    figures/<scale> file byte for byte with `all.sh --scale <scale> --render-only`."""
+    kept = sorted((ROOT / "figures" / scale).glob("*"))
+    if not _committed(f"reproduce/results/{scale}") or not kept:
+        pytest.skip(f"no {scale} records or figures committed")
+    shutil.copytree(ROOT / "reproduce" / "results" / scale, tmp_path / "reproduce" / "results" / scale)
     env = {**os.environ, "CHG_ROOT": str(tmp_path), "MPLBACKEND": "Agg", "CHG_PYTHON": sys.executable}
-    out = subprocess.run(["bash", "reproduce/all.sh", "--scale", "medium", "--render-only"], cwd=ROOT, env=env,
+    out = subprocess.run(["bash", "reproduce/all.sh", "--scale", scale, "--render-only"], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     for path in kept:
-        made = tmp_path / "figures" / "medium" / path.name
-        assert made.is_file(), f"--render-only did not make figures/medium/{path.name}"
-        assert made.read_bytes() == path.read_bytes(), f"figures/medium/{path.name} differs from its render"
+        made = tmp_path / "figures" / scale / path.name
+        assert made.is_file(), f"--render-only did not make figures/{scale}/{path.name}"
+        assert made.read_bytes() == path.read_bytes(), f"figures/{scale}/{path.name} differs from its render"
 
 
 # ---- layout ------------------------------------------------------------------------------------------------------
