@@ -30,7 +30,7 @@ from typing import Optional
 
 import numpy as np
 
-from .results import atomic_write
+from .results import atomic_write, write_csv_atomic
 
 __all__ = ["DEFAULT_THRESHOLD", "ValuationReport", "as_values", "rank", "suspects", "plot_histogram",
            "plot_lowest_images"]
@@ -195,10 +195,7 @@ class ValuationReport:
         Returns:
             ``path`` as a ``Path``.
         """
-        path = Path(path)
-        frame = self.to_frame()
-        atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False, float_format="%.17g"))
-        return path
+        return write_csv_atomic(path, self.to_frame())
 
     def to_npz(self, path) -> Path:
         """Write ``values``, ``index``, ``rank`` (and ``labels``, ``loss`` if present) to a ``.npz`` atomically.

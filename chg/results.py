@@ -21,6 +21,7 @@ from importlib import metadata
 from pathlib import Path
 
 __all__ = ["ROOT", "RESULTS_DIR", "FIGURES_DIR", "CHECKPOINT_DIR", "DATA_DIR", "write_json_atomic", "atomic_write",
+           "write_csv_atomic",
            "write_text_atomic", "provenance", "save_run", "load_runs", "run_path", "figure_path", "default_scale",
            "device_name"]
 
@@ -68,6 +69,19 @@ def write_text_atomic(path: Path, text: str) -> None:
         path: the file. text: its whole content.
     """
     atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def write_csv_atomic(path, frame) -> Path:
+    """Write a pandas DataFrame as CSV atomically, floats with 17 significant digits (they read back exactly).
+
+    Args:
+        path: the file. frame: the DataFrame (written without its index).
+    Returns:
+        ``path`` as a ``Path``.
+    """
+    path = Path(path)
+    atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False, float_format="%.17g"))
+    return path
 
 
 def write_json_atomic(path: Path, obj) -> None:

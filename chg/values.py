@@ -25,7 +25,7 @@ from typing import Optional
 import numpy as np
 
 from .report import DEFAULT_THRESHOLD, ValuationReport, as_values
-from .results import atomic_write
+from .results import atomic_write, write_csv_atomic
 
 __all__ = ["Values"]
 
@@ -271,10 +271,7 @@ class Values:
         Returns:
             ``path`` as a ``Path``.
         """
-        path = Path(path)
-        frame = self.to_pandas()
-        atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False, float_format="%.17g"))
-        return path
+        return write_csv_atomic(path, self.to_pandas())
 
     def plot(self, path=None, k: int = 15, threshold: Optional[float] = DEFAULT_THRESHOLD, images=None,
              title: Optional[str] = None, loss=None):
