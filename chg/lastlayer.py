@@ -282,7 +282,7 @@ def loss_and_error(logits: torch.Tensor, targets: torch.Tensor, weight=None, lab
 
     C ≥ 2: the cross-entropy of ``torch.nn.functional.cross_entropy(logits, targets, weight=weight,
     label_smoothing=label_smoothing, reduction="none")`` — with class weights :math:`w` and smoothing :math:`s`,
-    :math:`l_i = \sum_c a_{ic}(-\log p_{ic})`, :math:`a_{ic} = (1-s)\,w_{y_i}[c = y_i] + 	frac{s}{C} w_c`, so
+    :math:`l_i = \sum_c a_{ic}(-\log p_{ic})`, :math:`a_{ic} = (1-s)\,w_{y_i}[c = y_i] + \frac{s}{C} w_c`, so
     :math:`e_i = (\sum_c a_{ic})\,p_i - a_i` (plain: :math:`p_i - \mathrm{onehot}(y_i)`). C = 1: binary cross-entropy,
     :math:`e_i = \sigma(z_i) - y_i`. Computed in float64, returned in the logits' dtype (half precision → float32).
 

@@ -11,8 +11,10 @@ import torch.nn.functional as F
 import chg
 
 
-def dense_players(model, layer, samples, weighting="chg", gradient="full", call=None):
-    """(n, P) float64 dense vectors x_i by per-sample autograd; ``samples``: [(inputs of one row, target (1,))]."""
+def dense_players(model, layer, samples, weighting="chg", gradient="full", call=None, weight=None,
+                  label_smoothing=0.0):
+    """(n, P) float64 dense vectors x_i by per-sample autograd; ``samples``: [(inputs of one row, target (1,))].
+    ``weight`` / ``label_smoothing``: F.cross_entropy's, per sample (reduction="none": l_i, not l_i / w_{y_i})."""
     call = call or (lambda m, inp: m(inp))
     rows = []
     for inp, y in samples:
@@ -26,7 +28,8 @@ def dense_players(model, layer, samples, weighting="chg", gradient="full", call=
         if z.shape[1] == 1:
             loss = F.binary_cross_entropy_with_logits(z[:, 0], y.reshape(-1).to(z.dtype))
         else:
-            loss = F.cross_entropy(z, y.reshape(-1).long())
+            loss = F.cross_entropy(z, y.reshape(-1).long(), weight=weight, label_smoothing=label_smoothing,
+                                   reduction="none").sum()
         params = [layer.weight] + ([layer.bias] if layer.bias is not None else [])
         grads = torch.autograd.grad(loss, params)
         if gradient == "bias":
@@ -40,9 +43,10 @@ def dense_players(model, layer, samples, weighting="chg", gradient="full", call=
     return torch.stack(rows)
 
 
-def dense_values(model, layer, samples, weighting="chg", gradient="full", call=None, groups=None):
+def dense_values(model, layer, samples, weighting="chg", gradient="full", call=None, groups=None, weight=None,
+                 label_smoothing=0.0):
     """Theorem 1 on the dense vectors (per group if ``groups``)."""
-    xs = dense_players(model, layer, samples, weighting, gradient, call)
+    xs = dense_players(model, layer, samples, weighting, gradient, call, weight, label_smoothing)
     if groups is None:
         return chg.chg_shapley(xs)
     out = torch.empty(xs.shape[0], dtype=torch.float64)

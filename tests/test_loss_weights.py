@@ -1,0 +1,98 @@
+"""Issue 22, item 2: the loss practitioners train with — class weights and label smoothing — valued as trained.
+
+Oracles: ``torch.nn.functional.cross_entropy(..., weight, label_smoothing, reduction="none")`` and its autograd
+gradient with respect to the logits (for the factors), and per-sample autograd of the output layer under that loss
+followed by Theorem 1 on the dense vectors (tests/test_edges_oracle.py) for the values. Tolerances: 1e-12 relative in
+float64."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+from test_edges_oracle import close, dense_values
+
+import chg
+from chg import EpochValuer, loss_and_error
+
+
+def _autograd(z, y, weight, s):
+    z = z.detach().clone().requires_grad_(True)
+    loss = F.cross_entropy(z, y, weight=weight, label_smoothing=s, reduction="none")
+    (grad,) = torch.autograd.grad(loss.sum(), z)  # rows are independent: row i of the grad is ∂l_i/∂z_i
+    return loss.detach(), grad
+
+
+@pytest.mark.parametrize("C", [2, 3, 7])
+@pytest.mark.parametrize("s", [0.0, 0.1, 0.5, 1.0])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_loss_and_error_equal_autograd_of_cross_entropy(C, s, weighted):
+    g = torch.Generator().manual_seed(C * 10 + int(s * 10))
+    z = 3 * torch.randn(11, C, generator=g, dtype=torch.float64)
+    y = torch.randint(0, C, (11,), generator=g)
+    w = torch.rand(C, generator=g, dtype=torch.float64) * 4 + 0.1 if weighted else None
+    want_l, want_e = _autograd(z, y, w, s)
+    got_l, got_e = loss_and_error(z, y, weight=w, label_smoothing=s)
+    torch.testing.assert_close(got_l, want_l, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(got_e, want_e, rtol=1e-12, atol=1e-14)
+    # a list or numpy array of weights is the same loss
+    if weighted:
+        l2, e2 = loss_and_error(z, y, weight=w.tolist(), label_smoothing=s)
+        torch.testing.assert_close((l2, e2), (got_l, got_e), rtol=0, atol=0)
+
+
+def test_unweighted_unsmoothed_path_is_the_plain_cross_entropy():
+    """weight=None, s=0 takes the fast path; weight=ones takes the general one: both equal autograd."""
+    g = torch.Generator().manual_seed(1)
+    z, y = torch.randn(8, 4, generator=g, dtype=torch.float64), torch.arange(8) % 4
+    a = loss_and_error(z, y)
+    b = loss_and_error(z, y, weight=torch.ones(4, dtype=torch.float64))
+    want = _autograd(z, y, None, 0.0)
+    for got in (a, b):
+        torch.testing.assert_close(got[0], want[0], rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(got[1], want[1], rtol=1e-12, atol=1e-14)
+
+
+def _net(seed=0, c=3):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, c)).double()
+
+
+@pytest.mark.parametrize("weight,s", [([0.2, 1.0, 5.0], 0.0), (None, 0.1), ([0.2, 1.0, 5.0], 0.1)])
+@pytest.mark.parametrize("per_class", [False, True])
+def test_nine_rows_values_equal_per_sample_autograd_of_the_trained_loss(weight, s, per_class):
+    """The case the issue names: 9 rows, 3 classes, class weights [0.2, 1, 5] (and smoothing): EpochValuer's values
+    equal Theorem 1 on per-sample autograd gradients of ``F.cross_entropy(weight, label_smoothing)``, whole pool and
+    per class, in batches that split the classes."""
+    model = _net()
+    g = torch.Generator().manual_seed(5)
+    x, y = torch.randn(9, 4, generator=g, dtype=torch.float64), torch.tensor([0, 1, 2, 2, 1, 0, 2, 2, 1])
+    wt = None if weight is None else torch.tensor(weight, dtype=torch.float64)
+    samples = [(x[i:i + 1], y[i:i + 1]) for i in range(9)]
+    want = dense_values(model, model[-1], samples, groups=y if per_class else None, weight=wt, label_smoothing=s)
+    got = EpochValuer(9, per_class=per_class, weight=weight, label_smoothing=s).value_epoch(
+        model, DataLoader(TensorDataset(x, y), batch_size=4))
+    close(got, want, rtol=1e-12)
+    plain = dense_values(model, model[-1], samples, groups=y if per_class else None)
+    assert (want - plain).abs().max() > 1e-3 * plain.abs().max()  # the weighted loss changes the values: not vacuous
+
+
+def test_value_data_trains_and_values_with_the_weighted_loss():
+    """value_data(weight=...) trains on the weighted loss: its model differs from the unweighted run's, and the
+    values it returns are finite for every row."""
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(30, 4, generator=g), torch.arange(30) % 3
+    data = TensorDataset(x, y)
+    a = chg.value_data(_net().float(), data, epochs=2, batch_size=10, seed=0)
+    b = chg.value_data(_net().float(), data, epochs=2, batch_size=10, seed=0, weight=[0.2, 1.0, 5.0])
+    assert a.shape == b.shape == (30,)
+    assert torch.isfinite(b.to_tensor()).all()
+    assert not torch.allclose(a.to_tensor(), b.to_tensor())
+
+
+@pytest.mark.parametrize("kw,err", [({"weight": [1.0, 2.0]}, ValueError), ({"weight": [1.0, -1.0, 1.0]}, ValueError),
+                                    ({"weight": [1.0, float("nan"), 1.0]}, ValueError),
+                                    ({"label_smoothing": 1.5}, ValueError), ({"label_smoothing": "0.1"}, TypeError)])
+def test_bad_weight_or_smoothing_is_refused_with_a_clear_error(kw, err):
+    z, y = torch.randn(4, 3, dtype=torch.float64), torch.tensor([0, 1, 2, 0])
+    with pytest.raises(err):
+        loss_and_error(z, y, **kw)
