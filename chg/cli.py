@@ -25,7 +25,8 @@ from pathlib import Path
 from .results import ROOT
 
 REPRODUCE = ("theorem1", "table1", "figure1", "figure2", "table2", "table3")
-FORMATS = (".csv", ".parquet", ".npz")
+FORMATS = (".csv", ".tsv", ".parquet", ".npz")
+SEPARATORS = (",", ";", "\t", "|")  # what spreadsheets write; sniffed from the first 64 KiB
 
 
 def _demo(args) -> int:
@@ -65,13 +66,57 @@ class InputError(ValueError):
 
 def _suffix(path: Path) -> str:
     suffixes = [s.lower() for s in path.suffixes]
-    if suffixes[-1:] in ([".gz"], [".bz2"], [".zip"], [".xz"], [".zst"]) and suffixes[-2:-1] == [".csv"]:
-        return ".csv"  # compressed CSV: pandas reads it
+    if suffixes[-1:] in ([".gz"], [".bz2"], [".zip"], [".xz"], [".zst"]) and suffixes[-2:-1] in ([".csv"], [".tsv"]):
+        return suffixes[-2]  # compressed CSV: pandas reads it
     return suffixes[-1] if suffixes else ""
 
 
+def _separator(path: Path, kind: str) -> str:
+    """The field separator of a delimited text file: tab for .tsv; else sniffed (csv.Sniffer) among SEPARATORS from
+    the first 64 KiB (decompressed for .gz/.bz2/.xz), ',' when the sample is one column or ambiguous."""
+    import csv
+    if kind == ".tsv":
+        return "\t"
+    import bz2
+    import gzip
+    import lzma
+    opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(path.suffix.lower(), open)
+    if path.suffix.lower() in (".zip", ".zst"):
+        return ","  # not sniffed: pandas decompresses these itself
+    try:
+        with opener(path, "rt", encoding="utf-8-sig", errors="replace") as handle:
+            sample = handle.read(1 << 16)
+    except (OSError, EOFError, lzma.LZMAError):
+        return ","  # pandas then says what is wrong with the file
+    lines = sample.splitlines()
+    sample = "\n".join(lines[:-1] if len(lines) > 1 and not sample.endswith("\n") else lines)  # no cut last line
+    try:
+        sep = csv.Sniffer().sniff(sample, delimiters="".join(SEPARATORS)).delimiter
+    except csv.Error:
+        return ","
+    return sep if sep in SEPARATORS else ","
+
+
+def _read_delimited(path: Path, kind: str):
+    """A CSV / TSV as a DataFrame: separator sniffed (:func:`_separator`), a UTF-8 byte-order mark dropped, quoted
+    fields as the csv module reads them; with ';' or tab, a decimal comma ("1,5") is read as a number when that makes
+    more columns numeric (a European spreadsheet's export)."""
+    import pandas as pd
+    sep = _separator(path, kind)
+    frame = pd.read_csv(path, sep=sep, encoding="utf-8-sig")
+    if sep != ",":
+        numeric = pd.api.types.is_numeric_dtype
+        text = [c for c in frame.columns if not numeric(frame[c])]
+        if text:
+            alt = pd.read_csv(path, sep=sep, encoding="utf-8-sig", decimal=",")
+            if sum(not numeric(alt[c]) for c in alt.columns) < len(text):
+                frame = alt
+    return frame
+
+
 def read_table(path, label: str | None, drop=()):
-    """Read ``path`` (.csv, .parquet, or .npz with arrays ``x`` and ``y``) into features and labels.
+    """Read ``path`` (.csv or .tsv — separator ``,`` ``;`` tab or ``|`` sniffed, BOM and quoted fields handled —,
+    .parquet, or .npz with arrays ``x`` and ``y``) into features and labels.
 
     Args:
         path: the data file.
@@ -98,9 +143,10 @@ def read_table(path, label: str | None, drop=()):
     if kind == ".npz":
         return _read_npz(path, label or "y", drop)
     if label is None:
-        raise InputError("--label COLUMN is required for a CSV or Parquet file: name the column holding the labels")
+        raise InputError("--label COLUMN is required for a CSV, TSV or Parquet file: name the column holding the "
+                         "labels")
     try:
-        frame = pd.read_csv(path) if kind == ".csv" else pd.read_parquet(path)
+        frame = _read_delimited(path, kind) if kind in (".csv", ".tsv") else pd.read_parquet(path)
     except pd.errors.EmptyDataError:
         raise InputError(f"{path}: the file is empty") from None
     except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError, ImportError) as exc:
@@ -270,7 +316,8 @@ def _add_value_parser(sub) -> None:
                        description="Train a logistic regression or MLP on DATA with Algorithm 1 and write each row's "
                                    "CHG Shapley value (DIR/values.csv; rank 1 = lowest value = most suspect) and a "
                                    "report (DIR/report.png, .pdf).")
-    p.add_argument("data", metavar="DATA", help="a .csv, .parquet or .npz (arrays x, y) file")
+    p.add_argument("data", metavar="DATA", help="a .csv or .tsv (separator , ; tab or | sniffed), .parquet or .npz "
+                                                 "(arrays x, y) file")
     p.add_argument("--label", metavar="COLUMN", help="the label column (required for CSV/Parquet; any type)")
     p.add_argument("--out", metavar="DIR", required=True, help="output folder (created if missing)")
     p.add_argument("--drop", metavar="COLUMN", action="append", default=[],

@@ -220,3 +220,46 @@ def test_python_m_chg_value_end_to_end(tmp_path):
     assert "24 rows, 5 features, 3 classes" in good.stderr
     report = ValuationReport.read_csv(tmp_path / "g" / "values.csv")
     assert len(report) == 24 and report.labels.tolist() == frame["kind"].tolist()
+
+
+@pytest.mark.parametrize("name,sep,extra", [
+    ("d.csv", ";", {}), ("d.csv", "\t", {}), ("d.csv", "|", {}), ("d.tsv", "\t", {}), ("d.csv", ",", {"bom": True}),
+    ("d.csv", ";", {"decimal": ","}), ("d.csv", ",", {"quote": True}), ("d.csv.gz", ";", {}),
+    ("d.tsv.gz", "\t", {})])
+def test_spreadsheet_exports_read_as_the_plain_csv(tmp_path, name, sep, extra):
+    """Issue 22, item 5: what spreadsheets write — a sniffed separator, .tsv, a byte-order mark, quoted fields holding
+    the separator, a decimal comma — reads to the same features and labels as the plain comma CSV."""
+    frame = _frame(n=30, seed=3).drop(columns="flag")
+    frame.to_csv(tmp_path / "plain.csv", index=False)
+    want = cli.read_table(tmp_path / "plain.csv", "kind")
+    out = frame.copy()
+    if extra.get("quote"):
+        out["kind"] = out["kind"].map(lambda k: f"{k}, the animal")  # a comma inside a quoted label
+    path = tmp_path / name
+    out.to_csv(path, sep=sep, index=False, decimal=extra.get("decimal", "."), float_format="%.17g",
+               encoding="utf-8-sig" if extra.get("bom") else "utf-8")
+    if extra.get("bom"):
+        assert path.read_bytes()[:3] == b"\xef\xbb\xbf"
+    got = cli.read_table(path, "kind")
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+    assert got[3] == want[3]
+    assert list(got[2]) == ([f"{k}, the animal" for k in want[2]] if extra.get("quote") else list(want[2]))
+
+
+def test_semicolon_csv_values_end_to_end(tmp_path):
+    """`chg value d.csv` on a semicolon-separated file gives the comma file's values, bit for bit."""
+    frame = _frame(n=40, seed=1).drop(columns="flag")
+    frame.to_csv(tmp_path / "c.csv", index=False, float_format="%.17g")
+    frame.to_csv(tmp_path / "s.csv", sep=";", index=False, float_format="%.17g")
+    for name in ("c", "s"):
+        assert _value(tmp_path, tmp_path / f"{name}.csv", "--label", "kind", "--out", tmp_path / name,
+                      "--epochs", 2) == 0
+    a, b = (pd.read_csv(tmp_path / n / "values.csv") for n in ("c", "s"))
+    np.testing.assert_array_equal(a["value"].to_numpy(), b["value"].to_numpy())
+
+
+def test_unknown_format_lists_the_accepted_ones(tmp_path):
+    (tmp_path / "d.xlsx").write_bytes(b"x")
+    with pytest.raises(cli.InputError, match=r"\.csv, \.tsv, \.parquet, \.npz"):
+        cli.read_table(tmp_path / "d.xlsx", "kind")
