@@ -8,6 +8,8 @@ columns, trains a logistic regression or an MLP with Algorithm 1 (:func:`chg.val
   suspect), ``loss`` (the row's cross-entropy under the final model);
 - ``DIR/report.png`` and ``DIR/report.pdf``: value histogram, the lowest-valued rows, loss vs value
   (:class:`chg.report.ValuationReport`), plus the lowest-valued images when an ``.npz`` holds images;
+- ``DIR/values.npz``: the whole :class:`chg.Values` (each epoch's values, the labels), read back exactly by
+  ``chg.Values.load`` — what ``value_data`` returns in Python;
 - ``DIR/classes.json``: the label → class-index mapping and the class sizes; ``DIR/summary.json``: the settings.
 
 Bad input (a missing column, a non-numeric feature column, NaN/Inf in a row, one class only, an empty file) stops
@@ -248,6 +250,7 @@ def _value(args) -> int:
     from .report import ValuationReport
     from .results import write_json_atomic
     from .valuation import value_data
+    from .values import Values
 
     log = get_logger("cli")
     for name in ("epochs", "batch_size", "hidden"):
@@ -284,7 +287,10 @@ def _value(args) -> int:
     labels = np.asarray(classes, dtype=object)[codes]
     report = ValuationReport.from_values(values, labels=labels, loss=loss)
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     report.to_csv(out / "values.csv")
+    plain = np.asarray([_plain(c) for c in classes])[codes]  # (n,) str or numeric: storable without pickle
+    Values.from_state_dict({**values.state_dict(), "labels": plain}).save(out / "values.npz")
     report.plot(out / "report", k=15, images=images,
                 title=f"{Path(args.data).name}: {args.model}, {args.epochs} epochs, {n} rows")
     write_json_atomic(out / "classes.json", {"label": args.label or "y", "classes": [
@@ -301,7 +307,7 @@ def _value(args) -> int:
              f"{acc:.3f}; {below.size} of {n} rows have value < 0")
     low = report.suspects(k=min(5, n), threshold=None)
     log.info("lowest values: " + ", ".join(f"row {r} ({labels[r]!s}: {report.values[r]:.3g})" for r in low))
-    for name in ("values.csv", "report.png", "report.pdf", "classes.json", "summary.json"):
+    for name in ("values.csv", "values.npz", "report.png", "report.pdf", "classes.json", "summary.json"):
         print(out / name)
     return 0
 

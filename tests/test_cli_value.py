@@ -263,3 +263,15 @@ def test_unknown_format_lists_the_accepted_ones(tmp_path):
     (tmp_path / "d.xlsx").write_bytes(b"x")
     with pytest.raises(cli.InputError, match=r"\.csv, \.tsv, \.parquet, \.npz"):
         cli.read_table(tmp_path / "d.xlsx", "kind")
+
+
+def test_values_npz_is_the_whole_result_read_back_by_values_load(tmp_path):
+    """Issue 20: `chg value` saves the chg.Values it computed (every epoch, the labels as given); its mean is the
+    values.csv column bit for bit."""
+    frame = _frame(n=30, seed=2).drop(columns="flag")
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    assert _value(tmp_path, tmp_path / "d.csv", "--label", "kind", "--out", tmp_path / "o", "--epochs", 3) == 0
+    got = chg.Values.load(tmp_path / "o" / "values.npz")
+    assert got.history.shape == (3, 30)
+    assert got.labels.tolist() == frame["kind"].tolist()
+    np.testing.assert_array_equal(got.values, pd.read_csv(tmp_path / "o" / "values.csv")["value"].to_numpy())
