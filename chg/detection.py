@@ -306,7 +306,9 @@ def run_detection(data, cfg: DetectionConfig | None = None, device: str = "cpu")
 
     Per epoch k: Algorithm 1's separate pass (no-grad, eval mode, :func:`chg.train.pool_factors`) values every point
     at θ_k (CHG, Algorithm 1) and gives its softmax error (EL2N); then the training epoch, whose forward passes give
-    the ride-along CHG values (:meth:`chg.EpochValuer.add`) and the per-sample training losses (mean loss). After
+    the ride-along CHG values (:meth:`chg.EpochValuer.add`) and the per-sample training losses (mean loss); both CHG
+    variants are also scored on the later half of the epochs alone (``skip_epochs = epochs // 2``: the detectors
+    ``chg_algorithm1_skip`` and ``chg_ride_skip``, from the same per-epoch values, no extra compute). After
     training: KNN Shapley on the trained model's penultimate features (against ``knn_val`` clean validation points),
     and cleanlab on ``folds``-fold out-of-sample probabilities (``folds`` fresh models, same settings).
 
@@ -351,8 +353,11 @@ def run_detection(data, cfg: DetectionConfig | None = None, device: str = "cpu")
     t0 = time.perf_counter()
     model, losses = _fit(data, torch.arange(n), cfg, dev, valuers, separate_pass)
     times["train_with_values"] = time.perf_counter() - t0 - times["separate_pass"]
+    skip = cfg.epochs // 2  # the later half of the epochs alone (skip_epochs; benchmarks/results/modes.md)
     scores = {"chg_algorithm1": suspicion_from_values(valuers["pass"].values()),
               "chg_ride_along": suspicion_from_values(valuers["ride"].values()),
+              "chg_algorithm1_skip": suspicion_from_values(valuers["pass"].values().skip_epochs(skip)),
+              "chg_ride_skip": suspicion_from_values(valuers["ride"].values().skip_epochs(skip)),
               "mean_loss": mean_loss(losses),
               "el2n": el2n(torch.stack(early_probs), y)}
     model.eval()

@@ -122,7 +122,8 @@ def test_run_detection_every_detector_beats_chance():
     cfg = DetectionConfig(model="mlp", width=16, epochs=5, batch_size=32, lr=0.05, el2n_epochs=2, folds=2,
                           knn_val=150, knn_k=5)
     out = run_detection(data, cfg)
-    assert set(out["metrics"]) == {"chg_algorithm1", "chg_ride_along", "mean_loss", "el2n", "knn_shapley", "cleanlab"}
+    assert set(out["metrics"]) == {"chg_algorithm1", "chg_ride_along", "chg_algorithm1_skip", "chg_ride_skip",
+                                   "mean_loss", "el2n", "knn_shapley", "cleanlab"}
     for name, m in out["metrics"].items():  # chance: AUC 0.5, AP and P@k 0.2 (measured: AUC >= 0.97, P@k >= 0.9)
         assert m["roc_auc"] > 0.9, (name, m)
         assert m["average_precision"] > 0.7 and m["precision_at_k"] > 0.7, (name, m)

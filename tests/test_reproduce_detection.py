@@ -128,7 +128,8 @@ def test_render_reports_means_and_paired_verdicts_from_the_records(tmp_path, mon
     chg = [0.90, 0.70, 0.60]
     loss = [0.80, 0.75, 0.60]
     for seed in range(3):
-        aucs = {"chg_algorithm1": chg[seed], "chg_ride_along": chg[seed], "mean_loss": loss[seed],
+        aucs = {"chg_algorithm1": chg[seed], "chg_ride_along": chg[seed], "chg_algorithm1_skip": chg[seed],
+                "chg_ride_skip": chg[seed], "mean_loss": loss[seed],
                 "el2n": chg[seed] - 0.1, "cleanlab": chg[seed] + 0.05, "knn_shapley": 0.5}
         _save(0.3, seed, aucs, {m: 0.5 for m in detect.METHODS})
     md = detect.render("smoke", config.apply_sets(detect.presets()["smoke"], ["seeds=0,1,2"]))
@@ -152,8 +153,8 @@ def test_render_reports_means_and_paired_verdicts_from_the_records(tmp_path, mon
 
 def test_method_times_adds_each_detectors_own_step_to_what_it_needs():
     t = detect.method_times(TIMES)
-    assert t == {"chg_ride_along": 10.0, "mean_loss": 10.0, "chg_algorithm1": 13.0, "el2n": 10.5,
-                 "knn_shapley": 12.0, "cleanlab": 41.0}
+    assert t == {"chg_ride_along": 10.0, "chg_ride_skip": 10.0, "mean_loss": 10.0, "chg_algorithm1": 13.0,
+                 "chg_algorithm1_skip": 13.0, "el2n": 10.5, "knn_shapley": 12.0, "cleanlab": 41.0}
 
 
 # ---- --render-only on the committed records -----------------------------------------------------------------------

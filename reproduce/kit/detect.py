@@ -31,13 +31,16 @@ from .selection import DATA_LABELS, DATASET_SETTINGS
 __all__ = ["DetectPreset", "presets", "runs", "executor", "method_times", "verdicts", "render", "main"]
 
 EXPERIMENT = "detection"
-CHG = ("chg_algorithm1", "chg_ride_along")
+CHG = ("chg_algorithm1", "chg_ride_along", "chg_algorithm1_skip", "chg_ride_skip")
 BASELINES = ("mean_loss", "el2n", "cleanlab", "knn_shapley")
 METHODS = CHG + BASELINES
 LABELS = {"chg_algorithm1": "CHG Shapley (Algorithm 1, separate pass)", "chg_ride_along": "CHG Shapley (ride-along)",
+          "chg_algorithm1_skip": "CHG Shapley (Algorithm 1, later half of the epochs)",
+          "chg_ride_skip": "CHG Shapley (ride-along, later half of the epochs)",
           "mean_loss": "Mean training loss", "el2n": "EL2N", "cleanlab": "cleanlab (confident learning)",
           "knn_shapley": "KNN Shapley"}
-SHORT = {"chg_algorithm1": "CHG (Alg. 1)", "chg_ride_along": "CHG (ride-along)", "mean_loss": "mean loss",
+SHORT = {"chg_algorithm1": "CHG (Alg. 1)", "chg_ride_along": "CHG (ride-along)",
+         "chg_algorithm1_skip": "CHG (Alg. 1, skip)", "chg_ride_skip": "CHG (ride-along, skip)", "mean_loss": "mean loss",
          "el2n": "EL2N", "cleanlab": "cleanlab", "knn_shapley": "KNN Shapley"}
 METRICS = (("roc_auc", "ROC AUC"), ("average_precision", "AP"), ("precision_at_k", "P@k"),
            ("f1_2means", "2-means F1"))
@@ -75,6 +78,12 @@ def presets() -> dict:
     folds — twice the fold training — would bring the 10 runs to ~60 CPU-min, over the grid's budget of 25 minutes on
     2 cores; each fold model sees 2/3 of the pool instead of 4/5), KNN Shapley (k = 10) against a stratified 1,000 of
     the 6,000 validation points.
+    medium-cnn: the medium grid with the paper's model family, the BatchNorm CNN of Tables 2–3 medium-cnn
+    (``stride_cnn`` width 16: three stride-2 conv/BatchNorm/ReLU blocks, global pooling, one Linear) for 15 epochs as
+    there, 5 seeds; measured before choosing (one thread, idle 2-core machine, the numbers of the Tables 2–3 preset):
+    a training epoch 4.8 CPU-s with augmentation, its eval-mode pass 1.9 s, so a run (training with both CHG
+    variants, 3 fold models on 2/3 of the pool each, KNN Shapley) is about 5 CPU-min and the 10 runs fit an hour
+    of the 2 cores. This is where BatchNorm's eval-mode statistics can separate Algorithm 1's pass from ride-along.
     paper: the medium setting on a CUDA device (the paper has no detection table at this scale; the same grid, faster).
     Every scale: SGD lr 0.05, Nesterov momentum 0.9, weight decay 5e-4, cosine (chg.train's optimiser).
     """
@@ -86,8 +95,11 @@ def presets() -> dict:
         **digits, epochs=30, batch_size=64, el2n_epochs=3, folds=5, knn_val=145, factor_batch_size=2048))
     medium = DetectPreset("fashion_mnist", (0.1, 0.3), (0, 1, 2, 3, 4), detection=DetectionConfig(
         **fmnist, epochs=20, batch_size=128, el2n_epochs=3, folds=3, knn_val=1000, factor_batch_size=2048))
+    medium_cnn = DetectPreset("fashion_mnist", (0.1, 0.3), (0, 1, 2, 3, 4), detection=DetectionConfig(
+        model="stride_cnn", width=16, epochs=15, batch_size=128, el2n_epochs=3, folds=3, knn_val=1000,
+        factor_batch_size=2048))
     paper = dataclasses.replace(medium, device="auto")
-    return {"smoke": smoke, "quick": quick, "medium": medium, "paper": paper}
+    return {"smoke": smoke, "quick": quick, "medium": medium, "medium-cnn": medium_cnn, "paper": paper}
 
 
 def runs(preset: DetectPreset) -> list:
@@ -144,7 +156,8 @@ def method_times(times: dict) -> dict:
     EL2N: the passes it uses (after epochs 1..el2n_epochs); KNN Shapley: the embedding pass and the valuation.
     cleanlab needs not the training run but its K fold models (K-fold training) and its own step."""
     train = times["train_with_values"]
-    return {"chg_ride_along": train, "mean_loss": train, "chg_algorithm1": train + times["separate_pass"],
+    return {"chg_ride_along": train, "chg_ride_skip": train, "mean_loss": train,
+            "chg_algorithm1": train + times["separate_pass"], "chg_algorithm1_skip": train + times["separate_pass"],
             "el2n": train + times["el2n_passes"], "knn_shapley": train + times["knn_shapley"],
             "cleanlab": times["kfold_training"] + times["cleanlab"]}
 
@@ -213,11 +226,14 @@ def _settings_text(records: list) -> str:
                 "fewer here to fit the time budget" if one("folds") != "5" else "")
              + ")"
              if one("folds") != "0" else "cleanlab not run")
+    skip = "" if not any("chg_ride_skip" in r["metrics"]["detectors"] for r in records) else \
+        ("; each also on the later half of the epochs alone (the first epochs // 2 = "
+         f"{'/'.join(str(int(e) // 2) for e in one('epochs').split('/'))} left out: skip_epochs)")
     return (f"model {one('model')}" + (f" (width {one('width')})" if one("width") != "None" else "")
             + f", {one('epochs')} epochs, batch {one('batch_size')}, SGD lr {one('lr')} (Nesterov momentum "
             f"{one('momentum')}, weight decay {one('weight_decay')}, cosine), no augmentation; CHG (Algorithm 1): "
             f"the sum of the values of a no-grad pass over the pool before each epoch; CHG (ride-along): the values "
-            f"of the training forward passes; mean loss: the per-sample training losses averaged over the epochs; "
+            f"of the training forward passes{skip}; mean loss: the per-sample training losses averaged over the epochs; "
             f"EL2N: the passes after epochs 1–{one('el2n_epochs')} of this one run (Paul et al. average 10 runs); "
             f"{folds}; {knn}")
 
