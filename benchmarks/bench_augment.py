@@ -1,14 +1,16 @@
 """What the crop/flip augmentation costs in the medium training loop, before and after one-gather augment_batch.
 
 The Tables 2–3 medium preset trains ``image_mlp`` on Fashion-MNIST with a random crop (zero padding 2) and a random
-horizontal flip per image (:func:`chg.data.augment_batch`). Until commit 73d7b4a it cropped with advanced indexing
+horizontal flip per image (:func:`chg.experiments.data.augment_batch`). Until commit 73d7b4a it cropped with advanced
+indexing
 (``padded[b, ch, rows, cols]``) and flipped with ``torch.where``; it now does both with one ``gather`` over the
 padded images. Both move pixels only and draw the same random numbers in the same order, so their outputs are equal
 bit for bit (tests/test_data.py checks both against an image-by-image oracle; a Tables 2–3 run gives the same
 model hash with either). Measured side by side in one process, in rotating order, per round:
 
 * ``augment`` — augment_batch alone over one epoch's batches of 128 (54,000 images);
-* ``epoch`` — one training epoch as chg.train runs it (gather the batch, augment, forward, weighted loss, backward,
+* ``epoch`` — one training epoch as chg.experiments.train runs it (gather the batch, augment, forward, weighted loss,
+backward,
   SGD step).
 
 Reported: medians over rounds of this process's CPU time and the paired ratio before ÷ after. Writes
@@ -30,9 +32,9 @@ import torch.nn.functional as F
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from chg.data import augment_batch, load_dataset  # noqa: E402
-from chg.models import build_model  # noqa: E402
-from chg.results import device_name, provenance, write_json_atomic, write_text_atomic  # noqa: E402
+from chg.experiments.data import augment_batch, load_dataset  # noqa: E402
+from chg.experiments.models import build_model  # noqa: E402
+from chg.experiments.results import device_name, provenance, write_json_atomic, write_text_atomic  # noqa: E402
 
 BATCH, PAD = 128, 2
 

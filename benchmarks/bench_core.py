@@ -250,7 +250,7 @@ def main() -> None:
         print(json.dumps(child_factored(args.child, 10, 512, args.repeats, device)))
         return
     sys.path.insert(0, str(HERE.parent))
-    from chg.results import atomic_write, device_name, write_json_atomic
+    from chg.experiments.results import atomic_write, device_name, write_json_atomic
     sizes = [10**3, 10**4] if args.quick else [10**4, 10**5, 10**6]
     repeats = 2 if args.quick else args.repeats
     report = {"mode": "quick" if args.quick else "full", "device": device_name(device), "torch": torch.__version__,

@@ -34,7 +34,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
 from chg import factored as new  # noqa: E402
-from chg.results import atomic_write  # noqa: E402
+from chg.experiments.results import atomic_write  # noqa: E402
 
 
 def load_reference(tree: Path):

@@ -22,8 +22,10 @@ training forward's factors to the ride valuer. ``check_against_value_data`` (run
 this loop's values equal chg.value_data's own runs of every variant on one small case.
 
 Score: AUC and average precision (AP) of -value for "this row's label was flipped" (20% of the pool's labels flipped
-to another class, chg.data.load_dataset noise; the validation hold-out is clean). Models: logistic regression and
-an MLP (chg.models.MLP, 64 hidden) on standardised flattened features; chg.models.SmallCNN (BatchNorm) on the digit
+to another class, chg.experiments.data.load_dataset noise; the validation hold-out is clean). Models: logistic
+regression and
+an MLP (chg.experiments.models.MLP, 64 hidden) on standardised flattened features; chg.experiments.models.SmallCNN
+(BatchNorm) on the digit
 images; torchvision's ResNet-18 (``resnet18(num_classes=10)``, random init, first convolution replaced by a
 1-channel one) on Fashion-MNIST images padded to 32×32 with their background value (400 pool rows drawn at random
 from the 54,000-row pool, 100 validation rows, 5 epochs). Data: scikit-learn's breast cancer (410-row pool), digits
@@ -49,10 +51,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # run from a source checkout without installing
 
 import chg  # noqa: E402
-from chg.data import load_dataset  # noqa: E402
+from chg.experiments.data import load_dataset  # noqa: E402
 from chg.lastlayer import LastLayerTap, factors_from_logits, iter_factors, per_sample_loss, split_batch  # noqa: E402
-from chg.models import MLP, SmallCNN  # noqa: E402
-from chg.results import provenance, write_json_atomic, write_text_atomic  # noqa: E402
+from chg.experiments.models import MLP, SmallCNN  # noqa: E402
+from chg.experiments.results import provenance, write_json_atomic, write_text_atomic  # noqa: E402
 from chg.valuation import ValueDataConfig, _indexed_loader  # noqa: E402
 
 NOISE = 0.2

@@ -1,7 +1,8 @@
 """What valuing the data costs on top of training: one Fashion-MNIST epoch of the medium model, four ways, side by side.
 
 Paths (each its own copy of the same freshly initialised model, SGD + Nesterov, batch 128, the 54,000-image pool in
-memory, batches drawn by index from a fresh permutation per epoch — the loop of chg.train without augmentation, as
+memory, batches drawn by index from a fresh permutation per epoch — the loop of chg.experiments.train without
+augmentation, as
 the medium preset trains the MLP):
 
 1. **plain** — the training epoch alone.
@@ -13,7 +14,8 @@ the medium preset trains the MLP):
 3. **separate pass** — Algorithm 1 exactly: :meth:`chg.EpochValuer.value_epoch` (a no-grad, eval-mode forward pass
    over the pool, batches of 2,048, then eq. 3) before the plain epoch. Goal: ≤ 1.5× plain (its floor is 1 + the cost
    of a forward pass over that of a training step).
-4. **Algorithm 2 step** — one selection (chg.train's factor pass over the pool + :func:`chg.selection.select_chg`,
+4. **Algorithm 2 step** — one selection (chg.experiments.train's factor pass over the pool +
+:func:`chg.selection.select_chg`,
    per class top a·N_c with a = 0.1 and min-max weights) before the plain epoch. Algorithm 2 runs it every R epochs,
    so the table also gives the cost per epoch for R = 5 (medium preset) and R = 20 (paper).
 
@@ -41,12 +43,12 @@ import torch.nn.functional as F
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from chg.data import load_dataset, synthetic_bundle  # noqa: E402
+from chg.experiments.data import load_dataset, synthetic_bundle  # noqa: E402
 from chg.lastlayer import LastLayerTap  # noqa: E402
-from chg.models import build_model  # noqa: E402
-from chg.results import device_name, provenance, write_json_atomic, write_text_atomic  # noqa: E402
+from chg.experiments.models import build_model  # noqa: E402
+from chg.experiments.results import device_name, provenance, write_json_atomic, write_text_atomic  # noqa: E402
 from chg.selection import SelectionInput, select_chg  # noqa: E402
-from chg.train import TrainConfig, pool_factors  # noqa: E402
+from chg.experiments.train import TrainConfig, pool_factors  # noqa: E402
 from chg.valuation import EpochValuer  # noqa: E402
 
 PATHS = ("plain", "ride_along", "ride_along_per_batch", "separate_pass", "algorithm2_step")

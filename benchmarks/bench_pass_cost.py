@@ -1,7 +1,8 @@
 """Cost of Algorithm 1's separate pass: chg.value_data(mode="pass") ÷ chg.value_data(mode="ride"), side by side,
 for several sizes of the pass's batch (``eval_batch_size``); written to benchmarks/results/pass_cost.{json,md}.
 
-Setting (issue 12, item 4): chg.models.SmallCNN (BatchNorm; width 8) on 8,000 Fashion-MNIST training images (28×28),
+Setting (issue 12, item 4): chg.experiments.models.SmallCNN (BatchNorm; width 8) on 8,000 Fashion-MNIST training
+images (28×28),
 value_data's defaults otherwise (batch 64, Adam), one epoch per call, the pass's batch at the default (256) and at
 the old default (1,024). Each round runs every path once, in rotating
 order, in this one process; a path's ratio is its time ÷ the ride-along run's time in the same round, and the table
@@ -26,9 +27,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # run from a source checkout without installing
 
 import chg  # noqa: E402
-from chg.data import load_dataset  # noqa: E402
-from chg.models import SmallCNN  # noqa: E402
-from chg.results import provenance, write_json_atomic, write_text_atomic  # noqa: E402
+from chg.experiments.data import load_dataset  # noqa: E402
+from chg.experiments.models import SmallCNN  # noqa: E402
+from chg.experiments.results import provenance, write_json_atomic, write_text_atomic  # noqa: E402
 from chg.valuation import ValueDataConfig  # noqa: E402
 
 SIZES = (256, 1024)  # the pass's batch: the default, the old default
@@ -70,7 +71,8 @@ def run(rows: int, rounds: int, width: int) -> dict:
 
 def render(res: dict, meta: dict) -> str:
     lines = ["# Cost of the separate pass (benchmarks/bench_pass_cost.py)", "",
-             f"chg.value_data on {meta['rows']:,} Fashion-MNIST images, chg.models.SmallCNN (width {meta['width']}, "
+             f"chg.value_data on {meta['rows']:,} Fashion-MNIST images, chg.experiments.models.SmallCNN (width "
+             f"{meta['width']}, "
              f"BatchNorm), one epoch per call, batch {meta['batch_size']}; {meta['rounds']} rounds after a warm-up "
              "(each path once on 256 images), "
              "paths in rotating order in one process; ratio = path ÷ `ride` in the same round, median over rounds "

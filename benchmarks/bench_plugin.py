@@ -105,7 +105,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     sys.path.insert(0, str(HERE.parent))
-    from chg.results import atomic_write, device_name, write_json_atomic
+    from chg.experiments.results import atomic_write, device_name, write_json_atomic
     report = {"mode": "quick" if args.quick else "full", "device": device_name(torch.device("cpu")),
               "torch": torch.__version__, "threads": torch.get_num_threads(),
               "loadavg_start": " ".join(open("/proc/loadavg").read().split()[:3]),

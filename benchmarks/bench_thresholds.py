@@ -1,9 +1,11 @@
 """Is "value < 0" a useful default for flagging mislabeled rows? Measured, written to
 benchmarks/results/thresholds.{json,md}.
 
-For each data set, 20% of the training labels are flipped to another class (chg.data.add_label_noise) and every row
+For each data set, 20% of the training labels are flipped to another class (chg.experiments.data.add_label_noise) and
+every row
 is valued with Algorithm 1 exactly as ``chg value`` does it: features standardised (scikit-learn StandardScaler on
-the flattened inputs), logistic regression (one nn.Linear) or an MLP (chg.models.MLP, 64 hidden), chg.value_data
+the flattened inputs), logistic regression (one nn.Linear) or an MLP (chg.experiments.models.MLP, 64 hidden),
+chg.value_data
 with its defaults (10 epochs, batch 64, Adam lr 0.01, separate pass). Rules compared against the flipped rows:
 
 - ``value < 0`` (chg.report.suspects' default): how many rows it flags, precision, recall;
@@ -12,7 +14,7 @@ with its defaults (10 epochs, batch 64, Adam lr 0.01, separate pass). Rules comp
 - AUC of -value for "flipped" (threshold-free).
 
 Data: scikit-learn's breast cancer (409-row pool after the 10% validation hold-out and the fixed 20% test split of
-chg.data) and digits (1,293 rows), and Fashion-MNIST (10,000 training images drawn at random per seed from
+chg.experiments.data) and digits (1,293 rows), and Fashion-MNIST (10,000 training images drawn at random per seed from
 /usr/share/datasets/fashion-mnist; skipped with a note when the files are missing). Seeds 0, 1, 2.
 
 Usage: python benchmarks/bench_thresholds.py [--quick] [--out DIR]   (quick: breast cancer, 1 seed, 2 epochs)
@@ -35,10 +37,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # run from a source checkout without installing
 
 import chg  # noqa: E402
-from chg.data import add_label_noise, load_dataset, read_idx  # noqa: E402
-from chg.models import MLP  # noqa: E402
+from chg.experiments.data import add_label_noise, load_dataset, read_idx  # noqa: E402
+from chg.experiments.models import MLP  # noqa: E402
 from chg.report import suspects  # noqa: E402
-from chg.results import provenance, write_json_atomic, write_text_atomic  # noqa: E402
+from chg.experiments.results import provenance, write_json_atomic, write_text_atomic  # noqa: E402
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 NOISE = 0.2

@@ -1,7 +1,8 @@
 """The training steps of benchmarks/gpu_check.sh (see there), and its summary.
 
 ``--out DIR``: the ResNet-18 epoch time on Fashion-MNIST padded to 32×32 and the noisy-label selection run (ResNet-18,
-30% label noise, CHG vs Random at a = 0.1 and 0.3, 15 epochs, R = 5), both through :func:`chg.train.train`, into
+30% label noise, CHG vs Random at a = 0.1 and 0.3, 15 epochs, R = 5), both through
+:func:`chg.experiments.train.train`, into
 DIR/train.json. ``--dry-run``: the same steps on the CPU, tiny (a 256-image pool, ResNet-18 of width 4, 2 epochs).
 ``--summarize``: gathers DIR/steps/*.json, tests.json, core*.json and train.json into DIR/gpu_check.json.
 """
@@ -20,9 +21,9 @@ sys.path.insert(0, str(HERE.parent))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from chg.data import DataBundle, Split, load_dataset  # noqa: E402
-from chg.results import atomic_write, provenance, write_json_atomic  # noqa: E402
-from chg.train import TrainConfig, train  # noqa: E402
+from chg.experiments.data import DataBundle, Split, load_dataset  # noqa: E402
+from chg.experiments.results import atomic_write, provenance, write_json_atomic  # noqa: E402
+from chg.experiments.train import TrainConfig, train  # noqa: E402
 
 
 def pad32(data: DataBundle, n_pool: int | None = None) -> DataBundle:

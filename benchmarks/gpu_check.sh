@@ -8,9 +8,9 @@
 # Steps (each timed; a failing step is recorded and the others still run):
 #   1. tests: the CUDA tests (pytest -k "cuda or gpu", i.e. every test whose name mentions cuda/gpu) -> tests.json
 #   2. bench_core: benchmarks/bench_core.py --device cuda -> core_cuda.json/.md (dry run: --quick on the CPU)
-#   3. resnet18_epoch: one ResNet-18 training epoch (chg.train.train, method full) on the Fashion-MNIST pool padded
+#   3. resnet18_epoch: one ResNet-18 training epoch (chg.experiments.train.train, method full) on the Fashion-MNIST pool padded
 #      to 32x32 -> in gpu_check.json
-#   4. selection: ResNet-18, 30% label noise, CHG vs Random at a = 0.1 and 0.3, 15 epochs, R = 5 (chg.train.train)
+#   4. selection: ResNet-18, 30% label noise, CHG vs Random at a = 0.1 and 0.3, 15 epochs, R = 5 (chg.experiments.train.train)
 #      -> in gpu_check.json
 # Summary of every step: OUTDIR/gpu_check.json.
 #

@@ -13,20 +13,17 @@ columns, trains a logistic regression or an MLP with Algorithm 1 (:func:`chg.val
 - ``DIR/classes.json``: the label → class-index mapping and the class sizes; ``DIR/summary.json``: the settings.
 
 Bad input (a missing column, a non-numeric feature column, NaN/Inf in a row, one class only, an empty file) stops
-with a message naming the column or row and exit status 2. The other commands run the paper's checks and the
-reproduce scripts.
+with a message naming the column or row and exit status 2. ``chg demo`` checks Theorem 1's closed form against
+exhaustive enumeration. The paper's tables and figures are made by the repository's ``reproduce/`` scripts, not by
+this command (an installed ``chg`` knows no repository folder).
 """
 from __future__ import annotations
 
 import argparse
-import runpy
 import sys
 import time
 from pathlib import Path
 
-from .results import ROOT
-
-REPRODUCE = ("theorem1", "table1", "figure1", "figure2", "table2", "table3")
 FORMATS = (".csv", ".tsv", ".parquet", ".npz")
 SEPARATORS = (",", ";", "\t", "|")  # what spreadsheets write; sniffed from the first 64 KiB
 
@@ -46,16 +43,6 @@ def _demo(args) -> int:
         closed = chg_shapley([[float(v) for v in r] for r in x], [float(v) for v in alpha])
         err = max(abs(a - b) for a, b in zip(closed, oracle))
         print(f"n={n:2d}  max |closed form − enumeration| = {err:.2e}")
-    return 0
-
-
-def _run_script(path, argv) -> int:
-    if not path.exists():
-        print(f"{path} not found: `chg {path.stem}` runs from a source checkout of the repository", file=sys.stderr)
-        return 2
-    sys.argv = [str(path), *argv]
-    sys.path.insert(0, str(path.parent))  # as `python reproduce/x.py` does: the script's folder (its kit/) first
-    runpy.run_path(str(path), run_name="__main__")
     return 0
 
 
@@ -233,10 +220,12 @@ def _check_finite(x, names) -> None:
 
 
 def _model(kind: str, d: int, num_classes: int, hidden: int):
+    """A logistic regression (one Linear) or an MLP (two hidden ReLU layers of ``hidden``, then the output Linear)."""
     from torch import nn
-
-    from .models import MLP
-    return nn.Linear(d, num_classes) if kind == "logreg" else MLP(d, num_classes, hidden)
+    if kind == "logreg":
+        return nn.Linear(d, num_classes)
+    return nn.Sequential(nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                         nn.Linear(hidden, num_classes))
 
 
 def _value(args) -> int:
@@ -248,7 +237,7 @@ def _value(args) -> int:
     from .lastlayer import compute_factors
     from .progress import get_logger
     from .report import ValuationReport
-    from .results import write_json_atomic
+    from .io import write_json_atomic
     from .valuation import value_data
     from .values import Values
 
@@ -351,9 +340,6 @@ def main(argv=None, prog: str = "chg") -> int:
     p = sub.add_parser("demo", help="Theorem 1: closed form vs exhaustive enumeration, n = 1..N")
     p.add_argument("--n", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
-    for name in REPRODUCE:
-        sub.add_parser(name, help=f"regenerate {name} (reproduce/{name}.py; see its --help)", add_help=False)
-    sub.add_parser("bench", help="core speed/memory benchmark (benchmarks/bench_core.py)", add_help=False)
     args, rest = ap.parse_known_args(argv)
     if args.cmd == "value":
         if rest:
@@ -375,9 +361,7 @@ def main(argv=None, prog: str = "chg") -> int:
         if not 1 <= args.n <= 16:
             ap.error("demo: --n must be in 1..16 (enumeration visits 2^n subsets)")
         return _demo(args)
-    if args.cmd == "bench":
-        return _run_script(ROOT / "benchmarks" / "bench_core.py", rest)
-    return _run_script(ROOT / "reproduce" / f"{args.cmd}.py", rest)
+    raise AssertionError(f"unhandled command {args.cmd!r}")  # pragma: no cover (argparse allows only the above)
 
 
 if __name__ == "__main__":

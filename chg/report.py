@@ -30,7 +30,7 @@ from typing import Optional
 
 import numpy as np
 
-from .results import atomic_write, write_csv_atomic
+from .io import atomic_write, write_csv_atomic
 
 __all__ = ["DEFAULT_THRESHOLD", "ValuationReport", "as_values", "rank", "suspects", "plot_histogram",
            "plot_lowest_images"]

@@ -25,7 +25,7 @@ from typing import Optional
 import numpy as np
 
 from .report import DEFAULT_THRESHOLD, ValuationReport, as_values
-from .results import atomic_write, write_csv_atomic
+from .io import atomic_write, write_csv_atomic
 
 __all__ = ["Values"]
 

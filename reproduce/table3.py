@@ -1,5 +1,6 @@
 """Table 3: subset training under 30% label noise (exactly 30% of the pool's labels changed to another class,
-drawn uniformly; validation and test labels clean — see chg.data.add_label_noise for how this differs from the
+drawn uniformly; validation and test labels clean — see chg.experiments.data.add_label_noise for how this differs from
+the
 official code).
 
     python reproduce/table3.py                 # quick scale on CPU (default without CUDA): compute + render

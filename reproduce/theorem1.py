@@ -23,7 +23,7 @@ from fractions import Fraction
 import numpy as np
 from kit import cli, config, grid, tables
 
-import chg.results as results
+import chg.experiments.results as results
 from chg.games import chg_utility, exact_shapley
 from chg.shapley import chg_shapley, chg_shapley_exact
 

@@ -40,7 +40,7 @@ def _expected_values(frame, label, epochs, seed=0, model="logreg", batch_size=64
     codes, classes = pd.factorize(frame[label], sort=True)
     torch.manual_seed(seed)
     C = len(classes)
-    m = torch.nn.Linear(x.shape[1], C) if model == "logreg" else chg.models.MLP(x.shape[1], C, 64)
+    m = torch.nn.Linear(x.shape[1], C) if model == "logreg" else chg.experiments.models.MLP(x.shape[1], C, 64)
     data = torch.utils.data.TensorDataset(x, torch.from_numpy(codes.astype(np.int64)))
     return chg.value_data(m, data, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, **options).numpy()
 

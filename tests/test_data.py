@@ -1,10 +1,11 @@
-"""chg.data: the validation hold-out, label noise (Table 3), augmentation, and clear errors for missing data."""
+"""chg.experiments.data: the validation hold-out, label noise (Table 3), augmentation, and clear errors for
+missing data."""
 import math
 
 import pytest
 import torch
 
-from chg.data import add_label_noise, augment_batch, load_dataset, stratified_split
+from chg.experiments.data import add_label_noise, augment_batch, load_dataset, stratified_split
 
 
 @pytest.mark.parametrize("n,C", [(1000, 10), (57, 3), (10, 2)])
@@ -133,11 +134,12 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from chg.data import FASHION_MNIST_FILES, SYSTEM_FASHION_MNIST, read_idx  # noqa: E402
+from chg.experiments.data import FASHION_MNIST_FILES, SYSTEM_FASHION_MNIST, read_idx  # noqa: E402
 
 
 def _write_idx(path: Path, arr: np.ndarray) -> None:
-    """The IDX format written independently of chg.data.read_idx: 0, 0, type 0x08 (uint8), ndim, dims big-endian."""
+    """The IDX format written independently of chg.experiments.data.read_idx: 0, 0, type 0x08 (uint8), ndim,
+    dims big-endian."""
     arr = np.ascontiguousarray(arr, dtype=np.uint8)
     header = bytes([0, 0, 0x08, arr.ndim]) + b"".join(struct.pack(">I", d) for d in arr.shape)
     with gzip.open(path, "wb") as fh:

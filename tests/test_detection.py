@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from chg.data import DataBundle, Split, add_label_noise
-from chg.detection import (DetectionConfig, confident_learning, detection_metrics, el2n, f1_two_means, knn_shapley,
-                           mean_loss, out_of_sample_probs, precision_at_k, run_detection, suspicion_from_values)
-from chg.models import ImageMLP, build_model
+from chg.experiments.data import DataBundle, Split, add_label_noise
+from chg.detection import (confident_learning, detection_metrics, el2n, f1_two_means, knn_shapley, mean_loss,
+                           out_of_sample_probs, precision_at_k, suspicion_from_values)
+from chg.experiments.detection import DetectionConfig, run_detection
+from chg.experiments.models import ImageMLP, build_model
 
 # ---- metrics --------------------------------------------------------------------------------------------------
 

@@ -120,8 +120,8 @@ def test_value_epoch_runs_in_eval_mode_and_restores_the_mode(start_training):
 
 
 def test_train_factor_pass_runs_in_eval_mode():
-    """chg.train's selection factors (pool_factors): eval mode, BatchNorm untouched, mode restored."""
-    from chg.train import TrainConfig, pool_factors
+    """chg.experiments.train's selection factors (pool_factors): eval mode, BatchNorm untouched, mode restored."""
+    from chg.experiments.train import TrainConfig, pool_factors
     torch.manual_seed(0)
     model = _BNDrop().double()
     x, y = _data(9, seed=5)

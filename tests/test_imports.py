@@ -110,7 +110,35 @@ def find_cycles(graph: dict) -> list:
 def test_chg_has_no_import_cycle():
     graph = import_graph(CHG)
     assert find_cycles(graph) == []
-    assert "chg.selection" in graph["chg.train"] and "chg.selection.interface" in graph["chg.selection.gradmatch"]
+    assert "chg.selection" in graph["chg.experiments.train"]
+    assert "chg.selection.interface" in graph["chg.selection.gradmatch"]
+
+
+def _reaches(graph: dict, start: str) -> set:
+    seen, todo = set(), [start]
+    while todo:
+        for w in graph.get(todo.pop(), ()):
+            if w not in seen:
+                seen.add(w)
+                todo.append(w)
+    return seen
+
+
+def test_the_library_never_imports_the_paper_harness():
+    """chg.experiments (the tables' data sets, models, training pipeline, results paths) sits beside the library:
+    no module outside it reaches it, at any depth, so an installed chg knows no repository folder."""
+    graph = import_graph(CHG)
+    library = [m for m in graph if not m.startswith("chg.experiments")]
+    assert "chg.valuation" in library and "chg.experiments.train" in graph
+    offenders = {m: sorted(w for w in _reaches(graph, m) if w.startswith("chg.experiments")) for m in library}
+    assert {m: w for m, w in offenders.items() if w} == {}
+
+
+def test_the_harness_check_finds_a_planted_import(tmp_path):
+    root = _write(tmp_path, {"pkg/__init__.py": "", "pkg/lib.py": "def f():\n    from .experiments import run\n",
+                             "pkg/experiments/__init__.py": "", "pkg/experiments/run.py": "X = 1\n"})
+    graph = import_graph(root)
+    assert "pkg.experiments.run" in _reaches(graph, "pkg.lib")
 
 
 def _write(root: Path, files: dict) -> Path:
@@ -147,10 +175,10 @@ def test_the_checker_accepts_a_package_whose_modules_import_their_siblings(tmp_p
 
 
 def test_a_broken_selection_method_fails_at_import_time():
-    """GradMatch-PB needs scipy: without it, ``import chg.train`` itself fails (not the first GradMatch-PB selection
-    in the middle of a run)."""
-    code = ("import sys\nsys.modules['scipy.optimize'] = None\ntry:\n    import chg.train\nexcept ImportError as e:\n"
-            "    print('ImportError', e)\nelse:\n    print('imported')\n")
+    """GradMatch-PB needs scipy: without it, ``import chg.experiments.train`` itself fails (not the first
+    GradMatch-PB selection in the middle of a run)."""
+    code = ("import sys\nsys.modules['scipy.optimize'] = None\ntry:\n    import chg.experiments.train\n"
+            "except ImportError as e:\n    print('ImportError', e)\nelse:\n    print('imported')\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                          cwd=CHG.parent, env={**__import__("os").environ, "PYTHONPATH": str(CHG.parent)})
     assert out.stdout.startswith("ImportError"), out.stdout + out.stderr

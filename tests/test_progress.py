@@ -79,7 +79,7 @@ def test_logger_is_silent_until_the_application_shows_it():
 
 
 def test_train_draws_an_epoch_bar_only_when_asked(capsys):
-    from chg.train import TrainConfig, train
+    from chg.experiments.train import TrainConfig, train
     cfg = TrainConfig(dataset="breast_cancer", model="mlp", width=8, method="random", fraction=0.5, epochs=2,
                       select_every=1, batch_size=64, augment_pad=0, augment_flip=False, device="cpu")
     train(cfg, progress=True)

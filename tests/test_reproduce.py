@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-import chg.results as results
+import chg.experiments.results as results
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "reproduce"))
@@ -190,9 +190,9 @@ def test_mismatch_is_found_before_anything_runs(tmp_path, monkeypatch):
 
 
 def test_epoch_time_mode_runs_and_writes_its_record(tmp_path, monkeypatch, capsys):
-    import chg.data
-    real = chg.data.synthetic_bundle
-    monkeypatch.setattr(chg.data, "synthetic_bundle", lambda: real(n_train=16, n_eval=4))
+    import chg.experiments.data
+    real = chg.experiments.data.synthetic_bundle
+    monkeypatch.setattr(chg.experiments.data, "synthetic_bundle", lambda: real(n_train=16, n_eval=4))
     _redirect(monkeypatch, tmp_path)
     assert selection.main("table2", "t", ["--epoch-time", "1"]) == 0
     rec = results.load_runs("epoch_time", "synthetic")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-import chg.results as results
+import chg.experiments.results as results
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "reproduce"))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-import chg.results as results
+import chg.experiments.results as results
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "reproduce"))
@@ -20,7 +20,7 @@ import table1  # noqa: E402
 
 
 def _fashion_available() -> bool:
-    from chg.data import FASHION_MNIST_FILES, fashion_mnist_dirs
+    from chg.experiments.data import FASHION_MNIST_FILES, fashion_mnist_dirs
     return any(all((d / f).is_file() for f in FASHION_MNIST_FILES) for d in fashion_mnist_dirs(results.DATA_DIR))
 
 
@@ -64,8 +64,8 @@ def test_notebook_f1_numbers_are_the_published_ones():
 def test_embeddings_are_disjoint_from_the_table1_splits(tmp_path, monkeypatch):
     """The embedder's training rows and the rows of every split (train/valid/test, five seeds) do not intersect, and
     each split's features are the embedder's features of exactly those rows (recomputed from the raw images)."""
-    from chg.data import load_dataset
-    from chg.models import ImageMLP
+    from chg.experiments.data import load_dataset
+    from chg.experiments.models import ImageMLP
     monkeypatch.setattr(results, "DATA_DIR", tmp_path)
     monkeypatch.setattr(odv, "EMBEDDER", {**odv.EMBEDDER, "epochs": 1})  # cheap embedder, same construction
     torch.set_num_threads(1)

@@ -1,4 +1,5 @@
-"""chg.train: determinism, kill-and-resume bit-identical, the weighted loss, the ResNet-18 path on CPU (the Table 2/3
+"""chg.experiments.train: determinism, kill-and-resume bit-identical, the weighted loss, the ResNet-18 path on CPU
+(the Table 2/3
 grid built on it is tested in tests/test_reproduce.py)."""
 import dataclasses
 from pathlib import Path
@@ -7,9 +8,9 @@ import pytest
 import torch
 
 import chg.selection as selection
-from chg.data import DataBundle, Split, load_dataset
-from chg.models import ResNet18, build_model
-from chg.train import TrainConfig, _autocast, _prep, train
+from chg.experiments.data import DataBundle, Split, load_dataset
+from chg.experiments.models import ResNet18, build_model
+from chg.experiments.train import TrainConfig, _autocast, _prep, train
 
 
 class Killed(RuntimeError):
@@ -62,7 +63,7 @@ def test_killed_run_resumes_bit_identical(tmp_path, digits, method, kill_at):
 
 
 def test_state_digest_sees_one_bit():
-    from chg.results import state_digest
+    from chg.experiments.results import state_digest
     model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
     a = state_digest(model.state_dict())
     assert a == state_digest({k: v.clone() for k, v in model.state_dict().items()})
@@ -114,7 +115,7 @@ def test_selection_runs_at_epochs_0_R_2R(digits, method, epochs, R, expected):
 
 
 def _record_batch_sizes(monkeypatch):
-    import chg.train as train_module
+    import chg.experiments.train as train_module
     sizes, real = [], train_module.augment_batch
 
     def recording(x, *args, **kwargs):
@@ -151,7 +152,7 @@ def test_subset_noisy_share_on_a_real_subset(digits):
 def test_the_selection_factor_pass_runs_in_eval_mode(monkeypatch, digits):
     """Single process, a model with BatchNorm and dropout: every factor pass of the selection sees the model in eval
     mode and leaves BatchNorm's running statistics as they were; training itself runs in train mode."""
-    import chg.train as train_module
+    import chg.experiments.train as train_module
 
     def bn_dropout_model(name, num_classes, input_shape, width=None):
         return torch.nn.Sequential(torch.nn.Conv2d(input_shape[0], 4, 3, padding=1), torch.nn.BatchNorm2d(4),
@@ -267,7 +268,7 @@ def _failing_selection_worker(rank, world, init_file, cfg, out_dir, where):
 
     import torch.distributed as dist
 
-    import chg.train as train_module
+    import chg.experiments.train as train_module
     torch.set_num_threads(1)
     raised = []
 
@@ -344,7 +345,7 @@ def _bn_model_and_data():
 
 def _sharded_factors_worker(rank, world, init_file, out_dir):
     import torch.distributed as dist
-    from chg.train import _factors_of
+    from chg.experiments.train import _factors_of
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
@@ -366,7 +367,7 @@ def test_sharded_factor_pass_gathers_every_row_in_order(tmp_path):
     factors of all rows, in the pool's order, equal to one process's pass with rank 0's model (BatchNorm statistics
     included), and the other ranks hold nothing (None)."""
     import torch.multiprocessing as mp
-    from chg.train import pool_factors
+    from chg.experiments.train import pool_factors
     mp.start_processes(_sharded_factors_worker, args=(3, str(tmp_path / "init"), str(tmp_path)), nprocs=3,
                        start_method="spawn")
     model, x, y = _bn_model_and_data()
@@ -378,7 +379,7 @@ def test_sharded_factor_pass_gathers_every_row_in_order(tmp_path):
 
 
 def test_selection_val_rows_is_a_stratified_seeded_subsample():
-    from chg.train import selection_val_rows
+    from chg.experiments.train import selection_val_rows
     y = torch.arange(10).repeat_interleave(60)  # 600 points, 60 per class
     cfg = TrainConfig(selection_val_size=100, seed=7)
     rows = selection_val_rows(y, cfg)

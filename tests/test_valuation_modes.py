@@ -151,7 +151,7 @@ def test_pass_cost_benchmark_quick(tmp_path):
     import sys
     from pathlib import Path
 
-    from chg.data import DATA_DIR, fashion_mnist_dirs
+    from chg.experiments.data import DATA_DIR, fashion_mnist_dirs
     if not any((d / "train-images-idx3-ubyte.gz").exists() for d in fashion_mnist_dirs(DATA_DIR)):
         pytest.skip("Fashion-MNIST is not on this machine")
     root = Path(__file__).resolve().parents[1]

@@ -129,7 +129,8 @@ class Selector:
         needs_val: needs ``val_factors`` / ``val_labels``.
         ride_along: the pool's factors come from the training forward passes since the last selection (train mode,
             the training batches as augmented) instead of a separate eval-mode pass; rows not trained on since then
-            from a train-mode pass without parameter or running-statistics updates (:func:`chg.train.train`).
+            from a train-mode pass without parameter or running-statistics updates
+            (:func:`chg.experiments.train.train`).
     """
     fn: Callable[[SelectionInput], Selection]
     needs_factors: bool

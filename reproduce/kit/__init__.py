@@ -6,5 +6,5 @@
 * :mod:`kit.tables` — the one Markdown/LaTeX table writer; :mod:`kit.style` — the one plotting style;
 * :mod:`kit.selection` — Tables 2–3 (grid, presets, render); :mod:`kit.odv` — Table 1 and Figures 1–2 (OpenDataVal).
 
-Paths and the atomic writer come from :mod:`chg.results`.
+Paths and the atomic writer come from :mod:`chg.experiments.results`.
 """

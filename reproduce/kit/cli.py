@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-import chg.results as results
+import chg.experiments.results as results
 
 from .config import apply_sets, describe
 from .grid import parse_shard

@@ -1,6 +1,7 @@
 """The detection table: finding flipped labels with CHG Shapley beside the simple baselines, its presets and render.
 
-One run = one (noise rate, seed): :func:`chg.detection.run_detection` trains the Tables 2–3 model of the data set once
+One run = one (noise rate, seed): :func:`chg.experiments.detection.run_detection` trains the Tables 2–3 model of the
+data set once
 on the noisy pool and scores every pool point with every detector (CHG Shapley by Algorithm 1's separate pass and
 ride-along, mean training loss, EL2N, cleanlab on K-fold out-of-sample probabilities, KNN Shapley on the trained
 model's penultimate features); its record ``reproduce/results/<scale>/detection/<run_id>.json`` holds every
@@ -20,10 +21,10 @@ from typing import ClassVar
 
 import numpy as np
 
-import chg.results as results
-from chg.data import load_dataset
-from chg.detection import DetectionConfig, run_detection
-from chg.train import resolve_device
+import chg.experiments.results as results
+from chg.experiments.data import load_dataset
+from chg.experiments.detection import DetectionConfig, run_detection
+from chg.experiments.train import resolve_device
 
 from . import cli, grid, tables
 from .selection import DATA_LABELS, DATASET_SETTINGS
@@ -40,7 +41,8 @@ LABELS = {"chg_algorithm1": "CHG Shapley (Algorithm 1, separate pass)", "chg_rid
           "mean_loss": "Mean training loss", "el2n": "EL2N", "cleanlab": "cleanlab (confident learning)",
           "knn_shapley": "KNN Shapley"}
 SHORT = {"chg_algorithm1": "CHG (Alg. 1)", "chg_ride_along": "CHG (ride-along)",
-         "chg_algorithm1_skip": "CHG (Alg. 1, skip)", "chg_ride_skip": "CHG (ride-along, skip)", "mean_loss": "mean loss",
+         "chg_algorithm1_skip": "CHG (Alg. 1, skip)", "chg_ride_skip": "CHG (ride-along, skip)",
+         "mean_loss": "mean loss",
          "el2n": "EL2N", "cleanlab": "cleanlab", "knn_shapley": "KNN Shapley"}
 METRICS = (("roc_auc", "ROC AUC"), ("average_precision", "AP"), ("precision_at_k", "P@k"),
            ("f1_2means", "2-means F1"))
@@ -50,7 +52,7 @@ VERDICT_METRICS = (("roc_auc", "AUC"), ("average_precision", "AP"))
 @dataclass(frozen=True)
 class DetectPreset:
     """A whole detection grid: the data set, its axes (noise rates × seeds), the device, and the settings every run
-    shares (``detection``, a :class:`chg.detection.DetectionConfig` whose ``seed`` is set per run)."""
+    shares (``detection``, a :class:`chg.experiments.detection.DetectionConfig` whose ``seed`` is set per run)."""
     dataset: str
     noise_rates: tuple[float, ...]
     seeds: tuple[int, ...]
@@ -85,7 +87,7 @@ def presets() -> dict:
     variants, 3 fold models on 2/3 of the pool each, KNN Shapley) is about 5 CPU-min and the 10 runs fit an hour
     of the 2 cores. This is where BatchNorm's eval-mode statistics can separate Algorithm 1's pass from ride-along.
     paper: the medium setting on a CUDA device (the paper has no detection table at this scale; the same grid, faster).
-    Every scale: SGD lr 0.05, Nesterov momentum 0.9, weight decay 5e-4, cosine (chg.train's optimiser).
+    Every scale: SGD lr 0.05, Nesterov momentum 0.9, weight decay 5e-4, cosine (chg.experiments.train's optimiser).
     """
     digits = _model("digits")
     fmnist = _model("fashion_mnist")
@@ -233,7 +235,8 @@ def _settings_text(records: list) -> str:
             + f", {one('epochs')} epochs, batch {one('batch_size')}, SGD lr {one('lr')} (Nesterov momentum "
             f"{one('momentum')}, weight decay {one('weight_decay')}, cosine), no augmentation; CHG (Algorithm 1): "
             f"the sum of the values of a no-grad pass over the pool before each epoch; CHG (ride-along): the values "
-            f"of the training forward passes{skip}; mean loss: the per-sample training losses averaged over the epochs; "
+            f"of the training forward passes{skip}; mean loss: the per-sample training losses averaged over the "
+            f"epochs; "
             f"EL2N: the passes after epochs 1–{one('el2n_epochs')} of this one run (Paul et al. average 10 runs); "
             f"{folds}; {knn}")
 
@@ -261,7 +264,8 @@ def render(scale: str, preset: DetectPreset) -> str:
               f"{data}, a pool of {'/'.join(map(str, pools))} training points with a share of the labels flipped to "
               f"another class drawn uniformly (validation and test clean); each run trains the model once on the "
               f"noisy pool and scores every pool point with every detector (higher suspicion = more likely flipped; "
-              f"chg.detection.run_detection). Settings: {_settings_text(records)}. Metrics (scikit-learn) against the "
+              f"chg.experiments.detection.run_detection). Settings: {_settings_text(records)}. Metrics (scikit-learn) "
+              f"against the "
               f"flipped-label mask: ROC AUC, average precision (AP), precision at k = the number of flipped labels "
               f"(P@k), F1 of the 2-means split of the scores (OpenDataVal's protocol); mean ± std over seeds {seeds} "
               f"({_n(len(seeds), 'seed')}). Time = wall seconds a detector needs in one run: the training run (its "

@@ -4,7 +4,8 @@ A grid is a list of :class:`Run` (a run id, its seed, the config that determines
 shard, :func:`run_grid` applies the rule of :func:`is_done` — no record → run it; a record with the same config →
 skip (so an interrupted grid resumes with the same command); a record with another config → :class:`ConfigMismatch`
 naming the differing fields, unless ``replace`` (``--replace``) is given, then the run is redone and its record
-overwritten — then executes it and writes its record atomically (:func:`chg.results.save_run`), with the whole
+overwritten — then executes it and writes its record atomically (:func:`chg.experiments.results.save_run`), with the
+whole
 preset beside the run's config.
 """
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import chg.results as results
+import chg.experiments.results as results
 
 from .config import as_dict
 

@@ -17,7 +17,8 @@ network + GPU to make them). The paper does not state its split or training sett
 
 ``medium``: the protocol of the authors' official notebook (1,000 train / 100 valid / 300 test, 10% label noise,
 logistic regression, 10 epochs; batch 128 and lr 0.01 are our choice), five seeds, label noise only (the notebook's
-task), on :data:`EMBED_DATASET`: the penultimate features of a small network (chg.models.ImageMLP) trained on
+task), on :data:`EMBED_DATASET`: the penultimate features of a small network (chg.experiments.models.ImageMLP) trained
+on
 Fashion-MNIST's 60,000 training images, computed for its 10,000 test images, from which every split is drawn — the
 paper's "pretrained embeddings + logistic regression" setting on data that is offline (:func:`make_embeddings`; made
 once under ``data/embeddings/``, about 20 s). Cost of one run (seed 0, CPU seconds of one thread on a loaded 2-core
@@ -45,7 +46,7 @@ import tqdm
 # opendataval's evaluators print a progress bar per loop; silence them (tqdm also reads TQDM_DISABLE itself).
 tqdm.tqdm.__init__ = functools.partialmethod(tqdm.tqdm.__init__, disable=True)
 
-import chg.results as results  # noqa: E402
+import chg.experiments.results as results  # noqa: E402
 
 from . import cli, config, grid, tables  # noqa: E402
 
@@ -163,7 +164,8 @@ def register_datasets() -> None:
 
 # ---- Fashion-MNIST embeddings (medium scale) ------------------------------------------------------------------
 N_FASHION_TRAIN = 60_000  # Fashion-MNIST's training images; its test images follow them in the global row index
-# The embedder: chg.models.ImageMLP (784 → 128 → 128 ReLU, then the class layer), trained with Adam on cross-entropy
+# The embedder: chg.experiments.models.ImageMLP (784 → 128 → 128 ReLU, then the class layer), trained with Adam on
+# cross-entropy
 # on all 60,000 Fashion-MNIST *training* images (clean labels); its penultimate features (128 ReLU units) of the
 # 10,000 *test* images, standardized with the mean/std of the training images' features (units dead on the training
 # images dropped), are the registered data
@@ -173,7 +175,7 @@ EMBEDDER = {"model": "image_mlp", "hidden": 128, "epochs": 5, "batch_size": 128,
 
 def embedding_path(spec: dict | None = None) -> Path:
     """The cache file of the embeddings made with ``spec`` (default :data:`EMBEDDER`; its hash in the name: a new
-    spec makes a new file), under ``chg.results.DATA_DIR``/embeddings (git-ignored)."""
+    spec makes a new file), under ``chg.experiments.results.DATA_DIR``/embeddings (git-ignored)."""
     spec = spec or EMBEDDER
     digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
     return results.DATA_DIR / "embeddings" / f"{EMBED_DATASET}_{digest}.npz"
@@ -183,7 +185,8 @@ def make_embeddings(spec: dict | None = None, path: Path | None = None) -> dict:
     """Train the embedder of ``spec`` on Fashion-MNIST's 60,000 training images and embed its 10,000 test images.
 
     Deterministic for a given ``spec`` and torch thread count (seeded with ``spec["seed"]``). Reads the images with
-    :func:`chg.data.load_dataset` (``val_fraction=0``: the whole training file, labels clean). Written atomically to
+    :func:`chg.experiments.data.load_dataset` (``val_fraction=0``: the whole training file, labels clean). Written
+    atomically to
     ``path`` (default :func:`embedding_path`) as ``.npz``; about 20 s for 5 epochs on one CPU thread.
 
     Returns:
@@ -197,8 +200,8 @@ def make_embeddings(spec: dict | None = None, path: Path | None = None) -> dict:
     Raises:
         FileNotFoundError: Fashion-MNIST is not on this machine (the message says how to get it).
     """
-    from chg.data import load_dataset
-    from chg.models import ImageMLP
+    from chg.experiments.data import load_dataset
+    from chg.experiments.models import ImageMLP
     spec = spec or EMBEDDER
     t0 = time.perf_counter()
     data = load_dataset("fashion_mnist", seed=0, val_fraction=0.0)
@@ -503,7 +506,8 @@ def data_text(recs: list) -> str:
         return ""
     spec, facts = emb[0]["config"]["embedder"], emb[0]["embedding"]
     return (f"{EMBED_DATASET} = the {facts['dims']} penultimate ReLU features (standardized; units dead on the "
-            f"embedder's training images dropped) of chg.models.ImageMLP (784→{spec['hidden']}→{spec['hidden']}→10, "
+            f"embedder's training images dropped) of chg.experiments.models.ImageMLP "
+            f"(784→{spec['hidden']}→{spec['hidden']}→10, "
             f"Adam lr {spec['lr']}, {spec['epochs']} epochs, batch {spec['batch_size']}, seed {spec['seed']}) trained "
             f"on Fashion-MNIST's {facts['embedder_train_points']:,} training images (its test accuracy: "
             f"{facts['embedder_test_accuracy']:.1%}), computed for the {facts['points']:,} test images, from which "

@@ -1,6 +1,7 @@
 """Tables 2 and 3: the subset-training grid (methods × fractions × data sets × seeds), its presets and its render.
 
-Every run is one :func:`chg.train.train` call and one record ``reproduce/results/<scale>/<table>/<run_id>.json``
+Every run is one :func:`chg.experiments.train.train` call and one record
+``reproduce/results/<scale>/<table>/<run_id>.json``
 (:func:`kit.grid.run_grid`: resumable, ``--shard i/k``, the already-done rule); a run killed midway resumes from its
 checkpoint under ``reproduce/checkpoints/<scale>/<table>/``. The render step reads only the records.
 """
@@ -15,9 +16,9 @@ import time
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-import chg.results as results
-from chg.data import load_dataset
-from chg.train import TrainConfig, resolve_device, train
+import chg.experiments.results as results
+from chg.experiments.data import load_dataset
+from chg.experiments.train import TrainConfig, resolve_device, train
 
 from . import cli, grid, tables
 
@@ -53,7 +54,8 @@ DATASET_SETTINGS = {
     "cifar10": DatasetSettings(model="resnet18", width=None, augment_pad=4, augment_flip=True),
     "cifar100": DatasetSettings(model="resnet18", width=None, augment_pad=4, augment_flip=True),
     "tinyimagenet": DatasetSettings(model="resnet18", width=None, augment_pad=4, augment_flip=True),
-    # medium scale: an MLP (784-128-128-10, chg.models.ImageMLP) is what 2 CPU cores can train on 54,000 images in
+    # medium scale: an MLP (784-128-128-10, chg.experiments.models.ImageMLP) is what 2 CPU cores can train on 54,000
+    # images in
     # the time budget; clothes stay clothes when mirrored, and a 2-pixel crop is CIFAR's 4 of 32 scaled to 28
     "fashion_mnist": DatasetSettings(model="image_mlp", width=None, augment_pad=2, augment_flip=True),
 }
@@ -84,7 +86,8 @@ def presets(table: str) -> dict:
     ImageMLP, 20 epochs with R = 5, batch 128, 5 seeds, on 2 CPU cores; GLISTER's greedy steps see a stratified
     1,000 of the 6,000 validation points (``selection_val_size``; with all 6,000 it alone would take ~4 h of the
     grid), the only setting in which a method differs from its quick-scale form. medium-cnn: the medium setting with
-    the paper's model family — :class:`chg.models.StrideCNN` (three 3×3 stride-2 conv/BatchNorm/ReLU blocks of 16, 32,
+    the paper's model family — :class:`chg.experiments.models.StrideCNN` (three 3×3 stride-2 conv/BatchNorm/ReLU
+    blocks of 16, 32,
     64 channels, global average pool, one Linear) — and Algorithm 2's ride-along variant (``chg_ride``) beside the
     printed one; 15 epochs with R = 5 (selections at epochs 0, 5, 10), 3 seeds. Measured before choosing (one thread,
     54,000 augmented images, batch 128, idle 2-core machine): a training epoch of StrideCNN takes 2.6 / 4.8 / 12.3
@@ -384,7 +387,7 @@ def _paper_diff(pa: dict, agg: dict, d: str, methods: list, fractions: tuple) ->
 
 def epoch_time(epochs: int, table: str) -> int:
     """ResNet-18 epoch time on synthetic CIFAR-shaped data (a measured figure, for the README)."""
-    from chg.data import synthetic_bundle
+    from chg.experiments.data import synthetic_bundle
     cfg = run_config(presets(table)["paper"], "cifar10", "full", 1.0, 0)
     cfg = dataclasses.replace(cfg, epochs=epochs, checkpoint_every=max(1, epochs))
     t0 = time.perf_counter()

@@ -1,6 +1,7 @@
 """The one plotting style: method colours and line styles, and how a figure is finished and written (PNG + PDF).
 
-matplotlib runs on the Agg backend; files are written atomically to ``chg.results.figure_path``; the PDF carries no
+matplotlib runs on the Agg backend; files are written atomically to ``chg.experiments.results.figure_path``; the PDF
+carries no
 creation date, so the same result files render to the same bytes.
 """
 from __future__ import annotations
@@ -10,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-import chg.results as results  # noqa: E402
+import chg.experiments.results as results  # noqa: E402
 
 __all__ = ["plt", "method_style", "draw_panel", "finish_figure"]
 

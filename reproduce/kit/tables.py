@@ -1,7 +1,8 @@
 """The one table writer: a document is a list of blocks (headings, paragraphs, tables), written as Markdown and LaTeX.
 
 Scripts build blocks from aggregated rows (aggregate → rows → format); :func:`write` renders both files atomically to
-``chg.results.figure_path(scale, stem + ".md" | ".tex")``. The LaTeX file holds the tables (booktabs), each with its
+``chg.experiments.results.figure_path(scale, stem + ".md" | ".tex")``. The LaTeX file holds the tables (booktabs),
+each with its
 caption; the Markdown file holds everything.
 """
 from __future__ import annotations
@@ -10,7 +11,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-import chg.results as results
+import chg.experiments.results as results
 
 __all__ = ["Heading", "Table", "markdown", "latex", "write", "mean_std", "pm", "PAPER_NUMBERS", "paper_section"]
 

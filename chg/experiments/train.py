@@ -38,12 +38,13 @@ import torch
 import torch.nn.functional as F
 from sklearn.model_selection import train_test_split
 
+from ..io import atomic_write
+from ..lastlayer import Factors, LastLayerTap, compute_factors, factors_from_logits
+from ..progress import progress as progress_bar
+from ..selection import Selection, SelectionInput, check_selection, get_selector
 from .data import DataBundle, augment_batch, load_dataset
-from .lastlayer import Factors, LastLayerTap, compute_factors, factors_from_logits
 from .models import build_model
-from .progress import progress as progress_bar
-from .results import atomic_write, state_digest
-from .selection import Selection, SelectionInput, check_selection, get_selector
+from .results import state_digest
 
 __all__ = ["TrainConfig", "TrainResult", "train", "evaluate", "pool_factors", "resolve_device", "selection_val_rows"]
 

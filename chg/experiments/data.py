@@ -427,7 +427,7 @@ def _load_tiny(data_dir: Path):
             te_paths.append(root / "val" / "images" / parts[0])
             te_y.append(index[parts[1]])
         blob = {"x_tr": read(tr_paths), "y_tr": torch.tensor(tr_y), "x_te": read(te_paths), "y_te": torch.tensor(te_y)}
-        from .results import atomic_write
+        from ..io import atomic_write
         atomic_write(cache, lambda tmp: torch.save(blob, tmp))
     mean, std = torch.tensor(_TINY_MEAN)[:, None, None], torch.tensor(_TINY_STD)[:, None, None]
 
