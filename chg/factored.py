@@ -482,7 +482,7 @@ def epoch_values(factors, options: Options, groups: Optional[torch.Tensor] = Non
 
     Per group: pass 1 over the rows in chunks gives :math:`n`, :math:`s=\sum_i x_i` and every :math:`\|x_i\|^2` once;
     ``reduce`` (if given) sums the statistics over processes; pass 2 streams the rows again for
-    :math:`\langle m, x_jangle`. Extra memory: one chunk of rows plus O(n) float64 (no (n, C) float64 copy).
+    :math:`\langle m, x_j\rangle`. Extra memory: one chunk of rows plus O(n) float64 (no (n, C) float64 copy).
 
     Args:
         factors: :class:`chg.lastlayer.Factors` of the epoch's players, each row once: loss (m,), err (m, C), feat
