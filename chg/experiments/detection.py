@@ -18,7 +18,16 @@ __all__ = ["DetectionConfig", "run_detection"]
 
 @dataclass(frozen=True)
 class DetectionConfig:
-    """Settings of :func:`run_detection` (defaults: the medium scale's Fashion-MNIST model and optimiser)."""
+    """Settings of :func:`run_detection` (defaults: the medium scale's Fashion-MNIST model and optimiser).
+
+    Attributes:
+        model, width: the model of :func:`chg.experiments.models.build_model` and its width (None: its default).
+        epochs, batch_size, lr, momentum, weight_decay: the training run (SGD with Nesterov momentum, cosine).
+        el2n_epochs: EL2N averages the separate passes after epochs 1..el2n_epochs (1 ≤ el2n_epochs < epochs).
+        folds: cleanlab's K-fold out-of-sample probabilities (0: skip cleanlab). knn_val, knn_k: KNN Shapley's
+            stratified validation points (0: skip it) and neighbours. factor_batch_size: rows per no-grad batch.
+        seed: seeds the model's initialisation, the batches, the folds and the validation subsample.
+    """
     model: str = "image_mlp"
     width: int | None = None
     epochs: int = 20
@@ -95,6 +104,9 @@ def run_detection(data, cfg: DetectionConfig | None = None, device: str = "cpu")
         ``knn_shapley``, ``kfold_training``, ``cleanlab``}, ``test_acc`` (%) of the trained model,
         ``cleanlab_flagged`` (number of points ``find_label_issues`` flags) and, with flipped labels,
         ``cleanlab_find_label_issues_f1`` (F1 of that flagged set), ``config``.
+    Raises:
+        ValueError: ``el2n_epochs`` outside [1, epochs), and as the valuers and detectors do (e.g. a class with fewer
+            points than ``folds``).
     """
     import dataclasses
     import time
