@@ -55,7 +55,7 @@ from chg.experiments.data import load_dataset  # noqa: E402
 from chg.lastlayer import LastLayerTap, factors_from_logits, iter_factors, per_sample_loss, split_batch  # noqa: E402
 from chg.experiments.models import MLP, SmallCNN  # noqa: E402
 from chg.experiments.results import provenance, write_json_atomic, write_text_atomic  # noqa: E402
-from chg.valuation import ValueDataConfig, _indexed_loader  # noqa: E402
+from chg.loop import ValueDataConfig, _indexed_loader  # noqa: E402
 
 NOISE = 0.2
 PASS_VARIANTS = {"pass": {}, "per_class": dict(per_class=True), "valid": dict(alpha="valid"),

@@ -30,7 +30,7 @@ import chg  # noqa: E402
 from chg.experiments.data import load_dataset  # noqa: E402
 from chg.experiments.models import SmallCNN  # noqa: E402
 from chg.experiments.results import provenance, write_json_atomic, write_text_atomic  # noqa: E402
-from chg.valuation import ValueDataConfig  # noqa: E402
+from chg.loop import ValueDataConfig  # noqa: E402
 
 SIZES = (256, 1024)  # the pass's batch: the default, the old default
 

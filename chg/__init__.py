@@ -5,21 +5,24 @@ from last-layer factors, no per-sample gradients), :func:`exact_shapley` (the en
 :func:`compute_factors` / :class:`LastLayerTap` (the one path from a model and its batches to those factors) and
 :func:`value_data` / :class:`EpochValuer` (Algorithm 1 during training).
 
-Version 0.2.0 gave the keywords the field's names (``utility``, ``loss``); an old keyword is a ``TypeError`` naming
-the new one (:mod:`chg.renames`; CHANGELOG.md lists them).
+Every route returns a :class:`Values`. Settings are keywords everywhere (0.3.0 removed ``options=`` and
+``config=``); version 0.2.0 gave the keywords the field's names (``utility``, ``loss``); an old keyword is a
+``TypeError`` naming the new one (:mod:`chg.renames`; CHANGELOG.md lists them). The paper's harness is
+:mod:`chg.experiments`, which the library never imports.
 """
 from .factored import (GroupStats, Options, epoch_values, factored_shapley, group_stats, shapley_from_factors,
                        values_from_factors)
 from .games import exact_shapley
 from .lastlayer import Factors, LastLayerTap, compute_factors, find_last_linear, loss_and_error, per_sample_loss
 from .shapley import chg_shapley, chg_shapley_exact, coefficients, hardness_shapley
-from .valuation import EpochValuer, IndexedDataset, separate_pass, value_data
+from .loop import train_and_value, value_data
+from .valuation import EpochValuer, IndexedDataset, separate_pass
 from .values import Values
 from . import report  # noqa: F401  chg.report: save, rank, plot values, list suspects
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 __all__ = ["chg_shapley", "chg_shapley_exact", "coefficients", "hardness_shapley", "exact_shapley",
            "shapley_from_factors", "Options",
            "factored_shapley", "group_stats", "values_from_factors", "GroupStats", "Factors",
            "LastLayerTap", "compute_factors", "find_last_linear", "per_sample_loss", "EpochValuer", "IndexedDataset",
-           "value_data", "Values", "epoch_values", "loss_and_error", "separate_pass"]
+           "value_data", "Values", "epoch_values", "loss_and_error", "separate_pass", "train_and_value"]

@@ -238,7 +238,7 @@ def _value(args) -> int:
     from .progress import get_logger
     from .report import ValuationReport
     from .io import write_json_atomic
-    from .valuation import value_data
+    from .loop import value_data
     from .values import Values
 
     log = get_logger("cli")

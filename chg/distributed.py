@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-__all__ = ["is_distributed", "group_ids", "all_gather_values"]
+__all__ = ["is_distributed", "group_ids", "all_gather_values", "lowest_rank"]
 
 
 def is_distributed() -> bool:
@@ -54,3 +54,19 @@ def all_gather_values(values: torch.Tensor, device) -> torch.Tensor:
     dist.all_reduce(buf)
     total, count = buf[0].cpu(), buf[1].cpu()
     return torch.where(count > 0, total / count.clamp_min(1), torch.full_like(total, float("nan")))
+
+
+def lowest_rank(seen: torch.Tensor) -> tuple:
+    """Which rank owns each row: the lowest rank that has it (rows that ``DistributedSampler`` pads onto several
+    ranks are one player, on one rank). A collective: every rank must call it.
+
+    Args:
+        seen: (n,) bool, this rank has the row (on the device the backend needs).
+    Returns:
+        ``(owner, rank, world)``: (n,) int64 the owning rank of every row (``world`` where no rank has it), this
+        process's rank, the number of ranks.
+    """
+    rank, world = dist.get_rank(), dist.get_world_size()
+    owner = torch.where(seen, rank, world).to(torch.int64)
+    dist.all_reduce(owner, op=dist.ReduceOp.MIN)
+    return owner, rank, world

@@ -32,11 +32,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .renames import renamed
+from .renames import OPTIONS_REMOVED, renamed
 from .shapley import _check_finite, _check_n, coefficients, mean_game_coefficients
 
 __all__ = ["Options", "UTILITIES", "GRADIENTS", "ALPHAS", "GroupStats", "group_stats", "values_from_factors",
-           "factored_shapley", "shapley_from_factors", "utility_stats", "utility_values", "epoch_values"]
+           "factored_shapley", "shapley_from_factors", "utility_stats", "utility_values", "epoch_values",
+           "alpha_from_validation"]
 
 CHUNK_ELEMENTS = 1 << 20  # CPU: features per chunk (4 MiB of float32), in cache between a pass's two uses of them
 CHUNK_ROWS_ACCELERATOR = 1 << 18  # GPU: large chunks (launch overhead dominates, memory is plentiful)
@@ -61,7 +62,8 @@ class Options:
             ``"valid"`` — the mean of l_i g_i over a validation set. Hardness has no target: only ``"train"``.
         per_class: each class its own game (α and the statistics per class, as in Algorithm 2).
     Raises:
-        ValueError naming the option and its allowed values.
+        TypeError: an option of the wrong type (a string is needed; per_class a bool).
+        ValueError: naming the option and its allowed values.
     """
     utility: str = "chg"
     gradient: str = "full"
@@ -71,35 +73,15 @@ class Options:
     def __post_init__(self):
         for name, allowed in (("utility", UTILITIES), ("gradient", GRADIENTS), ("alpha", ALPHAS)):
             value = getattr(self, name)
-            if not isinstance(value, str) or value not in allowed:
+            if not isinstance(value, str):
+                raise TypeError(f"{name} must be a string, one of {allowed}, got {value!r}")
+            if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
         if not isinstance(self.per_class, (bool, np.bool_)):
-            raise ValueError(f"per_class must be True or False, got {self.per_class!r}")
+            raise TypeError(f"per_class must be True or False, got {self.per_class!r}")
         object.__setattr__(self, "per_class", bool(self.per_class))
         if self.utility == "hardness" and self.alpha == "valid":
             raise ValueError("utility='hardness' (mean loss over S) has no target: alpha='valid' does not apply")
-
-    @classmethod
-    def of(cls, options: Optional["Options"] = None, **fields) -> "Options":
-        """The options of an entry point that takes either an :class:`Options` or its fields as keywords.
-
-        Args:
-            options: an :class:`Options`, or None. **fields: the entry point's keywords (``utility``, ``gradient``,
-                ``alpha``, ``per_class``), at their defaults unless the caller set them.
-        Returns:
-            ``options`` as given, or ``Options(**fields)``.
-        Raises:
-            ValueError: ``options`` is not an :class:`Options`, both ``options`` and a non-default field are given,
-                or a field is invalid.
-        """
-        if options is None:
-            return cls(**fields)
-        if not isinstance(options, cls):
-            raise ValueError(f"options must be a chg.Options, got {type(options).__name__}")
-        given = {k: v for k, v in fields.items() if v != getattr(cls, k)}
-        if given:
-            raise ValueError(f"pass either options= or its fields, not both (got options and {sorted(given)})")
-        return options
 
 
 @dataclass
@@ -442,24 +424,24 @@ def utility_values(factors, stats: GroupStats, options: Options, alpha: Optional
     return values_from_factors(err, feat, loss, stats, alpha, bias=bias)
 
 
+@renamed("0.3.0", options=OPTIONS_REMOVED)
 @renamed("0.2.0", weighting="utility")
 def shapley_from_factors(factors, utility: str = "chg", gradient: str = "full",
-                         alpha: Optional[torch.Tensor] = None, groups=None,
-                         options: Optional[Options] = None) -> torch.Tensor:
+                         alpha: Optional[torch.Tensor] = None, groups=None) -> torch.Tensor:
     """Values of every sample from :class:`chg.lastlayer.Factors` under one of the paper's three utilities.
 
     Args:
         factors: loss (n,), err (n, C), feat (n, D) and bias of the rows.
-        utility, gradient: as in :class:`Options` (or pass ``options``; its ``alpha`` source and ``per_class``
-            are not used here: give ``alpha`` and ``groups``).
+        utility, gradient: as in :class:`Options` (strings).
         alpha: a target as in :func:`factored_shapley` (a dict {group: alpha} with ``groups``); None for the mean.
         groups: (n,) integer labels (tensor, array or list): per-group (e.g. per-class) values, for every utility.
     Returns:
         (n,) float64 on the factors' device.
     Raises:
-        ValueError on unknown options and bad inputs (see :func:`factored_shapley`).
+        TypeError / ValueError: an option of the wrong type / value; ValueError on bad inputs (see
+        :func:`factored_shapley`).
     """
-    options = Options.of(options, utility=utility, gradient=gradient)
+    options = Options(utility=utility, gradient=gradient)
     if options.utility == "hardness" and alpha is not None:
         raise ValueError("utility='hardness' (mean loss over S) has no target: alpha must be None")
     if options.utility != "hardness":
@@ -543,4 +525,30 @@ def epoch_values(factors, options: Options, groups: Optional[torch.Tensor] = Non
             out = vals
         else:
             out[rows] = vals
+    return out
+
+
+def alpha_from_validation(valid: dict, group_ids: list, reduce=None) -> dict:
+    r"""α of every group from validation rows (``alpha="valid"``): :math:`\alpha_g = \frac{1}{|V_g|}\sum_{i\in V_g}
+    l_i g_i`, the mean of the validation players' vectors of group g.
+
+    Args:
+        valid: {group: :class:`GroupStats`} of the validation rows seen here (:func:`utility_stats`; at least one).
+        group_ids: the groups to value (identical on every process under ``reduce``). reduce: a function that sums
+            a :class:`GroupStats` over processes in place (``GroupStats.all_reduce``), or None.
+    Returns:
+        {group: α} with α of the shape of ``GroupStats.sum``, float64.
+    Raises:
+        ValueError: a group to value without validation rows (on any process).
+    """
+    like = next(iter(valid.values()))
+    out = {}
+    for g in group_ids:
+        stats = valid.get(g) or GroupStats(0, torch.zeros_like(like.sum), torch.zeros_like(like.sum_sq_norms))
+        if reduce is not None:
+            reduce(stats)
+        if stats.n == 0:
+            raise ValueError(f"end_epoch: class {g} has training points but no validation points; "
+                             f"alpha='valid' with per_class=True needs every class in the validation set")
+        out[g] = stats.sum / stats.n
     return out

@@ -43,8 +43,8 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["Factors", "find_last_linear", "LastLayerTap", "factors_from_logits", "per_sample_loss", "loss_and_error",
-           "check_loss", "forward_batch", "model_device",
-           "compute_factors", "split_batch", "OUTPUTS"]
+           "check_loss", "check_logits", "check_targets", "upcast", "forward_batch", "model_device",
+           "compute_factors", "split_batch", "OUTPUTS", "BAD_TARGET"]
 
 OUTPUTS = ("logits", "probabilities")  # what the model returns: the logits (in a container or not), or σ/softmax
 
@@ -116,13 +116,30 @@ def find_last_linear(model: nn.Module) -> nn.Linear:
     return last
 
 
-def _targets(logits: torch.Tensor, targets) -> torch.Tensor:
-    """Validated targets (B,) int64 on the logits' device: class indices in [0, C), or 0/1 for a 1-logit head."""
+BAD_TARGET = -(2 ** 62)  # check_targets(defer=True): a 1-logit head's float target that is not 0 or 1, marked
+
+
+def check_targets(logits: torch.Tensor, targets, defer: bool = False) -> torch.Tensor:
+    """The one check of a batch's class labels against its logits: (B,) integer class indices in [0, C), or 0/1 for
+    a 1-logit head (also 0.0/1.0, and (B, 1), as ``BCEWithLogitsLoss`` takes them).
+
+    Args:
+        logits: (B, C) tensor (only its shape and device are read). targets: the labels, a tensor.
+        defer: False: also check the values (one host-device synchronisation). True: check type, dtype and shape
+            only — no synchronisation, for a training step; a 1-logit head's float target that is not 0 or 1 is
+            marked :data:`BAD_TARGET`, and the range is checked later over the whole epoch
+            (:func:`chg.store.check_rows`).
+    Returns:
+        (B,) int64 targets on the logits' device.
+    Raises:
+        ValueError: not a tensor; soft (floating) labels for C ≥ 2; a shape other than (B,); a value outside the
+            range (unless ``defer``).
+    """
     if not isinstance(targets, torch.Tensor):
         raise ValueError(f"targets must be a torch.Tensor of class labels, got {type(targets).__name__}")
     B, C = logits.shape
     binary = C == 1
-    if targets.dtype.is_complex or (targets.dtype.is_floating_point and not binary):
+    if targets.dtype.is_complex or targets.dtype == torch.bool or (targets.dtype.is_floating_point and not binary):
         raise ValueError(f"targets must be integer class labels, got dtype {targets.dtype} (soft labels are not "
                          "supported: e = softmax − onehot needs a class index; pass y.long() if they are whole)")
     if binary and targets.ndim == 2 and targets.shape[1] == 1:
@@ -130,11 +147,15 @@ def _targets(logits: torch.Tensor, targets) -> torch.Tensor:
     if targets.ndim != 1 or targets.shape[0] != B:
         raise ValueError(f"targets must be (B,) = ({B},), got shape {tuple(targets.shape)}")
     if targets.dtype.is_floating_point:  # 1-logit head: 0.0 / 1.0 as BCEWithLogitsLoss takes them; nothing else
-        if B and not bool(((targets == 0) | (targets == 1)).all()):
+        ok = (targets == 0) | (targets == 1)
+        if defer:
+            targets = torch.where(ok, targets.to(torch.int64), torch.full_like(targets, BAD_TARGET,
+                                                                               dtype=torch.int64))
+        elif B and not bool(ok.all()):
             raise ValueError("a 1-logit head (binary cross-entropy) needs targets 0 or 1; soft targets are not "
                              "supported")
     targets = targets.to(device=logits.device, dtype=torch.int64)
-    if targets.numel():  # the range before gather (out of range is a device assert on CUDA); one device sync
+    if not defer and targets.numel():  # the range before gather (out of range is a device assert on CUDA)
         lo, hi = torch.stack(torch.aminmax(targets)).tolist()
         top = 2 if binary else C
         if lo < 0 or hi >= top:
@@ -144,7 +165,14 @@ def _targets(logits: torch.Tensor, targets) -> torch.Tensor:
     return targets
 
 
-def _check_logits(logits: torch.Tensor) -> None:
+def check_logits(logits) -> None:
+    """A batch's logits are a (B, C) tensor.
+
+    Args:
+        logits: what the output layer gave.
+    Raises:
+        ValueError: anything else (naming its type or shape).
+    """
     if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
         raise ValueError(f"logits must be a (B, C) tensor, got {_describe(logits)}")
 
@@ -164,11 +192,11 @@ def per_sample_loss(logits: torch.Tensor, targets: torch.Tensor, weight=None, la
     Raises:
         ValueError: bad shapes, labels, weight or smoothing, or an unknown reduction.
     """
-    _check_logits(logits)
+    check_logits(logits)
     if reduction not in ("none", "mean"):
         raise ValueError(f"reduction must be 'none' or 'mean', got {reduction!r}")
     w = check_loss(logits.shape[1], weight, label_smoothing)
-    y = _targets(logits, targets)
+    y = check_targets(logits, targets)
     if logits.shape[1] == 1 or (w is None and not label_smoothing):
         loss = _loss(logits, y)
         return loss.mean() if reduction == "mean" else loss
@@ -177,7 +205,7 @@ def per_sample_loss(logits: torch.Tensor, targets: torch.Tensor, weight=None, la
 
 
 def _loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """:func:`per_sample_loss` of targets already validated by :func:`_targets`."""
+    """:func:`per_sample_loss` of targets already validated by :func:`check_targets`."""
     if logits.shape[1] == 1:
         return F.binary_cross_entropy_with_logits(logits[:, 0], y.to(logits.dtype), reduction="none")
     return F.cross_entropy(logits, y, reduction="none")
@@ -197,24 +225,24 @@ def factors_from_logits(logits: torch.Tensor, targets: torch.Tensor, feat: torch
     Raises:
         ValueError: shapes that do not match, non-integer or out-of-range labels, NaN/Inf logits.
     """
-    _check_logits(logits)
-    return _factors(logits, _targets(logits, targets), feat, bias)
+    check_logits(logits)
+    return _factors(logits, check_targets(logits, targets), feat, bias)
 
 
 def _factors(logits: torch.Tensor, targets: torch.Tensor, feat: torch.Tensor, bias: bool) -> Factors:
-    """:func:`factors_from_logits` of targets already validated by :func:`_targets`."""
+    """:func:`factors_from_logits` of targets already validated by :func:`check_targets`."""
     if not isinstance(feat, torch.Tensor) or feat.ndim != 2:
         raise ValueError(f"features must be a (B, D) tensor, got {_describe(feat)}")
     if feat.shape[0] != logits.shape[0]:
         raise ValueError(f"features have {feat.shape[0]} rows but logits have {logits.shape[0]}")
     loss, err = _loss_err(logits, targets)
-    return Factors(loss, err, _upcast(feat.detach()), bool(bias))
+    return Factors(loss, err, upcast(feat.detach()), bool(bias))
 
 
 def _loss_err(logits: torch.Tensor, targets: torch.Tensor, weight: Optional[torch.Tensor] = None,
               label_smoothing: float = 0.0) -> tuple:
-    """:func:`loss_and_error` of targets already validated by :func:`_targets` (and a checked ``weight``)."""
-    z = _upcast(logits.detach())
+    """:func:`loss_and_error` of targets already validated by :func:`check_targets` (and a checked ``weight``)."""
+    z = upcast(logits.detach())
     z64 = z.double()
     if z.shape[1] == 1:  # binary cross-entropy on σ(z): l = softplus(z) − y z, e = σ(z) − y
         yf = targets.to(torch.float64)[:, None]
@@ -294,13 +322,19 @@ def loss_and_error(logits: torch.Tensor, targets: torch.Tensor, weight=None, lab
     Raises:
         ValueError / TypeError: bad shapes, labels, weight or smoothing; NaN/Inf logits.
     """
-    _check_logits(logits)
+    check_logits(logits)
     w = check_loss(logits.shape[1], weight, label_smoothing)
-    return _loss_err(logits, _targets(logits, targets), w, float(label_smoothing))
+    return _loss_err(logits, check_targets(logits, targets), w, float(label_smoothing))
 
 
-def _upcast(t: torch.Tensor) -> torch.Tensor:
-    """Half precision (AMP) → float32; float32 and float64 stay as they are."""
+def upcast(t: torch.Tensor) -> torch.Tensor:
+    """Half precision (AMP) → float32; float32 and float64 stay as they are.
+
+    Args:
+        t: a floating tensor.
+    Returns:
+        ``t`` itself, or its float32 copy.
+    """
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
@@ -348,14 +382,21 @@ class LastLayerTap:
         self.layer = layer if layer is not None else find_last_linear(model)
         if not isinstance(self.layer, nn.Linear):
             raise ValueError(f"layer must be an nn.Linear, got {type(self.layer).__name__}")
-        names = {id(m): n for n, m in model.named_modules()}
-        self.name = names.get(id(self.layer), "?")
+        self._model = model
+        self._name: Optional[str] = None  # the layer's name in the model, looked up when a message needs it
         self.output_kind = output
         self.bias = self.layer.bias is not None
         self.feat: Optional[torch.Tensor] = None
         self.output: Optional[torch.Tensor] = None
         self.calls = 0
         self._handle = None
+
+    @property
+    def name(self) -> str:
+        """The hooked layer's name in the model (``"?"`` when it is no longer one of the model's modules)."""
+        if self._name is None:
+            self._name = next((n for n, m in self._model.named_modules() if m is self.layer), "?")
+        return self._name
 
     def _hook(self, module, inputs, output):
         h = inputs[0]
@@ -400,6 +441,10 @@ class LastLayerTap:
             ValueError: it ran more than once, or ``output`` does not hold its output.
         """
         if self.output is None:
+            if not any(m is self.layer for m in self._model.modules()):
+                raise RuntimeError("LastLayerTap: the model's output layer was replaced since the tap was built (e.g. "
+                                   "timm's reset_classifier, or a new head assigned): the values of one run must come "
+                                   "from one head; build a new tap (and a new EpochValuer) for the new head")
             raise RuntimeError(f"LastLayerTap: no forward pass went through the hooked nn.Linear {self.name!r} since "
                                "the tap opened or the last read (is it the model's output layer? pass "
                                "layer=<the output nn.Linear>; with torch.compile, open the tap before the first "

@@ -37,6 +37,7 @@ opendataval's torch classifiers); sklearn-wrapped models raise a ValueError. Cla
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Optional
 
 import numpy as np
@@ -49,8 +50,10 @@ from opendataval.dataval.api import DataEvaluator, ModelMixin
 
 from .factored import Options
 from .lastlayer import per_sample_loss
-from .renames import renamed
-from .valuation import MODES, EpochValuer, ValueDataConfig, train_and_value
+from .loop import MODES, ValueDataConfig, train_and_value
+from .renames import OPTIONS_REMOVED, renamed
+from .valuation import EpochValuer
+from .values import Values
 
 __all__ = ["CHGShapley"]
 
@@ -70,6 +73,7 @@ class _Rows(Dataset):
         return self.x[i], self.y[i]
 
 
+@renamed("0.3.0", options=OPTIONS_REMOVED)
 @renamed("0.2.0", weighting="utility")
 class CHGShapley(DataEvaluator, ModelMixin):
     """CHG Shapley (Cai, 2024), Algorithm 1, as an OpenDataVal data evaluator.
@@ -87,17 +91,19 @@ class CHGShapley(DataEvaluator, ModelMixin):
             :class:`chg.Options`.
         loss: "logits" | "model": how the valuation run trains (see the module docstring on the double activation).
         random_state: a NumPy ``RandomState`` (opendataval's), seeding the run.
-        options: the four options above in one validated :class:`chg.Options` (instead of those keywords; not both).
     Raises:
-        ValueError: an unknown mode, loss or option, or epochs below 1.
+        TypeError: an option of the wrong type. ValueError: an unknown mode, loss or option, or epochs below 1.
 
-    The run is :func:`chg.valuation.train_and_value`, the loop of :func:`chg.value_data`: the same hook, checks and
+    After training, :attr:`values` is the run's :class:`chg.Values` (every epoch's values, suspects, plots, save);
+    :meth:`evaluate_data_values` gives OpenDataVal its (n,) NumPy array, the same numbers.
+
+    The run is :func:`chg.loop.train_and_value`, the loop of :func:`chg.value_data`: the same hook, checks and
     valuer as the core (``output="probabilities"``: the model may return its logits' sigmoid or softmax).
     """
 
     def __init__(self, epochs: Optional[int] = None, mode: str = "pass", per_class: bool = False,
                  alpha: str = "train", utility: str = "chg", gradient: str = "full", loss: str = "logits",
-                 random_state=None, options: Optional[Options] = None):
+                 random_state=None):
         super().__init__(random_state)
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -105,7 +111,7 @@ class CHGShapley(DataEvaluator, ModelMixin):
             raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
         if epochs is not None and int(epochs) < 1:
             raise ValueError(f"epochs must be >= 1, got {epochs}")
-        self.options = Options.of(options, utility=utility, gradient=gradient, alpha=alpha, per_class=per_class)
+        self.options = Options(utility=utility, gradient=gradient, alpha=alpha, per_class=per_class)
         self.epochs, self.mode, self.loss = epochs, mode, loss
         self.utility, self.gradient = self.options.utility, self.options.gradient
         self.per_class, self.alpha = self.options.per_class, self.options.alpha
@@ -177,7 +183,7 @@ class CHGShapley(DataEvaluator, ModelMixin):
         torch.manual_seed(seed)
         cfg = ValueDataConfig(epochs=epochs, batch_size=int(batch_size), lr=lr, optimizer="adam", mode=self.mode,
                               eval_batch_size=1024, seed=seed)
-        self.valuer = EpochValuer(self.num_points, options=self.options)
+        self.valuer = EpochValuer(self.num_points, **dataclasses.asdict(self.options))
         rows = TensorDataset(self.x_train, y) if isinstance(self.x_train, torch.Tensor) else _Rows(self.x_train, y)
         train_and_value(model, rows, valid, cfg, self.valuer, output="probabilities", loss_fn=self._loss_fn(weights))
         self.model_fits = 1
@@ -201,6 +207,17 @@ class CHGShapley(DataEvaluator, ModelMixin):
             return (per * weights[idx].to(per.device, per.dtype)).mean()
         return loss_fn
 
+    @property
+    def values(self) -> Values:
+        """The valuation run's :class:`chg.Values` (per-epoch history, suspects, plot, save).
+
+        Raises:
+            ValueError: read before ``train_data_values``.
+        """
+        if not hasattr(self, "valuer"):
+            raise ValueError("CHGShapley: call train_data_values (or train) before evaluate_data_values / values")
+        return self.valuer.values(mode=self.mode)
+
     def evaluate_data_values(self) -> np.ndarray:
         """Average CHG Shapley value of each training point over the epochs; higher = more valuable.
 
@@ -210,9 +227,7 @@ class CHGShapley(DataEvaluator, ModelMixin):
             ValueError: called before ``train_data_values``.
             RuntimeError: a training point was never valued (cannot happen with the plugin's own loaders).
         """
-        if not hasattr(self, "valuer"):
-            raise ValueError("CHGShapley: call train_data_values (or train) before evaluate_data_values")
-        values = self.valuer.values().numpy()
+        values = self.values.numpy()
         if np.isnan(values).any():  # cannot happen with the plugin's own loaders; 0 would not be a neutral rank
             raise RuntimeError(f"CHGShapley: {int(np.isnan(values).sum())} training points were never valued")
         return values

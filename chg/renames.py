@@ -1,19 +1,26 @@
 """Keywords renamed or removed in a release: a call with an old one is a ``TypeError`` that names the new one.
 
-Version 0.2.0 gave the public API the field's names (issue 10): ``utility`` (was ``weighting``) for the choice of
-CHG / Gradient / Hardness Shapley, ``loss`` (was ``weight``) for the per-sample loss; ``weights`` now means sample
-weights only. :func:`renamed` is the one place that turns an old keyword into that error; CHANGELOG.md lists every
-rename.
+Version 0.2.0 gave the public API the field's names: ``utility`` (was ``weighting``) for the choice of CHG /
+Gradient / Hardness Shapley, ``loss`` (was ``weight``) for the per-sample loss; ``weights`` now means sample weights
+only. Version 0.3.0 passes every setting one way, as keywords: ``options=`` (a :class:`chg.Options`) and
+``value_data``'s ``config=`` were removed. :func:`renamed` is the one place that turns an old keyword into that
+error; CHANGELOG.md lists every rename.
 """
 from __future__ import annotations
 
 import functools
 from typing import Callable, Optional
 
-__all__ = ["renamed"]
+__all__ = ["renamed", "Removed", "OPTIONS_REMOVED"]
+
+
+class Removed(str):
+    """A keyword removed without a successor; the string says what to pass instead (it ends the error message)."""
 
 
 def _error(name: str, version: str, old: str, new: Optional[str]) -> TypeError:
+    if isinstance(new, Removed):
+        return TypeError(f"{name}() got the keyword {old!r}, removed in {version}: {new} (see CHANGELOG.md)")
     what = f"renamed to {new!r}" if new is not None else "removed"
     return TypeError(f"{name}() got the keyword {old!r}, {what} in {version} (see CHANGELOG.md)")
 
@@ -23,7 +30,8 @@ def renamed(version: str, **old_to_new: Optional[str]) -> Callable:
 
     Args:
         version: the release that renamed the keywords, e.g. ``"0.2.0"``.
-        **old_to_new: old keyword → new keyword (a str), or None for a keyword removed without a successor.
+        **old_to_new: old keyword → new keyword (a str), or None for a keyword removed without a successor, or a
+            :class:`Removed` saying what to pass instead.
     Returns:
         a decorator. On a function it returns a wrapper (``functools.wraps``: name, docstring and signature are the
         function's); on a class it wraps the class's ``__init__`` in place and returns the class.
@@ -51,3 +59,7 @@ def renamed(version: str, **old_to_new: Optional[str]) -> Callable:
             return target
         return wrapper
     return decorate
+
+
+OPTIONS_REMOVED = Removed("pass its fields as keywords (utility=, gradient=, alpha=, per_class=), e.g. "
+                          "**dataclasses.asdict(options)")

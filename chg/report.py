@@ -14,13 +14,10 @@ and for image data, :func:`plot_lowest_images` draws the k lowest-valued images 
 **Which threshold.** :data:`DEFAULT_THRESHOLD` = 0: a value below zero (eq. (3) of the paper) means that, averaged
 over the subsets it can join, the point lowers the CHG utility :math:`U(S) = \|\alpha\|^2 - \|\bar x_S -
 \alpha\|^2`: its loss-weighted last-layer gradient :math:`x_j = l_j g_j` moves the subset's mean away from
-:math:`\alpha`, the mean over all points (the values sum to :math:`U(N)`). Measured by
-``benchmarks/bench_thresholds.py`` (``benchmarks/results/thresholds.md``: 20% of labels flipped; breast cancer,
-digits, 10,000 Fashion-MNIST images; logistic regression and MLP trained as ``chg value`` does; 3 seeds):
-``value < 0`` flagged 12–19% of the rows with precision 0.76–0.99 and recall 0.52–0.86 (lowest recall on 2-class
-breast cancer); the k lowest with k = the true number of flipped rows had precision = recall 0.74–0.93. So
-``value < 0`` is a conservative default — most rows it flags are mislabeled, it misses some — and the k-lowest rule
-is the one to use when the number of bad labels can be guessed.
+:math:`\alpha`, the mean over all points (the values sum to :math:`U(N)`). How well the rule finds flipped labels
+(flagged share, precision, recall; and the k-lowest rule) is measured by ``benchmarks/bench_thresholds.py`` and
+written to ``benchmarks/results/thresholds.md``: there ``value < 0`` is a conservative default — most rows it flags
+are mislabeled, it misses some — and the k-lowest rule is the one to use when the number of bad labels can be guessed.
 """
 from __future__ import annotations
 
@@ -81,10 +78,9 @@ def suspects(values, k: Optional[int] = None, threshold: Optional[float] = DEFAU
         values: (n,) data values (numpy or torch), higher = better.
         k: keep at most the ``k`` lowest-valued rows (``None``: no limit).
         threshold: keep only rows with value ``< threshold`` (``None``: no threshold). The default 0 flags rows
-            whose contribution to the CHG utility is negative: with 20% flipped labels it flagged 12–19% of the rows,
-            precision 0.76–0.99, recall 0.52–0.86 (``benchmarks/results/thresholds.md``). When you know roughly how
-            many rows are bad (say 5%), ``k=round(0.05 * n), threshold=None`` is the rule to use (precision =
-            recall 0.74–0.93 there with k = the true count).
+            whose contribution to the CHG utility is negative (``benchmarks/results/thresholds.md`` measures how many
+            of them are mislabeled). When you know roughly how many rows are bad (say 5%),
+            ``k=round(0.05 * n), threshold=None`` is the rule to use.
 
     Returns:
         (m,) int64 row positions (0-based, into ``values``), sorted by value ascending (ties: lower position first).

@@ -31,12 +31,14 @@ from typing import Iterator, Optional
 import numpy as np
 import torch
 
+from .distributed import lowest_rank
+from .lastlayer import BAD_TARGET
+
 __all__ = ["RowStore", "OFFLOADS", "STORAGE_DTYPES"]
 
 OFFLOADS = (None, "host", "disk")
 STORAGE_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 _KIND_LOGITS, _KIND_ERR = 0, 1  # what a row's C-vector holds until materialise(): logits, or loss + error already
-BAD_TARGET = -(2 ** 62)  # a 1-logit head's float target that is not 0 or 1, marked without a host sync
 
 
 def _np_dtype(dtype: torch.dtype):
@@ -70,6 +72,7 @@ class RowStore:
         self.batches = 0
         self.bias: Optional[bool] = None
         self.idx = self.target = self.z = self.feat = self.loss = self.kind = None
+        self._sig = None  # (C, D, dtypes, device) of the buffers, to reuse them in the next epoch
 
     # ---- buffers ---------------------------------------------------------------------------------------------
     def _alloc(self, shape: tuple, dtype: torch.dtype, device, name: str) -> torch.Tensor:
@@ -118,6 +121,10 @@ class RowStore:
         return sum(t.numel() * t.element_size() for t in (self.idx, self.target, self.z, self.feat, self.loss,
                                                           self.kind))
 
+    def _dtypes(self, z: torch.Tensor, feat: torch.Tensor) -> tuple:
+        """Storage dtypes of the C- and D-vectors: the store's ``dtype``, else float32 (float64 stays float64)."""
+        return tuple(self.dtype or (torch.float64 if t.dtype == torch.float64 else torch.float32) for t in (z, feat))
+
     # ---- writing ---------------------------------------------------------------------------------------------
     def append(self, idx: torch.Tensor, target: torch.Tensor, z: torch.Tensor, feat: torch.Tensor, bias: bool,
                loss: Optional[torch.Tensor] = None) -> None:
@@ -127,13 +134,21 @@ class RowStore:
             idx: (B,) int64 row indices. target: (B,) int64 targets. z: (B, C) floating, detached. feat: (B, D)
                 floating, detached. bias: the output layer has a bias. loss: (B,) floating, or None.
         Raises:
-            ValueError: C, D or ``bias`` differ from the first batch's.
+            ValueError: row counts that differ; C, D or ``bias`` differ from the first batch's.
         """
-        B = idx.shape[0]
-        if self.idx is None:
-            zd = self.dtype or (torch.float64 if z.dtype == torch.float64 else torch.float32)
-            fd = self.dtype or (torch.float64 if feat.dtype == torch.float64 else torch.float32)
-            self._make(max(self.n, B), z.shape[1], feat.shape[1], zd, fd, z.device)
+        B = z.shape[0]
+        if idx.shape[0] != B or feat.shape[0] != B or (loss is not None and loss.shape[0] != B):
+            raise ValueError(f"{idx.shape[0]} indices, {B} rows of logits and {feat.shape[0]} of feat" if loss is None
+                             else f"{idx.shape[0]} indices but factors have loss {tuple(loss.shape)}, err "
+                             f"{tuple(z.shape)}, feat {tuple(feat.shape)}")
+        if self.size == 0:  # an epoch's first batch: buffers of its shape (those of the last epoch when they fit)
+            sig = (z.shape[1], feat.shape[1], *self._dtypes(z, feat), z.device if self.offload is None else None)
+            if self.idx is not None and sig != self._sig:
+                self.close()
+            if self.idx is None:
+                self._make(max(self.n, B), *sig[:4], z.device)
+                self._sig = sig
+        if self.size == 0:
             self.bias = bool(bias)
         elif z.shape[1] != self.z.shape[1] or feat.shape[1] != self.feat.shape[1]:
             raise ValueError(f"this batch has C={z.shape[1]}, D={feat.shape[1]} but earlier batches had "
@@ -167,6 +182,11 @@ class RowStore:
         """
         for a in range(0, self.size, max(1, rows)):
             yield slice(a, min(self.size, a + rows))
+
+    def reset(self) -> None:
+        """Empty the store for the next epoch, keeping its buffers (no new allocation, no page faults)."""
+        self.size = self.batches = 0
+        self.bias = None
 
     def close(self) -> None:
         """Drop the buffers (and a temporary directory of the "disk" store)."""
@@ -281,10 +301,7 @@ def players(store: RowStore, n: int, ddp: bool) -> tuple:
     mine = last[idx] == pos  # (m,) the row's last appearance
     seen = last >= 0  # (n,)
     if ddp:
-        import torch.distributed as dist
-        rank, world = dist.get_rank(), dist.get_world_size()
-        owner = torch.where(seen, rank, world).to(torch.int64)
-        dist.all_reduce(owner, op=dist.ReduceOp.MIN)
+        owner, rank, world = lowest_rank(seen)  # (n,) the lowest rank that has each row (world: none)
         mine &= owner[idx] == rank
         seen = owner < world
     return mine.nonzero().squeeze(1), seen.cpu()

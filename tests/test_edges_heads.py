@@ -9,7 +9,8 @@ from test_edges_oracle import close, dense_values
 
 import chg
 from chg.lastlayer import LastLayerTap, compute_factors, factors_from_logits
-from chg.valuation import EpochValuer, value_data
+from chg.loop import value_data
+from chg.valuation import EpochValuer
 
 
 def _samples(x, y):

@@ -2,7 +2,6 @@
 lists of groups — are accepted or refused with an error saying what to pass, never silently reinterpreted. And the
 behaviours no test pinned in the core: chg_shapley refuses NaN with an explicit alpha; hardness values per group are
 the per-group game's (enumeration); value_data never changes the caller's config."""
-import dataclasses
 
 import numpy as np
 import pytest
@@ -12,7 +11,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from test_edges_oracle import close, dense_values, enumerate_mean_game
 
 import chg
-from chg.valuation import EpochValuer, ValueDataConfig, value_data
+from chg.loop import value_data
+from chg.valuation import EpochValuer
 
 LR0 = dict(epochs=2, lr=0.0, optimizer="sgd", momentum=0.0, batch_size=4)
 
@@ -73,8 +73,9 @@ def test_pandas_dataframe_and_series():
 def test_numpy_integers_and_indices():
     valuer = EpochValuer(np.int64(11))
     assert valuer.n == 11 and isinstance(valuer.n, int)
-    for bad in (True, 11.0, "11", 0, np.int32(-1)):
-        with pytest.raises(ValueError, match="n must be a positive integer"):
+    for bad, error in ((True, TypeError), (11.0, TypeError), ("11", TypeError), (0, ValueError),
+                       (np.int32(-1), ValueError)):
+        with pytest.raises(error, match=r"n must be an integer >= 1 \(the number of training points\)"):
             EpochValuer(bad)
     X, y = _xy()
     model = _model()
@@ -119,14 +120,17 @@ def test_chg_shapley_refuses_nan_with_an_explicit_alpha():
         chg.chg_shapley(torch.ones(4, 3, dtype=torch.float64), torch.tensor([0.0, float("inf"), 0.0]))
 
 
-def test_value_data_copies_its_config():
+def test_value_data_settings_are_keywords_checked_by_type_and_value():
     X, y = _xy()
-    cfg = ValueDataConfig(epochs=1, lr=0.0, batch_size=4)
-    before = dataclasses.asdict(cfg)
-    value_data(_model(), (X, y), config=cfg, epochs=2, mode="ride", optimizer="sgd")
-    assert dataclasses.asdict(cfg) == before
-    with pytest.raises(ValueError, match="config must be a ValueDataConfig"):
-        value_data(_model(), (X, y), config={"epochs": 1})
+    for bad, error, message in ((dict(epochs=1.5), TypeError, "epochs must be an integer >= 1"),
+                                (dict(epochs=0), ValueError, "epochs must be an integer >= 1"),
+                                (dict(mode="fast"), ValueError, "mode must be one of"),
+                                (dict(mode=1), TypeError, "mode and optimizer must be strings"),
+                                (dict(lr="0.1"), TypeError, "lr must be a number")):
+        with pytest.raises(error, match=message):
+            value_data(_model(), (X, y), **bad)
+    with pytest.raises(TypeError, match="positional"):
+        value_data(_model(), (X, y), None, 2)  # epochs is keyword-only: no silent meaning for a 4th positional
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

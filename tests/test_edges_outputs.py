@@ -11,7 +11,8 @@ from test_edges_oracle import close, dense_values
 
 import chg
 from chg.lastlayer import LastLayerTap, compute_factors
-from chg.valuation import EpochValuer, IndexedDataset, value_data
+from chg.loop import value_data
+from chg.valuation import EpochValuer, IndexedDataset
 
 
 class TupleOut(nn.Module):

@@ -1,4 +1,4 @@
-"""Issue 13, kind 5: the OpenDataVal plugin goes through the core's path (chg.valuation.train_and_value and
+"""Issue 13, kind 5: the OpenDataVal plugin goes through the core's path (chg.loop.train_and_value and
 chg.lastlayer.LastLayerTap): a bias-free output layer is valued right; an extra nn.Linear registered after the output
 layer, or the output layer run twice in one forward pass, is a clear error — as in the core."""
 import numpy as np

@@ -1,5 +1,7 @@
-"""Issue 10 item 2: one options type (chg.Options), validated once, taken by every entry point; Hardness Shapley
-through the same group statistics (n and Σ l are sums) as CHG and Gradient Shapley."""
+"""One options type (chg.Options), validated once: every entry point takes its fields as keywords (0.3.0: one way to
+pass settings; ``options=`` is a TypeError that says what to pass) and refuses a bad one with Options' own message
+(a wrong type: TypeError; a wrong value: ValueError). Hardness Shapley through the same group statistics (n and Σ l
+are sums) as CHG and Gradient Shapley."""
 import dataclasses
 import inspect
 from pathlib import Path
@@ -14,12 +16,15 @@ import chg
 from chg import Options
 from chg.factored import utility_stats, utility_values
 from chg.lastlayer import Factors, compute_factors
-from chg.valuation import EpochValuer, value_data
+from chg.loop import value_data
+from chg.valuation import EpochValuer
 
-BAD = [(dict(utility="shap"), "utility must be one of"), (dict(gradient="weights"), "gradient must be one of"),
-       (dict(alpha="test"), "alpha must be one of"), (dict(per_class="yes"), "per_class must be True or False"),
-       (dict(utility=None), "utility must be one of"),
-       (dict(utility="hardness", alpha="valid"), "has no target")]
+BAD = [(dict(utility="shap"), ValueError, "utility must be one of"),
+       (dict(gradient="weights"), ValueError, "gradient must be one of"),
+       (dict(alpha="test"), ValueError, "alpha must be one of"),
+       (dict(per_class="yes"), TypeError, "per_class must be True or False"),
+       (dict(utility=None), TypeError, "utility must be a string, one of"),
+       (dict(utility="hardness", alpha="valid"), ValueError, "has no target")]
 
 
 def _model(seed=0):
@@ -40,11 +45,11 @@ def test_defaults_are_the_paper_and_frozen():
     assert Options(per_class=np.bool_(True)).per_class is True  # a NumPy bool is a bool, stored as one
 
 
-@pytest.mark.parametrize("fields,message", BAD)
-def test_every_entry_point_refuses_a_bad_option_with_the_same_message(fields, message):
+@pytest.mark.parametrize("fields,error,message", BAD)
+def test_every_entry_point_refuses_a_bad_option_with_the_same_message(fields, error, message):
     """One validator: Options, EpochValuer, value_data, shapley_from_factors and the OpenDataVal plugin say the same."""
     x, y = _data()
-    with pytest.raises(ValueError, match=message) as direct:
+    with pytest.raises(error, match=message) as direct:
         Options(**fields)
     entry_points = [lambda: EpochValuer(3, **fields), lambda: value_data(_model(), (x, y), (x, y), **fields)]
     if "per_class" not in fields and "alpha" not in fields:
@@ -55,32 +60,53 @@ def test_every_entry_point_refuses_a_bad_option_with_the_same_message(fields, me
     except ImportError:  # opendataval not installed
         pass
     for call in entry_points:
-        with pytest.raises(ValueError) as info:
+        with pytest.raises(error) as info:
             call()
         assert str(info.value) == str(direct.value)
 
 
-def test_options_or_fields_not_both():
-    with pytest.raises(ValueError, match="not both"):
-        EpochValuer(3, utility="gradient", options=Options())
-    with pytest.raises(ValueError, match="must be a chg.Options"):
-        EpochValuer(3, options={"utility": "chg"})
-    assert EpochValuer(3, options=Options(per_class=True)).per_class
+def _plugin():
+    try:
+        from chg.opendataval import CHGShapley
+    except ImportError:  # opendataval not installed
+        return []
+    return [CHGShapley]
+
+
+@pytest.mark.parametrize("call", [lambda o: EpochValuer(3, options=o),
+                                  lambda o: value_data(_model(), _data(), options=o),
+                                  lambda o: chg.shapley_from_factors(compute_factors(_model(), *_data()), options=o)]
+                         + [lambda o, c=c: c(options=o) for c in _plugin()])
+def test_options_object_is_refused_with_what_to_pass_instead(call):
+    """0.3.0: settings are keywords only; an Options object is a TypeError naming the keywords."""
+    with pytest.raises(TypeError, match=r"got the keyword 'options', removed in 0.3.0: pass its fields as keywords "
+                                        r"\(utility=, gradient=, alpha=, per_class=\)"):
+        call(Options(per_class=True))
+
+
+def test_value_data_config_is_refused_with_what_to_pass_instead():
+    from chg.loop import ValueDataConfig
+    with pytest.raises(TypeError, match=r"got the keyword 'config', removed in 0.3.0: pass the training settings as "
+                                        r"keywords \(epochs=, lr=, ...\)"):
+        value_data(_model(), _data(), config=ValueDataConfig(epochs=1))
 
 
 @pytest.mark.parametrize("options", [Options(), Options(utility="gradient", gradient="bias", per_class=True),
                                      Options(utility="hardness", per_class=True), Options(alpha="valid")])
-def test_options_object_equals_its_fields(options):
-    """EpochValuer and value_data give the same values from an Options as from its four keywords."""
+def test_an_options_record_passed_as_keywords_equals_its_fields(options):
+    """``**dataclasses.asdict(options)`` — what the TypeError tells a 0.2 user to write — gives the values of the
+    four keywords written out, bit for bit, in EpochValuer and value_data."""
     x, y = _data()
     loader = DataLoader(TensorDataset(x, y), batch_size=5)
     fields = dataclasses.asdict(options)
-    by_object = EpochValuer(24, options=options).value_epoch(_model(), loader, loader)
-    by_fields = EpochValuer(24, **fields).value_epoch(_model(), loader, loader)
-    torch.testing.assert_close(by_object, by_fields, rtol=0, atol=0)
+    written = dict(utility=options.utility, gradient=options.gradient, alpha=options.alpha,
+                   per_class=options.per_class)
+    by_record = EpochValuer(24, **fields).value_epoch(_model(), loader, loader)
+    by_fields = EpochValuer(24, **written).value_epoch(_model(), loader, loader)
+    torch.testing.assert_close(by_record, by_fields, rtol=0, atol=0)
     kw = dict(epochs=1, batch_size=6, seed=0)
-    torch.testing.assert_close(value_data(_model(), (x, y), (x, y), options=options, **kw),
-                               value_data(_model(), (x, y), (x, y), **fields, **kw), rtol=0, atol=0)
+    np.testing.assert_array_equal(value_data(_model(), (x, y), (x, y), **fields, **kw).numpy(),
+                                  value_data(_model(), (x, y), (x, y), **written, **kw).numpy())
 
 
 def test_hardness_statistics_are_sums_over_batches():

@@ -111,6 +111,6 @@ def test_value_epoch_draws_a_batch_bar_only_when_asked_and_values_do_not_change(
     model, loader = torch.nn.Linear(3, 2), DataLoader(TensorDataset(X, y), batch_size=8)
     with_bar = chg.EpochValuer(40).value_epoch(model, loader, progress=True)
     err = capsys.readouterr().err
-    assert "value_epoch" in err and "/5 " in err  # a bar over the 5 batches
+    assert "separate_pass" in err and "/5 " in err  # a bar over the 5 batches
     without = chg.EpochValuer(40).value_epoch(model, loader, progress=False)
     assert capsys.readouterr().err == "" and torch.equal(with_bar, without)

@@ -12,7 +12,8 @@ from chg.games import additive_game, exact_shapley
 from chg.lastlayer import Factors, compute_factors
 from chg.renames import renamed
 from chg.selection import SelectionInput, algorithm2, select_chg, select_gradient, select_hardness
-from chg.valuation import EpochValuer, value_data
+from chg.loop import value_data
+from chg.valuation import EpochValuer
 
 RTOL = 1e-12
 UTILITIES = ("chg", "gradient", "hardness")

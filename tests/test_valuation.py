@@ -11,7 +11,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from chg import chg_shapley, hardness_shapley
 from chg.lastlayer import LastLayerTap
-from chg.valuation import EpochValuer, IndexedDataset, value_data
+from chg.loop import value_data
+from chg.valuation import EpochValuer, IndexedDataset
 
 RTOL, ATOL = 1e-10, 1e-13
 N, D_IN, D, C = 13, 4, 5, 3
@@ -206,8 +207,10 @@ def test_bad_input():
         EpochValuer(N, alpha="valid").value_epoch(model, DataLoader(TensorDataset(x, y)))
     with pytest.raises(ValueError, match="must be a plain sequential DataLoader"):
         EpochValuer(N).value_epoch(model, DataLoader(TensorDataset(x, y), shuffle=True))
-    with pytest.raises(ValueError, match="unknown setting"):
+    with pytest.raises(TypeError, match="unexpected keyword argument 'epoch'"):  # a misspelt setting
         value_data(model, TensorDataset(x, y), epoch=3)
+    with pytest.raises(TypeError, match="n must be an integer >= 1"):
+        EpochValuer(2.0)
     bad = TensorDataset(x.clone().fill_(float("nan")), y)
     with pytest.raises(ValueError, match="NaN"):
         value_data(tiny_model(), bad, epochs=1)

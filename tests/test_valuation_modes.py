@@ -8,7 +8,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from chg import chg_shapley
-from chg.valuation import EpochValuer, IndexedDataset, value_data
+from chg.loop import value_data
+from chg.valuation import EpochValuer, IndexedDataset
 
 RTOL, ATOL = 1e-10, 1e-13
 N, D_IN, D, C = 14, 4, 5, 3
@@ -95,12 +96,14 @@ def test_value_data_skip_epochs_at_the_first_epoch_equals_the_initial_model():
     torch.testing.assert_close(values.to_tensor(), dense_values(tiny_model(3), x, y), rtol=RTOL, atol=ATOL)
 
 
-@pytest.mark.parametrize("bad", [-1, 1.5, True, "1", None])
-def test_bad_skip_epochs_is_a_clear_error(bad):
+@pytest.mark.parametrize("bad, error", [(-1, ValueError), (1.5, TypeError), (True, TypeError), ("1", TypeError),
+                                        (None, TypeError)])
+def test_bad_skip_epochs_is_a_clear_error(bad, error):
+    """A wrong type is a TypeError, a wrong value a ValueError; both say what skip_epochs is."""
     x, y = tiny_data()
-    with pytest.raises(ValueError, match="skip_epochs must be an integer >= 0"):
+    with pytest.raises(error, match=r"skip_epochs must be an integer >= 0 \(the number of first epochs left out"):
         EpochValuer(N, skip_epochs=bad)
-    with pytest.raises(ValueError, match="skip_epochs must be an integer >= 0"):
+    with pytest.raises(error, match=r"skip_epochs must be an integer >= 0 \(the number of first epochs left out"):
         value_data(tiny_model(0), (x, y), epochs=2, skip_epochs=bad)
 
 

@@ -1,0 +1,272 @@
+"""The one loop that trains and values: :func:`value_data` (a model and a data set in, :class:`chg.Values` out), built
+on :func:`train_and_value`, which the OpenDataVal plugin and ``chg value`` use too.
+
+Every setting is a keyword of :func:`value_data`: the training ones (``epochs``, ``batch_size``, ``lr``, ``optimizer``,
+``momentum``, ``weight_decay``, ``mode``, ``eval_batch_size``, ``seed``, ``progress``; recorded in a
+:class:`ValueDataConfig`) and the valuation ones (``utility``, ``gradient``, ``per_class``, ``alpha``, ``skip_epochs``,
+``weight``, ``label_smoothing``; see :class:`chg.EpochValuer`). ``mode="pass"`` is Algorithm 1 exactly (a separate
+no-grad pass at each epoch's start, :func:`chg.separate_pass`); ``mode="ride"`` takes the factors from the training
+forward passes (:meth:`chg.EpochValuer.add_logits`). When to use which: the "which mode, when" page of the docs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler, TensorDataset
+
+from .factored import Options
+from .lastlayer import LastLayerTap, check_targets, forward_batch, model_device, per_sample_loss, split_batch
+from .progress import progress as progress_bar
+from .renames import OPTIONS_REMOVED, Removed, renamed
+from .valuation import SKIP_MEANING, EpochValuer, IndexedDataset, add_validation_pass, count, separate_pass
+
+__all__ = ["value_data", "train_and_value", "ValueDataConfig", "MODES"]
+
+MODES = ("pass", "ride")
+CONFIG_REMOVED = Removed("pass the training settings as keywords (epochs=, lr=, ...), e.g. "
+                         "**dataclasses.asdict(config)")
+
+
+@dataclass
+class ValueDataConfig:
+    """Training settings of :func:`value_data` — the validated record of its training keywords (a plain loop: the
+    output layer's loss — cross-entropy, or binary cross-entropy for one logit — on its logits).
+
+    Attributes:
+        epochs: training epochs (≥ 1); the values are averaged over them.
+        batch_size: rows per training step (≥ 1).
+        lr: the optimizer's learning rate. optimizer: "adam" | "sgd". momentum: SGD only. weight_decay: L2 penalty.
+        mode: "pass": a separate no-grad pass at each epoch start (Algorithm 1) | "ride": ride-along.
+        eval_batch_size: rows per no-grad batch (≥ 1).
+        seed: seeds the shuffling of the batches.
+        progress: a bar over the epochs: True | False | None (only on a terminal; :mod:`chg.progress`).
+    """
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 0.01
+    optimizer: str = "adam"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    mode: str = "pass"
+    eval_batch_size: int = 256  # the separate pass's batch (benchmarks/results/pass_cost.md measures the choice)
+    seed: int = 0
+    progress: Optional[bool] = None
+
+
+def _array_like(v) -> bool:
+    """NumPy arrays, tensors and pandas objects: data without the (x, y) item structure of a Dataset."""
+    module = type(v).__module__
+    return isinstance(v, (np.ndarray, torch.Tensor)) or module == "pandas" or module.startswith("pandas.")
+
+
+def _numpy(v, what: str) -> np.ndarray:
+    arr = v.to_numpy() if hasattr(v, "to_numpy") else np.asarray(v)
+    if arr.dtype == object or arr.dtype.kind in "USMm":
+        raise ValueError(f"{what} has dtype {arr.dtype}: pass numbers (encode categories or strings as integers, "
+                         "e.g. with pandas.factorize)")
+    return arr
+
+
+def _features(X, dtype: torch.dtype) -> torch.Tensor:
+    t = X.detach() if isinstance(X, torch.Tensor) else torch.from_numpy(np.array(_numpy(X, "X")))  # own copy
+    return t.to(dtype) if t.dtype.is_floating_point else t  # floating features in the model's dtype
+
+
+def _labels(y, n: int) -> torch.Tensor:
+    t = y.detach() if isinstance(y, torch.Tensor) else torch.from_numpy(np.array(_numpy(y, "y")))
+    if t.dtype.is_floating_point or t.dtype.is_complex:
+        raise ValueError(f"y has dtype {t.dtype}: pass integer class labels (y.astype(int) / y.long() if they are "
+                         "whole numbers)")
+    if t.ndim != 1 or t.shape[0] != n:
+        raise ValueError(f"y must be 1-D with one label per row of X ({n}), got shape {tuple(t.shape)}")
+    return t.to(torch.int64)
+
+
+def _as_dataset(data, what: str, dtype: torch.dtype):
+    """A Dataset from what a user passes: a Dataset (of ``(x, y)`` items or dicts), or a pair ``(X, y)`` of arrays,
+    tensors or pandas objects. A bare array is refused (features without labels: never split into (x, y))."""
+    if data is None:
+        return None
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(_array_like(d) for d in data):
+        X = _features(data[0], dtype)
+        if X.ndim < 1:
+            raise ValueError(f"value_data: {what} X must have one row per point, got a scalar")
+        return TensorDataset(X, _labels(data[1], X.shape[0]))
+    if _array_like(data):
+        shape = tuple(getattr(data, "shape", ()))
+        raise ValueError(f"value_data: {what} is a {type(data).__module__}.{type(data).__name__} of shape {shape}, "
+                         f"not a data set of (x, y) items: pass features and labels together as a pair, "
+                         f"value_data(model, (X, y)) (valid_dataset=(X_valid, y_valid)), or a torch Dataset")
+    if not (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
+        raise ValueError(f"value_data: {what} must be a Dataset of (x, y) items (or dicts with 'labels') or a pair "
+                         f"(X, y), got {type(data).__name__}")
+    return data
+
+
+@renamed("0.3.0", options=OPTIONS_REMOVED, config=CONFIG_REMOVED)
+@renamed("0.2.0", weighting="utility")
+def value_data(model: nn.Module, train_dataset, valid_dataset=None, *, epochs: int = 10, batch_size: int = 64,
+               lr: float = 0.01, optimizer: str = "adam", momentum: float = 0.9, weight_decay: float = 0.0,
+               mode: str = "pass", eval_batch_size: int = 256, seed: int = 0, progress: Optional[bool] = None,
+               utility: str = "chg", gradient: str = "full", per_class: bool = False, alpha: str = "train",
+               skip_epochs: int = 0, weight=None, label_smoothing: float = 0.0, layer: Optional[nn.Linear] = None,
+               return_valuer: bool = False):
+    """Train ``model`` (in place) on ``train_dataset`` and return every point's CHG value (Algorithm 1).
+
+    Args:
+        model: a classifier whose output layer is an ``nn.Linear`` (with or without bias; C ≥ 2 logits trained with
+            cross-entropy, or one logit with binary cross-entropy); it may return the logits or a tuple / dict /
+            ``ModelOutput`` holding them (see :mod:`chg.lastlayer`). ``layer``: its output layer, if not the last
+            ``nn.Linear`` registered.
+        train_dataset: a torch Dataset of ``(x, y)`` items or of dicts with ``"labels"`` (HuggingFace style, tensors:
+            ``.with_format("torch")``), or a pair ``(X, y)``: X an array, tensor or pandas DataFrame (floating
+            features are converted to the model's dtype), y integer labels (any integer dtype; float labels are
+            refused). A bare array is refused with a message, never split into (x, y).
+        valid_dataset: the same kinds; needed for ``alpha="valid"``.
+        epochs, batch_size, lr, optimizer, momentum, weight_decay, mode, eval_batch_size, seed, progress: the
+            training settings, as :class:`ValueDataConfig` documents them (``mode``: "pass" | "ride").
+        utility, gradient, per_class, alpha: as in :class:`chg.EpochValuer` (strings and a bool).
+        skip_epochs: the first k epochs left out of the average, 0 ≤ k < epochs (0: every epoch, Algorithm 1).
+        weight, label_smoothing: the loss trained on and valued — ``F.cross_entropy``'s class weights (C,) and
+            label smoothing in [0, 1] (default: plain cross-entropy).
+        return_valuer: also return the :class:`chg.EpochValuer`.
+    Returns:
+        :class:`chg.Values`: each point's value averaged over the epochs (after the first ``skip_epochs``), with the
+        per-epoch history; with ``return_valuer``, ``(values, valuer)``.
+    Raises:
+        TypeError: a setting of the wrong type, or a keyword removed in 0.3.0 (``options=``, ``config=``).
+        ValueError: a setting of a wrong value, a ``skip_epochs`` not in [0, epochs), and data it cannot read as
+            (x, y) rows.
+    """
+    cfg = ValueDataConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, momentum=momentum,
+                          weight_decay=weight_decay, mode=mode, eval_batch_size=eval_batch_size, seed=seed,
+                          progress=progress)
+    _check_config(cfg)
+    skip_epochs = count(skip_epochs, "skip_epochs", 0, SKIP_MEANING)
+    if skip_epochs >= cfg.epochs:
+        raise ValueError(f"value_data: skip_epochs={skip_epochs} leaves none of the {cfg.epochs} epochs to average; "
+                         f"it must be < epochs")
+    options = Options(utility=utility, gradient=gradient, per_class=per_class, alpha=alpha)  # before the data
+    if options.alpha == "valid" and valid_dataset is None:
+        raise ValueError("value_data: alpha='valid' needs valid_dataset")
+    dtype = next(model.parameters()).dtype
+    train_dataset = _as_dataset(train_dataset, "train_dataset", dtype)
+    valid_dataset = _as_dataset(valid_dataset, "valid_dataset", dtype)
+    valuer = EpochValuer(len(train_dataset), utility=utility, gradient=gradient, per_class=per_class, alpha=alpha,
+                         skip_epochs=skip_epochs, weight=weight, label_smoothing=label_smoothing)
+    train_and_value(model, train_dataset, valid_dataset, cfg, valuer, layer=layer)
+    values = valuer.values(mode=cfg.mode, epochs=int(cfg.epochs))
+    return (values, valuer) if return_valuer else values
+
+
+def _check_config(cfg: ValueDataConfig) -> None:
+    """The training settings' types and values (:class:`ValueDataConfig`)."""
+    if not isinstance(cfg.mode, str) or not isinstance(cfg.optimizer, str):
+        raise TypeError(f"mode and optimizer must be strings, got {cfg.mode!r} and {cfg.optimizer!r}")
+    if cfg.mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {cfg.mode!r}")
+    if cfg.optimizer not in ("adam", "sgd"):
+        raise ValueError(f"optimizer must be 'adam' or 'sgd', got {cfg.optimizer!r}")
+    for name in ("epochs", "batch_size", "eval_batch_size"):
+        count(getattr(cfg, name), name, 1)
+    for name in ("lr", "momentum", "weight_decay"):
+        v = getattr(cfg, name)
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+            raise TypeError(f"{name} must be a number, got {v!r}")
+
+
+class _TensorRows(Dataset):
+    """A TensorDataset's rows fetched a batch at a time (one indexing per tensor, not one item per row): item
+    ``rows`` (a list of row numbers) is ``(x[rows], y[rows], rows)``."""
+
+    def __init__(self, tensors):
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return len(self.tensors[0])
+
+    def __getitem__(self, rows):
+        r = torch.as_tensor(rows, dtype=torch.int64)
+        return self.tensors[0][r], self.tensors[1][r], r
+
+
+def _indexed_loader(dataset, batch_size: int, generator: Optional[torch.Generator] = None) -> DataLoader:
+    """Batches ``(x, y, index)`` of ``dataset`` in order, or shuffled by ``generator`` (the permutation of
+    ``DataLoader(shuffle=True, generator=generator)``); a TensorDataset's are fetched a batch at a time."""
+    if isinstance(dataset, TensorDataset) and len(dataset.tensors) >= 2:
+        order = RandomSampler(dataset, generator=generator) if generator is not None else SequentialSampler(dataset)
+        return DataLoader(_TensorRows(dataset.tensors), sampler=BatchSampler(order, batch_size, False),
+                          batch_size=None)
+    return DataLoader(IndexedDataset(dataset), batch_size=batch_size, shuffle=generator is not None,
+                      generator=generator)
+
+
+def train_and_value(model: nn.Module, train_dataset, valid_dataset, cfg: ValueDataConfig, valuer: EpochValuer,
+                    layer: Optional[nn.Linear] = None, output: str = "logits",
+                    loss_fn: Optional[Callable] = None) -> EpochValuer:
+    """The one loop that trains and values — :func:`value_data`'s, the OpenDataVal plugin's and ``chg value``'s:
+    ``cfg.epochs`` epochs of shuffled mini-batches (``cfg.seed``), each epoch valued by ``valuer`` (``cfg.mode``: a
+    separate pass at its start, :func:`separate_pass`, or ride-along through :meth:`EpochValuer.add_logits`), every
+    forward pass through one :class:`chg.lastlayer.LastLayerTap` built once.
+
+    Args:
+        model: the classifier (trained in place). train_dataset, valid_dataset: Datasets (see :func:`value_data`).
+        cfg: :class:`ValueDataConfig`. valuer: an :class:`EpochValuer` of ``len(train_dataset)`` rows; its
+            ``weight`` and ``label_smoothing`` are the training loss's too. layer, output: as in
+            :class:`chg.lastlayer.LastLayerTap`.
+        loss_fn: ``loss_fn(output, logits, targets, index)`` → scalar training loss; default the mean of
+            :func:`chg.lastlayer.per_sample_loss` under the valuer's loss (weighted mean with class weights, as
+            ``F.cross_entropy``); ``targets`` arrive validated, int64.
+    Returns:
+        ``valuer``.
+    Raises:
+        ValueError: a bad config, a valuer of another size, ``alpha="valid"`` without a validation set, and as the
+            tap and the valuer do.
+    """
+    _check_config(cfg)
+    if len(train_dataset) != valuer.n:
+        raise ValueError(f"the valuer has n = {valuer.n} but the training set has {len(train_dataset)} rows")
+    if valuer.alpha == "valid" and valid_dataset is None:
+        raise ValueError("alpha='valid' needs a validation set")
+    device = model_device(model)
+    train_loader = _indexed_loader(train_dataset, int(cfg.batch_size), torch.Generator().manual_seed(int(cfg.seed)))
+    eval_loader = _indexed_loader(train_dataset, int(cfg.eval_batch_size))
+    valid_loader = None if valid_dataset is None else DataLoader(valid_dataset, batch_size=int(cfg.eval_batch_size))
+    if cfg.optimizer == "adam":
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    tap = LastLayerTap(model, layer, output)
+    weight = None if valuer.weight is None else torch.as_tensor(np.asarray(valuer.weight, dtype=np.float64))
+    model.train()
+    for _ in progress_bar(range(int(cfg.epochs)), desc=f"value_data ({cfg.mode})", unit="epoch",
+                          enabled=cfg.progress):
+        if cfg.mode == "pass":
+            separate_pass(valuer, model, eval_loader, valid_loader, layer, output)
+        with tap:
+            for batch in train_loader:
+                inputs, y, idx = split_batch(batch)
+                out = forward_batch(model, inputs, device)
+                logits, feat = tap.read(out)  # (B, C) with its graph, (B, D) detached
+                y = check_targets(logits, torch.as_tensor(y).to(device))  # validated once for the factors and the loss
+                if cfg.mode == "ride":
+                    valuer.add_logits(idx, logits, y, feat, tap.bias)
+                loss = (per_sample_loss(logits, y, weight, valuer.label_smoothing, reduction="mean")
+                        if loss_fn is None else loss_fn(out, logits, y, idx))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            if cfg.mode == "ride" and valuer.alpha == "valid":
+                was = model.training
+                model.eval()
+                try:
+                    add_validation_pass(valuer, model, valid_loader, tap)
+                finally:
+                    model.train(was)
+        if cfg.mode == "ride":
+            valuer.end_epoch()
+    return valuer
