@@ -108,3 +108,20 @@ def test_one_logit_head_other_inputs():
         valuer.value_epoch(model, DataLoader(TensorDataset(X, bad), batch_size=5))
     with pytest.raises(ValueError, match="soft targets"):
         factors_from_logits(torch.zeros(2, 1), torch.tensor([0.5, 1.0]), torch.zeros(2, 3))
+
+
+def test_a_head_replaced_after_the_tap_was_built_is_a_clear_error():
+    """timm's reset_classifier (or assigning a new head) between epochs: the tap built once refuses to go on with
+    another head instead of valuing a different game silently; a new tap on the new head works."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3))
+    x, y = torch.randn(8, 4), torch.arange(8) % 3
+    tap = LastLayerTap(model)
+    with tap:
+        tap.read(model(x))
+    model[2] = nn.Linear(6, 3)  # the head replaced
+    with tap, pytest.raises(RuntimeError, match="output layer was replaced since the tap was built"):
+        tap.read(model(x))
+    with LastLayerTap(model) as fresh:
+        logits, feat = fresh.read(model(x))
+    assert logits.shape == (8, 3) and feat.shape == (8, 6)
