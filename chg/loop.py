@@ -241,6 +241,7 @@ def train_and_value(model: nn.Module, train_dataset, valid_dataset, cfg: ValueDa
     else:
         opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     tap = LastLayerTap(model, layer, output)
+    valuer.check_head(model, tap.layer)
     weight = None if valuer.weight is None else torch.as_tensor(np.asarray(valuer.weight, dtype=np.float64))
     model.train()
     for _ in progress_bar(range(int(cfg.epochs)), desc=f"value_data ({cfg.mode})", unit="epoch",

@@ -72,6 +72,7 @@ from __future__ import annotations
 
 import operator
 import warnings
+import weakref
 from typing import Optional
 
 import numpy as np
@@ -80,7 +81,7 @@ from torch import nn
 from torch.utils.data import BatchSampler, Dataset, SequentialSampler
 
 from .distributed import all_gather_values, group_ids, is_distributed
-from .factored import GroupStats, Options, alpha_from_validation, epoch_values, utility_stats
+from .factored import GroupStats, Options, alpha_from_validation, epoch_values, stats_by_group
 from .lastlayer import (Factors, LastLayerTap, check_logits, check_loss, check_targets, forward_batch, loss_and_error,
                         model_device, split_batch, upcast)
 from .progress import progress as progress_bar
@@ -171,12 +172,10 @@ class EpochValuer:
             :meth:`end_epoch`; True: the rows seen are the epoch's game, with a warning naming how many were not.
         skip_epochs: the number k ≥ 0 of first epochs left out of :meth:`values` (0: every epoch, Algorithm 1);
             their values are still computed and kept in ``epoch_values``.
-        weight, label_smoothing: the training loss's class weights (C,) and smoothing in [0, 1], as
-            ``torch.nn.functional.cross_entropy`` takes them: the rows of :meth:`add_logits` and of the separate
-            pass are valued under that loss (:func:`chg.lastlayer.loss_and_error`); default plain cross-entropy.
-        storage_dtype: dtype the rows' logits/errors and features are kept in (default float32; ``torch.bfloat16``
-            or ``torch.float16`` halve the memory, eq. (3) still runs in float32/float64). offload: None | "host" |
-            "disk" (memory-mapped files in ``directory``): where the rows are kept (:mod:`chg.store`).
+        weight, label_smoothing: the training loss's class weights (C,) and smoothing in [0, 1] as
+            ``F.cross_entropy`` takes them; rows are valued under that loss (default plain cross-entropy).
+        storage_dtype: the rows' storage dtype (float32; bfloat16/float16 halve the memory, eq. (3) still runs in
+            float32/64). offload: None | "host" | "disk" (memory-mapped in ``directory``; :mod:`chg.store`).
     Raises:
         TypeError: ``n`` or ``skip_epochs`` not an integer, an option of the wrong type.
         ValueError: ``n`` < 1, ``skip_epochs`` < 0, an unknown option value, storage dtype or offload.
@@ -196,24 +195,29 @@ class EpochValuer:
         self.epoch_values: list = []  # (n,) float64 per finished epoch, NaN where a point was not seen
         self._starts: list = []  # each batch's first row in the store (to name it in a message)
         self._valid: dict = {}  # group -> GroupStats of the validation points (alpha="valid")
+        self._head = None  # weak references (model, output layer) of the last check_head
 
-    utility = property(lambda self: self.options.utility, doc="the utility (see :class:`chg.Options`)")
-    gradient = property(lambda self: self.options.gradient, doc="'full' or 'bias' (see :class:`chg.Options`)")
-    per_class = property(lambda self: self.options.per_class, doc="each class its own game")
-    alpha = property(lambda self: self.options.alpha, doc="α's source, 'train' or 'valid'")
+    utility, gradient, per_class, alpha = (property(lambda self, k=k: getattr(self.options, k), doc=f"Options.{k}")
+                                           for k in ("utility", "gradient", "per_class", "alpha"))
     epochs = property(lambda self: len(self.epoch_values), doc="the epochs ended so far")
 
-    def _append(self, what: str, indices, targets, z, feat, bias, loss=None) -> None:  # checks without a device sync
-        idx = _int_tensor(indices, f"{what}: indices", z.device)
-        if not bias and self.gradient == "bias":
-            raise ValueError("gradient='bias' values the bias gradient, but the output layer has no bias; use "
-                             "gradient='full' (the weight gradient e ⊗ h)")
-        self._starts.append(self.store.size)
-        try:
-            self.store.append(idx, targets, z.detach(), feat.detach(), bias, loss)
-        except ValueError as e:
-            self._starts.pop()
-            raise ValueError(f"{what}: {e}") from None
+    def check_head(self, model: nn.Module, layer: nn.Linear) -> None:
+        """Refuse a head switched inside one model between epochs (timm's ``reset_classifier``): two heads' values
+        would be averaged into one. Another model object (a checkpoint per epoch) is a new θ. Called by
+        :func:`separate_pass`, :func:`chg.loop.train_and_value` and the trainer callbacks.
+
+        Args:
+            model: the network valued. layer: its output ``nn.Linear`` this epoch (``LastLayerTap.layer``).
+        Raises:
+            ValueError: ``model`` is the model of the last check but ``layer`` is not the output layer it had then.
+        """
+        last, self._head = self._head, (weakref.ref(model), weakref.ref(layer))  # weak: nothing kept alive
+        if last is not None and last[0]() is model and last[1]() is not layer:
+            self._head = last
+            raise ValueError(f"the output layer of this {type(model).__name__} changed since the last epoch valued (a "
+                             f"new {type(layer).__name__}{tuple(layer.weight.shape)}, e.g. after timm's "
+                             "reset_classifier or a reassigned head): values of different heads are not averaged. "
+                             "Start a new EpochValuer (and a new LastLayerTap) for the new head")
 
     def add(self, indices, factors: Factors, labels=None) -> None:
         """Record the factors of training rows for this epoch (Algorithm 1 line 3; a row added again replaces its
@@ -234,16 +238,15 @@ class EpochValuer:
                                                                                                    "labels", dev)
         if lab.shape[0] != B:
             raise ValueError(f"add: {lab.shape[0]} labels for {B} rows")
-        self._append("add", indices, lab, factors.err, factors.feat, getattr(factors, "bias", True),
+        _append(self, "add", indices, lab, factors.err, factors.feat, getattr(factors, "bias", True),
                      factors.loss.detach())
 
     def add_logits(self, indices, logits: torch.Tensor, targets: torch.Tensor, feat: torch.Tensor,
                    bias: bool = True) -> None:
-        """Ride-along's step: keep the rows' logits, targets and features (slice copies into the epoch's store; no
-        host-device synchronisation). Their loss and error (Theorem 1's :math:`l_i`, :math:`e_i`, under the
-        valuer's ``weight`` and ``label_smoothing``) are made at :meth:`end_epoch`, in place of the logits, with the
-        values of ``add(indices, factors_from_logits(logits, targets, feat, bias), targets)``. Target and index
-        ranges and NaN/Inf logits are checked there too, naming the batch.
+        """Ride-along's step: keep the rows' logits, targets and features (slice copies into the epoch's store, no
+        host-device synchronisation). :meth:`end_epoch` makes their loss and error (Theorem 1's :math:`l_i`,
+        :math:`e_i` under the valuer's loss) in place of the logits — the values of ``add(indices,
+        factors_from_logits(...), targets)`` — and checks ranges and NaN/Inf there, naming the batch.
 
         Args:
             indices: (B,) row indices in [0, n): an integer tensor, array or list.
@@ -256,7 +259,7 @@ class EpochValuer:
         check_logits(logits)
         if not isinstance(feat, torch.Tensor) or feat.ndim != 2:
             raise ValueError(f"add_logits: feat must be a (B, D) tensor, got {getattr(feat, 'shape', type(feat))}")
-        self._append("add_logits", indices, check_targets(logits, targets, defer=True), logits, feat, bias)
+        _append(self, "add_logits", indices, check_targets(logits, targets, defer=True), logits, feat, bias)
 
     def add_validation(self, factors: Factors, labels=None) -> None:
         """Add validation rows to this epoch's α (``alpha="valid"``): α = mean of l_i g_i over them (per class).
@@ -272,10 +275,8 @@ class EpochValuer:
             raise ValueError("add_validation: this valuer was built with alpha='train'; use alpha='valid'")
         if self.per_class and labels is None:
             raise ValueError("add_validation: per_class=True needs the labels of the validation batch")
-        keys = torch.zeros(factors.loss.shape[0], dtype=torch.int64) if not self.per_class else \
-            _int_tensor(labels, "add_validation: labels")
-        for g in torch.unique(keys).tolist():
-            st = utility_stats(factors[(keys == g).nonzero().squeeze(1).to(factors.err.device)], self.options)
+        keys = _int_tensor(labels, "add_validation: labels") if self.per_class else None
+        for g, st in stats_by_group(factors, self.options, keys).items():
             self._valid[g] = st + self._valid[g] if g in self._valid else st
 
     def value_epoch(self, model: nn.Module, loader, valid_loader=None, **kw) -> torch.Tensor:
@@ -347,7 +348,7 @@ class EpochValuer:
         Returns:
             :class:`chg.Values` (NaN for a point never valued).
         Raises:
-            ValueError: no epoch has ended yet, or only epochs among the first ``skip_epochs``.
+            ValueError: no epoch ended yet, or only epochs among the first ``skip_epochs``.
         """
         if self.epochs == 0:
             raise ValueError("values: no epoch has ended yet (call end_epoch, or separate_pass)")
@@ -359,6 +360,20 @@ class EpochValuer:
                 "alpha": self.alpha, "label_smoothing": float(self.label_smoothing),
                 "weight": None if self.weight is None else [float(w) for w in self.weight], **meta}
         return Values(torch.stack(self.epoch_values).numpy(), self.skip_epochs, meta=info)
+
+
+def _append(valuer: "EpochValuer", what: str, indices, targets, z, feat, bias, loss=None) -> None:
+    """One batch into the valuer's store, after the checks that need no value from the device (no sync)."""
+    idx = _int_tensor(indices, f"{what}: indices", z.device)
+    if not bias and valuer.gradient == "bias":
+        raise ValueError("gradient='bias' values the bias gradient, but the output layer has no bias; use "
+                         "gradient='full' (the weight gradient e ⊗ h)")
+    valuer._starts.append(valuer.store.size)
+    try:
+        valuer.store.append(idx, targets, z.detach(), feat.detach(), bias, loss)
+    except ValueError as e:
+        valuer._starts.pop()
+        raise ValueError(f"{what}: {e}") from None
 
 
 def _epoch_game(valuer: EpochValuer) -> torch.Tensor:
@@ -424,6 +439,7 @@ def separate_pass(valuer: EpochValuer, model: nn.Module, loader, valid_loader=No
     model.eval()
     try:
         tap = LastLayerTap(model, layer, output)
+        valuer.check_head(model, tap.layer)
         device = model_device(model)
         with tap:
             offset = 0

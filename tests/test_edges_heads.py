@@ -115,7 +115,7 @@ def test_a_head_replaced_after_the_tap_was_built_is_a_clear_error():
     another head instead of valuing a different game silently; a new tap on the new head works."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3))
-    x, y = torch.randn(8, 4), torch.arange(8) % 3
+    x = torch.randn(8, 4)
     tap = LastLayerTap(model)
     with tap:
         tap.read(model(x))
