@@ -37,7 +37,7 @@ from .shapley import _check_finite, _check_n, coefficients, mean_game_coefficien
 
 __all__ = ["Options", "UTILITIES", "GRADIENTS", "ALPHAS", "GroupStats", "group_stats", "values_from_factors",
            "factored_shapley", "shapley_from_factors", "utility_stats", "utility_values", "epoch_values",
-           "alpha_from_validation"]
+           "alpha_from_validation", "stats_by_group"]
 
 CHUNK_ELEMENTS = 1 << 20  # CPU: features per chunk (4 MiB of float32), in cache between a pass's two uses of them
 CHUNK_ROWS_ACCELERATOR = 1 << 18  # GPU: large chunks (launch overhead dominates, memory is plentiful)
@@ -179,17 +179,35 @@ class _Passes:
                 else max(256, CHUNK_ELEMENTS // max(D, err.shape[1], 1)))
         self.chunks = [slice(a, min(n, a + step)) for a in range(0, n, step)]
         self._kept = None  # (rows, h − μ) of a group that is one chunk: pass 2 reuses pass 1's
+        # several chunks: every per-chunk temporary lives in one scratch buffer, reused by every chunk of both passes
+        # (no allocation per chunk, so the heap does not grow by freed chunks: peak = inputs + one chunk's buffers)
+        C, m = err.shape[1], min(step, n)
+        many = len(self.chunks) > 1
+        self._hc = self.h.new_empty((m, D), dtype=self.dtype) if many and D else None  # h − μ
+        self._le = err.new_empty((m, C), dtype=torch.float64) if many else None  # l·e
+        self._hm = err.new_empty((m, C), dtype=self.dtype) if many else None  # (h − μ) m_featᵀ
+        self._hm64 = err.new_empty((m, C), dtype=torch.float64) if many else None
+        self._s = err.new_empty((C, D), dtype=self.dtype) if many else None  # one chunk's Σ l e (h − μ)ᵀ
+
+    @staticmethod
+    def _view(buf, rows):
+        return None if buf is None else buf[:rows.stop - rows.start]
 
     def le(self, rows):
         """l_i e_i of the chunk's rows (m, C) float64 (made per chunk: never an (n, C) float64 copy)."""
-        e = self.err[rows].to(torch.float64)
-        return e if self.loss is None else e * self.loss[rows].to(torch.float64)[:, None]
+        out = self._view(self._le, rows)
+        if out is None:  # one chunk: a new tensor (err itself when it is float64: never changed in place)
+            e = self.err[rows].to(torch.float64)
+            return e if self.loss is None else e * self.loss[rows].to(torch.float64)[:, None]
+        out.copy_(self.err[rows])
+        return out if self.loss is None else out.mul_(self.loss[rows].to(torch.float64)[:, None])
 
     def centred(self, rows):
         """h − μ of the chunk's rows (m, D) in the compute dtype (pass 1's, when the group is one chunk)."""
         if self._kept is not None and self._kept[0] == rows:
             return self._kept[1]
-        hc = torch.sub(self.h[rows], self.mu)
+        hc = torch.sub(self.h[rows], self.mu, out=self._view(self._hc, rows)) if self._hc is not None else \
+            torch.sub(self.h[rows], self.mu)
         if len(self.chunks) == 1:
             self._kept = (rows, hc)
         return hc
@@ -204,7 +222,11 @@ class _Passes:
         for rows in self.chunks:
             le = self.le(rows)  # (m, C) float64
             hc = self.centred(rows)  # (m, D)
-            s_feat.add_((le.to(self.dtype).T @ hc).to(torch.float64))  # (C, D) GEMM in dtype, summed in float64
+            if self._hm is None:
+                s_feat.add_((le.to(self.dtype).T @ hc).to(torch.float64))  # (C, D) GEMM in dtype, summed in float64
+            else:  # the same in the scratch buffers: l·e in dtype, then the (C, D) product
+                le_d = self._view(self._hm, rows).copy_(le)
+                s_feat.add_(torch.mm(le_d.T, hc, out=self._s))
             s_bias.add_(le.sum(0))
             h_sq = torch.addmv(torch.linalg.vector_norm(hc, dim=1).square_(), hc, self.mu, alpha=2)
             sq.append(torch.linalg.vecdot(le, le).mul_(h_sq.to(torch.float64).add_(const)))
@@ -219,8 +241,12 @@ class _Passes:
         b = torch.addmv(m[:, D], m[:, :D], self.mu64) if self.bias else m[:, :D] @ self.mu64  # (C,) μ's and bias' share
         out = []  # (m,) per chunk: l_j e_jᵀ (m_feat (h_j − μ) + b)
         for rows in self.chunks:
-            hm = F.linear(self.centred(rows), m_feat)  # (m, C) in dtype
-            out.append(torch.linalg.vecdot(self.le(rows), hm.to(torch.float64).add_(b)))
+            hc = self.centred(rows)
+            if self._hm is None:
+                hm = F.linear(hc, m_feat).to(torch.float64)  # (m, C) in dtype, then float64
+            else:
+                hm = self._view(self._hm64, rows).copy_(torch.matmul(hc, m_feat.T, out=self._view(self._hm, rows)))
+            out.append(torch.linalg.vecdot(self.le(rows), hm.add_(b)))
         return _cat(out, self.mu64)
 
 
@@ -552,3 +578,19 @@ def alpha_from_validation(valid: dict, group_ids: list, reduce=None) -> dict:
                              f"alpha='valid' with per_class=True needs every class in the validation set")
         out[g] = stats.sum / stats.n
     return out
+
+
+def stats_by_group(factors, options: Options, groups: Optional[torch.Tensor] = None) -> dict:
+    """:func:`utility_stats` of each group of rows (one group, 0, without ``groups``).
+
+    Args:
+        factors: :class:`chg.lastlayer.Factors` of the rows. options: :class:`Options`. groups: (m,) int64 labels, or
+            None.
+    Returns:
+        {group: :class:`GroupStats`}.
+    Raises:
+        ValueError: as :func:`utility_stats`.
+    """
+    if groups is None:
+        return {0: utility_stats(factors, options)}
+    return {g: utility_stats(factors[idx.to(factors.err.device)], options) for g, idx in _group_rows(groups)}
