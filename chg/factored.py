@@ -254,8 +254,8 @@ def group_stats(err: torch.Tensor, feat: Optional[torch.Tensor] = None,
 
     Args:
         err: (n, C) floating softmax − onehot. feat: (n, D) floating penultimate features, or None (bias gradient
-        only). loss: (n,) floating per-sample loss (CHG), or None (Gradient Shapley). bias: h̃ = [h; 1] (True) or h
-        (a bias-free output layer). n = 0 is allowed (zeros), so that every rank can take part in the all-reduce.
+            only). loss: (n,) floating per-sample loss (CHG), or None (Gradient Shapley). bias: h̃ = [h; 1] (True) or
+            h (a bias-free output layer). n = 0 is allowed (zeros), so that every rank can take part in the all-reduce.
     Returns:
         :class:`GroupStats` with ``sum`` (C, D+1), (C, D) or (C,) float64 on ``err``'s device.
     Raises:
@@ -424,8 +424,8 @@ def utility_values(factors, stats: GroupStats, options: Options, alpha: Optional
 
     Args:
         factors: the rows' :class:`chg.lastlayer.Factors`. stats: from :func:`utility_stats` (summed over batches /
-        ranks). options: :class:`Options`. alpha: the target of eq. (3) (shape of ``stats.sum``), None for the
-        group mean; must be None for Hardness Shapley.
+            ranks). options: :class:`Options`. alpha: the target of eq. (3) (shape of ``stats.sum``), None for the
+            group mean; must be None for Hardness Shapley.
     Returns:
         (m,) float64 on the factors' device.
     Raises:
