@@ -313,7 +313,7 @@ def values_from_factors(err: torch.Tensor, feat: Optional[torch.Tensor], loss: O
     Args:
         err, feat, loss, bias: the rows' factors, as in :func:`group_stats` (the same ``bias`` as for ``stats``).
         stats: the group's :class:`GroupStats`. alpha: the target, shape of ``stats.sum`` (or its flattening),
-        default ``stats.sum / stats.n``. sq_norms: the rows' ‖x_i‖² (m,) if known (else pass 1 computes them).
+            default ``stats.sum / stats.n``. sq_norms: the rows' ‖x_i‖² (m,) if known (else pass 1 computes them).
     Returns:
         (m,) float64 on ``err``'s device.
     Raises:
