@@ -61,7 +61,7 @@ class Options:
             ``"valid"`` — the mean of l_i g_i over a validation set. Hardness has no target: only ``"train"``.
         per_class: each class its own game (α and the statistics per class, as in Algorithm 2).
     Raises:
-        ValueError naming the option and its allowed values.
+        ValueError: naming the option and its allowed values.
     """
     utility: str = "chg"
     gradient: str = "full"
@@ -259,7 +259,7 @@ def group_stats(err: torch.Tensor, feat: Optional[torch.Tensor] = None,
     Returns:
         :class:`GroupStats` with ``sum`` (C, D+1), (C, D) or (C,) float64 on ``err``'s device.
     Raises:
-        ValueError on dtypes, shapes or devices that do not match, NaN/Inf inputs.
+        ValueError: on dtypes, shapes or devices that do not match, NaN/Inf inputs.
     """
     _validate(err, feat, loss, bias)
     fac = _Passes(err, feat, loss, bias)
@@ -317,7 +317,7 @@ def values_from_factors(err: torch.Tensor, feat: Optional[torch.Tensor], loss: O
     Returns:
         (m,) float64 on ``err``'s device.
     Raises:
-        ValueError on mismatched shapes (also against ``stats``), dtypes, devices, NaN/Inf, ``stats.n`` < 1.
+        ValueError: on mismatched shapes (also against ``stats``), dtypes, devices, NaN/Inf, ``stats.n`` < 1.
     """
     _validate(err, feat, loss, bias)
     if feat is not None and (stats.sum.ndim != 2 or stats.sum.shape[1] != feat.shape[1] + bias):
@@ -346,7 +346,7 @@ def factored_shapley(err: torch.Tensor, feat: Optional[torch.Tensor] = None, los
     Returns:
         (n,) float64 values on ``err``'s device.
     Raises:
-        ValueError on shapes, dtypes or devices that do not match, NaN/Inf, an empty group, a bad ``alpha``.
+        ValueError: on shapes, dtypes or devices that do not match, NaN/Inf, an empty group, a bad ``alpha``.
     """
     if groups is None:
         return _group_values(err, feat, loss, alpha, bias)
@@ -406,7 +406,7 @@ def utility_stats(factors, options: Options) -> GroupStats:
         :class:`GroupStats`: for CHG / Gradient Shapley those of :func:`group_stats`; for Hardness Shapley n,
         ``sum`` = (Σ l_i,) (1,) float64 and ``sum_sq_norms`` = 0 (the mean game needs n and Σ l only).
     Raises:
-        ValueError as :func:`group_stats`, or gradient='bias' with a bias-free head.
+        ValueError: as :func:`group_stats`, or gradient='bias' with a bias-free head.
     """
     if options.utility == "hardness":
         loss = _loss64(factors)
@@ -429,7 +429,7 @@ def utility_values(factors, stats: GroupStats, options: Options, alpha: Optional
     Returns:
         (m,) float64 on the factors' device.
     Raises:
-        ValueError on bad inputs, ``stats.n`` < 1, an α with Hardness Shapley.
+        ValueError: on bad inputs, ``stats.n`` < 1, an α with Hardness Shapley.
     """
     if options.utility == "hardness":
         if alpha is not None:
@@ -457,7 +457,7 @@ def shapley_from_factors(factors, utility: str = "chg", gradient: str = "full",
     Returns:
         (n,) float64 on the factors' device.
     Raises:
-        ValueError on unknown options and bad inputs (see :func:`factored_shapley`).
+        ValueError: on unknown options and bad inputs (see :func:`factored_shapley`).
     """
     options = Options.of(options, utility=utility, gradient=gradient)
     if options.utility == "hardness" and alpha is not None:

@@ -203,7 +203,7 @@ class EpochValuer:
             or ``torch.float16`` halve the memory, eq. (3) still runs in float32/float64). offload: None | "host" |
             "disk" (memory-mapped files in ``directory``): where the rows are kept (:mod:`chg.store`).
     Raises:
-        ValueError for an invalid ``n``, ``skip_epochs``, option, storage dtype or offload.
+        ValueError: for an invalid ``n``, ``skip_epochs``, option, storage dtype or offload.
     """
 
     def __init__(self, n: int, utility: str = "chg", gradient: str = "full", per_class: bool = False,
@@ -546,8 +546,8 @@ def value_data(model: nn.Module, train_dataset, valid_dataset=None, config: Opti
         :class:`chg.Values`: each point's value averaged over the epochs (after the first ``skip_epochs``), with the
         per-epoch history; with ``return_valuer``, ``(values, valuer)``.
     Raises:
-        ValueError for unknown settings or options, a ``skip_epochs`` that is not an integer in [0, epochs), and
-        data it cannot read as (x, y) rows.
+        ValueError: for unknown settings or options, a ``skip_epochs`` that is not an integer in [0, epochs), and
+            data it cannot read as (x, y) rows.
     """
     if config is not None and not isinstance(config, ValueDataConfig):
         raise ValueError(f"value_data: config must be a ValueDataConfig, got {type(config).__name__}")
