@@ -60,7 +60,7 @@ def _identifier(obj: griffe.Object, target: str) -> str:
 
 
 def _code(text: str) -> str:
-    """A Markdown code span of ``text`` (its content is not read as Markdown: ``\sum_{k}`` stays as written)."""
+    r"""A Markdown code span of ``text`` (its content is not read as Markdown: ``\sum_{k}`` stays as written)."""
     ticks = "``" if "`" in text else "`"
     pad = " " if text.startswith("`") or text.endswith("`") else ""
     return f"{ticks}{pad}{text}{pad}{ticks}"
