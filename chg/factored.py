@@ -262,12 +262,12 @@ def group_stats(err: torch.Tensor, feat: Optional[torch.Tensor] = None,
 
     Args:
         err: (n, C) floating softmax − onehot. feat: (n, D) floating penultimate features, or None (bias gradient
-        only). loss: (n,) floating per-sample loss (CHG), or None (Gradient Shapley). bias: h̃ = [h; 1] (True) or h
-        (a bias-free output layer). n = 0 is allowed (zeros), so that every rank can take part in the all-reduce.
+            only). loss: (n,) floating per-sample loss (CHG), or None (Gradient Shapley). bias: h̃ = [h; 1] (True) or
+            h (a bias-free output layer). n = 0 is allowed (zeros), so that every rank can take part in the all-reduce.
     Returns:
         :class:`GroupStats` with ``sum`` (C, D+1), (C, D) or (C,) float64 on ``err``'s device.
     Raises:
-        ValueError on dtypes, shapes or devices that do not match, NaN/Inf inputs.
+        ValueError: on dtypes, shapes or devices that do not match, NaN/Inf inputs.
     """
     _validate(err, feat, loss, bias)
     fac = _Passes(err, feat, loss, bias)
@@ -321,11 +321,11 @@ def values_from_factors(err: torch.Tensor, feat: Optional[torch.Tensor], loss: O
     Args:
         err, feat, loss, bias: the rows' factors, as in :func:`group_stats` (the same ``bias`` as for ``stats``).
         stats: the group's :class:`GroupStats`. alpha: the target, shape of ``stats.sum`` (or its flattening),
-        default ``stats.sum / stats.n``. sq_norms: the rows' ‖x_i‖² (m,) if known (else pass 1 computes them).
+            default ``stats.sum / stats.n``. sq_norms: the rows' ‖x_i‖² (m,) if known (else pass 1 computes them).
     Returns:
         (m,) float64 on ``err``'s device.
     Raises:
-        ValueError on mismatched shapes (also against ``stats``), dtypes, devices, NaN/Inf, ``stats.n`` < 1.
+        ValueError: on mismatched shapes (also against ``stats``), dtypes, devices, NaN/Inf, ``stats.n`` < 1.
     """
     _validate(err, feat, loss, bias)
     if feat is not None and (stats.sum.ndim != 2 or stats.sum.shape[1] != feat.shape[1] + bias):
@@ -354,7 +354,7 @@ def factored_shapley(err: torch.Tensor, feat: Optional[torch.Tensor] = None, los
     Returns:
         (n,) float64 values on ``err``'s device.
     Raises:
-        ValueError on shapes, dtypes or devices that do not match, NaN/Inf, an empty group, a bad ``alpha``.
+        ValueError: on shapes, dtypes or devices that do not match, NaN/Inf, an empty group, a bad ``alpha``.
     """
     if groups is None:
         return _group_values(err, feat, loss, alpha, bias)
@@ -414,7 +414,7 @@ def utility_stats(factors, options: Options) -> GroupStats:
         :class:`GroupStats`: for CHG / Gradient Shapley those of :func:`group_stats`; for Hardness Shapley n,
         ``sum`` = (Σ l_i,) (1,) float64 and ``sum_sq_norms`` = 0 (the mean game needs n and Σ l only).
     Raises:
-        ValueError as :func:`group_stats`, or gradient='bias' with a bias-free head.
+        ValueError: as :func:`group_stats`, or gradient='bias' with a bias-free head.
     """
     if options.utility == "hardness":
         loss = _loss64(factors)
@@ -432,12 +432,12 @@ def utility_values(factors, stats: GroupStats, options: Options, alpha: Optional
 
     Args:
         factors: the rows' :class:`chg.lastlayer.Factors`. stats: from :func:`utility_stats` (summed over batches /
-        ranks). options: :class:`Options`. alpha: the target of eq. (3) (shape of ``stats.sum``), None for the
-        group mean; must be None for Hardness Shapley.
+            ranks). options: :class:`Options`. alpha: the target of eq. (3) (shape of ``stats.sum``), None for the
+            group mean; must be None for Hardness Shapley.
     Returns:
         (m,) float64 on the factors' device.
     Raises:
-        ValueError on bad inputs, ``stats.n`` < 1, an α with Hardness Shapley.
+        ValueError: on bad inputs, ``stats.n`` < 1, an α with Hardness Shapley.
     """
     if options.utility == "hardness":
         if alpha is not None:
@@ -464,8 +464,8 @@ def shapley_from_factors(factors, utility: str = "chg", gradient: str = "full",
     Returns:
         (n,) float64 on the factors' device.
     Raises:
-        TypeError / ValueError: an option of the wrong type / value; ValueError on bad inputs (see
-        :func:`factored_shapley`).
+        TypeError: an option of the wrong type.
+        ValueError: an unknown option value, and bad inputs (see :func:`factored_shapley`).
     """
     options = Options(utility=utility, gradient=gradient)
     if options.utility == "hardness" and alpha is not None:

@@ -22,8 +22,8 @@ def atomic_write(path: Path, write) -> None:
     Returns:
         None.
     Raises:
-        whatever ``write`` or the file system raises (``OSError``, ...), after removing the temporary file; ``path``
-        is then left as it was.
+        Exception: whatever ``write`` or the file system raises (``OSError``, ...), after removing the temporary
+            file; ``path`` is then left as it was.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -564,7 +564,7 @@ def compute_factors(model: nn.Module, inputs, targets: Optional[torch.Tensor] = 
         :class:`Factors` of all rows, in order, on the model's device. The model's mode (train/eval) is left as it
         is: put it in eval mode for Algorithm 1's values at θ_k (:meth:`chg.EpochValuer.value_epoch` does).
     Raises:
-        ValueError / RuntimeError as :class:`LastLayerTap` and :func:`factors_from_logits` do.
+        ValueError / RuntimeError: as :class:`LastLayerTap` and :func:`factors_from_logits` do.
     """
     if targets is None:
         if isinstance(inputs, torch.Tensor):

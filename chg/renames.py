@@ -37,7 +37,7 @@ def renamed(version: str, **old_to_new: Optional[str]) -> Callable:
         function's); on a class it wraps the class's ``__init__`` in place and returns the class.
     Raises:
         ValueError: an old name equal to its new one. The decorated callable raises ``TypeError``:
-        ``"value_data() got the keyword 'weighting', renamed to 'utility' in 0.2.0 (see CHANGELOG.md)"``.
+            ``"value_data() got the keyword 'weighting', renamed to 'utility' in 0.2.0 (see CHANGELOG.md)"``.
     """
     for old, new in old_to_new.items():
         if old == new:

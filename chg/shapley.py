@@ -196,7 +196,7 @@ def hardness_shapley(loss):
         (n ≥ 2; φ = l for n = 1; :func:`mean_game_coefficients`); numpy in → numpy out, torch in → torch out on the
         same device. For values from statistics summed over batches or ranks see :func:`chg.factored.utility_values`.
     Raises:
-        ValueError if ``loss`` is not 1-D, empty, complex or not finite.
+        ValueError: if ``loss`` is not 1-D, empty, complex or not finite.
     """
     is_numpy = not isinstance(loss, torch.Tensor)
     lt = _as_float64_tensor(loss, "loss")

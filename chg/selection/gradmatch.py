@@ -157,7 +157,7 @@ def gradmatch_pb(err: torch.Tensor, feat: torch.Tensor, k: int, batch_size: int,
     Args:
         err: (n, C) and feat: (n, D) pool factors. k: the budget, 1 ≤ k ≤ n. batch_size: points per mini-batch.
         generator: draws the permutation and the fill-up batches. target_grad: (C, D+1) the gradient to match per
-        point (default: the pool's mean gradient). tol, ridge, normalize: as in :func:`nonneg_omp_gram`.
+            point (default: the pool's mean gradient). tol, ridge, normalize: as in :func:`nonneg_omp_gram`.
     Returns:
         ``(indices, weights)``: (k,) int64 pool indices and (k,) float32 weights (each point its batch's weight).
     Raises:
