@@ -78,6 +78,9 @@ def test_embeddings_are_disjoint_from_the_table1_splits(tmp_path, monkeypatch):
     images = load_dataset("fashion_mnist", seed=0, val_fraction=0.0)
     model = ImageMLP((1, 28, 28), 10, odv_data.EMBEDDER["hidden"])
     model.load_state_dict({k: torch.from_numpy(v) for k, v in e["state"].items()})
+    with torch.no_grad():  # the embedder's test accuracy (chg.experiments.train.evaluate), counted by hand
+        correct = int((model(images.test.x).argmax(1) == images.test.y).sum())
+    assert e["test_accuracy"] == pytest.approx(correct / len(images.test.y), abs=1e-12)
     cfg = odv_presets.PRESETS["medium"]
     for seed in cfg.seeds:
         f = odv_data.make_fetcher(cfg, odv_presets.EMBED_DATASET, "label", seed)
