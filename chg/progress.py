@@ -14,17 +14,21 @@ when the bar's stream (stderr) is a terminal — so logs, CI and redirected outp
 Messages go through :mod:`logging` under the ``"chg"`` logger (:func:`get_logger`), never ``print``; the library
 adds no handler (Python's logging convention), so nothing is shown unless the application configures logging —
 the ``chg`` command does, with :func:`log_to_stderr`.
+
+Third-party loops that draw their own tqdm bars (OpenDataVal's evaluators) are silenced for one block with
+:func:`silenced_bars`; nothing in chg changes tqdm for the whole process.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from contextlib import contextmanager
-from typing import Iterable, Optional
+from typing import Iterable, Iterator, Optional
 
 from tqdm import tqdm
 
-__all__ = ["progress", "progress_enabled", "set_progress", "get_logger", "log_to_stderr"]
+__all__ = ["progress", "progress_enabled", "set_progress", "silenced_bars", "get_logger", "log_to_stderr"]
 
 _DEFAULT: Optional[bool] = None  # set_progress(): the process-wide choice for enabled=None
 
@@ -93,6 +97,27 @@ def progress(iterable: Optional[Iterable] = None, *, desc: Optional[str] = None,
     stream = sys.stderr if file is None else file
     return tqdm(iterable, desc=desc, total=total, unit=unit, leave=leave, file=stream,
                 disable=not progress_enabled(enabled, stream), dynamic_ncols=True, **kwargs)
+
+
+@contextmanager
+def silenced_bars() -> Iterator[None]:
+    """While open, every tqdm bar created (by any code: a third-party loop such as OpenDataVal's evaluators) is
+    disabled; on leaving, also by an exception, tqdm is exactly as it was.
+
+    tqdm's own switch, the environment variable ``TQDM_DISABLE``, is read once when tqdm is imported, so it cannot
+    be scoped to a block; instead ``disable=True`` becomes the default of ``tqdm.__init__`` for the block only (a
+    call that passes ``disable=`` itself still decides). Blocks may nest. Not for threads: a bar another thread
+    creates meanwhile is silenced too.
+
+    Yields:
+        None, while bars are off.
+    """
+    saved = vars(tqdm)["__init__"]  # the class's own attribute (tqdm wraps it), put back as it was
+    tqdm.__init__ = functools.partialmethod(saved, disable=True)
+    try:
+        yield
+    finally:
+        tqdm.__init__ = saved
 
 
 def get_logger(name: str = "chg") -> logging.Logger:

@@ -10,7 +10,9 @@ seeds. Writes ``figures/[<scale>/]figure1.png`` and ``.pdf``.
 from __future__ import annotations
 
 import numpy as np
-from kit import odv as oc
+from kit import odv
+from kit.odv_presets import LABELS, OdvPreset
+from kit.odv_text import settings_line
 from kit.style import draw_panel, finish_figure, plt
 
 
@@ -31,8 +33,8 @@ def curves(recs: list) -> dict:
     return out
 
 
-def render(cfg: oc.OdvPreset, scale: str) -> None:
-    recs = oc.require_records(cfg, scale, "Figure 1")
+def render(cfg: OdvPreset, scale: str) -> None:
+    recs = odv.require_records(cfg, scale, "Figure 1")
     data = curves(recs)
     if not data:
         raise SystemExit(f"no label-noise runs of scale {scale} on disk for Figure 1")
@@ -42,13 +44,13 @@ def render(cfg: oc.OdvPreset, scale: str) -> None:
         for j, title in enumerate(("highest value removed first (lower is better)",
                                    "lowest value removed first (higher is better)")):
             lines = {m: (frac, ys[j]) for m, (frac, *ys) in data[d].items()}
-            draw_panel(axes[i][j], lines, cfg.methods, oc.LABELS, f"{d}: {title}", "fraction of training data removed",
+            draw_panel(axes[i][j], lines, cfg.methods, LABELS, f"{d}: {title}", "fraction of training data removed",
                        "test accuracy")
     finish_figure(fig, scale, "figure1",
                   "Figure 1 (measured): point removal, CHG Shapley vs baselines (paper: CIFAR10-embeddings)",
-                  oc.settings_line(recs, scale, "labels flipped") + "; made by reproduce/figure1.py from "
+                  settings_line(recs, scale, "labels flipped") + "; made by reproduce/figure1.py from "
                   f"reproduce/results/{scale}/table1/", axes[0][1], "lower left")
 
 
 if __name__ == "__main__":
-    oc.main(__doc__, render)
+    odv.main(__doc__, render)

@@ -4,11 +4,12 @@
 
 Compute step (skips runs already on disk): every (data set, noise ∈ {label, feature}, method, seed) run of
 ``kit.odv`` → ``reproduce/results/<scale>/table1/*.json``. Render step: ``figures/[<scale>/]table1.md`` and ``.tex``.
-Presets: ``kit.odv.PRESETS`` (``--show`` prints the resolved one).
+Presets: ``kit.odv_presets.PRESETS`` (``--show`` prints the resolved one).
 
 Tasks and scores (mean ± std over seeds, per data set):
 * noisy label / noisy feature detection (opendataval's ``mix_labels`` / ``add_gauss_noise``): AUC of "low value ⇒
-  corrupted" and the F1 of opendataval's 2-means split (``noisy_detection``);
+  corrupted" and the F1 of opendataval's 2-means split (``noisy_detection``), both by the one scorer
+  ``chg.detection.detection_metrics`` on the records' data values (``kit.odv.detection``);
 * point removal: test accuracy of the model retrained after removing the highest-valued points first, averaged over
   removed fractions 0–50 % (lower = better values); label-noise runs;
 * point addition: the same with the lowest-valued points removed first, i.e. data added in decreasing value
@@ -20,8 +21,9 @@ table, a verdict per symbol of CHG's row (:func:`verdicts`), and at medium scale
 from __future__ import annotations
 
 import numpy as np
-from kit import odv as oc
-from kit import grid, tables
+from kit import grid, odv, tables
+from kit.odv_presets import EMBED_DATASET, LABELS, NOISES, OMITTED, PAPER_SYMBOLS, PRESETS, TIMING_NOTES, OdvPreset
+from kit.odv_text import data_text, notebook_f1
 
 TASKS = ("label", "feature", "removal", "addition")
 TASK_NAMES = {"label": "Noisy label detection", "feature": "Noisy feature detection", "removal": "Point removal",
@@ -36,17 +38,23 @@ def removal_scores(rec: dict, max_fraction: float) -> tuple:
     return float(np.mean([r["high_first"][i] for i in keep])), float(np.mean([r["low_first"][i] for i in keep]))
 
 
-def aggregate(cfg: oc.OdvPreset, runs: list) -> dict:
-    """{dataset: {method: {metric: [per-seed values]}}}."""
+def aggregate(cfg: OdvPreset, runs: list) -> dict:
+    """{dataset: {method: {metric: [per-seed values]}}}; detection metrics by :func:`kit.odv.detection` (the one
+    scorer, chg.detection.detection_metrics, on each record's data values): AUC = ``roc_auc``, F1 = OpenDataVal's
+    2-means F1, and the size of its flagged cluster (``{noise}_flagged``) beside the number corrupted."""
     table: dict = {}
     for rec in runs:
         c, m = rec["config"], rec["metrics"]
         cell = table.setdefault(c["dataset"], {}).setdefault(c["method"], {})
         z = c["noise"]
-        cell.setdefault(f"{z}_auc", []).append(m["auc"])
-        cell.setdefault(f"{z}_f1", []).append(m["f1_kmeans"])
-        cell.setdefault(f"{z}_auc_by_seed", {})[rec["seed"]] = m["auc"]
-        cell.setdefault(f"{z}_f1_by_seed", {})[rec["seed"]] = m["f1_kmeans"]
+        det = odv.detection(rec)
+        auc, f1 = det["roc_auc"], det["f1_2means_opendataval"]
+        cell.setdefault(f"{z}_auc", []).append(auc)
+        cell.setdefault(f"{z}_f1", []).append(f1)
+        cell.setdefault(f"{z}_auc_by_seed", {})[rec["seed"]] = auc
+        cell.setdefault(f"{z}_f1_by_seed", {})[rec["seed"]] = f1
+        cell.setdefault(f"{z}_flagged", []).append(det["flagged_2means_opendataval"])
+        cell.setdefault(f"{z}_corrupted", []).append(det["k"])
         cell.setdefault("wall_time_s", []).append(m["wall_time_s"])
         cell.setdefault("model_fits", []).append(m["model_fits"])
         cell.setdefault("seeds", set()).add(rec["seed"])
@@ -91,32 +99,32 @@ def pm(values, digits=3) -> str:
     return tables.pm(values, digits)
 
 
-def scale_notes(cfg: oc.OdvPreset, runs: list) -> str:
+def scale_notes(cfg: OdvPreset, runs: list) -> str:
     """The caption's sentences on what this scale runs differently: its data (the embeddings), its noise kinds, and
-    each method of the quick preset it leaves out, with the reason (kit.odv.OMITTED)."""
+    each method of the quick preset it leaves out, with the reason (kit.odv_presets.OMITTED)."""
     out = []
-    data = oc.data_text(runs)
+    data = data_text(runs)
     if data:
         out.append(f"Data: {data}.")
     noises = sorted({r["config"]["noise"] for r in runs})
-    if tuple(noises) != tuple(sorted(oc.NOISES)):
+    if tuple(noises) != tuple(sorted(NOISES)):
         out.append(f"Noise kinds run: {', '.join(noises)} only (the feature columns read 'not run').")
     done = {r["run_id"] for r in runs}
     missing: dict = {}
-    for r in oc.runs(cfg):
+    for r in odv.runs(cfg):
         if r.run_id not in done:
             missing.setdefault(r.config["method"], []).append(r.seed)
     if missing:
-        out.append(f"**Incomplete grid**: {sum(map(len, missing.values()))} of {len(oc.runs(cfg))} runs of this "
+        out.append(f"**Incomplete grid**: {sum(map(len, missing.values()))} of {len(odv.runs(cfg))} runs of this "
                    "preset are not in the records yet (the same command resumes the grid): " + "; ".join(
-                       f"{oc.LABELS[m]} seeds {seeds}" for m, seeds in missing.items())
+                       f"{LABELS[m]} seeds {seeds}" for m, seeds in missing.items())
                    + ". Means over fewer seeds than the caption lists are over the seeds recorded.")
     scale = {r["scale"] for r in runs}
-    out += [f"Timing: {oc.TIMING_NOTES[z]}." for z in sorted(scale) if z in oc.TIMING_NOTES]
-    left_out = [m for m in oc.PRESETS["quick"].methods if m not in cfg.methods]
+    out += [f"Timing: {TIMING_NOTES[z]}." for z in sorted(scale) if z in TIMING_NOTES]
+    left_out = [m for m in PRESETS["quick"].methods if m not in cfg.methods]
     if left_out:
         out.append("Left out at this scale (every other method of the quick preset is run): " + "; ".join(
-            f"{oc.LABELS[m]}: {oc.OMITTED.get(m, 'not in this preset')}" for m in left_out) + ".")
+            f"{LABELS[m]}: {OMITTED.get(m, 'not in this preset')}" for m in left_out) + ".")
     return " ".join(out)
 
 
@@ -166,7 +174,7 @@ def rows(table: dict, methods: list, datasets: list) -> list:
     for m in methods:
         for j, d in enumerate(datasets):
             c = table.get(d, {}).get(m)
-            first = [oc.LABELS[m] if j == 0 else "″", d, oc.PAPER_SYMBOLS[m] if j == 0 else "″"]
+            first = [LABELS[m] if j == 0 else "″", d, PAPER_SYMBOLS[m] if j == 0 else "″"]
             if c is None:
                 out.append(first + ["not run"] * (len(COLUMNS) + 3))
                 continue
@@ -205,8 +213,8 @@ def verdicts(datasets: list, table: dict) -> str:
     """One sentence per symbol of the paper's Table 1 row for CHG Shapley (Alg. 1), computed from the records: the
     measured symbol against the paper's, with CHG's scores and its paired differences to Data-OOB, KNN Shapley and
     Random (detection), or its accuracy against Random's (removal/addition)."""
-    paper = dict(zip(TASKS, oc.PAPER_SYMBOLS["chg"].split()))
-    out = [f"**Verdicts: the paper's Table 1 symbols for CHG Shapley (Alg. 1)** ({oc.PAPER_SYMBOLS['chg']} = noisy "
+    paper = dict(zip(TASKS, PAPER_SYMBOLS["chg"].split()))
+    out = [f"**Verdicts: the paper's Table 1 symbols for CHG Shapley (Alg. 1)** ({PAPER_SYMBOLS['chg']} = noisy "
            "label, noisy feature, point removal, point addition), measured here with the rule of the caption; "
            "'holds' = the measured symbol is at least the paper's. 'vs X': CHG's score minus X's, paired by seed "
            "(mean ± standard error over the seeds both ran); higher/lower = beyond two standard errors, else tie.",
@@ -227,7 +235,7 @@ def verdicts(datasets: list, table: dict) -> str:
                      "holds" if RANK[ours] >= RANK[paper[t]] else "does NOT hold")
             if t in ("label", "feature"):
                 rivals = [r for r in RIVALS if f"{t}_auc_by_seed" in row.get(r, {})]
-                vs = "; ".join(f"vs {oc.LABELS[r]}: AUC {versus(f'{t}_auc', cell, row[r])}, F1 "
+                vs = "; ".join(f"vs {LABELS[r]}: AUC {versus(f'{t}_auc', cell, row[r])}, F1 "
                                f"{versus(f'{t}_f1', cell, row[r])}" for r in rivals)
                 out.append(f"{head} → {holds}. CHG AUC {pm(cell[f'{t}_auc'])}, F1 {pm(cell[f'{t}_f1'])}; {vs}.")
             else:
@@ -241,31 +249,31 @@ def verdicts(datasets: list, table: dict) -> str:
 def notebook_block(table: dict, datasets: list) -> list:
     """The authors' notebook's noisy-label F1 (CIFAR-10 embeddings) beside ours on the Fashion-MNIST embeddings,
     one row per method of either; [] unless the embeddings are among the data sets."""
-    nb = oc.notebook_f1()
-    if oc.EMBED_DATASET not in datasets or not nb:
+    nb = notebook_f1()
+    if EMBED_DATASET not in datasets or not nb:
         return []
-    row = table[oc.EMBED_DATASET]
-    labels = {**oc.LABELS, "influence_subsample": "InfluenceSubsample (not run here)"}
+    row = table[EMBED_DATASET]
+    labels = {**LABELS, "influence_subsample": "InfluenceSubsample (not run here)"}
     methods = sorted(nb, key=lambda m: -nb[m]) + [m for m in row if m not in nb]
     body = tuple((labels[m], pm(row[m]["label_f1"]) if m in row else "not run",
                   pm(row[m]["label_auc"]) if m in row else "not run", f"{nb[m]:.3f}" if m in nb else "—")
                  for m in methods)
     common = [m for m in nb if m in row]
     ours_order = sorted(common, key=lambda m: -np.mean(row[m]["label_f1"]))
-    text = (f"**Noisy-label F1 beside the authors' notebook.** Ours: {oc.EMBED_DATASET}, mean ± std over seeds. "
+    text = (f"**Noisy-label F1 beside the authors' notebook.** Ours: {EMBED_DATASET}, mean ± std over seeds. "
             "Theirs: '[authors' notebook, CIFAR-10 embeddings]' = the F1 published in the authors' official notebook "
             "for CIFAR-10 ResNet-50 embeddings (reproduce/paper_numbers.txt, [table1 notebook f1]), under the same "
             "protocol (1,000 train / 100 valid / 300 test, 10% label noise, logistic regression, 10 epochs) but on "
             "other data and one run of theirs: NOT comparable number for number, only as an order. Their order of "
             f"the methods both ran: {' > '.join(labels[m] for m in common)}; ours by mean F1: "
             f"{' > '.join(labels[m] for m in ours_order)}.")
-    head = ("Method", f"Ours: label F1 ({oc.EMBED_DATASET})", "Ours: label AUC",
+    head = ("Method", f"Ours: label F1 ({EMBED_DATASET})", "Ours: label AUC",
             "[authors' notebook, CIFAR-10 embeddings] F1")
     return [text, tables.Table(head, body, title="Noisy-label F1: ours vs the authors' notebook (other data)")]
 
 
-def render(cfg: oc.OdvPreset, scale: str) -> str:
-    runs = oc.require_records(cfg, scale, "Table 1")
+def render(cfg: OdvPreset, scale: str) -> str:
+    runs = odv.require_records(cfg, scale, "Table 1")
     table = aggregate(cfg, runs)
     datasets = [d for d in cfg.datasets if d in table]
     methods = [m for m in cfg.methods if any(m in table[d] for d in datasets)]
@@ -281,28 +289,25 @@ def render(cfg: oc.OdvPreset, scale: str) -> str:
 
 def summary(datasets: list, table: dict, runs: list) -> str:
     """The closing note: CHG vs Data-OOB and KNN Shapley on noisy labels; CHG's speed vs every method."""
-    from opendataval.experiment.util import oned_twonn_clustering
     out = ["**Noisy-label detection, CHG vs Data-OOB and KNN Shapley** (AUC mean ± std; F1 mean ± std):", ""]
     for d in datasets:
         row = table.get(d, {})
-        parts = [f"{oc.LABELS[m]} {pm(row[m].get('label_auc', []))}; {pm(row[m].get('label_f1', []))}"
+        parts = [f"{LABELS[m]} {pm(row[m].get('label_auc', []))}; {pm(row[m].get('label_f1', []))}"
                  for m in ("chg", "chg_ride", "dataoob", "dataoob_default", "knnshapley") if m in row]
         out.append(f"- {d}: " + " | ".join(parts))
     out += ["", "**Size of the 2-means 'low value' cluster** that the F1 scores (label noise, mean over seeds; the "
             "number of corrupted points is given first): a long tail of very low values makes 2-means split off "
             "only a few points, hence a low F1 beside a high AUC.", ""]
     for d in datasets:
-        sizes, n_noisy = {}, set()
-        for rec in runs:
-            c = rec["config"]
-            if c["dataset"] == d and c["noise"] == "label" and c["method"] in ("chg", "chg_ride", "dataoob",
-                                                                              "knnshapley"):
-                lo, _ = oned_twonn_clustering(np.asarray(rec["values"]))
-                sizes.setdefault(c["method"], []).append(len(lo))
-                n_noisy.add(len(rec["noisy_indices"]))
+        row = table.get(d, {})
+        methods = [m for m in dict.fromkeys(r["config"]["method"] for r in runs  # in the records' order
+                                            if r["config"]["dataset"] == d and r["config"]["noise"] == "label")
+                   if m in ("chg", "chg_ride", "dataoob", "knnshapley")]
+        sizes = {m: row[m]["label_flagged"] for m in methods}
+        n_noisy = {k for m in methods for k in row[m]["label_corrupted"]}
         if sizes:
             out.append(f"- {d}: corrupted {sorted(n_noisy)}; " + ", ".join(
-                f"{oc.LABELS[m]} {np.mean(v):.1f}" for m, v in sizes.items()))
+                f"{LABELS[m]} {np.mean(v):.1f}" for m, v in sizes.items()))
     out += ["", "**Wall time of CHG Shapley (Alg. 1) relative to each method** (mean time of the method / mean "
             "time of CHG, over both noise kinds and all seeds):", ""]
     for d in datasets:
@@ -310,10 +315,10 @@ def summary(datasets: list, table: dict, runs: list) -> str:
         if "chg" not in row:
             continue
         t_chg = np.mean(row["chg"]["wall_time_s"])
-        parts = [f"{oc.LABELS[m]} {np.mean(row[m]['wall_time_s']) / t_chg:.3g}×" for m in row if m != "chg"]
+        parts = [f"{LABELS[m]} {np.mean(row[m]['wall_time_s']) / t_chg:.3g}×" for m in row if m != "chg"]
         out.append(f"- {d} (CHG {t_chg:.3f} s): " + ", ".join(parts))
     return "\n".join(out)
 
 
 if __name__ == "__main__":
-    oc.main(__doc__, render)
+    odv.main(__doc__, render)

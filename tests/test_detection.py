@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from chg.experiments.data import DataBundle, Split, add_label_noise
-from chg.detection import (confident_learning, detection_metrics, el2n, f1_two_means, knn_shapley, mean_loss,
-                           out_of_sample_probs, precision_at_k, suspicion_from_values)
+from chg.detection import (confident_learning, detection_metrics, discovery_curve, el2n, f1_two_means,
+                           f1_two_means_opendataval, knn_shapley, mean_loss, noisy_mask, out_of_sample_probs,
+                           precision_at_k, suspicion_from_values)
 from chg.experiments.detection import DetectionConfig, run_detection
 from chg.experiments.models import ImageMLP, build_model
 
@@ -50,6 +51,74 @@ def test_metrics_bad_input():
     with pytest.raises(ValueError, match="k must lie"):
         precision_at_k([0.1, 0.2], [True, False], k=3)
     assert f1_two_means([5.0, 4.9, 0.1, 0.0], [True, True, False, False]) == 1.0
+    with pytest.raises(ValueError, match="higher_is must be one of"):
+        detection_metrics([0.1, 0.2], [True, False], higher_is="lower")
+    with pytest.raises(ValueError, match=r"boolean mask.*noisy_mask\(indices, n\)"):  # indices passed as a mask
+        detection_metrics([0.1, 0.2, 0.3, 0.4], [0, 3, 2, 1])
+    with pytest.raises(ValueError, match="fractions must lie"):
+        discovery_curve([0.1, 0.2], [True, False], [0.5, 1.5])
+
+
+def test_values_are_scored_as_minus_values_bit_for_bit():
+    """``higher_is="valuable"`` is exactly the suspicion -values (Table 1's data values vs the detectors' scores)."""
+    rng = np.random.default_rng(1)
+    v = rng.normal(size=120)
+    t = rng.random(120) < 0.25
+    as_values = detection_metrics(v, t, higher_is="valuable", opendataval=True)
+    assert as_values == detection_metrics(-v, t, opendataval=True)
+    assert as_values == detection_metrics(suspicion_from_values(v), t, higher_is="suspicious", opendataval=True)
+    assert as_values["roc_auc"] == pytest.approx(1.0 - detection_metrics(v, t)["roc_auc"], abs=1e-15)  # no ties
+    assert discovery_curve(v, t, [0.1, 0.5], higher_is="valuable").tolist() == \
+        discovery_curve(-v, t, [0.1, 0.5]).tolist()
+
+
+def test_noisy_mask_from_indices():
+    assert noisy_mask([3, 0], 5).tolist() == [True, False, False, True, False]
+    assert noisy_mask(np.array([], dtype=np.int64), 2).tolist() == [False, False]
+    for bad, match in (([5], r"lie in \[0, 5\)"), ([1, 1], "repeat"), ([0.5], "integers")):
+        with pytest.raises(ValueError, match=match):
+            noisy_mask(bad, 5)
+
+
+def test_discovery_curve_against_counting():
+    """Share of flipped points among the round(f·n) most suspect (ties: lower index first), counted by hand."""
+    rng = np.random.default_rng(2)
+    s = rng.integers(0, 5, 97).astype(float)  # many ties
+    t = rng.random(97) < 0.3
+    grid = np.linspace(0, 1, 23)
+    order = sorted(range(97), key=lambda i: (-s[i], i))
+    want = [t[order[:int(np.round(f * 97))]].sum() / t.sum() for f in grid]
+    np.testing.assert_allclose(discovery_curve(s, t, grid), want, rtol=0, atol=1e-15)
+    k = int(np.round(0.4 * 97))
+    assert discovery_curve(s, t, [0.4])[0] * t.sum() == pytest.approx(precision_at_k(s, t, k) * k, abs=1e-12)
+
+
+def test_opendataval_f1_is_the_optimal_split_of_the_values():
+    """OpenDataVal's 2-means F1 against brute force: every split of the sorted values into a low and a high cluster,
+    the one of least total squared error flagged (the low-valued = most suspect cluster), F1 = 2tp / (2tp + fp + fn).
+    """
+    pytest.importorskip("opendataval")
+    m = detection_metrics([0.9, 0.8, 0.3, 0.7, 0.1], [True, False, True, False, False], opendataval=True)
+    assert m["flagged_2means_opendataval"] == 3 and m["f1_2means_opendataval"] == pytest.approx(0.4, abs=1e-12)
+    rng = np.random.default_rng(3)
+    for trial in range(20):
+        n = int(rng.integers(8, 60))
+        v = np.concatenate([rng.normal(0, 1, n), rng.normal(-3, 1, n // 3)])
+        t = np.arange(len(v)) >= n  # the low-valued ones are the flipped ones, mostly
+        t[rng.integers(0, len(v))] ^= True
+        if t.all() or not t.any():
+            continue
+        order = np.argsort(v, kind="stable")
+        sse = [np.var(v[order[:j]]) * j + np.var(v[order[j:]]) * (len(v) - j) for j in range(1, len(v))]
+        best = int(np.argmin(sse)) + 1
+        if sorted(sse)[1] - sse[best - 1] < 1e-9:
+            continue  # a near-tie of two splits: either is optimal
+        flagged = np.zeros(len(v), bool)
+        flagged[order[:best]] = True
+        tp, fp, fn = (flagged & t).sum(), (flagged & ~t).sum(), (~flagged & t).sum()
+        got = f1_two_means_opendataval(v, t, higher_is="valuable")
+        assert got == pytest.approx(2 * tp / (2 * tp + fp + fn), abs=1e-12), trial
+        assert detection_metrics(v, t, higher_is="valuable", opendataval=True)["flagged_2means_opendataval"] == best
 
 
 # ---- scores ---------------------------------------------------------------------------------------------------
@@ -64,6 +133,8 @@ def test_el2n_and_mean_loss_hand_computed():
         el2n(np.array([[2.0, -1.0, 3.0]]), [0])
     with pytest.raises(ValueError, match="labels must lie"):
         el2n(p, [0, 3])
+    with pytest.raises(ValueError, match="integer class labels"):  # 0.7 is not truncated to class 0
+        el2n(p, [0.7, 0.0])
     assert mean_loss([[1.0, 2.0], [3.0, 6.0]]) == pytest.approx([2.0, 4.0])
     with pytest.raises(ValueError, match="NaN"):
         mean_loss([[1.0, np.nan]])
@@ -132,6 +203,7 @@ def test_run_detection_every_detector_beats_chance():
     assert out["test_acc"] > 80 and out["cleanlab_flagged"] > 0
     for name, s in out["scores"].items():
         assert s.shape == (300,) and np.isfinite(s).all(), name
+        assert out["metrics"][name] == detection_metrics(s, data.noisy), name  # the one scorer, suspicion convention
 
 
 def test_knn_shapley_matches_opendataval_with_one_hot_labels():

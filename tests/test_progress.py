@@ -65,6 +65,27 @@ def test_manual_bar_with_total():
     assert "10/10" in stream.getvalue()
 
 
+def test_silenced_bars_only_inside_the_block_and_tqdm_restored_after():
+    import tqdm
+    original = vars(tqdm.tqdm)["__init__"]
+    inside, explicit, after = _Tty(), _Tty(), _Tty()
+    with P.silenced_bars():
+        list(tqdm.tqdm(range(3), file=inside, mininterval=0))  # how a third-party loop draws its bar
+        list(tqdm.trange(3, file=inside, mininterval=0))
+        with P.silenced_bars():  # nested: still off, and the outer block's state is put back
+            list(tqdm.tqdm(range(3), file=inside, mininterval=0))
+        list(tqdm.tqdm(range(3), file=inside, mininterval=0))
+        list(tqdm.tqdm(range(3), file=explicit, mininterval=0, disable=False))  # an explicit disable= decides
+    assert inside.getvalue() == "" and "3/3" in explicit.getvalue()
+    assert vars(tqdm.tqdm)["__init__"] is original
+    with pytest.raises(RuntimeError, match="failing"):
+        with P.silenced_bars():
+            raise RuntimeError("a failing evaluator")
+    assert vars(tqdm.tqdm)["__init__"] is original
+    list(tqdm.tqdm(range(3), file=after, mininterval=0))
+    assert "3/3" in after.getvalue()
+
+
 def test_logger_is_silent_until_the_application_shows_it():
     log = P.get_logger("valuation")
     assert log.name == "chg.valuation" and P.get_logger().name == "chg"

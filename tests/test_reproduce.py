@@ -14,7 +14,7 @@ import chg.experiments.results as results
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "reproduce"))
-from kit import config, detect, grid, odv, selection  # noqa: E402
+from kit import config, detect, grid, odv, odv_presets, selection  # noqa: E402
 
 SCRIPTS = ("theorem1", "table1", "figure1", "figure2", "table2", "table3")
 
@@ -49,7 +49,7 @@ def test_set_parses_by_field_type():
     assert q.seeds == (3, 4) and q.fractions == (0.2,) and q.datasets == ("digits",)
     assert q.train.epochs == 7 and q.train.lr == 0.1 and q.train.nesterov is False
     assert p.seeds == (0, 1, 2) and p.train.epochs == 30  # the preset itself is unchanged
-    o = config.apply_sets(odv.PRESETS["quick"], ["tmc_mc_epochs=none", "oob_models=7", "noise_rate=0.3"])
+    o = config.apply_sets(odv_presets.PRESETS["quick"], ["tmc_mc_epochs=none", "oob_models=7", "noise_rate=0.3"])
     assert o.tmc_mc_epochs is None and o.oob_models == 7 and o.noise_rate == 0.3
 
 
@@ -64,7 +64,7 @@ def test_set_rejects_bad_items_naming_the_cause(item, match):
 
 
 def test_every_script_has_a_smoke_preset_and_the_shared_options():
-    for presets in (selection.presets("table2"), selection.presets("table3"), odv.PRESETS):
+    for presets in (selection.presets("table2"), selection.presets("table3"), odv_presets.PRESETS):
         assert {"smoke", "quick", "paper"} <= set(presets)
         for p in presets.values():
             assert dataclasses.is_dataclass(p)
@@ -94,7 +94,7 @@ def test_show_prints_the_resolved_preset():
 def test_shards_partition_every_grid(k):
     import theorem1
     grids = [selection.runs(selection.presets(t)[s]) for t in ("table2", "table3") for s in ("smoke", "quick")]
-    grids += [odv.runs(odv.PRESETS[s]) for s in ("smoke", "quick", "paper")]
+    grids += [odv.runs(odv_presets.PRESETS[s]) for s in ("smoke", "quick", "paper")]
     grids += [theorem1.runs(config.apply_sets(theorem1.PRESETS["quick"], ["seeds=0,1,2,3,4"]))]
     for runs in grids:
         ids = [r.run_id for r in runs]
@@ -118,7 +118,7 @@ def test_shard_runs_only_its_share(tmp_path, monkeypatch):
         seen.append(run.run_id)
         return grid.Outcome({"x": run.seed}, 0.0, "cpu")
     runs = [grid.Run(f"r{i}", i, {"i": i}) for i in range(7)]
-    p = odv.PRESETS["smoke"]
+    p = odv_presets.PRESETS["smoke"]
     assert grid.run_grid("exp", "smoke", p, runs, execute, shard=(1, 3), log=lambda *_: None) == \
         {"ran": 2, "skipped": 0, "total": 2}
     assert seen == ["r1", "r4"]
@@ -182,9 +182,9 @@ def test_mismatch_is_found_before_anything_runs(tmp_path, monkeypatch):
     def execute(run):
         done.append(run.run_id)
         return grid.Outcome({}, 0.0, "cpu")
-    grid.run_grid("e", "smoke", odv.PRESETS["smoke"], runs[1:], execute, log=lambda *_: None)
+    grid.run_grid("e", "smoke", odv_presets.PRESETS["smoke"], runs[1:], execute, log=lambda *_: None)
     with pytest.raises(grid.ConfigMismatch, match="v: 1 stored vs 2 now"):
-        grid.run_grid("e", "smoke", odv.PRESETS["smoke"], [runs[0], grid.Run("b", 0, {"v": 2})], execute,
+        grid.run_grid("e", "smoke", odv_presets.PRESETS["smoke"], [runs[0], grid.Run("b", 0, {"v": 2})], execute,
                       log=lambda *_: None)
     assert done == ["b"]  # 'a' did not run before the error
 
@@ -231,7 +231,7 @@ def _quick_grid() -> dict:
     """{experiment: run ids of the quick presets}."""
     import theorem1
     want = {"theorem1": {r.run_id for r in theorem1.runs(theorem1.PRESETS["quick"])},
-            "table1": {r.run_id for r in odv.runs(odv.PRESETS["quick"])}}
+            "table1": {r.run_id for r in odv.runs(odv_presets.PRESETS["quick"])}}
     for t in ("table2", "table3"):
         want[t] = {r.run_id for r in selection.runs(selection.presets(t)["quick"])}
     want["detection"] = {r.run_id for r in detect.runs(detect.presets()["quick"])}

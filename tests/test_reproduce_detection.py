@@ -1,5 +1,6 @@
 """reproduce/detection.py (kit.detect): the smoke grid end to end, resume and the already-done rule, the render and
 its verdicts from records, and --render-only on the committed records."""
+import hashlib
 import json
 import os
 import shutil
@@ -7,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import chg.experiments.results as results
@@ -24,17 +26,29 @@ def _redirect(mp, root):
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    """The smoke preset run once through the command line into a temporary results folder: (root, record, md)."""
+    """The smoke preset run once through the command line into a temporary results folder: (root, record, md,
+    scored), ``scored`` = {SHA-256 of the scores: (the one scorer's metrics, its higher_is)} of every call of
+    chg.detection.detection_metrics during the run."""
+    import chg.detection
+    import chg.experiments.detection
     root = tmp_path_factory.mktemp("detect")
+    scored = {}
+
+    def spy(scores, noisy, **kw):
+        out = chg.detection.detection_metrics(scores, noisy, **kw)
+        digest = hashlib.sha256(np.ascontiguousarray(scores, dtype=np.float64).tobytes()).hexdigest()
+        scored[digest] = (out, kw.get("higher_is"))
+        return out
     with pytest.MonkeyPatch.context() as mp:
         _redirect(mp, root)
+        mp.setattr(chg.experiments.detection, "detection_metrics", spy)
         assert detect.main(["--scale", "smoke"]) == 0
     (path,) = (root / "results" / "smoke" / "detection").glob("*.json")
-    return root, json.loads(path.read_text()), (root / "figures" / "smoke" / "detection.md").read_text()
+    return root, json.loads(path.read_text()), (root / "figures" / "smoke" / "detection.md").read_text(), scored
 
 
 def test_smoke_end_to_end_writes_one_record_per_run_and_the_table(smoke):
-    root, rec, md = smoke
+    root, rec, md, _ = smoke
     m = rec["metrics"]
     assert rec["run_id"] == "digits-noise0.3-s0" and rec["config"]["noise_rate"] == 0.3
     assert m["flipped"] == round(0.3 * m["pool_size"]) == 388  # exactly round(rate · pool) labels flipped
@@ -53,7 +67,7 @@ def test_smoke_end_to_end_writes_one_record_per_run_and_the_table(smoke):
 
 
 def test_rerun_skips_the_done_run_and_a_changed_setting_is_an_error(smoke, monkeypatch, capsys):
-    root, rec, _ = smoke
+    root, rec, _, _ = smoke
     _redirect(monkeypatch, root)
     path = results.run_path("detection", rec["run_id"], "smoke")
     before = path.read_bytes()
@@ -63,6 +77,16 @@ def test_rerun_skips_the_done_run_and_a_changed_setting_is_an_error(smoke, monke
     with pytest.raises(SystemExit, match=r"knn_k: 10 stored vs 5 now.*--replace"):
         detect.main(["--scale", "smoke", "--no-render", "--set", "detection.knn_k=5"])
     assert path.read_bytes() == before
+
+
+def test_every_detector_is_scored_by_the_one_scorer_on_its_suspicion(smoke):
+    """Each detector's recorded metrics are chg.detection.detection_metrics of exactly its scores (matched by the
+    scores' SHA-256 in the record), called with higher_is="suspicious" — the scorer Table 1 uses on its values."""
+    _, rec, _, scored = smoke
+    m = rec["metrics"]
+    for name, digest in m["scores_sha256"].items():
+        metrics, higher_is = scored[digest]
+        assert higher_is == "suspicious" and m["detectors"][name] == metrics, name
 
 
 def test_render_only_without_records_says_to_run_the_compute_step(tmp_path, monkeypatch):

@@ -14,7 +14,7 @@ import chg.experiments.results as results
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "reproduce"))
-from kit import grid, odv  # noqa: E402
+from kit import grid, odv, odv_data, odv_presets, odv_text  # noqa: E402
 
 import table1  # noqa: E402
 
@@ -27,32 +27,32 @@ def _fashion_available() -> bool:
 # ---- the preset ----------------------------------------------------------------------------------------------------
 
 def test_medium_preset_is_the_notebook_protocol():
-    p = odv.PRESETS["medium"]
-    assert p.datasets == (odv.EMBED_DATASET,)
+    p = odv_presets.PRESETS["medium"]
+    assert p.datasets == (odv_presets.EMBED_DATASET,)
     assert (p.train_count, p.valid_count, p.test_count) == (1000, 100, 300)
     assert p.noise_rate == 0.1 and "label" in p.noises
     assert p.model == "LogisticRegression" and p.epochs == 10
     assert len(p.seeds) >= 5 and len(set(p.seeds)) == len(p.seeds)
-    assert set(p.methods) <= set(odv.METHODS) and {"chg", "chg_ride", "random", "dataoob"} <= set(p.methods)
+    assert set(p.methods) <= set(odv_presets.METHODS) and {"chg", "chg_ride", "random", "dataoob"} <= set(p.methods)
     # every quick method is either run or left out with a stated reason
-    for m in odv.PRESETS["quick"].methods:
-        assert m in p.methods or len(odv.OMITTED.get(m, "")) > 20, m
+    for m in odv_presets.PRESETS["quick"].methods:
+        assert m in p.methods or len(odv_presets.OMITTED.get(m, "")) > 20, m
     runs = odv.runs(p)
     assert len(runs) == len(p.seeds) * len(p.methods) * len(p.noises)
-    assert all(r.config["embedder"] == odv.EMBEDDER for r in runs)
+    assert all(r.config["embedder"] == odv_data.EMBEDDER for r in runs)
 
 
 def test_quick_preset_still_matches_its_committed_records():
     """Adding the medium preset changed nothing of the quick grid: every committed quick record is 'already done'."""
-    runs = odv.runs(odv.PRESETS["quick"])
-    if not all(results.run_path(odv.EXPERIMENT, r.run_id, "quick").is_file() for r in runs):
+    runs = odv.runs(odv_presets.PRESETS["quick"])
+    if not all(results.run_path(odv_presets.EXPERIMENT, r.run_id, "quick").is_file() for r in runs):
         pytest.skip("quick Table 1 records not committed in full")
-    assert all(grid.is_done(odv.EXPERIMENT, "quick", r) for r in runs)
+    assert all(grid.is_done(odv_presets.EXPERIMENT, "quick", r) for r in runs)
     assert all("embedder" not in r.config for r in runs)
 
 
 def test_notebook_f1_numbers_are_the_published_ones():
-    assert odv.notebook_f1() == {"dataoob": 0.369, "chg": 0.334, "dvrl": 0.298, "lava": 0.212,
+    assert odv_text.notebook_f1() == {"dataoob": 0.369, "chg": 0.334, "dvrl": 0.298, "lava": 0.212,
                                  "influence_subsample": 0.200, "loo": 0.185, "ame": 0.182, "random": 0.174,
                                  "databanzhaf": 0.161}
 
@@ -67,30 +67,33 @@ def test_embeddings_are_disjoint_from_the_table1_splits(tmp_path, monkeypatch):
     from chg.experiments.data import load_dataset
     from chg.experiments.models import ImageMLP
     monkeypatch.setattr(results, "DATA_DIR", tmp_path)
-    monkeypatch.setattr(odv, "EMBEDDER", {**odv.EMBEDDER, "epochs": 1})  # cheap embedder, same construction
+    monkeypatch.setattr(odv_data, "EMBEDDER", {**odv_data.EMBEDDER, "epochs": 1})  # cheap embedder, same construction
     torch.set_num_threads(1)
-    e = odv.load_embeddings()
-    assert odv.embedding_path().is_file() and odv.embedding_path().parent == tmp_path / "embeddings"
-    again = odv.load_embeddings()  # from the cache
+    e = odv_data.load_embeddings()
+    assert odv_data.embedding_path().is_file() and odv_data.embedding_path().parent == tmp_path / "embeddings"
+    again = odv_data.load_embeddings()  # from the cache
     assert all(np.array_equal(e[k], again[k]) for k in ("x", "y", "rows", "embedder_rows", "units"))
-    assert len(e["embedder_rows"]) == odv.N_FASHION_TRAIN and len(e["rows"]) == 10_000
+    assert len(e["embedder_rows"]) == odv_data.N_FASHION_TRAIN and len(e["rows"]) == 10_000
 
     images = load_dataset("fashion_mnist", seed=0, val_fraction=0.0)
-    model = ImageMLP((1, 28, 28), 10, odv.EMBEDDER["hidden"])
+    model = ImageMLP((1, 28, 28), 10, odv_data.EMBEDDER["hidden"])
     model.load_state_dict({k: torch.from_numpy(v) for k, v in e["state"].items()})
-    cfg = odv.PRESETS["medium"]
+    with torch.no_grad():  # the embedder's test accuracy (chg.experiments.train.evaluate), counted by hand
+        correct = int((model(images.test.x).argmax(1) == images.test.y).sum())
+    assert e["test_accuracy"] == pytest.approx(correct / len(images.test.y), abs=1e-12)
+    cfg = odv_presets.PRESETS["medium"]
     for seed in cfg.seeds:
-        f = odv.make_fetcher(cfg, odv.EMBED_DATASET, "label", seed)
+        f = odv_data.make_fetcher(cfg, odv_presets.EMBED_DATASET, "label", seed)
         parts = [np.asarray(i) for i in (f.train_indices, f.valid_indices, f.test_indices)]
         assert [len(i) for i in parts] == [1000, 100, 300]
         rows = e["rows"][np.concatenate(parts)]
         assert len(set(rows.tolist())) == 1400  # the three splits do not overlap
         assert not set(rows.tolist()) & set(e["embedder_rows"].tolist())  # nor meet the embedder's images
         with torch.no_grad():
-            feats = model.features(images.test.x[torch.from_numpy(rows[:1000] - odv.N_FASHION_TRAIN)].flatten(1))
+            feats = model.features(images.test.x[torch.from_numpy(rows[:1000] - odv_data.N_FASHION_TRAIN)].flatten(1))
         feats = (feats[:, torch.from_numpy(e["units"])] - torch.from_numpy(e["mu"])) / torch.from_numpy(e["sd"])
         assert torch.allclose(torch.as_tensor(np.asarray(f.x_train)), feats, atol=1e-4)
-        clean = images.test.y[torch.from_numpy(rows[:1000] - odv.N_FASHION_TRAIN)].numpy()
+        clean = images.test.y[torch.from_numpy(rows[:1000] - odv_data.N_FASHION_TRAIN)].numpy()
         changed = np.flatnonzero(np.asarray(f.y_train).argmax(1) != clean)
         assert sorted(changed.tolist()) == sorted(np.asarray(f.noisy_train_indices).tolist())
         assert len(changed) == 100
@@ -136,11 +139,12 @@ def test_verdicts_say_whether_each_chg_symbol_holds():
 def test_notebook_block_only_beside_the_embeddings():
     row = {m: _cell({0: 0.8, 1: 0.9}) for m in ("chg", "dataoob", "random", "knnshapley")}
     assert table1.notebook_block({"digits": row}, ["digits"]) == []
-    text, tab = table1.notebook_block({odv.EMBED_DATASET: row}, [odv.EMBED_DATASET])
+    text, tab = table1.notebook_block({odv_presets.EMBED_DATASET: row}, [odv_presets.EMBED_DATASET])
     assert "[authors' notebook, CIFAR-10 embeddings]" in tab.head[-1] and "NOT comparable" in text
     by_method = {r[0]: r for r in tab.rows}
-    assert by_method[odv.LABELS["dataoob"]][-1] == "0.369" and by_method[odv.LABELS["knnshapley"]][-1] == "—"
-    assert by_method[odv.LABELS["loo"]][1] == "not run"
+    labels = odv_presets.LABELS
+    assert by_method[labels["dataoob"]][-1] == "0.369" and by_method[labels["knnshapley"]][-1] == "—"
+    assert by_method[odv_presets.LABELS["loo"]][1] == "not run"
 
 
 def test_medium_render_only_rebuilds_the_committed_table_from_the_committed_records(tmp_path):

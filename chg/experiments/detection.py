@@ -184,5 +184,5 @@ def run_detection(data, cfg: DetectionConfig | None = None, device: str = "cpu")
     out["scores"] = scores
     out["times_s"] = times
     if bool(data.noisy.any()) and not bool(data.noisy.all()):
-        out["metrics"] = {k: detection_metrics(v, data.noisy.cpu()) for k, v in scores.items()}
+        out["metrics"] = {k: detection_metrics(v, data.noisy.cpu(), higher_is="suspicious") for k, v in scores.items()}
     return out

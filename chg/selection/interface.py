@@ -29,17 +29,19 @@ __all__ = ["SelectionInput", "Selection", "Selector", "SELECTORS", "register", "
            "budget", "class_budgets", "check_selection", "make_selection", "pool_size", "as_labels"]
 
 
-def as_labels(labels, name: str = "labels") -> torch.Tensor:
-    """Class labels as a 1-D int64 tensor.
+def as_labels(labels, name: str = "labels", *, n: int | None = None, num_classes: int | None = None) -> torch.Tensor:
+    """Class labels as a 1-D int64 tensor: the one label validator of chg's consumers (selection, detection).
 
     Args:
         labels: a torch tensor of any integer dtype (its device kept), a NumPy array of any integer dtype, a pandas
             Series or a list of ints. name: what the messages call them.
+        n: the number of labels expected (one per row of the data they go with); None: any.
+        num_classes: C, when given the labels must lie in [0, C); None: not checked.
     Returns:
         (n,) int64 tensor (a CPU copy for NumPy and lists).
     Raises:
-        ValueError: floating-point, boolean, complex or non-numeric labels (naming the dtype and what to pass), or
-            labels that are not 1-D.
+        ValueError: floating-point, boolean, complex or non-numeric labels (naming the dtype and what to pass),
+            labels that are not 1-D, not ``n`` of them, or outside [0, num_classes).
     """
     if isinstance(labels, torch.Tensor):
         if labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex():
@@ -58,6 +60,10 @@ def as_labels(labels, name: str = "labels") -> torch.Tensor:
         out = torch.from_numpy(arr.astype(np.int64, copy=True))
     if out.ndim != 1:
         raise ValueError(f"{name} must be 1-D (one label per pool point), got shape {tuple(out.shape)}")
+    if n is not None and out.shape[0] != n:
+        raise ValueError(f"{name} must have shape ({n},) (one label per row), got {tuple(out.shape)}")
+    if num_classes is not None and out.numel() and (int(out.min()) < 0 or int(out.max()) >= num_classes):
+        raise ValueError(f"{name} must lie in [0, {num_classes}), got range [{int(out.min())}, {int(out.max())}]")
     return out
 
 
@@ -239,10 +245,8 @@ def class_budgets(labels, num_classes: int, fraction: float) -> torch.Tensor:
     Raises:
         ValueError: labels not 1-D integers, labels outside [0, C), an empty pool, or a fraction outside (0, 1].
     """
-    labels = as_labels(labels).cpu()
-    num_classes = _as_int(num_classes, "num_classes")
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        raise ValueError(f"labels must lie in [0, {num_classes}), got range [{int(labels.min())}, {int(labels.max())}]")
+    labels = as_labels(labels, num_classes=_as_int(num_classes, "num_classes")).cpu()
+    num_classes = int(num_classes)
     counts = torch.bincount(labels, minlength=num_classes).tolist()
     n = labels.numel()
     k = budget(n, fraction)

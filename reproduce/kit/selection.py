@@ -123,25 +123,6 @@ def presets(table: str) -> dict:
     return {"smoke": smoke, "quick": quick, "medium": medium, "medium-cnn": medium_cnn, "paper": paper}
 
 
-PAPER_NUMBERS = tables.PAPER_NUMBERS
-
-
-def paper_numbers(section: str) -> dict:
-    """The paper's numbers of one ``[section]`` of reproduce/paper_numbers.txt (e.g. ``"table2 accuracy"``):
-    ``{dataset: {method: [value at each of FRACTIONS, None where the paper gives none]}}``; {} if no such section.
-
-    Raises:
-        ValueError: a line without one value per fraction.
-    """
-    out: dict = {}
-    for line in tables.paper_section(section):
-        dataset, method, *vals = line.split()
-        if len(vals) != len(FRACTIONS):
-            raise ValueError(f"{PAPER_NUMBERS}: [{section}] needs {len(FRACTIONS)} values per line: {line!r}")
-        out.setdefault(dataset, {})[method] = [None if v == "–" else float(v) for v in vals]
-    return out
-
-
 def run_config(preset: SelectionPreset, dataset: str, method: str, fraction: float, seed: int) -> TrainConfig:
     if dataset not in DATASET_SETTINGS:
         raise ValueError(f"no model/augmentation settings for data set {dataset!r}; known: {sorted(DATASET_SETTINGS)}")
@@ -270,7 +251,8 @@ def render(table: str, scale: str, preset: SelectionPreset, title: str, include_
     if not records:
         raise SystemExit(f"no {scale}-scale results under {results.RESULTS_DIR / scale / table}; run the compute step")
     agg = aggregate(records)
-    paper_acc, paper_time = paper_numbers(f"{table} accuracy"), paper_numbers(f"{table} time")
+    paper_acc = tables.paper_numbers(f"{table} accuracy", keys=2, width=len(FRACTIONS))
+    paper_time = tables.paper_numbers(f"{table} time", keys=2, width=len(FRACTIONS))
     datasets = [d for d in preset.datasets if any(k[0] == d for k in agg)]
     methods = [m for m in preset.methods if any(k[1] == m for k in agg)]
     seeds = sorted({r["seed"] for r in records})

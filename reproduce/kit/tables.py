@@ -13,14 +13,14 @@ from pathlib import Path
 
 import chg.experiments.results as results
 
-__all__ = ["Heading", "Table", "markdown", "latex", "write", "mean_std", "pm", "PAPER_NUMBERS", "paper_section"]
+__all__ = ["Heading", "Table", "markdown", "latex", "write", "mean_std", "pm", "PAPER_NUMBERS", "paper_numbers"]
 
 PAPER_NUMBERS = Path(__file__).resolve().parents[1] / "paper_numbers.txt"
 
 
-def paper_section(section: str) -> list:
-    """The non-blank, non-comment lines of the ``[section]`` of reproduce/paper_numbers.txt (the published numbers
-    printed beside ours), stripped; [] when there is no such section."""
+def _section(section: str) -> list:
+    """The non-blank, non-comment lines of the ``[section]`` of :data:`PAPER_NUMBERS`, stripped; [] when there is
+    no such section."""
     out, current = [], None
     for line in PAPER_NUMBERS.read_text(encoding="utf-8").splitlines():
         line = line.strip()
@@ -30,6 +30,28 @@ def paper_section(section: str) -> list:
             current = line.strip("[]")
         elif current == section:
             out.append(line)
+    return out
+
+
+def paper_numbers(section: str, keys: int, width: int) -> dict:
+    """The one reader of reproduce/paper_numbers.txt (the published numbers printed beside ours): every line of
+    ``[section]`` is ``keys`` names and then ``width`` numbers (``–`` = not given: None), read into a dict nested
+    ``keys`` deep whose leaves are the lists of numbers — e.g. ``keys=2`` for ``dataset method v1 … v5`` lines gives
+    ``{dataset: {method: [v1, …, v5]}}``; {} when there is no such section.
+
+    Raises:
+        ValueError: a line with another number of fields (the message names the file, the section and the line).
+    """
+    out: dict = {}
+    for line in _section(section):
+        parts = line.split()
+        if len(parts) != keys + width:
+            raise ValueError(f"{PAPER_NUMBERS}: [{section}] lines are {keys} name(s) and {width} number(s), got "
+                             f"{line!r}")
+        node = out
+        for name in parts[:keys - 1]:
+            node = node.setdefault(name, {})
+        node[parts[keys - 1]] = [None if v == "–" else float(v) for v in parts[keys:]]
     return out
 
 
