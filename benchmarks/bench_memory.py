@@ -10,6 +10,11 @@ Cases (each in a fresh subprocess, one after the other, so that its memory readi
 * ``n50k_float32`` / ``n50k_bfloat16`` / ``n50k_float16``: n = 50,000 rows kept in memory (``offload=None``);
 * ``n50k_float32_host``: the same with ``offload="host"`` (on a CPU-only machine the same buffers as ``None``;
   pinned only when the batches come from CUDA);
+* ``n50k_float32_mmap128k``: ``n50k_float32`` with glibc's ``MALLOC_MMAP_THRESHOLD_`` fixed at 128 KiB. By default
+  glibc raises that threshold to the size of each large block freed, after which the engine's per-chunk temporaries
+  (a few MiB each) come from the heap, and the heap keeps what they leave behind: the resident set then grows during
+  ``end_epoch`` by far more than the library ever holds at once. With the threshold fixed, every block above 128 KiB
+  is returned to the system when freed, so this case shows what ``end_epoch`` itself holds;
 * ``imagenet_disk``: n = 1,280,000 rows in the memory-mapped store (``offload="disk"``, float32: 15.6 GB in a
   temporary folder under ``--disk-dir``). The free space is checked first (``shutil.disk_usage``); if the disk cannot
   hold the store and 1 GiB to spare, the case runs the largest n that fits and says so.
@@ -60,12 +65,14 @@ from chg.io import write_json_atomic, write_text_atomic  # noqa: E402
 C, D, BATCH, SEED = 1000, 2048, 256, 0
 MiB = 1 << 20
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-CASES = {  # name: (n, storage dtype, offload); --quick: n / QUICK_SHRINK, at least 1,024
-    "n50k_float32": (50_000, "float32", None),
-    "n50k_bfloat16": (50_000, "bfloat16", None),
-    "n50k_float16": (50_000, "float16", None),
-    "n50k_float32_host": (50_000, "float32", "host"),
-    "imagenet_disk": (1_280_000, "float32", "disk"),
+MMAP_THRESHOLD = 128 << 10  # the *_mmap128k cases: glibc's M_MMAP_THRESHOLD fixed at its 128 KiB default
+CASES = {  # name: (n, storage dtype, offload, glibc's mmap threshold fixed (True) or dynamic); --quick: QUICK_N
+    "n50k_float32": (50_000, "float32", None, False),
+    "n50k_bfloat16": (50_000, "bfloat16", None, False),
+    "n50k_float16": (50_000, "float16", None, False),
+    "n50k_float32_host": (50_000, "float32", "host", False),
+    "n50k_float32_mmap128k": (50_000, "float32", None, True),
+    "imagenet_disk": (1_280_000, "float32", "disk", False),
 }
 QUICK_N = {50_000: 1_024, 1_280_000: 4_096}
 DISK_SPARE = 1 << 30  # the disk case leaves this much free
@@ -162,12 +169,16 @@ def disk_plan(n: int, dtype: str, disk_dir: Path) -> dict:
                                             f"{need / 1e9:.1f} GB: ran the largest n that fits, {fits:,}"}
 
 
-def run_child(name: str, n: int, dtype: str, offload, disk_dir: Path, threads: int, tmp: Path) -> dict:
+def run_child(name: str, n: int, dtype: str, offload, fixed_mmap: bool, disk_dir: Path, threads: int,
+              tmp: Path) -> dict:
     values_out = tmp / f"{name}.npy"
     spec = {"n": n, "dtype": dtype, "offload": offload, "values_out": str(values_out), "threads": threads,
             "disk_dir": str(disk_dir)}
+    env = dict(os.environ)
+    if fixed_mmap:  # setting it switches off glibc's dynamic threshold: freed blocks > 128 KiB go back to the system
+        env["MALLOC_MMAP_THRESHOLD_"] = str(MMAP_THRESHOLD)
     proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"case {name} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -180,6 +191,7 @@ def child(spec: dict) -> None:
             out = run_case(spec["n"], spec["dtype"], "disk", d, Path(spec["values_out"]))
     else:
         out = run_case(spec["n"], spec["dtype"], spec["offload"], None, Path(spec["values_out"]))
+    out["malloc_mmap_threshold"] = os.environ.get("MALLOC_MMAP_THRESHOLD_", "glibc default (dynamic)")
     print(json.dumps(out))
 
 
@@ -200,6 +212,11 @@ def value_error(ref: np.ndarray, other: np.ndarray) -> dict:
             "spearman": float(spearmanr(ref, other).statistic)}
 
 
+def malloc(case: dict) -> str:
+    t = case.get("malloc_mmap_threshold", "")
+    return "" if not t.isdigit() else f", MALLOC_MMAP_THRESHOLD_={int(t) >> 10} KiB"
+
+
 def render(rep: dict) -> str:
     """The Markdown report, from the JSON report only."""
     m = rep["machine"]
@@ -214,7 +231,10 @@ def render(rep: dict) -> str:
              + (" --quick (a smoke run: not a measurement)" if rep["mode"] == "quick" else "") + ".", "",
              "Kept: the store's `nbytes()`; RSS growth: resident set after the adds − before the valuer; peak: the "
              "largest resident set during `end_epoch` (sampled every ms, and the process's `ru_maxrss`) − that "
-             "baseline; anon: its anonymous part (the rest is page cache of the memory-mapped files).", "",
+             "baseline; anon: its anonymous part (the rest is page cache of the memory-mapped files). glibc's malloc "
+             "with its default, dynamic mmap threshold unless the storage column names MALLOC_MMAP_THRESHOLD_ (see "
+             "the script's docstring: the default lets the heap keep the freed per-chunk temporaries of "
+             "`end_epoch`).", "",
              "| case | n | storage | kept B/row (target) | RSS growth B/row | end_epoch peak MiB (target) | "
              "peak anon MiB | end_epoch wall s | end_epoch CPU s |", "|---|---|---|---|---|---|---|---|---|"]
     for name in rep["case_order"]:
@@ -225,7 +245,8 @@ def render(rep: dict) -> str:
         t = c["targets"]
         ok = {True: "met", False: "NOT met"}
         lines.append(
-            f"| {name} | {c['n']:,} | {c['dtype']}, {c['offload'] or 'in memory'} | {c['kept_bytes_per_row']:.1f} "
+            f"| {name} | {c['n']:,} | {c['dtype']}, {c['offload'] or 'in memory'}{malloc(c)} | "
+            f"{c['kept_bytes_per_row']:.1f} "
             f"(≤ {t['kept_per_row_target']}: {ok[t['kept_per_row_met']]}) | {c['rss_growth_adds_per_row']:.1f} | "
             f"{c['end_epoch_peak_growth_bytes'] / MiB:,.0f} (≤ {t['end_epoch_peak_target_bytes'] / MiB:,.0f}: "
             f"{ok[t['end_epoch_peak_met']]}) | {c['end_epoch_peak_anon_growth_bytes'] / MiB:,.0f} | "
@@ -286,14 +307,14 @@ def main() -> None:
            "value_error": {}}
     with tempfile.TemporaryDirectory(prefix="chg-bench-memory-values-") as tmp:
         for case in cases:
-            n, dtype, offload = CASES[case]
+            n, dtype, offload, fixed_mmap = CASES[case]
             n = QUICK_N[n] if args.quick else n
             plan = disk_plan(n, dtype, args.disk_dir) if offload == "disk" else {"n": n, "note": ""}
             if plan["n"] == 0:
                 rep["cases"][case] = {"skipped": plan["note"], "plan": plan}
                 continue
             print(f"{case}: n = {plan['n']:,}, {dtype}, offload {offload} ...", flush=True)
-            res = run_child(case, plan["n"], dtype, offload, args.disk_dir, args.threads, Path(tmp))
+            res = run_child(case, plan["n"], dtype, offload, fixed_mmap, args.disk_dir, args.threads, Path(tmp))
             rep["cases"][case] = {**res, "plan": plan, "targets": targets(res)}
             print(f"  kept {res['kept_bytes_per_row']:.1f} B/row, end_epoch peak "
                   f"{res['end_epoch_peak_growth_bytes'] / MiB:,.0f} MiB, {res['end_epoch_wall_s']:.1f} s", flush=True)

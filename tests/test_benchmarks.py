@@ -72,7 +72,8 @@ def test_overhead_refuses_too_few_rounds(tmp_path):
 
 def test_memory_quick_every_case(tmp_path):
     rep = _quick("bench_memory", tmp_path)
-    cases = ["n50k_float32", "n50k_bfloat16", "n50k_float16", "n50k_float32_host", "imagenet_disk"]
+    cases = ["n50k_float32", "n50k_bfloat16", "n50k_float16", "n50k_float32_host", "n50k_float32_mmap128k",
+             "imagenet_disk"]
     assert rep["mode"] == "quick" and rep["case_order"] == cases and set(rep["cases"]) == set(cases)
     assert (rep["C"], rep["D"]) == (C, D)
     for name, c in rep["cases"].items():
@@ -82,6 +83,8 @@ def test_memory_quick_every_case(tmp_path):
         assert c["targets"]["kept_per_row_target"] == size * (C + D) + 64 and c["targets"]["kept_per_row_met"]
         assert c["values_finite"] and c["end_epoch_wall_s"] > 0 and c["end_epoch_samples"] >= 1
         assert c["end_epoch_peak_growth_bytes"] > 0 and c["rss_growth_adds_bytes"] > 0
+        fixed = name.endswith("_mmap128k")  # only that case runs with glibc's mmap threshold fixed
+        assert c["malloc_mmap_threshold"] == ("131072" if fixed else "glibc default (dynamic)"), name
     assert rep["cases"]["imagenet_disk"]["offload"] == "disk" and rep["cases"]["imagenet_disk"]["n"] == 4096
     assert rep["cases"]["imagenet_disk"]["plan"]["disk_free_bytes"] > 0
     assert set(rep["value_error"]) == {"n50k_bfloat16", "n50k_float16"}
