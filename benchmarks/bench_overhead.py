@@ -1,37 +1,47 @@
-"""What valuing the data costs on top of training: one Fashion-MNIST epoch of the medium model, four ways, side by side.
+r"""What valuing the data costs on top of training, and how close the library's ride-along is to its floor.
 
-Paths (each its own copy of the same freshly initialised model, SGD + Nesterov, batch 128, the 54,000-image pool in
-memory, batches drawn by index from a fresh permutation per epoch — the loop of chg.experiments.train without
-augmentation, as
-the medium preset trains the MLP):
+One training epoch (SGD + Nesterov, batch 128, cross-entropy), one CPU thread, five ways. The batches of a round are
+gathered before the clock starts (the pool is a tensor in memory; no augmentation, no data loader in the timed
+region), and every path trains its own copy of the same initialised model on the same batches, so all copies stay at
+the same parameters from round to round.
 
-1. **plain** — the training epoch alone.
-2. **ride-along** — the same epoch with a :class:`chg.lastlayer.LastLayerTap` around the forward pass and
-   :meth:`chg.EpochValuer.add_logits` of each batch's logits and features, then :meth:`~chg.EpochValuer.end_epoch`
-   (every row's loss and error in one call, then eq. 3 for every point). Goal: ≤ 1.05× plain.
-   **ride-along, per batch** — the same values through :meth:`chg.EpochValuer.add` of each batch's factors
-   (``tap.factors``: loss and error computed batch by batch), for comparison.
-3. **separate pass** — Algorithm 1 exactly: :meth:`chg.EpochValuer.value_epoch` (a no-grad, eval-mode forward pass
-   over the pool, batches of 2,048, then eq. 3) before the plain epoch. Goal: ≤ 1.5× plain (its floor is 1 + the cost
-   of a forward pass over that of a training step).
-4. **Algorithm 2 step** — one selection (chg.experiments.train's factor pass over the pool +
-:func:`chg.selection.select_chg`,
-   per class top a·N_c with a = 0.1 and min-max weights) before the plain epoch. Algorithm 2 runs it every R epochs,
-   so the table also gives the cost per epoch for R = 5 (medium preset) and R = 20 (paper).
+(a) ``plain`` — forward, loss, backward, step.
+(b) ``tap_only`` — the same with a :class:`chg.LastLayerTap` built once (opened once per epoch) and ``tap.read`` of
+    every batch's logits and features; nothing is valued: what finding the output layer's input costs.
+(c) ``ride_along`` — the library's ride-along as the README shows it: per batch ``with chg.LastLayerTap(model) as
+    tap: logits, feat = tap.read(model(x)); valuer.add_logits(idx, logits, y, feat, tap.bias)``, then
+    ``valuer.end_epoch()`` (loss and softmax error of every row, then eq. (3) for the epoch).
+(d) ``floor`` — a hand-made ride-along in :class:`Floor` and :func:`floor_values` (~30 lines): one forward hook on the
+    output ``nn.Linear`` appends the detached logits and features to Python lists; at the epoch's end the loss and
+    softmax error, then eq. (3) with α = the mean of the x_i by the closed form — :func:`chg.coefficients` for the six
+    scalars, the rest (two float32 GEMMs, float64 per-row sums) written here. Before the timed rounds its values are
+    checked against the library's on the same rows (:func:`check_floor`). The ride-along cannot cost less than this.
+(e) ``separate_pass`` — Algorithm 1 exactly: ``valuer.value_epoch(model, batches of 256)`` (a no-grad, eval-mode pass
+    over the pool, then eq. (3)) and then the plain epoch.
 
-Rounds: every path runs one epoch per round, in an order that rotates from round to round; one untimed warm-up round
-first. Times: wall clock (``perf_counter``) and this process's CPU time (``process_time``; with one thread it is far
-less disturbed by other processes on a shared machine). Reported: per-path medians over rounds, and each path's
-ratio to plain = median over rounds of the within-round ratio (paired). Writes benchmarks/results/overhead.{json,md}
-atomically.
+Settings: ``image_mlp`` (784-128-128-10) and the BatchNorm CNN ``stride_cnn`` (width 16) on the 54,000-image
+Fashion-MNIST pool (``chg.experiments.data.load_dataset("fashion_mnist", 0)``; found in data/fashion-mnist or
+/usr/share/datasets/fashion-mnist).
 
-Usage: python benchmarks/bench_overhead.py [--rounds 7] [--threads 1] [--quick]
-(quick: 4,096 synthetic images, 2 rounds — a smoke test that exercises every path in seconds; written to
-overhead_quick.*)
+Rounds: one untimed warm-up round (it also runs the floor check), then ``--rounds`` (≥ 7) rounds; each round runs every
+path once, in an order that rotates from round to round. Times: this process's CPU time (``time.process_time``: with
+one thread it is little disturbed by other processes) and wall time (``time.perf_counter``). Reported per path: medians
+over rounds, and the ratio to (a) = the median over rounds of the within-round ratio (paired). Writes
+``benchmarks/results/overhead.json`` (``overhead_quick.json`` with ``--quick``) atomically and renders
+``overhead.md`` from that JSON.
+
+Usage: python benchmarks/bench_overhead.py [--rounds 7] [--threads 1] [--settings image_mlp,stride_cnn] [--n N]
+                                           [--out DIR] [--quick] [--render-only]
+(--quick: 512 synthetic 28×28 images per setting, 1 round after the warm-up — a smoke test of every path, seconds, not
+a measurement; --n N: the first N images of the pool only, for a check on the real data.)
 """
 from __future__ import annotations
 
 import argparse
+import gc
+import json
+import os
+import platform
 import statistics
 import sys
 import time
@@ -43,159 +53,282 @@ import torch.nn.functional as F
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+import chg  # noqa: E402
 from chg.experiments.data import load_dataset, synthetic_bundle  # noqa: E402
-from chg.lastlayer import LastLayerTap  # noqa: E402
 from chg.experiments.models import build_model  # noqa: E402
-from chg.experiments.results import device_name, provenance, write_json_atomic, write_text_atomic  # noqa: E402
-from chg.selection import SelectionInput, select_chg  # noqa: E402
-from chg.experiments.train import TrainConfig, pool_factors  # noqa: E402
-from chg.valuation import EpochValuer  # noqa: E402
+from chg.experiments.results import provenance  # noqa: E402
+from chg.io import write_json_atomic, write_text_atomic  # noqa: E402
 
-PATHS = ("plain", "ride_along", "ride_along_per_batch", "separate_pass", "algorithm2_step")
-BATCH, FACTOR_BATCH, FRACTION = 128, 2048, 0.1
-
-
-def _epoch(model, opt, x, y, gen, valuer=None, per_batch=False) -> None:
-    """One training epoch; with ``valuer`` every batch is recorded (``add_logits``, or ``add`` of its factors when
-    ``per_batch``) and the epoch valued."""
-    model.train()
-    perm = torch.randperm(len(y), generator=gen)
-    tap = LastLayerTap(model) if valuer is not None else None
-    if tap is not None:
-        tap.__enter__()
-    try:
-        for b in range(0, len(y), BATCH):
-            rows = perm[b:b + BATCH]
-            xb, yb = x[rows], y[rows]
-            logits = model(xb)  # (B, C)
-            if per_batch:
-                valuer.add(rows, tap.factors(logits, yb), yb)
-            elif valuer is not None:
-                z, feat = tap.read(logits)
-                valuer.add_logits(rows, z, yb, feat, tap.bias)
-            loss = F.cross_entropy(logits, yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-    finally:
-        if tap is not None:
-            tap.__exit__(None, None, None)
-    if valuer is not None:
-        valuer.end_epoch()
+PATHS = ("plain", "tap_only", "ride_along", "floor", "separate_pass")
+NAMES = {"plain": "(a) plain epoch (forward, loss, backward, step)",
+         "tap_only": "(b) tap only (LastLayerTap built once, read per batch)",
+         "ride_along": "(c) ride-along, library (README loop: EpochValuer.add_logits + end_epoch)",
+         "floor": "(d) ride-along floor, hand-made (one hook, lists, eq. (3) by hand)",
+         "separate_pass": "(e) Algorithm 1 separate pass (value_epoch) + epoch"}
+SETTINGS = {"image_mlp": ("image_mlp", 128), "stride_cnn": ("stride_cnn", 16)}  # name: (model, width)
+BATCH, PASS_BATCH, MIN_ROUNDS = 128, 256, 7
+FLOOR_RTOL = 1e-6  # floor vs library values on float32 rows: max |Δ| ≤ rtol · max |φ| (see check_floor)
 
 
-def _batches(x, y):
-    """Algorithm 1's pass: sequential (x, y, index) batches of the pool."""
-    return [(x[b:b + FACTOR_BATCH], y[b:b + FACTOR_BATCH], torch.arange(b, min(b + FACTOR_BATCH, len(y))))
-            for b in range(0, len(y), FACTOR_BATCH)]
+# ---- (d) the hand-made floor ------------------------------------------------------------------------------------
+class Floor:
+    """One forward hook on the output layer keeps each batch's detached logits and features; the loop adds rows and
+    targets. Args: layer: the model's output ``nn.Linear``."""
+
+    def __init__(self, layer: torch.nn.Linear):
+        self.z, self.h, self.rows, self.y = [], [], [], []
+        layer.register_forward_hook(self.keep)
+
+    def keep(self, module, inputs, output) -> None:
+        self.z.append(output.detach())  # (B, C) logits
+        self.h.append(inputs[0].detach())  # (B, D) features
+
+    def take(self) -> tuple:
+        """The epoch's (rows (m,), targets (m,), logits (m, C), features (m, D)); the lists are emptied."""
+        out = tuple(torch.cat(v) for v in (self.rows, self.y, self.z, self.h))
+        self.z, self.h, self.rows, self.y = [], [], [], []
+        return out
 
 
-def run_path(name, model, opt, x, y, gen, num_classes) -> None:
-    if name == "plain":
-        _epoch(model, opt, x, y, gen)
-    elif name == "ride_along":
-        _epoch(model, opt, x, y, gen, EpochValuer(len(y)))
-    elif name == "ride_along_per_batch":
-        _epoch(model, opt, x, y, gen, EpochValuer(len(y)), per_batch=True)
-    elif name == "separate_pass":
-        EpochValuer(len(y)).value_epoch(model, _batches(x, y))
-        _epoch(model, opt, x, y, gen)
-    else:
-        cfg = TrainConfig(factor_batch_size=FACTOR_BATCH, amp=False, channels_last=False)
-        f = pool_factors(model, x, y, cfg, torch.device("cpu"))
-        select_chg(SelectionInput(factors=f, labels=y, num_classes=num_classes, fraction=FRACTION,
-                                  generator=torch.Generator().manual_seed(0)))
-        _epoch(model, opt, x, y, gen)
-
-
-def bench(x, y, num_classes, model_name, width, rounds) -> dict:
-    models, opts, gens = {}, {}, {}
-    for p in PATHS:
-        torch.manual_seed(0)
-        models[p] = build_model(model_name, num_classes, tuple(x.shape[1:]), width)
-        opts[p] = torch.optim.SGD(models[p].parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4, nesterov=True)
-        gens[p] = torch.Generator().manual_seed(1)
-    wall = {p: [] for p in PATHS}
-    cpu = {p: [] for p in PATHS}
-    for r in range(rounds + 1):  # round 0: warm-up, not recorded
-        order = PATHS[r % len(PATHS):] + PATHS[:r % len(PATHS)]
-        for p in order:
-            w0, c0 = time.perf_counter(), time.process_time()
-            run_path(p, models[p], opts[p], x, y, gens[p], num_classes)
-            if r:
-                wall[p].append(time.perf_counter() - w0)
-                cpu[p].append(time.process_time() - c0)
-    out = {"rounds": rounds, "seconds_wall": wall, "seconds_cpu": cpu, "median_wall_s": {}, "median_cpu_s": {},
-           "ratio_wall": {}, "ratio_cpu": {}}
-    for p in PATHS:
-        out["median_wall_s"][p] = statistics.median(wall[p])
-        out["median_cpu_s"][p] = statistics.median(cpu[p])
-        out["ratio_wall"][p] = statistics.median(a / b for a, b in zip(wall[p], wall["plain"]))
-        out["ratio_cpu"][p] = statistics.median(a / b for a, b in zip(cpu[p], cpu["plain"]))
-    for kind in ("wall", "cpu"):  # Algorithm 2 amortised: the selection step once every R epochs
-        step = out[f"ratio_{kind}"]["algorithm2_step"] - 1.0
-        out[f"ratio_{kind}"]["algorithm2_per_epoch_R5"] = 1.0 + step / 5
-        out[f"ratio_{kind}"]["algorithm2_per_epoch_R20"] = 1.0 + step / 20
+def floor_values(rows, y, z, h, n: int) -> torch.Tensor:
+    """Eq. (3) of the epoch by hand, α = s/m: φ_j = c1‖x_j‖² + (c2 + c5/m)⟨s, x_j⟩ + (c3 + c6/m)‖s‖² + c4 Σ‖x_i‖²,
+    x_i = l_i e_i ⊗ [h_i; 1]. Loss and error from the logits in float64 (O(m·C); in float32, p_y − 1 loses the
+    confident rows' digits), the two O(m·C·D) GEMMs in float32. Returns (n,) float64, NaN for rows not seen."""
+    m = z.shape[0]
+    logp = torch.log_softmax(z.double(), 1)  # (m, C)
+    loss = -logp.gather(1, y[:, None])  # (m, 1) cross-entropy l_i
+    le = logp.exp_().scatter_add_(1, y[:, None], torch.full_like(loss, -1.0)).mul_(loss)  # l_i (softmax − onehot)
+    s_h, s_b = (le.to(h.dtype).T @ h).double(), le.sum(0)  # s = Σ_i l_i e_i ⊗ [h_i; 1] as (C, D), (C,): GEMM 1
+    sq = le.square().sum(1) * (h.square().sum(1, dtype=torch.float64) + 1)  # ‖x_i‖² (m,)
+    c = chg.coefficients(m)
+    k = c.dot_sum + c.dot_alpha / m  # the coefficient of ⟨s, x_j⟩ once α = s/m
+    dots = torch.linalg.vecdot(le, (h @ (k * s_h).to(h.dtype).T).double() + k * s_b)  # k⟨s, x_j⟩ (m,): GEMM 2
+    s_sq = s_h.square().sum() + s_b.square().sum()  # ‖s‖²
+    const = (c.sum_norm_sq + c.sum_dot_alpha / m) * s_sq + c.sum_sq_norms * sq.sum()
+    out = torch.full((n,), float("nan"), dtype=torch.float64)
+    out[rows] = c.sq_norm * sq + dots + const
     return out
 
 
-def render(rep: dict) -> str:
-    res = rep["result"]
-    lines = [f"# Valuation overhead per training epoch ({rep['mode']})", "",
-             f"{rep['data']}; model `{rep['model']}` (width {rep['width']}), batch {BATCH}, SGD; "
-             f"device {rep['device']}, {rep['threads']} torch thread(s); load average at start {rep['loadavg_start']};"
-             f" {res['rounds']} rounds after a warm-up, paths in rotating order; {rep['date']}. Ratios: median over "
-             "rounds of path ÷ plain within the round. CPU = this process's CPU time (robust to other processes on a "
-             "shared machine); wall = elapsed time. Made by `python benchmarks/bench_overhead.py`.", "",
-             "| path | median wall (s) | median CPU (s) | × plain (wall) | × plain (CPU) | goal |",
-             "|---|---|---|---|---|---|"]
-    goals = {"plain": "", "ride_along": "≤ 1.05", "ride_along_per_batch": "", "separate_pass": "≤ 1.5",
-             "algorithm2_step": ""}
-    names = {"plain": "plain training epoch", "ride_along": "ride-along values (EpochValuer.add_logits)",
-             "ride_along_per_batch": "ride-along values, factors per batch (EpochValuer.add)",
-             "separate_pass": "Algorithm 1 separate pass (value_epoch)",
-             "algorithm2_step": f"Algorithm 2 selection step (a = {FRACTION}) + epoch"}
+def library_values(rows, y, z, h, n: int) -> torch.Tensor:
+    """The library's values of the same rows: ``EpochValuer(n).add_logits`` of them, then ``end_epoch``."""
+    valuer = chg.EpochValuer(n)
+    valuer.add_logits(rows, z, y, h, True)
+    return valuer.end_epoch()
+
+
+def check_floor(floor_vals: torch.Tensor, rows, y, z, h, n: int) -> dict:
+    """The floor's values against the library's (:func:`library_values`) on the same float32 rows, normwise:
+    max_j |Δ_j| ≤ FLOOR_RTOL · max_j |φ_j| (a value near 0 is compared at the scale of the values, not of itself).
+    For scale, the same measure between the library on these float32 rows and on them in float64.
+
+    Returns:
+        dict: ``rtol``, ``max_abs_diff_over_max_abs`` (the measure), ``max_abs_diff_over_std``,
+        ``library_float32_vs_float64`` (the measure between the library's float32 and float64 values), ``ok``.
+    Raises:
+        AssertionError: the check fails (the floor would be timing a different computation).
+    """
+    lib = library_values(rows, y, z, h, n)
+    lib64 = library_values(rows, y, z.double(), h.double(), n)
+    d, top = (floor_vals - lib).abs().max(), lib.abs().max()
+    out = {"rtol": FLOOR_RTOL, "max_abs_diff_over_max_abs": float(d / top),
+           "max_abs_diff_over_std": float(d / lib.std()),
+           "library_float32_vs_float64": float((lib - lib64).abs().max() / top)}
+    out["ok"] = out["max_abs_diff_over_max_abs"] <= FLOOR_RTOL
+    assert out["ok"], f"the hand-made floor's values differ from the library's: {out}"
+    return out
+
+
+# ---- the paths --------------------------------------------------------------------------------------------------
+def step(run: dict, logits: torch.Tensor, y: torch.Tensor) -> None:
+    loss = F.cross_entropy(logits, y)
+    run["opt"].zero_grad(set_to_none=True)
+    loss.backward()
+    run["opt"].step()
+
+
+def epoch(path: str, run: dict, batches: list, pass_batches: list, n: int):
+    """One epoch of ``path``; returns the epoch's values (n,) for the valuing paths, else None."""
+    model = run["model"]
+    if path == "separate_pass":
+        run["valuer"].value_epoch(model, pass_batches)
+        path = "plain"
+    if path == "plain":
+        for x, y, _ in batches:
+            step(run, model(x), y)
+    elif path == "tap_only":
+        with run["tap"]:
+            for x, y, _ in batches:
+                logits, _feat = run["tap"].read(model(x))
+                step(run, logits, y)
+    elif path == "ride_along":  # the README's loop
+        for x, y, idx in batches:
+            with chg.LastLayerTap(model) as tap:
+                logits, feat = tap.read(model(x))
+                run["valuer"].add_logits(idx, logits, y, feat, tap.bias)
+            step(run, logits, y)
+        return run["valuer"].end_epoch()
+    elif path == "floor":
+        for x, y, idx in batches:
+            logits = model(x)
+            run["floor"].rows.append(idx)
+            run["floor"].y.append(y)
+            step(run, logits, y)
+        if run.get("check"):  # warm-up only: keep the rows to compare with the library
+            run["kept"] = run["floor"].take()
+            return floor_values(*run["kept"], n)
+        return floor_values(*run["floor"].take(), n)
+    return None
+
+
+def setup(path: str, model_name: str, width: int, num_classes: int, shape: tuple, n: int) -> dict:
+    torch.manual_seed(0)  # every path: the same initial model
+    model = build_model(model_name, num_classes, shape, width)
+    run = {"model": model, "opt": torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4,
+                                                  nesterov=True)}
+    if path == "tap_only":
+        run["tap"] = chg.LastLayerTap(model)
+    if path in ("ride_along", "separate_pass"):
+        run["valuer"] = chg.EpochValuer(n)
+    if path == "floor":
+        run["floor"] = Floor(chg.find_last_linear(model))
+    return run
+
+
+def bench_setting(x, y, num_classes: int, model_name: str, width: int, rounds: int) -> dict:
+    """Warm-up round (floor check) + ``rounds`` timed rounds of every path; medians and paired ratios to plain."""
+    n = len(y)
+    runs = {p: setup(p, model_name, width, num_classes, tuple(x.shape[1:]), n) for p in PATHS}
+    pass_batches = [(x[b:b + PASS_BATCH], y[b:b + PASS_BATCH], torch.arange(b, min(n, b + PASS_BATCH)))
+                    for b in range(0, n, PASS_BATCH)]
+    cpu, wall = {p: [] for p in PATHS}, {p: [] for p in PATHS}
+    out = {"n": n, "model": model_name, "width": width}
+    for r in range(rounds + 1):  # round 0: warm-up, not recorded
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(1000 + r))
+        xs, ys = x[perm], y[perm]  # gathered before the clock: contiguous batches, views below
+        batches = [(xs[b:b + BATCH], ys[b:b + BATCH], perm[b:b + BATCH]) for b in range(0, n, BATCH)]
+        runs["floor"]["check"] = r == 0
+        got = {}
+        for p in PATHS[r % len(PATHS):] + PATHS[:r % len(PATHS)]:
+            gc.collect()
+            w0, c0 = time.perf_counter(), time.process_time()
+            got[p] = epoch(p, runs[p], batches, pass_batches, n)
+            c1, w1 = time.process_time(), time.perf_counter()
+            if r:
+                cpu[p].append(c1 - c0)
+                wall[p].append(w1 - w0)
+        if r == 0:
+            kept = runs["floor"].pop("kept")
+            out["floor_check"] = check_floor(got["floor"], *kept, n)
+            # same round, same batches, same starting parameters: (c) and (d) saw the same logits if the forward
+            # passes are deterministic (they are on one CPU thread); recorded, not asserted
+            d = (got["floor"] - got["ride_along"]).abs().max() / got["ride_along"].std()
+            out["ride_along_vs_floor_same_round_max_abs_diff_over_std"] = float(d)
+    out.update(seconds_cpu=cpu, seconds_wall=wall, median_cpu_s={}, median_wall_s={}, ratio_cpu={}, ratio_wall={})
     for p in PATHS:
-        verdict = ""
-        if goals[p]:
-            met = res["ratio_cpu"][p] <= float(goals[p].split()[-1])
-            verdict = f"{goals[p]}: {'met' if met else 'NOT met'} (CPU)"
-        lines.append(f"| {names[p]} | {res['median_wall_s'][p]:.3f} | {res['median_cpu_s'][p]:.3f} | "
-                     f"{res['ratio_wall'][p]:.3f} | {res['ratio_cpu'][p]:.3f} | {verdict} |")
-    for R in (5, 20):
-        key = f"algorithm2_per_epoch_R{R}"
-        lines.append(f"| Algorithm 2, selection every R = {R} epochs (per epoch) | | | {res['ratio_wall'][key]:.3f} | "
-                     f"{res['ratio_cpu'][key]:.3f} | paper: ≤ 2 |")
+        for kind, t in (("cpu", cpu), ("wall", wall)):
+            out[f"median_{kind}_s"][p] = statistics.median(t[p])
+            out[f"ratio_{kind}"][p] = statistics.median(a / b for a, b in zip(t[p], t["plain"]))
+    out["ride_along_over_floor_cpu"] = statistics.median(a / b for a, b in zip(cpu["ride_along"], cpu["floor"]))
+    out["ride_along_over_floor_wall"] = statistics.median(a / b for a, b in zip(wall["ride_along"], wall["floor"]))
+    return out
+
+
+# ---- report -----------------------------------------------------------------------------------------------------
+def machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "python": platform.python_version(), "loadavg_start": _loadavg()}
+
+
+def _loadavg() -> str:
+    try:
+        return " ".join(open("/proc/loadavg").read().split()[:3])
+    except OSError:
+        return "n/a"
+
+
+def render(rep: dict) -> str:
+    """The Markdown report, from the JSON report only."""
+    m, sets = rep["machine"], rep["settings"]
+    head = ["path"]
+    for s in sets.values():
+        head += [f"{s['model']} CPU s", "× (a) CPU", "wall s", "× (a) wall"]
+    lines = [f"# Valuation overhead per training epoch ({rep['mode']})", "",
+             f"Machine: {m['cpu']}, {m['cores']} cores, {m['torch_threads']} torch thread(s); load average "
+             f"{m['loadavg_start']} at start, {m['loadavg_end']} at end; torch {m['torch']}, Python {m['python']}; "
+             f"commit {rep['provenance']['git_commit']}; {rep['date']}.",
+             f"Data: {rep['data']}. Batch {rep['batch']}, SGD + Nesterov; batches gathered before the clock (no "
+             f"augmentation, no loader). {rep['rounds']} rounds after an untimed warm-up, every path once per round in "
+             "rotating order. Times: medians over rounds of this process's CPU time and of wall time; × (a): median "
+             "over rounds of the path ÷ plain within the round. Made by `python benchmarks/bench_overhead.py`"
+             + (" --quick (a smoke run: not a measurement)" if rep["mode"] == "quick" else "") + ".", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for p in PATHS:
+        cells = [NAMES[p]]
+        for s in sets.values():
+            cells += [f"{s['median_cpu_s'][p]:.3f}", f"{s['ratio_cpu'][p]:.3f}", f"{s['median_wall_s'][p]:.3f}",
+                      f"{s['ratio_wall'][p]:.3f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    for name, s in sets.items():
+        fc = s["floor_check"]
+        lines.append(f"- `{name}` (n = {s['n']:,}, width {s['width']}): library ride-along ÷ hand-made floor "
+                     f"{s['ride_along_over_floor_cpu']:.3f} (CPU), {s['ride_along_over_floor_wall']:.3f} (wall). "
+                     f"Floor check (warm-up round, the same float32 rows): max |Δφ| / max |φ| = "
+                     f"{fc['max_abs_diff_over_max_abs']:.1e} (≤ {fc['rtol']:.0e}: "
+                     f"{'passed' if fc['ok'] else 'FAILED'}; the library's own float32 vs float64: "
+                     f"{fc['library_float32_vs_float64']:.1e}), max |Δφ| / std φ = {fc['max_abs_diff_over_std']:.1e}.")
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: one core of the 2-core target)")
-    ap.add_argument("--model", default="image_mlp")
-    ap.add_argument("--width", type=int, default=None)
-    ap.add_argument("--quick", action="store_true", help="4,096 synthetic 28×28 images, 2 rounds (a smoke test)")
+    ap.add_argument("--rounds", type=int, default=MIN_ROUNDS, help=f"timed rounds (>= {MIN_ROUNDS}; --quick: 1)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    ap.add_argument("--settings", default=",".join(SETTINGS), help=f"comma-separated, of {list(SETTINGS)}")
+    ap.add_argument("--n", type=int, default=None, help="the first N images of the pool only (a check, not a record)")
+    ap.add_argument("--quick", action="store_true", help="512 synthetic images, 1 round: a smoke test")
     ap.add_argument("--out", type=Path, default=HERE / "results")
+    ap.add_argument("--render-only", action="store_true", help="re-render the Markdown from the JSON in --out")
     args = ap.parse_args()
+    name = "overhead_quick" if args.quick else "overhead"
+    if args.render_only:
+        write_text_atomic(args.out / f"{name}.md", render(json.loads((args.out / f"{name}.json").read_text())))
+        return
+    settings = [s for s in args.settings.split(",") if s]
+    unknown = [s for s in settings if s not in SETTINGS]
+    if unknown or not settings:
+        ap.error(f"--settings: unknown {unknown}; choose from {list(SETTINGS)}")
+    rounds = 1 if args.quick else args.rounds
+    if not args.quick and rounds < MIN_ROUNDS:
+        ap.error(f"--rounds must be >= {MIN_ROUNDS} for a measurement (use --quick for a smoke run)")
     torch.set_num_threads(args.threads)
     if args.quick:
-        d = synthetic_bundle(4096, 10, (1, 28, 28), seed=0, n_eval=8)
-        data_label, rounds = "synthetic 4,096 images 1×28×28 (quick smoke run: not a measurement)", 2
+        d = synthetic_bundle(512, 10, (1, 28, 28), seed=0, n_eval=8)
+        data = "synthetic, 512 random 1×28×28 images with random labels (quick smoke run)"
     else:
-        d = load_dataset("fashion_mnist", seed=0, noise_rate=0.3)
-        data_label, rounds = "Fashion-MNIST pool (54,000 images, 30% label noise)", args.rounds
-    rep = {"mode": "quick" if args.quick else "full", "data": data_label, "model": args.model,
-           "width": args.width or build_model(args.model, 10, (1, 28, 28)).linear.in_features,
-           "threads": torch.get_num_threads(), "device": device_name("cpu"),
-           "loadavg_start": " ".join(open("/proc/loadavg").read().split()[:3]),
-           "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "provenance": provenance("cpu")}
-    rep["result"] = bench(d.train.x, d.train.y, d.num_classes, args.model, args.width, rounds)
-    rep["loadavg_end"] = " ".join(open("/proc/loadavg").read().split()[:3])
-    name = "overhead_quick" if args.quick else "overhead"
+        d = load_dataset("fashion_mnist", 0)
+        data = f"Fashion-MNIST pool (load_dataset('fashion_mnist', 0): {len(d.train.y):,} images, clean labels)"
+    x, y = d.train.x, d.train.y
+    if args.n is not None:
+        x, y = x[:args.n].contiguous(), y[:args.n].contiguous()
+        data += f", first {len(y):,} images only (--n: a check, not a record)"
+    rep = {"mode": "quick" if args.quick else "full", "data": data, "rounds": rounds, "batch": BATCH,
+           "pass_batch": PASS_BATCH, "machine": machine(), "provenance": provenance("cpu"),
+           "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "paths": list(PATHS), "settings": {}}
+    for s in settings:
+        model_name, width = SETTINGS[s]
+        rep["settings"][s] = bench_setting(x, y, d.num_classes, model_name, width, rounds)
+    rep["machine"]["loadavg_end"] = _loadavg()
     write_json_atomic(args.out / f"{name}.json", rep)
-    write_text_atomic(args.out / f"{name}.md", render(rep))
-    print(render(rep))
+    text = render(json.loads((args.out / f"{name}.json").read_text()))  # rendered from the file as written
+    write_text_atomic(args.out / f"{name}.md", text)
+    print(text)
     print(f"wrote {args.out / name}.json and .md")
 
 
