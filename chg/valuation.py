@@ -72,6 +72,7 @@ from __future__ import annotations
 import dataclasses
 import operator
 import warnings
+import weakref
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -226,6 +227,7 @@ class EpochValuer:
         self._store_args = (storage_dtype, offload, directory)
         RowStore(1, storage_dtype, offload)  # validates them now
         self.epoch_values: list = []  # (n,) float64 per finished epoch, NaN where a point was not seen
+        self._head = None  # weak references (model, output nn.Linear) of the last epoch (check_head)
         self._reset_epoch()
 
     utility = property(lambda self: self.options.utility, doc="the utility (see :class:`chg.Options`)")
@@ -238,6 +240,29 @@ class EpochValuer:
         self.store = RowStore(self.n, *self._store_args)
         self._starts: list = []  # each batch's first row in the store (to name it in a message)
         self._valid: dict = {}  # group -> GroupStats of the validation points (alpha="valid")
+
+    def check_head(self, model: nn.Module, layer: nn.Linear) -> None:
+        """Refuse a head switched inside one model between epochs: the valuer remembers (weakly) the model and the
+        output ``nn.Linear`` of the last epoch; the same model with another output layer (timm's
+        ``model.reset_classifier``, a new ``nn.Linear`` assigned to ``model.fc``) is an error, since values of
+        different heads would be averaged silently into one row's value. Another model object (e.g. a checkpoint
+        loaded per epoch) is a new θ, not an error. :func:`separate_pass` and :func:`train_and_value` call it with
+        their tap's layer; a loop of your own that opens a new :class:`chg.lastlayer.LastLayerTap` each epoch can
+        call it with ``(model, tap.layer)``.
+
+        Args:
+            model: the network valued. layer: its output ``nn.Linear`` this epoch (``LastLayerTap.layer``).
+        Raises:
+            ValueError: ``model`` is the model of the last check but ``layer`` is not its output layer then.
+        """
+        last = self._head
+        self._head = (weakref.ref(model), weakref.ref(layer))
+        if last is not None and last[0]() is model and last[1]() is not layer:
+            self._head = last
+            raise ValueError(f"the output layer of this {type(model).__name__} changed since the last epoch valued "
+                             f"(a new {type(layer).__name__}{tuple(layer.weight.shape)}, e.g. after timm's "
+                             "model.reset_classifier or a reassigned head): values of different heads are not "
+                             "averaged. Start a new EpochValuer (and a new LastLayerTap) for the new head")
 
     # ---- collecting one epoch (metadata checks only: no host-device synchronisation) ------------------------
     def _append(self, what: str, indices, targets, z, feat, bias, loss=None) -> None:
@@ -640,6 +665,7 @@ def separate_pass(valuer: EpochValuer, model: nn.Module, loader, valid_loader=No
     model.eval()
     try:
         tap = LastLayerTap(model, layer, output)
+        valuer.check_head(model, tap.layer)
         device = model_device(model)
         with tap:
             offset = 0
@@ -720,6 +746,7 @@ def train_and_value(model: nn.Module, train_dataset, valid_dataset, cfg: ValueDa
     else:
         opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     tap = LastLayerTap(model, layer, output)
+    valuer.check_head(model, tap.layer)
     weight = None if valuer.weight is None else torch.as_tensor(np.asarray(valuer.weight, dtype=np.float64))
     model.train()
     for _ in progress_bar(range(int(cfg.epochs)), desc=f"value_data ({cfg.mode})", unit="epoch",
