@@ -8,11 +8,18 @@ Oracles, on a tiny BERT built from a config (float64, dropout 0, no download):
   the loss the Trainer optimised (plain, label-smoothed, class-weighted), then Theorem 1 (chg.chg_shapley) over the
   epoch's rows (rtol 1e-9).
 Each row enters each epoch exactly once, with shuffling, gradient accumulation (an uneven last batch and step), and
-remove_unused_columns on or off (the items carry an unused string column).
+remove_unused_columns on or off (the items carry an unused string column). Multi-process: torchrun, 2 CPU processes
+on gloo, learning rate 0: every rank's values equal one process's separate pass at θ0 (accelerate pads the last
+batch with rows of the other shard: those rows are one player each).
 """
 import copy
 import importlib.util
+import os
+import subprocess
+import sys
 from pathlib import Path
+
+import numpy as np
 
 import pytest
 import torch
@@ -228,6 +235,49 @@ def test_an_iterable_dataset_is_refused():
             yield {}
     with pytest.raises(TypeError, match="no stable row positions"):
         CHGCallback().index(Stream())
+
+
+DDP_SCRIPT = """
+import sys, numpy as np
+sys.path.insert(0, {tests!r})
+from test_integrations_hf import Tokens, tiny_bert, train_args
+from transformers import Trainer
+from chg.integrations.huggingface import CHGCallback
+cb = CHGCallback()
+trainer = Trainer(tiny_bert(), train_args({out!r}, learning_rate=0.0, num_train_epochs=1),
+                  train_dataset=cb.index(Tokens()), callbacks=[cb])
+trainer.train()
+assert trainer.args.world_size == 2
+np.save({out!r} + f"/rank{{trainer.args.process_index}}.npy", cb.values.history)
+"""
+
+
+class _NoText(torch.utils.data.Dataset):
+    def __init__(self, data):
+        self.data = data
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, i):
+        return {k: v for k, v in self.data[i].items() if k != "text"}
+
+
+def test_torchrun_two_processes_equal_one_separate_pass(tmp_path):
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT.format(tests=str(Path(__file__).resolve().parent), out=str(tmp_path)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1]) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-4000:]
+    data = Tokens()
+    want = chg.EpochValuer(len(data)).value_epoch(
+        tiny_bert(), torch.utils.data.DataLoader(chg.IndexedDataset(_NoText(data)), batch_size=8))
+    for rank in (0, 1):
+        got = np.load(tmp_path / f"rank{rank}.npy")
+        assert got.shape == (1, len(data))
+        np.testing.assert_allclose(got[0], want.numpy(), rtol=1e-10, atol=1e-15)
 
 
 def test_example_runs_as_written(capsys):
