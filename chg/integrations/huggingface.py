@@ -102,7 +102,7 @@ def _check_config(model: nn.Module) -> None:
     if kind == "regression" or (kind is None and getattr(config, "num_labels", 2) == 1):
         raise ValueError(f"{type(model).__name__} is a regression head (num_labels=1 / problem_type='regression', "
                          "MSE loss): CHG values classifiers trained with cross-entropy; set num_labels >= 2")
-    if kind == "multi_label_classification":
+    if kind == "multi_label_classification" and getattr(config, "num_labels", 2) > 1:  # one label: binary BCE
         raise ValueError(f"{type(model).__name__} is a multi-label head (problem_type='multi_label_classification', "
                          "one sigmoid per label): CHG values one softmax (or one sigmoid) per row")
 
