@@ -52,8 +52,8 @@ pip_install torch torchvision
 # OpenDataVal 1.3.0 pins torch~=2.1, numpy<1.26, pandas<2 in its metadata: install it without its dependencies and
 # then the packages it really imports (the 'opendataval' extra). geomloss 0.3 breaks its LAVA import; 0.2.6 works.
 pip_install --no-deps opendataval==1.3.0
-pip_install -e "$ROOT[test,notebooks,opendataval,docs]"  # (pip's complaints about opendataval's own pins are filtered)
-"$VENV/bin/python" -c "import chg, opendataval.dataval, sympy, matplotlib, nbval, mkdocs, mkdocstrings_handlers.python" \
+pip_install -e "$ROOT[test,notebooks,opendataval,docs,huggingface,lightning,timm]"  # (pip's complaints about opendataval's pins are filtered)
+"$VENV/bin/python" -c "import chg, opendataval.dataval, sympy, matplotlib, nbval, mkdocs, mkdocstrings_handlers.python, accelerate, lightning, timm" \
   || { echo "[setup] import check failed" >&2; exit 1; }
 echo "$want" > "$STAMP"
 echo "[setup] done" >&2

@@ -1,0 +1,207 @@
+r"""CHG Shapley values of every training row during ``lightning.pytorch.Trainer.fit()``, by ride-along.
+
+Three lines in a Lightning script (docs/trainers.md)::
+
+    cb = CHGCallback()                                                              # 1
+    loader = DataLoader(cb.index(train_set), batch_size=64, shuffle=True)           # 2 (the data set indexed)
+    trainer = Trainer(max_epochs=5, callbacks=[cb]); trainer.fit(module, loader)    #   (callbacks=[cb])
+    values = cb.values                                                              # 3: a chg.Values
+
+**What is valued.** The ``LightningModule``'s output ``nn.Linear`` (the last one registered, or ``layer=``) is
+found once when training starts and hooked by :class:`chg.LastLayerTap`; after each training step its logits and
+input features go to :meth:`chg.EpochValuer.add_logits` with the batch's labels, and each training epoch ends with
+:meth:`chg.EpochValuer.end_epoch` — the cross-entropy of the logits (binary for one logit), with the class
+``weight`` and ``label_smoothing`` your ``training_step`` uses given to the callback. On the first batch the loss
+``training_step`` returned is compared with that cross-entropy (a regression head, a temperature or another loss is
+an error; ``check_loss=False`` when your loss adds row-independent terms).
+
+**How rows are indexed.** ``cb.index(train_set)`` appends each row's position to its item (``(x, y)`` →
+``(x, y, i)``; dict items get ``"chg_index"``), the DataLoader's collate function batches it like the rest, and
+``on_train_batch_start`` takes it out of the batch again (the collated list or dict, changed in place) before
+``training_step`` sees it — so ``training_step`` is unchanged, with shuffling, workers and ``DistributedSampler``
+alike. A collate function of your own must pass a tuple item's last element through as the batch's last element.
+
+**Multi-process** (``strategy="ddp"``, any number of devices): each rank adds the rows of its shard (the sampler
+Lightning puts in); :meth:`chg.EpochValuer.end_epoch` all-reduces the statistics (a row that ``DistributedSampler``
+pads onto two ranks is one player) and every rank holds all values.
+"""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from typing import Optional
+
+import torch
+from lightning.pytorch import Callback
+from torch import nn
+
+from ..lastlayer import LastLayerTap, find_last_linear, split_batch
+from ..values import Values
+from .rows import INDEX_KEY, IndexedRows, check_training_loss, head_error, make_valuer
+
+__all__ = ["CHGCallback"]
+
+
+def _pop_index(batch):
+    """The rows' positions taken out of a collated batch, in place (see the module docstring)."""
+    if isinstance(batch, dict) and INDEX_KEY in batch:
+        return batch.pop(INDEX_KEY)
+    if isinstance(batch, list) and len(batch) >= 3:
+        return batch.pop()
+    if isinstance(batch, (dict, list)):
+        raise ValueError("CHGCallback: the training batch carries no row index: pass the training set through the "
+                         "callback, DataLoader(cb.index(train_set), ...)")
+    raise ValueError(f"CHGCallback: the training batch is a {type(batch).__name__}; the row index rides in a list "
+                     "or dict batch (torch's default collate makes lists of tuple items): return a list or a dict "
+                     "from your collate function")
+
+
+class CHGCallback(Callback):
+    """``lightning.pytorch.Callback`` that values every training row during ``Trainer.fit()`` (ride-along; see the
+    module docstring): ``cb.values`` is a :class:`chg.Values` after the first epoch.
+
+    Args:
+        layer: the module's output ``nn.Linear``; default the last ``nn.Linear`` registered in the LightningModule.
+        weight: (C,) class weights of the cross-entropy ``training_step`` uses, or None. label_smoothing: its label
+            smoothing in [0, 1].
+        check_loss: compare the loss of the first training step with the mean cross-entropy of the logits.
+        **settings: :class:`chg.EpochValuer` keywords — ``utility``, ``gradient``, ``per_class``, ``skip_epochs``,
+            ``partial_epochs``, ``storage_dtype``, ``offload``, ``directory``, ``options``.
+    Raises:
+        ValueError: ``layer`` not an ``nn.Linear``.
+    """
+
+    def __init__(self, layer: Optional[nn.Linear] = None, weight=None, label_smoothing: float = 0.0,
+                 check_loss: bool = True, **settings):
+        if layer is not None and not isinstance(layer, nn.Linear):
+            raise ValueError(f"layer must be the module's output nn.Linear, got {type(layer).__name__}")
+        self.layer, self.weight, self.label_smoothing = layer, weight, label_smoothing
+        self.check_loss, self.settings = bool(check_loss), settings
+        self.dataset: Optional[IndexedRows] = None
+        self.valuer = None
+        self._tap = self._module = self._rows = None
+        self._batches = 0
+        self._checked = False
+
+    def index(self, train_dataset) -> IndexedRows:
+        """The training set with each row's position riding along (``DataLoader(cb.index(ds), ...)``).
+
+        Args:
+            train_dataset: a map-style data set of ``(x, y, ...)`` tuples or of dicts with ``"labels"``.
+        Returns:
+            :class:`chg.integrations.rows.IndexedRows` over it; the callback values its ``len`` rows.
+        Raises:
+            TypeError: an iterable-style data set.
+        """
+        self.dataset = IndexedRows(train_dataset)
+        return self.dataset
+
+    @property
+    def values(self) -> Values:
+        """Each row's value averaged over the epochs ended so far, with the per-epoch history.
+
+        Returns:
+            :class:`chg.Values` of the ``len(train_set)`` rows.
+        Raises:
+            ValueError: no epoch has ended yet.
+        """
+        if self.valuer is None or not self.valuer.epochs:
+            raise ValueError("CHGCallback.values: no training epoch has ended yet (call trainer.fit() first)")
+        return self.valuer.values(source="lightning.Trainer", mode="ride")
+
+    @property
+    def epoch_values(self) -> list:
+        """The values of each ended epoch: a list of (n,) float64 tensors (NaN: a row not valued that epoch)."""
+        return [] if self.valuer is None else list(self.valuer.epoch_values)
+
+    # ---- Lightning hooks -------------------------------------------------------------------------------------
+    def on_train_start(self, trainer, pl_module) -> None:
+        """Build the valuer and hook the output layer (found once).
+
+        Args:
+            trainer: the Lightning ``Trainer``. pl_module: the ``LightningModule``.
+        Raises:
+            ValueError: no ``cb.index(train_set)``, a module without ``nn.Linear``, a setting the valuer refuses.
+        """
+        if self.dataset is None:
+            raise ValueError("CHGCallback: index the training set first, DataLoader(cb.index(train_set), ...)")
+        self.valuer = make_valuer(len(self.dataset), self.weight, self.label_smoothing, **self.settings)
+        self._module = pl_module
+        self._tap = LastLayerTap(pl_module, self.layer if self.layer is not None else find_last_linear(pl_module))
+        self.valuer.check_head(pl_module, self._tap.layer)
+        self._tap.__enter__()
+        self._batches, self._checked = 0, not self.check_loss
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        """Take the rows' index out of the batch (in place) before ``training_step`` sees it.
+
+        Args:
+            trainer, pl_module: as Lightning passes them. batch: the collated batch (a list or dict).
+                batch_idx: its position in the epoch.
+        Raises:
+            ValueError: a batch without the row index, or of a type that cannot be changed in place (a tuple).
+        """
+        index = _pop_index(batch)
+        _, targets, _ = split_batch(batch)
+        self._rows = (index, targets)
+        tap = self._tap
+        tap.output = tap.feat = None  # forget validation passes since the last training step
+        tap.calls = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        """Hand the step's logits, features, labels and rows to :meth:`chg.EpochValuer.add_logits`.
+
+        Args:
+            trainer, pl_module: as Lightning passes them. outputs: what ``training_step`` returned (a ``{"loss":
+                ...}`` dict; with ``"logits"`` too the tap checks them). batch, batch_idx: the step's batch.
+        Raises:
+            RuntimeError: the output layer did not run in the step (replaced, or not the module's output layer).
+            ValueError: as :meth:`chg.LastLayerTap.read`, :meth:`chg.EpochValuer.add_logits` and the loss check.
+        """
+        (index, targets), self._rows = self._rows, None
+        tap = self._tap
+        if tap.output is None:
+            raise RuntimeError(head_error(pl_module, tap.layer, tap.name) or
+                               f"CHGCallback: the training step ran no forward pass through the output layer "
+                               f"{tap.name!r}; pass CHGCallback(layer=<the module's output nn.Linear>)")
+        logits, feat = tap.read(outputs if isinstance(outputs, Mapping) and "logits" in outputs else tap.output)
+        targets = torch.as_tensor(targets).to(logits.device)
+        self.valuer.add_logits(index, logits, targets, feat, tap.bias)
+        if not self._checked:
+            self._checked = True
+            loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+            if isinstance(loss, torch.Tensor):
+                k = max(int(getattr(trainer, "accumulate_grad_batches", 1)), 1)
+                check_training_loss(loss, logits, targets, self.weight, self.label_smoothing, scales=(1.0, 1.0 / k),
+                                    what="the loss training_step returned")
+        self._batches += 1
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        """Value the epoch (:meth:`chg.EpochValuer.end_epoch`); an epoch cut short by ``max_steps`` is not valued
+        (a warning) unless ``partial_epochs=True``.
+
+        Args:
+            trainer, pl_module: as Lightning passes them.
+        """
+        expected = trainer.num_training_batches
+        short = isinstance(expected, int) and self._batches < expected
+        if short and trainer.should_stop or short and 0 < trainer.max_steps <= trainer.global_step:
+            if not self.valuer.partial_epochs:
+                warnings.warn(f"CHGCallback: training stopped after {self._batches} of the epoch's {expected} "
+                              "batches; that epoch is not valued (pass partial_epochs=True to value the rows it saw)",
+                              stacklevel=2)
+                self._batches = 0
+                return
+        if self._batches:
+            self.valuer.end_epoch()
+        self._batches = 0
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        """Close the tap (the hook on the output layer is removed).
+
+        Args:
+            trainer, pl_module: as Lightning passes them.
+        """
+        if self._tap is not None:
+            self._tap.__exit__(None, None, None)
+            self._tap = None
