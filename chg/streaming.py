@@ -1,0 +1,121 @@
+r"""Streaming ride-along values: memory independent of n, an approximation of Algorithm 1 (beyond the paper).
+
+:class:`chg.EpochValuer` keeps every row's factors until the epoch ends, because eq. (3) for a row needs the whole
+epoch's statistics (n, :math:`s = \sum_i x_i`, :math:`\sum_i \|x_i\|^2`, α): 4·(C + D) bytes per row, 15.6 GB for
+ImageNet's 1.28 M rows with C = 1000, D = 2048. :class:`StreamingValuer` keeps none: each batch is valued the moment
+it arrives, against the statistics of the **previous** epoch's game (in the first epoch: of the epoch so far, this
+batch included), while the batch's own statistics are summed for the next epoch. What it keeps is the statistics
+(one C × (D+1) matrix per group) and the values themselves (8 bytes per row per epoch).
+
+This is an approximation, not the paper's Algorithm 1: a row's value is eq. (3) for its current vector
+:math:`x_j = l_j g_j` in a game whose other players are last epoch's. When the parameters do not move (learning rate
+0) every epoch after the first gives exactly Algorithm 1's ride-along values (tested); how far it is from them in a
+real run — Spearman, overlap of the lowest 10%, detection AUC — is measured by ``benchmarks/bench_streaming.py``
+(``benchmarks/results/streaming.md``), so that a user can decide.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .factored import GroupStats, Options, stats_by_group, utility_values
+from .lastlayer import Factors, check_logits, check_loss, loss_and_error, upcast
+from .valuation import SKIP_MEANING, count
+from .values import Values
+
+__all__ = ["StreamingValuer"]
+
+
+class StreamingValuer:
+    """Ride-along values with memory independent of n (see the module docstring: an approximation of Algorithm 1).
+
+    Args:
+        n: number of training points (indices ``0..n-1``), an integer ≥ 1.
+        utility, gradient, per_class: as :class:`chg.Options` (``alpha`` is the group mean; no validation α).
+        skip_epochs: the first k epochs left out of :meth:`values`.
+        weight, label_smoothing: the training loss (as ``F.cross_entropy`` takes them).
+    Raises:
+        TypeError / ValueError: as :class:`chg.EpochValuer` for the same arguments.
+    """
+
+    def __init__(self, n: int, utility: str = "chg", gradient: str = "full", per_class: bool = False,
+                 skip_epochs: int = 0, weight=None, label_smoothing: float = 0.0):
+        self.n = count(n, "StreamingValuer: n", 1, " (the number of training points)")
+        self.options = Options(utility=utility, gradient=gradient, per_class=per_class)
+        self.skip_epochs = count(skip_epochs, "skip_epochs", 0, SKIP_MEANING)
+        self.weight, self.label_smoothing = weight, label_smoothing
+        check_loss(2 if weight is None else len(weight), weight, label_smoothing)
+        self.epoch_values: list = []  # (n,) float64 per finished epoch, NaN where a row was not seen
+        self._previous: Optional[dict] = None  # group -> GroupStats of the last finished epoch
+        self._start_epoch()
+
+    def _start_epoch(self) -> None:
+        self._current: dict = {}  # group -> GroupStats summed over this epoch's batches
+        self._vals = torch.full((self.n,), float("nan"), dtype=torch.float64)
+
+    def add_logits(self, indices, logits: torch.Tensor, targets: torch.Tensor, feat: torch.Tensor,
+                   bias: bool = True) -> torch.Tensor:
+        """Value a training batch now, against the previous epoch's statistics, and add its statistics to this
+        epoch's (the same arguments as :meth:`chg.EpochValuer.add_logits`).
+
+        Args:
+            indices: (B,) row indices in [0, n). logits: (B, C) floating. targets: (B,) class labels. feat: (B, D)
+                floating features. bias: the output layer has a bias.
+        Returns:
+            the batch's values (B,) float64 (also kept for :meth:`values`).
+        Raises:
+            ValueError: indices out of range, labels, shapes or NaN/Inf as :func:`chg.lastlayer.loss_and_error`.
+        """
+        check_logits(logits)
+        idx = torch.as_tensor(indices).reshape(-1).to(torch.int64).cpu()
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.n):
+            raise ValueError(f"add_logits: indices must lie in [0, {self.n}), got range [{int(idx.min())}, "
+                             f"{int(idx.max())}]")
+        loss, err = loss_and_error(logits.detach(), targets, self.weight, self.label_smoothing)
+        fac = Factors(loss, err, upcast(feat.detach()), bool(bias))
+        groups = targets.reshape(-1).to(device=err.device, dtype=torch.int64) if self.options.per_class else None
+        batch = stats_by_group(fac, self.options, groups)
+        for g, st in batch.items():
+            self._current[g] = st + self._current[g] if g in self._current else st
+        games = self._previous if self._previous is not None else self._current  # the first epoch: so far
+        out = torch.empty(err.shape[0], dtype=torch.float64, device=err.device)
+        for g in batch:
+            rows = torch.arange(err.shape[0], device=err.device) if groups is None else \
+                (groups == g).nonzero().squeeze(1)
+            stats = games.get(g) or self._current[g]  # a class not seen last epoch: this epoch's so far
+            out[rows] = utility_values(fac[rows], stats, self.options)
+        self._vals[idx] = out.cpu()
+        return out
+
+    def end_epoch(self) -> torch.Tensor:
+        """Close the epoch: its statistics become the next epoch's game.
+
+        Returns:
+            the epoch's values (n,) float64 (NaN for rows not seen).
+        Raises:
+            ValueError: no row was added this epoch.
+        """
+        if not self._current:
+            raise ValueError("end_epoch: no training rows were added this epoch")
+        self.epoch_values.append(self._vals)
+        self._previous = {g: GroupStats(st.n, st.sum.clone(), st.sum_sq_norms.clone())
+                          for g, st in self._current.items()}
+        self._start_epoch()
+        return self.epoch_values[-1]
+
+    def values(self, **meta) -> Values:
+        """Each row's value averaged over the epochs after the first ``skip_epochs`` (:class:`chg.Values`).
+
+        Args:
+            **meta: settings to keep with the values.
+        Returns:
+            :class:`chg.Values`, its meta saying ``mode="stream"`` (an approximation).
+        Raises:
+            ValueError: no epoch ended after the first ``skip_epochs``.
+        """
+        if len(self.epoch_values) <= self.skip_epochs:
+            raise ValueError(f"values: {len(self.epoch_values)} epoch(s) ended; skip_epochs={self.skip_epochs}")
+        info = {"mode": "stream", "utility": self.options.utility, "gradient": self.options.gradient,
+                "per_class": self.options.per_class, **meta}
+        return Values(torch.stack(self.epoch_values).numpy(), self.skip_epochs, meta=info)

@@ -1,0 +1,85 @@
+"""chg.streaming.StreamingValuer (an approximation of Algorithm 1 with memory independent of n) against oracles: at
+learning rate 0 every epoch after the first equals EpochValuer's ride-along values exactly; in the first epoch each
+batch is valued in the game of the rows seen so far (dense Theorem 1 on per-sample vectors)."""
+import pytest
+import torch
+from torch import nn
+
+import chg
+from chg.streaming import StreamingValuer
+
+N, C, D, B = 23, 3, 4, 5
+
+
+def _setup(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(6, D), nn.Tanh(), nn.Linear(D, C)).double()
+    return model, torch.randn(N, 6, generator=g, dtype=torch.float64), torch.arange(N) % C
+
+
+def _epochs(model, x, y, valuers, epochs=3, seed=1):
+    """Feed the same fixed model's batches (a new order each epoch) to every valuer; lr 0."""
+    g = torch.Generator().manual_seed(seed)
+    tap = chg.LastLayerTap(model)
+    for _ in range(epochs):
+        order = torch.randperm(N, generator=g)
+        with tap, torch.no_grad():
+            for a in range(0, N, B):
+                idx = order[a:a + B]
+                logits, feat = tap.read(model(x[idx]))
+                for v in valuers:
+                    v.add_logits(idx, logits, y[idx], feat, tap.bias)
+        for v in valuers:
+            v.end_epoch()
+
+
+@pytest.mark.parametrize("kw", [{}, {"per_class": True}, {"utility": "gradient", "gradient": "bias"},
+                                 {"utility": "hardness"}, {"label_smoothing": 0.1, "weight": [1.0, 2.0, 0.5]}])
+def test_at_learning_rate_zero_later_epochs_are_exactly_algorithm1(kw):
+    model, x, y = _setup()
+    exact, stream = chg.EpochValuer(N, **kw), StreamingValuer(N, **kw)
+    _epochs(model, x, y, [exact, stream])
+    for e in (1, 2):
+        torch.testing.assert_close(stream.epoch_values[e], exact.epoch_values[e], rtol=1e-12, atol=1e-14)
+    assert not torch.allclose(stream.epoch_values[0], exact.epoch_values[0])  # epoch 0: the game so far
+    v = stream.values()
+    assert v.meta["mode"] == "stream" and v.history.shape == (3, N)
+
+
+def test_first_epoch_values_each_batch_in_the_game_of_the_rows_so_far():
+    model, x, y = _setup(1)
+    stream = StreamingValuer(N)
+    tap = chg.LastLayerTap(model)
+    with tap, torch.no_grad():
+        for a in range(0, N, B):
+            idx = torch.arange(a, min(N, a + B))
+            logits, feat = tap.read(model(x[idx]))
+            stream.add_logits(idx, logits, y[idx], feat, True)
+    got = stream.end_epoch()
+    f = chg.compute_factors(model, x, y)  # dense x_i = l_i e_i ⊗ [h_i; 1], rows in the order they came
+    dense = (f.loss[:, None, None] * f.err[:, :, None]
+             * torch.cat([f.feat, torch.ones(N, 1, dtype=torch.float64)], 1)[:, None, :]).reshape(N, -1)
+    want = torch.empty(N, dtype=torch.float64)
+    for a in range(0, N, B):  # batch [a, a+B) in the game of rows 0 .. a+B-1
+        end = min(N, a + B)
+        want[a:end] = chg.chg_shapley(dense[:end])[a:end]
+    torch.testing.assert_close(got, want, rtol=1e-11, atol=1e-14)
+
+
+def test_keeps_no_row_of_factors_and_refuses_bad_input():
+    model, x, y = _setup()
+    stream = StreamingValuer(N)
+    _epochs(model, x, y, [stream], epochs=1)
+    kept = [t for t in vars(stream).values() if isinstance(t, torch.Tensor)]
+    assert all(t.numel() <= N for t in kept)  # only the (n,) values of the open epoch
+    with torch.no_grad():
+        logits, feat = model(x[:3]), model[:2](x[:3])
+    with pytest.raises(ValueError, match=r"indices must lie in \[0, 23\)"):
+        stream.add_logits(torch.tensor([0, 1, 23]), logits, y[:3], feat)
+    with pytest.raises(ValueError, match="targets must lie"):
+        stream.add_logits(torch.arange(3), logits, torch.tensor([0, 1, 3]), feat)
+    with pytest.raises(ValueError, match="no training rows"):
+        StreamingValuer(N).end_epoch()
+    with pytest.raises(TypeError, match="n must be an integer"):
+        StreamingValuer(2.5)
