@@ -64,7 +64,7 @@ from .values import Values
 
 __all__ = ["IGNORE_INDEX", "UNITS", "REDUCTIONS", "SequenceBatch", "causal_shift", "sequence_batch", "sequence_loss",
            "sequence_stats", "sequence_dots", "sequence_values", "sequence_shapley", "token_factors",
-           "SequenceValuer", "value_sequences"]
+           "SequenceValuer", "value_sequences", "is_sequence_data", "sequence_valuer"]
 
 IGNORE_INDEX = -100  # HuggingFace's (and F.cross_entropy's) label of a position that is not scored
 UNITS = ("sequence", "token")
@@ -936,6 +936,76 @@ def value_sequences(model: nn.Module, train_dataset, valid_dataset=None, *, unit
             valuer.end_epoch()
     values = valuer.values(mode=mode, epochs=epochs, lr=float(lr), optimizer=optimizer, batch_size=batch_size)
     return (values, valuer) if return_valuer else values
+
+
+# ---- what chg.value_data and chg.EpochValuer hand over ------------------------------------------------------
+
+def is_sequence_data(dataset) -> bool:
+    """Whether a data set's items carry a label per position — sequences for :func:`value_sequences` — rather than a
+    label per item: a dict item whose ``labels`` (or ``label``) has one or more dimensions, or a ``(x, y)`` item whose
+    ``y`` does.
+
+    Args:
+        dataset: a map-style data set, or anything else (then False).
+    Returns:
+        bool (False for an empty data set or one that cannot be indexed).
+    """
+    if isinstance(dataset, (tuple, list)) and len(dataset) == 2 and not isinstance(dataset[0], Mapping):
+        return False  # an (X, y) pair of arrays: a classifier's data
+    try:
+        if len(dataset) == 0:
+            return False
+        item = dataset[0]
+    except (TypeError, KeyError, IndexError, AttributeError):
+        return False
+    if isinstance(item, Mapping):
+        y = item.get("labels", item.get("label"))
+    elif isinstance(item, (tuple, list)) and len(item) >= 2:
+        y = item[1]
+    else:
+        return False
+    return y is not None and np.ndim(y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else y) >= 1
+
+
+_CLASSIFIER_DEFAULTS = {"gradient": "full", "per_class": False, "partial_epochs": False, "weight": None,
+                        "label_smoothing": 0.0, "storage_dtype": None, "offload": None, "directory": None}
+
+
+def _is_default(value, default) -> bool:
+    return value is default or (isinstance(value, (bool, int, float, str)) and value == default)
+
+
+def sequence_valuer(n: int, *, unit: str = "sequence", utility: str = "chg", alpha: str = "train",
+                    skip_epochs: int = 0, options=None, reduction: str = "mean", shift: Optional[bool] = None,
+                    vocab_chunk: Optional[int] = None, **classifier_options) -> SequenceValuer:
+    """The :class:`SequenceValuer` that ``chg.EpochValuer(n, unit=...)`` returns: the options both valuers share,
+    the sequence valuer's own, and the classifier's only at their defaults.
+
+    Args:
+        n: the number of sequences. unit: "sequence" or "token". utility, alpha, skip_epochs: as
+            :class:`SequenceValuer`; or ``options`` (a :class:`chg.Options`: its utility and alpha; gradient "full",
+            per_class False). reduction, shift, vocab_chunk: as :class:`SequenceValuer`.
+        **classifier_options: :class:`chg.EpochValuer`'s other keywords, accepted at their defaults only.
+    Returns:
+        :class:`SequenceValuer`.
+    Raises:
+        ValueError: a classifier-only option away from its default (per-class games, the bias gradient, class
+            weights, label smoothing, offloaded storage), an unknown keyword, or as :class:`SequenceValuer`.
+    """
+    if options is not None:
+        if getattr(options, "gradient", "full") != "full" or getattr(options, "per_class", False):
+            raise ValueError("per-class games and the bias gradient apply to a classifier's valuer only; a sequence "
+                             "valuer values the output layer's full gradient in one game (gradient='full', "
+                             "per_class=False)")
+        utility, alpha = options.utility, options.alpha
+    unknown = sorted(set(classifier_options) - set(_CLASSIFIER_DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown keyword(s) {unknown} for a sequence valuer (unit={unit!r})")
+    bad = sorted(k for k, v in classifier_options.items() if not _is_default(v, _CLASSIFIER_DEFAULTS[k]))
+    if bad:
+        raise ValueError(f"{bad} apply to a classifier's valuer only; a sequence valuer (unit={unit!r}) values each "
+                         "sequence or token in one game under the plain cross-entropy (see chg.sequence)")
+    return SequenceValuer(n, unit, reduction, utility, alpha, shift, skip_epochs, vocab_chunk)
 
 
 def _describe(obj) -> str:

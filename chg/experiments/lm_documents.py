@@ -63,7 +63,15 @@ _SCRIPT = str.maketrans(_LATIN + _LATIN.upper(), _CYRILLIC + _CYRILLIC.upper())
 
 @dataclass(frozen=True)
 class LMDocConfig:
-    """Settings of :func:`run_lm_documents` (defaults: the quick scale)."""
+    """Settings of :func:`run_lm_documents` (defaults: the quick scale).
+
+    Attributes:
+        docs, corrupt_each, valid_docs: training documents (corrupted ones included), training documents of each
+            corrupted kind, clean validation documents. min_chars: a docstring's shortest length to be a document.
+        seq_len: bytes per document. n_embd, n_layer, n_head, dropout: the GPT-2's width, depth, heads and dropout.
+        epochs, batch_size, lr: the training run (Adam). reduction: a document's loss, "mean" or "sum" of its token
+            cross-entropies. seed: seeds the documents drawn, the corruptions, the model, the batches and dropout.
+    """
     docs: int = 600               # training documents, corrupted ones included
     corrupt_each: int = 30        # training documents of each corrupted kind (shuffled, script, duplicate)
     valid_docs: int = 100         # clean validation documents (the In-Run-style baseline's gradient)
