@@ -202,14 +202,26 @@ class EpochValuer:
         storage_dtype: dtype the rows' logits/errors and features are kept in (default float32; ``torch.bfloat16``
             or ``torch.float16`` halve the memory, eq. (3) still runs in float32/float64). offload: None | "host" |
             "disk" (memory-mapped files in ``directory``): where the rows are kept (:mod:`chg.store`).
+        unit: None (a classifier: one row per point) or "sequence" | "token": a language model's or token
+            classifier's rows — the valuer is then a :class:`chg.sequence.SequenceValuer` with the same verbs
+            (:func:`chg.sequence.sequence_valuer` takes the keywords).
     Raises:
         ValueError for an invalid ``n``, ``skip_epochs``, option, storage dtype or offload.
     """
 
+    def __new__(cls, *args, unit: Optional[str] = None, **kwargs):
+        if unit is None:
+            return super().__new__(cls)
+        from .sequence import sequence_valuer
+        if len(args) > 1:
+            raise ValueError(f"EpochValuer(n, unit={unit!r}, ...): pass the options by keyword")
+        return sequence_valuer(*args, unit=unit, **kwargs)
+
     def __init__(self, n: int, utility: str = "chg", gradient: str = "full", per_class: bool = False,
                  alpha: str = "train", partial_epochs: bool = False, options: Optional[Options] = None,
                  skip_epochs: int = 0, weight=None, label_smoothing: float = 0.0,
-                 storage_dtype: Optional[torch.dtype] = None, offload: Optional[str] = None, directory=None):
+                 storage_dtype: Optional[torch.dtype] = None, offload: Optional[str] = None, directory=None,
+                 unit: Optional[str] = None):
         try:
             if isinstance(n, bool):
                 raise TypeError
@@ -522,7 +534,8 @@ def _as_dataset(data, what: str, dtype: torch.dtype):
 def value_data(model: nn.Module, train_dataset, valid_dataset=None, config: Optional[ValueDataConfig] = None,
                utility: str = "chg", gradient: str = "full", per_class: bool = False, alpha: str = "train",
                return_valuer: bool = False, layer: Optional[nn.Linear] = None, options: Optional[Options] = None,
-               skip_epochs: int = 0, weight=None, label_smoothing: float = 0.0, **overrides):
+               skip_epochs: int = 0, weight=None, label_smoothing: float = 0.0, unit: Optional[str] = None,
+               **overrides):
     """Train ``model`` (in place) on ``train_dataset`` and return every point's CHG value (Algorithm 1).
 
     Args:
@@ -542,6 +555,10 @@ def value_data(model: nn.Module, train_dataset, valid_dataset=None, config: Opti
             the module docstring and benchmarks/results/modes.md for when it helps.
         weight, label_smoothing: the loss trained on and valued — ``F.cross_entropy``'s class weights (C,) and
             label smoothing in [0, 1] (default: plain cross-entropy).
+        unit: None: a data set whose items' labels are sequences (a language model's or token classifier's:
+            :func:`chg.sequence.is_sequence_data`) goes to :func:`chg.sequence.value_sequences` with these settings
+            (one value per sequence), any other to the classifier's loop; "sequence" or "token" (one value per
+            scored token) choose the sequence path.
     Returns:
         :class:`chg.Values`: each point's value averaged over the epochs (after the first ``skip_epochs``), with the
         per-epoch history; with ``return_valuer``, ``(values, valuer)``.
@@ -557,6 +574,16 @@ def value_data(model: nn.Module, train_dataset, valid_dataset=None, config: Opti
                          f"{list(ValueDataConfig.__dataclass_fields__)}")
     cfg = dataclasses.replace(config if config is not None else ValueDataConfig(), **overrides)  # a copy
     options = Options.of(options, utility=utility, gradient=gradient, per_class=per_class, alpha=alpha)
+    from .sequence import is_sequence_data, sequence_valuer, value_sequences
+    if unit is not None or is_sequence_data(train_dataset):
+        sequence_valuer(1, unit=unit or "sequence", options=options, weight=weight,
+                        label_smoothing=label_smoothing)  # the options a sequence valuer takes, checked
+        return value_sequences(model, train_dataset, valid_dataset, unit=unit or "sequence", mode=cfg.mode,
+                               utility=options.utility, alpha=options.alpha, epochs=cfg.epochs,
+                               batch_size=cfg.batch_size, lr=cfg.lr, optimizer=cfg.optimizer, momentum=cfg.momentum,
+                               weight_decay=cfg.weight_decay, eval_batch_size=cfg.eval_batch_size, seed=cfg.seed,
+                               skip_epochs=skip_epochs, layer=layer, progress=cfg.progress,
+                               return_valuer=return_valuer)
     if options.alpha == "valid" and valid_dataset is None:
         raise ValueError("value_data: alpha='valid' needs valid_dataset")
     dtype = next(model.parameters()).dtype

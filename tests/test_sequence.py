@@ -440,3 +440,42 @@ def test_peak_memory_with_a_vocabulary_of_5000():
     chunked, whole = _peak_mib("default"), _peak_mib("5000")
     assert chunked < 0.4 * full, (chunked, whole)
     assert whole > full, (chunked, whole)
+
+
+# ---- chg.value_data and chg.EpochValuer hand sequences over ---------------------------------------------------------
+
+def test_value_data_values_a_gpt2_and_a_token_classifier():
+    model, items = _gpt2(), _docs(6)
+    want = chg.chg_shapley(_oracle_x(model, items, shift=True))
+    values, valuer = chg.value_data(model, items, epochs=1, lr=1e-3, return_valuer=True)
+    assert isinstance(values, chg.Values) and isinstance(valuer, SequenceValuer) and values.meta["unit"] == "sequence"
+    torch.testing.assert_close(valuer.epoch_values[0], want, rtol=RTOL, atol=1e-12)
+    bert, tagged = _bert(), _docs(5, causal=False, vocab=20)
+    want = chg.chg_shapley(_oracle_x(bert, tagged, shift=False, unit="token"))
+    values, valuer = chg.value_data(bert, tagged, unit="token", epochs=1, lr=1e-3, return_valuer=True)
+    torch.testing.assert_close(valuer.epoch_values[0], want, rtol=RTOL, atol=1e-12)
+    assert len(values) == len(want)
+
+
+def test_epoch_valuer_with_a_unit_is_a_sequence_valuer():
+    v = chg.EpochValuer(6, unit="sequence", shift=True, skip_epochs=1)
+    assert isinstance(v, SequenceValuer) and v.shift is True and v.skip_epochs == 1
+    t = chg.EpochValuer(6, unit="token", options=chg.Options(utility="gradient"))
+    assert isinstance(t, SequenceValuer) and t.unit == "token" and t.utility == "gradient"
+    assert type(chg.EpochValuer(6)) is chg.EpochValuer and type(chg.EpochValuer(6, unit=None)) is chg.EpochValuer
+    for bad, match in ((dict(per_class=True), "classifier's valuer only"), (dict(weight=[1.0, 2.0]), "classifier"),
+                       (dict(gradient="bias"), "classifier"), (dict(utility="hardness"), "utility must be one of"),
+                       (dict(nonsense=1), "unknown keyword")):
+        with pytest.raises(ValueError, match=match):
+            chg.EpochValuer(6, unit="sequence", **bad)
+    with pytest.raises(ValueError, match="classifier"):
+        chg.value_data(_gpt2(), _docs(3), epochs=1, per_class=True)
+
+
+def test_classifier_data_is_not_taken_for_sequences():
+    from chg.sequence import is_sequence_data
+    x, y = torch.randn(10, 3), torch.randint(0, 2, (10,))
+    assert not is_sequence_data((x, y)) and not is_sequence_data(torch.utils.data.TensorDataset(x, y))
+    assert not is_sequence_data([{"input_ids": torch.arange(4), "labels": torch.tensor(1)}])
+    assert is_sequence_data(_docs(2)) and is_sequence_data([{"input_ids": [1, 2], "labels": [1, -100]}])
+    assert is_sequence_data([(torch.arange(4), torch.arange(4))]) and not is_sequence_data([])
