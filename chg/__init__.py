@@ -16,6 +16,7 @@ from .shapley import chg_shapley, chg_shapley_exact, coefficients, hardness_shap
 from .valuation import EpochValuer, IndexedDataset, separate_pass, value_data
 from .values import Values
 from . import report  # noqa: F401  chg.report: save, rank, plot values, list suspects
+from . import sequence  # noqa: F401  chg.sequence: language models and token classifiers
 
 __version__ = "0.2.0"
 __all__ = ["chg_shapley", "chg_shapley_exact", "coefficients", "hardness_shapley", "exact_shapley",
