@@ -96,7 +96,8 @@ def _verdict(records: list) -> str:
     mean = {m: np.mean([r["metrics"]["metrics"][m]["roc_auc"] for r in records]) for m in METHODS}
     best = max(METHODS, key=lambda m: mean[m])
     parts = [f"**Verdict ({n} seed{'s' if n > 1 else ''}).** Best mean ROC AUC over all corrupted documents: "
-             f"{LABELS[best]} ({mean[best]:.3f})."]
+             f"{LABELS[best]} ({mean[best]:.3f}); per-document loss {mean['loss']:.3f}, In-Run-style value "
+             f"{mean['in_run']:.3f}."]
     for chg_m in ("chg_pass", "chg_ride"):
         wins = ", ".join(f"{SHORT[b]} in {_paired(records, chg_m, b)}/{n}" for b in BASELINES)
         parts.append(f"{LABELS[chg_m]} (AUC {mean[chg_m]:.3f}) beats {wins} seeds (paired, AUC).")
@@ -104,8 +105,16 @@ def _verdict(records: list) -> str:
         key = f"roc_auc_{kind}"
         per = {m: np.mean([r["metrics"]["metrics"][m][key] for r in records]) for m in METHODS}
         top = max(METHODS, key=lambda m: per[m])
-        parts.append(f"{kind}: best {SHORT[top]} (AUC {per[top]:.3f}); CHG exact {per['chg_pass']:.3f}, "
-                     f"loss {per['loss']:.3f}.")
+        if per[top] < 0.6:
+            parts.append(f"{kind.capitalize()} documents: no method does much better than chance (best "
+                         f"{SHORT[top]}, AUC {per[top]:.3f}; CHG exact {per['chg_pass']:.3f}).")
+        else:
+            parts.append(f"{kind.capitalize()} documents: best {SHORT[top]} (AUC {per[top]:.3f}); CHG exact "
+                         f"{per['chg_pass']:.3f}, loss {per['loss']:.3f}, In-Run-style {per['in_run']:.3f}.")
+    for m in METHODS:
+        if mean[m] < 0.5:
+            parts.append(f"{LABELS[m]} ranks below chance (AUC {mean[m]:.3f}): the opposite sign would score "
+                         f"1 − AUC = {1 - mean[m]:.3f}.")
     agree = [r["metrics"]["agreement"]["averaged"]["spearman"] for r in records]
     parts.append(f"Ride-along vs exact values (averaged over epochs ≥ 1): Spearman {_pm(agree, 2)}.")
     return " ".join(parts)
