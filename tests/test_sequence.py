@@ -272,6 +272,16 @@ def test_ride_along_equals_pass_when_parameters_do_not_move():
     np.testing.assert_allclose(np.asarray(values), want.numpy(), rtol=RTOL, atol=1e-12)
 
 
+@pytest.mark.parametrize("unit", ["sequence", "token"])
+def test_ride_along_with_a_validation_target(unit):
+    """alpha='valid' in ride-along: the validation players of the end of epoch k are epoch k+1's target."""
+    model, items, valid = _gpt2(), _docs(6), _docs(3, seed=7)
+    x, xv = _oracle_x(model, items, shift=True, unit=unit), _oracle_x(model, valid, shift=True, unit=unit)
+    _, valuer = value_sequences(model, items, valid, unit=unit, alpha="valid", epochs=2, mode="ride", lr=0.0,
+                                batch_size=4, return_valuer=True)
+    torch.testing.assert_close(valuer.epoch_values[1], chg.chg_shapley(x, alpha=xv.mean(0)), rtol=RTOL, atol=1e-12)
+
+
 def test_ride_along_in_training_differs_from_pass_and_is_finite():
     _, ride = value_sequences(_gpt2(), _docs(8), epochs=3, mode="ride", lr=0.05, batch_size=4, return_valuer=True)
     _, pas = value_sequences(_gpt2(), _docs(8), epochs=3, mode="pass", lr=0.05, batch_size=4, return_valuer=True)
