@@ -19,6 +19,7 @@ from .loop import train_and_value, value_data
 from .valuation import EpochValuer, IndexedDataset, separate_pass
 from .values import Values
 from . import report  # noqa: F401  chg.report: save, rank, plot values, list suspects
+from . import sequence  # noqa: F401  chg.sequence: language models and token classifiers
 
 __version__ = "0.3.0"
 __all__ = ["chg_shapley", "chg_shapley_exact", "coefficients", "hardness_shapley", "exact_shapley",

@@ -160,7 +160,7 @@ def read_table(path, label: str | None, drop=()):
                          f"leave it out with --drop {c}" + (f" (also non-numeric: {bad[1:]})" if bad[1:] else ""))
     x = frame[features].to_numpy(dtype=np.float64, na_value=np.nan)  # (n, d); nullable NA → NaN, refused below
     codes, classes = _classes(frame[label].to_numpy(), f"label column {label!r}")
-    _check_finite(x, features)
+    check_finite(x, features)
     return x, codes, classes, features
 
 
@@ -188,7 +188,7 @@ def _read_npz(path: Path, label: str, drop):
     x = x.astype(np.float64)
     names = [f"x[{j}]" for j in range(int(np.prod(x.shape[1:])))]
     codes, classes = _classes(y, f"array {label!r}")
-    _check_finite(x.reshape(len(x), -1), names)
+    check_finite(x.reshape(len(x), -1), names)
     return x, codes, classes, names
 
 
@@ -208,7 +208,7 @@ def _classes(y, what: str):
     return codes.astype(np.int64), list(classes)
 
 
-def _check_finite(x, names) -> None:
+def check_finite(x, names) -> None:
     import numpy as np
     bad = ~np.isfinite(x)
     if bad.any():

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from .renames import OPTIONS_REMOVED, renamed
-from .shapley import _check_finite, _check_n, coefficients, mean_game_coefficients
+from .shapley import check_finite, check_n, coefficients, mean_game_coefficients
 
 __all__ = ["Options", "UTILITIES", "GRADIENTS", "ALPHAS", "GroupStats", "group_stats", "values_from_factors",
            "factored_shapley", "shapley_from_factors", "utility_stats", "utility_values", "epoch_values",
@@ -153,7 +153,7 @@ def _require_finite(result: torch.Tensor, err, feat, loss, what: str) -> None:
     for name, t in (("loss (per-sample)", loss), ("err (softmax error)", err),
                     ("feat (penultimate features)", feat)):
         if t is not None:
-            _check_finite(t, name)
+            check_finite(t, name)
     raise ValueError(f"{what} overflowed although every input is finite: rescale the features or losses")
 
 
@@ -281,7 +281,7 @@ def group_stats(err: torch.Tensor, feat: Optional[torch.Tensor] = None,
 def _eq3_terms(n: int, s: torch.Tensor, alpha):
     """From a group's size and Σx_i (float64): the coefficients c, m = c2·s + c5·α (so that c2⟨s,x_j⟩ + c5⟨x_j,α⟩
     = l_j e_jᵀ m h̃_j) and the constant c3‖s‖² + c6⟨s,α⟩ (the c4·Σ‖x_i‖² term is added by the caller)."""
-    _check_n(n)
+    check_n(n)
     c = coefficients(n)
     flat = s.reshape(-1)
     if alpha is None:  # α = s/n: m and the constant are multiples of s and ‖s‖²
@@ -290,7 +290,7 @@ def _eq3_terms(n: int, s: torch.Tensor, alpha):
         raise ValueError(f"alpha has {torch.as_tensor(alpha).numel()} entries; expected {s.numel()} (shape "
                          f"{tuple(s.shape)}: C rows, D (+1 with a bias, last) columns)")
     a = torch.as_tensor(alpha).to(device=s.device, dtype=torch.float64).reshape(s.shape)
-    _check_finite(a, "alpha")
+    check_finite(a, "alpha")
     return c, c.dot_sum * s + c.dot_alpha * a, c.sum_norm_sq * (flat @ flat) + c.sum_dot_alpha * (flat @ a.reshape(-1))
 
 
@@ -418,7 +418,7 @@ def utility_stats(factors, options: Options) -> GroupStats:
     """
     if options.utility == "hardness":
         loss = _loss64(factors)
-        _check_finite(loss, "loss")
+        check_finite(loss, "loss")
         return GroupStats(loss.shape[0], loss.sum().reshape(1), loss.new_zeros(()))
     err, feat, loss, bias = _players(factors, options)
     return group_stats(err, feat, loss, bias)
@@ -443,8 +443,8 @@ def utility_values(factors, stats: GroupStats, options: Options, alpha: Optional
         if alpha is not None:
             raise ValueError("utility='hardness' (mean loss over S) has no target: alpha must be None")
         loss = _loss64(factors)
-        _check_finite(loss, "loss")
-        own, total = mean_game_coefficients(_check_n(stats.n))
+        check_finite(loss, "loss")
+        own, total = mean_game_coefficients(check_n(stats.n))
         return own * loss + total * stats.sum.reshape(()).to(loss.device)
     err, feat, loss, bias = _players(factors, options)
     return values_from_factors(err, feat, loss, stats, alpha, bias=bias)
@@ -524,7 +524,7 @@ def epoch_values(factors, options: Options, groups: Optional[torch.Tensor] = Non
         rows = None if groups is None else (groups == g).nonzero().squeeze(1)
         if hardness:
             loss = _loss64(factors if rows is None else factors[rows])
-            _check_finite(loss, "loss")
+            check_finite(loss, "loss")
             stats = GroupStats(loss.shape[0], loss.sum().reshape(1), loss.new_zeros(()))
         else:
             part = (err, feat, loss) if rows is None else (err[rows], None if feat is None else feat[rows],
@@ -538,7 +538,7 @@ def epoch_values(factors, options: Options, groups: Optional[torch.Tensor] = Non
         if stats.n == 0 or (rows is not None and rows.numel() == 0) or m == 0:
             continue
         if hardness:
-            own, total = mean_game_coefficients(_check_n(stats.n))
+            own, total = mean_game_coefficients(check_n(stats.n))
             vals = own * loss + total * stats.sum.reshape(())
         else:
             if alpha is not None and g not in alpha:

@@ -365,6 +365,9 @@ class LastLayerTap:
             layer is registered earlier, or another Linear after it).
         output: "logits" (the model returns the layer's output, possibly inside a tuple / list / dict /
             ``ModelOutput``) or "probabilities" (it returns their sigmoid or softmax, as OpenDataVal's classifiers do).
+        sequence: the layer is applied per position (a language model's or token classifier's head): its input is
+            (B, T, D) and its output (B, T, C), read as they are (:mod:`chg.sequence` values them); default False,
+            a classifier's (B, D) → (B, C).
 
     :meth:`factors` (and :meth:`read`) check that the layer ran exactly once since the last call and that the model's
     output is (or holds) what it produced, so a head called twice, logits post-processed after the layer (e.g. a
@@ -376,7 +379,8 @@ class LastLayerTap:
         ValueError: a model without ``nn.Linear``, a ``layer`` that is not one, or an unknown ``output``.
     """
 
-    def __init__(self, model: nn.Module, layer: Optional[nn.Linear] = None, output: str = "logits"):
+    def __init__(self, model: nn.Module, layer: Optional[nn.Linear] = None, output: str = "logits",
+                 sequence: bool = False):
         if output not in OUTPUTS:
             raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
         self.layer = layer if layer is not None else find_last_linear(model)
@@ -386,6 +390,7 @@ class LastLayerTap:
         self._name: Optional[str] = None  # the layer's name in the model, looked up when a message needs it
         self.output_kind = output
         self.bias = self.layer.bias is not None
+        self.sequence = bool(sequence)
         self.feat: Optional[torch.Tensor] = None
         self.output: Optional[torch.Tensor] = None
         self.calls = 0
@@ -400,9 +405,13 @@ class LastLayerTap:
 
     def _hook(self, module, inputs, output):
         h = inputs[0]
-        if h.ndim != 2:
+        if self.sequence and h.ndim != 3:
+            raise ValueError(f"the output layer {self.name!r} got input of shape {tuple(h.shape)}; a sequence head "
+                             "(sequence=True) takes (B, T, D) features, one row per position")
+        if not self.sequence and h.ndim != 2:
             raise ValueError(f"the output layer {self.name!r} got input of shape {tuple(h.shape)}; expected (B, D) "
-                             "features (a layer applied per token or per position is not a classifier's output layer)")
+                             "features (a layer applied per token or per position is not a classifier's output "
+                             "layer: value a language model or token classifier with chg.sequence)")
         self.feat, self.output = h.detach(), output
         self.calls += 1
 
@@ -435,7 +444,7 @@ class LastLayerTap:
             output: what the model returned (a tensor, tuple, list, dict or ``ModelOutput``).
         Returns:
             ``(logits, feat)``: the layer's output (B, C) with its autograd graph (for a training loss) and its
-            input (B, D) detached.
+            input (B, D) detached; (B, T, C) and (B, T, D) with ``sequence=True``.
         Raises:
             RuntimeError: the layer did not run since the tap opened or the last read.
             ValueError: it ran more than once, or ``output`` does not hold its output.

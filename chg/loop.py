@@ -22,6 +22,7 @@ from .factored import Options
 from .lastlayer import LastLayerTap, check_targets, forward_batch, model_device, per_sample_loss, split_batch
 from .progress import progress as progress_bar
 from .renames import OPTIONS_REMOVED, Removed, renamed
+from .sequence import is_sequence_data, sequence_valuer, value_sequences
 from .valuation import SKIP_MEANING, EpochValuer, IndexedDataset, add_validation_pass, count, separate_pass
 
 __all__ = ["value_data", "train_and_value", "ValueDataConfig", "MODES"]
@@ -114,7 +115,7 @@ def value_data(model: nn.Module, train_dataset, valid_dataset=None, *, epochs: i
                mode: str = "pass", eval_batch_size: int = 256, seed: int = 0, progress: Optional[bool] = None,
                utility: str = "chg", gradient: str = "full", per_class: bool = False, alpha: str = "train",
                skip_epochs: int = 0, weight=None, label_smoothing: float = 0.0, layer: Optional[nn.Linear] = None,
-               return_valuer: bool = False):
+               unit: Optional[str] = None, return_valuer: bool = False):
     """Train ``model`` (in place) on ``train_dataset`` and return every point's CHG value (Algorithm 1).
 
     Args:
@@ -133,7 +134,11 @@ def value_data(model: nn.Module, train_dataset, valid_dataset=None, *, epochs: i
         skip_epochs: the first k epochs left out of the average, 0 ≤ k < epochs (0: every epoch, Algorithm 1).
         weight, label_smoothing: the loss trained on and valued — ``F.cross_entropy``'s class weights (C,) and
             label smoothing in [0, 1] (default: plain cross-entropy).
-        return_valuer: also return the :class:`chg.EpochValuer`.
+        unit: None: a data set whose items' labels are sequences (a language model's or token classifier's:
+            :func:`chg.sequence.is_sequence_data`) goes to :func:`chg.sequence.value_sequences` with these settings
+            (one value per sequence), any other to the classifier's loop; "sequence" or "token" (one value per scored
+            token) choose the sequence path.
+        return_valuer: also return the :class:`chg.EpochValuer` (a :class:`chg.sequence.SequenceValuer` there).
     Returns:
         :class:`chg.Values`: each point's value averaged over the epochs (after the first ``skip_epochs``), with the
         per-epoch history; with ``return_valuer``, ``(values, valuer)``.
@@ -151,6 +156,15 @@ def value_data(model: nn.Module, train_dataset, valid_dataset=None, *, epochs: i
         raise ValueError(f"value_data: skip_epochs={skip_epochs} leaves none of the {cfg.epochs} epochs to average; "
                          f"it must be < epochs")
     options = Options(utility=utility, gradient=gradient, per_class=per_class, alpha=alpha)  # before the data
+    if unit is not None or is_sequence_data(train_dataset):
+        unit = unit or "sequence"
+        sequence_valuer(1, unit=unit, utility=utility, alpha=alpha, gradient=gradient, per_class=per_class,
+                        weight=weight, label_smoothing=label_smoothing)  # the options a sequence valuer takes
+        return value_sequences(model, train_dataset, valid_dataset, unit=unit, mode=cfg.mode, utility=utility,
+                               alpha=alpha, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                               optimizer=cfg.optimizer, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                               eval_batch_size=cfg.eval_batch_size, seed=cfg.seed, skip_epochs=skip_epochs,
+                               layer=layer, progress=cfg.progress, return_valuer=return_valuer)
     if options.alpha == "valid" and valid_dataset is None:
         raise ValueError("value_data: alpha='valid' needs valid_dataset")
     dtype = next(model.parameters()).dtype

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 __all__ = ["Coefficients", "coefficients", "harmonic", "chg_shapley", "chg_shapley_exact",
-           "hardness_shapley", "mean_game_coefficients"]
+           "hardness_shapley", "mean_game_coefficients", "check_n", "check_finite"]
 
 _EXACT_SUM_LIMIT = 100_000  # below this, harmonic numbers by exact-rounded summation; above, asymptotic series
 
@@ -86,7 +86,7 @@ def mean_game_coefficients(n: int, exact: bool = False) -> tuple:
     Raises:
         ValueError: n not an integer, or n < 1.
     """
-    n = _check_n(n)
+    n = check_n(n)
     one = Fraction(1) if exact else 1.0
     if n == 1:
         return one, 0 * one
@@ -104,7 +104,7 @@ def coefficients(n: int, exact: bool = False) -> Coefficients:
     Raises:
         ValueError: n not an integer, or n < 1.
     """
-    return _coefficients(_check_n(n), bool(exact))
+    return _coefficients(check_n(n), bool(exact))
 
 
 @functools.lru_cache(maxsize=1024)  # per-class valuation asks for the same few n every epoch
@@ -145,13 +145,13 @@ def chg_shapley(x, alpha=None):
     if xt.ndim != 2:
         raise ValueError(f"chg_shapley: x must be 2-D (n, d), got shape {tuple(xt.shape)}")
     n, d = xt.shape
-    _check_n(n)
-    _check_finite(xt, "x")
+    check_n(n)
+    check_finite(xt, "x")
     s = xt.sum(0)  # (d,)
     a = s / n if alpha is None else _as_float64_tensor(alpha, "alpha", device=xt.device)
     if a.shape != (d,):
         raise ValueError(f"chg_shapley: alpha must have shape (d,) = ({d},), got {tuple(a.shape)}")
-    _check_finite(a, "alpha")
+    check_finite(a, "alpha")
     c = coefficients(n)
     sq = (xt * xt).sum(1)  # (n,)
     proj = xt @ (c.dot_sum * s + c.dot_alpha * a)  # (n,)  c2⟨s,x_j⟩ + c5⟨x_j,α⟩ in one product
@@ -172,7 +172,7 @@ def chg_shapley_exact(x, alpha=None) -> list:
         ValueError: n = 0, vectors of different lengths, or alpha of another length.
     """
     n = len(x)
-    _check_n(n)
+    check_n(n)
     d = len(x[0])
     if any(len(row) != d for row in x):
         raise ValueError("chg_shapley_exact: all vectors of x must have the same length")
@@ -202,8 +202,8 @@ def hardness_shapley(loss):
     lt = _as_float64_tensor(loss, "loss")
     if lt.ndim != 1:
         raise ValueError(f"hardness_shapley: loss must be 1-D (n,), got shape {tuple(lt.shape)}")
-    _check_n(lt.shape[0])
-    _check_finite(lt, "loss")
+    check_n(lt.shape[0])
+    check_finite(lt, "loss")
     own, total = mean_game_coefficients(lt.shape[0])
     out = own * lt + total * lt.sum()
     return out.cpu().numpy() if is_numpy else out
@@ -223,8 +223,16 @@ def _as_float64_tensor(v, name, device=None) -> torch.Tensor:
     return torch.from_numpy(arr).to(device) if device is not None else torch.from_numpy(arr)
 
 
-def _check_n(n) -> int:
-    """n as a Python int (numpy ints would overflow n(n−1)(n−2) past 2e6); must be ≥ 1."""
+def check_n(n) -> int:
+    """The number of players as a Python int (NumPy integers would overflow n(n−1)(n−2) past 2e6).
+
+    Args:
+        n: a Python or NumPy integer ≥ 1.
+    Returns:
+        ``n`` as an int.
+    Raises:
+        ValueError: not an integer, or below 1 (an empty player set).
+    """
     try:
         n = operator.index(n)
     except TypeError:
@@ -234,7 +242,14 @@ def _check_n(n) -> int:
     return n
 
 
-def _check_finite(t: torch.Tensor, name: str) -> None:
+def check_finite(t: torch.Tensor, name: str) -> None:
+    """Refuse NaN and Inf, counting them.
+
+    Args:
+        t: a tensor. name: what it is, for the message.
+    Raises:
+        ValueError: ``t`` holds a NaN or an infinity.
+    """
     if not bool(torch.isfinite(t).all()):
         bad = int((~torch.isfinite(t)).sum())
         raise ValueError(f"{name} contains {bad} non-finite value(s) (NaN or Inf)")

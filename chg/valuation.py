@@ -161,30 +161,36 @@ class IndexedDataset(Dataset):
 @renamed("0.3.0", options=OPTIONS_REMOVED)
 @renamed("0.2.0", weighting="utility")
 class EpochValuer:
-    """Algorithm 1's collection: each epoch's rows (stored once, checked once), the validation α, and the history
-    of epoch values that :meth:`values` averages. The maths is :func:`chg.factored.epoch_values`; the rows live in a
-    :class:`chg.store.RowStore` whose buffers are reused from epoch to epoch.
+    """Algorithm 1's collection: each epoch's rows (in a :class:`chg.store.RowStore`, checked once), the validation
+    α, and the history of epoch values that :meth:`values` averages (the maths: :func:`chg.factored.epoch_values`).
 
     Args:
         n: number of training points (indices run over ``0..n-1``); a Python or NumPy integer ≥ 1.
         utility, gradient, per_class, alpha: see the module docstring and :class:`chg.Options`.
         partial_epochs: False (default): an epoch in which some row was not added is an error at
             :meth:`end_epoch`; True: the rows seen are the epoch's game, with a warning naming how many were not.
-        skip_epochs: the number k ≥ 0 of first epochs left out of :meth:`values` (0: every epoch, Algorithm 1);
-            their values are still computed and kept in ``epoch_values``.
+        skip_epochs: the first k ≥ 0 epochs left out of :meth:`values` (0: every epoch, Algorithm 1; still kept).
         weight, label_smoothing: the training loss's class weights (C,) and smoothing in [0, 1] as
             ``F.cross_entropy`` takes them; rows are valued under that loss (default plain cross-entropy).
         storage_dtype: the rows' storage dtype (float32; bfloat16/float16 halve the memory, eq. (3) still runs in
             float32/64). offload: None | "host" | "disk" (memory-mapped in ``directory``; :mod:`chg.store`).
+        unit: None (a classifier) or "sequence" | "token": a language model's rows — the valuer is then a
+            :class:`chg.sequence.SequenceValuer` with the same verbs (:func:`chg.sequence.sequence_valuer`).
     Raises:
         TypeError: ``n`` or ``skip_epochs`` not an integer, an option of the wrong type.
         ValueError: ``n`` < 1, ``skip_epochs`` < 0, an unknown option value, storage dtype or offload.
     """
 
+    def __new__(cls, *args, unit: Optional[str] = None, **kwargs):
+        if unit is None:
+            return super().__new__(cls)
+        from .sequence import sequence_valuer
+        return sequence_valuer(*args, unit=unit, **kwargs)
+
     def __init__(self, n: int, utility: str = "chg", gradient: str = "full", per_class: bool = False,
                  alpha: str = "train", partial_epochs: bool = False, skip_epochs: int = 0, weight=None,
                  label_smoothing: float = 0.0, storage_dtype: Optional[torch.dtype] = None,
-                 offload: Optional[str] = None, directory=None):
+                 offload: Optional[str] = None, directory=None, unit: Optional[str] = None):
         self.n = count(n, "EpochValuer: n", 1, " (the number of training points)")
         self.options = Options(utility=utility, gradient=gradient, alpha=alpha, per_class=per_class)
         self.partial_epochs = bool(partial_epochs)
@@ -202,14 +208,13 @@ class EpochValuer:
     epochs = property(lambda self: len(self.epoch_values), doc="the epochs ended so far")
 
     def check_head(self, model: nn.Module, layer: nn.Linear) -> None:
-        """Refuse a head switched inside one model between epochs (timm's ``reset_classifier``): two heads' values
-        would be averaged into one. Another model object (a checkpoint per epoch) is a new θ. Called by
-        :func:`separate_pass`, :func:`chg.loop.train_and_value` and the trainer callbacks.
+        """Refuse a head switched inside one model between epochs (timm's ``reset_classifier``); another model object
+        (a checkpoint per epoch) is a new θ. Called by :func:`separate_pass`, the loop and the trainer callbacks.
 
         Args:
             model: the network valued. layer: its output ``nn.Linear`` this epoch (``LastLayerTap.layer``).
         Raises:
-            ValueError: ``model`` is the model of the last check but ``layer`` is not the output layer it had then.
+            ValueError: the model of the last check with another output layer.
         """
         last, self._head = self._head, (weakref.ref(model), weakref.ref(layer))  # weak: nothing kept alive
         if last is not None and last[0]() is model and last[1]() is not layer:
@@ -224,11 +229,10 @@ class EpochValuer:
         earlier factors: it is one player). Index ranges are checked at :meth:`end_epoch`.
 
         Args:
-            indices: (B,) row indices in [0, n): an integer tensor, array or list.
-            factors: the rows' :class:`chg.lastlayer.Factors` (loss (B,), err (B, C), feat (B, D)).
-            labels: (B,) integer labels, needed if ``per_class``.
+            indices: (B,) row indices in [0, n) (tensor, array or list). factors: the rows'
+                :class:`chg.lastlayer.Factors`. labels: (B,) integer labels, needed if ``per_class``.
         Raises:
-            ValueError: sizes that differ, non-integer indices or labels, missing labels with ``per_class``, or a
+            ValueError: sizes that differ, non-integer indices or labels, labels missing with ``per_class``, or a
                 change of head (C, D or bias) within the epoch.
         """
         if self.per_class and labels is None:
@@ -265,11 +269,9 @@ class EpochValuer:
         """Add validation rows to this epoch's α (``alpha="valid"``): α = mean of l_i g_i over them (per class).
 
         Args:
-            factors: the validation rows' :class:`chg.lastlayer.Factors`. labels: (B,) integer labels, needed if
-                ``per_class``.
+            factors: the rows' :class:`chg.lastlayer.Factors`. labels: (B,) integer labels, needed if ``per_class``.
         Raises:
-            ValueError: the valuer was built with ``alpha="train"``, labels missing with ``per_class``, or a
-                bias-free head with ``gradient="bias"``.
+            ValueError: a valuer with alpha="train", labels missing with ``per_class``, gradient="bias" without bias.
         """
         if self.alpha != "valid":
             raise ValueError("add_validation: this valuer was built with alpha='train'; use alpha='valid'")
@@ -290,15 +292,14 @@ class EpochValuer:
         return separate_pass(self, model, loader, valid_loader, **kw)
 
     def end_epoch(self) -> torch.Tensor:
-        """Eq. (3) for every point added this epoch from the whole epoch's statistics (Algorithm 1, lines 4–6; the
-        maths is :func:`chg.factored.epoch_values`), after checking the epoch's rows once.
+        """Eq. (3) for every row of this epoch from the whole epoch's statistics (Algorithm 1, lines 4–6:
+        :func:`chg.factored.epoch_values`), after checking the epoch's rows once.
 
         Returns:
             the epoch's values (n,) float64 on the CPU (NaN only for rows not seen, with partial_epochs).
         Raises:
-            ValueError: no row was added, an index or target out of range, NaN/Inf logits (each naming the batch),
-                a row missing (see the class), per_class / alpha="valid" lacking labels / validation rows, or a
-                class with training but no validation points.
+            ValueError: no row added; an index or target out of range, NaN/Inf logits (naming the batch); a row
+                missing; per_class / alpha="valid" without labels / validation rows (of a class).
         """
         if self.store.size == 0:
             raise ValueError("end_epoch: no training rows were added this epoch")
@@ -315,14 +316,13 @@ class EpochValuer:
         """What a checkpoint needs to resume after a finished epoch.
 
         Returns:
-            a dict: ``n``, ``epoch_values`` (the history), ``skip_epochs`` and ``options`` (a tuple of the option
-            values). Plain tensors: loads with ``torch.load(..., weights_only=True)``.
+            a dict of ``n``, ``epoch_values``, ``skip_epochs``, ``options`` (``torch.load`` reads it weights-only).
         """
         return {"n": self.n, "epoch_values": [v.clone() for v in self.epoch_values], "skip_epochs": self.skip_epochs,
                 "options": (self.utility, self.gradient, self.per_class, self.alpha)}
 
     def load_state_dict(self, state: dict) -> None:
-        """Resume from :meth:`state_dict` (also of 0.2.0; the current epoch's rows are dropped).
+        """Resume from :meth:`state_dict` (also of 0.2.0), dropping the current epoch's rows.
 
         Args:
             state: a dict from :meth:`state_dict`.

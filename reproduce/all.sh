@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Regenerate every table and figure of the paper, plus the Theorem 1 demo and the label-error detection table.
+# Regenerate every table and figure of the paper, plus the Theorem 1 demo, the label-error detection table and the
+# language-model documents table (reproduce/lm_documents.py: smoke and quick scales only).
 #   bash reproduce/all.sh                 # quick scale on CPU (default without CUDA), paper scale with CUDA
 #   bash reproduce/all.sh --scale smoke   # every script end to end in ~2 minutes (what CI runs); also quick | medium |
 #                                         # medium-cnn (Tables 2-3 with a BatchNorm CNN) | paper
@@ -65,4 +66,13 @@ both_tables() {
 }
 step "table2+table3" both_tables
 step detection sharded reproduce/detection.py
+# The language-model documents experiment has a smoke and a quick preset only (no medium/paper data or model).
+case " ${ARGS[*]-} " in
+  *" --scale smoke "*|*" --scale=smoke "*|*" --scale quick "*|*" --scale=quick "*) LM=1 ;;
+  *" --scale"*) LM=0 ;;
+  *) LM=1 ;;
+esac
+if [ "$LM" = 1 ]; then
+  step lm_documents "$PY" reproduce/lm_documents.py ${ARGS[@]+"${ARGS[@]}"}
+fi
 echo "all done in $((SECONDS - T_ALL)) s: tables and figures in figures/, run records in reproduce/results/" >&2

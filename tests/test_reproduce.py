@@ -14,7 +14,7 @@ import chg.experiments.results as results
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "reproduce"))
-from kit import config, detect, grid, odv, odv_presets, selection  # noqa: E402
+from kit import config, detect, grid, lm, odv, odv_presets, selection  # noqa: E402
 
 SCRIPTS = ("theorem1", "table1", "figure1", "figure2", "table2", "table3")
 
@@ -224,7 +224,8 @@ def _committed(path_glob):
 RENDERS = {"theorem1": ("theorem1.md", "theorem1.tex"),
            "table1": ("table1.md", "table1.tex", "figure1.png", "figure1.pdf", "figure2.png", "figure2.pdf"),
            "table2": ("table2.md", "table2.tex"), "table3": ("table3.md", "table3.tex"),
-           "detection": ("detection.md", "detection.tex")}
+           "detection": ("detection.md", "detection.tex"),
+           "lm_documents": ("lm_documents.md", "lm_documents.tex", "lm_documents.png", "lm_documents.pdf")}
 
 
 def _quick_grid() -> dict:
@@ -235,6 +236,7 @@ def _quick_grid() -> dict:
     for t in ("table2", "table3"):
         want[t] = {r.run_id for r in selection.runs(selection.presets(t)["quick"])}
     want["detection"] = {r.run_id for r in detect.runs(detect.presets()["quick"])}
+    want["lm_documents"] = {r.run_id for r in lm.runs(lm.presets()["quick"])}
     return want
 
 
