@@ -31,8 +31,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -42,6 +40,8 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+from _machine import loadavg, machine  # noqa: E402
 
 import chg  # noqa: E402
 from chg.experiments.results import provenance  # noqa: E402
@@ -137,23 +137,6 @@ def render(rep: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _loadavg() -> str:
-    try:
-        return " ".join(open("/proc/loadavg").read().split()[:3])
-    except OSError:
-        return "n/a"
-
-
-def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version(), "loadavg_start": _loadavg()}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=MIN_ROUNDS, help=f"timed rounds (>= {MIN_ROUNDS}; --quick: 1)")
@@ -177,7 +160,7 @@ def main() -> None:
            "machine": machine(), "provenance": provenance("cpu"),
            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": list(ROWS)}
     rep["result"] = bench(10_000 if args.quick else args.n, rounds)
-    rep["machine"]["loadavg_end"] = _loadavg()
+    rep["machine"]["loadavg_end"] = loadavg()
     write_json_atomic(args.out / f"{name}.json", rep)
     text = render(json.loads((args.out / f"{name}.json").read_text()))  # rendered from the file as written
     write_text_atomic(args.out / f"{name}.md", text)

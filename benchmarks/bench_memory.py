@@ -42,7 +42,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -57,6 +56,8 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+from _machine import loadavg, machine  # noqa: E402
 
 import chg  # noqa: E402
 from chg.experiments.results import provenance  # noqa: E402
@@ -260,23 +261,6 @@ def render(rep: dict) -> str:
     return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
 
 
-def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version(), "loadavg_start": _loadavg()}
-
-
-def _loadavg() -> str:
-    try:
-        return " ".join(open("/proc/loadavg").read().split()[:3])
-    except OSError:
-        return "n/a"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, of {list(CASES)}")
@@ -323,7 +307,7 @@ def main() -> None:
             if case in rep["cases"] and not rep["cases"][case].get("skipped") and ref.exists():
                 err = value_error(np.load(ref), np.load(Path(tmp) / f"{case}.npy"))
                 rep["value_error"][case] = {"n": rep["cases"][case]["n"], **err}
-    rep["machine"]["loadavg_end"] = _loadavg()
+    rep["machine"]["loadavg_end"] = loadavg()
     write_json_atomic(args.out / f"{name}.json", rep)
     text = render(json.loads((args.out / f"{name}.json").read_text()))  # rendered from the file as written
     write_text_atomic(args.out / f"{name}.md", text)

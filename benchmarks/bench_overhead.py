@@ -40,8 +40,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -52,6 +50,8 @@ import torch.nn.functional as F
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+from _machine import loadavg, machine  # noqa: E402
 
 import chg  # noqa: E402
 from chg.experiments.data import load_dataset, synthetic_bundle  # noqa: E402
@@ -235,23 +235,6 @@ def bench_setting(x, y, num_classes: int, model_name: str, width: int, rounds: i
 
 
 # ---- report -----------------------------------------------------------------------------------------------------
-def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version(), "loadavg_start": _loadavg()}
-
-
-def _loadavg() -> str:
-    try:
-        return " ".join(open("/proc/loadavg").read().split()[:3])
-    except OSError:
-        return "n/a"
-
-
 def render(rep: dict) -> str:
     """The Markdown report, from the JSON report only."""
     m, sets = rep["machine"], rep["settings"]
@@ -324,7 +307,7 @@ def main() -> None:
     for s in settings:
         model_name, width = SETTINGS[s]
         rep["settings"][s] = bench_setting(x, y, d.num_classes, model_name, width, rounds)
-    rep["machine"]["loadavg_end"] = _loadavg()
+    rep["machine"]["loadavg_end"] = loadavg()
     write_json_atomic(args.out / f"{name}.json", rep)
     text = render(json.loads((args.out / f"{name}.json").read_text()))  # rendered from the file as written
     write_text_atomic(args.out / f"{name}.md", text)

@@ -40,8 +40,7 @@ from torch import nn
 from transformers import TrainerCallback
 
 from ..lastlayer import LastLayerTap, find_last_linear
-from ..values import Values
-from .rows import INDEX_KEY, IndexedRows, check_training_loss, head_error, make_valuer
+from .rows import INDEX_KEY, IndexedRows, ValuesOfRun, check_training_loss, head_error, make_valuer
 
 __all__ = ["CHGCallback", "IndexCollator"]
 
@@ -107,7 +106,7 @@ def _check_config(model: nn.Module) -> None:
                          "one sigmoid per label): CHG values one softmax (or one sigmoid) per row")
 
 
-class CHGCallback(TrainerCallback):
+class CHGCallback(ValuesOfRun, TrainerCallback):
     """``transformers.TrainerCallback`` that values every training row during ``Trainer.train()`` (ride-along; see
     the module docstring): ``cb.values`` is a :class:`chg.Values` after the first epoch (each row's value averaged
     over the epochs so far, the per-epoch history in ``.history``).
@@ -121,11 +120,12 @@ class CHGCallback(TrainerCallback):
         check_loss: compare, on the first training batch, the model's own loss (when it computes one) with the mean
             cross-entropy of the output layer's logits; a mismatch is an error.
         **settings: :class:`chg.EpochValuer` keywords — ``utility``, ``gradient``, ``per_class``, ``skip_epochs``,
-            ``partial_epochs``, ``storage_dtype``, ``offload``, ``directory``, ``options``.
+            ``partial_epochs``, ``storage_dtype``, ``offload``, ``directory``.
     Raises:
         ValueError: a setting :class:`chg.EpochValuer` refuses (checked when training begins), ``layer`` not an
             ``nn.Linear``.
     """
+    SOURCE, FIT = "transformers.Trainer", "train"  # for ValuesOfRun: values' meta, the message before training
 
     def __init__(self, layer: Optional[nn.Linear] = None, weight=None, label_smoothing: Optional[float] = None,
                  check_loss: bool = True, **settings):
@@ -139,38 +139,6 @@ class CHGCallback(TrainerCallback):
         self._handles: list = []
         self._batches = self._expected = 0
         self._checked = False
-
-    # ---- what the user calls ---------------------------------------------------------------------------------
-    def index(self, train_dataset) -> IndexedRows:
-        """The training set with each row's position riding along (``Trainer(train_dataset=cb.index(ds))``).
-
-        Args:
-            train_dataset: a map-style data set of dict items (a torch ``Dataset`` or a ``datasets.Dataset``).
-        Returns:
-            :class:`chg.integrations.rows.IndexedRows` over it; the callback values its ``len`` rows.
-        Raises:
-            TypeError: an iterable-style data set (see :class:`~chg.integrations.rows.IndexedRows`).
-        """
-        self.dataset = IndexedRows(train_dataset)
-        return self.dataset
-
-    @property
-    def values(self) -> Values:
-        """Each row's value averaged over the epochs ended so far, with the per-epoch history.
-
-        Returns:
-            :class:`chg.Values` of the ``len(train_set)`` rows.
-        Raises:
-            ValueError: no epoch has ended yet.
-        """
-        if self.valuer is None:
-            raise ValueError("CHGCallback.values: no training epoch has ended yet (call trainer.train() first)")
-        return self.valuer.values(source="transformers.Trainer", mode="ride")
-
-    @property
-    def epoch_values(self) -> list:
-        """The values of each ended epoch: a list of (n,) float64 tensors (NaN: a row not valued that epoch)."""
-        return [] if self.valuer is None else list(self.valuer.epoch_values)
 
     # ---- Trainer events ------------------------------------------------------------------------------------------
     def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kwargs):

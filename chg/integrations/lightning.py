@@ -36,8 +36,7 @@ from lightning.pytorch import Callback
 from torch import nn
 
 from ..lastlayer import LastLayerTap, find_last_linear, split_batch
-from ..values import Values
-from .rows import INDEX_KEY, IndexedRows, check_training_loss, head_error, make_valuer
+from .rows import INDEX_KEY, IndexedRows, ValuesOfRun, check_training_loss, head_error, make_valuer
 
 __all__ = ["CHGCallback"]
 
@@ -56,7 +55,7 @@ def _pop_index(batch):
                      "from your collate function")
 
 
-class CHGCallback(Callback):
+class CHGCallback(ValuesOfRun, Callback):
     """``lightning.pytorch.Callback`` that values every training row during ``Trainer.fit()`` (ride-along; see the
     module docstring): ``cb.values`` is a :class:`chg.Values` after the first epoch.
 
@@ -66,10 +65,11 @@ class CHGCallback(Callback):
             smoothing in [0, 1].
         check_loss: compare the loss of the first training step with the mean cross-entropy of the logits.
         **settings: :class:`chg.EpochValuer` keywords — ``utility``, ``gradient``, ``per_class``, ``skip_epochs``,
-            ``partial_epochs``, ``storage_dtype``, ``offload``, ``directory``, ``options``.
+            ``partial_epochs``, ``storage_dtype``, ``offload``, ``directory``.
     Raises:
         ValueError: ``layer`` not an ``nn.Linear``.
     """
+    SOURCE, FIT = "lightning.Trainer", "fit"  # for ValuesOfRun: values' meta, the message before training
 
     def __init__(self, layer: Optional[nn.Linear] = None, weight=None, label_smoothing: float = 0.0,
                  check_loss: bool = True, **settings):
@@ -82,37 +82,6 @@ class CHGCallback(Callback):
         self._tap = self._module = self._rows = None
         self._batches = 0
         self._checked = False
-
-    def index(self, train_dataset) -> IndexedRows:
-        """The training set with each row's position riding along (``DataLoader(cb.index(ds), ...)``).
-
-        Args:
-            train_dataset: a map-style data set of ``(x, y, ...)`` tuples or of dicts with ``"labels"``.
-        Returns:
-            :class:`chg.integrations.rows.IndexedRows` over it; the callback values its ``len`` rows.
-        Raises:
-            TypeError: an iterable-style data set.
-        """
-        self.dataset = IndexedRows(train_dataset)
-        return self.dataset
-
-    @property
-    def values(self) -> Values:
-        """Each row's value averaged over the epochs ended so far, with the per-epoch history.
-
-        Returns:
-            :class:`chg.Values` of the ``len(train_set)`` rows.
-        Raises:
-            ValueError: no epoch has ended yet.
-        """
-        if self.valuer is None or not self.valuer.epochs:
-            raise ValueError("CHGCallback.values: no training epoch has ended yet (call trainer.fit() first)")
-        return self.valuer.values(source="lightning.Trainer", mode="ride")
-
-    @property
-    def epoch_values(self) -> list:
-        """The values of each ended epoch: a list of (n,) float64 tensors (NaN: a row not valued that epoch)."""
-        return [] if self.valuer is None else list(self.valuer.epoch_values)
 
     # ---- Lightning hooks -------------------------------------------------------------------------------------
     def on_train_start(self, trainer, pl_module) -> None:

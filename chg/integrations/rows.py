@@ -20,6 +20,7 @@ from torch.utils.data import Dataset, IterableDataset
 
 from ..lastlayer import per_sample_loss
 from ..valuation import EpochValuer
+from ..values import Values
 
 __all__ = ["INDEX_KEY", "IndexedRows", "make_valuer", "check_training_loss", "head_error"]
 
@@ -82,7 +83,7 @@ class IndexedRows(Dataset):
 def make_valuer(n: int, weight=None, label_smoothing: float = 0.0, **settings) -> EpochValuer:
     """The :class:`chg.EpochValuer` a callback fills: ``n`` rows, the training loss's class weights and smoothing,
     and the caller's valuer settings (``utility``, ``gradient``, ``per_class``, ``skip_epochs``, ``partial_epochs``,
-    ``storage_dtype``, ``offload``, ``directory``, or ``options``).
+    ``storage_dtype``, ``offload``, ``directory``).
 
     Args:
         n: the training set's rows. weight: (C,) class weights of the loss trained on, or None. label_smoothing:
@@ -94,7 +95,7 @@ def make_valuer(n: int, weight=None, label_smoothing: float = 0.0, **settings) -
             over a validation set: :func:`chg.value_data`), and as :class:`chg.EpochValuer`.
         TypeError: an unknown setting.
     """
-    if settings.get("alpha", "train") != "train" or getattr(settings.get("options"), "alpha", "train") != "train":
+    if settings.get("alpha", "train") != "train":
         raise ValueError("the trainer callbacks value with alpha='train' (α = the mean of l_i g_i over the training "
                          "rows); alpha='valid' needs a validation pass: use chg.value_data or EpochValuer.value_epoch")
     return EpochValuer(n, weight=weight, label_smoothing=label_smoothing, **settings)
@@ -148,3 +149,41 @@ def head_error(model: nn.Module, layer: nn.Linear, name: str) -> Optional[str]:
     return (f"the output layer {name!r} was replaced during training (e.g. timm's model.reset_classifier or a new "
             "head assigned): values of different heads are not averaged. Start a new training run (and callback) "
             "for the new head")
+
+
+class ValuesOfRun:
+    """What both trainer callbacks give their user: :meth:`index` (the training set with each row's position riding
+    along), :attr:`values` and :attr:`epoch_values`. A subclass sets ``SOURCE`` (the trainer's name) and ``FIT``
+    (the call that trains), and keeps its :class:`chg.EpochValuer` in ``self.valuer`` (None before training)."""
+    SOURCE, FIT = "a trainer", "train"
+
+    def index(self, train_dataset) -> IndexedRows:
+        """The training set with each row's position riding along (``Trainer(train_dataset=cb.index(ds))``).
+
+        Args:
+            train_dataset: a map-style data set of dict items or ``(x, y, ...)`` tuples.
+        Returns:
+            :class:`IndexedRows` over it; the callback values its ``len`` rows.
+        Raises:
+            TypeError: an iterable-style data set (see :class:`IndexedRows`).
+        """
+        self.dataset = IndexedRows(train_dataset)
+        return self.dataset
+
+    @property
+    def values(self) -> Values:
+        """Each row's value averaged over the epochs ended so far, with the per-epoch history.
+
+        Returns:
+            :class:`chg.Values` of the ``len(train_set)`` rows.
+        Raises:
+            ValueError: no epoch has ended yet.
+        """
+        if self.valuer is None or not self.valuer.epochs:
+            raise ValueError(f"CHGCallback.values: no training epoch has ended yet (call trainer.{self.FIT}() first)")
+        return self.valuer.values(source=self.SOURCE, mode="ride")
+
+    @property
+    def epoch_values(self) -> list:
+        """The values of each ended epoch: a list of (n,) float64 tensors (NaN: a row not valued that epoch)."""
+        return [] if self.valuer is None else list(self.valuer.epoch_values)
