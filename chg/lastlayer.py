@@ -400,8 +400,8 @@ class LastLayerTap:
     def name(self) -> str:
         """The hooked layer's name in the model (``"?"`` when it is no longer one of the model's modules)."""
         if self._name is None:
-            self._name = next((n for n, m in self._model.named_modules() if m is self.layer), "?")
-        return self._name
+            self._name = next((n for n, m in self._model.named_modules() if m is self.layer), None)
+        return "?" if self._name is None else self._name
 
     def _hook(self, module, inputs, output):
         h = inputs[0]
@@ -416,6 +416,7 @@ class LastLayerTap:
         self.calls += 1
 
     def __enter__(self) -> "LastLayerTap":
+        self.name  # looked up once, at the first opening, so a message after the head is replaced still names it
         self._handle = self.layer.register_forward_hook(self._hook)
         return self
 

@@ -213,8 +213,10 @@ def _indexed_loader(dataset, batch_size: int, generator: Optional[torch.Generato
     ``DataLoader(shuffle=True, generator=generator)``); a TensorDataset's are fetched a batch at a time."""
     if isinstance(dataset, TensorDataset) and len(dataset.tensors) >= 2:
         order = RandomSampler(dataset, generator=generator) if generator is not None else SequentialSampler(dataset)
+        # generator= too: each iter() of a DataLoader draws its base seed from it before the sampler's permutation,
+        # so without it the permutations would not be those of DataLoader(shuffle=True, generator=generator)
         return DataLoader(_TensorRows(dataset.tensors), sampler=BatchSampler(order, batch_size, False),
-                          batch_size=None)
+                          batch_size=None, generator=generator)
     return DataLoader(IndexedDataset(dataset), batch_size=batch_size, shuffle=generator is not None,
                       generator=generator)
 

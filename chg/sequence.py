@@ -56,7 +56,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, SequentialSampler
 
-from .factored import GroupStats, group_stats, values_from_factors
+from .factored import GroupStats, Options, group_stats, values_from_factors
 from .lastlayer import Factors, LastLayerTap, forward_batch, loss_and_error, model_device, split_batch
 from .progress import progress as progress_bar
 from .shapley import check_n, coefficients
@@ -256,8 +256,6 @@ def _error_chunk(batch: SequenceBatch, a: int, b: int) -> torch.Tensor:
 
 def _coef(batch: SequenceBatch, utility: str) -> torch.Tensor:
     """(B, T) float64: the factor of e_t ⊗ h̃_t in x_i — l_i w_t (CHG) or w_t (Gradient Shapley)."""
-    if utility not in UTILITIES:
-        raise ValueError(f"utility must be one of {UTILITIES}, got {utility!r}")
     return batch.weight * batch.loss[:, None] if utility == "chg" else batch.weight
 
 
@@ -475,8 +473,11 @@ class SequenceValuer:
         self.n = _n_rows(n)
         self.unit = _choice("unit", unit, UNITS)
         self.reduction = _choice("reduction", reduction, REDUCTIONS)
-        self.utility = _choice("utility", utility, UTILITIES)
-        self.alpha = _choice("alpha", alpha, ALPHAS)
+        options = Options(utility=utility, alpha=alpha)  # the one validator of the options (types and values)
+        if options.utility not in UTILITIES:
+            raise ValueError(f"utility={utility!r} is not available for sequences (Hardness Shapley's mean-loss game "
+                             f"is the classifier's only); choose one of {UTILITIES}")
+        self.utility, self.alpha = options.utility, options.alpha
         if shift is not None and not isinstance(shift, (bool, np.bool_)):
             raise ValueError(f"shift must be True, False or None (decided from the model), got {shift!r}")
         self.shift = None if shift is None else bool(shift)

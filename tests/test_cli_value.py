@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import chg
+import chg.experiments.models  # the oracle builds the CLI's MLP independently
 from chg import cli
 from chg.report import ValuationReport
 

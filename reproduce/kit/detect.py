@@ -312,22 +312,11 @@ def main(argv=None) -> int:
     all_presets = presets()
     p = cli.parser("Detection table (flipped labels): compute (resumable, shardable) and render.", all_presets)
     args, preset = cli.parse(p, all_presets, argv)
-    if not args.render_only:
-        t0 = time.perf_counter()
-        try:
-            grid_runs = runs(preset)
-        except ValueError as exc:
-            p.error(str(exc))
-        try:
-            counts = grid.run_grid(EXPERIMENT, args.scale, preset, grid_runs, executor(), shard=args.shard,
-                                   replace=args.replace)
-        except grid.ConfigMismatch as exc:
-            raise SystemExit(f"detection: {exc}") from None
-        print(f"detection: ran {counts['ran']}, skipped {counts['skipped']} (already done) of {counts['total']} in "
-              f"{time.perf_counter() - t0:.0f}s")
-    if not args.no_render:
-        render(args.scale, preset)
-    return 0
+    try:
+        grid_runs = runs(preset)
+    except ValueError as exc:
+        p.error(str(exc))
+    return grid.compute_and_render(EXPERIMENT, args, preset, grid_runs, executor(), render)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -144,3 +144,31 @@ def run_grid(experiment: str, scale: str, preset, runs: list, execute: Callable[
         log(f"[{experiment} {scale} {n}/{len(todo)}] {run.run_id} ({out.wall_time_s:.1f} s; "
             f"{time.perf_counter() - t_start:.0f} s in all)")
     return {"ran": ran, "skipped": len(mine) - ran, "total": len(mine)}
+
+
+def compute_and_render(experiment: str, args, preset, grid_runs: list, execute: Callable[[Run], Outcome],
+                       render: Callable) -> int:
+    """The body of every reproduce script's ``main`` after its arguments are parsed: the grid's runs (skipped with
+    ``--render-only``; ``--shard`` and ``--replace`` as given), then the render from the records (skipped with
+    ``--no-render``).
+
+    Args:
+        experiment: the records' folder name. args: from :func:`kit.cli.parse`. preset: the scale's preset.
+        grid_runs: the runs of the grid. execute: one run → :class:`Outcome`. render: ``render(scale, preset)``.
+    Returns:
+        0 (the script's exit status).
+    Raises:
+        SystemExit: a stored run whose configuration differs (:class:`ConfigMismatch`), naming it.
+    """
+    if not args.render_only:
+        t0 = time.perf_counter()
+        try:
+            counts = run_grid(experiment, args.scale, preset, grid_runs, execute, shard=args.shard,
+                              replace=args.replace)
+        except ConfigMismatch as exc:
+            raise SystemExit(f"{experiment}: {exc}") from None
+        print(f"{experiment}: ran {counts['ran']}, skipped {counts['skipped']} (already done) of {counts['total']} "
+              f"in {time.perf_counter() - t0:.0f}s")
+    if not args.no_render:
+        render(args.scale, preset)
+    return 0

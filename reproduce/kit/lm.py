@@ -252,18 +252,7 @@ def main(argv=None) -> int:
     all_presets = presets()
     p = cli.parser("Documents of a language model: compute (resumable, shardable) and render.", all_presets)
     args, preset = cli.parse(p, all_presets, argv)
-    if not args.render_only:
-        t0 = time.perf_counter()
-        try:
-            counts = grid.run_grid(EXPERIMENT, args.scale, preset, runs(preset), executor(), shard=args.shard,
-                                   replace=args.replace)
-        except grid.ConfigMismatch as exc:
-            raise SystemExit(f"lm_documents: {exc}") from None
-        print(f"lm_documents: ran {counts['ran']}, skipped {counts['skipped']} (already done) of {counts['total']} "
-              f"in {time.perf_counter() - t0:.0f}s")
-    if not args.no_render:
-        render(args.scale, preset)
-    return 0
+    return grid.compute_and_render(EXPERIMENT, args, preset, runs(preset), executor(), render)
 
 
 if __name__ == "__main__":  # pragma: no cover
