@@ -34,7 +34,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
 from chg import factored as new  # noqa: E402
-from chg.experiments.results import atomic_write  # noqa: E402
+from chg.io import atomic_write  # noqa: E402
 
 
 def load_reference(tree: Path):
@@ -80,6 +80,8 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--ref-tree", default="/work/wt/old", help="a checkout of the reference commit")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--name", default="guard", help="the results' file stem (benchmarks/results/NAME.json|md)")
+    ap.add_argument("--guard", type=float, default=1.25, help="the largest ratio new / reference that passes")
     args = ap.parse_args(argv)
     tree = Path(args.ref_tree)
     ref = load_reference(tree)
@@ -95,18 +97,18 @@ def main(argv=None) -> dict:
     out = {"what": "chg.factored.factored_shapley, this checkout vs a reference commit, one process, alternating",
            "ref_commit": ref_commit, "new_commit": new_commit, "new_factored_uncommitted_changes": dirty,
            "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.processor() or "cpu",
-           "load_avg_1min": os.getloadavg()[0], "quick": args.quick, "guard": 1.25, "cases": cases,
-           "pass": all(c["ratio_new_over_ref"] <= 1.25 for c in cases)}
+           "load_avg_1min": os.getloadavg()[0], "quick": args.quick, "guard": args.guard, "cases": cases,
+           "pass": all(c["ratio_new_over_ref"] <= args.guard for c in cases)}
     res = HERE / "results"
-    atomic_write(res / "guard.json", lambda p: Path(p).write_text(json.dumps(out, indent=1) + "\n"))
+    atomic_write(res / f"{args.name}.json", lambda p: Path(p).write_text(json.dumps(out, indent=1) + "\n"))
     lines = [f"# Speed guard: chg.factored vs {ref_commit[:7]} (one process, alternating turns)", "",
              f"torch {out['torch']}, {out['threads']} threads, load {out['load_avg_1min']:.1f}; float32, C = 10, "
              "D = 512, CHG weighting, weight + bias gradient; median seconds per call.", "",
              "| case | n | new s | reference s | new / reference | max |Δ| / std |", "|---|---|---|---|---|---|"]
     lines += [f"| {c['case']} | {c['n']} | {c['seconds_new']:.4g} | {c['seconds_ref']:.4g} | "
               f"{c['ratio_new_over_ref']:.2f} | {c['max_abs_diff_over_std']:.1e} |" for c in cases]
-    lines += ["", f"Guard (every ratio ≤ 1.25): {'pass' if out['pass'] else 'FAIL'}."]
-    atomic_write(res / "guard.md", lambda p: Path(p).write_text("\n".join(lines) + "\n"))
+    lines += ["", f"Guard (every ratio ≤ {args.guard:g}): {'pass' if out['pass'] else 'FAIL'}."]
+    atomic_write(res / f"{args.name}.md", lambda p: Path(p).write_text("\n".join(lines) + "\n"))
     print("\n".join(lines))
     return out
 
