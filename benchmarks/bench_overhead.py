@@ -8,9 +8,10 @@ the same parameters from round to round.
 (a) ``plain`` — forward, loss, backward, step.
 (b) ``tap_only`` — the same with a :class:`chg.LastLayerTap` built once (opened once per epoch) and ``tap.read`` of
     every batch's logits and features; nothing is valued: what finding the output layer's input costs.
-(c) ``ride_along`` — the library's ride-along as the README shows it: per batch ``with chg.LastLayerTap(model) as
-    tap: logits, feat = tap.read(model(x)); valuer.add_logits(idx, logits, y, feat, tap.bias)``, then
-    ``valuer.end_epoch()`` (loss and softmax error of every row, then eq. (3) for the epoch).
+(c) ``ride_along`` — the library's ride-along as the docs' loop shows it (docs/training-loop.md): one
+    :class:`chg.LastLayerTap` built once and opened for the epoch, per batch ``logits, feat = tap.read(model(x));
+    valuer.add_logits(idx, logits, y, feat, tap.bias)``, then ``valuer.end_epoch()`` (loss and softmax error of every
+    row, then eq. (3) for the epoch).
 (d) ``floor`` — a hand-made ride-along in :class:`Floor` and :func:`floor_values` (~30 lines): one forward hook on the
     output ``nn.Linear`` appends the detached logits and features to Python lists; at the epoch's end the loss and
     softmax error, then eq. (3) with α = the mean of the x_i by the closed form — :func:`chg.coefficients` for the six
@@ -62,7 +63,7 @@ from chg.io import write_json_atomic, write_text_atomic  # noqa: E402
 PATHS = ("plain", "tap_only", "ride_along", "floor", "separate_pass")
 NAMES = {"plain": "(a) plain epoch (forward, loss, backward, step)",
          "tap_only": "(b) tap only (LastLayerTap built once, read per batch)",
-         "ride_along": "(c) ride-along, library (README loop: EpochValuer.add_logits + end_epoch)",
+         "ride_along": "(c) ride-along, library (the docs' loop: one tap, EpochValuer.add_logits + end_epoch)",
          "floor": "(d) ride-along floor, hand-made (one hook, lists, eq. (3) by hand)",
          "separate_pass": "(e) Algorithm 1 separate pass (value_epoch) + epoch"}
 SETTINGS = {"image_mlp": ("image_mlp", 128), "stride_cnn": ("stride_cnn", 16)}  # name: (model, width)
@@ -161,12 +162,13 @@ def epoch(path: str, run: dict, batches: list, pass_batches: list, n: int):
             for x, y, _ in batches:
                 logits, _feat = run["tap"].read(model(x))
                 step(run, logits, y)
-    elif path == "ride_along":  # the README's loop
-        for x, y, idx in batches:
-            with chg.LastLayerTap(model) as tap:
+    elif path == "ride_along":  # the docs' loop: the tap built once, open for the epoch
+        tap = run["tap"]
+        with tap:
+            for x, y, idx in batches:
                 logits, feat = tap.read(model(x))
                 run["valuer"].add_logits(idx, logits, y, feat, tap.bias)
-            step(run, logits, y)
+                step(run, logits, y)
         return run["valuer"].end_epoch()
     elif path == "floor":
         for x, y, idx in batches:
@@ -186,7 +188,7 @@ def setup(path: str, model_name: str, width: int, num_classes: int, shape: tuple
     model = build_model(model_name, num_classes, shape, width)
     run = {"model": model, "opt": torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4,
                                                   nesterov=True)}
-    if path == "tap_only":
+    if path in ("tap_only", "ride_along"):
         run["tap"] = chg.LastLayerTap(model)
     if path in ("ride_along", "separate_pass"):
         run["valuer"] = chg.EpochValuer(n)

@@ -179,6 +179,7 @@ class _Passes:
                 else max(256, CHUNK_ELEMENTS // max(D, err.shape[1], 1)))
         self.chunks = [slice(a, min(n, a + step)) for a in range(0, n, step)]
         self._kept = None  # (rows, h − μ) of a group that is one chunk: pass 2 reuses pass 1's
+        self._le_kept = None  # l·e of a group that is one chunk (the same: made once for both passes)
         # several chunks: every per-chunk temporary lives in one scratch buffer, reused by every chunk of both passes
         # (no allocation per chunk, so the heap does not grow by freed chunks: peak = inputs + one chunk's buffers)
         C, m = err.shape[1], min(step, n)
@@ -196,9 +197,11 @@ class _Passes:
     def le(self, rows):
         """l_i e_i of the chunk's rows (m, C) float64 (made per chunk: never an (n, C) float64 copy)."""
         out = self._view(self._le, rows)
-        if out is None:  # one chunk: a new tensor (err itself when it is float64: never changed in place)
-            e = self.err[rows].to(torch.float64)
-            return e if self.loss is None else e * self.loss[rows].to(torch.float64)[:, None]
+        if out is None:  # one chunk: a new tensor (err itself when it is float64: never changed in place), kept
+            if self._le_kept is None:  # for pass 2
+                e = self.err[rows].to(torch.float64)
+                self._le_kept = e if self.loss is None else e * self.loss[rows].to(torch.float64)[:, None]
+            return self._le_kept
         out.copy_(self.err[rows])
         return out if self.loss is None else out.mul_(self.loss[rows].to(torch.float64)[:, None])
 
@@ -217,7 +220,9 @@ class _Passes:
         C, D = self.err.shape[1], self.h.shape[1]
         s_feat = self.err.new_zeros((C, D), dtype=torch.float64)  # Σ l e (h − μ)ᵀ (C, D)
         s_bias = self.err.new_zeros(C, dtype=torch.float64)  # Σ l e (C,)
-        sq = []  # per chunk ‖l_i e_i‖² (‖h_i − μ‖² + 2μ·(h_i − μ) + ‖μ‖² + bias) (m,)
+        # ‖l_i e_i‖² (‖h_i − μ‖² + 2μ·(h_i − μ) + ‖μ‖² + bias) (n,), written chunk by chunk into one array (no list of
+        # small long-lived chunks between the big temporaries: the heap could not give their memory back)
+        sq = self.err.new_empty(self.err.shape[0], dtype=torch.float64)
         const = self.mu64 @ self.mu64 + self.bias
         for rows in self.chunks:
             le = self.le(rows)  # (m, C) float64
@@ -229,30 +234,25 @@ class _Passes:
                 s_feat.add_(torch.mm(le_d.T, hc, out=self._s))
             s_bias.add_(le.sum(0))
             h_sq = torch.addmv(torch.linalg.vector_norm(hc, dim=1).square_(), hc, self.mu, alpha=2)
-            sq.append(torch.linalg.vecdot(le, le).mul_(h_sq.to(torch.float64).add_(const)))
+            torch.linalg.vecdot(le, le, out=sq[rows]).mul_(h_sq.to(torch.float64).add_(const))
         s_feat.addr_(s_bias, self.mu64)  # + (Σ l e) μᵀ
         s = torch.cat([s_feat, s_bias[:, None]], 1) if self.bias else s_feat
-        return s, _cat(sq, self.mu64)  # ‖x_i‖² = ‖l_i e_i‖² ‖h̃_i‖²
+        return s, sq  # ‖x_i‖² = ‖l_i e_i‖² ‖h̃_i‖²
 
     def dots(self, m):
         """Pass 2: ⟨m, x_j⟩ = l_j e_jᵀ m h̃_j for every row (n,) float64; ``m`` (C, D+bias) float64."""
         D = self.h.shape[1]
         m_feat = m[:, :D].to(self.dtype)  # (C, D)
         b = torch.addmv(m[:, D], m[:, :D], self.mu64) if self.bias else m[:, :D] @ self.mu64  # (C,) μ's and bias' share
-        out = []  # (m,) per chunk: l_j e_jᵀ (m_feat (h_j − μ) + b)
+        out = self.err.new_empty(self.err.shape[0], dtype=torch.float64)  # l_j e_jᵀ (m_feat (h_j − μ) + b) (n,)
         for rows in self.chunks:
             hc = self.centred(rows)
             if self._hm is None:
                 hm = F.linear(hc, m_feat).to(torch.float64)  # (m, C) in dtype, then float64
             else:
                 hm = self._view(self._hm64, rows).copy_(torch.matmul(hc, m_feat.T, out=self._view(self._hm, rows)))
-            out.append(torch.linalg.vecdot(self.le(rows), hm.add_(b)))
-        return _cat(out, self.mu64)
-
-
-def _cat(parts: list, like: torch.Tensor) -> torch.Tensor:
-    """The chunks' results in row order (one chunk: itself, no copy; none: an empty tensor like ``like``)."""
-    return parts[0] if len(parts) == 1 else torch.cat(parts) if parts else like.new_zeros(0)
+            torch.linalg.vecdot(self.le(rows), hm.add_(b), out=out[rows])
+        return out
 
 
 @renamed("0.2.0", weight="loss")
