@@ -82,7 +82,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--name", default="guard", help="the results' file stem (benchmarks/results/NAME.json|md)")
     ap.add_argument("--guard", type=float, default=1.25, help="the largest ratio new / reference that passes")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: guards are timed on one)")
     args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
     tree = Path(args.ref_tree)
     ref = load_reference(tree)
     ref_commit = subprocess.run(["git", "-C", str(tree), "rev-parse", "HEAD"], capture_output=True,
