@@ -1,12 +1,18 @@
-"""What every benchmark records about the machine it ran on (one place; the benchmarks import it)."""
+"""What the benchmarks share: the record of the machine they ran on, and how a report is written (JSON, then the
+Markdown rendered from the file as written). One place; the benchmarks import it."""
 from __future__ import annotations
 
+import json
 import os
 import platform
+from pathlib import Path
+from typing import Callable
 
 import torch
 
-__all__ = ["machine", "loadavg"]
+from chg.io import write_json_atomic, write_text_atomic
+
+__all__ = ["machine", "loadavg", "write_report"]
 
 
 def loadavg() -> str:
@@ -26,3 +32,15 @@ def machine() -> dict:
         pass
     return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": platform.python_version(), "loadavg_start": loadavg()}
+
+
+def write_report(out: Path, name: str, rep: dict, render: Callable[[dict], str]) -> str:
+    """Write ``rep`` to ``out/name.json`` with the load average at its end, then ``out/name.md`` rendered from the JSON
+    as written (so the Markdown never shows what the file does not hold); print and return the Markdown."""
+    rep["machine"]["loadavg_end"] = loadavg()
+    write_json_atomic(Path(out) / f"{name}.json", rep)
+    text = render(json.loads((Path(out) / f"{name}.json").read_text()))
+    write_text_atomic(Path(out) / f"{name}.md", text)
+    print(text)
+    print(f"wrote {Path(out) / name}.json and .md")
+    return text

@@ -41,11 +41,11 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
-from _machine import loadavg, machine  # noqa: E402
+from _machine import machine, write_report  # noqa: E402
 
 import chg  # noqa: E402
 from chg.experiments.results import provenance  # noqa: E402
-from chg.io import write_json_atomic, write_text_atomic  # noqa: E402
+from chg.io import write_text_atomic  # noqa: E402
 
 C, D, N, SEED, MIN_ROUNDS = 10, 512, 1_000_000, 0, 5
 ROWS = ("factored_shapley", "epoch_values", "epoch_values_per_class", "floor_gemms", "floor_gemms_norms")
@@ -160,12 +160,7 @@ def main() -> None:
            "machine": machine(), "provenance": provenance("cpu"),
            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": list(ROWS)}
     rep["result"] = bench(10_000 if args.quick else args.n, rounds)
-    rep["machine"]["loadavg_end"] = loadavg()
-    write_json_atomic(args.out / f"{name}.json", rep)
-    text = render(json.loads((args.out / f"{name}.json").read_text()))  # rendered from the file as written
-    write_text_atomic(args.out / f"{name}.md", text)
-    print(text)
-    print(f"wrote {args.out / name}.json and .md")
+    write_report(args.out, name, rep, render)
 
 
 if __name__ == "__main__":

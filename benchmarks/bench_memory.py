@@ -57,11 +57,11 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
-from _machine import loadavg, machine  # noqa: E402
+from _machine import machine, write_report  # noqa: E402
 
 import chg  # noqa: E402
 from chg.experiments.results import provenance  # noqa: E402
-from chg.io import write_json_atomic, write_text_atomic  # noqa: E402
+from chg.io import write_text_atomic  # noqa: E402
 
 C, D, BATCH, SEED = 1000, 2048, 256, 0
 MiB = 1 << 20
@@ -307,12 +307,7 @@ def main() -> None:
             if case in rep["cases"] and not rep["cases"][case].get("skipped") and ref.exists():
                 err = value_error(np.load(ref), np.load(Path(tmp) / f"{case}.npy"))
                 rep["value_error"][case] = {"n": rep["cases"][case]["n"], **err}
-    rep["machine"]["loadavg_end"] = loadavg()
-    write_json_atomic(args.out / f"{name}.json", rep)
-    text = render(json.loads((args.out / f"{name}.json").read_text()))  # rendered from the file as written
-    write_text_atomic(args.out / f"{name}.md", text)
-    print(text)
-    print(f"wrote {args.out / name}.json and .md")
+    write_report(args.out, name, rep, render)
 
 
 if __name__ == "__main__":

@@ -52,13 +52,13 @@ import torch.nn.functional as F
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
-from _machine import loadavg, machine  # noqa: E402
+from _machine import machine, write_report  # noqa: E402
 
 import chg  # noqa: E402
 from chg.experiments.data import load_dataset, synthetic_bundle  # noqa: E402
 from chg.experiments.models import build_model  # noqa: E402
 from chg.experiments.results import provenance  # noqa: E402
-from chg.io import write_json_atomic, write_text_atomic  # noqa: E402
+from chg.io import write_text_atomic  # noqa: E402
 
 PATHS = ("plain", "tap_only", "ride_along", "floor", "separate_pass")
 NAMES = {"plain": "(a) plain epoch (forward, loss, backward, step)",
@@ -309,12 +309,7 @@ def main() -> None:
     for s in settings:
         model_name, width = SETTINGS[s]
         rep["settings"][s] = bench_setting(x, y, d.num_classes, model_name, width, rounds)
-    rep["machine"]["loadavg_end"] = loadavg()
-    write_json_atomic(args.out / f"{name}.json", rep)
-    text = render(json.loads((args.out / f"{name}.json").read_text()))  # rendered from the file as written
-    write_text_atomic(args.out / f"{name}.md", text)
-    print(text)
-    print(f"wrote {args.out / name}.json and .md")
+    write_report(args.out, name, rep, render)
 
 
 if __name__ == "__main__":
