@@ -204,7 +204,15 @@ def _classes(y, what: str):
     except TypeError:  # labels of mixed types that cannot be ordered: keep the order of first appearance
         codes, classes = pd.factorize(y, sort=False)
     if len(classes) < 2:
-        raise InputError(f"{what}: every row has the label {classes[0]!r}; valuing needs at least two classes")
+        raise InputError(f"{what}: every row has the label {_plain(classes[0])!r}; valuing needs at least two "
+                         "classes")
+    sizes = np.bincount(codes)
+    numeric = pd.api.types.is_numeric_dtype(pd.Series(list(classes)))  # (text labels are categories whatever)
+    if numeric and len(classes) >= 10 and (sizes[codes] <= 2).mean() > 0.5:  # most rows alone or in pairs
+        raise InputError(f"{what}: {len(classes)} distinct labels among {len(codes)} rows, and most rows share their "
+                         f"numeric label with at most one other: this looks like a continuous target, not classes. CHG "
+                         f"Shapley values classification data: give the class column with --label, or bin the "
+                         f"target into classes first")
     return codes.astype(np.int64), list(classes)
 
 
@@ -254,8 +262,6 @@ def _value(args) -> int:
     flat = StandardScaler().fit_transform(x.reshape(n, -1)).astype(np.float32)  # (n, d), zero mean, unit variance
     counts = np.bincount(codes, minlength=C)
     log.info(f"{args.data}: {n} rows, {flat.shape[1]} features, {C} classes (sizes {counts.tolist()})")
-    if C > max(20, n // 2):
-        log.warning(f"{C} classes for {n} rows: is the label column a continuous target? CHG values classification")
 
     torch.manual_seed(args.seed)
     model = _model(args.model, flat.shape[1], C, args.hidden)

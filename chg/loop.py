@@ -105,6 +105,11 @@ def _as_dataset(data, what: str, dtype: torch.dtype):
     if not (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
         raise ValueError(f"value_data: {what} must be a Dataset of (x, y) items (or dicts with 'labels') or a pair "
                          f"(X, y), got {type(data).__name__}")
+    first = data[0] if len(data) else None
+    if isinstance(first, dict) and not ({"labels", "label"} & first.keys()):
+        raise ValueError(f"value_data: {what}'s items are dicts without 'labels' (keys {sorted(first)}): give each "
+                         "item its targets under 'labels' — a class for a classifier; for a language model the "
+                         "tokens themselves (labels = input_ids: the causal shift is applied)")
     return data
 
 

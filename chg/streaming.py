@@ -21,12 +21,14 @@ import torch
 
 from .factored import GroupStats, Options, stats_by_group, utility_values
 from .lastlayer import Factors, check_logits, check_loss, loss_and_error, upcast
-from .valuation import SKIP_MEANING, count
+from .renames import OPTIONS_REMOVED, renamed
+from .valuation import SKIP_MEANING, count, int_tensor
 from .values import Values
 
 __all__ = ["StreamingValuer"]
 
 
+@renamed("0.3.0", options=OPTIONS_REMOVED)
 class StreamingValuer:
     """Ride-along values with memory independent of n (see the module docstring: an approximation of Algorithm 1).
 
@@ -65,10 +67,11 @@ class StreamingValuer:
         Returns:
             the batch's values (B,) float64 (also kept for :meth:`values`).
         Raises:
-            ValueError: indices out of range, labels, shapes or NaN/Inf as :func:`chg.lastlayer.loss_and_error`.
+            ValueError: indices that are not integers or out of range, labels, shapes or NaN/Inf as
+                :func:`chg.lastlayer.loss_and_error`.
         """
         check_logits(logits)
-        idx = torch.as_tensor(indices).reshape(-1).to(torch.int64).cpu()
+        idx = int_tensor(indices, "add_logits: indices")
         if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.n):
             raise ValueError(f"add_logits: indices must lie in [0, {self.n}), got range [{int(idx.min())}, "
                              f"{int(idx.max())}]")

@@ -123,9 +123,18 @@ def count(v, name: str, low: int = 0, meaning: str = "") -> int:
 SKIP_MEANING = " (the number of first epochs left out of the average)"
 
 
-def _int_tensor(v, what: str, device="cpu") -> torch.Tensor:
-    """A 1-D int64 tensor on ``device`` from a tensor, NumPy array, pandas Series or list of integers (any integer
-    dtype); a dtype check only (no look at the values, no host-device synchronisation)."""
+def int_tensor(v, what: str, device="cpu") -> torch.Tensor:
+    """Row indices or labels as given by a user: a 1-D int64 tensor on ``device`` from a tensor, NumPy array, pandas
+    Series or list of integers (any integer dtype); a dtype check only (no look at the values, no host-device
+    synchronisation).
+
+    Args:
+        v: the integers. what: their name, for the message. device: where the tensor goes.
+    Returns:
+        (m,) int64 tensor.
+    Raises:
+        ValueError: floating, complex or boolean values.
+    """
     t = v if isinstance(v, torch.Tensor) else torch.as_tensor(np.asarray(v))
     if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
         raise ValueError(f"{what} must be integers, got dtype {t.dtype} (pass them as an integer array or tensor)")
@@ -238,8 +247,8 @@ class EpochValuer:
         if self.per_class and labels is None:
             raise ValueError("add: per_class=True needs the labels of the batch")
         dev, B = factors.err.device, factors.err.shape[0]
-        lab = torch.full((B,), -1, dtype=torch.int64, device=dev) if labels is None else _int_tensor(labels, "add: "
-                                                                                                   "labels", dev)
+        lab = (torch.full((B,), -1, dtype=torch.int64, device=dev) if labels is None
+               else int_tensor(labels, "add: labels", dev))
         if lab.shape[0] != B:
             raise ValueError(f"add: {lab.shape[0]} labels for {B} rows")
         _append(self, "add", indices, lab, factors.err, factors.feat, getattr(factors, "bias", True),
@@ -277,7 +286,7 @@ class EpochValuer:
             raise ValueError("add_validation: this valuer was built with alpha='train'; use alpha='valid'")
         if self.per_class and labels is None:
             raise ValueError("add_validation: per_class=True needs the labels of the validation batch")
-        keys = _int_tensor(labels, "add_validation: labels") if self.per_class else None
+        keys = int_tensor(labels, "add_validation: labels") if self.per_class else None
         for g, st in stats_by_group(factors, self.options, keys).items():
             self._valid[g] = st + self._valid[g] if g in self._valid else st
 
@@ -364,7 +373,7 @@ class EpochValuer:
 
 def _append(valuer: "EpochValuer", what: str, indices, targets, z, feat, bias, loss=None) -> None:
     """One batch into the valuer's store, after the checks that need no value from the device (no sync)."""
-    idx = _int_tensor(indices, f"{what}: indices", z.device)
+    idx = int_tensor(indices, f"{what}: indices", z.device)
     if not bias and valuer.gradient == "bias":
         raise ValueError("gradient='bias' values the bias gradient, but the output layer has no bias; use "
                          "gradient='full' (the weight gradient e ⊗ h)")

@@ -212,21 +212,38 @@ class Values:
         Args:
             loss: (n,) per-row loss to plot against the value, or None.
         Returns:
-            :class:`chg.report.ValuationReport`.
+            :class:`chg.report.ValuationReport` of the rows that were valued (rows never valued — NaN, possible with
+            ``partial_epochs`` — are left out of it: they are not suspects).
         Raises:
-            ValueError: a row was never valued (NaN).
+            ValueError: no row was valued, or ``loss`` of another length or not finite.
         """
-        return ValuationReport.from_values(as_values(self.values), self.labels, self.index, loss)
+        v = self.values
+        seen = ~np.isnan(v)
+        if not seen.any():
+            raise ValueError("no row was valued (every value is NaN)")
+        if seen.all():
+            return ValuationReport.from_values(as_values(v), self.labels, self.index, loss)
+        if loss is not None:
+            loss = np.asarray(loss.detach().cpu() if hasattr(loss, "detach") else loss, dtype=np.float64)
+            if loss.shape != v.shape:
+                raise ValueError(f"loss must have one entry per row, shape {v.shape}, got {loss.shape}")
+            loss = loss[seen]
+        return ValuationReport.from_values(as_values(v[seen]), None if self.labels is None else self.labels[seen],
+                                           self.index[seen], loss)
 
     def rank(self) -> np.ndarray:
         """Each row's rank by value.
 
         Returns:
-            (n,) int64 ranks in row order: 1 = lowest value = most suspect (ties by row position).
+            (n,) int64 ranks in row order: 1 = lowest value = most suspect (ties by row position); 0 for a row never
+            valued (NaN, possible with ``partial_epochs``).
         Raises:
-            ValueError: a row was never valued (NaN).
+            ValueError: no row was valued.
         """
-        return self.report().rank()
+        seen = ~np.isnan(self.values)
+        out = np.zeros(len(seen), dtype=np.int64)
+        out[seen] = self.report().rank()
+        return out
 
     def suspects(self, k: Optional[int] = None, threshold: Optional[float] = DEFAULT_THRESHOLD) -> np.ndarray:
         """Row ids (from :attr:`index`) of the likely mislabeled or harmful rows, lowest value first.
@@ -235,9 +252,9 @@ class Values:
             k: at most the ``k`` lowest (None: no limit). threshold: only values below it (None: none; default 0, a
                 negative contribution to the utility — ``benchmarks/results/thresholds.md`` measures the rule).
         Returns:
-            (m,) row ids.
+            (m,) row ids (rows never valued are not among them).
         Raises:
-            ValueError: NaN values (a row never valued), or k < 0.
+            ValueError: no row was valued, or k < 0.
         """
         return self.report().suspects(k, threshold)
 
@@ -354,8 +371,13 @@ class Values:
         Returns:
             :class:`Values`.
         Raises:
-            ValueError: not a values file (no history, or another format).
+            ValueError: not a values file (not an ``.npz`` archive — e.g. the CSV of :meth:`to_csv`, which pandas
+                reads —, no history, or another format).
         """
+        import zipfile
+        if not zipfile.is_zipfile(path):
+            raise ValueError(f"{path}: not a chg.Values file (Values.load reads the .npz that Values.save writes; the "
+                             "CSV of Values.to_csv is a table for people and pandas: pandas.read_csv)")
         with np.load(path, allow_pickle=False) as z:
             if "history" not in z.files or "meta" not in z.files:
                 raise ValueError(f"{path}: not a chg.Values file (arrays {z.files})")

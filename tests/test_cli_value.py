@@ -130,6 +130,7 @@ def _write(tmp_path, frame, name="d.csv"):
     ("parquet_na", ["row 2", "'f0'"]),
     ("parquet_text", ["'colour'", "(row 1: 'red')"]),
     ("npz_without_y", ["no array 'y'"]),
+    ("continuous_target", ["'kind'", "12 distinct labels among 12 rows", "continuous target"]),
 ])
 def test_bad_input_is_named_with_exit_status_2(tmp_path, capsys, case, needles):
     frame = _frame(n=12)
@@ -141,6 +142,9 @@ def test_bad_input_is_named_with_exit_status_2(tmp_path, capsys, case, needles):
         path = _write(tmp_path, frame)
     elif case == "one_class":
         frame["kind"] = "cat"
+        path = _write(tmp_path, frame)
+    elif case == "continuous_target":  # a regression target (as sklearn's diabetes data): every row its own "class"
+        frame["kind"] = np.linspace(25.0, 346.0, 12)
         path = _write(tmp_path, frame)
     elif case == "nan_row":
         frame.loc[7, "f2"] = np.nan

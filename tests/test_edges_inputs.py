@@ -144,3 +144,12 @@ def test_compute_factors_moves_batches_to_the_models_device():
     model.cuda()
     got = EpochValuer(11).value_epoch(model, DataLoader(TensorDataset(x, t), batch_size=4))
     close(got, _oracle(model.cpu(), X, y))
+
+
+def test_dict_items_without_labels_are_named_before_training():
+    """HF-style items with no 'labels' (e.g. a language model's documents given as input_ids only) fail at once with
+    what to add, not with a collate error from inside the loader."""
+    items = [{"input_ids": torch.arange(i % 3 + 2)} for i in range(6)]  # ragged: torch.stack would fail first
+    with pytest.raises(ValueError, match=r"items are dicts without 'labels' \(keys \['input_ids'\]\).*labels = "
+                                         r"input_ids"):
+        value_data(_model(), items, epochs=1)

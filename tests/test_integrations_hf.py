@@ -287,3 +287,20 @@ def test_example_runs_as_written(capsys):
     values = mod.main(epochs=2)
     assert isinstance(values, chg.Values) and values.shape == (96,) and values.epochs == 2
     assert "lowest-valued rows" in capsys.readouterr().out
+
+
+def test_settings_are_checked_when_the_callback_is_made_and_drop_last_when_training_begins():
+    """A misspelt setting fails at CHGCallback(...), naming it (not inside trainer.train()); dataloader_drop_last that
+    drops rows fails before the first step and says to pass CHGCallback(partial_epochs=True)."""
+    from chg.integrations.huggingface import CHGCallback
+    with pytest.raises(TypeError, match=r"CHGCallback: .*unexpected keyword argument 'skip_epoch'.*EpochValuer's"):
+        CHGCallback(skip_epoch=1)
+    with pytest.raises(ValueError, match="utility must be one of"):
+        CHGCallback(utility="shap")
+    import types
+    cb = CHGCallback()
+    cb.index([{"input_ids": torch.zeros(3, dtype=torch.long), "labels": 0}] * 10)
+    args = types.SimpleNamespace(dataloader_drop_last=True, train_batch_size=4, n_gpu=1, label_smoothing_factor=0.0)
+    loader = torch.utils.data.DataLoader(cb.dataset, batch_size=4)
+    with pytest.raises(ValueError, match=r"dataloader_drop_last=True\) .* CHGCallback\(partial_epochs=True\)"):
+        cb.on_train_begin(args, types.SimpleNamespace(global_step=0), None, model=None, train_dataloader=loader)

@@ -83,3 +83,13 @@ def test_keeps_no_row_of_factors_and_refuses_bad_input():
         StreamingValuer(N).end_epoch()
     with pytest.raises(TypeError, match="n must be an integer"):
         StreamingValuer(2.5)
+
+
+def test_streaming_refuses_float_indices_and_the_removed_options_keyword():
+    model, x, y = _setup()
+    with torch.no_grad():
+        logits, feat = model(x[:4]), model[:2](x[:4])
+    with pytest.raises(ValueError, match="indices must be integers"):
+        StreamingValuer(N).add_logits(torch.arange(4).float(), logits, y[:4], feat)
+    with pytest.raises(TypeError, match="removed in 0.3.0: pass its fields as keywords"):
+        StreamingValuer(N, options=chg.Options())

@@ -63,3 +63,23 @@ def test_bad_histories_are_refused():
         chg.Values(np.zeros((0, 3)))
     with pytest.raises(ValueError, match="repeated row ids"):
         chg.Values(np.zeros((1, 2)), index=[1, 1])
+
+
+def test_rows_never_valued_are_left_out_of_suspects_rank_and_plot(tmp_path):
+    """partial_epochs=True leaves rows NaN; the acting methods work on the valued rows (reported by a new user: they
+    raised before). Rank 0 marks a row never valued."""
+    v = chg.Values(np.array([[0.1, np.nan, -0.2, -0.5, np.nan, 0.3]]))
+    assert v.suspects().tolist() == [3, 2]  # below 0, lowest first; the NaN rows are not suspects
+    assert v.suspects(k=10, threshold=None).tolist() == [3, 2, 0, 5]
+    assert v.rank().tolist() == [3, 0, 2, 1, 0, 4]
+    v.plot(tmp_path / "report")
+    assert (tmp_path / "report.png").is_file()
+    with pytest.raises(ValueError, match="no row was valued"):
+        chg.Values(np.array([[np.nan, np.nan]])).suspects()
+
+
+def test_load_of_a_csv_says_what_load_reads(tmp_path):
+    v = chg.Values(np.array([[0.1, -0.2]]))
+    v.to_csv(tmp_path / "values.csv")
+    with pytest.raises(ValueError, match=r"Values.load reads the .npz that Values.save writes"):
+        chg.Values.load(tmp_path / "values.csv")

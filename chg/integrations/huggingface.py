@@ -122,8 +122,8 @@ class CHGCallback(ValuesOfRun, TrainerCallback):
         **settings: :class:`chg.EpochValuer` keywords — ``utility``, ``gradient``, ``per_class``, ``skip_epochs``,
             ``partial_epochs``, ``storage_dtype``, ``offload``, ``directory``.
     Raises:
-        ValueError: a setting :class:`chg.EpochValuer` refuses (checked when training begins), ``layer`` not an
-            ``nn.Linear``.
+        ValueError: a setting :class:`chg.EpochValuer` refuses, ``layer`` not an ``nn.Linear``. TypeError: an unknown
+            setting (a misspelt keyword) or one of the wrong type. All checked when the callback is made.
     """
     SOURCE, FIT = "transformers.Trainer", "train"  # for ValuesOfRun: values' meta, the message before training
 
@@ -133,6 +133,10 @@ class CHGCallback(ValuesOfRun, TrainerCallback):
             raise ValueError(f"layer must be the model's output nn.Linear, got {type(layer).__name__}")
         self.layer, self.weight, self.label_smoothing = layer, weight, label_smoothing
         self.check_loss, self.settings = bool(check_loss), settings
+        try:  # the valuer's settings checked now, not when training begins
+            make_valuer(1, weight, label_smoothing or 0.0, **settings)
+        except TypeError as e:
+            raise TypeError(f"CHGCallback: {e} (its settings are chg.EpochValuer's keywords)") from None
         self.dataset: Optional[IndexedRows] = None
         self.valuer = None
         self._tap = self._model = self._loader = self._pending = None
@@ -148,7 +152,8 @@ class CHGCallback(ValuesOfRun, TrainerCallback):
             args, state, control: the Trainer's. model: the (unwrapped) model. train_dataloader: the prepared
                 training DataLoader. kwargs: the Trainer's other callback arguments.
         Raises:
-            ValueError: no ``cb.index(train_set)``, a training loader over another data set, a resumed run, several
+            ValueError: no ``cb.index(train_set)``, a training loader over another data set, ``dataloader_drop_last``
+                that drops rows (without ``partial_epochs=True``), a resumed run, several
                 GPUs in one process (``nn.DataParallel``), a regression or multi-label head, a model without an
                 ``nn.Linear``.
         """
@@ -162,6 +167,11 @@ class CHGCallback(ValuesOfRun, TrainerCallback):
         if getattr(args, "n_gpu", 1) > 1:
             raise ValueError(f"CHGCallback: {args.n_gpu} GPUs in one process (nn.DataParallel) run the output layer "
                              "on replicas; launch one process per GPU (torchrun / accelerate launch) instead")
+        if getattr(args, "dataloader_drop_last", False) and not self.settings.get("partial_epochs", False) \
+                and len(self.dataset) % max(1, int(args.train_batch_size or 1)):
+            raise ValueError("CHGCallback: TrainingArguments(dataloader_drop_last=True) leaves the last rows of each "
+                             "epoch untrained and unvalued; every row must enter each epoch's game: drop "
+                             "dataloader_drop_last, or pass CHGCallback(partial_epochs=True) to value the rows seen")
         _check_config(model)
         smoothing = float(args.label_smoothing_factor)
         if self.label_smoothing is not None:

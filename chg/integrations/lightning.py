@@ -67,7 +67,8 @@ class CHGCallback(ValuesOfRun, Callback):
         **settings: :class:`chg.EpochValuer` keywords — ``utility``, ``gradient``, ``per_class``, ``skip_epochs``,
             ``partial_epochs``, ``storage_dtype``, ``offload``, ``directory``.
     Raises:
-        ValueError: ``layer`` not an ``nn.Linear``.
+        ValueError: ``layer`` not an ``nn.Linear``, a setting of a wrong value. TypeError: an unknown setting (a
+            misspelt keyword) or one of the wrong type — checked when the callback is made.
     """
     SOURCE, FIT = "lightning.Trainer", "fit"  # for ValuesOfRun: values' meta, the message before training
 
@@ -77,6 +78,10 @@ class CHGCallback(ValuesOfRun, Callback):
             raise ValueError(f"layer must be the module's output nn.Linear, got {type(layer).__name__}")
         self.layer, self.weight, self.label_smoothing = layer, weight, label_smoothing
         self.check_loss, self.settings = bool(check_loss), settings
+        try:  # the valuer's settings checked now, not when training starts
+            make_valuer(1, weight, label_smoothing, **settings)
+        except TypeError as e:
+            raise TypeError(f"CHGCallback: {e} (its settings are chg.EpochValuer's keywords)") from None
         self.dataset: Optional[IndexedRows] = None
         self.valuer = None
         self._tap = self._module = self._rows = None
