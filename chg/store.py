@@ -249,15 +249,17 @@ def check_rows(store: RowStore, n: int, starts: list) -> None:
         raise ValueError(f"add_logits: {what}, got range [{lo}, {hi}] {where}")
 
 
-def materialise(store: RowStore, loss_and_error, weight=None, label_smoothing: float = 0.0) -> None:
+def materialise(store: RowStore, loss_and_error, weight=None, label_smoothing: float = 0.0,
+                starts: Optional[list] = None) -> None:
     """Rows of logits → their loss and error, in place (the C-vector buffer then holds errors), chunk by chunk.
 
     Args:
         store: the epoch's :class:`RowStore` (after :func:`check_rows`). loss_and_error: the function
             (logits, targets, weight, label_smoothing) → (loss, err) (:func:`chg.lastlayer.loss_and_error`).
-        weight, label_smoothing: of the training loss.
+        weight, label_smoothing: of the training loss. starts: each batch's first store row (to name the batch of
+            the first non-finite row), or None.
     Raises:
-        ValueError: NaN/Inf logits (naming the verb).
+        ValueError: NaN/Inf logits (naming the verb, and with ``starts`` the batch and the row's position in it).
     """
     C, D = store.z.shape[1], store.feat.shape[1]
     rows = max(256, (1 << 20) // max(C + D, 1))
@@ -274,7 +276,14 @@ def materialise(store: RowStore, loss_and_error, weight=None, label_smoothing: f
             loss, err = loss_and_error(z.to(dev, torch.float32 if z.dtype != torch.float64 else z.dtype),
                                        y.to(dev), weight, label_smoothing)
         except ValueError as e:
-            raise ValueError(f"end_epoch: {e} (rows given to add_logits this epoch)") from None
+            where = "rows given to add_logits this epoch"
+            bad = (~torch.isfinite(z.float()).all(1)).nonzero().squeeze(1)
+            if starts and bad.numel():
+                pos = s.start + (int(sel[int(bad[0])]) if not whole else int(bad[0]))
+                b = _batch_of(starts, pos)
+                where += (f": first in batch {b} of this epoch, at its position {pos - starts[b]}, row "
+                          f"{int(store.idx[pos])} of the data; a NaN/Inf feature gives NaN logits")
+            raise ValueError(f"end_epoch: {e} ({where})") from None
         if whole:
             store.z[s].copy_(err)
             store.loss[s].copy_(loss)

@@ -393,7 +393,7 @@ def _epoch_game(valuer: EpochValuer) -> torch.Tensor:
     check_rows(st, n, valuer._starts)
     if valuer.per_class and bool((st.target[:st.size] < 0).any()):
         raise ValueError("end_epoch: per_class=True but some rows were added without labels")
-    materialise(st, loss_and_error, valuer.weight, valuer.label_smoothing)
+    materialise(st, loss_and_error, valuer.weight, valuer.label_smoothing, valuer._starts)
     ddp = is_distributed()
     pos, valued = players(st, n, ddp)
     missing = n - int(valued.sum())

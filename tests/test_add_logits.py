@@ -129,3 +129,17 @@ def test_add_logits_bad_input():
     v2.add_logits(torch.arange(len(rows)), nan, y, h)
     with pytest.raises(ValueError, match="end_epoch: logits contain NaN or Inf.*add_logits"):
         v2.end_epoch()
+
+
+def test_nan_logits_name_the_batch_and_the_row():
+    """NaN logits (e.g. from a NaN feature) are found at end_epoch, named by batch, position and data row."""
+    v = EpochValuer(10)
+    z = torch.randn(10, 3, generator=torch.Generator().manual_seed(0))
+    z[7, 1] = float("nan")
+    f = torch.randn(10, 4)
+    order = torch.tensor([3, 1, 0, 9, 8, 7, 2, 4, 6, 5])
+    v.add_logits(order[:5], z[order[:5]], torch.zeros(5, dtype=torch.long), f[:5])
+    v.add_logits(order[5:], z[order[5:]], torch.zeros(5, dtype=torch.long), f[5:])
+    with pytest.raises(ValueError, match=r"NaN or Inf.*first in batch 1 of this epoch, at its position 0, row 7 of "
+                                         r"the data"):
+        v.end_epoch()
