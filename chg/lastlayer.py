@@ -403,6 +403,12 @@ class LastLayerTap:
             self._name = next((n for n, m in self._model.named_modules() if m is self.layer), None)
         return "?" if self._name is None else self._name
 
+    @property
+    def replaced(self) -> bool:
+        """True when the hooked layer is no longer one of the model's modules (timm's ``reset_classifier``, a new head
+        assigned): the one check of a replaced head, for :meth:`read` and the trainer callbacks."""
+        return not any(m is self.layer for m in self._model.modules())
+
     def _hook(self, module, inputs, output):
         h = inputs[0]
         if self.sequence and h.ndim != 3:
@@ -451,7 +457,7 @@ class LastLayerTap:
             ValueError: it ran more than once, or ``output`` does not hold its output.
         """
         if self.output is None:
-            if not any(m is self.layer for m in self._model.modules()):
+            if self.replaced:
                 raise RuntimeError("LastLayerTap: the model's output layer was replaced since the tap was built (e.g. "
                                    "timm's reset_classifier, or a new head assigned): the values of one run must come "
                                    "from one head; build a new tap (and a new EpochValuer) for the new head")

@@ -251,7 +251,7 @@ class CHGCallback(ValuesOfRun, TrainerCallback):
                 tap.calls = 0
             return
         if tap.output is None:
-            raise RuntimeError(head_error(self._model, tap.layer, tap.name) or
+            raise RuntimeError(head_error(tap) or
                                f"CHGCallback: no forward pass went through the output layer {tap.name!r}; pass "
                                "CHGCallback(layer=<the model's output nn.Linear>)")
         logits, feat = tap.read(output)

@@ -135,7 +135,7 @@ class CHGCallback(ValuesOfRun, Callback):
         (index, targets), self._rows = self._rows, None
         tap = self._tap
         if tap.output is None:
-            raise RuntimeError(head_error(pl_module, tap.layer, tap.name) or
+            raise RuntimeError(head_error(tap) or
                                f"CHGCallback: the training step ran no forward pass through the output layer "
                                f"{tap.name!r}; pass CHGCallback(layer=<the module's output nn.Linear>)")
         logits, feat = tap.read(outputs if isinstance(outputs, Mapping) and "logits" in outputs else tap.output)

@@ -15,7 +15,6 @@ from collections.abc import Mapping
 from typing import Optional
 
 import torch
-from torch import nn
 from torch.utils.data import Dataset, IterableDataset
 
 from ..lastlayer import per_sample_loss
@@ -135,18 +134,18 @@ def check_training_loss(reported: torch.Tensor, logits: torch.Tensor, targets: t
                          "pass check_loss=False")
 
 
-def head_error(model: nn.Module, layer: nn.Linear, name: str) -> Optional[str]:
+def head_error(tap) -> Optional[str]:
     """Why the hooked output layer saw no forward pass, when the reason is that it left the model.
 
     Args:
-        model: the model being trained. layer: the hooked ``nn.Linear``. name: its name in ``model``.
+        tap: the callback's :class:`chg.lastlayer.LastLayerTap`.
     Returns:
-        a message when ``layer`` is no longer a submodule of ``model`` (replaced: timm's ``reset_classifier``, a
-        reassigned head), else None.
+        a message when the tap's layer was replaced (:attr:`chg.lastlayer.LastLayerTap.replaced`: timm's
+        ``reset_classifier``, a reassigned head), else None.
     """
-    if any(m is layer for m in model.modules()):
+    if not tap.replaced:
         return None
-    return (f"the output layer {name!r} was replaced during training (e.g. timm's model.reset_classifier or a new "
+    return (f"the output layer {tap.name!r} was replaced during training (e.g. timm's model.reset_classifier or a new "
             "head assigned): values of different heads are not averaged. Start a new training run (and callback) "
             "for the new head")
 
