@@ -4,13 +4,16 @@ Eq. (3) for every row from the factors (chg/factored.py) needs, of the O(n·C·D
 (n, D) features: GEMM 1, :math:`s = (l\odot E)^\top [H\ 1]` (C × n by n × D); the row norms :math:`\|h_i\|^2` (for
 :math:`\|x_i\|^2 = l_i^2\|e_i\|^2(\|h_i\|^2 + 1)`); and GEMM 2, :math:`H M^\top` (n × D by D × C, for
 :math:`\langle m, x_j\rangle = l_j e_j^\top M \tilde h_j` with :math:`M = c_2 s + c_5\alpha`). Everything else is
-O(n·C) or O(C·D). The library also centres the features on a reference point (a subtraction per chunk, for
-float32 accuracy; see chg/factored.py) and combines per row in float64.
+O(n·C) or O(C·D). The library also combines per row in float64, and centres features that share a large offset on a
+reference point (a subtraction per chunk and pass, for float32 accuracy; features whose mean is no larger than their
+spread — these ReLU features — are used as they are; see chg/factored.py).
 
 Rows (each on the same float32 inputs: err = softmax(N(0,1)) − onehot, feat = max(N(0,1), 0), loss ~ U(0, 3),
 labels uniform over C; seed 0):
 
 * ``factored_shapley`` — ``chg.factored_shapley(err, feat, loss)``;
+* ``factored_shapley_offset`` — the same with ``feat + 4`` (features sharing an offset 7× their spread: the library
+  centres them, so this row shows what centring costs);
 * ``epoch_values`` — ``chg.epoch_values(chg.Factors(loss, err, feat), chg.Options())``, the path of
   ``EpochValuer.end_epoch`` (its group statistics, then the values);
 * ``epoch_values_per_class`` — the same with ``groups`` = the labels (the per-class games of Algorithm 2);
@@ -48,9 +51,10 @@ from chg.experiments.results import provenance  # noqa: E402
 from chg.io import write_text_atomic  # noqa: E402
 
 C, D, N, SEED, MIN_ROUNDS = 10, 512, 1_000_000, 0, 5
-ROWS = ("factored_shapley", "epoch_values", "epoch_values_per_class", "floor_gemms", "floor_gemms_norms")
+ROWS = ("factored_shapley", "factored_shapley_offset", "epoch_values", "epoch_values_per_class", "floor_gemms", "floor_gemms_norms")
 FLOORS = ("floor_gemms", "floor_gemms_norms")
 NAMES = {"factored_shapley": "chg.factored_shapley(err, feat, loss)",
+         "factored_shapley_offset": "chg.factored_shapley(err, feat + 4, loss) (centred: offset 7× the spread)",
          "epoch_values": "chg.epoch_values(Factors, Options()) (end_epoch's path)",
          "epoch_values_per_class": "chg.epoch_values(..., groups=labels) (per-class games)",
          "floor_gemms": "floor: the two GEMMs, (l·E)ᵀH and HMᵀ",
@@ -65,7 +69,7 @@ def inputs(n: int, seed: int = SEED) -> dict:
     err = torch.softmax(torch.randn(n, C, generator=gen), 1)
     err[torch.arange(n), labels] -= 1
     loss = torch.rand(n, generator=gen) * 3
-    return {"err": err, "feat": feat, "loss": loss, "labels": labels,
+    return {"err": err, "feat": feat, "feat_offset": feat + 4, "loss": loss, "labels": labels,
             "le": err * loss[:, None],  # (n, C) l·e for the floors (O(n·C), made outside their timing)
             "M": torch.randn(C, D, generator=gen)}
 
@@ -74,6 +78,8 @@ def run(row: str, d: dict):
     """One call of ``row``; returns the values (n,) for the library's rows, else the products."""
     if row == "factored_shapley":
         return chg.factored_shapley(d["err"], d["feat"], d["loss"])
+    if row == "factored_shapley_offset":
+        return chg.factored_shapley(d["err"], d["feat_offset"], d["loss"])
     if row == "epoch_values":
         return chg.epoch_values(chg.Factors(d["loss"], d["err"], d["feat"]), chg.Options())
     if row == "epoch_values_per_class":

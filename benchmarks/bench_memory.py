@@ -81,8 +81,8 @@ DISK_SPARE = 1 << 30  # the disk case leaves this much free
 
 def row_bytes(dtype: str) -> int:
     """Bytes the store keeps per row (chg.store: C- and D-vectors in the storage dtype, index and target int64,
-    loss float32, kind uint8)."""
-    return DTYPES[dtype].itemsize * (C + D) + 8 + 8 + 4 + 1
+    loss float32; what a batch holds is kept per batch)."""
+    return DTYPES[dtype].itemsize * (C + D) + 8 + 8 + 4
 
 
 # ---- one case, in its own process ---------------------------------------------------------------------------------

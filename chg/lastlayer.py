@@ -138,6 +138,8 @@ def check_targets(logits: torch.Tensor, targets, defer: bool = False) -> torch.T
     if not isinstance(targets, torch.Tensor):
         raise ValueError(f"targets must be a torch.Tensor of class labels, got {type(targets).__name__}")
     B, C = logits.shape
+    if defer and targets.dtype == torch.int64 and targets.shape == (B,) and targets.device == logits.device:
+        return targets  # the common case of a training step: nothing to convert (no dispatch)
     binary = C == 1
     if targets.dtype.is_complex or targets.dtype == torch.bool or (targets.dtype.is_floating_point and not binary):
         raise ValueError(f"targets must be integer class labels, got dtype {targets.dtype} (soft labels are not "
@@ -239,6 +241,14 @@ def _factors(logits: torch.Tensor, targets: torch.Tensor, feat: torch.Tensor, bi
     return Factors(loss, err, upcast(feat.detach()), bool(bias))
 
 
+def _log_softmax(z: torch.Tensor) -> torch.Tensor:
+    """log softmax over dim 1 of (B, C) float64: z − max − log Σ exp(z − max), as ``torch.log_softmax`` computes it
+    (within a few ulps), in four vectorised passes — on a CPU about 4× faster than ``torch.log_softmax`` for a
+    classifier's few classes. A new tensor."""
+    out = z - z.amax(1, keepdim=True)
+    return out.sub_(out.exp().sum(1, keepdim=True).log_())
+
+
 def _loss_err(logits: torch.Tensor, targets: torch.Tensor, weight: Optional[torch.Tensor] = None,
               label_smoothing: float = 0.0) -> tuple:
     """:func:`loss_and_error` of targets already validated by :func:`check_targets` (and a checked ``weight``)."""
@@ -249,7 +259,7 @@ def _loss_err(logits: torch.Tensor, targets: torch.Tensor, weight: Optional[torc
         loss = F.binary_cross_entropy_with_logits(z64, yf, reduction="none").squeeze(1)
         err = torch.where(yf == 1, -torch.sigmoid(-z64), torch.sigmoid(z64))  # σ(z) − 1 = −σ(−z), no cancellation
     elif weight is None and not label_smoothing:
-        logp = torch.log_softmax(z64, dim=1)  # (B, C) in float64, then rounded once at the end
+        logp = _log_softmax(z64)  # (B, C) in float64, then rounded once at the end
         y = targets[:, None]
         loss = logp.gather(1, y).squeeze(1).neg_()  # (B,) cross-entropy
         err = logp.exp_()  # (B, C) softmax
@@ -257,7 +267,7 @@ def _loss_err(logits: torch.Tensor, targets: torch.Tensor, weight: Optional[torc
         err.scatter_(1, y, err.sum(1, keepdim=True).neg_())  # p_y − 1 = −Σ_{c≠y} p_c, without cancellation
     else:  # l = Σ_c a_c (−log p_c), a = (1−s) w_y onehot(y) + (s/C) w  ⇒  e = ∂l/∂z = (Σ_c a_c) p − a
         C = z.shape[1]
-        logp = torch.log_softmax(z64, dim=1)  # (B, C)
+        logp = _log_softmax(z64)  # (B, C)
         w = z64.new_ones(C) if weight is None else weight.to(device=z.device, dtype=torch.float64)
         a = w.mul(label_smoothing / C).expand(z.shape[0], C).clone()  # (B, C)
         a.scatter_add_(1, targets[:, None], (1.0 - label_smoothing) * w[targets][:, None])

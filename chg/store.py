@@ -3,11 +3,13 @@ r"""Where ride-along keeps an epoch's rows: one append-only store of the factors
 A training step hands over a batch's row indices, targets, the output layer's output (its logits — or, from
 :meth:`chg.EpochValuer.add`, the loss and error already made) and its input (the features). :class:`RowStore` copies
 them into contiguous buffers at a running offset: slice copies only — no indexing by row, no reduction, no host-device
-synchronisation, so an accelerator's training pipeline never stalls on the valuation. Everything that needs a value
-on the host (index and target ranges, NaN) is checked once over the epoch by :meth:`RowStore.check`, and the logits
-become errors in place, chunk by chunk (:meth:`RowStore.materialise`): the factors are kept once, never logits and
-errors side by side. Bytes kept per row: ``s·(C + D) + 8 + 8 + 4 + 1`` for storage dtype size ``s`` (index, target,
-loss, kind).
+synchronisation, so an accelerator's training pipeline never stalls on the valuation. The features are stored centred
+on a reference point (the mean of the epoch's first rows, ``RowStore.offset``): the subtraction rides on the copy, and
+the passes of eq. (3) then never subtract (their precision needs it: :mod:`chg.factored`). Everything that needs a
+value on the host (index and target ranges, NaN) is checked once over the epoch by :func:`check_rows`, and the
+logits become errors in place, chunk by chunk (:func:`materialise`): the factors are kept once, never logits and
+errors side by side. Bytes kept per row: ``s·(C + D) + 8 + 8 + 4`` for storage dtype size ``s`` (index, target,
+loss); what each batch holds (logits or errors) is kept per batch.
 
 Three homes for the buffers (``offload``):
 
@@ -70,9 +72,13 @@ class RowStore:
         self._tmp = None
         self.size = 0  # rows appended
         self.batches = 0
+        self.starts: list = []  # each batch's first row (to name a batch in a message)
+        self.kinds: list = []  # each batch's C-vectors: _KIND_LOGITS or _KIND_ERR
         self.bias: Optional[bool] = None
-        self.idx = self.target = self.z = self.feat = self.loss = self.kind = None
+        self.offset: Optional[torch.Tensor] = None  # (D,) the features' reference point this epoch (see append)
+        self.idx = self.target = self.z = self.feat = self.loss = None
         self._sig = None  # (C, D, dtypes, device) of the buffers, to reuse them in the next epoch
+        self._nb = self._here = False  # this epoch: non-blocking copies; the buffers on the batches' device
 
     # ---- buffers ---------------------------------------------------------------------------------------------
     def _alloc(self, shape: tuple, dtype: torch.dtype, device, name: str) -> torch.Tensor:
@@ -95,14 +101,13 @@ class RowStore:
         self.z = self._alloc((cap, C), zdtype, device, "z")
         self.feat = self._alloc((cap, D), fdtype, device, "feat")
         self.loss = self._alloc((cap,), torch.float32 if zdtype != torch.float64 else torch.float64, device, "loss")
-        self.kind = self._alloc((cap,), torch.uint8, device, "kind")
 
     def _grow(self, need: int) -> None:
         """Capacity for ``need`` rows (doubling; rare: a row added twice in one epoch, e.g. a padded sampler)."""
-        old = (self.idx, self.target, self.z, self.feat, self.loss, self.kind)
+        old = (self.idx, self.target, self.z, self.feat, self.loss)
         cap = max(need, 2 * old[0].shape[0])
         self._make(cap, self.z.shape[1], self.feat.shape[1], self.z.dtype, self.feat.dtype, self.z.device)
-        for new, t in zip((self.idx, self.target, self.z, self.feat, self.loss, self.kind), old):
+        for new, t in zip((self.idx, self.target, self.z, self.feat, self.loss), old):
             new[:self.size].copy_(t[:self.size])
 
     @property
@@ -114,12 +119,11 @@ class RowStore:
         """The memory the store holds.
 
         Returns:
-            bytes the buffers take (all six, at their capacity), an int.
+            bytes the buffers take (all five, at their capacity), an int.
         """
         if self.idx is None:
             return 0
-        return sum(t.numel() * t.element_size() for t in (self.idx, self.target, self.z, self.feat, self.loss,
-                                                          self.kind))
+        return sum(t.numel() * t.element_size() for t in (self.idx, self.target, self.z, self.feat, self.loss))
 
     def _dtypes(self, z: torch.Tensor, feat: torch.Tensor) -> tuple:
         """Storage dtypes of the C- and D-vectors: the store's ``dtype``, else float32 (float64 stays float64)."""
@@ -128,7 +132,9 @@ class RowStore:
     # ---- writing ---------------------------------------------------------------------------------------------
     def append(self, idx: torch.Tensor, target: torch.Tensor, z: torch.Tensor, feat: torch.Tensor, bias: bool,
                loss: Optional[torch.Tensor] = None) -> None:
-        """Copy one batch in at the running offset: ``z`` logits (``loss`` None) or errors (with ``loss``).
+        """Copy one batch in at the running offset: ``z`` logits (``loss`` None) or errors (with ``loss``); the
+        features less :attr:`offset` (the mean of the finite entries of the epoch's first ≤ 32 rows, set by its first
+        non-empty batch).
 
         Args:
             idx: (B,) int64 row indices. target: (B,) int64 targets. z: (B, C) floating, detached. feat: (B, D)
@@ -148,27 +154,37 @@ class RowStore:
             if self.idx is None:
                 self._make(max(self.n, B), *sig[:4], z.device)
                 self._sig = sig
-        if self.size == 0:
-            self.bias = bool(bias)
-        elif z.shape[1] != self.z.shape[1] or feat.shape[1] != self.feat.shape[1]:
+            self.bias, self.offset = bool(bias), None
+            self._nb = self.offload == "host" and z.device.type == "cuda"  # pinned host buffer: asynchronous copies
+            self._here = self.feat.device == feat.device  # centre straight into the buffer
+        elif z.shape[1] != self._sig[0] or feat.shape[1] != self._sig[1]:
             raise ValueError(f"this batch has C={z.shape[1]}, D={feat.shape[1]} but earlier batches had "
-                             f"C={self.z.shape[1]}, D={self.feat.shape[1]}")
-        elif bool(bias) != self.bias:
+                             f"C={self._sig[0]}, D={self._sig[1]}")
+        elif bias is not self.bias and bool(bias) != self.bias:
             raise ValueError("factors of a head with bias and of a head without bias in one epoch")
+        if self.offset is None:
+            if not B:  # an empty first batch: nothing to write
+                self.starts.append(self.size)
+                self.kinds.append(_KIND_LOGITS if loss is None else _KIND_ERR)
+                self.batches += 1
+                return
+            f = feat[:32].to(torch.float64 if feat.dtype == torch.float64 else torch.float32)
+            self.offset = torch.where(torch.isfinite(f), f, 0.0).mean(0)  # on the batch's device, no synchronisation
         end = self.size + B
-        if end > self.capacity:
+        if end > self.idx.shape[0]:
             self._grow(end)
-        nb = self.offload == "host" and z.device.type == "cuda"  # pinned host buffer: asynchronous copies
-        s = slice(self.size, end)
+        nb, s = self._nb, slice(self.size, end)
         self.idx[s].copy_(idx, non_blocking=nb)
         self.target[s].copy_(target, non_blocking=nb)
         self.z[s].copy_(z, non_blocking=nb)
-        self.feat[s].copy_(feat, non_blocking=nb)
-        if loss is None:
-            self.kind[s].fill_(_KIND_LOGITS)
-        else:
+        if self._here:
+            torch.sub(feat, self.offset, out=self.feat[s])
+        else:  # to pinned host memory or a memory-mapped file: centre on the batch's device, then copy
+            self.feat[s].copy_(feat - self.offset, non_blocking=nb)
+        if loss is not None:
             self.loss[s].copy_(loss, non_blocking=nb)
-            self.kind[s].fill_(_KIND_ERR)
+        self.starts.append(self.size)
+        self.kinds.append(_KIND_LOGITS if loss is None else _KIND_ERR)
         self.size, self.batches = end, self.batches + 1
 
     # ---- reading ---------------------------------------------------------------------------------------------
@@ -183,14 +199,28 @@ class RowStore:
         for a in range(0, self.size, max(1, rows)):
             yield slice(a, min(self.size, a + rows))
 
+    def logit_rows(self) -> Optional[torch.Tensor]:
+        """Which rows hold logits (from ``append`` without ``loss``), not errors.
+
+        Returns:
+            None when every row does (the common case: nothing is built), else a (size,) bool tensor on the
+            buffers' device.
+        """
+        if all(k == _KIND_LOGITS for k in self.kinds):
+            return None
+        sizes = torch.tensor([b - a for a, b in zip(self.starts, self.starts[1:] + [self.size])])
+        kinds = torch.tensor(self.kinds) == _KIND_LOGITS
+        return torch.repeat_interleave(kinds, sizes).to(self.idx.device)
+
     def reset(self) -> None:
         """Empty the store for the next epoch, keeping its buffers (no new allocation, no page faults)."""
         self.size = self.batches = 0
-        self.bias = None
+        self.starts, self.kinds = [], []
+        self.bias = self.offset = None
 
     def close(self) -> None:
         """Drop the buffers (and a temporary directory of the "disk" store)."""
-        self.idx = self.target = self.z = self.feat = self.loss = self.kind = None
+        self.idx = self.target = self.z = self.feat = self.loss = None
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
@@ -206,19 +236,20 @@ def _batch_of(starts: list, pos: int) -> int:
 
 
 def _name(store: RowStore, pos: int) -> str:
-    return "add_logits" if int(store.kind[pos]) == _KIND_LOGITS else "add"
+    return "add_logits" if store.kinds[_batch_of(store.starts, pos)] == _KIND_LOGITS else "add"
 
 
-def check_rows(store: RowStore, n: int, starts: list) -> None:
+def check_rows(store: RowStore, n: int, starts: Optional[list] = None) -> None:
     """Indices in [0, n) and, for rows of logits, targets in [0, C) (0/1 for one logit): one vectorised pass over
     the epoch's rows (one host synchronisation per check).
 
     Args:
-        store: the epoch's :class:`RowStore`. n: the number of training rows. starts: each batch's first store row.
+        store: the epoch's :class:`RowStore`. n: the number of training rows. starts: each batch's first store row
+            (default ``store.starts``).
     Raises:
         ValueError: naming the verb, the range found, the first offending batch and its rows.
     """
-    m = store.size
+    m, starts = store.size, store.starts if starts is None else starts
     idx = store.idx[:m]
     lo, hi = (int(v) for v in torch.stack(torch.aminmax(idx)).tolist())
     if lo < 0 or hi >= n:
@@ -227,9 +258,11 @@ def check_rows(store: RowStore, n: int, starts: list) -> None:
         in_batch = (bad[(bad >= starts[b]) & (bad < (starts[b + 1] if b + 1 < len(starts) else m))] - starts[b])
         raise ValueError(f"{_name(store, int(bad[0]))}: indices must lie in [0, {n}), got range [{lo}, {hi}] "
                          f"(first in batch {b} of this epoch, at its positions {in_batch[:5].tolist()})")
-    logit_rows = store.kind[:m] == _KIND_LOGITS
-    if not bool(logit_rows.any()):
+    if _KIND_LOGITS not in store.kinds:
         return
+    logit_rows = store.logit_rows()
+    if logit_rows is None:
+        logit_rows = torch.ones(m, dtype=torch.bool, device=idx.device)
     C = store.z.shape[1]
     t = store.target[:m]
     top = 2 if C == 1 else C
@@ -257,19 +290,25 @@ def materialise(store: RowStore, loss_and_error, weight=None, label_smoothing: f
         store: the epoch's :class:`RowStore` (after :func:`check_rows`). loss_and_error: the function
             (logits, targets, weight, label_smoothing) → (loss, err) (:func:`chg.lastlayer.loss_and_error`).
         weight, label_smoothing: of the training loss. starts: each batch's first store row (to name the batch of
-            the first non-finite row), or None.
+            the first non-finite row; default ``store.starts``).
     Raises:
-        ValueError: NaN/Inf logits (naming the verb, and with ``starts`` the batch and the row's position in it).
+        ValueError: NaN/Inf logits (naming the verb, the batch and the row's position in it).
     """
+    if _KIND_LOGITS not in store.kinds:
+        return
+    starts = store.starts if starts is None else starts
     C, D = store.z.shape[1], store.feat.shape[1]
     rows = max(256, (1 << 20) // max(C + D, 1))
     dev = store.z.device
+    logit_rows = store.logit_rows()  # None: every row (no selection)
     for s in store.chunks(rows):
-        kind = store.kind[s]
-        sel = (kind == _KIND_LOGITS).nonzero().squeeze(1)
-        if sel.numel() == 0:
-            continue
-        whole = sel.numel() == kind.numel()
+        if logit_rows is None:
+            sel, whole = None, True
+        else:
+            sel = logit_rows[s].nonzero().squeeze(1)
+            if sel.numel() == 0:
+                continue
+            whole = sel.numel() == s.stop - s.start
         z = store.z[s] if whole else store.z[s][sel]
         y = store.target[s] if whole else store.target[s][sel]
         try:
@@ -290,7 +329,7 @@ def materialise(store: RowStore, loss_and_error, weight=None, label_smoothing: f
         else:
             store.z[s][sel] = err.to(store.z.dtype).to(store.z.device)
             store.loss[s][sel] = loss.to(store.loss.dtype).to(store.loss.device)
-        store.kind[s].fill_(_KIND_ERR)
+    store.kinds = [_KIND_ERR] * len(store.kinds)
 
 
 def players(store: RowStore, n: int, ddp: bool) -> tuple:

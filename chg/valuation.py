@@ -135,6 +135,8 @@ def int_tensor(v, what: str, device="cpu") -> torch.Tensor:
     Raises:
         ValueError: floating, complex or boolean values.
     """
+    if type(v) is torch.Tensor and v.dtype == torch.int64 and v.ndim == 1 and v.device == torch.device(device):
+        return v  # the common case: nothing to convert (no dispatch)
     t = v if isinstance(v, torch.Tensor) else torch.as_tensor(np.asarray(v))
     if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
         raise ValueError(f"{what} must be integers, got dtype {t.dtype} (pass them as an integer array or tensor)")
@@ -208,7 +210,6 @@ class EpochValuer:
         check_loss(2 if weight is None else len(weight), weight, label_smoothing)  # type and range, C comes later
         self.store = RowStore(self.n, storage_dtype, offload, directory)  # validates them now
         self.epoch_values: list = []  # (n,) float64 per finished epoch, NaN where a point was not seen
-        self._starts: list = []  # each batch's first row in the store (to name it in a message)
         self._valid: dict = {}  # group -> GroupStats of the validation points (alpha="valid")
         self._head = None  # weak references (model, output layer) of the last check_head
 
@@ -318,7 +319,7 @@ class EpochValuer:
             self.epoch_values.append(_epoch_game(self))
         finally:
             self.store.reset()
-            self._starts, self._valid = [], {}
+            self._valid = {}
         return self.epoch_values[-1]
 
     def state_dict(self) -> dict:
@@ -346,7 +347,7 @@ class EpochValuer:
                              f"{state.get('skip_epochs', 0)}, this one has skip_epochs={self.skip_epochs}")
         self.epoch_values = [v.clone() for v in state["epoch_values"]]
         self.store.reset()
-        self._starts, self._valid = [], {}
+        self._valid = {}
 
     def values(self, **meta) -> Values:
         """Algorithm 1's output: each point's value averaged over the epochs in which it was valued, after the first
@@ -377,11 +378,10 @@ def _append(valuer: "EpochValuer", what: str, indices, targets, z, feat, bias, l
     if not bias and valuer.gradient == "bias":
         raise ValueError("gradient='bias' values the bias gradient, but the output layer has no bias; use "
                          "gradient='full' (the weight gradient e ⊗ h)")
-    valuer._starts.append(valuer.store.size)
     try:
-        valuer.store.append(idx, targets, z.detach(), feat.detach(), bias, loss)
+        with torch.no_grad():  # copies into the store, never recorded by autograd (no detach per tensor)
+            valuer.store.append(idx, targets, z, feat, bias, loss)
     except ValueError as e:
-        valuer._starts.pop()
         raise ValueError(f"{what}: {e}") from None
 
 
@@ -390,10 +390,10 @@ def _epoch_game(valuer: EpochValuer) -> torch.Tensor:
     :func:`chg.store.materialise`), each row one player (:func:`chg.store.players`, across ranks too), eq. (3) by
     :func:`chg.factored.epoch_values`, values gathered to every rank. Returns (n,) float64 on the CPU."""
     st, n = valuer.store, valuer.n
-    check_rows(st, n, valuer._starts)
+    check_rows(st, n)
     if valuer.per_class and bool((st.target[:st.size] < 0).any()):
         raise ValueError("end_epoch: per_class=True but some rows were added without labels")
-    materialise(st, loss_and_error, valuer.weight, valuer.label_smoothing, valuer._starts)
+    materialise(st, loss_and_error, valuer.weight, valuer.label_smoothing)
     ddp = is_distributed()
     pos, valued = players(st, n, ddp)
     missing = n - int(valued.sum())
@@ -413,7 +413,7 @@ def _epoch_game(valuer: EpochValuer) -> torch.Tensor:
     ids = group_ids(groups if groups is not None else st.target[:0], valuer.per_class, ddp, st.z.device)
     reduce = GroupStats.all_reduce if ddp else None
     alpha = alpha_from_validation(valuer._valid, ids, reduce) if valuer.alpha == "valid" else None
-    v = epoch_values(fac, valuer.options, groups, alpha, reduce, ids)
+    v = epoch_values(fac, valuer.options, groups, alpha, reduce, ids, feature_offset=st.offset)
     vals = torch.full((n,), float("nan"), dtype=torch.float64)
     vals[take(st.idx).cpu()] = v.cpu()
     return all_gather_values(vals, st.z.device) if ddp else vals

@@ -85,7 +85,10 @@ def test_a_row_added_again_keeps_its_last_record_whichever_method():
         mixed.add(rows, factors_from_logits(z, y, h), y)
         mixed.add_logits(rows, z, y, h)  # and back: the last record is the add_logits one, same numbers
         ref.add(rows, factors_from_logits(z, y, h), y)
-    assert torch.equal(mixed.end_epoch(), ref.end_epoch())
+    # the same rows; float32 features stored centred on each valuer's first batch (other first batches: other
+    # roundings of h − μ), so equal to float32 precision rather than bit for bit
+    want = ref.end_epoch()
+    torch.testing.assert_close(mixed.end_epoch(), want, rtol=0, atol=1e-6 * want.abs().max().item())
 
 
 def test_the_next_epoch_starts_empty():

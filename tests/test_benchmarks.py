@@ -79,7 +79,7 @@ def test_memory_quick_every_case(tmp_path):
     for name, c in rep["cases"].items():
         size = 4 if c["dtype"] == "float32" else 2
         # the store keeps exactly the documented bytes per row: C + D values, index, target, loss, kind
-        assert c["kept_bytes_per_row"] == size * (C + D) + 8 + 8 + 4 + 1, name
+        assert c["kept_bytes_per_row"] == size * (C + D) + 8 + 8 + 4, name
         assert c["targets"]["kept_per_row_target"] == size * (C + D) + 64 and c["targets"]["kept_per_row_met"]
         assert c["values_finite"] and c["end_epoch_wall_s"] > 0 and c["end_epoch_samples"] >= 1
         assert c["end_epoch_peak_growth_bytes"] > 0 and c["rss_growth_adds_bytes"] > 0
@@ -95,7 +95,7 @@ def test_memory_quick_every_case(tmp_path):
 def test_memory_disk_plan_runs_what_fits(tmp_path):
     bench_memory = _module("bench_memory")
     row = bench_memory.row_bytes("float32")
-    assert row == 4 * (C + D) + 21 and bench_memory.row_bytes("bfloat16") == 2 * (C + D) + 21
+    assert row == 4 * (C + D) + 20 and bench_memory.row_bytes("bfloat16") == 2 * (C + D) + 20
     plan = bench_memory.disk_plan(1024, "float32", tmp_path)
     assert plan["n"] == 1024 and plan["note"] == ""
     huge = (plan["disk_free_bytes"] // row) * 4  # a store four times the free space
@@ -107,7 +107,8 @@ def test_memory_disk_plan_runs_what_fits(tmp_path):
 
 def test_engine_quick_every_row(tmp_path):
     rep = _quick("bench_engine", tmp_path)
-    rows = ["factored_shapley", "epoch_values", "epoch_values_per_class", "floor_gemms", "floor_gemms_norms"]
+    rows = ["factored_shapley", "factored_shapley_offset", "epoch_values", "epoch_values_per_class", "floor_gemms",
+            "floor_gemms_norms"]
     assert rep["mode"] == "quick" and rep["rows"] == rows and (rep["C"], rep["D"]) == (10, 512)
     res = rep["result"]
     assert res["n"] == 10_000 and res["values_finite"]

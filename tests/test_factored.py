@@ -321,7 +321,9 @@ def test_many_chunks_equal_the_dense_oracle(bias):
     torch.testing.assert_close(parts, oracle, rtol=1e-11, atol=1e-12 * oracle.abs().max().item())
 
 
-@pytest.mark.parametrize("offset,spread", [(0.0, 1.0), (1.0, 0.1), (100.0, 0.01), (1000.0, 0.001)])
+# (0, 1) and (1, 2.5): an offset below the spread is not centred (chg.factored.CENTRE_RATIO), the others are
+@pytest.mark.parametrize("offset,spread", [(0.0, 1.0), (1.0, 2.5), (1.0, 0.5), (1.0, 0.1), (100.0, 0.01),
+                                           (1000.0, 0.001)])
 @pytest.mark.parametrize("D", [64, 2048])
 def test_float32_values_do_not_depend_on_a_shared_feature_offset(offset, spread, D):
     """Features that share a large offset (h = offset + spread·noise), one class whose softmax errors are alike (a
@@ -342,3 +344,6 @@ def test_float32_values_do_not_depend_on_a_shared_feature_offset(offset, spread,
                               ).flatten(1))
     got = chg.factored_shapley(err, feat, loss)
     assert ((got - oracle).abs().max() / oracle.std()).item() <= 2e-6
+    mu = feat[:32].mean(0)  # the rule: centred when ‖μ‖ > CENTRE_RATIO · rms ‖h − μ‖ of the first 32 rows
+    assert factored._Passes(err, feat, loss, True).centre == bool(
+        mu.square().sum() > factored.CENTRE_RATIO ** 2 * (feat[:32] - mu).square().sum(1).mean())

@@ -49,13 +49,13 @@ def test_host_and_disk_homes_give_the_in_memory_values_bit_for_bit(offload, tmp_
 
 def test_buffers_are_reused_across_epochs_and_each_epoch_is_its_own_game():
     """One valuer over three epochs (the third with another head width: new buffers) equals a fresh valuer per epoch,
-    bit for bit; the store keeps 4·(C + D) + 21 bytes per row in float32."""
+    bit for bit; the store keeps 4·(C + D) + 20 bytes per row in float32."""
     v = chg.EpochValuer(N)
     for seed in (2, 3):
         logits, feat, y, order = _rows(seed)
         got = _epoch(v, logits, feat, y, order)
         assert torch.equal(got, _epoch(chg.EpochValuer(N), logits, feat, y, order))
-    assert v.store.nbytes() == N * (4 * (C + D) + 8 + 8 + 4 + 1)
+    assert v.store.nbytes() == N * (4 * (C + D) + 8 + 8 + 4)
     g = torch.Generator().manual_seed(4)
     logits, feat, y = torch.randn(N, 7, generator=g), torch.randn(N, 5, generator=g), torch.randint(0, 7, (N,))
     order = torch.randperm(N, generator=g)

@@ -76,6 +76,8 @@ class IndexedRows(Dataset):
         """
         many = getattr(self.dataset, "__getitems__", None)
         items = many(rows) if many is not None else [self.dataset[i] for i in rows]
+        if all(type(item) is tuple for item in items):  # the common case in one step: (x, y) + (i,)
+            return [item + (int(i),) for item, i in zip(items, rows)]
         return [self._item(item, int(i)) for item, i in zip(items, rows)]
 
 
