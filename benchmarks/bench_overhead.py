@@ -17,6 +17,10 @@ the same parameters from round to round.
     softmax error, then eq. (3) with α = the mean of the x_i by the closed form — :func:`chg.coefficients` for the six
     scalars, the rest (two float32 GEMMs, float64 per-row sums) written here. Before the timed rounds its values are
     checked against the library's on the same rows (:func:`check_floor`). The ride-along cannot cost less than this.
+(f) ``copies`` — (b) plus the four slice copies of each batch (row indices, targets, logits, features) into
+    preallocated epoch buffers, and nothing else: what a per-batch path that copies costs before any valuation. The
+    library copies (a loader or a compiled graph may reuse its buffers for the next batch; the floor's references
+    would then change under it), so (f) + the epoch's eq. (3) is the floor of a safe ride-along.
 (e) ``separate_pass`` — Algorithm 1 exactly: ``valuer.value_epoch(model, batches of 256)`` (a no-grad, eval-mode pass
     over the pool, then eq. (3)) and then the plain epoch.
 
@@ -60,9 +64,10 @@ from chg.experiments.models import build_model  # noqa: E402
 from chg.experiments.results import provenance  # noqa: E402
 from chg.io import write_text_atomic  # noqa: E402
 
-PATHS = ("plain", "tap_only", "ride_along", "floor", "separate_pass")
+PATHS = ("plain", "tap_only", "copies", "ride_along", "floor", "separate_pass")
 NAMES = {"plain": "(a) plain epoch (forward, loss, backward, step)",
          "tap_only": "(b) tap only (LastLayerTap built once, read per batch)",
+         "copies": "(f) tap + the four per-batch slice copies into epoch buffers (no valuation)",
          "ride_along": "(c) ride-along, library (the docs' loop: one tap, EpochValuer.add_logits + end_epoch)",
          "floor": "(d) ride-along floor, hand-made (one hook, lists, eq. (3) by hand)",
          "separate_pass": "(e) Algorithm 1 separate pass (value_epoch) + epoch"}
@@ -162,6 +167,19 @@ def epoch(path: str, run: dict, batches: list, pass_batches: list, n: int):
             for x, y, _ in batches:
                 logits, _feat = run["tap"].read(model(x))
                 step(run, logits, y)
+    elif path == "copies":  # (b) + four slice copies per batch into preallocated epoch buffers
+        buf, at = run["buffers"], 0
+        with run["tap"]:
+            for x, y, idx in batches:
+                logits, feat = run["tap"].read(model(x))
+                s = slice(at, at + len(y))
+                at = s.stop
+                with torch.no_grad():
+                    buf["idx"][s].copy_(idx)
+                    buf["target"][s].copy_(y)
+                    buf["z"][s].copy_(logits)
+                    buf["feat"][s].copy_(feat)
+                step(run, logits, y)
     elif path == "ride_along":  # the docs' loop: the tap built once, open for the epoch
         tap = run["tap"]
         with tap:
@@ -188,8 +206,12 @@ def setup(path: str, model_name: str, width: int, num_classes: int, shape: tuple
     model = build_model(model_name, num_classes, shape, width)
     run = {"model": model, "opt": torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4,
                                                   nesterov=True)}
-    if path in ("tap_only", "ride_along"):
+    if path in ("tap_only", "copies", "ride_along"):
         run["tap"] = chg.LastLayerTap(model)
+    if path == "copies":
+        layer = chg.find_last_linear(model)
+        run["buffers"] = {"idx": torch.empty(n, dtype=torch.int64), "target": torch.empty(n, dtype=torch.int64),
+                          "z": torch.empty(n, layer.out_features), "feat": torch.empty(n, layer.in_features)}
     if path in ("ride_along", "separate_pass"):
         run["valuer"] = chg.EpochValuer(n)
     if path == "floor":

@@ -473,7 +473,8 @@ class LastLayerTap:
                                    "from one head; build a new tap (and a new EpochValuer) for the new head")
             raise RuntimeError(f"LastLayerTap: no forward pass went through the hooked nn.Linear {self.name!r} since "
                                "the tap opened or the last read (is it the model's output layer? pass "
-                               "layer=<the output nn.Linear>; with torch.compile, open the tap before the first "
+                               "layer=<the output nn.Linear> — LastLayerTap, value_data, EpochValuer.value_epoch and "
+                               "the trainer callbacks all take it; with torch.compile, open the tap before the first "
                                "compiled call)")
         calls, self.calls = self.calls, 0
         z, feat = self.output, self.feat
@@ -491,8 +492,9 @@ class LastLayerTap:
                 "its output (the logits) or their sigmoid / softmax"
             raise ValueError(f"the logits given ({', '.join(_describe(c) for c in cands)}) are not the output of the "
                              f"hooked nn.Linear {self.name!r} ({_describe(z)}): the model must return {allowed}, with "
-                             "no temperature or other post-processing, or pass LastLayerTap(model, layer=<the output "
-                             "nn.Linear>)")
+                             "no temperature or other post-processing; if another nn.Linear is the output layer, name "
+                             "it: layer=<the output nn.Linear> (LastLayerTap, value_data, EpochValuer.value_epoch and "
+                             "the trainer callbacks all take it)")
         return z, feat
 
     def factors(self, output, targets: torch.Tensor) -> Factors:

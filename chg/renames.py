@@ -4,11 +4,14 @@ Version 0.2.0 gave the public API the field's names: ``utility`` (was ``weightin
 Gradient / Hardness Shapley, ``loss`` (was ``weight``) for the per-sample loss; ``weights`` now means sample weights
 only. Version 0.3.0 passes every setting one way, as keywords: ``options=`` (a :class:`chg.Options`) and
 ``value_data``'s ``config=`` were removed. :func:`renamed` is the one place that turns an old keyword into that
-error; CHANGELOG.md lists every rename.
+error; CHANGELOG.md lists every rename. A keyword the callable does not take at all (a misspelling) is the same
+``TypeError`` Python raises, with the closest keyword it does take (``difflib``).
 """
 from __future__ import annotations
 
+import difflib
 import functools
+import inspect
 from typing import Callable, Optional
 
 __all__ = ["renamed", "Removed", "OPTIONS_REMOVED"]
@@ -25,8 +28,20 @@ def _error(name: str, version: str, old: str, new: Optional[str]) -> TypeError:
     return TypeError(f"{name}() got the keyword {old!r}, {what} in {version} (see CHANGELOG.md)")
 
 
+def _unknown(name: str, kwargs: dict, takes: Optional[frozenset], old: frozenset) -> Optional[TypeError]:
+    """The error for a keyword the callable does not take (nor an old name of one), with the closest one it does
+    take (None if all are known)."""
+    bad = sorted(kwargs.keys() - takes - old) if takes is not None else []
+    if not bad:
+        return None
+    close = difflib.get_close_matches(bad[0], sorted(takes), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; it takes {', '.join(sorted(takes))}"
+    return TypeError(f"{name}() got an unexpected keyword argument {bad[0]!r}{hint}")
+
+
 def renamed(version: str, **old_to_new: Optional[str]) -> Callable:
-    """Decorator: a call with an old keyword raises a ``TypeError`` naming its new name, before the call runs.
+    """Decorator: a call with an old keyword raises a ``TypeError`` naming its new name, before the call runs; a
+    keyword the callable does not take at all raises Python's ``TypeError`` with the closest one it does take.
 
     Args:
         version: the release that renamed the keywords, e.g. ``"0.2.0"``.
@@ -37,7 +52,8 @@ def renamed(version: str, **old_to_new: Optional[str]) -> Callable:
         function's); on a class it wraps the class's ``__init__`` in place and returns the class.
     Raises:
         ValueError: an old name equal to its new one. The decorated callable raises ``TypeError``:
-            ``"value_data() got the keyword 'weighting', renamed to 'utility' in 0.2.0 (see CHANGELOG.md)"``.
+            ``"value_data() got the keyword 'weighting', renamed to 'utility' in 0.2.0 (see CHANGELOG.md)"``, or
+            ``"EpochValuer() got an unexpected keyword argument 'utilty'; did you mean 'utility'?"``.
     """
     for old, new in old_to_new.items():
         if old == new:
@@ -46,14 +62,22 @@ def renamed(version: str, **old_to_new: Optional[str]) -> Callable:
     def decorate(target):
         fn = target.__init__ if isinstance(target, type) else target
         name = target.__name__
+        params = inspect.signature(inspect.unwrap(fn)).parameters.values()
+        old_names = frozenset(old_to_new) | getattr(fn, "_renamed_keywords", frozenset())  # stacked decorators
+        takes = None if any(p.kind is p.VAR_KEYWORD for p in params) else frozenset(
+            p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
 
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
             if kwargs:
                 for old in sorted(old_to_new.keys() & kwargs.keys()):
                     raise _error(name, version, old, old_to_new[old])
+                err = _unknown(name, kwargs, takes, old_names)
+                if err is not None:
+                    raise err
             return fn(*args, **kwargs)
 
+        wrapper._renamed_keywords = old_names  # an outer @renamed leaves these to the inner one's message
         if isinstance(target, type):
             target.__init__ = wrapper
             return target

@@ -47,7 +47,7 @@ def _module(script: str):
 
 def test_overhead_quick_every_path_and_the_floor_check(tmp_path):
     rep = _quick("bench_overhead", tmp_path)
-    paths = ["plain", "tap_only", "ride_along", "floor", "separate_pass"]
+    paths = ["plain", "tap_only", "copies", "ride_along", "floor", "separate_pass"]
     assert rep["mode"] == "quick" and rep["paths"] == paths and rep["rounds"] == 1
     assert set(rep["settings"]) == {"image_mlp", "stride_cnn"}
     for s in rep["settings"].values():

@@ -163,3 +163,29 @@ def test_the_helper():
         f(gone=2)
     with pytest.raises(ValueError, match="renamed to itself"):
         renamed("9.9", same="same")
+
+
+def test_a_misspelt_keyword_names_the_closest_one_it_takes():
+    """A keyword the callable does not take is Python's TypeError, with the closest keyword (difflib); an old keyword
+    still gets its rename message through stacked decorators; a callable with **kwargs passes everything on."""
+    with pytest.raises(TypeError, match=r"^EpochValuer\(\) got an unexpected keyword argument 'utilty'; did you mean "
+                                        r"'utility'\?$"):
+        chg.EpochValuer(5, utilty="chg")
+    with pytest.raises(TypeError, match=r"^value_data\(\) got an unexpected keyword argument 'epoch'; did you mean "
+                                        r"'epochs'\?$"):
+        chg.value_data(None, None, epoch=2)
+    with pytest.raises(TypeError, match="'weighting', renamed to 'utility' in 0.2.0"):
+        chg.EpochValuer(5, weighting="chg")  # the inner @renamed's message, not "unexpected"
+
+    @renamed("9.9", old="new")
+    def f(new=1, other=2):
+        """doc"""
+        return new
+    with pytest.raises(TypeError, match=r"^f\(\) got an unexpected keyword argument 'zzz'; it takes new, other$"):
+        f(zzz=1)
+
+    @renamed("9.9", old="new")
+    def g(new=1, **rest):
+        """doc"""
+        return rest
+    assert g(anything=3) == {"anything": 3}

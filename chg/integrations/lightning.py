@@ -139,7 +139,8 @@ class CHGCallback(ValuesOfRun, Callback):
                                f"CHGCallback: the training step ran no forward pass through the output layer "
                                f"{tap.name!r}; pass CHGCallback(layer=<the module's output nn.Linear>)")
         logits, feat = tap.read(outputs if isinstance(outputs, Mapping) and "logits" in outputs else tap.output)
-        targets = torch.as_tensor(targets).to(logits.device)
+        if not isinstance(targets, torch.Tensor) or targets.device != logits.device:
+            targets = torch.as_tensor(targets).to(logits.device)
         self.valuer.add_logits(index, logits, targets, feat, tap.bias)
         if not self._checked:
             self._checked = True
