@@ -3,7 +3,9 @@ those into the Markdown that mkdocstrings renders, before the docstrings are par
 
 - ``:func:`x``` (and ``:class:``, ``:meth:``, ``:mod:``, ``:attr:``, ``:data:``, ``:exc:``, ``:obj:``): a link to
   ``x`` where the site documents it, else ``x`` as code. ``x`` is resolved in the docstring's own scope, as Sphinx
-  does (``end_epoch`` inside ``EpochValuer`` is ``chg.valuation.EpochValuer.end_epoch``); ``~a.b.c`` shows ``c``.
+  does (``end_epoch`` inside ``EpochValuer`` is ``chg.valuation.EpochValuer.end_epoch``), and a full ``chg.`` path
+  links to where the object is defined (``chg.sequence.SequenceValuer``: ``chg.sequence_valuation.SequenceValuer``);
+  ``~a.b.c`` shows ``c``.
   The link is an *optional* autorefs cross-reference, so a name the site does not document (a private helper, a
   standard-library module) is plain code, not a broken reference.
 - ``:math:`t``` and ``.. math::`` blocks: the LaTeX source as code (the site loads no script, so nothing renders
@@ -59,6 +61,18 @@ def _identifier(obj: griffe.Object, target: str) -> str:
     return target
 
 
+def _canonical(obj: griffe.Object, target: str) -> str:
+    """The path where the object a full ``chg.`` path names is defined (documented), or ``target`` when it does not
+    resolve: a name re-exported by a module that imports it (``chg.sequence.SequenceValuer``) links to the page of the
+    module that defines it (``chg.sequence_valuation.SequenceValuer``)."""
+    package = obj.package
+    try:
+        found = package if target == package.path else package[target[len(package.path) + 1:]]
+        return found.canonical_path
+    except (KeyError, ValueError, griffe.AliasResolutionError, griffe.CyclicAliasError):
+        return target
+
+
 def _code(text: str) -> str:
     r"""A Markdown code span of ``text`` (its content is not read as Markdown: ``\sum_{k}`` stays as written)."""
     ticks = "``" if "`" in text else "`"
@@ -82,7 +96,7 @@ def convert(text: str, obj: griffe.Object) -> str:
         shown = target.rsplit(".", 1)[-1] if m[2] else target
         if m[1] in ("func", "meth"):
             shown += "()"
-        identifier = target if target.startswith("chg.") else _identifier(obj, target)
+        identifier = _canonical(obj, target) if target.startswith("chg.") else _identifier(obj, target)
         return f'<autoref identifier="{html.escape(identifier)}" optional>{_code(shown)}</autoref>'
 
     text = ROLE.sub(role, text)

@@ -1,0 +1,231 @@
+"""Train and value in one call, and the hand-over from :func:`chg.value_data` and :class:`chg.EpochValuer`:
+:func:`value_sequences` (train a language model or token classifier and value its sequences),
+:func:`is_sequence_data` (whether a data set's items carry a label per position) and :func:`sequence_valuer` (the
+:class:`SequenceValuer` that ``chg.EpochValuer(n, unit=...)`` returns).
+
+The per-batch maths: :mod:`chg.sequence_maths`; the valuer: :mod:`chg.sequence_valuation`; the derivation, the modes
+and the batch format: :mod:`chg.sequence` (which re-exports every name here).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from .lastlayer import LastLayerTap, forward_batch, model_device, split_batch
+from .progress import progress as progress_bar
+from .sequence_maths import IGNORE_INDEX, MODES, causal_shift, sequence_loss
+from .sequence_valuation import SequenceValuer, _batches, _choice, _read
+
+__all__ = ["value_sequences", "is_sequence_data", "sequence_valuer"]
+
+
+# ---- the one-call helper: train and value --------------------------------------------------------------------
+
+_PAD = {"labels": IGNORE_INDEX, "label": IGNORE_INDEX, "attention_mask": 0}
+
+
+def _stack(values: list, key) -> torch.Tensor:
+    """Items' tensors stacked, right-padded to the longest along dim 0 (labels with -100, masks with 0, else 0)."""
+    ts = [torch.as_tensor(v) for v in values]
+    longest = max(t.shape[0] if t.ndim else 0 for t in ts)
+    if all(t.shape == ts[0].shape for t in ts):
+        return torch.stack(ts)
+    out = ts[0].new_full((len(ts), longest, *ts[0].shape[1:]), _PAD.get(key, 0))
+    for k, t in enumerate(ts):
+        out[k, :t.shape[0]] = t
+    return out
+
+
+def _collate(dataset, rows: list):
+    """A batch of ``dataset``'s items ``rows``: dicts stacked key by key (right padding; an ``attention_mask`` is
+    added when lengths differ and there is none), or ``(x, y)`` pairs of one length; each with its ``index``."""
+    items = [dataset[i] for i in rows]
+    index = torch.as_tensor(rows, dtype=torch.int64)
+    if isinstance(items[0], Mapping):
+        if "labels" not in items[0] and "label" not in items[0]:
+            raise ValueError(f"the data set's items need their labels under 'labels' (they have {sorted(items[0])}); "
+                             "for a causal LM set labels = input_ids, with -100 at padding")
+        out = {k: _stack([it[k] for it in items], k) for k in items[0] if k != "index"}
+        lengths = [len(it["labels" if "labels" in it else "label"]) for it in items]
+        if len(set(lengths)) > 1 and "attention_mask" not in out:
+            out["attention_mask"] = (torch.arange(max(lengths))[None] < torch.as_tensor(lengths)[:, None]).long()
+        out["index"] = index
+        return out
+    if not isinstance(items[0], (tuple, list)) or len(items[0]) < 2:
+        raise ValueError(f"the data set's items must be dicts with 'labels' or (input_ids, labels) pairs, got "
+                         f"{type(items[0]).__name__}")
+    xs, ys = [torch.as_tensor(it[0]) for it in items], [torch.as_tensor(it[1]) for it in items]
+    if len({x.shape for x in xs}) > 1:
+        raise ValueError("(input_ids, labels) items of different lengths: give dict items with an attention_mask "
+                         "(padding is then added and masked), or pad them to one length")
+    return torch.stack(xs), torch.stack(ys), index
+
+
+def _loader(dataset, batch_size: int, generator: Optional[torch.Generator] = None) -> DataLoader:
+    """Batches of ``dataset`` with each row's ``index``, in order or shuffled by ``generator``."""
+    return DataLoader(range(len(dataset)), batch_size=batch_size, shuffle=generator is not None, generator=generator,
+                      collate_fn=lambda rows: _collate(dataset, rows))
+
+
+def _positive_int(name: str, v) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+    return int(v)
+
+
+def value_sequences(model: nn.Module, train_dataset, valid_dataset=None, *, unit: str = "sequence",
+                    reduction: str = "mean", mode: str = "pass", utility: str = "chg", alpha: str = "train",
+                    epochs: int = 3, batch_size: int = 8, lr: float = 1e-3, optimizer: str = "adam",
+                    momentum: float = 0.9, weight_decay: float = 0.0, eval_batch_size: Optional[int] = None,
+                    seed: int = 0, shift: Optional[bool] = None, skip_epochs: int = 0,
+                    layer: Optional[nn.Linear] = None, vocab_chunk: Optional[int] = None,
+                    progress: Optional[bool] = None, return_valuer: bool = False):
+    """Train a language model or token classifier (in place) and return CHG Shapley values of its training
+    sequences (or tokens), Algorithm 1 over ``epochs`` epochs.
+
+    Training: ``epochs`` epochs of shuffled mini-batches (``seed``), Adam or SGD, minimising the batch mean of the
+    per-sequence losses :math:`l_i` (:func:`sequence_loss` under ``reduction`` — each document weighted equally,
+    unlike HuggingFace's token-weighted mean). Valuing: ``mode="pass"`` — the exact two-sweep values at the start of
+    every epoch (:meth:`SequenceValuer.value_epoch`); ``mode="ride"`` — ride-along values against the previous
+    epoch's statistics (the first epoch is not valued, so ``epochs >= 2``).
+
+    Args:
+        model: e.g. ``GPT2LMHeadModel`` or ``BertForTokenClassification``: its output layer an ``nn.Linear``
+            applied per position (``layer`` if not the last one registered).
+        train_dataset: a map-style data set of dicts (``input_ids``, ``labels`` (T,) with -100 for unscored
+            positions, optional ``attention_mask``, other model inputs; items of different lengths are right-padded,
+            labels with -100) or of ``(input_ids, labels)`` pairs of one length. valid_dataset: the same, for
+            ``alpha="valid"``.
+        unit, reduction, utility, alpha, shift, skip_epochs, vocab_chunk: as :class:`SequenceValuer` (shift None:
+            :func:`causal_shift` of the model).
+        mode: "pass" | "ride". epochs, batch_size, lr, optimizer ("adam" | "sgd"), momentum (SGD), weight_decay,
+            seed: training settings. eval_batch_size: the sweeps' batch (default ``batch_size``).
+        progress: a bar over the epochs (True | False | None: on a terminal). return_valuer: also return the valuer.
+    Returns:
+        :class:`chg.Values` (with the per-epoch history); with ``return_valuer``, ``(values, valuer)``.
+    Raises:
+        ValueError: unknown settings, ride-along with fewer than 2 epochs, skip_epochs not below epochs, alpha="valid"
+            without ``valid_dataset``, data without labels, a head that is not an ``nn.Linear`` applied per
+            position, and as :class:`SequenceValuer`.
+    """
+    mode = _choice("mode", mode, MODES)
+    optimizer = _choice("optimizer", optimizer, ("adam", "sgd"))
+    epochs, batch_size = _positive_int("epochs", epochs), _positive_int("batch_size", batch_size)
+    eval_batch_size = batch_size if eval_batch_size is None else _positive_int("eval_batch_size", eval_batch_size)
+    if mode == "ride" and epochs < 2:
+        raise ValueError("mode='ride' values each epoch against the previous epoch's statistics, so the first epoch "
+                         "is not valued: train at least 2 epochs (or use mode='pass')")
+    if isinstance(skip_epochs, (int, np.integer)) and not isinstance(skip_epochs, bool) and skip_epochs >= epochs:
+        raise ValueError(f"skip_epochs={skip_epochs} leaves none of the {epochs} epochs to average; it must be < "
+                         "epochs")
+    if alpha == "valid" and valid_dataset is None:
+        raise ValueError("alpha='valid' needs valid_dataset")
+    for name, data in (("train_dataset", train_dataset), ("valid_dataset", valid_dataset)):
+        if data is not None and not (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
+            raise ValueError(f"{name} must be a map-style data set (len and [i]) of dicts with 'labels' or "
+                             f"(input_ids, labels) pairs, got {type(data).__name__}")
+    valuer = SequenceValuer(len(train_dataset), unit, reduction, utility, alpha,
+                            causal_shift(model) if shift is None else shift, skip_epochs, vocab_chunk)
+    device = model_device(model)
+    train_loader = _loader(train_dataset, batch_size, torch.Generator().manual_seed(int(seed)))
+    eval_loader = _loader(train_dataset, eval_batch_size)
+    valid_loader = None if valid_dataset is None else _loader(valid_dataset, eval_batch_size)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay) if optimizer == "adam" else \
+        torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    tap = LastLayerTap(model, layer, sequence=True)
+    model.train()
+    for _ in progress_bar(range(epochs), desc=f"value_sequences ({mode})", unit="epoch", enabled=progress):
+        if mode == "pass":
+            valuer.value_epoch(model, eval_loader, valid_loader, layer)
+        with tap:
+            for batch in train_loader:
+                inputs, labels, idx = split_batch(batch)
+                logits, feat = _read(tap, forward_batch(model, inputs, device))
+                mask = inputs.get("attention_mask") if isinstance(inputs, Mapping) else None
+                if mode == "ride":
+                    valuer.add_logits(idx, logits, labels, feat, mask, tap.bias)
+                loss = sequence_loss(logits, labels, mask, valuer.shift, reduction).mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            if mode == "ride" and alpha == "valid":
+                was = model.training
+                model.eval()
+                try:
+                    with torch.no_grad():
+                        for _, batch in _batches(model, tap, valid_loader, valuer, "valid", False, need_index=False):
+                            valuer.add_validation(batch)
+                finally:
+                    model.train(was)
+        if mode == "ride":
+            valuer.end_epoch()
+    values = valuer.values(mode=mode, epochs=epochs, lr=float(lr), optimizer=optimizer, batch_size=batch_size)
+    return (values, valuer) if return_valuer else values
+
+
+# ---- what chg.value_data and chg.EpochValuer hand over ------------------------------------------------------
+
+def is_sequence_data(dataset) -> bool:
+    """Whether a data set's items carry a label per position — sequences for :func:`value_sequences` — rather than a
+    label per item: a dict item whose ``labels`` (or ``label``) has one or more dimensions, or a ``(x, y)`` item whose
+    ``y`` does.
+
+    Args:
+        dataset: a map-style data set, or anything else (then False).
+    Returns:
+        bool (False for an empty data set or one that cannot be indexed).
+    """
+    if isinstance(dataset, (tuple, list)) and len(dataset) == 2 and not isinstance(dataset[0], Mapping):
+        return False  # an (X, y) pair of arrays: a classifier's data
+    try:
+        if len(dataset) == 0:
+            return False
+        item = dataset[0]
+    except (TypeError, KeyError, IndexError, AttributeError):
+        return False
+    if isinstance(item, Mapping):
+        y = item.get("labels", item.get("label"))
+    elif isinstance(item, (tuple, list)) and len(item) >= 2:
+        y = item[1]
+    else:
+        return False
+    return y is not None and np.ndim(y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else y) >= 1
+
+
+_CLASSIFIER_DEFAULTS = {"gradient": "full", "per_class": False, "partial_epochs": False, "weight": None,
+                        "label_smoothing": 0.0, "storage_dtype": None, "offload": None, "directory": None}
+
+
+def _is_default(value, default) -> bool:
+    return value is default or (isinstance(value, (bool, int, float, str)) and value == default)
+
+
+def sequence_valuer(n: int, *, unit: str = "sequence", utility: str = "chg", alpha: str = "train",
+                    skip_epochs: int = 0, reduction: str = "mean", shift: Optional[bool] = None,
+                    vocab_chunk: Optional[int] = None, **classifier_options) -> SequenceValuer:
+    """The :class:`SequenceValuer` that ``chg.EpochValuer(n, unit=...)`` returns: the options both valuers share,
+    the sequence valuer's own, and the classifier's only at their defaults.
+
+    Args:
+        n: the number of sequences. unit: "sequence" or "token". utility, alpha, skip_epochs: as
+            :class:`SequenceValuer`. reduction, shift, vocab_chunk: as :class:`SequenceValuer`.
+        **classifier_options: :class:`chg.EpochValuer`'s other keywords, accepted at their defaults only.
+    Returns:
+        :class:`SequenceValuer`.
+    Raises:
+        ValueError: a classifier-only option away from its default (per-class games, the bias gradient, class
+            weights, label smoothing, offloaded storage), an unknown keyword, or as :class:`SequenceValuer`.
+    """
+    unknown = sorted(set(classifier_options) - set(_CLASSIFIER_DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown keyword(s) {unknown} for a sequence valuer (unit={unit!r})")
+    bad = sorted(k for k, v in classifier_options.items() if not _is_default(v, _CLASSIFIER_DEFAULTS[k]))
+    if bad:
+        raise ValueError(f"{bad} apply to a classifier's valuer only; a sequence valuer (unit={unit!r}) values each "
+                         "sequence or token in one game under the plain cross-entropy (see chg.sequence)")
+    return SequenceValuer(n, unit, reduction, utility, alpha, shift, skip_epochs, vocab_chunk)
