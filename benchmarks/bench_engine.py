@@ -51,7 +51,8 @@ from chg.experiments.results import provenance  # noqa: E402
 from chg.io import write_text_atomic  # noqa: E402
 
 C, D, N, SEED, MIN_ROUNDS = 10, 512, 1_000_000, 0, 5
-ROWS = ("factored_shapley", "factored_shapley_offset", "epoch_values", "epoch_values_per_class", "floor_gemms", "floor_gemms_norms")
+ROWS = ("factored_shapley", "factored_shapley_offset", "epoch_values", "epoch_values_per_class", "floor_gemms",
+        "floor_gemms_norms")
 FLOORS = ("floor_gemms", "floor_gemms_norms")
 NAMES = {"factored_shapley": "chg.factored_shapley(err, feat, loss)",
          "factored_shapley_offset": "chg.factored_shapley(err, feat + 4, loss) (centred: offset 7× the spread)",

@@ -550,9 +550,34 @@ def forward_batch(model: nn.Module, inputs, device):
         device: where to move the inputs (:func:`model_device`).
     Returns:
         what the model returns (logits, a tuple, a dict or a ``ModelOutput``).
+    Raises:
+        ValueError: the forward pass failed with an ``IndexError`` (an embedding indexed out of range): naming a token
+            id at or above the model's vocabulary, or a sequence longer than its positions, when that is the cause.
     """
     inputs = _to(inputs, device)
-    return model(**inputs) if isinstance(inputs, Mapping) else model(inputs)
+    try:
+        return model(**inputs) if isinstance(inputs, Mapping) else model(inputs)
+    except IndexError as exc:
+        raise ValueError(_index_error(model, inputs, exc)) from exc
+
+
+def _index_error(model: nn.Module, inputs, exc: IndexError) -> str:
+    """Why a forward pass indexed an embedding out of range, from the batch's token ids and the model's config."""
+    ids = inputs.get("input_ids") if isinstance(inputs, Mapping) else inputs
+    config = getattr(model, "config", None)
+    causes = []
+    if isinstance(ids, torch.Tensor) and not ids.dtype.is_floating_point and ids.numel():
+        vocab = getattr(config, "vocab_size", None)
+        top = int(ids.max())
+        if vocab is not None and top >= vocab:
+            causes.append(f"a token id {top} ≥ the model's vocab_size {vocab} (a tokenizer of another model?)")
+        positions = next((getattr(config, k) for k in ("n_positions", "max_position_embeddings")
+                          if isinstance(getattr(config, k, None), int)), None)
+        if positions is not None and ids.shape[-1] > positions:
+            causes.append(f"sequences of {ids.shape[-1]} tokens > the model's {positions} positions (truncate: "
+                          f"tokenizer(..., truncation=True, max_length={positions}))")
+    what = "; ".join(causes) if causes else "an index out of range inside the model"
+    return f"the model's forward pass failed on this batch: {what} ({type(exc).__name__}: {exc})"
 
 
 def model_device(model: nn.Module) -> torch.device:

@@ -492,3 +492,16 @@ def test_classifier_data_is_not_taken_for_sequences():
     assert not is_sequence_data([{"input_ids": torch.arange(4), "labels": torch.tensor(1)}])
     assert is_sequence_data(_docs(2)) and is_sequence_data([{"input_ids": [1, 2], "labels": [1, -100]}])
     assert is_sequence_data([(torch.arange(4), torch.arange(4))]) and not is_sequence_data([])
+
+
+def test_documents_longer_than_the_positions_or_ids_beyond_the_vocabulary_are_named():
+    """A GPT-2 fed documents longer than its n_positions, or token ids of another tokenizer, fails in its embedding
+    with torch's IndexError; value_sequences names the cause and the fix instead."""
+    model = _gpt2()  # vocab 13, 16 positions
+    long_docs = _docs(4, T=20)
+    with pytest.raises(ValueError, match=r"sequences of 20 tokens > the model's 16 positions \(truncate: "
+                                         r"tokenizer\(\.\.\., truncation=True, max_length=16\)\)"):
+        value_sequences(model, long_docs, epochs=1, mode="pass", lr=0.0)
+    foreign = _docs(4, vocab=40, seed=3)
+    with pytest.raises(ValueError, match=r"a token id [1-3]\d ≥ the model's vocab_size 13"):
+        value_sequences(_gpt2(), foreign, epochs=2, mode="ride", lr=0.0)
