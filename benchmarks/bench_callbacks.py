@@ -162,7 +162,8 @@ def render(rep: dict) -> str:
              f"(length 32), batch 32, one epoch. Lightning: MLP 784-{cfg['mlp_width']}-10, {cfg['image_rows']} "
              f"synthetic 28×28 images, and the BatchNorm CNN stride_cnn width {cfg.get('cnn_width', '—')}, "
              f"{cfg.get('cnn_rows', '—')} of those images; batch 128, one epoch. Device {rep['device']}, "
-             f"{rep['threads']} torch thread(s); load average at start {rep['loadavg_start']}, at end {rep['loadavg_end']}; "
+             f"{rep['threads']} torch thread(s); load average at start {rep['loadavg_start']}, at end "
+             f"{rep['loadavg_end']}; "
              f"{res['rounds']} rounds after a warm-up, paths in rotating order; {rep['date']}. Ratio: median over "
              "rounds of with ÷ without within the round (CPU = this process's CPU time). Made by "
              "`python benchmarks/bench_callbacks.py`.", "",
