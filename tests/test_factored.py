@@ -295,9 +295,11 @@ def _dense(err, feat, loss, bias=True):
 
 
 @pytest.mark.parametrize("bias", [True, False])
-def test_many_chunks_equal_the_dense_oracle(bias):
-    """A group larger than one chunk of rows (n·D > CHUNK_ELEMENTS on CPU): the chunked passes against Theorem 1 on the
-    materialised vectors, whole group, per group with a given α each, and from statistics added over batches."""
+def test_many_chunks_equal_the_dense_oracle(bias, monkeypatch):
+    """A group larger than one chunk of rows (n·D > CHUNK_ELEMENTS on CPU, here set to 2²⁰ features so that a small
+    group spans two): the chunked passes against Theorem 1 on the materialised vectors, whole group, per group with a
+    given α each, and from statistics added over batches."""
+    monkeypatch.setattr(factored, "CHUNK_ELEMENTS", 1 << 20)
     n, C, D = 2100, 3, 512
     assert n * D > factored.CHUNK_ELEMENTS  # two chunks of rows (2048 + 52)
     err, feat, loss = _random_factors(n, C, D, seed=5, offset=2.0)
@@ -325,11 +327,12 @@ def test_many_chunks_equal_the_dense_oracle(bias):
 @pytest.mark.parametrize("offset,spread", [(0.0, 1.0), (1.0, 2.5), (1.0, 0.5), (1.0, 0.1), (100.0, 0.01),
                                            (1000.0, 0.001)])
 @pytest.mark.parametrize("D", [64, 2048])
-def test_float32_values_do_not_depend_on_a_shared_feature_offset(offset, spread, D):
+def test_float32_values_do_not_depend_on_a_shared_feature_offset(offset, spread, D, monkeypatch):
     """Features that share a large offset (h = offset + spread·noise), one class whose softmax errors are alike (a
     per-class group of a confident model): the float32 path must stay within 2e-6 of the values' spread of the float64
     oracle. Without centring the float32 products lose 1e-5 (offset 1) to all (offset 1000) of it. D = 64: one chunk
-    of rows; D = 2048: two."""
+    of rows; D = 2048: two (chunks of 2²⁰ features here)."""
+    monkeypatch.setattr(factored, "CHUNK_ELEMENTS", 1 << 20)
     n, C = 600, 5
     gen = torch.Generator().manual_seed(3)
     feat = offset + spread * torch.randn(n, D, generator=gen, dtype=torch.float64)
