@@ -283,6 +283,11 @@ def render(rep: dict) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     for name, s in sets.items():
+        rat = sorted(a / b for a, b in zip(s["seconds_cpu"]["ride_along"], s["seconds_cpu"]["plain"]))
+        q = statistics.quantiles(rat, n=4) if len(rat) > 1 else [rat[0]] * 3
+        lines.append(f"- `{name}`: the per-round ratios (c) ÷ (a) spread over {rat[0]:.3f}–{rat[-1]:.3f} (quartiles "
+                     f"{q[0]:.3f}, {q[2]:.3f}) — the noise of one epoch's timing on this machine; the median is the "
+                     "figure above.")
         fc = s["floor_check"]
         lines.append(f"- `{name}` (n = {s['n']:,}, width {s['width']}): library ride-along ÷ hand-made floor "
                      f"{s['ride_along_over_floor_cpu']:.3f} (CPU), {s['ride_along_over_floor_wall']:.3f} (wall). "

@@ -46,6 +46,8 @@ __all__ = ["Options", "UTILITIES", "GRADIENTS", "ALPHAS", "GroupStats", "group_s
 
 CHUNK_ELEMENTS = 1 << 22  # CPU: features per chunk (16 MiB of float32): few enough chunks that the per-op cost of the
 # float64 per-row work stays small beside the GEMMs (measured: 4 MiB chunks cost 4–15% more at n = 10⁶, D = 512)
+CHUNK_CLASS_ELEMENTS = 1 << 18  # CPU: and at most this many (row, class) entries (2 MiB per (rows, C) float64 buffer:
+# with C = 1,000 the per-chunk temporaries stay small beside the epoch's rows)
 CHUNK_ROWS_ACCELERATOR = 1 << 18  # GPU: large chunks (launch overhead dominates, memory is plentiful)
 CENTRE_RATIO = 1.0  # features are centred on μ when ‖μ‖ > CENTRE_RATIO · their rms spread (see _Passes)
 
@@ -196,7 +198,7 @@ class _Passes:
             self.mu = self.mu.zero_()
         self.mu64 = self.mu.to(torch.float64)
         step = (CHUNK_ROWS_ACCELERATOR if err.device.type != "cpu"
-                else max(256, CHUNK_ELEMENTS // max(D, err.shape[1], 1)))
+                else max(256, min(CHUNK_ELEMENTS // max(D, 1), CHUNK_CLASS_ELEMENTS // max(err.shape[1], 1))))
         self.chunks = [slice(a, min(n, a + step)) for a in range(0, n, step)]
         self._kept = None  # (rows, h − μ) of a group that is one chunk: pass 2 reuses pass 1's
         self._le_kept = None  # l·e of a group that is one chunk (the same: made once for both passes)
