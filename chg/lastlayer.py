@@ -551,18 +551,23 @@ def forward_batch(model: nn.Module, inputs, device):
     Returns:
         what the model returns (logits, a tuple, a dict or a ``ModelOutput``).
     Raises:
-        ValueError: the forward pass failed with an ``IndexError`` (an embedding indexed out of range): naming a token
-            id at or above the model's vocabulary, or a sequence longer than its positions, when that is the cause.
+        ValueError: the forward pass failed with an ``IndexError`` (an embedding indexed out of range), or with a
+            ``RuntimeError`` whose cause is found: naming a token id at or above the model's vocabulary, or a sequence
+            longer than its positions. Other errors of the model pass through unchanged.
     """
     inputs = _to(inputs, device)
     try:
         return model(**inputs) if isinstance(inputs, Mapping) else model(inputs)
-    except IndexError as exc:
-        raise ValueError(_index_error(model, inputs, exc)) from exc
+    except (IndexError, RuntimeError) as exc:  # RuntimeError: BERT's position ids are expanded, not indexed
+        message = _index_error(model, inputs, exc)
+        if message is None:
+            raise
+        raise ValueError(message) from exc
 
 
-def _index_error(model: nn.Module, inputs, exc: IndexError) -> str:
-    """Why a forward pass indexed an embedding out of range, from the batch's token ids and the model's config."""
+def _index_error(model: nn.Module, inputs, exc: Exception) -> Optional[str]:
+    """Why a forward pass indexed an embedding out of range, from the batch's token ids and the model's config
+    (None for a RuntimeError with neither cause: it is not ours to explain)."""
     ids = inputs.get("input_ids") if isinstance(inputs, Mapping) else inputs
     config = getattr(model, "config", None)
     causes = []
@@ -576,6 +581,8 @@ def _index_error(model: nn.Module, inputs, exc: IndexError) -> str:
         if positions is not None and ids.shape[-1] > positions:
             causes.append(f"sequences of {ids.shape[-1]} tokens > the model's {positions} positions (truncate: "
                           f"tokenizer(..., truncation=True, max_length={positions}))")
+    if not causes and not isinstance(exc, IndexError):
+        return None
     what = "; ".join(causes) if causes else "an index out of range inside the model"
     return f"the model's forward pass failed on this batch: {what} ({type(exc).__name__}: {exc})"
 

@@ -65,7 +65,8 @@ def renamed(version: str, **old_to_new: Optional[str]) -> Callable:
         params = inspect.signature(inspect.unwrap(fn)).parameters.values()
         old_names = frozenset(old_to_new) | getattr(fn, "_renamed_keywords", frozenset())  # stacked decorators
         takes = None if any(p.kind is p.VAR_KEYWORD for p in params) else frozenset(
-            p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+            p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            and p.name not in ("self", "cls"))
 
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):

@@ -8,6 +8,7 @@ and the batch format: :mod:`chg.sequence` (which re-exports every name here).
 """
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from typing import Optional
 
@@ -219,11 +220,17 @@ def sequence_valuer(n: int, *, unit: str = "sequence", utility: str = "chg", alp
         :class:`SequenceValuer`.
     Raises:
         ValueError: a classifier-only option away from its default (per-class games, the bias gradient, class
-            weights, label smoothing, offloaded storage), an unknown keyword, or as :class:`SequenceValuer`.
+            weights, label smoothing, offloaded storage), or as :class:`SequenceValuer`.
+        TypeError: an unknown keyword (naming the closest one it takes).
     """
     unknown = sorted(set(classifier_options) - set(_CLASSIFIER_DEFAULTS))
     if unknown:
-        raise ValueError(f"unknown keyword(s) {unknown} for a sequence valuer (unit={unit!r})")
+        takes = sorted({"unit", "utility", "alpha", "skip_epochs", "reduction", "shift", "vocab_chunk",
+                        *_CLASSIFIER_DEFAULTS})
+        close = difflib.get_close_matches(unknown[0], takes, n=1)
+        raise TypeError(f"EpochValuer() got an unexpected keyword argument {unknown[0]!r} for a sequence valuer "
+                        f"(unit={unit!r})" + (f"; did you mean {close[0]!r}?" if close else
+                                              f"; it takes {', '.join(takes)}"))
     bad = sorted(k for k, v in classifier_options.items() if not _is_default(v, _CLASSIFIER_DEFAULTS[k]))
     if bad:
         raise ValueError(f"{bad} apply to a classifier's valuer only; a sequence valuer (unit={unit!r}) values each "

@@ -79,6 +79,7 @@ class RowStore:
         self.idx = self.target = self.z = self.feat = self.loss = None
         self._sig = None  # (C, D, dtypes, device) of the buffers, to reuse them in the next epoch
         self._nb = self._here = False  # this epoch: non-blocking copies; the buffers on the batches' device
+        self._generation, self._files = 0, []  # "disk": the memory-mapped files made (removed when dropped)
 
     # ---- buffers ---------------------------------------------------------------------------------------------
     def _alloc(self, shape: tuple, dtype: torch.dtype, device, name: str) -> torch.Tensor:
@@ -86,8 +87,10 @@ class RowStore:
             if self.directory is None:
                 self._tmp = tempfile.TemporaryDirectory(prefix="chg-store-")
                 self.directory = self._tmp.name
-            path = Path(self.directory) / f"{name}-{os.getpid()}-{id(self)}.bin"
+            self._generation += 1  # a new file for each buffer made: growing copies from the old file to the new
+            path = Path(self.directory) / f"{name}-{os.getpid()}-{id(self)}-{self._generation}.bin"
             arr = np.memmap(path, dtype=_np_dtype(dtype), mode="w+", shape=shape)
+            self._files.append(path)
             t = torch.from_numpy(arr)
             return t.view(dtype) if dtype == torch.bfloat16 else t
         if self.offload == "host":
@@ -104,11 +107,14 @@ class RowStore:
 
     def _grow(self, need: int) -> None:
         """Capacity for ``need`` rows (doubling; rare: a row added twice in one epoch, e.g. a padded sampler)."""
-        old = (self.idx, self.target, self.z, self.feat, self.loss)
+        old, old_files = (self.idx, self.target, self.z, self.feat, self.loss), self._files
+        self._files = []
         cap = max(need, 2 * old[0].shape[0])
         self._make(cap, self.z.shape[1], self.feat.shape[1], self.z.dtype, self.feat.dtype, self.z.device)
         for new, t in zip((self.idx, self.target, self.z, self.feat, self.loss), old):
             new[:self.size].copy_(t[:self.size])
+        del old, new, t
+        _remove(old_files)
 
     @property
     def capacity(self) -> int:
@@ -219,12 +225,23 @@ class RowStore:
         self.bias = self.offset = None
 
     def close(self) -> None:
-        """Drop the buffers (and a temporary directory of the "disk" store)."""
+        """Drop the buffers (and the files of the "disk" store, with its temporary directory)."""
         self.idx = self.target = self.z = self.feat = self.loss = None
+        _remove(self._files)
+        self._files = []
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
             self.directory = None
+
+
+def _remove(paths: list) -> None:
+    """Delete memory-mapped buffer files (a mapping still open keeps its pages until it is dropped)."""
+    for path in paths:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
 
 
 # ---- the epoch's end: every check that needs a value, once; logits become errors in place; who plays --------------
@@ -330,6 +347,24 @@ def materialise(store: RowStore, loss_and_error, weight=None, label_smoothing: f
             store.z[s][sel] = err.to(store.z.dtype).to(store.z.device)
             store.loss[s][sel] = loss.to(store.loss.dtype).to(store.loss.device)
     store.kinds = [_KIND_ERR] * len(store.kinds)
+
+
+def nonfinite_row(store: RowStore) -> Optional[str]:
+    """Where the epoch's first row with a NaN/Inf feature came in, for a message (None if every feature is finite).
+
+    Args:
+        store: the epoch's :class:`RowStore` (before ``reset``).
+    Returns:
+        ``"first in batch b of this epoch, at its position p, row i of the data"``, or None.
+    """
+    m = store.size
+    bad = (~torch.isfinite(store.feat[:m])).any(1).nonzero().squeeze(1) if m else store.idx[:0]
+    if bad.numel() == 0:
+        return None
+    pos = int(bad[0])
+    b = _batch_of(store.starts, pos)
+    return (f"a NaN/Inf feature first in batch {b} of this epoch, at its position {pos - store.starts[b]}, row "
+            f"{int(store.idx[pos])} of the data")
 
 
 def players(store: RowStore, n: int, ddp: bool) -> tuple:

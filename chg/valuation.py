@@ -86,7 +86,7 @@ from .lastlayer import (Factors, LastLayerTap, check_logits, check_loss, check_t
                         model_device, split_batch, upcast)
 from .progress import progress as progress_bar
 from .renames import OPTIONS_REMOVED, renamed
-from .store import RowStore, check_rows, materialise, players
+from .store import RowStore, check_rows, materialise, nonfinite_row, players
 from .values import Values
 
 __all__ = ["EpochValuer", "IndexedDataset", "separate_pass", "add_validation_pass"]
@@ -413,7 +413,13 @@ def _epoch_game(valuer: EpochValuer) -> torch.Tensor:
     ids = group_ids(groups if groups is not None else st.target[:0], valuer.per_class, ddp, st.z.device)
     reduce = GroupStats.all_reduce if ddp else None
     alpha = alpha_from_validation(valuer._valid, ids, reduce) if valuer.alpha == "valid" else None
-    v = epoch_values(fac, valuer.options, groups, alpha, reduce, ids, feature_offset=st.offset)
+    try:
+        v = epoch_values(fac, valuer.options, groups, alpha, reduce, ids, feature_offset=st.offset)
+    except ValueError as e:
+        where = nonfinite_row(st)
+        if where is None:
+            raise
+        raise ValueError(f"end_epoch: {e} ({where})") from None
     vals = torch.full((n,), float("nan"), dtype=torch.float64)
     vals[take(st.idx).cpu()] = v.cpu()
     return all_gather_values(vals, st.z.device) if ddp else vals

@@ -189,3 +189,17 @@ def test_a_misspelt_keyword_names_the_closest_one_it_takes():
         """doc"""
         return rest
     assert g(anything=3) == {"anything": 3}
+
+
+def test_the_trainer_callbacks_name_the_closest_of_their_own_keywords_too():
+    """The callbacks take their own keywords (layer, weight, label_smoothing, check_loss) and EpochValuer's; a
+    misspelling of either names the closest; n is refused (the callback counts the indexed rows)."""
+    pytest.importorskip("lightning")
+    from chg.integrations.lightning import CHGCallback
+    for kw, want in (("check_los", "check_loss"), ("layr", "layer"), ("skip_epoch", "skip_epochs"),
+                     ("storage_dtpe", "storage_dtype")):
+        with pytest.raises(TypeError, match=rf"^CHGCallback\(\) got an unexpected keyword argument '{kw}'; did you "
+                                            rf"mean '{want}'\?$"):
+            CHGCallback(**{kw: None})
+    with pytest.raises(TypeError, match="got the keyword 'n': the callback counts the rows"):
+        CHGCallback(n=5)

@@ -477,10 +477,15 @@ def test_epoch_valuer_with_a_unit_is_a_sequence_valuer():
     assert isinstance(t, SequenceValuer) and t.unit == "token" and t.utility == "gradient"
     assert type(chg.EpochValuer(6)) is chg.EpochValuer and type(chg.EpochValuer(6, unit=None)) is chg.EpochValuer
     for bad, match in ((dict(per_class=True), "classifier's valuer only"), (dict(weight=[1.0, 2.0]), "classifier"),
-                       (dict(gradient="bias"), "classifier"), (dict(utility="hardness"), "not available for sequences"),
-                       (dict(nonsense=1), "unknown keyword")):
+                       (dict(gradient="bias"), "classifier"),
+                       (dict(utility="hardness"), "not available for sequences")):
         with pytest.raises(ValueError, match=match):
             chg.EpochValuer(6, unit="sequence", **bad)
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'utilty' for a sequence valuer \(unit='token'\); "
+                                        r"did you mean 'utility'\?"):
+        chg.EpochValuer(6, unit="token", utilty="chg")
+    with pytest.raises(TypeError, match="unexpected keyword argument 'nonsense'"):
+        chg.EpochValuer(6, unit="sequence", nonsense=1)
     with pytest.raises(ValueError, match="classifier"):
         chg.value_data(_gpt2(), _docs(3), epochs=1, per_class=True)
 
@@ -505,3 +510,19 @@ def test_documents_longer_than_the_positions_or_ids_beyond_the_vocabulary_are_na
     foreign = _docs(4, vocab=40, seed=3)
     with pytest.raises(ValueError, match=r"a token id [1-3]\d ≥ the model's vocab_size 13"):
         value_sequences(_gpt2(), foreign, epochs=2, mode="ride", lr=0.0)
+
+
+def test_a_bert_fed_documents_longer_than_its_positions_names_the_truncation():
+    """BERT expands its position ids rather than indexing them: too-long documents fail with a RuntimeError, which
+    forward_batch explains as for GPT-2; a RuntimeError with no such cause passes through unchanged."""
+    model = _bert()  # max_position_embeddings 16
+    items = _docs(4, T=20, vocab=20, causal=False)
+    with pytest.raises(ValueError, match=r"sequences of 20 tokens > the model's 16 positions"):
+        value_sequences(model, items, epochs=1, mode="pass", lr=0.0)
+    from chg.lastlayer import forward_batch
+
+    class Broken(torch.nn.Module):
+        def forward(self, x):
+            raise RuntimeError("not ours")
+    with pytest.raises(RuntimeError, match="^not ours$"):
+        forward_batch(Broken(), torch.zeros(2, 3), "cpu")

@@ -62,3 +62,44 @@ def test_buffers_are_reused_across_epochs_and_each_epoch_is_its_own_game():
     got = _epoch(v, logits, feat, y, order)
     assert torch.equal(got, _epoch(chg.EpochValuer(N), logits, feat, y, order))
     assert np.isfinite(v.values().history).all() and v.epochs == 3
+
+
+@pytest.mark.parametrize("offload", ["host", "disk"])
+def test_a_store_that_grows_keeps_its_rows_in_every_home(offload, tmp_path):
+    """Rows added more than n times in one epoch make the store grow (a row added twice); the grown buffers hold
+    every earlier row in every home — the disk store makes new files and copies, it never reopens a file it is
+    reading — and give the in-memory values bit for bit; the disk store leaves one file per buffer."""
+    logits, feat, y, order = _rows(5)
+    extra = order[:7]  # seven rows added again at the end: the last record of each is kept
+
+    def epoch(valuer):
+        for b in range(0, N, 16):
+            r = order[b:b + 16]
+            valuer.add_logits(r, logits[r], y[r], feat[r])
+        valuer.add_logits(extra, logits[extra], y[extra], feat[extra])
+        return valuer.end_epoch()
+
+    want = epoch(chg.EpochValuer(N))
+    v = chg.EpochValuer(N, offload=offload, directory=tmp_path if offload == "disk" else None)
+    assert torch.equal(epoch(v), want)
+    if offload == "disk":
+        assert len(list(tmp_path.iterdir())) == 5  # idx, target, z, feat, loss: the grown ones only
+        v.store.close()
+        assert list(tmp_path.iterdir()) == []
+
+
+def test_a_nan_feature_with_finite_factors_names_its_batch_and_row():
+    """Factors added with finite loss and error but a NaN feature (no logits to catch it): end_epoch's error names
+    the batch, the position in it and the data row."""
+    from chg.lastlayer import Factors
+    v, g = chg.EpochValuer(40), torch.Generator().manual_seed(0)
+    for b in range(0, 40, 8):
+        err = torch.softmax(torch.randn(8, 3, generator=g), 1)
+        err[:, 0] -= 1
+        feat = torch.randn(8, 4, generator=g)
+        if b == 16:
+            feat[5, 2] = float("nan")
+        v.add(torch.arange(b, b + 8).flip(0), Factors(torch.rand(8, generator=g), err, feat))
+    with pytest.raises(ValueError, match=r"feat .* non-finite .*first in batch 2 of this epoch, at its position 5, "
+                                         r"row 18 of the data"):
+        v.end_epoch()

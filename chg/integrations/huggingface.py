@@ -40,7 +40,8 @@ from torch import nn
 from transformers import TrainerCallback
 
 from ..lastlayer import LastLayerTap, find_last_linear
-from .rows import INDEX_KEY, IndexedRows, ValuesOfRun, check_training_loss, head_error, make_valuer
+from .rows import (INDEX_KEY, IndexedRows, ValuesOfRun, check_settings, check_training_loss, head_error,
+                   make_valuer)
 
 __all__ = ["CHGCallback", "IndexCollator"]
 
@@ -133,6 +134,7 @@ class CHGCallback(ValuesOfRun, TrainerCallback):
             raise ValueError(f"layer must be the model's output nn.Linear, got {type(layer).__name__}")
         self.layer, self.weight, self.label_smoothing = layer, weight, label_smoothing
         self.check_loss, self.settings = bool(check_loss), settings
+        check_settings(settings, ("layer", "weight", "label_smoothing", "check_loss"))
         try:  # the valuer's settings checked now, not when training begins
             make_valuer(1, weight, label_smoothing or 0.0, **settings)
         except TypeError as e:

@@ -36,7 +36,8 @@ from lightning.pytorch import Callback
 from torch import nn
 
 from ..lastlayer import LastLayerTap, find_last_linear, split_batch
-from .rows import INDEX_KEY, IndexedRows, ValuesOfRun, check_training_loss, head_error, make_valuer
+from .rows import (INDEX_KEY, IndexedRows, ValuesOfRun, check_settings, check_training_loss, head_error,
+                   make_valuer)
 
 __all__ = ["CHGCallback"]
 
@@ -78,6 +79,7 @@ class CHGCallback(ValuesOfRun, Callback):
             raise ValueError(f"layer must be the module's output nn.Linear, got {type(layer).__name__}")
         self.layer, self.weight, self.label_smoothing = layer, weight, label_smoothing
         self.check_loss, self.settings = bool(check_loss), settings
+        check_settings(settings, ("layer", "weight", "label_smoothing", "check_loss"))
         try:  # the valuer's settings checked now, not when training starts
             make_valuer(1, weight, label_smoothing, **settings)
         except TypeError as e:

@@ -10,6 +10,8 @@ out again before the model or the user's ``training_step`` sees the batch.
 """
 from __future__ import annotations
 
+import difflib
+import inspect
 import math
 from collections.abc import Mapping
 from typing import Optional
@@ -21,7 +23,7 @@ from ..lastlayer import per_sample_loss
 from ..valuation import EpochValuer
 from ..values import Values
 
-__all__ = ["INDEX_KEY", "IndexedRows", "make_valuer", "check_training_loss", "head_error"]
+__all__ = ["INDEX_KEY", "IndexedRows", "make_valuer", "check_settings", "check_training_loss", "head_error"]
 
 INDEX_KEY = "chg_index"  # the entry a dict item gets (a name no model's forward takes)
 
@@ -79,6 +81,29 @@ class IndexedRows(Dataset):
         if all(type(item) is tuple for item in items):  # the common case in one step: (x, y) + (i,)
             return [item + (int(i),) for item, i in zip(items, rows)]
         return [self._item(item, int(i)) for item, i in zip(items, rows)]
+
+
+def check_settings(settings: dict, own: tuple) -> None:
+    """A trainer callback's keywords checked when it is made: its own (``own``) and :class:`chg.EpochValuer`'s
+    settings; an unknown one is Python's ``TypeError`` naming the closest keyword the callback takes.
+
+    Args:
+        settings: the keywords passed on to the valuer. own: the callback's own keyword names.
+    Raises:
+        TypeError: a keyword neither the callback nor the valuer takes, or ``n`` (the callback sets it from the
+            indexed training set).
+    """
+    valuer = [p for p in inspect.signature(inspect.unwrap(EpochValuer.__init__)).parameters
+              if p not in ("self", "n", "weight", "label_smoothing", "unit", "alpha")]
+    takes = sorted({*own, *valuer})
+    for key in settings:
+        if key == "n":
+            raise TypeError("CHGCallback() got the keyword 'n': the callback counts the rows of the training set "
+                            "it indexes (cb.index(train_set))")
+        if key not in takes:
+            close = difflib.get_close_matches(key, takes, n=1)
+            raise TypeError(f"CHGCallback() got an unexpected keyword argument {key!r}" + (
+                f"; did you mean {close[0]!r}?" if close else f"; it takes {', '.join(takes)}"))
 
 
 def make_valuer(n: int, weight=None, label_smoothing: float = 0.0, **settings) -> EpochValuer:
