@@ -14,7 +14,7 @@ import functools
 import inspect
 from typing import Callable, Optional
 
-__all__ = ["renamed", "Removed", "OPTIONS_REMOVED"]
+__all__ = ["renamed", "Removed", "OPTIONS_REMOVED", "unexpected_keyword"]
 
 
 class Removed(str):
@@ -28,15 +28,26 @@ def _error(name: str, version: str, old: str, new: Optional[str]) -> TypeError:
     return TypeError(f"{name}() got the keyword {old!r}, {what} in {version} (see CHANGELOG.md)")
 
 
+def unexpected_keyword(name: str, key: str, takes, where: str = "") -> TypeError:
+    """Python's error for a keyword a callable does not take, with the closest keyword it does take (``difflib``),
+    else the list of them — the one wording of :func:`renamed`, ``EpochValuer(unit=...)`` and the trainer callbacks.
+
+    Args:
+        name: the callable's name, e.g. ``"EpochValuer"``. key: the keyword given. takes: the keywords it takes (an
+            iterable of str). where: words after the keyword, e.g. ``" for a sequence valuer (unit='token')"``.
+    Returns:
+        the ``TypeError``: ``"EpochValuer() got an unexpected keyword argument 'utilty'; did you mean 'utility'?"``.
+    """
+    takes = sorted(takes)
+    close = difflib.get_close_matches(key, takes, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; it takes {', '.join(takes)}"
+    return TypeError(f"{name}() got an unexpected keyword argument {key!r}{where}{hint}")
+
+
 def _unknown(name: str, kwargs: dict, takes: Optional[frozenset], old: frozenset) -> Optional[TypeError]:
-    """The error for a keyword the callable does not take (nor an old name of one), with the closest one it does
-    take (None if all are known)."""
+    """The error for a keyword the callable does not take (nor an old name of one); None if all are known."""
     bad = sorted(kwargs.keys() - takes - old) if takes is not None else []
-    if not bad:
-        return None
-    close = difflib.get_close_matches(bad[0], sorted(takes), n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else f"; it takes {', '.join(sorted(takes))}"
-    return TypeError(f"{name}() got an unexpected keyword argument {bad[0]!r}{hint}")
+    return unexpected_keyword(name, bad[0], takes) if bad else None
 
 
 def renamed(version: str, **old_to_new: Optional[str]) -> Callable:

@@ -8,7 +8,6 @@ and the batch format: :mod:`chg.sequence` (which re-exports every name here).
 """
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from typing import Optional
 
@@ -19,6 +18,7 @@ from torch.utils.data import DataLoader
 
 from .lastlayer import LastLayerTap, forward_batch, model_device, split_batch
 from .progress import progress as progress_bar
+from .renames import unexpected_keyword
 from .sequence_maths import IGNORE_INDEX, MODES, causal_shift, sequence_loss
 from .sequence_valuation import SequenceValuer, _batches, _choice, _read
 
@@ -225,12 +225,8 @@ def sequence_valuer(n: int, *, unit: str = "sequence", utility: str = "chg", alp
     """
     unknown = sorted(set(classifier_options) - set(_CLASSIFIER_DEFAULTS))
     if unknown:
-        takes = sorted({"unit", "utility", "alpha", "skip_epochs", "reduction", "shift", "vocab_chunk",
-                        *_CLASSIFIER_DEFAULTS})
-        close = difflib.get_close_matches(unknown[0], takes, n=1)
-        raise TypeError(f"EpochValuer() got an unexpected keyword argument {unknown[0]!r} for a sequence valuer "
-                        f"(unit={unit!r})" + (f"; did you mean {close[0]!r}?" if close else
-                                              f"; it takes {', '.join(takes)}"))
+        takes = {"unit", "utility", "alpha", "skip_epochs", "reduction", "shift", "vocab_chunk", *_CLASSIFIER_DEFAULTS}
+        raise unexpected_keyword("EpochValuer", unknown[0], takes, f" for a sequence valuer (unit={unit!r})")
     bad = sorted(k for k, v in classifier_options.items() if not _is_default(v, _CLASSIFIER_DEFAULTS[k]))
     if bad:
         raise ValueError(f"{bad} apply to a classifier's valuer only; a sequence valuer (unit={unit!r}) values each "

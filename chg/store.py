@@ -168,27 +168,23 @@ class RowStore:
                              f"C={self._sig[0]}, D={self._sig[1]}")
         elif bias is not self.bias and bool(bias) != self.bias:
             raise ValueError("factors of a head with bias and of a head without bias in one epoch")
-        if self.offset is None:
-            if not B:  # an empty first batch: nothing to write
-                self.starts.append(self.size)
-                self.kinds.append(_KIND_LOGITS if loss is None else _KIND_ERR)
-                self.batches += 1
-                return
-            f = feat[:32].to(torch.float64 if feat.dtype == torch.float64 else torch.float32)
-            self.offset = torch.where(torch.isfinite(f), f, 0.0).mean(0)  # on the batch's device, no synchronisation
         end = self.size + B
-        if end > self.idx.shape[0]:
-            self._grow(end)
-        nb, s = self._nb, slice(self.size, end)
-        self.idx[s].copy_(idx, non_blocking=nb)
-        self.target[s].copy_(target, non_blocking=nb)
-        self.z[s].copy_(z, non_blocking=nb)
-        if self._here:
-            torch.sub(feat, self.offset, out=self.feat[s])
-        else:  # to pinned host memory or a memory-mapped file: centre on the batch's device, then copy
-            self.feat[s].copy_(feat - self.offset, non_blocking=nb)
-        if loss is not None:
-            self.loss[s].copy_(loss, non_blocking=nb)
+        if B:  # (an empty batch writes nothing, and sets no offset)
+            if self.offset is None:  # on the batch's device, no synchronisation
+                f = feat[:32].to(torch.float64 if feat.dtype == torch.float64 else torch.float32)
+                self.offset = torch.where(torch.isfinite(f), f, 0.0).mean(0)
+            if end > self.idx.shape[0]:
+                self._grow(end)
+            nb, s = self._nb, slice(self.size, end)
+            self.idx[s].copy_(idx, non_blocking=nb)
+            self.target[s].copy_(target, non_blocking=nb)
+            self.z[s].copy_(z, non_blocking=nb)
+            if self._here:
+                torch.sub(feat, self.offset, out=self.feat[s])
+            else:  # to pinned host memory or a memory-mapped file: centre on the batch's device, then copy
+                self.feat[s].copy_(feat - self.offset, non_blocking=nb)
+            if loss is not None:
+                self.loss[s].copy_(loss, non_blocking=nb)
         self.starts.append(self.size)
         self.kinds.append(_KIND_LOGITS if loss is None else _KIND_ERR)
         self.size, self.batches = end, self.batches + 1
@@ -250,6 +246,12 @@ def _batch_of(starts: list, pos: int) -> int:
     """The 0-based batch (of the epoch) that store row ``pos`` came in."""
     import bisect
     return bisect.bisect_right(starts, pos) - 1
+
+
+def _at(store: RowStore, starts: list, pos: int) -> str:
+    """Where store row ``pos`` came in, for a message: its batch, its position in it, its row of the data."""
+    b = _batch_of(starts, pos)
+    return f"first in batch {b} of this epoch, at its position {pos - starts[b]}, row {int(store.idx[pos])} of the data"
 
 
 def _name(store: RowStore, pos: int) -> str:
@@ -336,9 +338,7 @@ def materialise(store: RowStore, loss_and_error, weight=None, label_smoothing: f
             bad = (~torch.isfinite(z.float()).all(1)).nonzero().squeeze(1)
             if starts and bad.numel():
                 pos = s.start + (int(sel[int(bad[0])]) if not whole else int(bad[0]))
-                b = _batch_of(starts, pos)
-                where += (f": first in batch {b} of this epoch, at its position {pos - starts[b]}, row "
-                          f"{int(store.idx[pos])} of the data; a NaN/Inf feature gives NaN logits")
+                where += f": {_at(store, starts, pos)}; a NaN/Inf feature gives NaN logits"
             raise ValueError(f"end_epoch: {e} ({where})") from None
         if whole:
             store.z[s].copy_(err)
@@ -361,10 +361,7 @@ def nonfinite_row(store: RowStore) -> Optional[str]:
     bad = (~torch.isfinite(store.feat[:m])).any(1).nonzero().squeeze(1) if m else store.idx[:0]
     if bad.numel() == 0:
         return None
-    pos = int(bad[0])
-    b = _batch_of(store.starts, pos)
-    return (f"a NaN/Inf feature first in batch {b} of this epoch, at its position {pos - store.starts[b]}, row "
-            f"{int(store.idx[pos])} of the data")
+    return f"a NaN/Inf feature {_at(store, store.starts, int(bad[0]))}"
 
 
 def players(store: RowStore, n: int, ddp: bool) -> tuple:

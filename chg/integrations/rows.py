@@ -10,7 +10,6 @@ out again before the model or the user's ``training_step`` sees the batch.
 """
 from __future__ import annotations
 
-import difflib
 import inspect
 import math
 from collections.abc import Mapping
@@ -20,6 +19,7 @@ import torch
 from torch.utils.data import Dataset, IterableDataset
 
 from ..lastlayer import per_sample_loss
+from ..renames import unexpected_keyword
 from ..valuation import EpochValuer
 from ..values import Values
 
@@ -95,15 +95,13 @@ def check_settings(settings: dict, own: tuple) -> None:
     """
     valuer = [p for p in inspect.signature(inspect.unwrap(EpochValuer.__init__)).parameters
               if p not in ("self", "n", "weight", "label_smoothing", "unit", "alpha")]
-    takes = sorted({*own, *valuer})
+    takes = {*own, *valuer}
     for key in settings:
         if key == "n":
             raise TypeError("CHGCallback() got the keyword 'n': the callback counts the rows of the training set "
                             "it indexes (cb.index(train_set))")
         if key not in takes:
-            close = difflib.get_close_matches(key, takes, n=1)
-            raise TypeError(f"CHGCallback() got an unexpected keyword argument {key!r}" + (
-                f"; did you mean {close[0]!r}?" if close else f"; it takes {', '.join(takes)}"))
+            raise unexpected_keyword("CHGCallback", key, takes)
 
 
 def make_valuer(n: int, weight=None, label_smoothing: float = 0.0, **settings) -> EpochValuer:
