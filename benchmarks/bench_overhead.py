@@ -35,8 +35,16 @@ over rounds, and the ratio to (a) = the median over rounds of the within-round r
 ``benchmarks/results/overhead.json`` (``overhead_quick.json`` with ``--quick``) atomically and renders
 ``overhead.md`` from that JSON.
 
+Interleaved (a second measurement, the same paths but (e)): one epoch takes ~0.7 s and the machine's speed drifts
+over seconds, so the per-round ratios above spread by ±10%. Here every path trains its epoch in blocks of
+``--block`` batches (default 10), the paths taking turns block by block in rotating order, each block timed; then
+each path's end-of-epoch work (``end_epoch``; the floor's eq. (3)) is timed. A path's epoch = its blocks + its end;
+ratios are paired within the round. Drift then cancels over ~20 ms instead of seconds, and the per-batch cost and
+the end of the epoch are seen apart. (Every block starts after another model's: the caches are colder than in a
+plain epoch for every path alike.)
+
 Usage: python benchmarks/bench_overhead.py [--rounds 7] [--threads 1] [--settings image_mlp,stride_cnn] [--n N]
-                                           [--out DIR] [--quick] [--render-only]
+                                           [--block 10] [--out DIR] [--quick] [--render-only]
 (--quick: 512 synthetic 28×28 images per setting, 1 round after the warm-up — a smoke test of every path, seconds, not
 a measurement; --n N: the first N images of the pool only, for a check on the real data.)
 """
@@ -73,6 +81,7 @@ NAMES = {"plain": "(a) plain epoch (forward, loss, backward, step)",
          "separate_pass": "(e) Algorithm 1 separate pass (value_epoch) + epoch"}
 SETTINGS = {"image_mlp": ("image_mlp", 128), "stride_cnn": ("stride_cnn", 16)}  # name: (model, width)
 BATCH, PASS_BATCH, MIN_ROUNDS = 128, 256, 7
+INTERLEAVED = ("plain", "tap_only", "copies", "ride_along", "floor")  # per-batch paths (not the separate pass)
 FLOOR_RTOL = 1e-6  # floor vs library values on float32 rows: max |Δ| ≤ rtol · max |φ| (see check_floor)
 
 
@@ -201,6 +210,94 @@ def epoch(path: str, run: dict, batches: list, pass_batches: list, n: int):
     return None
 
 
+def batch_step(path: str, run: dict, x, y, idx) -> None:
+    """One batch of a per-batch path (its tap already open), as :func:`epoch` runs it."""
+    model = run["model"]
+    if path == "plain":
+        step(run, model(x), y)
+    elif path == "tap_only":
+        logits, _feat = run["tap"].read(model(x))
+        step(run, logits, y)
+    elif path == "copies":
+        logits, feat = run["tap"].read(model(x))
+        buf, s = run["buffers"], slice(run["at"], run["at"] + len(y))
+        run["at"] = s.stop
+        with torch.no_grad():
+            buf["idx"][s].copy_(idx)
+            buf["target"][s].copy_(y)
+            buf["z"][s].copy_(logits)
+            buf["feat"][s].copy_(feat)
+        step(run, logits, y)
+    elif path == "ride_along":
+        logits, feat = run["tap"].read(model(x))
+        run["valuer"].add_logits(idx, logits, y, feat, run["tap"].bias)
+        step(run, logits, y)
+    elif path == "floor":
+        logits = model(x)
+        run["floor"].rows.append(idx)
+        run["floor"].y.append(y)
+        step(run, logits, y)
+
+
+def epoch_end(path: str, run: dict, n: int) -> None:
+    """The end-of-epoch work of a per-batch path: ``end_epoch`` (ride-along), the floor's eq. (3), else nothing."""
+    if path == "ride_along":
+        run["valuer"].end_epoch()
+    elif path == "floor":
+        floor_values(*run["floor"].take(), n)
+    run["at"] = 0
+
+
+def bench_interleaved(x, y, runs: dict, rounds: int, block: int) -> dict:
+    """The per-batch paths in blocks of ``block`` batches taking turns (see the module docstring): per path and
+    round, CPU seconds of the batches and of the epoch's end; ratios to plain paired within the round."""
+    n = len(y)
+    per_batch = {p: [] for p in INTERLEAVED}
+    end = {p: [] for p in INTERLEAVED}
+    for r in range(rounds + 1):  # round 0: warm-up, not recorded
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(2000 + r))
+        xs, ys = x[perm], y[perm]
+        batches = [(xs[b:b + BATCH], ys[b:b + BATCH], perm[b:b + BATCH]) for b in range(0, n, BATCH)]
+        spent = dict.fromkeys(INTERLEAVED, 0.0)
+        for p in INTERLEAVED:
+            runs[p]["at"] = 0
+            if "tap" in runs[p]:
+                runs[p]["tap"].__enter__()
+        gc.collect()
+        gc.disable()  # a collection inside one path's block would be charged to it
+        try:
+            for k, b in enumerate(range(0, len(batches), block)):
+                for p in INTERLEAVED[k % len(INTERLEAVED):] + INTERLEAVED[:k % len(INTERLEAVED)]:
+                    c0 = time.process_time()
+                    for xb, yb, ib in batches[b:b + block]:
+                        batch_step(p, runs[p], xb, yb, ib)
+                    spent[p] += time.process_time() - c0
+        finally:
+            gc.enable()
+            for p in INTERLEAVED:
+                if "tap" in runs[p]:
+                    runs[p]["tap"].__exit__(None, None, None)
+        ends = {}
+        for p in INTERLEAVED[r % len(INTERLEAVED):] + INTERLEAVED[:r % len(INTERLEAVED)]:
+            c0 = time.process_time()
+            epoch_end(p, runs[p], n)
+            ends[p] = time.process_time() - c0
+        if r:
+            for p in INTERLEAVED:
+                per_batch[p].append(spent[p])
+                end[p].append(ends[p])
+    total = {p: [a + b for a, b in zip(per_batch[p], end[p])] for p in INTERLEAVED}
+    out = {"block": block, "rounds": rounds, "seconds_cpu_batches": per_batch, "seconds_cpu_end": end,
+           "ratio_batches": {}, "ratio_total": {}, "ratio_total_range": {}, "median_end_ms": {}}
+    for p in INTERLEAVED:
+        out["ratio_batches"][p] = statistics.median(a / b for a, b in zip(per_batch[p], per_batch["plain"]))
+        rat = [a / b for a, b in zip(total[p], total["plain"])]
+        out["ratio_total"][p] = statistics.median(rat)
+        out["ratio_total_range"][p] = [min(rat), max(rat)]
+        out["median_end_ms"][p] = 1e3 * statistics.median(end[p])
+    return out
+
+
 def setup(path: str, model_name: str, width: int, num_classes: int, shape: tuple, n: int) -> dict:
     torch.manual_seed(0)  # every path: the same initial model
     model = build_model(model_name, num_classes, shape, width)
@@ -219,8 +316,9 @@ def setup(path: str, model_name: str, width: int, num_classes: int, shape: tuple
     return run
 
 
-def bench_setting(x, y, num_classes: int, model_name: str, width: int, rounds: int) -> dict:
-    """Warm-up round (floor check) + ``rounds`` timed rounds of every path; medians and paired ratios to plain."""
+def bench_setting(x, y, num_classes: int, model_name: str, width: int, rounds: int, block: int) -> dict:
+    """Warm-up round (floor check) + ``rounds`` timed rounds of every path; medians and paired ratios to plain; then
+    the per-batch paths interleaved in blocks of ``block`` batches (:func:`bench_interleaved`)."""
     n = len(y)
     runs = {p: setup(p, model_name, width, num_classes, tuple(x.shape[1:]), n) for p in PATHS}
     pass_batches = [(x[b:b + PASS_BATCH], y[b:b + PASS_BATCH], torch.arange(b, min(n, b + PASS_BATCH)))
@@ -255,6 +353,7 @@ def bench_setting(x, y, num_classes: int, model_name: str, width: int, rounds: i
             out[f"ratio_{kind}"][p] = statistics.median(a / b for a, b in zip(t[p], t["plain"]))
     out["ride_along_over_floor_cpu"] = statistics.median(a / b for a, b in zip(cpu["ride_along"], cpu["floor"]))
     out["ride_along_over_floor_wall"] = statistics.median(a / b for a, b in zip(wall["ride_along"], wall["floor"]))
+    out["interleaved"] = bench_interleaved(x, y, runs, rounds, block)
     return out
 
 
@@ -282,6 +381,24 @@ def render(rep: dict) -> str:
                       f"{s['ratio_wall'][p]:.3f}"]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
+    if all("interleaved" in s for s in sets.values()):
+        first = next(iter(sets.values()))["interleaved"]
+        lines += [f"Interleaved in blocks of {first['block']} batches ({first['rounds']} rounds after a warm-up; see "
+                  "the script's docstring): × (a) of the batches alone, the end of the epoch, and × (a) of the whole "
+                  "epoch (median; min–max over rounds).", ""]
+        head2 = ["path"]
+        for s in sets.values():
+            head2 += [f"{s['model']} × (a) batches", "end of epoch ms", "× (a) epoch", "min–max"]
+        lines += ["| " + " | ".join(head2) + " |", "|" + "---|" * len(head2)]
+        for p in INTERLEAVED:
+            cells = [NAMES[p]]
+            for s in sets.values():
+                i = s["interleaved"]
+                lo, hi = i["ratio_total_range"][p]
+                cells += [f"{i['ratio_batches'][p]:.3f}", f"{i['median_end_ms'][p]:.1f}", f"{i['ratio_total'][p]:.3f}",
+                          f"{lo:.3f}–{hi:.3f}"]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
     for name, s in sets.items():
         rat = sorted(a / b for a, b in zip(s["seconds_cpu"]["ride_along"], s["seconds_cpu"]["plain"]))
         q = statistics.quantiles(rat, n=4) if len(rat) > 1 else [rat[0]] * 3
@@ -305,6 +422,7 @@ def main() -> None:
     ap.add_argument("--settings", default=",".join(SETTINGS), help=f"comma-separated, of {list(SETTINGS)}")
     ap.add_argument("--n", type=int, default=None, help="the first N images of the pool only (a check, not a record)")
     ap.add_argument("--quick", action="store_true", help="512 synthetic images, 1 round: a smoke test")
+    ap.add_argument("--block", type=int, default=10, help="batches per block of the interleaved measurement")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     ap.add_argument("--render-only", action="store_true", help="re-render the Markdown from the JSON in --out")
     args = ap.parse_args()
@@ -335,7 +453,7 @@ def main() -> None:
            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "paths": list(PATHS), "settings": {}}
     for s in settings:
         model_name, width = SETTINGS[s]
-        rep["settings"][s] = bench_setting(x, y, d.num_classes, model_name, width, rounds)
+        rep["settings"][s] = bench_setting(x, y, d.num_classes, model_name, width, rounds, max(1, args.block))
     write_report(args.out, name, rep, render)
 
 

@@ -58,6 +58,14 @@ def test_overhead_quick_every_path_and_the_floor_check(tmp_path):
         fc = s["floor_check"]  # the hand-made floor computes the library's values (float32 rows)
         assert fc["ok"] and fc["rtol"] == 1e-6 and fc["max_abs_diff_over_max_abs"] <= 1e-6
         assert fc["library_float32_vs_float64"] <= 1e-6
+        inter = s["interleaved"]  # the per-batch paths, block by block: every path timed, plain the unit
+        per = ["plain", "tap_only", "copies", "ride_along", "floor"]
+        assert inter["rounds"] == 1 and inter["block"] == 10
+        for key in ("ratio_batches", "ratio_total", "ratio_total_range", "median_end_ms"):
+            assert set(inter[key]) == set(per), key
+        assert inter["ratio_total"]["plain"] == 1.0 and all(v[0] > 0 for v in inter["seconds_cpu_batches"].values())
+        assert inter["median_end_ms"]["ride_along"] > 0 and inter["median_end_ms"]["plain"] >= 0
+    assert "Interleaved in blocks of 10 batches" in (tmp_path / "overhead_quick.md").read_text()
     for key in ("cpu", "cores", "torch_threads", "torch", "loadavg_start", "loadavg_end"):
         assert key in rep["machine"]
     assert rep["machine"]["torch_threads"] == 1 and rep["provenance"]["git_commit"] is not None
