@@ -206,12 +206,16 @@ class _Passes:
         # (no allocation per chunk, so the heap does not grow by freed chunks: peak = inputs + one chunk's buffers)
         C, m = err.shape[1], min(step, n)
         many = len(self.chunks) > 1
+        # centred features: the GEMMs carry one more row / column for μ's share of ‖x_i‖², 2‖l_i e_i‖² μ·(h_i − μ)
+        # (pass 1: Σ_i ‖l_i e_i‖² (h_i − μ); pass 2: μ·(h_j − μ) per row) — no separate read of the features for it
+        self.k = C + 1 if self.centre else C
+        self._w = None  # (n,) ‖l_i e_i‖² float64, from pass 1 for pass 2's share (centred only)
         self._hc = (self.h.new_empty((m, D), dtype=self.dtype)  # h − μ (or h raised from half precision)
                     if many and D and ((self.centre and not self.given) or self.h.dtype != self.dtype) else None)
         self._le = err.new_empty((m, C), dtype=torch.float64) if many else None  # l·e
-        self._hm = err.new_empty((m, C), dtype=self.dtype) if many else None  # (h − μ) m_featᵀ
+        self._hm = err.new_empty((m, self.k), dtype=self.dtype) if many else None  # [l·e, w] or (h − μ)[m_feat; μ]ᵀ
         self._hm64 = err.new_empty((m, C), dtype=torch.float64) if many else None
-        self._s = err.new_empty((C, D), dtype=self.dtype) if many else None  # one chunk's Σ l e (h − μ)ᵀ
+        self._s = err.new_empty((self.k, D), dtype=self.dtype) if many else None  # one chunk's [l e, w]ᵀ (h − μ)
 
     @staticmethod
     def _view(buf, rows):
@@ -244,47 +248,75 @@ class _Passes:
         return hc
 
     def stats_and_sq_norms(self):
-        """Pass 1: s = Σ l_i e_i ⊗ h̃_i (C, D+bias) float64 and every ‖x_i‖² (n,) float64."""
-        C, D = self.err.shape[1], self.h.shape[1]
-        s_feat = self.err.new_zeros((C, D), dtype=torch.float64)  # Σ l e (h − μ)ᵀ (C, D)
+        """Pass 1: s = Σ l_i e_i ⊗ h̃_i (C, D+bias) float64, Σ‖x_i‖² (a float64 scalar tensor) and every ‖x_i‖² (n,)
+        float64 — for centred features without the share 2‖l_i e_i‖² μ·(h_i − μ), which :meth:`dots` adds (pass 2's
+        GEMM gives μ·(h_i − μ)); Σ‖x_i‖² has it (pass 1's GEMM gives Σ‖l_i e_i‖² (h_i − μ)). Every feature is read
+        twice here: the GEMM and the row norms."""
+        C, D, k = self.err.shape[1], self.h.shape[1], self.k
+        s_feat = self.err.new_zeros((k, D), dtype=torch.float64)  # [Σ l e (h − μ)ᵀ; Σ ‖l e‖² (h − μ)ᵀ] (k, D)
         s_bias = self.err.new_zeros(C, dtype=torch.float64)  # Σ l e (C,)
-        # ‖l_i e_i‖² (‖h_i − μ‖² + 2μ·(h_i − μ) + ‖μ‖² + bias) (n,), written chunk by chunk into one array (no list of
-        # small long-lived chunks between the big temporaries: the heap could not give their memory back)
-        sq = self.err.new_empty(self.err.shape[0], dtype=torch.float64)
+        # ‖l_i e_i‖² (‖h_i − μ‖² + ‖μ‖² + bias) (n,), written chunk by chunk into one array (no list of small
+        # long-lived chunks between the big temporaries: the heap could not give their memory back)
+        n = self.err.shape[0]
+        sq = self.err.new_empty(n, dtype=torch.float64)
+        w_all = self.err.new_empty(n, dtype=torch.float64) if self.centre else None
         const = self.mu64 @ self.mu64 + self.bias
         for rows in self.chunks:
             le = self.le(rows)  # (m, C) float64
             hc = self.centred(rows)  # (m, D)
-            if self._hm is None:
-                s_feat.add_((le.to(self.dtype).T @ hc).to(torch.float64))  # (C, D) GEMM in dtype, summed in float64
-            else:  # the same in the scratch buffers: l·e in dtype, then the (C, D) product
-                le_d = self._view(self._hm, rows).copy_(le)
-                s_feat.add_(torch.mm(le_d.T, hc, out=self._s))
+            m = rows.stop - rows.start
+            w = torch.bmm(le[:, None, :], le[:, :, None]).view(m)  # ‖l_i e_i‖² (m,) float64
+            if w_all is not None:
+                w_all[rows] = w
+            a = self._view(self._hm, rows)  # [l e, w] (m, k) in dtype: the GEMM's left factor
+            if a is None:
+                a = le if k == C and le.dtype == self.dtype else le.new_empty((m, k), dtype=self.dtype)
+            if a is not le:
+                a[:, :C].copy_(le)
+                if k > C:
+                    a[:, C].copy_(w)
+            prod = torch.mm(a.T, hc) if self._s is None else torch.mm(a.T, hc, out=self._s)  # (k, D) GEMM in dtype
+            s_feat.add_(prod)  # summed in float64
             s_bias.add_(le.sum(0))
             h_sq = torch.linalg.vector_norm(hc, dim=1).square_()
-            if self.centre:
-                h_sq = torch.addmv(h_sq, hc, self.mu, alpha=2)
-            torch.linalg.vecdot(le, le, out=sq[rows]).mul_(h_sq.to(torch.float64).add_(const))
+            torch.mul(w, h_sq.to(torch.float64).add_(const), out=sq[rows])
+        sum_sq = sq.sum()
+        if self.centre:
+            sum_sq = sum_sq + 2 * (s_feat[C] @ self.mu64)
+            s_feat = s_feat[:C]
+        self._w = w_all
         s_feat.addr_(s_bias, self.mu64)  # + (Σ l e) μᵀ
         s = torch.cat([s_feat, s_bias[:, None]], 1) if self.bias else s_feat
-        return s, sq  # ‖x_i‖² = ‖l_i e_i‖² ‖h̃_i‖²
+        return s, sq, sum_sq  # ‖x_i‖² = ‖l_i e_i‖² ‖h̃_i‖²
 
-    def dots(self, m):
-        """Pass 2: ⟨m, x_j⟩ = l_j e_jᵀ m h̃_j for every row (n,) float64; ``m`` (C, D+bias) float64."""
-        D = self.h.shape[1]
+    def dots(self, m, sq=None):
+        """Pass 2: ⟨m, x_j⟩ = l_j e_jᵀ m h̃_j for every row (n,) float64; ``m`` (C, D+bias) float64. ``sq``: pass 1's
+        ‖x_j‖² (n,) float64, completed in place with the share of μ (centred features), or None."""
+        C, D = self.err.shape[1], self.h.shape[1]
         m_feat = m[:, :D].to(self.dtype)  # (C, D)
-        if self.centre:  # (C,) μ's and the bias' share
+        if self.centre:  # (C,) μ's and the bias' share; μ as one more row: the GEMM gives μ·(h_j − μ) too
             b = torch.addmv(m[:, D], m[:, :D], self.mu64) if self.bias else m[:, :D] @ self.mu64
+            m_feat = torch.cat([m_feat, self.mu[None, :]], 0)  # (C + 1, D)
         else:
             b = m[:, D] if self.bias else None
+        share = sq is not None and self.centre
+        if share and self._w is None:
+            raise ValueError("dots: the share of μ in ‖x_j‖² needs pass 1 first (stats_and_sq_norms)")
         out = self.err.new_empty(self.err.shape[0], dtype=torch.float64)  # l_j e_jᵀ (m_feat (h_j − μ) + b) (n,)
         for rows in self.chunks:
             hc = self.centred(rows)
+            n_rows = rows.stop - rows.start
             if self._hm is None:
-                hm = F.linear(hc, m_feat).to(torch.float64)  # (m, C) in dtype, then float64
+                prod = F.linear(hc, m_feat)  # (m, k) in dtype
+                hm = prod[:, :C].to(torch.float64)
             else:
-                hm = self._view(self._hm64, rows).copy_(torch.matmul(hc, m_feat.T, out=self._view(self._hm, rows)))
-            torch.linalg.vecdot(self.le(rows), hm if b is None else hm.add_(b), out=out[rows])
+                prod = torch.matmul(hc, m_feat.T, out=self._view(self._hm, rows))
+                hm = self._view(self._hm64, rows).copy_(prod[:, :C])
+            if b is not None:
+                hm.add_(b)
+            torch.bmm(self.le(rows)[:, None, :], hm[:, :, None], out=out[rows].view(n_rows, 1, 1))
+            if share:  # ‖x_j‖² += 2 ‖l_j e_j‖² μ·(h_j − μ)
+                sq[rows].add_(self._w[rows] * prod[:, C].to(torch.float64), alpha=2)
         return out
 
 
@@ -305,10 +337,11 @@ def group_stats(err: torch.Tensor, feat: Optional[torch.Tensor] = None,
     _validate(err, feat, loss, bias)
     fac = _Passes(err, feat, loss, bias)
     with torch.autocast(err.device.type, enabled=False):  # inside an AMP step, keep our precision
-        s, sq = fac.stats_and_sq_norms()
+        s, sq, sum_sq = fac.stats_and_sq_norms()
     _require_finite(sq, err, feat, loss, "‖x_i‖²")
     _require_finite(s, err, feat, loss, "Σ x_i")
-    return GroupStats(err.shape[0], s if feat is not None else s[:, 0], sq.sum())
+    _require_finite(sum_sq, err, feat, loss, "Σ ‖x_i‖²")
+    return GroupStats(err.shape[0], s if feat is not None else s[:, 0], sum_sq)
 
 
 def _eq3_terms(n: int, s: torch.Tensor, alpha):
@@ -327,10 +360,12 @@ def _eq3_terms(n: int, s: torch.Tensor, alpha):
     return c, c.dot_sum * s + c.dot_alpha * a, c.sum_norm_sq * (flat @ flat) + c.sum_dot_alpha * (flat @ a.reshape(-1))
 
 
-def _eq3(fac: _Passes, n: int, s: torch.Tensor, sum_sq_norms, sq: torch.Tensor, alpha) -> torch.Tensor:
-    """Eq. (3) for the rows of ``fac``: pass 2 with the group's n, s (C, D+bias) and Σ‖x_i‖², the rows' ‖x_i‖²."""
+def _eq3(fac: _Passes, n: int, s: torch.Tensor, sum_sq_norms, sq: torch.Tensor, alpha, partial: bool) -> torch.Tensor:
+    """Eq. (3) for the rows of ``fac``: pass 2 with the group's n, s (C, D+bias) and Σ‖x_i‖², the rows' ‖x_i‖² —
+    pass 1's (``partial``: pass 2 completes them in place) or complete ones."""
     c, m, const = _eq3_terms(n, s, alpha)
-    return fac.dots(m).add_(sq, alpha=c.sq_norm).add_(const + c.sum_sq_norms * sum_sq_norms)
+    dots = fac.dots(m, sq if partial else None)
+    return dots.add_(sq, alpha=c.sq_norm).add_(const + c.sum_sq_norms * sum_sq_norms)
 
 
 def _group_values(err, feat, loss, alpha, bias=True):
@@ -338,8 +373,8 @@ def _group_values(err, feat, loss, alpha, bias=True):
     _validate(err, feat, loss, bias)
     fac = _Passes(err, feat, loss, bias)
     with torch.autocast(err.device.type, enabled=False):
-        s, sq = fac.stats_and_sq_norms()
-        out = _eq3(fac, err.shape[0], s, sq.sum(), sq, alpha)
+        s, sq, sum_sq = fac.stats_and_sq_norms()
+        out = _eq3(fac, err.shape[0], s, sum_sq, sq, alpha, True)
     _require_finite(out, err, feat, loss, "the values")
     return out
 
@@ -367,7 +402,7 @@ def values_from_factors(err: torch.Tensor, feat: Optional[torch.Tensor], loss: O
     fac = _Passes(err, feat, loss, bias)
     with torch.autocast(err.device.type, enabled=False):
         sq = fac.stats_and_sq_norms()[1] if sq_norms is None else sq_norms.to(torch.float64)
-        out = _eq3(fac, stats.n, stats.sum.reshape(err.shape[1], -1), stats.sum_sq_norms, sq, alpha)
+        out = _eq3(fac, stats.n, stats.sum.reshape(err.shape[1], -1), stats.sum_sq_norms, sq, alpha, sq_norms is None)
     _require_finite(out, err, feat, loss, "the values")
     return out
 
@@ -567,8 +602,8 @@ def epoch_values(factors, options: Options, groups: Optional[torch.Tensor] = Non
                                                           None if loss is None else loss[rows])
             fac = _Passes(*part, bias, feature_offset if feat is not None else None)
             with torch.autocast(err.device.type, enabled=False):
-                s, sq = fac.stats_and_sq_norms()
-            stats = GroupStats(fac.h.shape[0], s if feat is not None else s[:, 0], sq.sum())
+                s, sq, sum_sq = fac.stats_and_sq_norms()
+            stats = GroupStats(fac.h.shape[0], s if feat is not None else s[:, 0], sum_sq)
         if reduce is not None:
             stats = reduce(stats)
         if stats.n == 0 or (rows is not None and rows.numel() == 0) or m == 0:
@@ -581,7 +616,7 @@ def epoch_values(factors, options: Options, groups: Optional[torch.Tensor] = Non
                 raise ValueError(f"alpha has no target for group {g}")
             a = None if alpha is None else alpha[g]
             with torch.autocast(err.device.type, enabled=False):
-                vals = _eq3(fac, stats.n, stats.sum.reshape(err.shape[1], -1), stats.sum_sq_norms, sq, a)
+                vals = _eq3(fac, stats.n, stats.sum.reshape(err.shape[1], -1), stats.sum_sq_norms, sq, a, True)
             _require_finite(vals, *part, "the values")
         if rows is None:
             out = vals
