@@ -103,3 +103,65 @@ def test_a_nan_feature_with_finite_factors_names_its_batch_and_row():
     with pytest.raises(ValueError, match=r"feat .* non-finite .*first in batch 2 of this epoch, at its position 5, "
                                          r"row 18 of the data"):
         v.end_epoch()
+
+
+# ---- a CPU training step's batches are held by reference and copied at the epoch's end (chg.store.RowStore._hold) --
+def _step_epoch(valuer, logits, feat, y, order, graph=True, rows=None):
+    """``_epoch`` with logits that carry an autograd graph, as a training step's do (a Linear of them): held by
+    reference; ``graph=False``: the same numbers detached (copied per batch). Returns the valuer (not ended)."""
+    lin = torch.nn.Linear(C, C, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(torch.eye(C))  # z = logits exactly, with a graph
+    for a in range(0, len(order) if rows is None else rows, B):
+        idx = order[a:a + B]
+        z = lin(logits[idx])
+        valuer.add_logits(idx, z if graph else z.detach(), y[idx], feat[idx], True)
+    return valuer
+
+
+@pytest.mark.parametrize("offload", [None, "disk"])
+def test_batches_held_until_the_epochs_end_give_the_copied_values_bit_for_bit(offload, tmp_path):
+    """The same batches, held (logits with a graph) or copied per batch (detached): equal values; also when the store
+    grows within the epoch (rows added twice) and in memory-mapped files."""
+    logits, feat, y, order = _rows(5)
+    order = torch.cat([order, order[:700]])  # 700 rows added twice: the buffers grow while batches are held
+    held = _step_epoch(chg.EpochValuer(N, offload=offload, directory=tmp_path if offload else None),
+                       logits, feat, y, order)
+    copied = _step_epoch(chg.EpochValuer(N), logits, feat, y, order, graph=False)
+    assert len(held.store._held) == -(-len(order) // B) and not copied.store._held  # the two paths really ran
+    assert held.store.capacity > N
+    assert torch.equal(held.end_epoch(), copied.end_epoch())
+    assert not held.store._held
+
+
+@pytest.mark.parametrize("what", ["logits", "features", "targets", "indices"])
+def test_a_held_tensor_changed_in_place_is_an_error_naming_its_batch(what):
+    logits, feat, y, order = _rows(6)
+    v = chg.EpochValuer(N)
+    lin = torch.nn.Linear(C, C)
+    for k, a in enumerate(range(0, N, B)):
+        idx, fb, yb = order[a:a + B].clone(), feat[order[a:a + B]], y[order[a:a + B]]
+        z = lin(logits[idx])
+        v.add_logits(idx, z, yb, fb, True)
+        if k == 3:  # the loop writes into what it handed over (a reused buffer), before the epoch's end
+            {"logits": z.detach(), "features": fb, "targets": yb, "indices": idx}[what].mul_(1)
+    with pytest.raises(ValueError, match=f"the {what} of batch 3 of this epoch were changed in place after "
+                                         "add_logits.*tensor.clone"):
+        v.end_epoch()
+
+
+def test_a_view_of_a_large_tensor_is_copied_at_once():
+    """Features that are slices of one large tensor (the whole data set): holding one would keep all of it, counted as
+    such, so each batch is copied when it comes; the values are those of the per-batch copies."""
+    from chg import store
+    logits, _, y, _ = _rows(7)
+    big = torch.rand(store.DEFER_BYTES // (4 * D) + 1, D)  # > DEFER_BYTES of storage
+    lin = torch.nn.Linear(C, C)
+    got, want = chg.EpochValuer(N), chg.EpochValuer(N)
+    for a in range(0, N, B):
+        z = lin(logits[a:a + B])
+        e = min(N, a + B)
+        got.add_logits(torch.arange(a, e), z, y[a:e], big[a:e], True)  # a view of `big`
+        assert not got.store._held  # copied at once: nothing of `big` kept alive by the store
+        want.add_logits(torch.arange(a, e), z.detach(), y[a:e], big[a:e].clone(), True)
+    assert torch.equal(got.end_epoch(), want.end_epoch())
