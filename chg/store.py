@@ -214,9 +214,16 @@ class RowStore:
         autograd graph); :meth:`flush` then copies every held batch in one concatenation per buffer. Between training
         steps each torch call costs several µs more than in a tight loop (its code and data are no longer in the
         caches): the four copies per batch were ~5% of a small model's epoch, measured block by block
-        (benchmarks/results/overhead.md). The version counters are kept: a tensor changed in place by torch before
-        the copy is an error, not a silent change of the values. At most :data:`DEFER_BYTES` of storage is held (a
-        view of a large tensor counts the whole); beyond, the held batches are copied at once."""
+        (benchmarks/results/overhead.md).
+
+        Only memory torch allocated is held: a tensor on NumPy's memory (``torch.from_numpy``, indices given as an
+        array), a DataLoader worker's shared memory or DLPack's is copied now (``clone``) — a write there moves no
+        version counter. The version counters of what is held are kept: a tensor changed in place by torch (a buffer
+        the loop reuses) is an error at the next batch, naming the batch. At most :data:`DEFER_BYTES` of storage is
+        held (a view of a large tensor counts the whole); beyond, the held batches are copied at once."""
+        if self._held:
+            self._unchanged(self._held[-1])  # a reused buffer is found one batch later, not at the epoch's end
+        idx, target, feat = (t if t.untyped_storage().resizable() else t.clone() for t in (idx, target, feat))
         self._held.append((self.size, idx, target, z, feat,
                            (idx._version, target._version, z._version, feat._version)))
         self._held_bytes += feat.untyped_storage().nbytes() + z.untyped_storage().nbytes()
@@ -224,23 +231,31 @@ class RowStore:
         if self._held_bytes >= DEFER_BYTES:
             self.flush()
 
+    def _unchanged(self, held: tuple) -> None:
+        """A held batch's tensors are as they were added; else the epoch's rows are dropped (:meth:`reset`) and a
+        ValueError names the batch."""
+        start, *ts, versions = held
+        for name, t, v in zip(("indices", "targets", "logits", "features"), ts, versions):
+            if t._version != v:
+                b = _batch_of(self.starts, start)
+                self.reset()
+                raise ValueError(f"the {name} of batch {b} of this epoch were changed in place after add_logits, "
+                                 "before they were copied (a buffer the loop reuses for the next batch?): pass a copy "
+                                 "(tensor.clone()) of what the loop overwrites. This epoch's rows are dropped")
+
     def flush(self) -> None:
         """Copy the batches held by reference into the buffers (every reader of the buffers calls it first; nothing
         to do when none is held).
 
         Raises:
             ValueError: a held tensor was changed in place after it was added (naming the batch): its rows would
-                be valued as changed.
+                be valued as changed; the epoch's rows are dropped.
         """
-        held, self._held, self._held_bytes = self._held, [], 0
-        if not held:
+        if not self._held:
             return
-        for start, *ts, versions in held:
-            for name, t, v in zip(("indices", "targets", "logits", "features"), ts, versions):
-                if t._version != v:
-                    raise ValueError(f"the {name} of batch {_batch_of(self.starts, start)} of this epoch were changed "
-                                     "in place after add_logits, before the epoch's end (a buffer reused for the next "
-                                     "batch?): pass a copy (tensor.clone()) of what the loop overwrites")
+        for held in self._held:
+            self._unchanged(held)
+        held, self._held, self._held_bytes = self._held, [], 0
         s = slice(held[0][0], held[-1][0] + held[-1][3].shape[0])
         with torch.no_grad():
             for buf, k in ((self.idx, 1), (self.target, 2), (self.z, 3)):

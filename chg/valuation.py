@@ -263,11 +263,12 @@ class EpochValuer:
         ranges and NaN/Inf there, naming the batch.
 
         Kept how: on an accelerator (and for logits without an autograd graph), slice copies into the epoch's store
-        now; in a CPU training step (logits with their graph), the four tensors are held by reference and copied at
-        the epoch's end (up to :data:`chg.store.DEFER_BYTES` held; what it saves is measured in
-        ``benchmarks/results/overhead.md``). So do not write into them in place before :meth:`end_epoch` — a loop
-        that reuses a buffer for the next batch passes ``.clone()``; a torch in-place write is caught there
-        (ValueError naming the batch), a write through NumPy or ``.data`` is not.
+        now; in a CPU training step (logits with their graph), the tensors on memory torch allocated are held by
+        reference and copied at the epoch's end (up to :data:`chg.store.DEFER_BYTES` held; what it saves is measured
+        in ``benchmarks/results/overhead.md``), those on NumPy's or shared memory are copied now. So do not write into
+        them in place before :meth:`end_epoch` — a loop that reuses a tensor as the buffer of the next batch passes
+        ``.clone()``: a torch in-place write is an error at the next batch (naming the batch; the epoch's rows are
+        dropped), a write through ``.data`` is not seen.
 
         Args:
             indices: (B,) row indices in [0, n): an integer tensor, array or list.

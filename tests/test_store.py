@@ -135,19 +135,66 @@ def test_batches_held_until_the_epochs_end_give_the_copied_values_bit_for_bit(of
 
 
 @pytest.mark.parametrize("what", ["logits", "features", "targets", "indices"])
-def test_a_held_tensor_changed_in_place_is_an_error_naming_its_batch(what):
+@pytest.mark.parametrize("last", [False, True])
+def test_a_held_tensor_changed_in_place_is_an_error_naming_its_batch(what, last):
+    """Caught at the next batch (``last``: at end_epoch), naming the tensor and the batch."""
     logits, feat, y, order = _rows(6)
     v = chg.EpochValuer(N)
     lin = torch.nn.Linear(C, C)
-    for k, a in enumerate(range(0, N, B)):
-        idx, fb, yb = order[a:a + B].clone(), feat[order[a:a + B]], y[order[a:a + B]]
-        z = lin(logits[idx])
-        v.add_logits(idx, z, yb, fb, True)
-        if k == 3:  # the loop writes into what it handed over (a reused buffer), before the epoch's end
-            {"logits": z.detach(), "features": fb, "targets": yb, "indices": idx}[what].mul_(1)
-    with pytest.raises(ValueError, match=f"the {what} of batch 3 of this epoch were changed in place after "
-                                         "add_logits.*tensor.clone"):
+    starts = list(range(0, N, B))
+    bad = len(starts) - 1 if last else 3
+    with pytest.raises(ValueError, match=f"the {what} of batch {bad} of this epoch were changed in place after "
+                                         "add_logits.*tensor.clone.*rows are dropped"):
+        for k, a in enumerate(starts):
+            idx, fb, yb = order[a:a + B].clone(), feat[order[a:a + B]], y[order[a:a + B]]
+            z = lin(logits[idx])
+            v.add_logits(idx, z, yb, fb, True)
+            if k == bad:  # the loop writes into what it handed over (a reused buffer)
+                {"logits": z.detach(), "features": fb, "targets": yb, "indices": idx}[what].mul_(1)
         v.end_epoch()
+    assert v.store.size == 0
+
+
+def test_a_reused_buffer_is_an_error_at_the_next_batch_and_the_epoch_starts_afresh():
+    """A loop that writes each batch into one preallocated tensor (a linear model: the features are its input): the
+    next add_logits names the batch; the epoch's rows are dropped, so a fixed loop starts a clean epoch."""
+    logits, feat, y, order = _rows(8)
+    v, lin, x_buf = chg.EpochValuer(N), torch.nn.Linear(C, C), torch.empty(B, D)
+    x_buf.copy_(feat[:B])
+    v.add_logits(torch.arange(B), lin(logits[:B]), y[:B], x_buf, True)
+    x_buf.copy_(feat[B:2 * B])  # batch 1 overwrites batch 0's features
+    with pytest.raises(ValueError, match="the features of batch 0 of this epoch were changed in place"):
+        v.add_logits(torch.arange(B, 2 * B), lin(logits[B:2 * B]), y[B:2 * B], x_buf, True)
+    assert v.store.size == 0 and not v.store._held
+    _step_epoch(v, logits, feat, y, torch.arange(N))  # the loop fixed (fresh tensors): a whole epoch again
+    assert torch.equal(v.end_epoch(), _step_epoch(chg.EpochValuer(N), logits, feat, y, torch.arange(N),
+                                                  graph=False).end_epoch())
+
+
+@pytest.mark.parametrize("what", ["indices", "features", "targets"])
+def test_numpy_memory_is_copied_at_once_so_a_reused_array_changes_nothing(what):
+    """Writes through NumPy move no version counter: a batch on NumPy's memory (indices given as an int64 array,
+    ``torch.from_numpy`` of a reused buffer) is copied when it comes, and the loop that refills the array gives the
+    values of the batches as they were handed over."""
+    import numpy as np
+    logits, feat, y, _ = _rows(9)
+    lin = torch.nn.Linear(C, C)
+    buf = {"indices": np.empty(B, np.int64), "features": np.empty((B, D), np.float32),
+           "targets": np.empty(B, np.int64)}[what]
+    got, want = chg.EpochValuer(N), chg.EpochValuer(N)
+    for a in range(0, N - N % B, B):
+        idx, fb, yb = torch.arange(a, a + B), feat[a:a + B], y[a:a + B]
+        z = lin(logits[a:a + B])
+        want.add_logits(idx, z.detach(), yb, fb, True)
+        buf[...] = {"indices": idx, "features": fb, "targets": yb}[what].numpy()
+        given = {"indices": idx, "features": fb, "targets": yb}
+        given[what] = buf if what == "indices" else torch.from_numpy(buf)
+        got.add_logits(given["indices"], z, given["targets"], given["features"], True)
+    assert len(got.store._held) == N // B  # held (the rest of each batch is torch's)
+    got.partial_epochs = want.partial_epochs = True
+    with pytest.warns(UserWarning, match="not valued this epoch"):
+        a, b = got.end_epoch(), want.end_epoch()
+    torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
 
 
 def test_a_view_of_a_large_tensor_is_copied_at_once():
