@@ -72,9 +72,16 @@ def _numpy(v, what: str) -> np.ndarray:
     return arr
 
 
-def _features(X, dtype: torch.dtype) -> torch.Tensor:
+def _features(X, dtype: torch.dtype, what: str, ids: bool) -> torch.Tensor:
+    """X as a tensor: floating features in the model's dtype; integer X only for a model that embeds ids (``ids``)."""
     t = X.detach() if isinstance(X, torch.Tensor) else torch.from_numpy(np.array(_numpy(X, "X")))  # own copy
-    return t.to(dtype) if t.dtype.is_floating_point else t  # floating features in the model's dtype
+    if t.dtype.is_floating_point:
+        return t.to(dtype)
+    if not ids:
+        raise ValueError(f"value_data: {what} X has dtype {t.dtype}, but the model has no nn.Embedding to take integer "
+                         "ids: pass floating features (X.astype(np.float32) / X.float(), scaled as the model is "
+                         "trained on them — raw 0–255 pixels divided by 255, say)")
+    return t
 
 
 def _labels(y, n: int) -> torch.Tensor:
@@ -87,13 +94,14 @@ def _labels(y, n: int) -> torch.Tensor:
     return t.to(torch.int64)
 
 
-def _as_dataset(data, what: str, dtype: torch.dtype):
+def _as_dataset(data, what: str, dtype: torch.dtype, ids: bool = False):
     """A Dataset from what a user passes: a Dataset (of ``(x, y)`` items or dicts), or a pair ``(X, y)`` of arrays,
-    tensors or pandas objects. A bare array is refused (features without labels: never split into (x, y))."""
+    tensors or pandas objects (integer X only when ``ids``: the model embeds token ids). A bare array is refused
+    (features without labels: never split into (x, y))."""
     if data is None:
         return None
     if isinstance(data, (tuple, list)) and len(data) == 2 and all(_array_like(d) for d in data):
-        X = _features(data[0], dtype)
+        X = _features(data[0], dtype, what, ids)
         if X.ndim < 1:
             raise ValueError(f"value_data: {what} X must have one row per point, got a scalar")
         return TensorDataset(X, _labels(data[1], X.shape[0]))
@@ -149,8 +157,8 @@ def value_data(model: nn.Module, train_dataset, valid_dataset=None, *, epochs: i
         per-epoch history; with ``return_valuer``, ``(values, valuer)``.
     Raises:
         TypeError: a setting of the wrong type, or a keyword removed in 0.3.0 (``options=``, ``config=``).
-        ValueError: a setting of a wrong value, a ``skip_epochs`` not in [0, epochs), and data it cannot read as
-            (x, y) rows.
+        ValueError: a setting of a wrong value, a ``skip_epochs`` not in [0, epochs), data it cannot read as
+            (x, y) rows, and integer features X for a model without ``nn.Embedding`` (pass floating features).
     """
     cfg = ValueDataConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, momentum=momentum,
                           weight_decay=weight_decay, mode=mode, eval_batch_size=eval_batch_size, seed=seed,
@@ -173,8 +181,9 @@ def value_data(model: nn.Module, train_dataset, valid_dataset=None, *, epochs: i
     if options.alpha == "valid" and valid_dataset is None:
         raise ValueError("value_data: alpha='valid' needs valid_dataset")
     dtype = next(model.parameters()).dtype
-    train_dataset = _as_dataset(train_dataset, "train_dataset", dtype)
-    valid_dataset = _as_dataset(valid_dataset, "valid_dataset", dtype)
+    ids = any(isinstance(m, (nn.Embedding, nn.EmbeddingBag)) for m in model.modules())  # integer X: token ids
+    train_dataset = _as_dataset(train_dataset, "train_dataset", dtype, ids)
+    valid_dataset = _as_dataset(valid_dataset, "valid_dataset", dtype, ids)
     valuer = EpochValuer(len(train_dataset), utility=utility, gradient=gradient, per_class=per_class, alpha=alpha,
                          skip_epochs=skip_epochs, weight=weight, label_smoothing=label_smoothing)
     train_and_value(model, train_dataset, valid_dataset, cfg, valuer, layer=layer)

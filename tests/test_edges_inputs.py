@@ -57,6 +57,23 @@ def test_numpy_pairs_int32_labels_and_a_float32_model():
         value_data(_model(), (X, y[:5]))
 
 
+def test_integer_features_need_a_model_that_embeds_them():
+    """Raw uint8 pixels (or int64 features) to a model without nn.Embedding: a ValueError saying to pass floating
+    features, before training — not torch's "mat1 and mat2 must have the same dtype" from inside the model. A model
+    with an nn.Embedding takes integer ids as they are."""
+    X, y = _xy()
+    for ints in (np.clip(X * 40 + 128, 0, 255).astype(np.uint8), X.astype(np.int64), torch.as_tensor(X).long()):
+        with pytest.raises(ValueError, match=r"X has dtype torch.(uint8|int64), but the model has no nn.Embedding.*"
+                                             r"pass floating features"):
+            value_data(_model(), (ints, y), **LR0)
+    torch.manual_seed(0)
+    embed = nn.Sequential(nn.Embedding(7, 4), nn.Flatten(), nn.Linear(8, 3)).double()
+    ids = np.random.default_rng(0).integers(0, 7, size=(11, 2))
+    got = value_data(embed, (ids, y), **LR0)
+    x = torch.as_tensor(ids)
+    close(got, dense_values(embed, embed[-1], [(x[i:i + 1], torch.as_tensor(y[i:i + 1])) for i in range(11)]))
+
+
 def test_pandas_dataframe_and_series():
     pd = pytest.importorskip("pandas")
     X, y = _xy(seed=1)
