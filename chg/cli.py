@@ -259,7 +259,12 @@ def _value(args) -> int:
     x, codes, classes, features = read_table(args.data, args.label, drop)
     n, C = len(codes), len(classes)
     images = x if x.ndim >= 3 else None
-    flat = StandardScaler().fit_transform(x.reshape(n, -1)).astype(np.float32)  # (n, d), zero mean, unit variance
+    raw = x.reshape(n, -1)
+    flat = StandardScaler().fit_transform(raw).astype(np.float32)  # (n, d), zero mean, unit variance
+    const = raw.min(0) == raw.max(0)  # a constant column carries nothing: exactly 0 (the scaler's mean of 1e30s is
+    flat[:, const] = 0.0  # not exact, and left ~1e14 in it)
+    if const.any():
+        log.info(f"{args.data}: {int(const.sum())} constant feature column(s) carry no information; set to 0")
     counts = np.bincount(codes, minlength=C)
     log.info(f"{args.data}: {n} rows, {flat.shape[1]} features, {C} classes (sizes {counts.tolist()})")
 

@@ -280,3 +280,19 @@ def test_values_npz_is_the_whole_result_read_back_by_values_load(tmp_path):
     assert got.history.shape == (3, 30)
     assert got.labels.tolist() == frame["kind"].tolist()
     np.testing.assert_array_equal(got.values, pd.read_csv(tmp_path / "o" / "values.csv")["value"].to_numpy())
+
+
+def test_a_constant_column_of_any_magnitude_changes_no_value(tmp_path):
+    """A constant column carries nothing: at 1e30 (the scaler's mean of it is not exact) or at 3.0 the values are
+    those of the same table with the column at 0 — not values of 1e53 (found by review)."""
+    got = {}
+    for k, const in enumerate((0.0, 1e30, 3.0)):
+        f = _frame(n=40, seed=3)
+        f.insert(0, "const", const)
+        f.to_csv(tmp_path / f"c{k}.csv", index=False)
+        out = tmp_path / f"o{k}"
+        assert _value(tmp_path, tmp_path / f"c{k}.csv", "--label", "kind", "--out", out, "--epochs", 2) == 0
+        got[const] = pd.read_csv(out / "values.csv")["value"].to_numpy()
+    assert np.abs(got[0.0]).max() < 10
+    np.testing.assert_array_equal(got[1e30], got[0.0])
+    np.testing.assert_array_equal(got[3.0], got[0.0])
