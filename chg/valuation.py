@@ -334,10 +334,17 @@ class EpochValuer:
         """What a checkpoint needs to resume after a finished epoch.
 
         Returns:
-            a dict of ``n``, ``epoch_values``, ``skip_epochs``, ``options`` (``torch.load`` reads it weights-only).
+            a dict of ``n``, ``epoch_values``, ``skip_epochs``, ``options`` and ``loss`` (class weights as a list or
+            None, label smoothing) (``torch.load`` reads it weights-only).
         """
         return {"n": self.n, "epoch_values": [v.clone() for v in self.epoch_values], "skip_epochs": self.skip_epochs,
-                "options": (self.utility, self.gradient, self.per_class, self.alpha)}
+                "options": (self.utility, self.gradient, self.per_class, self.alpha), "loss": self._loss()}
+
+    def _loss(self) -> tuple:
+        """The valued loss as plain numbers: (class weights as a list or None, label smoothing)."""
+        w = None if self.weight is None else [float(v) for v in np.asarray(
+            self.weight.detach().cpu() if isinstance(self.weight, torch.Tensor) else self.weight, dtype=np.float64)]
+        return w, float(self.label_smoothing)
 
     def load_state_dict(self, state: dict) -> None:
         """Resume from :meth:`state_dict` (also of 0.2.0), dropping the current epoch's rows.
@@ -345,11 +352,17 @@ class EpochValuer:
         Args:
             state: a dict from :meth:`state_dict`.
         Raises:
-            ValueError: it is of a valuer with another n, options or skip_epochs.
+            ValueError: it is of a valuer with another n, options, loss (class weights, label smoothing; a checkpoint
+                without them is of plain cross-entropy) or skip_epochs.
         """
         if state["n"] != self.n or tuple(state["options"]) != (self.utility, self.gradient, self.per_class,
                                                               self.alpha):
             raise ValueError("load_state_dict: the checkpoint is of a valuer with other n or options")
+        theirs, mine = tuple(state.get("loss", (None, 0.0))), self._loss()
+        if theirs != mine:
+            raise ValueError(f"load_state_dict: the checkpoint's epochs were valued under another loss (weight="
+                             f"{theirs[0]}, label_smoothing={theirs[1]}) than this valuer's (weight={mine[0]}, "
+                             f"label_smoothing={mine[1]}): averaging them would mix two games")
         if state.get("skip_epochs", 0) != self.skip_epochs:
             raise ValueError(f"load_state_dict: the checkpoint is of a valuer with skip_epochs="
                              f"{state.get('skip_epochs', 0)}, this one has skip_epochs={self.skip_epochs}")
@@ -383,6 +396,11 @@ class EpochValuer:
 def _append(valuer: "EpochValuer", what: str, indices, targets, z, feat, bias, loss=None) -> None:
     """One batch into the valuer's store, after the checks that need no value from the device (no sync)."""
     idx = int_tensor(indices, f"{what}: indices", z.device)
+    if valuer.store.size == 0 and (valuer.weight is not None or valuer.label_smoothing):  # C is known now: the
+        try:  # loss's class weights checked at the epoch's first batch, not after its last
+            check_loss(z.shape[1], valuer.weight, valuer.label_smoothing)
+        except ValueError as e:
+            raise ValueError(f"{what}: {e}") from None
     if not bias and valuer.gradient == "bias":
         raise ValueError("gradient='bias' values the bias gradient, but the output layer has no bias; use "
                          "gradient='full' (the weight gradient e ⊗ h)")

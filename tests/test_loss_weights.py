@@ -96,3 +96,43 @@ def test_bad_weight_or_smoothing_is_refused_with_a_clear_error(kw, err):
     z, y = torch.randn(4, 3, dtype=torch.float64), torch.tensor([0, 1, 2, 0])
     with pytest.raises(err):
         loss_and_error(z, y, **kw)
+
+
+def test_a_weight_of_another_length_is_refused_at_the_first_batch():
+    """C is known at the epoch's first batch: a weight for 2 classes on a 3-class head is refused there, not after
+    the epoch's training (found by review)."""
+    v = EpochValuer(8, weight=[1.0, 2.0])
+    with pytest.raises(ValueError, match=r"add_logits: weight must have one entry per class, shape \(3,\), got \(2,\)"):
+        v.add_logits(torch.arange(4), torch.randn(4, 3), torch.tensor([0, 1, 2, 0]), torch.randn(4, 5))
+    assert v.store.size == 0
+
+
+def test_a_checkpoint_resumes_only_under_the_loss_it_was_valued_with(tmp_path):
+    """state_dict keeps the loss (weights, smoothing): a checkpoint of plain cross-entropy does not load into a
+    weighted valuer, nor one smoothed at 0.1 into one at 0.2 — their epochs are of other games (found by review);
+    the same loss round-trips through torch.save / torch.load(weights_only=True)."""
+    g = torch.Generator().manual_seed(0)
+    z, h, y = torch.randn(8, 3, generator=g), torch.randn(8, 5, generator=g), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    made = {}
+    for key, kw in {"plain": {}, "w": {"weight": [1.0, 2.0, 3.0]}, "s1": {"label_smoothing": 0.1},
+                    "s2": {"label_smoothing": 0.2}}.items():
+        v = EpochValuer(8, **kw)
+        v.add_logits(torch.arange(8), z, y, h)
+        v.end_epoch()
+        torch.save(v.state_dict(), tmp_path / f"{key}.pt")
+        made[key] = kw
+    for have, kw in made.items():
+        for want, kw2 in made.items():
+            v = EpochValuer(8, **kw2)
+            state = torch.load(tmp_path / f"{have}.pt", weights_only=True)
+            if have == want:
+                v.load_state_dict(state)
+                assert len(v.epoch_values) == 1
+            else:
+                with pytest.raises(ValueError, match="valued under another loss"):
+                    v.load_state_dict(state)
+    old = torch.load(tmp_path / "plain.pt", weights_only=True)
+    del old["loss"]  # a checkpoint from before the loss was kept: plain cross-entropy
+    EpochValuer(8).load_state_dict(old)
+    with pytest.raises(ValueError, match="valued under another loss"):
+        EpochValuer(8, weight=[1.0, 2.0, 3.0]).load_state_dict(old)
