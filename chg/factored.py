@@ -264,22 +264,21 @@ class _Passes:
         for rows in self.chunks:
             le = self.le(rows)  # (m, C) float64
             hc = self.centred(rows)  # (m, D)
-            m = rows.stop - rows.start
-            w = torch.bmm(le[:, None, :], le[:, :, None]).view(m)  # ‖l_i e_i‖² (m,) float64
+            w = torch.linalg.vecdot(le, le, out=sq[rows])  # ‖l_i e_i‖² (m,) float64, in place in sq
             if w_all is not None:
                 w_all[rows] = w
-            a = self._view(self._hm, rows)  # [l e, w] (m, k) in dtype: the GEMM's left factor
-            if a is None:
-                a = le if k == C and le.dtype == self.dtype else le.new_empty((m, k), dtype=self.dtype)
-            if a is not le:
+            if self._hm is None:  # one chunk: [l e, w] in dtype, then the (k, D) GEMM, summed in float64
+                a = le.to(self.dtype) if k == C else torch.cat([le, w[:, None]], 1).to(self.dtype)
+                s_feat.add_(a.T @ hc)
+            else:  # the same in the scratch buffers
+                a = self._view(self._hm, rows)
                 a[:, :C].copy_(le)
                 if k > C:
                     a[:, C].copy_(w)
-            prod = torch.mm(a.T, hc) if self._s is None else torch.mm(a.T, hc, out=self._s)  # (k, D) GEMM in dtype
-            s_feat.add_(prod)  # summed in float64
+                s_feat.add_(torch.mm(a.T, hc, out=self._s))
             s_bias.add_(le.sum(0))
             h_sq = torch.linalg.vector_norm(hc, dim=1).square_()
-            torch.mul(w, h_sq.to(torch.float64).add_(const), out=sq[rows])
+            w.mul_(h_sq.to(torch.float64).add_(const))  # sq[rows] = ‖l_i e_i‖² (‖h_i − μ‖² + ‖μ‖² + bias)
         sum_sq = sq.sum()
         if self.centre:
             sum_sq = sum_sq + 2 * (s_feat[C] @ self.mu64)
@@ -305,16 +304,13 @@ class _Passes:
         out = self.err.new_empty(self.err.shape[0], dtype=torch.float64)  # l_j e_jᵀ (m_feat (h_j − μ) + b) (n,)
         for rows in self.chunks:
             hc = self.centred(rows)
-            n_rows = rows.stop - rows.start
             if self._hm is None:
                 prod = F.linear(hc, m_feat)  # (m, k) in dtype
-                hm = prod[:, :C].to(torch.float64)
+                hm = (prod[:, :C] if self.k > C else prod).to(torch.float64)
             else:
                 prod = torch.matmul(hc, m_feat.T, out=self._view(self._hm, rows))
                 hm = self._view(self._hm64, rows).copy_(prod[:, :C])
-            if b is not None:
-                hm.add_(b)
-            torch.bmm(self.le(rows)[:, None, :], hm[:, :, None], out=out[rows].view(n_rows, 1, 1))
+            torch.linalg.vecdot(self.le(rows), hm if b is None else hm.add_(b), out=out[rows])
             if share:  # ‖x_j‖² += 2 ‖l_j e_j‖² μ·(h_j − μ)
                 sq[rows].add_(self._w[rows] * prod[:, C].to(torch.float64), alpha=2)
         return out

@@ -3,9 +3,7 @@ r"""Where ride-along keeps an epoch's rows: one append-only store of the factors
 A training step hands over a batch's row indices, targets, the output layer's output (its logits — or, from
 :meth:`chg.EpochValuer.add`, the loss and error already made) and its input (the features). :class:`RowStore` copies
 them into contiguous buffers at a running offset: slice copies only — no indexing by row, no reduction, no host-device
-synchronisation, so an accelerator's training pipeline never stalls on the valuation. (On a CPU, a training step's
-batch is held by reference and copied at the epoch's end instead: between steps each torch call costs several µs
-more than in a tight loop; see :meth:`RowStore._hold`.) The features are stored centred
+synchronisation, so an accelerator's training pipeline never stalls on the valuation. The features are stored centred
 on a reference point (the mean of the epoch's first rows, ``RowStore.offset``): the subtraction rides on the copy, and
 the passes of eq. (3) then never subtract (their precision needs it: :mod:`chg.factored`). Everything that needs a
 value on the host (index and target ranges, NaN) is checked once over the epoch by :func:`check_rows`, and the
@@ -43,9 +41,6 @@ __all__ = ["RowStore", "OFFLOADS", "STORAGE_DTYPES"]
 OFFLOADS = (None, "host", "disk")
 STORAGE_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 _KIND_LOGITS, _KIND_ERR = 0, 1  # what a row's C-vector holds until materialise(): logits, or loss + error already
-# CPU training steps: batches are held by reference and copied into the buffers at the epoch's end, in one
-# concatenation per buffer (RowStore._hold), up to this many bytes of storage held (then copied at once)
-DEFER_BYTES = 64 << 20
 
 
 def _np_dtype(dtype: torch.dtype):
@@ -83,11 +78,8 @@ class RowStore:
         self.offset: Optional[torch.Tensor] = None  # (D,) the features' reference point this epoch (see append)
         self.idx = self.target = self.z = self.feat = self.loss = None
         self._sig = None  # (C, D, dtypes, device) of the buffers, to reuse them in the next epoch
-        self._nb = self._here = self._defer = False  # this epoch: non-blocking copies; the buffers on the batches'
-        # device; batches held by reference until the epoch's end (CPU: see _hold)
+        self._nb = self._here = False  # this epoch: non-blocking copies; the buffers on the batches' device
         self._generation, self._files = 0, []  # "disk": the memory-mapped files made (removed when dropped)
-        self._held: list = []  # batches held by reference, not yet copied: (start, idx, target, z, feat, versions)
-        self._held_bytes = 0
 
     # ---- buffers ---------------------------------------------------------------------------------------------
     def _alloc(self, shape: tuple, dtype: torch.dtype, device, name: str) -> torch.Tensor:
@@ -133,8 +125,7 @@ class RowStore:
         """The memory the store holds.
 
         Returns:
-            bytes the buffers take (all five, at their capacity), an int — not the batches held by reference until
-            the epoch's end (CPU training steps: at most :data:`DEFER_BYTES`; see :meth:`_hold`).
+            bytes the buffers take (all five, at their capacity), an int.
         """
         if self.idx is None:
             return 0
@@ -172,7 +163,6 @@ class RowStore:
             self.bias, self.offset = bool(bias), None
             self._nb = self.offload == "host" and z.device.type == "cuda"  # pinned host buffer: asynchronous copies
             self._here = self.feat.device == feat.device  # centre straight into the buffer
-            self._defer = self._here and feat.device.type == "cpu"
         elif z.shape[1] != self._sig[0] or feat.shape[1] != self._sig[1]:
             raise ValueError(f"this batch has C={z.shape[1]}, D={feat.shape[1]} but earlier batches had "
                              f"C={self._sig[0]}, D={self._sig[1]}")
@@ -185,13 +175,6 @@ class RowStore:
                 self.offset = torch.where(torch.isfinite(f), f, 0.0).mean(0)
             if end > self.idx.shape[0]:
                 self._grow(end)
-            if (loss is None and self._defer and z.grad_fn is not None and z.dtype == self.z.dtype
-                    and feat.dtype == self.feat.dtype):
-                self._hold(idx, target, z.detach(), feat, end)  # (never the graph: a step without backward
-                # would keep every activation it saved)
-                return
-            if self._held:
-                self.flush()
             nb, s = self._nb, slice(self.size, end)
             self.idx[s].copy_(idx, non_blocking=nb)
             self.target[s].copy_(target, non_blocking=nb)
@@ -202,65 +185,9 @@ class RowStore:
                 self.feat[s].copy_(feat - self.offset, non_blocking=nb)
             if loss is not None:
                 self.loss[s].copy_(loss, non_blocking=nb)
-        self._count(end, loss is None)
-
-    def _count(self, end: int, logits: bool) -> None:
         self.starts.append(self.size)
-        self.kinds.append(_KIND_LOGITS if logits else _KIND_ERR)
+        self.kinds.append(_KIND_LOGITS if loss is None else _KIND_ERR)
         self.size, self.batches = end, self.batches + 1
-
-    def _hold(self, idx, target, z, feat, end: int) -> None:
-        """Keep a batch by reference until the epoch's end (on a CPU, the logits of a training step: with their
-        autograd graph); :meth:`flush` then copies every held batch in one concatenation per buffer. Between training
-        steps each torch call costs several µs more than in a tight loop (its code and data are no longer in the
-        caches): the four copies per batch were ~5% of a small model's epoch, measured block by block
-        (benchmarks/results/overhead.md).
-
-        Only memory torch allocated is held: a tensor on NumPy's memory (``torch.from_numpy``, indices given as an
-        array), a DataLoader worker's shared memory or DLPack's is copied now (``clone``) — a write there moves no
-        version counter. The version counters of what is held are kept: a tensor changed in place by torch (a buffer
-        the loop reuses) is an error at the next batch, naming the batch. At most :data:`DEFER_BYTES` of storage is
-        held (a view of a large tensor counts the whole); beyond, the held batches are copied at once."""
-        if self._held:
-            self._unchanged(self._held[-1])  # a reused buffer is found one batch later, not at the epoch's end
-        idx, target, feat = (t if t.untyped_storage().resizable() else t.clone() for t in (idx, target, feat))
-        self._held.append((self.size, idx, target, z, feat,
-                           (idx._version, target._version, z._version, feat._version)))
-        self._held_bytes += feat.untyped_storage().nbytes() + z.untyped_storage().nbytes()
-        self._count(end, True)
-        if self._held_bytes >= DEFER_BYTES:
-            self.flush()
-
-    def _unchanged(self, held: tuple) -> None:
-        """A held batch's tensors are as they were added; else the epoch's rows are dropped (:meth:`reset`) and a
-        ValueError names the batch."""
-        start, *ts, versions = held
-        for name, t, v in zip(("indices", "targets", "logits", "features"), ts, versions):
-            if t._version != v:
-                b = _batch_of(self.starts, start)
-                self.reset()
-                raise ValueError(f"the {name} of batch {b} of this epoch were changed in place after add_logits, "
-                                 "before they were copied (a buffer the loop reuses for the next batch?): pass a copy "
-                                 "(tensor.clone()) of what the loop overwrites. This epoch's rows are dropped")
-
-    def flush(self) -> None:
-        """Copy the batches held by reference into the buffers (every reader of the buffers calls it first; nothing
-        to do when none is held).
-
-        Raises:
-            ValueError: a held tensor was changed in place after it was added (naming the batch): its rows would
-                be valued as changed; the epoch's rows are dropped.
-        """
-        if not self._held:
-            return
-        for held in self._held:
-            self._unchanged(held)
-        held, self._held, self._held_bytes = self._held, [], 0
-        s = slice(held[0][0], held[-1][0] + held[-1][3].shape[0])
-        with torch.no_grad():
-            for buf, k in ((self.idx, 1), (self.target, 2), (self.z, 3)):
-                torch.cat([h[k] for h in held], out=buf[s])
-            torch.cat([h[4] for h in held], out=self.feat[s]).sub_(self.offset)
 
     # ---- reading ---------------------------------------------------------------------------------------------
     def chunks(self, rows: int) -> Iterator[slice]:
@@ -271,7 +198,6 @@ class RowStore:
         Yields:
             ``slice`` objects of the store's rows, in order.
         """
-        self.flush()
         for a in range(0, self.size, max(1, rows)):
             yield slice(a, min(self.size, a + rows))
 
@@ -292,13 +218,11 @@ class RowStore:
         """Empty the store for the next epoch, keeping its buffers (no new allocation, no page faults)."""
         self.size = self.batches = 0
         self.starts, self.kinds = [], []
-        self._held, self._held_bytes = [], 0
         self.bias = self.offset = None
 
     def close(self) -> None:
         """Drop the buffers (and the files of the "disk" store, with its temporary directory)."""
         self.idx = self.target = self.z = self.feat = self.loss = None
-        self._held, self._held_bytes = [], 0
         _remove(self._files)
         self._files = []
         if self._tmp is not None:
@@ -344,7 +268,6 @@ def check_rows(store: RowStore, n: int, starts: Optional[list] = None) -> None:
     Raises:
         ValueError: naming the verb, the range found, the first offending batch and its rows.
     """
-    store.flush()
     m, starts = store.size, store.starts if starts is None else starts
     idx = store.idx[:m]
     lo, hi = (int(v) for v in torch.stack(torch.aminmax(idx)).tolist())
@@ -390,7 +313,6 @@ def materialise(store: RowStore, loss_and_error, weight=None, label_smoothing: f
     Raises:
         ValueError: NaN/Inf logits (naming the verb, the batch and the row's position in it).
     """
-    store.flush()
     if _KIND_LOGITS not in store.kinds:
         return
     starts = store.starts if starts is None else starts
@@ -435,7 +357,6 @@ def nonfinite_row(store: RowStore) -> Optional[str]:
     Returns:
         ``"first in batch b of this epoch, at its position p, row i of the data"``, or None.
     """
-    store.flush()
     m = store.size
     bad = (~torch.isfinite(store.feat[:m])).any(1).nonzero().squeeze(1) if m else store.idx[:0]
     if bad.numel() == 0:
@@ -453,7 +374,6 @@ def players(store: RowStore, n: int, ddp: bool) -> tuple:
         ``(positions, valued)``: (p,) int64 store rows playing here, in store order; (n,) bool CPU: the rows valued
         on some process.
     """
-    store.flush()
     m = store.size
     idx = store.idx[:m]
     pos = torch.arange(m, device=idx.device)

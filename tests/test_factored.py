@@ -350,3 +350,23 @@ def test_float32_values_do_not_depend_on_a_shared_feature_offset(offset, spread,
     mu = feat[:32].mean(0)  # the rule: centred when ‖μ‖ > CENTRE_RATIO · rms ‖h − μ‖ of the first 32 rows
     assert factored._Passes(err, feat, loss, True).centre == bool(
         mu.square().sum() > factored.CENTRE_RATIO ** 2 * (feat[:32] - mu).square().sum(1).mean())
+
+
+@pytest.mark.parametrize("offset", [0.0, 7.0])
+def test_values_from_factors_with_given_squared_norms_equal_its_own_pass(offset):
+    """sq_norms given (complete ‖x_i‖²) or made by pass 1 (for centred features pass 2 adds μ's share to them): the
+    same values, with features that are centred (offset 7× their spread) and that are not."""
+    g = torch.Generator().manual_seed(11)
+    n, C, D = 300, 4, 6
+    err = torch.softmax(torch.randn(n, C, generator=g, dtype=torch.float64), 1)
+    err[torch.arange(n), torch.randint(0, C, (n,), generator=g)] -= 1
+    feat = torch.randn(n, D, generator=g, dtype=torch.float64) + offset
+    loss = torch.rand(n, generator=g, dtype=torch.float64)
+    assert factored._Passes(err, feat, loss, True).centre == (offset > 0)
+    stats = factored.group_stats(err, feat, loss)
+    x = (loss[:, None] * err)[:, :, None] * torch.cat([feat, torch.ones(n, 1, dtype=torch.float64)], 1)[:, None, :]
+    sq = x.reshape(n, -1).square().sum(1)  # ‖x_i‖² from the dense vectors
+    own = factored.values_from_factors(err, feat, loss, stats)
+    given = factored.values_from_factors(err, feat, loss, stats, sq_norms=sq)
+    torch.testing.assert_close(given, own, rtol=1e-12, atol=1e-12 * own.abs().max().item())
+    torch.testing.assert_close(stats.sum_sq_norms, sq.sum(), rtol=1e-12, atol=0)
