@@ -257,18 +257,10 @@ class EpochValuer:
 
     def add_logits(self, indices, logits: torch.Tensor, targets: torch.Tensor, feat: torch.Tensor,
                    bias: bool = True) -> None:
-        """Ride-along's step: keep the rows' logits, targets and features (no host-device synchronisation).
-        :meth:`end_epoch` makes their loss and error (Theorem 1's :math:`l_i`, :math:`e_i` under the valuer's loss)
-        in place of the logits — the values of ``add(indices, factors_from_logits(...), targets)`` — and checks
-        ranges and NaN/Inf there, naming the batch.
-
-        Kept how: on an accelerator (and for logits without an autograd graph), slice copies into the epoch's store
-        now; in a CPU training step (logits with their graph), the tensors on memory torch allocated are held by
-        reference and copied at the epoch's end (up to :data:`chg.store.DEFER_BYTES` held; what it saves is measured
-        in ``benchmarks/results/overhead.md``), those on NumPy's or shared memory are copied now. So do not write into
-        them in place before :meth:`end_epoch` — a loop that reuses a tensor as the buffer of the next batch passes
-        ``.clone()``: a torch in-place write is an error at the next batch (naming the batch; the epoch's rows are
-        dropped), a write through ``.data`` is not seen.
+        """Ride-along's step: keep the rows' logits, targets and features (slice copies into the epoch's store, no
+        host-device synchronisation). :meth:`end_epoch` makes their loss and error (Theorem 1's :math:`l_i`,
+        :math:`e_i` under the valuer's loss) in place of the logits — the values of ``add(indices,
+        factors_from_logits(...), targets)`` — and checks ranges and NaN/Inf there, naming the batch.
 
         Args:
             indices: (B,) row indices in [0, n): an integer tensor, array or list.
@@ -416,7 +408,6 @@ def _epoch_game(valuer: EpochValuer) -> torch.Tensor:
     :func:`chg.store.materialise`), each row one player (:func:`chg.store.players`, across ranks too), eq. (3) by
     :func:`chg.factored.epoch_values`, values gathered to every rank. Returns (n,) float64 on the CPU."""
     st, n = valuer.store, valuer.n
-    st.flush()
     check_rows(st, n)
     if valuer.per_class and bool((st.target[:st.size] < 0).any()):
         raise ValueError("end_epoch: per_class=True but some rows were added without labels")
