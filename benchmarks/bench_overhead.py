@@ -163,55 +163,25 @@ def step(run: dict, logits: torch.Tensor, y: torch.Tensor) -> None:
 
 
 def epoch(path: str, run: dict, batches: list, pass_batches: list, n: int):
-    """One epoch of ``path``; returns the epoch's values (n,) for the valuing paths, else None."""
-    model = run["model"]
+    """One epoch of ``path`` (its tap opened for the epoch); returns the epoch's values (n,) for the valuing paths,
+    else None."""
     if path == "separate_pass":
-        run["valuer"].value_epoch(model, pass_batches)
+        run["valuer"].value_epoch(run["model"], pass_batches)
         path = "plain"
-    if path == "plain":
-        for x, y, _ in batches:
-            step(run, model(x), y)
-    elif path == "tap_only":
-        with run["tap"]:
-            for x, y, _ in batches:
-                logits, _feat = run["tap"].read(model(x))
-                step(run, logits, y)
-    elif path == "copies":  # (b) + four slice copies per batch into preallocated epoch buffers
-        buf, at = run["buffers"], 0
-        with run["tap"]:
-            for x, y, idx in batches:
-                logits, feat = run["tap"].read(model(x))
-                s = slice(at, at + len(y))
-                at = s.stop
-                with torch.no_grad():
-                    buf["idx"][s].copy_(idx)
-                    buf["target"][s].copy_(y)
-                    buf["z"][s].copy_(logits)
-                    buf["feat"][s].copy_(feat)
-                step(run, logits, y)
-    elif path == "ride_along":  # the docs' loop: the tap built once, open for the epoch
-        tap = run["tap"]
-        with tap:
-            for x, y, idx in batches:
-                logits, feat = tap.read(model(x))
-                run["valuer"].add_logits(idx, logits, y, feat, tap.bias)
-                step(run, logits, y)
-        return run["valuer"].end_epoch()
-    elif path == "floor":
+    tap = run.get("tap") if path in ("tap_only", "copies", "ride_along") else None
+    if tap is not None:
+        tap.__enter__()
+    try:
         for x, y, idx in batches:
-            logits = model(x)
-            run["floor"].rows.append(idx)
-            run["floor"].y.append(y)
-            step(run, logits, y)
-        if run.get("check"):  # warm-up only: keep the rows to compare with the library
-            run["kept"] = run["floor"].take()
-            return floor_values(*run["kept"], n)
-        return floor_values(*run["floor"].take(), n)
-    return None
+            batch_step(path, run, x, y, idx)
+    finally:
+        if tap is not None:
+            tap.__exit__(None, None, None)
+    return epoch_end(path, run, n)
 
 
 def batch_step(path: str, run: dict, x, y, idx) -> None:
-    """One batch of a per-batch path (its tap already open), as :func:`epoch` runs it."""
+    """One batch of a per-batch path (its tap already open): (a)–(d) and (f) of the module docstring."""
     model = run["model"]
     if path == "plain":
         step(run, model(x), y)
@@ -239,13 +209,18 @@ def batch_step(path: str, run: dict, x, y, idx) -> None:
         step(run, logits, y)
 
 
-def epoch_end(path: str, run: dict, n: int) -> None:
-    """The end-of-epoch work of a per-batch path: ``end_epoch`` (ride-along), the floor's eq. (3), else nothing."""
-    if path == "ride_along":
-        run["valuer"].end_epoch()
-    elif path == "floor":
-        floor_values(*run["floor"].take(), n)
+def epoch_end(path: str, run: dict, n: int):
+    """The end-of-epoch work of a per-batch path: ``end_epoch`` (ride-along) or the floor's eq. (3) — their values
+    (n,) (the floor's rows kept in ``run["kept"]`` in the warm-up round, for the floor check) — else None."""
     run["at"] = 0
+    if path == "ride_along":
+        return run["valuer"].end_epoch()
+    if path == "floor":
+        rows = run["floor"].take()
+        if run.get("check"):  # warm-up only: keep the rows to compare with the library
+            run["kept"] = rows
+        return floor_values(*rows, n)
+    return None
 
 
 def bench_interleaved(x, y, runs: dict, rounds: int, block: int) -> dict:
@@ -302,7 +277,7 @@ def setup(path: str, model_name: str, width: int, num_classes: int, shape: tuple
     torch.manual_seed(0)  # every path: the same initial model
     model = build_model(model_name, num_classes, shape, width)
     run = {"model": model, "opt": torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4,
-                                                  nesterov=True)}
+                                                  nesterov=True), "at": 0}  # at: the copies' running offset
     if path in ("tap_only", "copies", "ride_along"):
         run["tap"] = chg.LastLayerTap(model)
     if path == "copies":
