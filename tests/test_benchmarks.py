@@ -45,6 +45,36 @@ def _module(script: str):
         sys.path.remove(str(ROOT / "benchmarks"))
 
 
+def test_the_hand_made_floor_computes_the_librarys_values_from_uneven_batches_across_its_groups():
+    """The floor's eq. (3) from per-batch lists (groups of 4 batches here, batches of uneven sizes, features far from
+    0 so that its centring matters, rows in shuffled order, some rows never seen) against the library's values of the
+    same rows, float64 rows: equal to 1e-12 of the largest value."""
+    import torch
+
+    import chg
+    bench = _module("bench_overhead")
+    g = torch.Generator().manual_seed(3)
+    n, C, D = 400, 7, 9
+    sizes = [13, 1, 40, 7, 29, 64, 3, 50, 33, 21, 17, 2]  # 280 rows in 12 batches: 3 groups of 4
+    perm = torch.randperm(n, generator=g)[:sum(sizes)]
+    rows, y, z, h, a = [], [], [], [], 0
+    for b in sizes:
+        rows.append(perm[a:a + b])
+        y.append(torch.randint(0, C, (b,), generator=g))
+        z.append(3 * torch.randn(b, C, generator=g, dtype=torch.float64))
+        h.append(5 + torch.rand(b, D, generator=g, dtype=torch.float64))
+        a += b
+    got = bench.floor_values(rows, y, z, h, n, group=4)
+    lib = chg.EpochValuer(n, partial_epochs=True)
+    lib.add_logits(torch.cat(rows), torch.cat(z), torch.cat(y), torch.cat(h), True)
+    import pytest
+    with pytest.warns(UserWarning, match="not valued this epoch"):
+        want = lib.end_epoch()
+    assert torch.isnan(got).sum() == n - sum(sizes) and torch.equal(torch.isnan(got), torch.isnan(want))
+    seen = ~torch.isnan(want)
+    assert (got[seen] - want[seen]).abs().max() <= 1e-12 * want[seen].abs().max()
+
+
 def test_overhead_quick_every_path_and_the_floor_check(tmp_path):
     rep = _quick("bench_overhead", tmp_path)
     paths = ["plain", "tap_only", "copies", "ride_along", "floor", "separate_pass"]
