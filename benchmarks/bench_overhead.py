@@ -89,7 +89,7 @@ FLOOR_RTOL = 1e-6  # floor vs library values on float32 rows: max |Δ| ≤ rtol 
 
 
 # ---- (d) the hand-made floor ------------------------------------------------------------------------------------
-FLOOR_GROUP = 16  # batches per chunk of the floor's passes (2,048 rows of 128: a few hundred KB of features)
+FLOOR_GROUP = 16  # batches per chunk of the floor's passes (2,048 rows of batch 128: 1 MiB of float32 at D = 128)
 
 
 class Floor:
@@ -127,11 +127,15 @@ def floor_values(rows: list, y: list, z: list, h: list, n: int, group: int = FLO
     sq = torch.empty(m, dtype=torch.float64)  # ‖x_i‖²
     s_h, s_b = torch.zeros(C, D, dtype=torch.float64), torch.zeros(C, dtype=torch.float64)
     scratch = torch.empty(group * max(t.shape[0] for t in h), D, dtype=h[0].dtype)
+
+    def centred(g: int, r: int) -> torch.Tensor:  # the group's features h − μ (r, D), in the scratch buffer
+        return torch.cat(h[g:g + group], out=scratch[:r]).sub_(mu)
+
     spans, a = [], 0
     for g in range(0, len(z), group):
         zg, yg = torch.cat(z[g:g + group]), torch.cat(y[g:g + group])
         r = zg.shape[0]
-        hc = torch.cat(h[g:g + group], out=scratch[:r]).sub_(mu)  # h − μ
+        hc = centred(g, r)
         logp = torch.log_softmax(zg.double(), 1)
         loss = -logp.gather(1, yg[:, None])  # (r, 1) cross-entropy l_i
         e = le[a:a + r]
@@ -149,8 +153,7 @@ def floor_values(rows: list, y: list, z: list, h: list, n: int, group: int = FLO
     m_f, m_b = m_h.to(scratch.dtype), k * s_b + m_h @ mu.double()  # k⟨s, x_j⟩ = l e_jᵀ (m_h (h_j − μ) + m_b)
     dots = torch.empty(m, dtype=torch.float64)
     for g, a, r in spans:
-        hc = torch.cat(h[g:g + group], out=scratch[:r]).sub_(mu)
-        torch.linalg.vecdot(le[a:a + r], (hc @ m_f.T).double().add_(m_b), out=dots[a:a + r])  # GEMM 2
+        torch.linalg.vecdot(le[a:a + r], (centred(g, r) @ m_f.T).double().add_(m_b), out=dots[a:a + r])  # GEMM 2
     s_sq = s_h.square().sum() + s_b.square().sum()  # ‖s‖²
     const = (c.sum_norm_sq + c.sum_dot_alpha / m) * s_sq + c.sum_sq_norms * sq.sum()
     out = torch.full((n,), float("nan"), dtype=torch.float64)

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 C, D = 1000, 2048  # bench_memory's ImageNet shape
@@ -67,7 +69,6 @@ def test_the_hand_made_floor_computes_the_librarys_values_from_uneven_batches_ac
     got = bench.floor_values(rows, y, z, h, n, group=4)
     lib = chg.EpochValuer(n, partial_epochs=True)
     lib.add_logits(torch.cat(rows), torch.cat(z), torch.cat(y), torch.cat(h), True)
-    import pytest
     with pytest.warns(UserWarning, match="not valued this epoch"):
         want = lib.end_epoch()
     assert torch.isnan(got).sum() == n - sum(sizes) and torch.equal(torch.isnan(got), torch.isnan(want))
