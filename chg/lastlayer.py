@@ -121,7 +121,7 @@ BAD_TARGET = -(2 ** 62)  # check_targets(defer=True): a 1-logit head's float tar
 
 def check_targets(logits: torch.Tensor, targets, defer: bool = False) -> torch.Tensor:
     """The one check of a batch's class labels against its logits: (B,) integer class indices in [0, C), or 0/1 for
-    a 1-logit head (also 0.0/1.0, and (B, 1), as ``BCEWithLogitsLoss`` takes them).
+    a 1-logit head (also 0.0/1.0, and (B, 1), as ``BCEWithLogitsLoss`` takes them; bool is 0/1).
 
     Args:
         logits: (B, C) tensor (only its shape and device are read). targets: the labels, a tensor.
@@ -141,7 +141,9 @@ def check_targets(logits: torch.Tensor, targets, defer: bool = False) -> torch.T
     if defer and targets.dtype == torch.int64 and targets.shape == (B,) and targets.device == logits.device:
         return targets  # the common case of a training step: nothing to convert (no dispatch)
     binary = C == 1
-    if targets.dtype.is_complex or targets.dtype == torch.bool or (targets.dtype.is_floating_point and not binary):
+    if targets.dtype == torch.bool:  # False / True: classes 0 / 1
+        targets = targets.to(torch.int64)
+    if targets.dtype.is_complex or (targets.dtype.is_floating_point and not binary):
         raise ValueError(f"targets must be integer class labels, got dtype {targets.dtype} (soft labels are not "
                          "supported: e = softmax − onehot needs a class index; pass y.long() if they are whole)")
     if binary and targets.ndim == 2 and targets.shape[1] == 1:

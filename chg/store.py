@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import weakref
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -68,6 +69,12 @@ class RowStore:
         if dtype is not None and dtype not in STORAGE_DTYPES:
             raise ValueError(f"storage dtype must be one of {STORAGE_DTYPES}, got {dtype!r}")
         self.n, self.dtype, self.offload = n, dtype, offload
+        if offload == "disk" and directory is not None:  # made now (a file in its place: a clear error now)
+            try:
+                Path(directory).mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise ValueError(f"offload='disk': cannot use {str(directory)!r} as the directory of the store's "
+                                 f"files ({e.strerror or e})") from None
         self.directory = directory
         self._tmp = None
         self.size = 0  # rows appended
@@ -80,6 +87,8 @@ class RowStore:
         self._sig = None  # (C, D, dtypes, device) of the buffers, to reuse them in the next epoch
         self._nb = self._here = False  # this epoch: non-blocking copies; the buffers on the batches' device
         self._generation, self._files = 0, []  # "disk": the memory-mapped files made (removed when dropped)
+        # the files go with the store even when it is never closed (a user's directory is not removed, its files are)
+        weakref.finalize(self, _remove, self._files)
 
     # ---- buffers ---------------------------------------------------------------------------------------------
     def _alloc(self, shape: tuple, dtype: torch.dtype, device, name: str) -> torch.Tensor:
@@ -107,8 +116,8 @@ class RowStore:
 
     def _grow(self, need: int) -> None:
         """Capacity for ``need`` rows (doubling; rare: a row added twice in one epoch, e.g. a padded sampler)."""
-        old, old_files = (self.idx, self.target, self.z, self.feat, self.loss), self._files
-        self._files = []
+        old, old_files = (self.idx, self.target, self.z, self.feat, self.loss), list(self._files)
+        self._files.clear()  # (the same list object: the finaliser removes what it holds)
         cap = max(need, 2 * old[0].shape[0])
         self._make(cap, self.z.shape[1], self.feat.shape[1], self.z.dtype, self.feat.dtype, self.z.device)
         for new, t in zip((self.idx, self.target, self.z, self.feat, self.loss), old):
@@ -176,6 +185,12 @@ class RowStore:
             if end > self.idx.shape[0]:
                 self._grow(end)
             nb, s = self._nb, slice(self.size, end)
+            if loss is None and z.shape[1] > 1 and self.z.dtype in (torch.float16, torch.bfloat16):
+                # half-precision storage keeps each row's logits less the row's largest: the softmax and the loss
+                # are unchanged by that shift, the rounding is not (logits near 1,000 keep ~3 significant bits in
+                # bfloat16, their differences near the top ~8)
+                zf = z.float()
+                z = zf - zf.amax(1, keepdim=True)
             self.idx[s].copy_(idx, non_blocking=nb)
             self.target[s].copy_(target, non_blocking=nb)
             self.z[s].copy_(z, non_blocking=nb)
@@ -224,7 +239,7 @@ class RowStore:
         """Drop the buffers (and the files of the "disk" store, with its temporary directory)."""
         self.idx = self.target = self.z = self.feat = self.loss = None
         _remove(self._files)
-        self._files = []
+        self._files.clear()
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
@@ -338,7 +353,7 @@ def materialise(store: RowStore, loss_and_error, weight=None, label_smoothing: f
             bad = (~torch.isfinite(z.float()).all(1)).nonzero().squeeze(1)
             if starts and bad.numel():
                 pos = s.start + (int(sel[int(bad[0])]) if not whole else int(bad[0]))
-                where += f": {_at(store, starts, pos)}; a NaN/Inf feature gives NaN logits"
+                where += f": {_at(store, starts, pos)}; a NaN/Inf feature gives NaN logits{_half_hint(store)}"
             raise ValueError(f"end_epoch: {e} ({where})") from None
         if whole:
             store.z[s].copy_(err)
@@ -349,19 +364,32 @@ def materialise(store: RowStore, loss_and_error, weight=None, label_smoothing: f
     store.kinds = [_KIND_ERR] * len(store.kinds)
 
 
+def _half_hint(store: RowStore) -> str:
+    """For a message on NaN/Inf: what a float16 store does to finite rows beyond its range ("" for other stores)."""
+    if torch.float16 not in (getattr(store.z, "dtype", None), getattr(store.feat, "dtype", None)):
+        return ""
+    return ("; this store keeps float16, whose largest finite value is 65504: a finite logit spread or feature "
+            "beyond it becomes Inf there — store float32 or bfloat16")
+
+
 def nonfinite_row(store: RowStore) -> Optional[str]:
-    """Where the epoch's first row with a NaN/Inf feature came in, for a message (None if every feature is finite).
+    """Where the epoch's first row with a NaN/Inf feature, softmax error or loss came in, for a message (None if every
+    one is finite). Rows given as logits are read after :func:`materialise` (their error and loss made).
 
     Args:
         store: the epoch's :class:`RowStore` (before ``reset``).
     Returns:
-        ``"first in batch b of this epoch, at its position p, row i of the data"``, or None.
+        ``"a NaN/Inf feature first in batch b of this epoch, at its position p, row i of the data"`` (or "softmax
+        error", "loss"), or None.
     """
     m = store.size
-    bad = (~torch.isfinite(store.feat[:m])).any(1).nonzero().squeeze(1) if m else store.idx[:0]
-    if bad.numel() == 0:
+    if not m:
         return None
-    return f"a NaN/Inf feature {_at(store, store.starts, int(bad[0]))}"
+    for what, t in (("feature", store.feat), ("softmax error", store.z), ("loss", store.loss)):
+        bad = (~torch.isfinite(t[:m])).reshape(m, -1).any(1).nonzero().squeeze(1)
+        if bad.numel():
+            return f"a NaN/Inf {what} {_at(store, store.starts, int(bad[0]))}{_half_hint(store)}"
+    return None
 
 
 def players(store: RowStore, n: int, ddp: bool) -> tuple:

@@ -15,8 +15,10 @@ real run — Spearman, overlap of the lowest 10%, detection AUC — is measured 
 """
 from __future__ import annotations
 
+import warnings
 from typing import Optional
 
+import numpy as np
 import torch
 
 from .factored import GroupStats, Options, stats_by_group, utility_values
@@ -55,6 +57,7 @@ class StreamingValuer:
     def _start_epoch(self) -> None:
         self._current: dict = {}  # group -> GroupStats summed over this epoch's batches
         self._vals = torch.full((self.n,), float("nan"), dtype=torch.float64)
+        self._repeated = 0  # additions of a row already added this epoch
 
     def add_logits(self, indices, logits: torch.Tensor, targets: torch.Tensor, feat: torch.Tensor,
                    bias: bool = True) -> torch.Tensor:
@@ -63,15 +66,27 @@ class StreamingValuer:
 
         Args:
             indices: (B,) row indices in [0, n). logits: (B, C) floating. targets: (B,) class labels. feat: (B, D)
-                floating features. bias: the output layer has a bias.
+                floating features. bias: a bool, the output layer has a bias.
         Returns:
             the batch's values (B,) float64 (also kept for :meth:`values`).
         Raises:
-            ValueError: indices that are not integers or out of range, labels, shapes or NaN/Inf as
-                :func:`chg.lastlayer.loss_and_error`.
+            ValueError: indices that are not integers or out of range, row counts that differ, labels, shapes or
+                NaN/Inf as :func:`chg.lastlayer.loss_and_error` — before anything is added (a batch that raises
+                leaves the valuer as it was).
+            TypeError: a ``bias`` that is not a bool.
+        A row added again in the same epoch gets its new value, and both additions count in the next epoch's
+        statistics (:meth:`end_epoch` warns); :class:`chg.EpochValuer` keeps its last only.
         """
         check_logits(logits)
+        if not isinstance(feat, torch.Tensor) or feat.ndim != 2:
+            raise ValueError(f"add_logits: feat must be a (B, D) tensor, got {getattr(feat, 'shape', type(feat))}")
+        if not isinstance(bias, (bool, np.bool_)):
+            raise TypeError(f"add_logits: bias must be True or False (whether the output layer has a bias: "
+                            f"LastLayerTap.bias), got {type(bias).__name__}")
         idx = int_tensor(indices, "add_logits: indices")
+        B = logits.shape[0]
+        if idx.shape[0] != B or feat.shape[0] != B:
+            raise ValueError(f"add_logits: {idx.shape[0]} indices, {B} rows of logits and {feat.shape[0]} of feat")
         if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.n):
             raise ValueError(f"add_logits: indices must lie in [0, {self.n}), got range [{int(idx.min())}, "
                              f"{int(idx.max())}]")
@@ -79,15 +94,18 @@ class StreamingValuer:
         fac = Factors(loss, err, upcast(feat.detach()), bool(bias))
         groups = targets.reshape(-1).to(device=err.device, dtype=torch.int64) if self.options.per_class else None
         batch = stats_by_group(fac, self.options, groups)
+        current = dict(self._current)  # the epoch's statistics with this batch: kept only if the batch is valued
         for g, st in batch.items():
-            self._current[g] = st + self._current[g] if g in self._current else st
-        games = self._previous if self._previous is not None else self._current  # the first epoch: so far
+            current[g] = st + current[g] if g in current else st
+        games = self._previous if self._previous is not None else current  # the first epoch: so far
         out = torch.empty(err.shape[0], dtype=torch.float64, device=err.device)
         for g in batch:
             rows = torch.arange(err.shape[0], device=err.device) if groups is None else \
                 (groups == g).nonzero().squeeze(1)
-            stats = games.get(g) or self._current[g]  # a class not seen last epoch: this epoch's so far
+            stats = games.get(g) or current[g]  # a class not seen last epoch: this epoch's so far
             out[rows] = utility_values(fac[rows], stats, self.options)
+        self._current = current
+        self._repeated += B - int(torch.isnan(self._vals[torch.unique(idx)]).sum())  # B less its new rows
         self._vals[idx] = out.cpu()
         return out
 
@@ -101,6 +119,10 @@ class StreamingValuer:
         """
         if not self._current:
             raise ValueError("end_epoch: no training rows were added this epoch")
+        if self._repeated:
+            warnings.warn(f"StreamingValuer.end_epoch: {self._repeated} addition(s) this epoch were of a row already "
+                          "added (a padded sampler, or a row twice in a batch): each counts in the next epoch's "
+                          "statistics; the row's value is its last", stacklevel=2)
         self.epoch_values.append(self._vals)
         self._previous = {g: GroupStats(st.n, st.sum.clone(), st.sum_sq_norms.clone())
                           for g, st in self._current.items()}

@@ -242,9 +242,17 @@ class EpochValuer:
             indices: (B,) row indices in [0, n) (tensor, array or list). factors: the rows'
                 :class:`chg.lastlayer.Factors`. labels: (B,) integer labels, needed if ``per_class``.
         Raises:
-            ValueError: sizes that differ, non-integer indices or labels, labels missing with ``per_class``, or a
-                change of head (C, D or bias) within the epoch.
+            ValueError: sizes that differ, non-integer indices or labels, labels missing with ``per_class``, a
+                change of head (C, D or bias) within the epoch, or a valuer built with ``weight`` or
+                ``label_smoothing`` (factors carry a loss and error made elsewhere, which the valuer cannot check
+                against its loss: give it logits with :meth:`add_logits`).
         """
+        if self.weight is not None or self.label_smoothing:
+            raise ValueError("add: this EpochValuer values the loss with class weights / label smoothing, but factors "
+                             "carry a loss and error made elsewhere (tap.factors makes plain cross-entropy's), which "
+                             "it cannot check: give it the logits with add_logits(indices, logits, targets, feat, "
+                             "bias), or pass factors of your own loss to an EpochValuer built without weight and "
+                             "label_smoothing")
         if self.per_class and labels is None:
             raise ValueError("add: per_class=True needs the labels of the batch")
         dev, B = factors.err.device, factors.err.shape[0]
@@ -265,14 +273,18 @@ class EpochValuer:
         Args:
             indices: (B,) row indices in [0, n): an integer tensor, array or list.
             logits: (B, C) floating (its graph is not kept). targets: (B,) integer labels in [0, C) (0/1 for one
-                logit). feat: (B, D) floating. bias: whether the output layer has a bias (``LastLayerTap.bias``).
+                logit; bool is 0/1): a tensor, array or list. feat: (B, D) floating. bias: a bool, whether the output
+                layer has a bias (``LastLayerTap.bias``).
         Raises:
             ValueError: sizes that differ, non-integer indices, targets of a wrong dtype or shape, or a change of
                 head (C, D or bias) within the epoch.
+            TypeError: a ``bias`` that is not a bool (e.g. the layer's bias tensor).
         """
         check_logits(logits)
         if not isinstance(feat, torch.Tensor) or feat.ndim != 2:
             raise ValueError(f"add_logits: feat must be a (B, D) tensor, got {getattr(feat, 'shape', type(feat))}")
+        if not isinstance(targets, torch.Tensor) and isinstance(targets, (np.ndarray, list, tuple)):
+            targets = torch.as_tensor(np.asarray(targets), device=logits.device)  # as the indices are taken
         _append(self, "add_logits", indices, check_targets(logits, targets, defer=True), logits, feat, bias)
 
     def add_validation(self, factors: Factors, labels=None) -> None:
@@ -313,9 +325,10 @@ class EpochValuer:
         """
         if self.store.size == 0:
             raise ValueError("end_epoch: no training rows were added this epoch")
-        if self.alpha == "valid" and not self._valid:
-            raise ValueError("end_epoch: alpha='valid' but no validation rows were added (add_validation)")
-        try:
+        try:  # whatever is raised, the epoch's rows go: the next epoch starts empty (none of them play in it)
+            if self.alpha == "valid" and not self._valid:
+                raise ValueError("end_epoch: alpha='valid' but no validation rows were added (add_validation); "
+                                 "this epoch's rows are dropped")
             self.epoch_values.append(_epoch_game(self))
         finally:
             self.store.reset()
@@ -387,6 +400,9 @@ class EpochValuer:
 
 def _append(valuer: "EpochValuer", what: str, indices, targets, z, feat, bias, loss=None) -> None:
     """One batch into the valuer's store, after the checks that need no value from the device (no sync)."""
+    if not isinstance(bias, (bool, np.bool_)):  # (layer.bias, a Parameter, for tap.bias: a silent wrong head)
+        raise TypeError(f"{what}: bias must be True or False (whether the output layer has a bias: "
+                        f"LastLayerTap.bias), got {type(bias).__name__}")
     idx = int_tensor(indices, f"{what}: indices", z.device)
     if valuer.store.size == 0 and (valuer.weight is not None or valuer.label_smoothing):  # C is known now: the
         try:  # loss's class weights checked at the epoch's first batch, not after its last

@@ -133,3 +133,63 @@ def test_a_loop_that_refills_one_buffer_gets_the_values_of_the_batches_it_handed
     with pytest.warns(UserWarning, match="not valued this epoch"):
         a, b = got.end_epoch(), want.end_epoch()
     torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
+
+
+# ---- what a reviewer found (2026-12-07): half-precision logits far from 0, NaN factors, files of a user directory --
+@pytest.mark.parametrize("dtype, bound", [(torch.bfloat16, 0.1), (torch.float16, 0.02)])
+def test_half_precision_logits_are_stored_less_their_row_maximum_so_a_common_offset_costs_nothing(dtype, bound):
+    """Softmax does not see a shift shared by a row's logits; rounding to half precision does (logits near 1,000
+    keep ~3 significant bits in bfloat16). The store keeps each row less its largest logit, so logits + 1,000 value
+    as the logits do in half precision, within the stated bound of float32 (without the shift: 4.7 / 0.58 of std φ)."""
+    logits, feat, y, order = _rows(6)
+    full = _epoch(chg.EpochValuer(N), logits, feat, y, order)
+    shifted = _epoch(chg.EpochValuer(N, storage_dtype=dtype), logits + 1000.0, feat, y, order)
+    err = ((shifted - full).abs().max() / full.std()).item()
+    assert err <= bound, err
+    assert spearmanr(shifted.numpy(), full.numpy()).statistic >= 0.999
+
+
+@pytest.mark.parametrize("what, name", [("loss", "loss"), ("err", "softmax error")])
+def test_a_nan_loss_or_error_given_to_add_names_its_batch_and_row(what, name):
+    """NaN in the loss or the error handed to ``add`` (no logits for end_epoch to catch it): the error names the
+    batch, the position in it and the data row, as it does for a NaN feature."""
+    from chg.lastlayer import Factors
+    v, g = chg.EpochValuer(40), torch.Generator().manual_seed(0)
+    for b in range(0, 40, 8):
+        err = torch.softmax(torch.randn(8, 3, generator=g), 1)
+        err[:, 0] -= 1
+        loss = torch.rand(8, generator=g)
+        if b == 24:
+            (loss if what == "loss" else err)[3, ...] = float("nan")
+        v.add(torch.arange(b, b + 8), Factors(loss, err, torch.randn(8, 4, generator=g)))
+    with pytest.raises(ValueError, match=rf"a NaN/Inf {name} first in batch 3 of this epoch, at its position 3, "
+                                         r"row 27 of the data"):
+        v.end_epoch()
+
+
+def test_a_finite_feature_beyond_float16_names_the_storage_dtype():
+    """A feature of 1e5 is finite but Inf in a float16 store: the message says so, and what to store instead."""
+    v = chg.EpochValuer(8, storage_dtype=torch.float16)
+    feat = torch.ones(8, 3)
+    feat[2, 1] = 1e5
+    v.add_logits(torch.arange(8), torch.zeros(8, 2), torch.zeros(8, dtype=torch.int64), feat, True)
+    with pytest.raises(ValueError, match=r"position 2.*float16, whose largest finite value is 65504.*float32 or "
+                                         r"bfloat16"):
+        v.end_epoch()
+
+
+def test_the_files_in_a_users_directory_go_with_the_valuer_and_a_missing_directory_is_made(tmp_path):
+    """offload='disk' with a directory that does not exist yet: it is made at construction; the store's files are
+    removed when the valuer is dropped without close() (the directory itself is the user's, and stays)."""
+    import gc
+    where = tmp_path / "new" / "store"
+    v = chg.EpochValuer(N, offload="disk", directory=where)
+    logits, feat, y, order = _rows(7)
+    _epoch(v, logits, feat, y, order)
+    assert len(list(where.iterdir())) == 5
+    del v
+    gc.collect()
+    assert where.is_dir() and list(where.iterdir()) == []
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(ValueError, match="cannot use .*a-file.* as the directory"):
+        chg.EpochValuer(N, offload="disk", directory=tmp_path / "a-file")

@@ -93,3 +93,35 @@ def test_streaming_refuses_float_indices_and_the_removed_options_keyword():
         StreamingValuer(N).add_logits(torch.arange(4).float(), logits, y[:4], feat)
     with pytest.raises(TypeError, match="removed in 0.3.0: pass its fields as keywords"):
         StreamingValuer(N, options=chg.Options())
+
+
+@pytest.mark.parametrize("per_class", [False, True])
+def test_a_batch_that_raises_leaves_the_streaming_valuer_as_it_was(per_class):
+    """Row counts that differ (3 indices for 2 rows; 3 rows of features for 2 logits) are refused before anything
+    is added: a loop that catches the error and goes on gets the values of a clean run, bit for bit."""
+    model, x, y = _setup(2)
+    bad, clean = StreamingValuer(N, per_class=per_class), StreamingValuer(N, per_class=per_class)
+    tap = chg.LastLayerTap(model)
+    with tap, torch.no_grad():
+        z, h = tap.read(model(x[:3]))
+    for args in ((torch.tensor([0, 1, 2]), z[:2], y[:2], h[:2]), (torch.tensor([0, 1]), z[:2], y[:2], h[:3])):
+        with pytest.raises(ValueError, match=r"add_logits: \d indices, 2 rows of logits and \d of feat"):
+            bad.add_logits(*args, tap.bias)
+    with pytest.raises(TypeError, match="bias must be True or False"):
+        bad.add_logits(torch.tensor([0, 1]), z[:2], y[:2], h[:2], model[2].bias)
+    _epochs(model, x, y, [bad, clean], epochs=2)
+    assert torch.equal(torch.stack(bad.epoch_values), torch.stack(clean.epoch_values))
+
+
+def test_a_row_added_twice_in_a_streaming_epoch_is_counted_and_warned_of():
+    """A row added again in one epoch counts twice in the next epoch's statistics (the streaming valuer keeps no
+    row to replace): end_epoch says how many additions repeated a row."""
+    model, x, y = _setup(3)
+    v, tap = StreamingValuer(N), chg.LastLayerTap(model)
+    with tap, torch.no_grad():
+        for idx in (torch.arange(N), torch.tensor([4, 4, 9])):
+            z, h = tap.read(model(x[idx]))
+            v.add_logits(idx, z, y[idx], h, tap.bias)
+    with pytest.warns(UserWarning, match="3 addition"):
+        v.end_epoch()
+    assert v._previous[0].n == N + 3

@@ -10,7 +10,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from chg import chg_shapley, hardness_shapley
-from chg.lastlayer import LastLayerTap
+from chg.lastlayer import LastLayerTap, factors_from_logits
 from chg.loop import value_data
 from chg.valuation import EpochValuer, IndexedDataset
 
@@ -254,3 +254,55 @@ def test_valuer_state_dict_resumes_the_average():
         EpochValuer(9, per_class=True).load_state_dict(first.state_dict())
     with pytest.raises(ValueError, match="alpha='valid' does not apply"):
         EpochValuer(9, utility="hardness", alpha="valid")
+
+
+def test_a_failed_end_epoch_for_want_of_validation_rows_drops_the_epochs_rows():
+    """alpha='valid' with no validation rows: end_epoch raises and, as after every other error, the epoch's rows go
+    (they would otherwise play in the next epoch: with partial_epochs a subset epoch valued 40 rows, not 20)."""
+    g = torch.Generator().manual_seed(0)
+    z, h, y = torch.randn(40, 3, generator=g), torch.randn(40, 4, generator=g), torch.arange(40) % 3
+    v = EpochValuer(40, alpha="valid", partial_epochs=True)
+    v.add_logits(torch.arange(40), z, y, h, True)
+    with pytest.raises(ValueError, match="no validation rows were added.*this epoch's rows are dropped"):
+        v.end_epoch()
+    assert v.store.size == 0
+    v.add_logits(torch.arange(20), z[:20], y[:20], h[:20], True)
+    v.add_validation(factors_from_logits(z[20:], y[20:], h[20:]))
+    with pytest.warns(UserWarning, match="20 of the 40 rows were not added"):
+        vals = v.end_epoch()
+    assert torch.isfinite(vals[:20]).all() and torch.isnan(vals[20:]).all()
+
+
+def test_bias_must_be_a_bool_and_targets_may_be_arrays_lists_or_bools():
+    """``bias`` is whether the head has one: the layer's bias tensor (an easy slip for tap.bias) or None is a
+    TypeError, not a silently bias-free head. Targets as an array, a list or bools value as the tensor does."""
+    g = torch.Generator().manual_seed(1)
+    head = nn.Linear(4, 2)
+    h = torch.randn(12, 4, generator=g)
+    z, y = head(h).detach(), torch.arange(12) % 2
+
+    def run(targets, bias=True):
+        v = EpochValuer(12)
+        v.add_logits(torch.arange(12), z, targets, h, bias)
+        return v.end_epoch()
+
+    for bias in (head.bias, None, 1):
+        with pytest.raises(TypeError, match="bias must be True or False"):
+            run(y, bias)
+    want = run(y)
+    for targets in (y.numpy(), y.tolist(), y.bool()):
+        assert torch.equal(run(targets), want)
+
+
+def test_add_refuses_factors_when_the_valuer_values_a_weighted_or_smoothed_loss():
+    """Factors carry their own loss (tap.factors: plain cross-entropy); a valuer told weight= or label_smoothing=
+    cannot check them, so ``add`` is an error there (it valued plain cross-entropy silently before), and
+    ``add_logits`` values the told loss."""
+    g = torch.Generator().manual_seed(2)
+    z, h, y = torch.randn(9, 3, generator=g), torch.randn(9, 4, generator=g), torch.arange(9) % 3
+    for kw in ({"weight": [0.2, 1.0, 5.0]}, {"label_smoothing": 0.1}):
+        v = EpochValuer(9, **kw)
+        with pytest.raises(ValueError, match="add: this EpochValuer values the loss with class weights"):
+            v.add(torch.arange(9), factors_from_logits(z, y, h), y)
+        v.add_logits(torch.arange(9), z, y, h, True)
+        assert torch.isfinite(v.end_epoch()).all()
