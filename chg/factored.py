@@ -35,7 +35,6 @@ from typing import Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .renames import OPTIONS_REMOVED, renamed
 from .shapley import check_finite, check_n, coefficients, mean_game_coefficients
@@ -212,25 +211,35 @@ class _Passes:
         self._w = None  # (n,) ‖l_i e_i‖² float64, from pass 1 for pass 2's share (centred only)
         self._hc = (self.h.new_empty((m, D), dtype=self.dtype)  # h − μ (or h raised from half precision)
                     if many and D and ((self.centre and not self.given) or self.h.dtype != self.dtype) else None)
-        self._le = err.new_empty((m, C), dtype=torch.float64) if many else None  # l·e
-        self._hm = err.new_empty((m, self.k), dtype=self.dtype) if many else None  # [l·e, w] or (h − μ)[m_feat; μ]ᵀ
-        self._hm64 = err.new_empty((m, C), dtype=torch.float64) if many else None
-        self._s = err.new_empty((self.k, D), dtype=self.dtype) if many else None  # one chunk's [l e, w]ᵀ (h − μ)
+        # the per-row work over the C classes runs on class-major (C, m) blocks: a row's C entries apart by m, so
+        # every elementwise op and the sums over classes run along long rows (with C ≈ 10, row-major (m, C) ops spend
+        # most of their time on loops of C); flat buffers, so that a short last chunk's (C, m') view is contiguous
+        self._le = err.new_empty(C * m, dtype=torch.float64) if many else None  # l·e, class-major
+        self._hm = err.new_empty(self.k * m, dtype=self.dtype) if many else None  # [l·e; w] or [m_feat; μ](h − μ)ᵀ
+        self._hm64 = err.new_empty(C * m, dtype=torch.float64) if many else None
+        self._s = err.new_empty((self.k, D), dtype=self.dtype) if many else None  # one chunk's [l e; w] (h − μ)
 
     @staticmethod
     def _view(buf, rows):
         return None if buf is None else buf[:rows.stop - rows.start]
 
+    @staticmethod
+    def _block(buf, k, rows):
+        """A contiguous (k, m) view of a flat scratch buffer for the chunk's m rows (None without one)."""
+        m = rows.stop - rows.start
+        return None if buf is None else buf[:k * m].view(k, m)
+
     def le(self, rows):
-        """l_i e_i of the chunk's rows (m, C) float64 (made per chunk: never an (n, C) float64 copy)."""
-        out = self._view(self._le, rows)
-        if out is None:  # one chunk: a new tensor (err itself when it is float64: never changed in place), kept
-            if self._le_kept is None:  # for pass 2
-                e = self.err[rows].to(torch.float64)
-                self._le_kept = e if self.loss is None else e * self.loss[rows].to(torch.float64)[:, None]
+        """l_i e_i of the chunk's rows, class-major: (C, m) float64 (made per chunk: never an (n, C) float64 copy)."""
+        out = self._block(self._le, self.err.shape[1], rows)
+        if out is None:  # one chunk: a new tensor, kept for pass 2
+            if self._le_kept is None:
+                e = self.err.new_empty((self.err.shape[1], rows.stop - rows.start), dtype=torch.float64)
+                e.copy_(self.err[rows].T)  # always a new tensor: err itself is never changed
+                self._le_kept = e if self.loss is None else e.mul_(self.loss[rows].to(torch.float64))
             return self._le_kept
-        out.copy_(self.err[rows])
-        return out if self.loss is None else out.mul_(self.loss[rows].to(torch.float64)[:, None])
+        out.copy_(self.err[rows].T)
+        return out if self.loss is None else out.mul_(self.loss[rows].to(torch.float64))
 
     def centred(self, rows):
         """h − μ of the chunk's rows (m, D) in the compute dtype (pass 1's, when the group is one chunk)."""
@@ -262,21 +271,24 @@ class _Passes:
         w_all = self.err.new_empty(n, dtype=torch.float64) if self.centre else None
         const = self.mu64 @ self.mu64 + self.bias
         for rows in self.chunks:
-            le = self.le(rows)  # (m, C) float64
+            le = self.le(rows)  # (C, m) float64
             hc = self.centred(rows)  # (m, D)
-            w = torch.linalg.vecdot(le, le, out=sq[rows])  # ‖l_i e_i‖² (m,) float64, in place in sq
+            if self._hm64 is None:  # ‖l_i e_i‖² (m,) float64, in place in sq
+                w = torch.linalg.vecdot(le, le, dim=0, out=sq[rows])
+            else:  # (the squares in pass 2's scratch: no temporary per chunk)
+                w = torch.sum(torch.mul(le, le, out=self._block(self._hm64, C, rows)), 0, out=sq[rows])
             if w_all is not None:
                 w_all[rows] = w
-            if self._hm is None:  # one chunk: [l e, w] in dtype, then the (k, D) GEMM, summed in float64
-                a = le.to(self.dtype) if k == C else torch.cat([le, w[:, None]], 1).to(self.dtype)
-                s_feat.add_(a.T @ hc)
+            if self._hm is None:  # one chunk: [l e; w] in dtype, then the (k, D) GEMM, summed in float64
+                a = le.to(self.dtype) if k == C else torch.cat([le, w[None, :]], 0).to(self.dtype)
+                s_feat.add_(a @ hc)
             else:  # the same in the scratch buffers
-                a = self._view(self._hm, rows)
-                a[:, :C].copy_(le)
+                a = self._block(self._hm, k, rows)
+                a[:C].copy_(le)
                 if k > C:
-                    a[:, C].copy_(w)
-                s_feat.add_(torch.mm(a.T, hc, out=self._s))
-            s_bias.add_(le.sum(0))
+                    a[C].copy_(w)
+                s_feat.add_(torch.mm(a, hc, out=self._s))
+            s_bias.add_(le.sum(1))
             h_sq = torch.linalg.vector_norm(hc, dim=1).square_()
             w.mul_(h_sq.to(torch.float64).add_(const))  # sq[rows] = ‖l_i e_i‖² (‖h_i − μ‖² + ‖μ‖² + bias)
         sum_sq = sq.sum()
@@ -305,14 +317,19 @@ class _Passes:
         for rows in self.chunks:
             hc = self.centred(rows)
             if self._hm is None:
-                prod = F.linear(hc, m_feat)  # (m, k) in dtype
-                hm = (prod[:, :C] if self.k > C else prod).to(torch.float64)
+                prod = m_feat @ hc.T  # (k, m) in dtype
+                hm = (prod[:C] if self.k > C else prod).to(torch.float64)
             else:
-                prod = torch.matmul(hc, m_feat.T, out=self._view(self._hm, rows))
-                hm = self._view(self._hm64, rows).copy_(prod[:, :C])
-            torch.linalg.vecdot(self.le(rows), hm if b is None else hm.add_(b), out=out[rows])
+                prod = torch.mm(m_feat, hc.T, out=self._block(self._hm, self.k, rows))
+                hm = self._block(self._hm64, C, rows).copy_(prod[:C])
+            if b is not None:
+                hm = hm.add_(b[:, None])
+            if self._hm is None:
+                torch.linalg.vecdot(self.le(rows), hm, dim=0, out=out[rows])
+            else:  # in the scratch: no temporary per chunk
+                torch.sum(hm.mul_(self.le(rows)), 0, out=out[rows])
             if share:  # ‖x_j‖² += 2 ‖l_j e_j‖² μ·(h_j − μ)
-                sq[rows].add_(self._w[rows] * prod[:, C].to(torch.float64), alpha=2)
+                sq[rows].add_(self._w[rows] * prod[C].to(torch.float64), alpha=2)
         return out
 
 
