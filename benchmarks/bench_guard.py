@@ -5,7 +5,8 @@ Both versions are imported into ONE process: this checkout's ``chg.factored`` an
 turns on the same inputs (float32 features, C = 10, CHG weighting, weight + bias gradient):
 
 - ``n=1e6``: ``factored_shapley(err, feat, loss)`` on one group of n = 10⁶ rows, D = 512 (2 GB of features);
-- ``batch128``: the same on one batch of 128 rows, D = 512 (the per-batch cost; many calls per timing).
+- ``batch128``: the same on one batch of 128 rows, D = 512 (the per-batch cost; many calls per timing);
+- ``epoch54k``: one epoch of the image_mlp setting, n = 54,000 rows, D = 128 (what ``end_epoch`` computes there).
 
 Reported: the median seconds per call of each, their ratio new / reference (the guard: ≤ 1.25), and the largest
 difference between the two versions' values relative to their spread. Written atomically to
@@ -95,6 +96,7 @@ def main(argv=None) -> dict:
                                 capture_output=True, text=True).stdout.strip())
     big = 10 ** 5 if args.quick else 10 ** 6
     cases = [side_by_side("batch128", 128, 512, 7 if args.quick else 15, 50 if args.quick else 200, ref),
+             side_by_side("epoch54k", 54_000, 128, 5 if args.quick else 11, 2 if args.quick else 10, ref),
              side_by_side(f"n={big:.0e}", big, 512, 3 if args.quick else 5, 1, ref)]
     out = {"what": "chg.factored.factored_shapley, this checkout vs a reference commit, one process, alternating",
            "ref_commit": ref_commit, "new_commit": new_commit, "new_factored_uncommitted_changes": dirty,
@@ -105,7 +107,7 @@ def main(argv=None) -> dict:
     atomic_write(res / f"{args.name}.json", lambda p: Path(p).write_text(json.dumps(out, indent=1) + "\n"))
     lines = [f"# Speed guard: chg.factored vs {ref_commit[:7]} (one process, alternating turns)", "",
              f"torch {out['torch']}, {out['threads']} threads, load {out['load_avg_1min']:.1f}; float32, C = 10, "
-             "D = 512, CHG weighting, weight + bias gradient; median seconds per call.", "",
+             "D = 512 (epoch54k: 128), CHG weighting, weight + bias gradient; median seconds per call.", "",
              "| case | n | new s | reference s | new / reference | max |Δ| / std |", "|---|---|---|---|---|---|"]
     lines += [f"| {c['case']} | {c['n']} | {c['seconds_new']:.4g} | {c['seconds_ref']:.4g} | "
               f"{c['ratio_new_over_ref']:.2f} | {c['max_abs_diff_over_std']:.1e} |" for c in cases]

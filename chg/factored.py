@@ -35,6 +35,7 @@ from typing import Optional
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .renames import OPTIONS_REMOVED, renamed
 from .shapley import check_finite, check_n, coefficients, mean_game_coefficients
@@ -215,7 +216,7 @@ class _Passes:
         # every elementwise op and the sums over classes run along long rows (with C ≈ 10, row-major (m, C) ops spend
         # most of their time on loops of C); flat buffers, so that a short last chunk's (C, m') view is contiguous
         self._le = err.new_empty(C * m, dtype=torch.float64) if many else None  # l·e, class-major
-        self._hm = err.new_empty(self.k * m, dtype=self.dtype) if many else None  # [l·e; w] or [m_feat; μ](h − μ)ᵀ
+        self._hm = err.new_empty(self.k * m, dtype=self.dtype) if many else None  # [l·e; w] or (h − μ)[m_feat; μ]ᵀ
         self._hm64 = err.new_empty(C * m, dtype=torch.float64) if many else None
         self._s = err.new_empty((self.k, D), dtype=self.dtype) if many else None  # one chunk's [l e; w] (h − μ)
 
@@ -316,20 +317,23 @@ class _Passes:
         out = self.err.new_empty(self.err.shape[0], dtype=torch.float64)  # l_j e_jᵀ (m_feat (h_j − μ) + b) (n,)
         for rows in self.chunks:
             hc = self.centred(rows)
+            m = rows.stop - rows.start
+            # the GEMM writes row-major (m, k) (MKL: its (k, m) form takes 1.7× as long at D = 512), then a row's C
+            # products go class-major with the float64 copy that was needed anyway
             if self._hm is None:
-                prod = m_feat @ hc.T  # (k, m) in dtype
-                hm = (prod[:C] if self.k > C else prod).to(torch.float64)
+                prod = F.linear(hc, m_feat)  # (m, k) in dtype
+                hm = hc.new_empty((C, m), dtype=torch.float64).copy_(prod[:, :C].T)
             else:
-                prod = torch.mm(m_feat, hc.T, out=self._block(self._hm, self.k, rows))
-                hm = self._block(self._hm64, C, rows).copy_(prod[:C])
+                prod = torch.matmul(hc, m_feat.T, out=self._hm[:m * self.k].view(m, self.k))
+                hm = self._block(self._hm64, C, rows).copy_(prod[:, :C].T)
             if b is not None:
-                hm = hm.add_(b[:, None])
+                hm.add_(b[:, None])
             if self._hm is None:
                 torch.linalg.vecdot(self.le(rows), hm, dim=0, out=out[rows])
             else:  # in the scratch: no temporary per chunk
                 torch.sum(hm.mul_(self.le(rows)), 0, out=out[rows])
             if share:  # ‖x_j‖² += 2 ‖l_j e_j‖² μ·(h_j − μ)
-                sq[rows].add_(self._w[rows] * prod[C].to(torch.float64), alpha=2)
+                sq[rows].add_(self._w[rows] * prod[:, C].to(torch.float64), alpha=2)
         return out
 
 
