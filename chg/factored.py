@@ -23,7 +23,9 @@ is not larger than their spread (‖μ‖ ≤ the rms distance of those rows fro
 features, for instance) are used as they are: centring them gains at most a factor √2 in rounding (the offset test of
 tests/test_factored.py at offset/spread 1, seeds 3–5: 1.8–3.3e-6 of the spread uncentred, 1.1–1.9e-6 centred) and
 costs a read and a write of every feature per pass. :class:`chg.EpochValuer` stores its features already centred (on
-the mean of the epoch's first rows: the subtraction rides on the copy), so its passes never subtract. Autocast is
+the mean of the epoch's first rows: the subtraction rides on the copy), so its passes never subtract. A row far
+below μ (a row of zeros among features near 1e4: its ‖h_j‖² and M h_j cancel between the centred terms) is found in
+pass 2 (its ‖x_j‖² below 1/16 of its centred terms) and recomputed from h_j in float64. Autocast is
 switched off inside. Pass float64 tensors when you need float64 end to end.
 The group statistics (n, s, Σ‖x_i‖²) are sums, so per-class groups and multi-process runs just add them up.
 """
@@ -317,14 +319,14 @@ class _Passes:
         out = self.err.new_empty(self.err.shape[0], dtype=torch.float64)  # l_j e_jᵀ (m_feat (h_j − μ) + b) (n,)
         for rows in self.chunks:
             hc = self.centred(rows)
-            m = rows.stop - rows.start
+            r = rows.stop - rows.start
             # the GEMM writes row-major (m, k) (MKL: its (k, m) form takes 1.7× as long at D = 512), then a row's C
             # products go class-major with the float64 copy that was needed anyway
             if self._hm is None:
                 prod = F.linear(hc, m_feat)  # (m, k) in dtype
-                hm = hc.new_empty((C, m), dtype=torch.float64).copy_(prod[:, :C].T)
+                hm = hc.new_empty((C, r), dtype=torch.float64).copy_(prod[:, :C].T)
             else:
-                prod = torch.matmul(hc, m_feat.T, out=self._hm[:m * self.k].view(m, self.k))
+                prod = torch.matmul(hc, m_feat.T, out=self._hm[:r * self.k].view(r, self.k))
                 hm = self._block(self._hm64, C, rows).copy_(prod[:, :C].T)
             if b is not None:
                 hm.add_(b[:, None])
@@ -333,8 +335,28 @@ class _Passes:
             else:  # in the scratch: no temporary per chunk
                 torch.sum(hm.mul_(self.le(rows)), 0, out=out[rows])
             if share:  # ‖x_j‖² += 2 ‖l_j e_j‖² μ·(h_j − μ)
+                before = sq[rows].clone()  # ‖l_j e_j‖² (‖h_j − μ‖² + ‖μ‖² + bias)
                 sq[rows].add_(self._w[rows] * prod[:, C].to(torch.float64), alpha=2)
+                self._far_rows(rows, hc, before, m, out, sq)
         return out
+
+    def _far_rows(self, rows, hc, before, m, out, sq):
+        """Rows whose features lie far below μ (a row of zeros among features near 1e4): there M h_j = M(h_j − μ) + Mμ
+        and ‖h_j‖² = ‖h_j − μ‖² + ‖μ‖² + 2μ·(h_j − μ) cancel, and the float32 terms lose ε·(‖h_j − μ‖² + ‖μ‖²) /
+        ‖h̃_j‖² of them. Rows where ‖x_j‖² came out below 1/16 of ``before`` (its terms without the share of μ: a loss
+        of more than 32ε; rare) get both again from h_j = (h_j − μ) + μ in float64: ⟨m, x_j⟩ in ``out`` and ‖x_j‖² =
+        ‖l_j e_j‖² (‖h_j‖² + bias) in ``sq``. ``m``: (C, D+bias) float64."""
+        far = (sq[rows] < before / 16).nonzero().squeeze(1)
+        if far.numel() == 0:
+            return
+        D = self.h.shape[1]
+        h = hc[far].to(torch.float64).add_(self.mu64)  # (f, D) the rows' features, float64
+        hm = h @ m[:, :D].T  # (f, C)
+        if self.bias:
+            hm.add_(m[:, D])
+        le = self.le(rows)[:, far]  # (C, f)
+        out[rows.start + far] = torch.linalg.vecdot(le.T, hm)
+        sq[rows.start + far] = self._w[rows.start + far] * (torch.linalg.vecdot(h, h) + self.bias)
 
 
 @renamed("0.2.0", weight="loss")
