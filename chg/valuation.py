@@ -133,11 +133,21 @@ def int_tensor(v, what: str, device="cpu") -> torch.Tensor:
     Returns:
         (m,) int64 tensor.
     Raises:
-        ValueError: floating, complex or boolean values.
+        ValueError: floating, complex, boolean or string values.
     """
     if type(v) is torch.Tensor and v.dtype == torch.int64 and v.ndim == 1 and v.device == torch.device(device):
         return v  # the common case: nothing to convert (no dispatch)
-    t = v if isinstance(v, torch.Tensor) else torch.as_tensor(np.asarray(v))
+    if isinstance(v, torch.Tensor):
+        t = v
+    else:
+        a = np.asarray(v)
+        if a.dtype == object:  # e.g. Python ints in an object array: the dtype their values have
+            a = np.array(a.tolist())
+            if a.dtype == object or a.dtype.kind in "USV":
+                raise ValueError(f"{what} must be integers, got {type(v).__name__} of {a.dtype} values")
+        if a.dtype.kind in "USV":
+            raise ValueError(f"{what} must be integers, got strings ({a.dtype})")
+        t = torch.from_numpy(a if a.flags.writeable else a.copy())  # (a read-only array: torch warns, so copy)
     if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
         raise ValueError(f"{what} must be integers, got dtype {t.dtype} (pass them as an integer array or tensor)")
     return t.reshape(-1).to(device=device, dtype=torch.int64)

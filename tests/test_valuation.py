@@ -1,6 +1,7 @@
 """Algorithm 1 (chg.valuation) against the slow obvious path: dense per-sample autograd gradients + chg_shapley."""
 import copy
 
+import numpy as np
 import pytest
 import torch
 
@@ -306,3 +307,27 @@ def test_add_refuses_factors_when_the_valuer_values_a_weighted_or_smoothed_loss(
             v.add(torch.arange(9), factors_from_logits(z, y, h), y)
         v.add_logits(torch.arange(9), z, y, h, True)
         assert torch.isfinite(v.end_epoch()).all()
+
+
+def test_indices_as_an_object_array_or_a_read_only_array_value_as_integers_do_and_strings_are_refused():
+    """An object array of Python ints (what pandas' .values gives for mixed columns) values as the ints do; a
+    read-only array (a pandas Series' buffer) gives no torch warning; strings get the clear message."""
+    import warnings
+    g = torch.Generator().manual_seed(3)
+    z, h, y = torch.randn(6, 3, generator=g), torch.randn(6, 2, generator=g), torch.arange(6) % 3
+
+    def run(idx):
+        v = EpochValuer(6)
+        v.add_logits(idx, z, y, h, True)
+        return v.end_epoch()
+
+    want = run(torch.arange(6))
+    ro = np.arange(6)
+    ro.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for idx in (np.array(list(range(6)), dtype=object), ro):
+            assert torch.equal(run(idx), want)
+    for idx in (np.array([str(i) for i in range(6)]), np.array([str(i) for i in range(6)], dtype=object)):
+        with pytest.raises(ValueError, match="indices must be integers"):
+            run(idx)
