@@ -5,27 +5,53 @@ columns, trains a logistic regression or an MLP with Algorithm 1 (:func:`chg.val
 
 - ``DIR/values.csv``: one line per input row, in input order: ``row`` (0-based position), ``label`` (as given),
   ``value`` (CHG Shapley value averaged over the epochs; higher = better), ``rank`` (1 = lowest value = most
-  suspect), ``loss`` (the row's cross-entropy under the final model);
+  suspect), ``loss`` (the row's loss — cross-entropy, with ``--weight`` and ``--label-smoothing`` if given — under
+  the final model);
 - ``DIR/report.png`` and ``DIR/report.pdf``: value histogram, the lowest-valued rows, loss vs value
   (:class:`chg.report.ValuationReport`), plus the lowest-valued images when an ``.npz`` holds images;
 - ``DIR/values.npz``: the whole :class:`chg.Values` (each epoch's values, the labels), read back exactly by
   ``chg.Values.load`` — what ``value_data`` returns in Python;
 - ``DIR/classes.json``: the label → class-index mapping and the class sizes; ``DIR/summary.json``: the settings.
 
-Bad input (a missing column, a non-numeric feature column, NaN/Inf in a row, one class only, an empty file) stops
-with a message naming the column or row and exit status 2. ``chg demo`` checks Theorem 1's closed form against
+What it reads (:func:`read_table`): ``.csv``, ``.tsv`` and ``.txt`` (also compressed: ``.gz``, ``.bz2``, ``.xz``,
+``.zip`` of one file, ``.zst``), ``.parquet``, and ``.npz`` with arrays ``x`` and ``y``. A text file's encoding is
+told by its byte-order mark (UTF-8, UTF-16, UTF-32: Excel's "Unicode Text"), else it is UTF-8, or cp1252 (Excel's
+plain "CSV" on Windows; a superset of latin-1's printable characters) when it is not valid UTF-8; ``--encoding``
+overrides this. The separator is that of Excel's ``sep=X`` first line, tab for ``.tsv``, else sniffed among ``,``
+``;`` tab ``|``. Spaces after a separator and around header names are dropped, and a separator ending every line
+adds no column. In a ``;``, tab or ``|`` file a decimal comma is read (``1,5``, ``1.000,5``); a number whose
+separator could group thousands (``49.130``, ``12,345``) follows the file's other numbers (``49.130`` is 49130 in
+a file that writes ``0,19``, ``12,345`` is 12345 in one that writes ``0.35``) and, when they do not tell, is read
+with that separator as the decimal one (49.13, 12.345), with a warning naming the column.
+
+The loss trained on and valued takes ``--weight`` (class weights, as ``weight=`` of
+``torch.nn.functional.cross_entropy``: one number per class, in class-index order — that of ``classes.json``, the
+labels sorted, numbers by value and text as text — or by label, ``--weight cat=1,dog=5``) and ``--label-smoothing
+S`` (its ``label_smoothing=``), as :func:`chg.value_data` does. ``--drop`` may be repeated; a name holding a comma is
+kept whole (``--drop "name, full"``), other commas separate names.
+
+Bad input (a missing column, a non-numeric feature column, NaN/Inf in a row, one class only, an empty file, a bad
+``--weight``) stops with a message naming the column or row and exit status 2; a row is named by its position from
+0 below the header, as in ``values.csv``. ``chg demo`` checks Theorem 1's closed form against
 exhaustive enumeration. The paper's tables and figures are made by the repository's ``reproduce/`` scripts, not by
 this command (an installed ``chg`` knows no repository folder).
 """
 from __future__ import annotations
 
 import argparse
+import codecs
 import sys
 import time
 from pathlib import Path
 
-FORMATS = (".csv", ".tsv", ".parquet", ".npz")
+TEXT_FORMATS = (".csv", ".tsv", ".txt")  # delimited text, also compressed (d.csv.gz: any of COMPRESSIONS)
+COMPRESSIONS = (".gz", ".bz2", ".zip", ".xz", ".zst")
+FORMATS = (*TEXT_FORMATS, ".parquet", ".npz")
 SEPARATORS = (",", ";", "\t", "|")  # what spreadsheets write; sniffed from the first 64 KiB
+BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
+        (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))  # UTF-32-LE's FF FE 00 00 before FF FE
+GROUPED = {".": r"[+-]?[1-9]\d{0,2}(\.\d{3})+(,\d*)?", ",": r"[+-]?[1-9]\d{0,2}(,\d{3})+"}  # 1.234.567,8 / 12,345
+ROWS = "(row numbers count the data rows from 0, a header not counted, as values.csv's row column does)"
 
 
 def _demo(args) -> int:
@@ -54,72 +80,248 @@ class InputError(ValueError):
 
 
 def _suffix(path: Path) -> str:
+    """The format: ``.csv`` for ``d.csv`` and for ``d.csv.gz`` (a text suffix, then one of COMPRESSIONS)."""
     suffixes = [s.lower() for s in path.suffixes]
-    if suffixes[-1:] in ([".gz"], [".bz2"], [".zip"], [".xz"], [".zst"]) and suffixes[-2:-1] in ([".csv"], [".tsv"]):
-        return suffixes[-2]  # compressed CSV: pandas reads it
+    if len(suffixes) > 1 and suffixes[-1] in COMPRESSIONS and suffixes[-2] in TEXT_FORMATS:
+        return suffixes[-2]
     return suffixes[-1] if suffixes else ""
 
 
-def _separator(path: Path, kind: str) -> str:
-    """The field separator of a delimited text file: tab for .tsv; else sniffed (csv.Sniffer) among SEPARATORS from
-    the first 64 KiB (decompressed for .gz/.bz2/.xz), ',' when the sample is one column or ambiguous."""
-    import csv
-    if kind == ".tsv":
-        return "\t"
+def _head(path: Path, size: int = 1 << 16) -> bytes:
+    """The first ``size`` bytes of a text file, decompressed (.gz, .bz2, .xz, .zip of one file, .zst)."""
     import bz2
     import gzip
     import lzma
-    opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(path.suffix.lower(), open)
-    if path.suffix.lower() in (".zip", ".zst"):
-        return ","  # not sniffed: pandas decompresses these itself
+    import zipfile
+    ext = path.suffix.lower()
     try:
-        with opener(path, "rt", encoding="utf-8-sig", errors="replace") as handle:
-            sample = handle.read(1 << 16)
-    except (OSError, EOFError, lzma.LZMAError):
-        return ","  # pandas then says what is wrong with the file
+        if ext == ".zip":
+            with zipfile.ZipFile(path) as archive:
+                names = [n for n in archive.namelist() if not n.endswith("/")]
+                if len(names) != 1:
+                    raise InputError(f"{path}: a .zip must hold exactly one file; this one holds {names}")
+                with archive.open(names[0]) as handle:
+                    return handle.read(size)
+        if ext == ".zst":
+            try:
+                import zstandard
+            except ImportError:
+                raise InputError(f"{path}: reading .zst needs the zstandard package (pip install zstandard); or "
+                                 f"decompress the file first") from None
+            with open(path, "rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as handle:
+                return handle.read(size)
+        opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(ext, open)
+        with opener(path, "rb") as handle:
+            return handle.read(size)
+    except (OSError, EOFError, lzma.LZMAError, zipfile.BadZipFile) as exc:
+        raise InputError(f"{path}: cannot read it: {exc}") from None
+
+
+def _dialect(path: Path, kind: str, encoding: str | None) -> tuple[str, str, int]:
+    """``(separator, encoding, lines to skip)`` of a delimited text file, from its first 64 KiB (decompressed).
+
+    The encoding: ``encoding`` if given; else the one a byte-order mark names (UTF-8, UTF-16, UTF-32); else UTF-8 if
+    the sample is valid UTF-8 (:func:`_read_delimited` falls back to cp1252 should a later byte not be), else cp1252.
+    The separator: that of an Excel ``sep=X`` first line (the line is then skipped); tab for .tsv; else sniffed
+    (csv.Sniffer) among SEPARATORS, ',' when the sample is one column or ambiguous."""
+    import csv
+    import re
+    head = _head(path)
+    if encoding is None:
+        encoding = next((name for bom, name in BOMS if head.startswith(bom)), None)
+    if encoding is None:
+        try:
+            codecs.getincrementaldecoder("utf-8")().decode(head, final=False)  # (a character cut at 64 KiB is fine)
+            encoding = "utf-8"
+        except UnicodeDecodeError:
+            encoding = "cp1252"
+    try:
+        sample = head.decode(encoding, errors="replace").lstrip("\ufeff")
+    except LookupError:
+        raise InputError(f"--encoding {encoding}: unknown encoding; give one Python knows (utf-8, cp1252, latin-1, "
+                         f"utf-16, ...)") from None
     lines = sample.splitlines()
+    hint = re.fullmatch(r"sep=(.)\1*", lines[0]) if lines else None  # Excel's "sep=;" line
+    if hint:
+        return hint.group(1), encoding, 1
+    if kind == ".tsv":
+        return "\t", encoding, 0
     sample = "\n".join(lines[:-1] if len(lines) > 1 and not sample.endswith("\n") else lines)  # no cut last line
     try:
         sep = csv.Sniffer().sniff(sample, delimiters="".join(SEPARATORS)).delimiter
     except csv.Error:
-        return ","
-    return sep if sep in SEPARATORS else ","
+        return ",", encoding, 0
+    return (sep if sep in SEPARATORS else ","), encoding, 0
 
 
-def _read_delimited(path: Path, kind: str):
-    """A CSV / TSV as a DataFrame: separator sniffed (:func:`_separator`), a UTF-8 byte-order mark dropped, quoted
-    fields as the csv module reads them; with ';' or tab, a decimal comma ("1,5") is read as a number when that makes
-    more columns numeric (a European spreadsheet's export)."""
+def _read_delimited(path: Path, kind: str, encoding: str | None = None):
+    """A .csv / .tsv / .txt file (compressed or not) as a DataFrame: encoding and separator as :func:`_dialect`
+    finds them, quoted fields as the csv module reads them, spaces after a separator and around header names dropped,
+    all-empty unnamed columns (from a separator ending every line) dropped; with ';', tab or '|' as the separator,
+    decimal commas read as :func:`_decimal_comma` says."""
+    import warnings
+
     import pandas as pd
-    sep = _separator(path, kind)
-    frame = pd.read_csv(path, sep=sep, encoding="utf-8-sig")
+
+    from .progress import get_logger
+    sep, enc, skip = _dialect(path, kind, encoding)
+
+    def read(enc, **options):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            frame = pd.read_csv(path, sep=sep, encoding=enc, skiprows=skip, skipinitialspace=True, index_col=False,
+                                **options)  # (index_col=False: a separator ending each data row shifts no column)
+        for w in caught:
+            if issubclass(w.category, pd.errors.ParserWarning) and "Length of header" in str(w.message):
+                if not options:  # (once, not for each reading again)
+                    get_logger("cli").warning(f"{path}: some data rows have more fields than the header has names: "
+                                              f"the fields past the last name are left out")
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        empty = [c for c in frame.columns if str(c).startswith("Unnamed: ") and frame[c].isna().all()]
+        frame = frame.drop(columns=empty)
+        frame.columns = [str(c).strip() for c in frame.columns]
+        return frame
+    try:
+        try:
+            frame = read(enc)
+        except UnicodeDecodeError:
+            if encoding is not None or enc != "utf-8":
+                raise
+            enc = "cp1252"  # UTF-8 for 64 KiB, then not: a Windows export with a late accent
+            frame = read(enc)
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: cannot decode it as {enc} ({exc}); give the file's encoding with --encoding "
+                         f"(e.g. --encoding latin-1)") from None
+    if enc not in ("utf-8", "utf-8-sig") and encoding is None:
+        get_logger("cli").info(f"{path}: read as {enc}")
+    twice = sorted({c for c in frame.columns if list(frame.columns).count(c) > 1})
+    if twice:
+        raise InputError(f"{path}: the column names {twice} occur twice once the spaces around them are dropped; "
+                         f"rename them")
     if sep != ",":
-        numeric = pd.api.types.is_numeric_dtype
-        text = [c for c in frame.columns if not numeric(frame[c])]
-        if text:
-            alt = pd.read_csv(path, sep=sep, encoding="utf-8-sig", decimal=",")
-            if sum(not numeric(alt[c]) for c in alt.columns) < len(text):
-                frame = alt
+        frame = _decimal_comma(path, frame, lambda **options: read(enc, **options))
     return frame
 
 
-def read_table(path, label: str | None, drop=()):
-    """Read ``path`` (.csv or .tsv — separator ``,`` ``;`` tab or ``|`` sniffed, BOM and quoted fields handled —,
-    .parquet, or .npz with arrays ``x`` and ``y``) into features and labels.
+def _decimal_comma(path: Path, frame, read):
+    """``frame``, a ';', tab or '|' separated file read with a decimal point, with the columns written with a
+    decimal comma read as such (pandas' ``decimal=","``, ``thousands="."``).
+
+    A text column is read with a decimal comma when that makes it numeric and each of its values with a '.' has '.'
+    grouping thousands ("1.000,5"). A column whose separators could all group thousands ("49.130", or "12,345" with
+    no '.') follows the file's unambiguous numbers: in a file that writes "0,19", "49.130" is 49130; in one that
+    writes "0.35", "12,345" is 12345. Otherwise (no unambiguous numbers, or both kinds) "49.130" is 49.13 and
+    "12,345" is 12.345, with a warning naming the column. ``read(**options)`` reads the file again with the same
+    settings and ``options``."""
+    import functools
+
+    import pandas as pd
+    numeric = pd.api.types.is_numeric_dtype
+    if all(numeric(frame[c]) and not pd.api.types.is_float_dtype(frame[c]) for c in frame.columns):
+        return frame  # integers and booleans only: no decimal separator anywhere
+    raw = read(dtype=str)
+    cells = {c: raw[c].dropna().str.strip() for c in frame.columns}
+    dots = {c: v[v.str.contains(".", regex=False)] for c, v in cells.items()}
+    commas = {c: v[v.str.contains(",", regex=False)] for c, v in cells.items()}
+    dot_grouped = {c: len(dots[c]) > 0 and bool(dots[c].str.fullmatch(GROUPED["."]).all()) for c in cells}
+    comma_grouped = {c: len(commas[c]) > 0 and len(dots[c]) == 0 and bool(commas[c].str.fullmatch(GROUPED[","]).all())
+                     for c in cells}
+    reread = functools.cache(read)  # each reading once, only if needed (with thousands= pandas rounds less exactly)
+    comma = {}  # column → its reading with a decimal comma
+    for c in frame.columns:
+        if numeric(frame[c]):
+            continue
+        if len(dots[c]) == 0 and numeric(reread(decimal=",")[c]):
+            comma[c] = reread(decimal=",")[c]
+        elif dot_grouped[c] and numeric(reread(decimal=",", thousands=".")[c]):  # "1.000,5"
+            comma[c] = reread(decimal=",", thousands=".")[c]
+    file_comma = any(not comma_grouped[c] for c in comma)  # "0,19", "1.000,5"
+    file_point = any(numeric(frame[c]) and len(dots[c]) and not dot_grouped[c] for c in frame.columns)  # "0.35"
+    for c, values in comma.items():
+        if comma_grouped[c] and file_point and not file_comma:  # the file writes decimal points: ',' groups thousands
+            frame[c] = reread(thousands=",")[c]
+            continue
+        frame[c] = values
+        if comma_grouped[c] and not (file_comma and not file_point):
+            _ambiguous(path, c, commas[c], frame[c], ",")
+    for c in frame.columns:
+        if c in comma or not numeric(frame[c]) or not dot_grouped[c]:
+            continue
+        if file_comma and not file_point:  # the file writes decimal commas: '.' groups thousands
+            frame[c] = reread(decimal=",", thousands=".")[c]
+        else:
+            _ambiguous(path, c, dots[c], frame[c], ".")
+    return frame
+
+
+def _ambiguous(path: Path, column: str, cells, values, sep: str) -> None:
+    """Warn that ``column``'s numbers (``cells`` as written, ``values`` as read) were read with ``sep`` as the decimal
+    separator, though it may group thousands."""
+    from .progress import get_logger
+    cell = cells.iloc[0]
+    get_logger("cli").warning(
+        f"{path}: column {column!r} holds numbers like {cell!r} only, where {sep!r} may group thousands or be the "
+        f"decimal separator, and the file's other numbers do not tell: read {cell!r} as {values[cells.index[0]]}; "
+        f"if {sep!r} groups thousands there, remove those {'dots' if sep == '.' else 'commas'} from the file")
+
+
+def _drop_columns(items, columns: list, path: Path) -> list:
+    """The columns ``--drop`` names: each item a column's name, or names separated by commas; a piece that is no
+    column's name joins the next ("id,name, full" names ``id`` and ``name, full`` when that is a column)."""
+    names = []
+    for item in items:
+        if item.strip() in columns:
+            names.append(item.strip())
+            continue
+        pieces, i = item.split(","), 0
+        while i < len(pieces):
+            j = next((j for j in range(i + 1, len(pieces) + 1) if ",".join(pieces[i:j]).strip() in columns), None)
+            if j is None and pieces[i].strip():
+                raise InputError(f"{path}: --drop {item!r}: no column {pieces[i].strip()!r}; the columns are "
+                                 f"{columns}")
+            if j is not None:
+                names.append(",".join(pieces[i:j]).strip())
+            i = i + 1 if j is None else j
+    return names
+
+
+def _arg(name: str) -> str:
+    """A column name as a shell argument: quoted when it holds spaces, commas or other signs."""
+    import re
+    return name if re.fullmatch(r"[\w.+-]+", name) else '"' + name.replace('"', '\\"') + '"'
+
+
+def read_table(path, label: str | None, drop=(), encoding: str | None = None):
+    """Read ``path`` into features and labels: a .csv, .tsv or .txt file (also compressed: .gz, .bz2, .xz, .zip,
+    .zst), a .parquet, or an .npz with arrays ``x`` and ``y``.
+
+    A text file's encoding is ``encoding`` if given; else the one its byte-order mark names (UTF-8, UTF-16,
+    UTF-32); else UTF-8, or cp1252 (Windows' "ANSI", a superset of latin-1's printable characters) when it is not
+    valid UTF-8. Its separator is that of an Excel ``sep=X`` first line, tab for .tsv, else sniffed among ``,``
+    ``;`` tab ``|``. Quoted fields, blank lines, spaces after a separator and around header names are handled, and
+    a separator ending every line adds no column. With ``;``, tab or ``|`` as the separator, a decimal comma is
+    read: ``1,5`` and ``1.000,5`` (then ``49.130`` in a column of '.'-grouped numbers is 49130); without a decimal
+    comma in the file ``49.130`` is 49.13, and a column of only such numbers gets a warning naming it, as does a
+    column of only ``12,345``-like numbers read with a decimal comma (12.345).
 
     Args:
         path: the data file.
-        label: the label column (CSV/Parquet; required) or the npz array holding the labels (default ``y``).
-        drop: columns to leave out of the features (ids, names, free text).
+        label: the label column (text/Parquet; required) or the npz array holding the labels (default ``y``).
+        drop: columns to leave out of the features (ids, names, free text): each item a column's name, or names
+            separated by commas (a piece that is no column's name joins the next: ``"id,name, full"`` names ``id``
+            and ``name, full`` when that is a column).
+        encoding: a text file's encoding (any Python codec name), overriding the detection.
 
     Returns:
         ``(x, codes, classes, feature_names)``: ``x`` float64 (n, d) (npz images keep their shape (n, ...));
-        ``codes`` int64 (n,) class indices 0..C-1; ``classes`` the original label of each class index, sorted;
-        ``feature_names`` list of d names.
+        ``codes`` int64 (n,) class indices 0..C-1; ``classes`` the original label of each class index, sorted
+        (numbers by value, text as text); ``feature_names`` list of d names.
 
     Raises:
-        InputError: unreadable or empty file, unknown format, missing column, non-numeric feature column, NaN/Inf in
-            a row's features, a missing label, fewer than two classes.
+        InputError: unreadable, undecodable or empty file, unknown format or encoding, missing column, non-numeric
+            feature column, NaN/Inf in a row's features, a missing label, fewer than two classes (a row is named by
+            its 0-based position below the header, as values.csv's ``row``).
     """
     import numpy as np
     import pandas as pd
@@ -128,27 +330,32 @@ def read_table(path, label: str | None, drop=()):
         raise InputError(f"{path}: no such file")
     kind = _suffix(path)
     if kind not in FORMATS:
-        raise InputError(f"{path}: unknown format {kind or '(no suffix)'}; give a {', '.join(FORMATS)} file")
+        raise InputError(f"{path}: unknown format {kind or '(no suffix)'}; give a {', '.join(FORMATS)} file (text "
+                         f"also compressed: {', '.join(COMPRESSIONS)})")
+    if encoding is not None and kind not in TEXT_FORMATS:
+        raise InputError(f"--encoding applies to text files ({', '.join(TEXT_FORMATS)}), not to {kind}")
     if kind == ".npz":
         return _read_npz(path, label or "y", drop)
     if label is None:
-        raise InputError("--label COLUMN is required for a CSV, TSV or Parquet file: name the column holding the "
+        raise InputError("--label COLUMN is required for a text or Parquet file: name the column holding the "
                          "labels")
     try:
-        frame = _read_delimited(path, kind) if kind in (".csv", ".tsv") else pd.read_parquet(path)
+        frame = _read_delimited(path, kind, encoding) if kind in TEXT_FORMATS else pd.read_parquet(path)
     except pd.errors.EmptyDataError:
         raise InputError(f"{path}: the file is empty") from None
     except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError, ImportError) as exc:
+        if isinstance(exc, InputError):
+            raise
         raise InputError(f"{path}: cannot read it as {kind[1:]}: {exc}") from None
     if len(frame) == 0:
         raise InputError(f"{path}: no data rows (only a header)")
     frame = frame.reset_index(drop=True)  # rows are named by position (a Parquet file may carry its own index)
     columns = [str(c) for c in frame.columns]
     frame.columns = columns
-    for name in [label, *drop]:
-        if name not in columns:
-            raise InputError(f"{path}: no column {name!r}; the columns are {columns}")
-    features = [c for c in columns if c != label and c not in set(drop)]
+    if label not in columns:
+        raise InputError(f"{path}: no column {label!r}; the columns are {columns}")
+    dropped = set(_drop_columns(drop, columns, path))
+    features = [c for c in columns if c != label and c not in dropped]
     if not features:
         raise InputError(f"{path}: no feature columns left besides the label {label!r}")
     bad = [c for c in features if not (pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c]))]
@@ -157,7 +364,8 @@ def read_table(path, label: str | None, drop=()):
         example = frame[c][pd.to_numeric(frame[c], errors="coerce").isna() & frame[c].notna()]
         what = f" (row {example.index[0]}: {example.iloc[0]!r})" if len(example) else ""
         raise InputError(f"{path}: column {c!r} is not numeric{what}; features must be numbers — encode it, or "
-                         f"leave it out with --drop {c}" + (f" (also non-numeric: {bad[1:]})" if bad[1:] else ""))
+                         f"leave it out with --drop {_arg(c)}" + (f" (also non-numeric: {bad[1:]})" if bad[1:] else "")
+                         + (f" {ROWS}" if what else ""))
     x = frame[features].to_numpy(dtype=np.float64, na_value=np.nan)  # (n, d); nullable NA → NaN, refused below
     codes, classes = _classes(frame[label].to_numpy(), f"label column {label!r}")
     check_finite(x, features)
@@ -198,7 +406,7 @@ def _classes(y, what: str):
     missing = np.flatnonzero(pd.isna(y))
     if missing.size:
         raise InputError(f"{what}: row {missing[0]} has no label ({missing.size} rows without one; first "
-                         f"{missing[:10].tolist()}); drop those rows or give them a label")
+                         f"{missing[:10].tolist()}); drop those rows or give them a label {ROWS}")
     try:
         codes, classes = pd.factorize(y, sort=True)
     except TypeError:  # labels of mixed types that cannot be ordered: keep the order of first appearance
@@ -224,7 +432,8 @@ def check_finite(x, names) -> None:
         r = int(rows[0])
         c = int(np.flatnonzero(bad[r])[0])
         raise InputError(f"row {r}, column {names[c]!r}: {x[r, c]} (NaN, empty or infinite); {rows.size} rows "
-                         f"have missing or infinite features (first rows {rows[:10].tolist()}): fill or drop them")
+                         f"have missing or infinite features (first rows {rows[:10].tolist()}): fill or drop them "
+                         f"{ROWS}")
 
 
 def _model(kind: str, d: int, num_classes: int, hidden: int):
@@ -242,7 +451,7 @@ def _value(args) -> int:
     from sklearn.preprocessing import StandardScaler
 
     from . import __version__
-    from .lastlayer import compute_factors
+    from .lastlayer import loss_and_error
     from .progress import get_logger
     from .report import ValuationReport
     from .io import write_json_atomic
@@ -255,9 +464,12 @@ def _value(args) -> int:
             raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if not args.lr > 0:
         raise InputError(f"--lr must be > 0, got {args.lr}")
-    drop = [c.strip() for item in args.drop for c in item.split(",") if c.strip()]
-    x, codes, classes, features = read_table(args.data, args.label, drop)
+    if not 0.0 <= args.label_smoothing <= 1.0:
+        raise InputError(f"--label-smoothing must lie in [0, 1] (as in torch's cross_entropy), got "
+                         f"{args.label_smoothing}")
+    x, codes, classes, features = read_table(args.data, args.label, args.drop, args.encoding)
     n, C = len(codes), len(classes)
+    weight = None if args.weight is None else class_weights(args.weight, classes)
     images = x if x.ndim >= 3 else None
     raw = x.reshape(n, -1)
     flat = StandardScaler().fit_transform(raw).astype(np.float32)  # (n, d), zero mean, unit variance
@@ -275,14 +487,16 @@ def _value(args) -> int:
     t0 = time.perf_counter()
     try:
         values = value_data(model, data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                            seed=args.seed, mode=args.mode, gradient=args.gradient)
+                            seed=args.seed, mode=args.mode, gradient=args.gradient, weight=weight,
+                            label_smoothing=args.label_smoothing)
     except ValueError as exc:  # e.g. diverged training: NaN logits
         log.error(f"chg value: training failed: {exc} (try a smaller --lr)")
         return 1
     seconds = time.perf_counter() - t0
     model.eval()
     with torch.no_grad():
-        loss = torch.cat([compute_factors(model, xs[i:i + 4096], ys[i:i + 4096]).loss for i in range(0, n, 4096)])
+        loss = torch.cat([loss_and_error(model(xs[i:i + 4096]), ys[i:i + 4096], weight, args.label_smoothing)[0]
+                          for i in range(0, n, 4096)])  # (n,) the loss trained on, per row
         acc = float((torch.cat([model(xs[i:i + 4096]).argmax(1) for i in range(0, n, 4096)]) == ys).float().mean())
     labels = np.asarray(classes, dtype=object)[codes]
     report = ValuationReport.from_values(values, labels=labels, loss=loss)
@@ -299,7 +513,7 @@ def _value(args) -> int:
     write_json_atomic(out / "summary.json", {
         "data": str(args.data), "rows": n, "features": flat.shape[1], "classes": C, "model": args.model,
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed, "mode": args.mode,
-        "gradient": args.gradient,
+        "gradient": args.gradient, "weight": weight, "label_smoothing": args.label_smoothing,
         "hidden": args.hidden if args.model == "mlp" else None, "train_seconds": round(seconds, 3),
         "train_accuracy_given_labels": acc, "rows_below_0": int(below.size), "chg_version": __version__,
         "torch_version": torch.__version__})
@@ -312,6 +526,72 @@ def _value(args) -> int:
     return 0
 
 
+def class_weights(spec: str, classes) -> list:
+    """``--weight``'s class weights, in class-index order (that of ``classes``: the labels sorted, as classes.json
+    lists them).
+
+    Args:
+        spec: C numbers separated by commas, one per class in that order (``"1,5"``), or one ``label=number`` per
+            class (``"cat=1,dog=5"``; a numeric label matches by value, ``0=1`` for a label 0.0).
+        classes: the labels, one per class index (:func:`read_table`'s ``classes``).
+    Returns:
+        C floats, finite and ≥ 0, not all 0.
+    Raises:
+        InputError: a wrong count, an unknown or repeated label, a missing class, a weight that is not a number,
+            negative, not finite, or all weights 0.
+    """
+    import math
+    names = [str(_plain(c)) for c in classes]
+    order = ", ".join(names)
+
+    def number(text, what):
+        try:
+            w = float(text)
+        except ValueError:
+            raise InputError(f"--weight {spec}: {what} {text.strip()!r} is not a number") from None
+        if not (math.isfinite(w) and w >= 0):
+            raise InputError(f"--weight {spec}: {what} {text.strip()!r} must be a finite number >= 0")
+        return w
+
+    def index(key):
+        for i, c in enumerate(classes):
+            if key == names[i]:
+                return i
+        for i, c in enumerate(classes):
+            try:
+                if not isinstance(_plain(c), (str, bool)) and float(key) == float(_plain(c)):
+                    return i
+            except (TypeError, ValueError):
+                continue
+        raise InputError(f"--weight {spec}: no class {key!r}; the classes are {order}")
+
+    pieces = spec.split(",")
+    if any("=" in p for p in pieces):
+        given = {}
+        for p in pieces:
+            if "=" not in p:
+                raise InputError(f"--weight {spec}: {p.strip()!r} has no label; give every weight as label=number, "
+                                 f"or numbers only, in the order {order}")
+            key, value = (t.strip() for t in p.rsplit("=", 1))
+            i = index(key)
+            if i in given:
+                raise InputError(f"--weight {spec}: the class {names[i]!r} is given twice")
+            given[i] = number(value, f"the weight of {key!r}")
+        missing = [names[i] for i in range(len(classes)) if i not in given]
+        if missing:
+            raise InputError(f"--weight {spec}: no weight for the classes {missing}; give one for every class "
+                             f"({order})")
+        weights = [given[i] for i in range(len(classes))]
+    else:
+        if len(pieces) != len(classes):
+            raise InputError(f"--weight {spec}: {len(pieces)} weights for {len(classes)} classes; give one per "
+                             f"class, in the order {order} (or by label: --weight {names[0]}=1,...)")
+        weights = [number(p, f"weight {i + 1}") for i, p in enumerate(pieces)]
+    if not any(weights):
+        raise InputError(f"--weight {spec}: every weight is 0; at least one class must count")
+    return weights
+
+
 def _plain(v):
     """A label as a JSON value (numpy scalars → Python)."""
     return v.item() if hasattr(v, "item") else v
@@ -322,12 +602,20 @@ def _add_value_parser(sub) -> None:
                        description="Train a logistic regression or MLP on DATA with Algorithm 1 and write each row's "
                                    "CHG Shapley value (DIR/values.csv; rank 1 = lowest value = most suspect) and a "
                                    "report (DIR/report.png, .pdf).")
-    p.add_argument("data", metavar="DATA", help="a .csv or .tsv (separator , ; tab or | sniffed), .parquet or .npz "
-                                                 "(arrays x, y) file")
+    p.add_argument("data", metavar="DATA", help="a .csv, .tsv or .txt (also .gz, .bz2, .xz, .zip, .zst; separator , "
+                                                 "; tab or | sniffed), .parquet or .npz (arrays x, y) file")
     p.add_argument("--label", metavar="COLUMN", help="the label column (required for CSV/Parquet; any type)")
     p.add_argument("--out", metavar="DIR", required=True, help="output folder (created if missing)")
     p.add_argument("--drop", metavar="COLUMN", action="append", default=[],
-                   help="leave a column out of the features (ids, names); repeat or comma-separate")
+                   help="leave a column out of the features (ids, names); repeat it, or separate names with commas "
+                        "(a name that holds a comma is kept whole)")
+    p.add_argument("--encoding", metavar="CODEC", help="a text file's encoding (utf-8, cp1252, latin-1, utf-16, ...); "
+                   "default: by its byte-order mark, else UTF-8, else cp1252")
+    p.add_argument("--weight", metavar="W1,W2,...", help="class weights of the loss, as torch's cross_entropy's "
+                   "weight=: one number per class in the order of classes.json (the labels sorted), or by label: "
+                   "cat=1,dog=5")
+    p.add_argument("--label-smoothing", metavar="S", type=float, default=0.0,
+                   help="label smoothing of the loss in [0, 1], as torch's cross_entropy's label_smoothing=")
     p.add_argument("--model", choices=("logreg", "mlp"), default="logreg")
     p.add_argument("--hidden", type=int, default=64, help="MLP hidden width")
     p.add_argument("--epochs", type=int, default=10)

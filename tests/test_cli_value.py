@@ -33,8 +33,9 @@ def _value(tmp_path, *args):
     return cli.main(["value", *map(str, args), "--no-progress", "--quiet"])
 
 
-def _expected_values(frame, label, epochs, seed=0, model="logreg", batch_size=64, lr=0.01, **options):
-    """The oracle for the command's plumbing: value_data run directly on the standardised features."""
+def _expected_values(frame, label, epochs, seed=0, model="logreg", batch_size=64, lr=0.01, trained=None, **options):
+    """The oracle for the command's plumbing: value_data run directly on the standardised features (``trained``, a
+    dict, receives the model, x and y)."""
     from sklearn.preprocessing import StandardScaler
     feats = frame.drop(columns=[label]).to_numpy(dtype=np.float64)
     x = torch.from_numpy(StandardScaler().fit_transform(feats).astype(np.float32))
@@ -43,6 +44,8 @@ def _expected_values(frame, label, epochs, seed=0, model="logreg", batch_size=64
     C = len(classes)
     m = torch.nn.Linear(x.shape[1], C) if model == "logreg" else chg.experiments.models.MLP(x.shape[1], C, 64)
     data = torch.utils.data.TensorDataset(x, torch.from_numpy(codes.astype(np.int64)))
+    if trained is not None:
+        trained.update(model=m, x=x, y=data.tensors[1])
     return chg.value_data(m, data, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, **options).numpy()
 
 
@@ -107,6 +110,63 @@ def test_drop_mode_gradient_and_lr_reach_value_data(tmp_path):
     want = _expected_values(frame.drop(columns=["name", "flag"]), "kind", epochs=1, mode="ride", gradient="bias",
                             lr=0.05)
     np.testing.assert_allclose(pd.read_csv(tmp_path / "o" / "values.csv")["value"], want, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("weight", ["1,5,2", "dog=5, eel=2,cat=1"])
+def test_weight_and_label_smoothing_reach_value_data(tmp_path, weight):
+    """--weight (class weights in the order of classes.json: the labels sorted; or by label) and --label-smoothing
+    give value_data(weight=, label_smoothing=)'s values; values.csv's loss is the row's loss under them."""
+    frame = _frame(n=40).drop(columns="flag")
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    assert _value(tmp_path, tmp_path / "d.csv", "--label", "kind", "--out", tmp_path / "o", "--epochs", 2,
+                  "--weight", weight, "--label-smoothing", 0.1) == 0
+    out = pd.read_csv(tmp_path / "o" / "values.csv")
+    trained = {}
+    want = _expected_values(frame, "kind", epochs=2, weight=[1.0, 5.0, 2.0], label_smoothing=0.1, trained=trained)
+    np.testing.assert_allclose(out["value"].to_numpy(), want, rtol=1e-12, atol=1e-15)
+    with torch.no_grad():
+        loss = torch.nn.functional.cross_entropy(trained["model"](trained["x"]).double(), trained["y"],
+                                                 weight=torch.tensor([1.0, 5.0, 2.0], dtype=torch.float64),
+                                                 label_smoothing=0.1, reduction="none")
+    np.testing.assert_allclose(out["loss"].to_numpy(), loss.numpy(), rtol=1e-6)
+    plain = _expected_values(frame, "kind", epochs=2)
+    assert np.abs(want - plain).max() > 1e-3  # the options matter
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["weight"] == [1.0, 5.0, 2.0] and summary["label_smoothing"] == 0.1
+    classes = json.loads((tmp_path / "o" / "classes.json").read_text())["classes"]
+    assert [c["label"] for c in classes] == ["cat", "dog", "eel"]
+
+
+def test_integer_labels_take_weights_by_value(tmp_path):
+    frame = _frame(n=40).drop(columns="flag")
+    frame["kind"] = frame["kind"].map({"cat": 10, "dog": 2, "eel": 7})  # classes sorted by value: 2, 7, 10
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    assert cli.class_weights("10=1,2=5,7=2", cli.read_table(tmp_path / "d.csv", "kind")[2]) == [5.0, 2.0, 1.0]
+    assert cli.class_weights("10.0=1, 2=5, 7=2", [2.0, 7.0, 10.0]) == [5.0, 2.0, 1.0]
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["--weight", "1,5"], ["2 weights for 3 classes", "in the order cat, dog, eel", "--weight cat=1"]),
+    (["--weight", "1,-5,2"], ["weight 2 '-5'", ">= 0"]),
+    (["--weight", "1,five,2"], ["weight 2 'five' is not a number"]),
+    (["--weight", "1,nan,2"], ["weight 2 'nan'", "finite"]),
+    (["--weight", "0,0,0"], ["every weight is 0"]),
+    (["--weight", "cat=1,dog=5"], ["no weight for the classes ['eel']"]),
+    (["--weight", "cat=1,dog=5,eel=2,emu=1"], ["no class 'emu'", "cat, dog, eel"]),
+    (["--weight", "cat=1,dog=5,cat=2,eel=1"], ["'cat' is given twice"]),
+    (["--weight", "cat=1,5,eel=2"], ["'5' has no label"]),
+    (["--weight", "cat=x,dog=5,eel=2"], ["the weight of 'cat' 'x' is not a number"]),
+    (["--label-smoothing", "1.5"], ["--label-smoothing must lie in [0, 1]", "1.5"]),
+])
+def test_bad_loss_options_are_named_with_exit_status_2(tmp_path, capsys, args, needles):
+    frame = _frame(n=12)
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    rc = _value(tmp_path, tmp_path / "d.csv", "--label", "kind", "--out", tmp_path / "o", *args)
+    err = capsys.readouterr().err
+    assert rc == 2 and "error:" in err and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in err, (needle, err)
+    assert not (tmp_path / "o").exists()
 
 
 def _write(tmp_path, frame, name="d.csv"):
@@ -266,7 +326,8 @@ def test_semicolon_csv_values_end_to_end(tmp_path):
 
 def test_unknown_format_lists_the_accepted_ones(tmp_path):
     (tmp_path / "d.xlsx").write_bytes(b"x")
-    with pytest.raises(cli.InputError, match=r"\.csv, \.tsv, \.parquet, \.npz"):
+    with pytest.raises(cli.InputError, match=r"\.csv, \.tsv, \.txt, \.parquet, \.npz file \(text also compressed: "
+                                              r"\.gz, \.bz2, \.zip, \.xz, \.zst\)"):
         cli.read_table(tmp_path / "d.xlsx", "kind")
 
 
