@@ -177,7 +177,8 @@ def test_class_weights_of_a_compute_loss_func(tmp_path):
 def test_max_steps_mid_epoch_values_the_whole_epochs_only(tmp_path):
     model, data = tiny_bert(), Tokens()
     cb = CHGCallback()
-    with pytest.warns(UserWarning, match="stopped after 2 of the epoch's 6 batches"):
+    with pytest.warns(UserWarning, match=r"stopped after 2 of the epoch.s 6 batches .*max_steps.*"
+                                         r"CHGCallback\(partial_epochs=True\)"):
         Trainer(model, train_args(tmp_path, max_steps=8), train_dataset=cb.index(data), callbacks=[cb]).train()
     assert len(cb.epoch_values) == 1 and cb.values.history.shape == (1, len(data))
 
@@ -204,7 +205,8 @@ def test_a_regression_head_is_refused(tmp_path):
     cb = CHGCallback()
     data = Tokens()
     trainer = Trainer(tiny_bert(num_labels=1), train_args(tmp_path), train_dataset=cb.index(data), callbacks=[cb])
-    with pytest.raises(ValueError, match="regression head"):
+    with pytest.raises(ValueError, match=r"regression head \(num_labels=1: its own loss is MSE\).*one-logit binary "
+                                         r"head, train with binary cross-entropy"):
         trainer.train()
 
 
@@ -305,3 +307,120 @@ def test_settings_are_checked_when_the_callback_is_made_and_drop_last_when_train
     loader = torch.utils.data.DataLoader(cb.dataset, batch_size=4)
     with pytest.raises(ValueError, match=r"dataloader_drop_last=True\) .* CHGCallback\(partial_epochs=True\)"):
         cb.on_train_begin(args, types.SimpleNamespace(global_step=0), None, model=None, train_dataloader=loader)
+
+
+# ---- the loss actually trained on is checked (from its gradient at the logits), whoever computes it -----------------
+
+W3 = torch.tensor([1.0, 5.0, 0.2], dtype=torch.float64)
+
+
+def _weighted_ce(outputs, labels, num_items_in_batch=None):
+    return F.cross_entropy(outputs.logits, labels, weight=W3)
+
+
+class _SmoothingTrainer(Trainer):
+    """A Trainer whose compute_loss pops the labels and smooths them (the model computes no loss)."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        loss = F.cross_entropy(outputs.logits, labels, label_smoothing=0.3)
+        return (loss, outputs) if return_outputs else loss
+
+
+def test_a_compute_loss_func_with_class_weights_the_callback_was_not_told_of_is_refused(tmp_path):
+    cb = CHGCallback()
+    trainer = Trainer(tiny_bert(), train_args(tmp_path), train_dataset=cb.index(Tokens()), callbacks=[cb],
+                      compute_loss_func=_weighted_ce)
+    with pytest.raises(ValueError, match=r"the loss the Trainer trains on is not the mean cross-entropy of the output "
+                                         r"layer's logits.*CHGCallback\(weight=\.\.\., label_smoothing=\.\.\.\)"):
+        trainer.train()
+    assert not cb.epoch_values
+
+
+def test_a_compute_loss_of_a_trainer_subclass_with_smoothing_not_told_is_refused(tmp_path):
+    cb = CHGCallback()
+    trainer = _SmoothingTrainer(tiny_bert(), train_args(tmp_path), train_dataset=cb.index(Tokens()), callbacks=[cb])
+    with pytest.raises(ValueError, match="is not the mean cross-entropy of the output layer's logits"):
+        trainer.train()
+    cb = CHGCallback(label_smoothing=0.3)  # told: valued, and equal to the smoothed oracle
+    model = tiny_bert()
+    init = copy.deepcopy(model)
+    rec = Recorder(model)
+    _SmoothingTrainer(model, train_args(tmp_path), train_dataset=cb.index(Tokens()), callbacks=[rec, cb]).train()
+    check_epochs(rec, cb, init, len(Tokens()), label_smoothing=0.3)
+    assert cb._check.done and cb._check.checked == 1  # conclusive on the first batch, then no more checks
+
+
+@pytest.mark.parametrize("told", [dict(weight=W3), dict(label_smoothing=0.3)])
+def test_a_loss_told_to_the_callback_but_not_trained_on_is_refused(tmp_path, told):
+    """The Trainer trains on the model's own plain cross-entropy; the callback was told of weights / smoothing."""
+    cb = CHGCallback(**told)
+    trainer = Trainer(tiny_bert(), train_args(tmp_path), train_dataset=cb.index(Tokens()), callbacks=[cb])
+    with pytest.raises(ValueError, match="The gradient is that of plain cross-entropy .* drop weight= / "
+                                         "label_smoothing= from CHGCallback"):
+        trainer.train()
+
+
+def _zero_head(model):
+    with torch.no_grad():
+        model.classifier.weight.zero_()
+        model.classifier.bias.zero_()
+    return model
+
+
+def test_an_output_layer_at_zero_is_checked_until_a_batch_tells_the_losses_apart(tmp_path):
+    """At zero logits every label smoothing gives the same gradient direction: the first batch cannot tell; the check
+    goes on to the next batch (after a step the head is no longer zero), which refuses the untold smoothing."""
+    cb = CHGCallback()
+    trainer = _SmoothingTrainer(_zero_head(tiny_bert()), train_args(tmp_path), train_dataset=cb.index(Tokens()),
+                                callbacks=[cb])
+    with pytest.raises(ValueError, match="is not the mean cross-entropy of the output layer's logits"):
+        trainer.train()
+    assert cb._check.checked >= 2
+    model = _zero_head(tiny_bert())
+    init = copy.deepcopy(model)
+    rec, cb = Recorder(model), CHGCallback(label_smoothing=0.3)
+    _SmoothingTrainer(model, train_args(tmp_path), train_dataset=cb.index(Tokens()), callbacks=[rec, cb]).train()
+    check_epochs(rec, cb, init, len(Tokens()), label_smoothing=0.3)
+    assert cb._check.done and cb._check.checked == 2  # inconclusive at zero, conclusive next, then never again
+
+
+class _BinaryTokens(Tokens):
+    def __getitem__(self, i):
+        item = super().__getitem__(i)
+        return {**item, "labels": (item["labels"] % 2).double()[None]}  # (1,) float 0/1, as BCEWithLogitsLoss takes
+
+
+def _bce(outputs, labels, num_items_in_batch=None):
+    return F.binary_cross_entropy_with_logits(outputs.logits[:, 0], labels.view(-1))
+
+
+def test_a_one_logit_head_trained_with_binary_cross_entropy_is_valued(tmp_path):
+    """num_labels=1 with a BCE compute_loss_func (the model computes no loss): valued with binary cross-entropy,
+    equal to the per-sample autograd oracle of F.binary_cross_entropy_with_logits."""
+    model, data = tiny_bert(num_labels=1), _BinaryTokens()
+    init = copy.deepcopy(model)
+    rec, cb = Recorder(model), CHGCallback()
+    Trainer(model, train_args(tmp_path), train_dataset=cb.index(data), callbacks=[rec, cb],
+            compute_loss_func=_bce).train()
+    assert len(cb.epoch_values) == 2
+    m = copy.deepcopy(init)
+    for e, records in enumerate(rec.epochs):
+        x = [None] * len(data)
+        for state, inputs, idx, y in records:
+            m.load_state_dict(state)
+            for r in range(len(idx)):
+                logit = m(**{k: v[r:r + 1] for k, v in inputs.items()}).logits[:, 0]
+                loss = F.binary_cross_entropy_with_logits(logit, y[r:r + 1].view(-1))
+                gw, gb = torch.autograd.grad(loss, (m.classifier.weight, m.classifier.bias))
+                x[int(idx[r])] = loss.detach() * torch.cat([gw, gb[:, None]], 1).reshape(-1)
+        torch.testing.assert_close(cb.epoch_values[e], chg.chg_shapley(torch.stack(x)), rtol=1e-9, atol=1e-13)
+    cb = CHGCallback()  # the same head trained on squared error: refused
+
+    def mse(outputs, labels, num_items_in_batch=None):
+        return F.mse_loss(outputs.logits[:, 0], labels.view(-1))
+    trainer = Trainer(tiny_bert(num_labels=1), train_args(tmp_path), train_dataset=cb.index(_BinaryTokens()),
+                      callbacks=[cb], compute_loss_func=mse)
+    with pytest.raises(ValueError, match="is not the mean binary cross-entropy of the output layer's logits"):
+        trainer.train()

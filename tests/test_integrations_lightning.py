@@ -228,3 +228,103 @@ def test_example_runs_as_written(capsys):
     values = mod.main(epochs=2)
     assert isinstance(values, chg.Values) and values.epochs == 2 and bool(np.isfinite(values.values).all())
     assert "lowest-valued rows" in capsys.readouterr().out
+
+
+# ---- the loss check: batch after batch until conclusive; partial epochs name the callback's setting ---------------
+
+W3 = torch.tensor([1.0, 5.0, 0.2], dtype=torch.float64)
+
+
+class ZeroHead(MLP):
+    """MLP whose output layer starts at zero (zero logits: weighted mean CE = smoothed CE = log C at first)."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        with torch.no_grad():
+            self.net[2].weight.zero_()
+            self.net[2].bias.zero_()
+
+
+@pytest.mark.parametrize("loss", [dict(weight=W3), dict(label_smoothing=0.3)])
+def test_an_output_layer_at_zero_does_not_hide_a_loss_the_callback_was_not_told_of(loss):
+    x, y = data()
+    cb = CHGCallback()
+    with pytest.raises(ValueError, match="is not the mean cross-entropy of the output layer's logits"):
+        trainer([cb]).fit(ZeroHead(**loss), DataLoader(cb.index(TensorDataset(x, y)), batch_size=4, shuffle=True))
+    assert not cb.epoch_values
+
+
+def test_an_output_layer_at_zero_is_valued_and_the_check_stops_once_conclusive():
+    x, y = data()
+    module = ZeroHead(label_smoothing=0.3)
+    init = copy.deepcopy(module.net).double()
+    rec, cb = Recorder(), CHGCallback(label_smoothing=0.3)
+    trainer([rec, cb]).fit(module, DataLoader(cb.index(TensorDataset(x, y)), batch_size=4, shuffle=True))
+    check_epochs(rec, cb, init, N, label_smoothing=0.3)
+    assert cb._check.done and cb._check.checked == 2  # zero logits could not tell smoothing apart; the next batch did
+
+
+class _Manual(MLP):
+    """Manual optimisation: training_step returns nothing; its loss weights the classes."""
+
+    def __init__(self):
+        super().__init__(weight=W3)
+        self.automatic_optimization = False
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = F.cross_entropy(self(x), y, weight=self.weight)
+        opt = self.optimizers()
+        opt.zero_grad()
+        self.manual_backward(loss)
+        opt.step()
+
+
+def test_manual_optimisation_is_checked_too():
+    x, y = data()
+    cb = CHGCallback()
+    with pytest.raises(ValueError, match="is not the mean cross-entropy of the output layer's logits"):
+        trainer([cb]).fit(_Manual(), DataLoader(cb.index(TensorDataset(x, y)), batch_size=4))
+    module = _Manual()
+    init = copy.deepcopy(module.net).double()
+    rec, cb = Recorder(), CHGCallback(weight=W3)
+    trainer([rec, cb]).fit(module, DataLoader(cb.index(TensorDataset(x, y)), batch_size=4, shuffle=True))
+    check_epochs(rec, cb, init, N, weight=W3)
+
+
+@pytest.mark.parametrize("case", ["limit_train_batches", "drop_last"])
+def test_an_epoch_that_leaves_rows_out_names_the_callbacks_setting(case):
+    x, y = data()
+    cb = CHGCallback()
+    loader = DataLoader(cb.index(TensorDataset(x, y)), batch_size=4, drop_last=case == "drop_last")
+    fit = trainer([cb], **({"limit_train_batches": 0.5} if case == "limit_train_batches" else {}))
+    with pytest.raises(ValueError, match=rf"{case}.*CHGCallback\(partial_epochs=True\)"):
+        fit.fit(MLP(), loader)
+    cb = CHGCallback(partial_epochs=True)
+    loader = DataLoader(cb.index(TensorDataset(x, y)), batch_size=4, drop_last=case == "drop_last")
+    with pytest.warns(UserWarning, match="rows were not added this epoch"):
+        trainer([cb], max_epochs=1, **({"limit_train_batches": 0.5} if case == "limit_train_batches" else {})).fit(
+            MLP(), loader)
+    seen = 12 if case == "limit_train_batches" else 20  # 3 of 6 batches of 4; 5 whole batches of 4
+    assert int(np.isfinite(cb.epoch_values[0].numpy()).sum()) == seen
+
+
+class _Probe(MLP):
+    """The last nn.Linear registered runs in the step but its output is not in the loss (a probe)."""
+
+    def __init__(self):
+        super().__init__()
+        self.probe = nn.Linear(3, 3).double()
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self(x)
+        self.probe(logits.detach())
+        return F.cross_entropy(logits, y)
+
+
+def test_a_hooked_layer_the_loss_does_not_reach_is_an_error():
+    x, y = data()
+    cb = CHGCallback()
+    with pytest.raises(ValueError, match=r"did not backpropagate through the output layer's logits.*layer="):
+        trainer([cb]).fit(_Probe(), DataLoader(cb.index(TensorDataset(x, y)), batch_size=4))

@@ -11,9 +11,12 @@ Three lines in a Trainer script (docs/trainers.md)::
 model's output ``nn.Linear`` (the last one registered, e.g. ``classifier``; or ``layer=``) are handed to
 :meth:`chg.EpochValuer.add_logits` — the same path as the library's own ride-along loop — and each epoch ends with
 :meth:`chg.EpochValuer.end_epoch`: eq. (3) with :math:`x_i = l_i\,e_i \otimes [h_i; 1]`, :math:`l_i` the
-cross-entropy of row *i* (with ``TrainingArguments.label_smoothing_factor``, and the class ``weight=`` your loss
-uses), at the parameters of the step that row was trained in (ride-along: within an epoch rows are seen at different
-:math:`\theta`, in train mode).
+cross-entropy of row *i* (with ``TrainingArguments.label_smoothing_factor``, and the class ``weight=`` and
+``label_smoothing=`` your loss uses; binary cross-entropy for one logit), at the parameters of the step that row
+was trained in (ride-along: within an epoch rows are seen at different :math:`\theta`, in train mode). The loss the
+Trainer actually optimises (the model's own, a ``compute_loss_func`` or a ``compute_loss`` override alike) is
+checked by the gradient it brings to the logits in the backward pass (:class:`chg.integrations.rows.LossCheck`),
+batch after batch until one is conclusive: a loss the callback was not told of is an error.
 
 **How rows are indexed.** ``cb.index(train_set)`` appends a ``"chg_index"`` entry to each item
 (:class:`chg.integrations.rows.IndexedRows`). At ``on_train_begin`` the callback wraps the training DataLoader's
@@ -40,8 +43,8 @@ from torch import nn
 from transformers import TrainerCallback
 
 from ..lastlayer import LastLayerTap, find_last_linear
-from .rows import (INDEX_KEY, IndexedRows, ValuesOfRun, check_settings, check_training_loss, head_error,
-                   make_valuer)
+from .rows import (INDEX_KEY, IndexedRows, LossCheck, ValuesOfRun, check_settings, end_epoch, head_error,
+                   inconclusive_warning, make_valuer)
 
 __all__ = ["CHGCallback", "IndexCollator"]
 
@@ -93,15 +96,30 @@ def _base_loader(loader):
     return loader
 
 
+_BINARY = ("for a one-logit binary head, train with binary cross-entropy: problem_type='multi_label_classification' "
+           "with num_labels=1, or a compute_loss_func with F.binary_cross_entropy_with_logits")
+
+
+def _check_own_loss(model: nn.Module) -> None:
+    """The labels reach the model's forward, so the model's own loss is trained on: a HuggingFace head with one label
+    and no problem_type (or 'regression') computes MSE there."""
+    config = getattr(model, "config", None)
+    if config is not None and getattr(config, "num_labels", 2) == 1 and \
+            getattr(config, "problem_type", None) in (None, "regression"):
+        raise ValueError(f"{type(model).__name__} is a regression head (num_labels=1: its own loss is MSE): CHG values "
+                         f"classifiers trained with cross-entropy; set num_labels >= 2, or {_BINARY}")
+
+
 def _check_config(model: nn.Module) -> None:
     """A HuggingFace head CHG cannot value (regression, multi-label) is refused before training starts."""
     config = getattr(model, "config", None)
     if config is None:
         return
     kind = getattr(config, "problem_type", None)
-    if kind == "regression" or (kind is None and getattr(config, "num_labels", 2) == 1):
-        raise ValueError(f"{type(model).__name__} is a regression head (num_labels=1 / problem_type='regression', "
-                         "MSE loss): CHG values classifiers trained with cross-entropy; set num_labels >= 2")
+    if kind == "regression":
+        raise ValueError(f"{type(model).__name__} is a regression head (problem_type='regression', MSE loss): CHG "
+                         "values classifiers trained with cross-entropy; set num_labels >= 2 and problem_type=None "
+                         f"(single-label cross-entropy), or {_BINARY}")
     if kind == "multi_label_classification" and getattr(config, "num_labels", 2) > 1:  # one label: binary BCE
         raise ValueError(f"{type(model).__name__} is a multi-label head (problem_type='multi_label_classification', "
                          "one sigmoid per label): CHG values one softmax (or one sigmoid) per row")
@@ -118,8 +136,8 @@ class CHGCallback(ValuesOfRun, TrainerCallback):
         weight: (C,) class weights of the cross-entropy your loss uses (a ``compute_loss_func`` or ``compute_loss``
             of your own), or None. label_smoothing: None (default): ``TrainingArguments.label_smoothing_factor``;
             a number in [0, 1] for a loss of your own.
-        check_loss: compare, on the first training batch, the model's own loss (when it computes one) with the mean
-            cross-entropy of the output layer's logits; a mismatch is an error.
+        check_loss: check that the loss the Trainer optimises (whoever computes it) is the valued cross-entropy, by
+            its gradient at the output layer's logits (until a batch is conclusive); a mismatch is an error.
         **settings: :class:`chg.EpochValuer` keywords — ``utility``, ``gradient``, ``per_class``, ``skip_epochs``,
             ``partial_epochs``, ``storage_dtype``, ``offload``, ``directory``.
     Raises:
@@ -144,7 +162,8 @@ class CHGCallback(ValuesOfRun, TrainerCallback):
         self._tap = self._model = self._loader = self._pending = None
         self._handles: list = []
         self._batches = self._expected = 0
-        self._checked = False
+        self._check: Optional[LossCheck] = None
+        self._own_loss_seen = False
 
     # ---- Trainer events ------------------------------------------------------------------------------------------
     def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kwargs):
@@ -193,7 +212,8 @@ class CHGCallback(ValuesOfRun, TrainerCallback):
         if not isinstance(self._loader.collate_fn, IndexCollator):
             self._loader.collate_fn = IndexCollator(self._loader.collate_fn)
         self._expected = len(train_dataloader) if hasattr(train_dataloader, "__len__") else 0
-        self._batches, self._checked = 0, not self.check_loss
+        self._batches, self._own_loss_seen = 0, False
+        self._check = LossCheck(self.weight, smoothing, "the loss the Trainer trains on") if self.check_loss else None
 
     def on_epoch_end(self, args, state, control, **kwargs):
         """Value the epoch (:meth:`chg.EpochValuer.end_epoch`). An epoch cut short because training stops
@@ -206,21 +226,35 @@ class CHGCallback(ValuesOfRun, TrainerCallback):
             return
         short = bool(self._expected) and self._batches < self._expected
         stopping = control.should_training_stop or (state.max_steps > 0 and state.global_step >= state.max_steps)
+        if self._check is not None:
+            self._check.confirm()
         if short and stopping and not self.valuer.partial_epochs:
             warnings.warn(f"CHGCallback: training stopped after {self._batches} of the epoch's {self._expected} "
-                          "batches (max_steps); that epoch is not valued (pass partial_epochs=True to value the "
-                          "rows it saw)", stacklevel=2)
+                          "batches (TrainingArguments(max_steps=...)); that epoch is not valued (pass "
+                          "CHGCallback(partial_epochs=True) to value the rows it saw)", stacklevel=2)
         elif self._batches:
-            self.valuer.end_epoch()
+            end_epoch(self.valuer, "TrainingArguments(dataloader_drop_last=True), max_steps, or a training sampler "
+                                   "over a subset")
         self._batches = 0
 
+    def on_step_end(self, args, state, control, **kwargs):
+        """Until the loss check is conclusive: make sure the step's loss reached the output layer's logits.
+
+        Args:
+            args, state, control, kwargs: the Trainer's.
+        """
+        if self._check is not None and not self._check.done:
+            self._check.confirm()
+
     def on_train_end(self, args, state, control, **kwargs):
-        """Remove the hooks and close the tap; the training loader gets its collate function back.
+        """Remove the hooks and close the tap; the training loader gets its collate function back. A loss check
+        that no batch could settle is a warning.
 
         Args:
             args, state, control, kwargs: the Trainer's.
         """
         self._close()
+        inconclusive_warning(self._check)
 
     def _close(self) -> None:
         for h in self._handles:
@@ -237,6 +271,9 @@ class CHGCallback(ValuesOfRun, TrainerCallback):
     def _pre_forward(self, module, args, kwargs):
         rows = kwargs.pop(INDEX_KEY, None)
         training = module.training and torch.is_grad_enabled()
+        if training and not self._own_loss_seen and "labels" in kwargs:
+            self._own_loss_seen = True
+            _check_own_loss(module)
         if rows is None and training:
             raise ValueError("CHGCallback: a training forward pass without the rows' 'chg_index' (the model was "
                              "called on a batch that did not come from the indexed training loader, e.g. twice per "
@@ -259,11 +296,6 @@ class CHGCallback(ValuesOfRun, TrainerCallback):
         logits, feat = tap.read(output)
         y = rows["labels"]
         self.valuer.add_logits(rows["index"], logits, y, feat, tap.bias)
-        if not self._checked:
-            self._checked = True
-            loss = output.get("loss") if isinstance(output, Mapping) else None
-            if loss is not None and "labels" in kwargs:  # the model's own loss: plain cross-entropy
-                n_items = kwargs.get("num_items_in_batch")
-                scales = (1.0,) if n_items is None else (1.0, y.shape[0] / float(n_items))
-                check_training_loss(loss, logits, y, scales=scales, what=f"the loss {type(module).__name__} returns")
+        if self._check is not None and not self._check.done:
+            self._check.watch(logits, y)  # the loss actually trained on, whoever computes it, seen in backward
         self._batches += 1

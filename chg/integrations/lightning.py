@@ -11,9 +11,10 @@ Three lines in a Lightning script (docs/trainers.md)::
 found once when training starts and hooked by :class:`chg.LastLayerTap`; after each training step its logits and
 input features go to :meth:`chg.EpochValuer.add_logits` with the batch's labels, and each training epoch ends with
 :meth:`chg.EpochValuer.end_epoch` — the cross-entropy of the logits (binary for one logit), with the class
-``weight`` and ``label_smoothing`` your ``training_step`` uses given to the callback. On the first batch the loss
-``training_step`` returned is compared with that cross-entropy (a regression head, a temperature or another loss is
-an error; ``check_loss=False`` when your loss adds row-independent terms).
+``weight`` and ``label_smoothing`` your ``training_step`` uses given to the callback. The loss backpropagated
+(automatic or manual optimisation) is checked by the gradient it brings to the logits
+(:class:`chg.integrations.rows.LossCheck`, from ``on_before_backward``), batch after batch until one is conclusive:
+a regression head, a temperature, weights or smoothing the callback was not told of, or another loss is an error.
 
 **How rows are indexed.** ``cb.index(train_set)`` appends each row's position to its item (``(x, y)`` →
 ``(x, y, i)``; dict items get ``"chg_index"``), the DataLoader's collate function batches it like the rest, and
@@ -36,8 +37,8 @@ from lightning.pytorch import Callback
 from torch import nn
 
 from ..lastlayer import LastLayerTap, find_last_linear, split_batch
-from .rows import (INDEX_KEY, IndexedRows, ValuesOfRun, check_settings, check_training_loss, head_error,
-                   make_valuer)
+from .rows import (INDEX_KEY, IndexedRows, LossCheck, ValuesOfRun, check_settings, end_epoch, head_error,
+                   inconclusive_warning, make_valuer)
 
 __all__ = ["CHGCallback"]
 
@@ -56,6 +57,28 @@ def _pop_index(batch):
                      "from your collate function")
 
 
+def _check_whole_epochs(trainer, partial: bool) -> None:
+    """Before the first step: a loader or trainer setting that leaves rows out of every epoch is an error that says
+    which (the epoch would otherwise fail at its end)."""
+    if partial:
+        return
+    loader = trainer.train_dataloader
+    total = len(loader) if hasattr(loader, "__len__") else None
+    limited = trainer.num_training_batches
+    if isinstance(limited, int) and total is not None and limited < total:
+        raise ValueError(f"CHGCallback: Trainer(limit_train_batches={trainer.limit_train_batches}) trains {limited} "
+                         f"of the loader's {total} batches per epoch: the other rows are not trained or valued, and "
+                         "every row of the indexed training set must enter each epoch's game. Drop "
+                         "limit_train_batches, or pass CHGCallback(partial_epochs=True) to value the rows each epoch "
+                         "sees")
+    sampler, size = getattr(loader, "sampler", None), getattr(loader, "batch_size", None)
+    if getattr(loader, "drop_last", False) and size and hasattr(sampler, "__len__") and len(sampler) % size:
+        raise ValueError(f"CHGCallback: DataLoader(drop_last=True) drops the last {len(sampler) % size} rows of each "
+                         "epoch, untrained and unvalued; every row of the indexed training set must enter each "
+                         "epoch's game. Drop drop_last, or pass CHGCallback(partial_epochs=True) to value the rows "
+                         "each epoch sees")
+
+
 class CHGCallback(ValuesOfRun, Callback):
     """``lightning.pytorch.Callback`` that values every training row during ``Trainer.fit()`` (ride-along; see the
     module docstring): ``cb.values`` is a :class:`chg.Values` after the first epoch.
@@ -64,7 +87,8 @@ class CHGCallback(ValuesOfRun, Callback):
         layer: the module's output ``nn.Linear``; default the last ``nn.Linear`` registered in the LightningModule.
         weight: (C,) class weights of the cross-entropy ``training_step`` uses, or None. label_smoothing: its label
             smoothing in [0, 1].
-        check_loss: compare the loss of the first training step with the mean cross-entropy of the logits.
+        check_loss: check that the loss backpropagated is the valued cross-entropy (its gradient at the logits;
+            until a batch is conclusive); a mismatch is an error.
         **settings: :class:`chg.EpochValuer` keywords — ``utility``, ``gradient``, ``per_class``, ``skip_epochs``,
             ``partial_epochs``, ``storage_dtype``, ``offload``, ``directory``.
     Raises:
@@ -88,7 +112,7 @@ class CHGCallback(ValuesOfRun, Callback):
         self.valuer = None
         self._tap = self._module = self._rows = None
         self._batches = 0
-        self._checked = False
+        self._check: Optional[LossCheck] = None
 
     # ---- Lightning hooks -------------------------------------------------------------------------------------
     def on_train_start(self, trainer, pl_module) -> None:
@@ -106,7 +130,10 @@ class CHGCallback(ValuesOfRun, Callback):
         self._tap = LastLayerTap(pl_module, self.layer if self.layer is not None else find_last_linear(pl_module))
         self.valuer.check_head(pl_module, self._tap.layer)
         self._tap.__enter__()
-        self._batches, self._checked = 0, not self.check_loss
+        self._batches = 0
+        self._check = LossCheck(self.weight, self.label_smoothing, "the loss training_step trains on") \
+            if self.check_loss else None
+        _check_whole_epochs(trainer, self.valuer.partial_epochs)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         """Take the rows' index out of the batch (in place) before ``training_step`` sees it.
@@ -144,14 +171,24 @@ class CHGCallback(ValuesOfRun, Callback):
         if not isinstance(targets, torch.Tensor) or targets.device != logits.device:
             targets = torch.as_tensor(targets).to(logits.device)
         self.valuer.add_logits(index, logits, targets, feat, tap.bias)
-        if not self._checked:
-            self._checked = True
-            loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
-            if isinstance(loss, torch.Tensor):
-                k = max(int(getattr(trainer, "accumulate_grad_batches", 1)), 1)
-                check_training_loss(loss, logits, targets, self.weight, self.label_smoothing, scales=(1.0, 1.0 / k),
-                                    what="the loss training_step returned")
+        if self._check is not None and not self._check.done:
+            self._check.confirm()  # the step's backward pass ran: its loss must have reached the logits
         self._batches += 1
+
+    def on_before_backward(self, trainer, pl_module, loss) -> None:
+        """Until the loss check is conclusive: watch the gradient that this backward pass brings to the output
+        layer's logits (:class:`chg.integrations.rows.LossCheck`; automatic and manual optimisation alike).
+
+        Args:
+            trainer, pl_module: as Lightning passes them. loss: the loss about to be backpropagated.
+        """
+        check, tap = self._check, self._tap
+        if check is None or check.done or tap is None or self._rows is None or tap.output is None:
+            return
+        targets = self._rows[1]
+        z = tap.output
+        if isinstance(z, torch.Tensor) and z.ndim == 2 and isinstance(targets, torch.Tensor):
+            check.watch(z, targets)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         """Value the epoch (:meth:`chg.EpochValuer.end_epoch`); an epoch cut short by ``max_steps`` is not valued
@@ -165,12 +202,13 @@ class CHGCallback(ValuesOfRun, Callback):
         if short and trainer.should_stop or short and 0 < trainer.max_steps <= trainer.global_step:
             if not self.valuer.partial_epochs:
                 warnings.warn(f"CHGCallback: training stopped after {self._batches} of the epoch's {expected} "
-                              "batches; that epoch is not valued (pass partial_epochs=True to value the rows it saw)",
-                              stacklevel=2)
+                              "batches (max_steps, or a stop); that epoch is not valued (pass "
+                              "CHGCallback(partial_epochs=True) to value the rows it saw)", stacklevel=2)
                 self._batches = 0
                 return
         if self._batches:
-            self.valuer.end_epoch()
+            end_epoch(self.valuer, "Trainer(limit_train_batches=...), DataLoader(drop_last=True) or a sampler over a "
+                                   "subset")
         self._batches = 0
 
     def on_train_end(self, trainer, pl_module) -> None:
@@ -182,3 +220,4 @@ class CHGCallback(ValuesOfRun, Callback):
         if self._tap is not None:
             self._tap.__exit__(None, None, None)
             self._tap = None
+        inconclusive_warning(self._check)

@@ -1,5 +1,5 @@
 """What the trainer callbacks share (no optional dependency): the row index a data set carries, the valuer they
-fill, and the one-time check that the loss trained on is the loss valued.
+fill, and the check that the loss trained on is the loss valued (:class:`LossCheck`).
 
 **How rows are indexed.** A callback values row *i* of the training set, so every training batch must say which rows
 it holds, whatever the sampler did to the order (shuffling, ``DistributedSampler`` shards and padding, length
@@ -11,19 +11,22 @@ out again before the model or the user's ``training_step`` sees the batch.
 from __future__ import annotations
 
 import inspect
-import math
+import re
+import warnings
 from collections.abc import Mapping
 from typing import Optional
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset, IterableDataset
 
-from ..lastlayer import per_sample_loss
+from ..lastlayer import check_targets, per_sample_loss
 from ..renames import unexpected_keyword
 from ..valuation import EpochValuer
 from ..values import Values
 
-__all__ = ["INDEX_KEY", "IndexedRows", "make_valuer", "check_settings", "check_training_loss", "head_error"]
+__all__ = ["INDEX_KEY", "IndexedRows", "make_valuer", "check_settings", "LossCheck", "end_epoch",
+           "inconclusive_warning", "head_error"]
 
 INDEX_KEY = "chg_index"  # the entry a dict item gets (a name no model's forward takes)
 
@@ -125,38 +128,185 @@ def make_valuer(n: int, weight=None, label_smoothing: float = 0.0, **settings) -
     return EpochValuer(n, weight=weight, label_smoothing=label_smoothing, **settings)
 
 
-def check_training_loss(reported: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor, weight=None,
-                        label_smoothing: float = 0.0, scales=(1.0,), what: str = "the training loss") -> None:
-    """Check once that the loss the trainer optimised is the loss CHG values: the (weighted) mean cross-entropy of
-    the output layer's logits — binary cross-entropy for one logit — under ``weight`` and ``label_smoothing``
-    (:func:`chg.lastlayer.per_sample_loss`), up to one of the known reductions ``scales`` (e.g. 1/k with k
-    accumulation steps). A regression head (MSE), a multi-label head, logits post-processed after the output layer
-    or another loss give a clear error instead of values of a loss nobody trained.
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def _mean_loss_grad(z: torch.Tensor, y: torch.Tensor, weight, label_smoothing: float) -> torch.Tensor:
+    """∂/∂z of the batch's mean training loss (:func:`chg.lastlayer.per_sample_loss`, reduction "mean"), float64."""
+    zz = z.detach().double().requires_grad_(True)
+    with torch.enable_grad():
+        loss = per_sample_loss(zz, y, weight, label_smoothing, reduction="mean")
+    return torch.autograd.grad(loss, zz)[0]
+
+
+def _off_line(a: torch.Tensor, b: torch.Tensor) -> tuple:
+    """(r, c): c the least-squares scale of ``b`` onto ``a`` and r = ‖a − c·b‖ / ‖a‖ (0: a ∝ b; 1: orthogonal)."""
+    na, nb = float(a.norm()), float(b.norm())
+    if na == 0.0 or nb == 0.0:
+        return (0.0 if na == nb else 1.0), 0.0
+    c = float((a * b).sum()) / nb ** 2
+    return float((a - c * b).norm()) / na, c
+
+
+class LossCheck:
+    r"""The check that the loss the trainer optimises is the loss the callback values, made on what that loss does
+    to the output layer: the gradient :math:`\partial L/\partial z` that reaches the logits in the backward pass
+    (a tensor hook, however the loss was computed: the model's own, a ``compute_loss_func``, a ``compute_loss``
+    or ``training_step`` of your own). It must be a positive multiple of the gradient of the batch's mean
+    cross-entropy under the callback's ``weight`` and ``label_smoothing`` (binary cross-entropy for one logit) —
+    any multiple, so gradient accumulation, ``num_items_in_batch`` normalisation, loss scaling and terms that do not
+    involve the logits (weight decay, an auxiliary head) all pass.
+
+    A batch can be *inconclusive*: at uniform softmax outputs (an output layer initialised at zero) every label
+    smoothing gives the same gradient direction, and a batch of one class hides class weights. So batches are checked
+    until one is conclusive — other smoothing and other class weights would have given a gradient off the expected
+    line by more than the tolerance — and then never again (no per-batch cost after that).
 
     Args:
-        reported: scalar tensor, the loss the trainer got. logits: (B, C) the output layer's output. targets: (B,)
-            integer labels. weight, label_smoothing: the valued loss (as :class:`chg.EpochValuer`). scales: the
-            factors the reported loss may carry relative to the batch mean. what: how to name the reported loss.
-    Raises:
-        ValueError: the reported loss matches none of ``mean · scale`` (relative tolerance 1e-4, 2e-2 for half
-            precision logits).
+        weight, label_smoothing: the valued loss (as :class:`chg.EpochValuer`). what: how to name the training loss
+            in messages.
     """
-    z = logits.detach()
-    with torch.no_grad():
-        mean = float(per_sample_loss(z.float() if z.dtype in (torch.float16, torch.bfloat16) else z,
-                                     targets.to(z.device), weight, label_smoothing, reduction="mean"))
-    got = float(reported.detach().float())
-    rtol = 2e-2 if z.dtype in (torch.float16, torch.bfloat16) else 1e-4
-    if not any(math.isclose(got, mean * s, rel_tol=rtol, abs_tol=1e-7) for s in scales):
-        loss = ("binary cross-entropy" if z.shape[1] == 1 else "cross-entropy") + \
-            ("" if weight is None else " with class weights") + \
-            ("" if not label_smoothing else f" with label smoothing {label_smoothing}")
-        raise ValueError(f"{what} ({got:.6g}) is not the mean {loss} of the output layer's logits ({mean:.6g}): CHG "
-                         "values the cross-entropy of the output nn.Linear's logits. A regression or multi-label "
-                         "head, logits changed after that layer (a temperature) or another loss cannot be valued; "
-                         "class weights or label smoothing go to the callback (weight=, label_smoothing=). If your "
-                         "loss only adds terms that do not depend on the rows (weight decay, an auxiliary penalty), "
-                         "pass check_loss=False")
+
+    def __init__(self, weight=None, label_smoothing: float = 0.0, what: str = "the training loss"):
+        self.weight, self.label_smoothing, self.what = weight, float(label_smoothing), what
+        self.done = False  # a conclusive batch matched: no more checks
+        self.checked = 0  # batches whose gradient was checked
+        self._pending: Optional[dict] = None
+
+    def watch(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        """Check the gradient that will reach ``logits`` in this step's backward pass (a one-shot tensor hook).
+
+        Args:
+            logits: (B, C) the output layer's output, in the autograd graph. targets: (B,) the batch's labels.
+        Raises:
+            ValueError: the previous watched batch's logits got no gradient (:meth:`confirm`); during the backward
+                pass, a gradient that is not the valued loss's (:meth:`check`).
+        """
+        if self.done or not logits.requires_grad:
+            return
+        self.confirm()
+        z, y = logits.detach(), targets.detach().to(logits.device)
+        pending = {"fired": False}
+
+        def hook(grad):
+            if not pending["fired"]:
+                pending["fired"] = True
+                if self._pending is pending:
+                    self._pending = None
+                self.done = self.done or self.check(grad, z, y)
+            return None
+
+        logits.register_hook(hook)
+        self._pending = pending
+
+    def confirm(self) -> None:
+        """Raise when the logits watched last got no gradient in the backward pass that followed.
+
+        Raises:
+            ValueError: the training loss does not depend on the hooked layer's output.
+        """
+        if self._pending is not None and not self._pending["fired"]:
+            self._pending = None
+            raise ValueError(f"{self.what} did not backpropagate through the output layer's logits: CHG values the "
+                             "loss of the output nn.Linear's logits. If another nn.Linear is the output layer, pass "
+                             "CHGCallback(layer=<the output nn.Linear>)")
+
+    def _loss_name(self, C: int, weight, smoothing: float) -> str:
+        if C == 1:
+            return "binary cross-entropy"
+        return "cross-entropy" + ("" if weight is None else f" with class weights {list(map(float, weight))}") + \
+            ("" if not smoothing else f" with label smoothing {smoothing:g}")
+
+    def check(self, grad: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> bool:
+        """One batch's check.
+
+        Args:
+            grad: (B, C) ∂L/∂z of the loss trained on. logits: (B, C) z. targets: (B,) labels.
+        Returns:
+            True when the batch was conclusive (and matched), False when it could not tell (or its gradient was not
+            finite: a step a loss scaler skips).
+        Raises:
+            ValueError: the gradient is not on the line of the valued loss's gradient, naming the loss the callback
+                values, the plain loss when that one matches, and what to do.
+        """
+        g = grad.detach().double()
+        if not bool(torch.isfinite(g).all()):
+            return False
+        self.checked += 1
+        C = logits.shape[1]
+        targets = check_targets(logits, targets)  # (B,) int64 (a one-logit head's (B, 1) or float 0/1 too)
+        w = None if self.weight is None else torch.as_tensor(np.asarray(
+            self.weight.detach().cpu() if isinstance(self.weight, torch.Tensor) else self.weight, dtype=np.float64))
+        s = self.label_smoothing
+        want = _mean_loss_grad(logits, targets, w, s)
+        rtol = 2e-2 if logits.dtype in _HALF or grad.dtype in _HALF else 1e-4
+        off, c = _off_line(g, want)
+        if off > rtol or c < 0:
+            valued = self._loss_name(C, w, s)
+            hint = ""
+            if C > 1 and (w is not None or s):
+                plain, cp = _off_line(g, _mean_loss_grad(logits, targets, None, 0.0))
+                if plain <= rtol and cp > 0:
+                    hint = (" The gradient is that of plain cross-entropy (no class weights, no label smoothing): "
+                            "drop weight= / label_smoothing= from CHGCallback, or train with the loss you told it.")
+            raise ValueError(
+                f"{self.what} is not the mean {valued} of the output layer's logits: its gradient at the logits is "
+                f"off that loss's by {off:.3g} (relative, after the best scale; tolerance {rtol:g}).{hint} CHG values "
+                "the loss the callback is told of: class weights and label smoothing your loss uses go to "
+                "CHGCallback(weight=..., label_smoothing=...); a one-logit head is valued with binary cross-entropy. "
+                "A regression or multi-label head, logits changed after the output layer (a temperature), a penalty "
+                "on the logits or another loss cannot be valued (CHGCallback(check_loss=False) skips this check, "
+                "and the values are then of the told loss, not of yours)")
+        margin = min(20 * rtol, 0.2)  # other losses must leave the line by this much for the batch to be conclusive
+        if C == 1:  # the one alternative of a one-logit head: squared error (a regression head)
+            others = [2 * (logits.detach().double()[:, 0] - targets.double())[:, None]]
+        else:
+            base = torch.ones(C, dtype=torch.float64) if w is None else w
+            others = [_mean_loss_grad(logits, targets, w, s + 0.5 if s <= 0.5 else s - 0.5),
+                      _mean_loss_grad(logits, targets, base + base.mean() * torch.arange(1, C + 1), s)]
+        return all(_off_line(o, want)[0] > margin for o in others)
+
+
+def inconclusive_warning(check: Optional[LossCheck]) -> None:
+    """At the end of training: a warning when the loss check ran but no batch could settle it.
+
+    Args:
+        check: the callback's :class:`LossCheck`, or None (``check_loss=False``).
+    """
+    if check is None or check.done:
+        return
+    valued = "the loss the callback was told of (weight=, label_smoothing=)"
+    if check.checked:
+        why = (f"none of the {check.checked} training batches checked could tell the loss apart from others with other "
+               "class weights or label smoothing (uniform softmax outputs, e.g. an output layer at zero that did not "
+               "train; or batches of one class)")
+    else:
+        why = "no training batch's loss reached the output layer's logits with a finite gradient"
+    warnings.warn(f"CHGCallback: the check of the training loss was inconclusive: {why}. The values are of {valued}; "
+                  "make sure it is the loss you train on", stacklevel=3)
+
+
+def end_epoch(valuer: EpochValuer, causes: str) -> torch.Tensor:
+    """:meth:`chg.EpochValuer.end_epoch` for a callback: an epoch that missed rows is an error that names the
+    callback's setting (``CHGCallback(partial_epochs=True)``) and the trainer's settings that leave rows out.
+
+    Args:
+        valuer: the callback's valuer. causes: the trainer settings that drop rows, for the message.
+    Returns:
+        the epoch's values, as :meth:`chg.EpochValuer.end_epoch`.
+    Raises:
+        ValueError: rows not added this epoch (without ``partial_epochs=True``), and as
+            :meth:`chg.EpochValuer.end_epoch`.
+    """
+    try:
+        return valuer.end_epoch()
+    except ValueError as e:
+        found = re.search(r"\d+ of the \d+ rows were not added this epoch(?: \(e\.g\. rows \[[^\]]*\]\))?", str(e))
+        if valuer.partial_epochs or found is None:
+            raise
+        raise ValueError(f"CHGCallback: {found.group(0)}: every row of the indexed training set must be trained on in "
+                         f"each epoch ({causes} leave rows out). Train on every row, or pass "
+                         "CHGCallback(partial_epochs=True) to value the rows each epoch saw") from None
 
 
 def head_error(tap) -> Optional[str]:
