@@ -280,35 +280,45 @@ def _loss_err(logits: torch.Tensor, targets: torch.Tensor, weight: Optional[torc
     return loss.to(z.dtype), err.to(z.dtype)
 
 
-def check_loss(num_classes: int, weight=None, label_smoothing: float = 0.0) -> Optional[torch.Tensor]:
+def check_loss(num_classes: Optional[int], weight=None, label_smoothing: float = 0.0) -> Optional[torch.Tensor]:
     r"""The training loss's ``weight`` and ``label_smoothing`` checked, as ``torch.nn.functional.cross_entropy`` takes
     them (the loss whose values are computed: Theorem 1's :math:`l_i` and :math:`e_i = \partial l_i/\partial z_i`).
 
     Args:
-        num_classes: C, the logits per row. weight: (C,) non-negative finite class weights (tensor, array or list),
-            or None. label_smoothing: s in [0, 1].
+        num_classes: C, the logits per row; None when it is not known yet (the weight's length is then not checked).
+        weight: (C,) non-negative finite class weights (a tensor of any real dtype — bfloat16 and float16 too —, an
+            array or a list), or None. label_smoothing: s in [0, 1].
     Returns:
         ``weight`` as a (C,) float64 CPU tensor, or None.
     Raises:
-        ValueError: a weight of another length, negative or not finite; s outside [0, 1]; either with a 1-logit head
-            (binary cross-entropy is valued unweighted and unsmoothed).
+        ValueError: a single number or a weight of another length, negative or not finite; s outside [0, 1]; either
+            with a 1-logit head (binary cross-entropy is valued unweighted and unsmoothed).
         TypeError: a weight that is not numeric, or an s that is not a number.
     """
     if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float, np.floating, np.integer)):
         raise TypeError(f"label_smoothing must be a number in [0, 1], got {label_smoothing!r}")
     if not 0.0 <= float(label_smoothing) <= 1.0:
         raise ValueError(f"label_smoothing must lie in [0, 1] (as in F.cross_entropy), got {label_smoothing}")
+    what = "one number per class" if num_classes is None else f"C = {num_classes} numbers, one per class"
     if weight is None:
         w = None
     else:
         try:
-            w = torch.as_tensor(np.asarray(weight.detach().cpu() if isinstance(weight, torch.Tensor) else weight,
-                                           dtype=np.float64))
+            if isinstance(weight, torch.Tensor):  # via torch: NumPy has no bfloat16
+                if weight.dtype.is_complex:
+                    raise TypeError
+                w = weight.detach().to("cpu", torch.float64)
+            else:  # a copy: a read-only array (a pandas Series') makes no writable tensor
+                w = torch.tensor(np.asarray(weight, dtype=np.float64))
         except (TypeError, ValueError):
-            raise TypeError(f"weight must be C = {num_classes} numbers (a tensor, array or list), got "
-                            f"{type(weight).__name__}") from None
-        if w.ndim != 1 or w.shape[0] != num_classes:
-            raise ValueError(f"weight must have one entry per class, shape ({num_classes},), got {tuple(w.shape)}")
+            got = f"a {weight.dtype} tensor" if isinstance(weight, torch.Tensor) else type(weight).__name__
+            raise TypeError(f"weight must be {what} (a tensor, array or list), got {got}") from None
+        if w.ndim == 0:
+            raise ValueError(f"weight must be {what} (a 1-D tensor, array or list), got the single number "
+                             f"{float(w)!r}")
+        if w.ndim != 1 or (num_classes is not None and w.shape[0] != num_classes):
+            shape = "(C,)" if num_classes is None else f"({num_classes},)"
+            raise ValueError(f"weight must have one entry per class, shape {shape}, got {tuple(w.shape)}")
         if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
             raise ValueError(f"weight must be finite and >= 0, got {w.tolist()}")
     if num_classes == 1 and (w is not None or label_smoothing):
