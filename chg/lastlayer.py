@@ -15,7 +15,11 @@ autograd. Two heads:
 model's output must be that tensor, or a tuple / list / dict / HuggingFace ``ModelOutput`` holding it (e.g.
 ``(logits, features)`` or ``{"logits": ...}``); a 1-logit head's output may be squeezed to (B,). With
 ``output="probabilities"`` the model may instead return the sigmoid or softmax of the logits (OpenDataVal's
-classifiers do). Anything else — post-processed logits (a temperature), the hooked layer not being the output layer,
+classifiers do). A head applied at every position — input (B, T, D), output (B, T, C) — may be pooled by the model to
+one position per row (a HuggingFace decoder's sequence classifier, ``GPT2ForSequenceClassification`` or
+``LlamaForSequenceClassification``, returns the logits of each row's last non-pad token): the returned (B, C) logits
+must then be an exact copy of the head's output at one position per row, and that position's input is the row's
+:math:`h_i`. Anything else — post-processed logits (a temperature), the hooked layer not being the output layer,
 the layer run twice in one forward pass, another output type — is a clear error, never wrong values.
 
 **What a batch may be**: ``(x, y)`` or ``(x, y, index)`` tuples/lists (``index``: the rows' positions in the data set,
@@ -112,8 +116,32 @@ def find_last_linear(model: nn.Module) -> nn.Linear:
         if isinstance(module, nn.Linear):
             last = module
     if last is None:
-        raise ValueError(f"{type(model).__name__} has no nn.Linear module; CHG Shapley needs a final linear layer")
+        raise ValueError(_no_head(model) or f"{type(model).__name__} has no nn.Linear module; CHG Shapley needs a "
+                         "final linear layer")
     return last
+
+
+def _no_head(model: nn.Module) -> Optional[str]:
+    """Why ``model`` gives no logits when it was built without a classifier head (``num_classes`` 0, as timm models
+    take it), else None."""
+    nc = getattr(model, "num_classes", None)
+    if not isinstance(nc, int) or isinstance(nc, bool) or nc != 0:
+        return None
+    return (f"{type(model).__name__} has no classifier head (num_classes=0): it returns its features, not logits, so "
+            "there is no output layer to value; build it with one output per class (timm.create_model(name, "
+            "num_classes=C)) or give it a head (model.reset_classifier(C) for a timm model)")
+
+
+def _two_heads(model: nn.Module) -> Optional[str]:
+    """Why no single ``nn.Linear`` gives ``model``'s logits when it is a distilled timm model (DeiT, LeViT: the mean of
+    ``head`` and ``head_dist``), else None."""
+    if not (isinstance(getattr(model, "head_dist", None), nn.Module) and hasattr(model, "distilled_training")):
+        return None
+    return (f"{type(model).__name__} is a distilled model: its logits are the mean of two heads, (head + head_dist) "
+            "/ 2 (with set_distilled_training(True), in training it returns the two heads' logits apart instead), so "
+            "no one nn.Linear gives them and layer= cannot help: CHG Shapley values one output layer. Use the model "
+            "without the distillation head (timm: for DeiT the name without '_distilled', e.g. deit_tiny_patch16_224; "
+            "for LeViT timm.create_model(name, distilled=False))")
 
 
 BAD_TARGET = -(2 ** 62)  # check_targets(defer=True): a 1-logit head's float target that is not 0 or 1, marked
@@ -280,35 +308,45 @@ def _loss_err(logits: torch.Tensor, targets: torch.Tensor, weight: Optional[torc
     return loss.to(z.dtype), err.to(z.dtype)
 
 
-def check_loss(num_classes: int, weight=None, label_smoothing: float = 0.0) -> Optional[torch.Tensor]:
+def check_loss(num_classes: Optional[int], weight=None, label_smoothing: float = 0.0) -> Optional[torch.Tensor]:
     r"""The training loss's ``weight`` and ``label_smoothing`` checked, as ``torch.nn.functional.cross_entropy`` takes
     them (the loss whose values are computed: Theorem 1's :math:`l_i` and :math:`e_i = \partial l_i/\partial z_i`).
 
     Args:
-        num_classes: C, the logits per row. weight: (C,) non-negative finite class weights (tensor, array or list),
-            or None. label_smoothing: s in [0, 1].
+        num_classes: C, the logits per row; None when it is not known yet (the weight's length is then not checked).
+        weight: (C,) non-negative finite class weights (a tensor of any real dtype — bfloat16 and float16 too —, an
+            array or a list), or None. label_smoothing: s in [0, 1].
     Returns:
         ``weight`` as a (C,) float64 CPU tensor, or None.
     Raises:
-        ValueError: a weight of another length, negative or not finite; s outside [0, 1]; either with a 1-logit head
-            (binary cross-entropy is valued unweighted and unsmoothed).
+        ValueError: a single number or a weight of another length, negative or not finite; s outside [0, 1]; either
+            with a 1-logit head (binary cross-entropy is valued unweighted and unsmoothed).
         TypeError: a weight that is not numeric, or an s that is not a number.
     """
     if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float, np.floating, np.integer)):
         raise TypeError(f"label_smoothing must be a number in [0, 1], got {label_smoothing!r}")
     if not 0.0 <= float(label_smoothing) <= 1.0:
         raise ValueError(f"label_smoothing must lie in [0, 1] (as in F.cross_entropy), got {label_smoothing}")
+    what = "one number per class" if num_classes is None else f"C = {num_classes} numbers, one per class"
     if weight is None:
         w = None
     else:
         try:
-            w = torch.as_tensor(np.asarray(weight.detach().cpu() if isinstance(weight, torch.Tensor) else weight,
-                                           dtype=np.float64))
+            if isinstance(weight, torch.Tensor):  # via torch: NumPy has no bfloat16
+                if weight.dtype.is_complex:
+                    raise TypeError
+                w = weight.detach().to("cpu", torch.float64)
+            else:  # a copy: a read-only array (a pandas Series') makes no writable tensor
+                w = torch.tensor(np.asarray(weight, dtype=np.float64))
         except (TypeError, ValueError):
-            raise TypeError(f"weight must be C = {num_classes} numbers (a tensor, array or list), got "
-                            f"{type(weight).__name__}") from None
-        if w.ndim != 1 or w.shape[0] != num_classes:
-            raise ValueError(f"weight must have one entry per class, shape ({num_classes},), got {tuple(w.shape)}")
+            got = f"a {weight.dtype} tensor" if isinstance(weight, torch.Tensor) else type(weight).__name__
+            raise TypeError(f"weight must be {what} (a tensor, array or list), got {got}") from None
+        if w.ndim == 0:
+            raise ValueError(f"weight must be {what} (a 1-D tensor, array or list), got the single number "
+                             f"{float(w)!r}")
+        if w.ndim != 1 or (num_classes is not None and w.shape[0] != num_classes):
+            shape = "(C,)" if num_classes is None else f"({num_classes},)"
+            raise ValueError(f"weight must have one entry per class, shape {shape}, got {tuple(w.shape)}")
         if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
             raise ValueError(f"weight must be finite and >= 0, got {w.tolist()}")
     if num_classes == 1 and (w is not None or label_smoothing):
@@ -368,6 +406,31 @@ def _candidates(output) -> list:
     return []
 
 
+def _pooling_owner(model: nn.Module, layer: nn.Linear) -> Optional[nn.Module]:
+    """The module holding ``layer`` as a direct child with a HuggingFace config of a ``pad_token_id`` (a decoder's
+    sequence classifier, which pools the head's output at each row's last non-pad token), else None."""
+    for m in model.modules():
+        config = getattr(m, "config", None)
+        if hasattr(config, "pad_token_id") and any(c is layer for c in m.children()):
+            return m
+    return None
+
+
+def _last_non_pad(owner: Optional[nn.Module], ids, B: int, T: int, device) -> Optional[torch.Tensor]:
+    """The position HuggingFace's decoder sequence classifiers pool: each row's last token other than the pad token
+    (the last position without a pad token or input_ids); None when ``owner`` is None or ``ids`` are not (B, T)."""
+    if owner is None:
+        return None
+    config = owner.config.get_text_config() if hasattr(owner.config, "get_text_config") else owner.config
+    pad = getattr(config, "pad_token_id", None)
+    if pad is None or ids is None:
+        return torch.full((B,), T - 1, dtype=torch.int64, device=device)
+    if ids.shape != (B, T):
+        return None
+    keep = (ids.to(device) != pad).to(torch.int64)
+    return (torch.arange(T, device=device) * keep).argmax(1)
+
+
 class LastLayerTap:
     """Context manager: while open, records the input (features) and output (logits) of the model's output layer.
 
@@ -379,7 +442,9 @@ class LastLayerTap:
             ``ModelOutput``) or "probabilities" (it returns their sigmoid or softmax, as OpenDataVal's classifiers do).
         sequence: the layer is applied per position (a language model's or token classifier's head): its input is
             (B, T, D) and its output (B, T, C), read as they are (:mod:`chg.sequence` values them); default False,
-            a classifier's (B, D) → (B, C).
+            a classifier's (B, D) → (B, C) — or a head applied per position whose (B, T, C) output the model pools to
+            one position per row (``GPT2ForSequenceClassification``, ``LlamaForSequenceClassification``): the tap
+            finds each row's position, where the head's output equals the returned logits exactly.
 
     :meth:`factors` (and :meth:`read`) check that the layer ran exactly once since the last call and that the model's
     output is (or holds) what it produced, so a head called twice, logits post-processed after the layer (e.g. a
@@ -407,6 +472,9 @@ class LastLayerTap:
         self.output: Optional[torch.Tensor] = None
         self.calls = 0
         self._handle = None
+        self._owner = None if self.sequence else _pooling_owner(model, self.layer)  # a HF sequence classifier
+        self._owner_handle = None
+        self._ids: Optional[torch.Tensor] = None  # its last input_ids (to break a tie of pooled positions)
 
     @property
     def name(self) -> str:
@@ -426,20 +494,26 @@ class LastLayerTap:
         if self.sequence and h.ndim != 3:
             raise ValueError(f"the output layer {self.name!r} got input of shape {tuple(h.shape)}; a sequence head "
                              "(sequence=True) takes (B, T, D) features, one row per position")
-        if not self.sequence and h.ndim != 2:
-            raise ValueError(f"the output layer {self.name!r} got input of shape {tuple(h.shape)}; expected (B, D) "
-                             "features (a layer applied per token or per position is not a classifier's output "
-                             "layer: value a language model or token classifier with chg.sequence)")
-        self.feat, self.output = h.detach(), output
+        self.feat, self.output = h.detach(), output  # without sequence, (B, T, D) is checked by read (pooled)
         self.calls += 1
+
+    def _ids_hook(self, module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        self._ids = ids if isinstance(ids, torch.Tensor) else None
 
     def __enter__(self) -> "LastLayerTap":
         self.name  # looked up once, at the first opening, so a message after the head is replaced still names it
         self._handle = self.layer.register_forward_hook(self._hook)
+        if self._owner is not None:
+            self._owner_handle = self._owner.register_forward_pre_hook(self._ids_hook, with_kwargs=True)
         return self
 
     def __exit__(self, *exc) -> None:
         self._handle.remove()
+        if self._owner_handle is not None:
+            self._owner_handle.remove()
+            self._owner_handle = None
+        self._ids = None
 
     def _matches(self, cand: torch.Tensor, z: torch.Tensor) -> bool:
         if cand.numel() != z.numel() or (cand.shape != z.shape and z.shape[1] != 1):
@@ -463,7 +537,8 @@ class LastLayerTap:
             output: what the model returned (a tensor, tuple, list, dict or ``ModelOutput``).
         Returns:
             ``(logits, feat)``: the layer's output (B, C) with its autograd graph (for a training loss) and its
-            input (B, D) detached; (B, T, C) and (B, T, D) with ``sequence=True``.
+            input (B, D) detached; (B, T, C) and (B, T, D) with ``sequence=True``; for a head applied per position
+            whose output the model pools, both at each row's pooled position.
         Raises:
             RuntimeError: the layer did not run since the tap opened or the last read.
             ValueError: it ran more than once, or ``output`` does not hold its output.
@@ -485,11 +560,27 @@ class LastLayerTap:
             raise ValueError(f"the hooked nn.Linear {self.name!r} ran {calls} times since the last factors() call (a "
                              "head called twice, or nn.DataParallel replicas); call factors() after each single "
                              "forward pass")
+        ids, self._ids = self._ids, None
         cands = _candidates(output)
         if not cands:
             raise ValueError(f"the model returned {_describe(output)}; expected the logits tensor (B, C) of its output "
                              "nn.Linear, or a tuple / list / dict / ModelOutput holding it")
+        if not self.sequence and feat.ndim != 2:
+            pooled = self._pooled(cands, z, feat, ids) if feat.ndim == 3 and z.ndim == 3 else None
+            if pooled is None:
+                raise ValueError(_no_head(self._model) or _two_heads(self._model) or
+                                 f"the output layer {self.name!r} got input of shape {tuple(feat.shape)}; expected "
+                                 f"(B, D) features, or (B, T, D) with the model returning the layer's output at one "
+                                 f"position per row (a sequence classifier's pooled logits), but it returned "
+                                 f"{', '.join(_describe(c) for c in cands)}, none of which is (a head whose output at "
+                                 "every position is the model's output is a language model's or token classifier's: "
+                                 "value it with chg.sequence; if another nn.Linear is the output layer, name it: "
+                                 "layer=<the output nn.Linear>)")
+            return pooled
         if not any(self._matches(c, z) for c in cands):
+            extra = _no_head(self._model) or _two_heads(self._model)
+            if extra is not None:
+                raise ValueError(extra)
             allowed = "its output (the logits)" if self.output_kind == "logits" else \
                 "its output (the logits) or their sigmoid / softmax"
             raise ValueError(f"the logits given ({', '.join(_describe(c) for c in cands)}) are not the output of the "
@@ -498,6 +589,47 @@ class LastLayerTap:
                              "it: layer=<the output nn.Linear> (LastLayerTap, value_data, EpochValuer.value_epoch and "
                              "the trainer callbacks all take it)")
         return z, feat
+
+    def _pooled(self, cands: list, z: torch.Tensor, feat: torch.Tensor, ids) -> Optional[tuple]:
+        """``(logits, feat)`` (B, C) and (B, D) at one position per row when a candidate is an exact copy of the
+        per-position head's output ``z`` (B, T, C) at one position per row (the logits a sequence classifier pools);
+        None when none is. Equal logits at several positions whose features differ are told apart by the model's
+        pooling rule (HuggingFace: each row's last non-pad token), else a clear error."""
+        B, T, C = z.shape
+        zd = z.detach()
+        for c in cands:
+            if c.dtype != z.dtype or c.device != z.device or c.shape not in ((B, C), (B,) if C == 1 else (B, C)):
+                continue
+            cd = c.detach().reshape(B, 1, C)
+            hit = ((zd == cd) | (zd.isnan() & cd.isnan())).all(2)  # (B, T): the head's output at t is the row's logits
+            count = hit.sum(1)
+            lo, hi = (0, 0) if B == 0 else torch.stack(torch.aminmax(count)).tolist()
+            if B and lo < 1:
+                continue
+            rows = torch.arange(B, device=z.device)
+            pos = hit.to(torch.int8).argmax(1)  # the first position that matches
+            if hi > 1:
+                pos = self._tie(hit, pos, feat, ids)
+            return z[rows, pos], feat[rows, pos]
+        return None
+
+    def _tie(self, hit: torch.Tensor, pos: torch.Tensor, feat: torch.Tensor, ids) -> torch.Tensor:
+        """The pooled positions when a row's logits equal the head's output at several positions: any of them when
+        their features are equal too, else the HuggingFace rule (the last non-pad token) when it is one of them."""
+        B, T = hit.shape
+        rows = torch.arange(B, device=hit.device)
+        same = ((feat == feat[rows, pos][:, None, :]).all(2) | ~hit).all(1)  # (B,): the matches' features agree
+        if bool(same.all()):
+            return pos
+        rule = _last_non_pad(self._owner, ids, B, T, hit.device)
+        if rule is not None and bool(hit[rows, rule].all()):
+            return rule
+        i = int((~same).to(torch.int8).argmax())
+        where = hit[i].nonzero().flatten().tolist()
+        raise ValueError(f"the logits returned for row {i} equal the output of {self.name!r} at positions {where} "
+                         "whose features differ, so the position the model pooled cannot be told (equal logits at "
+                         "different positions: a head of zero weights, or logits of low precision); value the model "
+                         "in float32 (no autocast), or apply its output layer to each row's pooled features only")
 
     def factors(self, output, targets: torch.Tensor) -> Factors:
         """Factors of the last forward pass (Theorem 1's l_i, e_i, h_i; see :func:`factors_from_logits`).

@@ -13,6 +13,7 @@ from test_edges_oracle import close, dense_values
 
 import chg
 from chg import EpochValuer, loss_and_error
+from chg.lastlayer import check_loss
 
 
 def _autograd(z, y, weight, s):
@@ -96,6 +97,38 @@ def test_bad_weight_or_smoothing_is_refused_with_a_clear_error(kw, err):
     z, y = torch.randn(4, 3, dtype=torch.float64), torch.tensor([0, 1, 2, 0])
     with pytest.raises(err):
         loss_and_error(z, y, **kw)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_half_precision_weight_tensor_is_a_weight(dtype):
+    """A bfloat16 / float16 weight tensor is the weight its values are (review: bfloat16 was refused as 'got Tensor',
+    NumPy having no bfloat16); [0.25, 1, 4] are exact in both, so the values equal float64's."""
+    w = [0.25, 1.0, 4.0]
+    assert check_loss(3, torch.tensor(w, dtype=dtype)).tolist() == w
+    model = _net()
+    g = torch.Generator().manual_seed(5)
+    x, y = torch.randn(9, 4, generator=g, dtype=torch.float64), torch.tensor([0, 1, 2, 2, 1, 0, 2, 2, 1])
+    loader = DataLoader(TensorDataset(x, y), batch_size=4)
+    want = EpochValuer(9, weight=torch.tensor(w, dtype=torch.float64)).value_epoch(model, loader)
+    close(EpochValuer(9, weight=torch.tensor(w, dtype=dtype)).value_epoch(model, loader), want, rtol=0)
+
+
+@pytest.mark.parametrize("weight", [2.0, 2, torch.tensor(2.0), torch.tensor(2.0, dtype=torch.bfloat16)])
+@pytest.mark.parametrize("C", [3, None])
+def test_a_single_number_as_weight_is_refused_clearly(weight, C):
+    """A scalar or 0-d tensor is not one weight per class (review: raw 'len() of a 0-d tensor'); with C not known yet
+    (None) the length is not checked, the rest is."""
+    what = "C = 3 numbers, one per class" if C else "one number per class"
+    with pytest.raises(ValueError, match=rf"weight must be {what} \(a 1-D tensor, array or list\), got the single "
+                                         r"number 2\.0"):
+        check_loss(C, weight)
+    if C:
+        with pytest.raises(ValueError, match="got the single number 2.0"):
+            loss_and_error(torch.randn(4, 3), torch.tensor([0, 1, 2, 0]), weight=weight)
+    else:
+        assert check_loss(None, [1.0, 2.0, 3.0, 4.0]).shape == (4,)
+    with pytest.raises(TypeError, match="got a torch.complex64 tensor"):
+        check_loss(C, torch.ones(3, dtype=torch.complex64))
 
 
 def test_a_weight_of_another_length_is_refused_at_the_first_batch():
