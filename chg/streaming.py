@@ -49,7 +49,7 @@ class StreamingValuer:
         self.options = Options(utility=utility, gradient=gradient, per_class=per_class)
         self.skip_epochs = count(skip_epochs, "skip_epochs", 0, SKIP_MEANING)
         self.weight, self.label_smoothing = weight, label_smoothing
-        check_loss(2 if weight is None else len(weight), weight, label_smoothing)
+        check_loss(None, weight, label_smoothing)
         self.epoch_values: list = []  # (n,) float64 per finished epoch, NaN where a row was not seen
         self._previous: Optional[dict] = None  # group -> GroupStats of the last finished epoch
         self._start_epoch()

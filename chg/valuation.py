@@ -217,7 +217,7 @@ class EpochValuer:
         self.partial_epochs = bool(partial_epochs)
         self.skip_epochs = count(skip_epochs, "skip_epochs", 0, SKIP_MEANING)
         self.weight, self.label_smoothing = weight, label_smoothing
-        check_loss(2 if weight is None else len(weight), weight, label_smoothing)  # type and range, C comes later
+        check_loss(None, weight, label_smoothing)  # type and range, C comes later
         self.store = RowStore(self.n, storage_dtype, offload, directory)  # validates them now
         self.epoch_values: list = []  # (n,) float64 per finished epoch, NaN where a point was not seen
         self._valid: dict = {}  # group -> GroupStats of the validation points (alpha="valid")

@@ -169,3 +169,13 @@ def test_a_checkpoint_resumes_only_under_the_loss_it_was_valued_with(tmp_path):
     EpochValuer(8).load_state_dict(old)
     with pytest.raises(ValueError, match="valued under another loss"):
         EpochValuer(8, weight=[1.0, 2.0, 3.0]).load_state_dict(old)
+
+
+@pytest.mark.parametrize("weight", [2.0, torch.tensor(2.0)])
+def test_a_single_number_as_the_valuers_weight_is_refused_with_the_reason(weight):
+    """EpochValuer / StreamingValuer(weight=2.0): the clear message (was Python's "object of type 'float' has no
+    len()" from the valuer's own constructor)."""
+    from chg.streaming import StreamingValuer
+    for cls in (chg.EpochValuer, StreamingValuer):
+        with pytest.raises(ValueError, match="weight must be one number per class.*single number 2"):
+            cls(5, weight=weight)
