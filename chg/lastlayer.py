@@ -591,14 +591,14 @@ class LastLayerTap:
         return z, feat
 
     def _pooled(self, cands: list, z: torch.Tensor, feat: torch.Tensor, ids) -> Optional[tuple]:
-        """``(logits, feat)`` (B, C) and (B, D) at one position per row when a candidate is an exact copy of the
-        per-position head's output ``z`` (B, T, C) at one position per row (the logits a sequence classifier pools);
-        None when none is. Equal logits at several positions whose features differ are told apart by the model's
-        pooling rule (HuggingFace: each row's last non-pad token), else a clear error."""
+        """``(logits, feat)`` (B, C) and (B, D) at one position per row when a candidate (B, C) is an exact copy of the
+        per-position head's output ``z`` (B, T, C) at one position per row (the logits a sequence classifier pools;
+        the candidate is returned), None when none is. Equal logits at several positions whose features differ are
+        told apart by the model's pooling rule (HuggingFace: each row's last non-pad token), else a clear error."""
         B, T, C = z.shape
         zd = z.detach()
         for c in cands:
-            if c.dtype != z.dtype or c.device != z.device or c.shape not in ((B, C), (B,) if C == 1 else (B, C)):
+            if c.dtype != z.dtype or c.device != z.device or c.shape != (B, C):
                 continue
             cd = c.detach().reshape(B, 1, C)
             hit = ((zd == cd) | (zd.isnan() & cd.isnan())).all(2)  # (B, T): the head's output at t is the row's logits
@@ -610,7 +610,9 @@ class LastLayerTap:
             pos = hit.to(torch.int8).argmax(1)  # the first position that matches
             if hi > 1:
                 pos = self._tie(hit, pos, feat, ids)
-            return z[rows, pos], feat[rows, pos]
+            # the returned tensor itself (equal to z[rows, pos]): the training loss's graph goes through it, so a
+            # hook on its gradient (the trainer callbacks' loss check) sees the loss trained on
+            return c, feat[rows, pos]
         return None
 
     def _tie(self, hit: torch.Tensor, pos: torch.Tensor, feat: torch.Tensor, ids) -> torch.Tensor:
