@@ -349,7 +349,7 @@ def test_a_compute_loss_of_a_trainer_subclass_with_smoothing_not_told_is_refused
     rec = Recorder(model)
     _SmoothingTrainer(model, train_args(tmp_path), train_dataset=cb.index(Tokens()), callbacks=[rec, cb]).train()
     check_epochs(rec, cb, init, len(Tokens()), label_smoothing=0.3)
-    assert cb._check.done and cb._check.checked == 1  # conclusive on the first batch, then no more checks
+    assert cb._check.done and cb._check.checked <= 3  # conclusive once every class was in a batch, then no more
 
 
 @pytest.mark.parametrize("told", [dict(weight=W3), dict(label_smoothing=0.3)])
@@ -383,7 +383,7 @@ def test_an_output_layer_at_zero_is_checked_until_a_batch_tells_the_losses_apart
     rec, cb = Recorder(model), CHGCallback(label_smoothing=0.3)
     _SmoothingTrainer(model, train_args(tmp_path), train_dataset=cb.index(Tokens()), callbacks=[rec, cb]).train()
     check_epochs(rec, cb, init, len(Tokens()), label_smoothing=0.3)
-    assert cb._check.done and cb._check.checked == 2  # inconclusive at zero, conclusive next, then never again
+    assert cb._check.done and 2 <= cb._check.checked <= 4  # inconclusive at zero, conclusive later, then never again
 
 
 class _BinaryTokens(Tokens):
@@ -424,3 +424,26 @@ def test_a_one_logit_head_trained_with_binary_cross_entropy_is_valued(tmp_path):
                       callbacks=[cb], compute_loss_func=mse)
     with pytest.raises(ValueError, match="is not the mean binary cross-entropy of the output layer's logits"):
         trainer.train()
+
+
+def test_the_callbacks_hooks_leave_the_model_on_its_errors_and_with_close(tmp_path):
+    """A loss-check error removes the callback's hooks (the model then trains without it); after an error of
+    another cause, ``close()`` does (the next run's message says so)."""
+    model, cb = tiny_bert(), CHGCallback()
+    with pytest.raises(ValueError, match="is not the mean cross-entropy"):
+        _SmoothingTrainer(model, train_args(tmp_path), train_dataset=cb.index(Tokens()), callbacks=[cb]).train()
+    assert not model._forward_pre_hooks and not model._forward_hooks and not model.classifier._forward_hooks
+    Trainer(model, train_args(tmp_path), train_dataset=Tokens()).train()
+
+    class Broken(Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            model(**inputs)
+            raise RuntimeError("a bug in my compute_loss")
+
+    model, cb = tiny_bert(), CHGCallback()
+    with pytest.raises(RuntimeError, match="a bug in my compute_loss"):
+        Broken(model, train_args(tmp_path), train_dataset=cb.index(Tokens()), callbacks=[cb]).train()
+    with pytest.raises(ValueError, match=r"call callback.close\(\) first"):
+        Trainer(model, train_args(tmp_path), train_dataset=Tokens()).train()
+    cb.close()
+    Trainer(model, train_args(tmp_path), train_dataset=Tokens()).train()

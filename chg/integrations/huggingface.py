@@ -213,7 +213,8 @@ class CHGCallback(ValuesOfRun, TrainerCallback):
             self._loader.collate_fn = IndexCollator(self._loader.collate_fn)
         self._expected = len(train_dataloader) if hasattr(train_dataloader, "__len__") else 0
         self._batches, self._own_loss_seen = 0, False
-        self._check = LossCheck(self.weight, smoothing, "the loss the Trainer trains on") if self.check_loss else None
+        self._check = LossCheck(self.weight, smoothing, "the loss the Trainer trains on", on_error=self._close) \
+            if self.check_loss else None
 
     def on_epoch_end(self, args, state, control, **kwargs):
         """Value the epoch (:meth:`chg.EpochValuer.end_epoch`). An epoch cut short because training stops
@@ -256,6 +257,12 @@ class CHGCallback(ValuesOfRun, TrainerCallback):
         self._close()
         inconclusive_warning(self._check)
 
+    def close(self) -> None:
+        """Remove the callback's hooks from the model and give the training loader its collate function back (done
+        at the end of training and before the callback's own errors; call it after another error escaped
+        ``Trainer.train()`` to use the model without the callback)."""
+        self._close()
+
     def _close(self) -> None:
         for h in self._handles:
             h.remove()
@@ -277,7 +284,9 @@ class CHGCallback(ValuesOfRun, TrainerCallback):
         if rows is None and training:
             raise ValueError("CHGCallback: a training forward pass without the rows' 'chg_index' (the model was "
                              "called on a batch that did not come from the indexed training loader, e.g. twice per "
-                             "step in a compute_loss of your own); call it once per training batch")
+                             "step in a compute_loss of your own); call it once per training batch. If an error "
+                             "stopped an earlier Trainer.train() with this callback, its hooks are still on the "
+                             "model: call callback.close() first")
         self._pending = rows if training else None
         return args, kwargs
 

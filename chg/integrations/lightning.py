@@ -131,8 +131,8 @@ class CHGCallback(ValuesOfRun, Callback):
         self.valuer.check_head(pl_module, self._tap.layer)
         self._tap.__enter__()
         self._batches = 0
-        self._check = LossCheck(self.weight, self.label_smoothing, "the loss training_step trains on") \
-            if self.check_loss else None
+        self._check = LossCheck(self.weight, self.label_smoothing, "the loss training_step trains on",
+                                on_error=self.close) if self.check_loss else None
         _check_whole_epochs(trainer, self.valuer.partial_epochs)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
@@ -167,7 +167,15 @@ class CHGCallback(ValuesOfRun, Callback):
             raise RuntimeError(head_error(tap) or
                                f"CHGCallback: the training step ran no forward pass through the output layer "
                                f"{tap.name!r}; pass CHGCallback(layer=<the module's output nn.Linear>)")
-        logits, feat = tap.read(outputs if isinstance(outputs, Mapping) and "logits" in outputs else tap.output)
+        given, raw = isinstance(outputs, Mapping) and "logits" in outputs, tap.output
+        try:
+            logits, feat = tap.read(outputs if given else raw)
+        except ValueError as e:
+            if given or raw.ndim != 3:
+                raise
+            raise ValueError(f"{e}. For a head applied at every position whose output your model pools to one "
+                             "position per row (a sequence classifier), return {'loss': loss, 'logits': logits} from "
+                             "training_step: the callback reads each row's position from the pooled logits") from None
         if not isinstance(targets, torch.Tensor) or targets.device != logits.device:
             targets = torch.as_tensor(targets).to(logits.device)
         self.valuer.add_logits(index, logits, targets, feat, tap.bias)
@@ -187,8 +195,8 @@ class CHGCallback(ValuesOfRun, Callback):
             return
         targets = self._rows[1]
         z = tap.output
-        if isinstance(z, torch.Tensor) and z.ndim == 2 and isinstance(targets, torch.Tensor):
-            check.watch(z, targets)
+        if isinstance(z, torch.Tensor) and z.ndim in (2, 3) and isinstance(targets, torch.Tensor):
+            check.watch(z, targets)  # (B, T, C): a head at every position, pooled by the model
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         """Value the epoch (:meth:`chg.EpochValuer.end_epoch`); an epoch cut short by ``max_steps`` is not valued
@@ -217,7 +225,19 @@ class CHGCallback(ValuesOfRun, Callback):
         Args:
             trainer, pl_module: as Lightning passes them.
         """
+        self.close()
+        inconclusive_warning(self._check)
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        """An error stopped ``fit``: the hook on the output layer is removed (the model trains without it).
+
+        Args:
+            trainer, pl_module, exception: as Lightning passes them.
+        """
+        self.close()
+
+    def close(self) -> None:
+        """Remove the callback's hook from the output layer (at the end of training, on an error)."""
         if self._tap is not None:
             self._tap.__exit__(None, None, None)
             self._tap = None
-        inconclusive_warning(self._check)

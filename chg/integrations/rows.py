@@ -139,6 +139,16 @@ def _mean_loss_grad(z: torch.Tensor, y: torch.Tensor, weight, label_smoothing: f
     return torch.autograd.grad(loss, zz)[0]
 
 
+def _pooled_grad(grad: torch.Tensor, z: torch.Tensor) -> Optional[tuple]:
+    """(∂L/∂z_i, z_i) (B, C) at each row's pooled position from the gradient (B, T, C) at a head run at every
+    position: the one position per row the loss reached; None when a row's loss reached several positions or none."""
+    reached = grad.detach().abs().sum(2) > 0  # (B, T)
+    if not bool((reached.sum(1) == 1).all()):
+        return None
+    rows, pos = torch.arange(z.shape[0], device=z.device), reached.to(torch.int8).argmax(1)
+    return grad[rows, pos], z[rows, pos]
+
+
 def _off_line(a: torch.Tensor, b: torch.Tensor) -> tuple:
     """(r, c): c the least-squares scale of ``b`` onto ``a`` and r = ‖a − c·b‖ / ‖a‖ (0: a ∝ b; 1: orthogonal)."""
     na, nb = float(a.norm()), float(b.norm())
@@ -158,26 +168,40 @@ class LossCheck:
     involve the logits (weight decay, an auxiliary head) all pass.
 
     A batch can be *inconclusive*: at uniform softmax outputs (an output layer initialised at zero) every label
-    smoothing gives the same gradient direction, and a batch of one class hides class weights. So batches are checked
-    until one is conclusive — other smoothing and other class weights would have given a gradient off the expected
-    line by more than the tolerance — and then never again (no per-batch cost after that).
+    smoothing gives the same gradient direction, and a batch pins the class weights of the classes in it only. So
+    batches are checked until label smoothing 0.05 more or less would have left the expected line by 3× the tolerance
+    in one batch, and every class was in a batch (beside another) where other class weights would have — then never
+    again (no per-batch cost after that). In half precision (tolerance 2e-2) small smoothing cannot be told apart:
+    the check may run to the end of training and then warn.
 
     Args:
         weight, label_smoothing: the valued loss (as :class:`chg.EpochValuer`). what: how to name the training loss
             in messages.
     """
 
-    def __init__(self, weight=None, label_smoothing: float = 0.0, what: str = "the training loss"):
+    def __init__(self, weight=None, label_smoothing: float = 0.0, what: str = "the training loss", on_error=None):
         self.weight, self.label_smoothing, self.what = weight, float(label_smoothing), what
-        self.done = False  # a conclusive batch matched: no more checks
+        self.on_error = on_error  # called before a check raises (the callback removes its hooks from the model)
+        self.done = False  # conclusive: no more checks
         self.checked = 0  # batches whose gradient was checked
+        self.classes: set = set()  # classes seen in a matching batch that told class weights apart
+        self.smoothing_settled = False  # a matching batch told label smoothing apart
+        self.num_classes: Optional[int] = None
+        self.half = False  # a checked gradient was in half precision
         self._pending: Optional[dict] = None
+
+    def _raise(self, message: str) -> None:
+        if self.on_error is not None:
+            self.on_error()
+        raise ValueError(message)
 
     def watch(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
         """Check the gradient that will reach ``logits`` in this step's backward pass (a one-shot tensor hook).
 
         Args:
-            logits: (B, C) the output layer's output, in the autograd graph. targets: (B,) the batch's labels.
+            logits: (B, C) the output layer's output, in the autograd graph (or (B, T, C) of a head at every
+                position whose output the model pools to one position per row: each row's is the position its
+                gradient reaches). targets: (B,) the batch's labels.
         Raises:
             ValueError: the previous watched batch's logits got no gradient (:meth:`confirm`); during the backward
                 pass, a gradient that is not the valued loss's (:meth:`check`).
@@ -193,7 +217,12 @@ class LossCheck:
                 pending["fired"] = True
                 if self._pending is pending:
                     self._pending = None
-                self.done = self.done or self.check(grad, z, y)
+                if z.ndim == 3:  # (B, T, C): a head at every position, the model pooling one position per row
+                    pooled = _pooled_grad(grad, z)
+                    if pooled is not None:
+                        self.done = self.done or self.check(*pooled, y)
+                else:
+                    self.done = self.done or self.check(grad, z, y)
             return None
 
         logits.register_hook(hook)
@@ -207,7 +236,7 @@ class LossCheck:
         """
         if self._pending is not None and not self._pending["fired"]:
             self._pending = None
-            raise ValueError(f"{self.what} did not backpropagate through the output layer's logits: CHG values the "
+            self._raise(f"{self.what} did not backpropagate through the output layer's logits: CHG values the "
                              "loss of the output nn.Linear's logits. If another nn.Linear is the output layer, pass "
                              "CHGCallback(layer=<the output nn.Linear>)")
 
@@ -233,7 +262,8 @@ class LossCheck:
         if not bool(torch.isfinite(g).all()):
             return False
         self.checked += 1
-        C = logits.shape[1]
+        C = self.num_classes = logits.shape[1]
+        self.half = self.half or logits.dtype in _HALF or grad.dtype in _HALF
         targets = check_targets(logits, targets)  # (B,) int64 (a one-logit head's (B, 1) or float 0/1 too)
         w = None if self.weight is None else torch.as_tensor(np.asarray(
             self.weight.detach().cpu() if isinstance(self.weight, torch.Tensor) else self.weight, dtype=np.float64))
@@ -249,7 +279,7 @@ class LossCheck:
                 if plain <= rtol and cp > 0:
                     hint = (" The gradient is that of plain cross-entropy (no class weights, no label smoothing): "
                             "drop weight= / label_smoothing= from CHGCallback, or train with the loss you told it.")
-            raise ValueError(
+            self._raise(
                 f"{self.what} is not the mean {valued} of the output layer's logits: its gradient at the logits is "
                 f"off that loss's by {off:.3g} (relative, after the best scale; tolerance {rtol:g}).{hint} CHG values "
                 "the loss the callback is told of: class weights and label smoothing your loss uses go to "
@@ -257,14 +287,19 @@ class LossCheck:
                 "A regression or multi-label head, logits changed after the output layer (a temperature), a penalty "
                 "on the logits or another loss cannot be valued (CHGCallback(check_loss=False) skips this check, "
                 "and the values are then of the told loss, not of yours)")
-        margin = min(20 * rtol, 0.2)  # other losses must leave the line by this much for the batch to be conclusive
+        margin = 3 * rtol  # other losses must leave the line by this much for the batch to tell them apart
         if C == 1:  # the one alternative of a one-logit head: squared error (a regression head)
-            others = [2 * (logits.detach().double()[:, 0] - targets.double())[:, None]]
-        else:
-            base = torch.ones(C, dtype=torch.float64) if w is None else w
-            others = [_mean_loss_grad(logits, targets, w, s + 0.5 if s <= 0.5 else s - 0.5),
-                      _mean_loss_grad(logits, targets, base + base.mean() * torch.arange(1, C + 1), s)]
-        return all(_off_line(o, want)[0] > margin for o in others)
+            return _off_line(2 * (logits.detach().double()[:, 0] - targets.double())[:, None], want)[0] > margin
+        other_s = _mean_loss_grad(logits, targets, w, s + 0.05 if s <= 0.5 else s - 0.05)  # 0.05 more or less
+        self.smoothing_settled = self.smoothing_settled or _off_line(other_s, want)[0] > margin
+        # class weights: a batch pins the weights' ratios of the classes in it only (a class absent from every
+        # conclusive batch could carry any weight), so the check goes on until every class was in such a batch
+        present = torch.unique(targets)
+        base = torch.ones(C, dtype=torch.float64) if w is None else w
+        other_w = _mean_loss_grad(logits, targets, base + base.mean() * torch.arange(1, C + 1), s)
+        if present.numel() >= 2 and _off_line(other_w, want)[0] > margin:
+            self.classes.update(present.tolist())
+        return self.smoothing_settled and len(self.classes) == C
 
 
 def inconclusive_warning(check: Optional[LossCheck]) -> None:
@@ -277,9 +312,18 @@ def inconclusive_warning(check: Optional[LossCheck]) -> None:
         return
     valued = "the loss the callback was told of (weight=, label_smoothing=)"
     if check.checked:
-        why = (f"none of the {check.checked} training batches checked could tell the loss apart from others with other "
-               "class weights or label smoothing (uniform softmax outputs, e.g. an output layer at zero that did not "
-               "train; or batches of one class)")
+        parts = []
+        if not check.smoothing_settled:
+            parts.append("label smoothing (no batch told it apart: near-uniform softmax outputs, e.g. an output "
+                         "layer at zero that did not train" + (", or gradients in half precision, too coarse to tell "
+                                                               "smoothing apart" if check.half else "") + ")")
+        missing = sorted(set(range(check.num_classes or 0)) - check.classes) if (check.num_classes or 0) > 1 else []
+        if missing:
+            parts.append(f"the class weights of classes {missing[:10]}{' …' if len(missing) > 10 else ''} (never in "
+                         "a checked batch beside another class whose gradient told weights apart)")
+        if not parts:  # a one-logit head
+            parts.append("binary cross-entropy against squared error (no batch told them apart)")
+        why = f"after {check.checked} training batches checked, these could not be settled: " + "; ".join(parts)
     else:
         why = "no training batch's loss reached the output layer's logits with a finite gradient"
     warnings.warn(f"CHGCallback: the check of the training loss was inconclusive: {why}. The values are of {valued}; "
