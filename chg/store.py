@@ -59,7 +59,8 @@ class RowStore:
         offload: None | "host" | "disk" (:data:`OFFLOADS`). directory: for "disk", where the memory-mapped files go
             (default: a new temporary directory, removed with the store).
     Raises:
-        ValueError: an unknown ``offload`` or ``dtype``.
+        ValueError: an unknown ``offload`` or ``dtype``; a ``directory`` without ``offload="disk"``, or one that cannot
+            be made.
     """
 
     def __init__(self, n: int, dtype: Optional[torch.dtype] = None, offload: Optional[str] = None,
@@ -69,7 +70,11 @@ class RowStore:
         if dtype is not None and dtype not in STORAGE_DTYPES:
             raise ValueError(f"storage dtype must be one of {STORAGE_DTYPES}, got {dtype!r}")
         self.n, self.dtype, self.offload = n, dtype, offload
+        if directory is not None and offload != "disk":
+            raise ValueError(f"directory={str(directory)!r} is where offload='disk' keeps its files, but offload is "
+                             f"{offload!r}: pass offload='disk' too, or no directory")
         if offload == "disk" and directory is not None:  # made now (a file in its place: a clear error now)
+            directory = Path(directory).expanduser()  # "~/store" is the home's
             try:
                 Path(directory).mkdir(parents=True, exist_ok=True)
             except OSError as e:

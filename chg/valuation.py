@@ -140,11 +140,19 @@ def int_tensor(v, what: str, device="cpu") -> torch.Tensor:
     if isinstance(v, torch.Tensor):
         t = v
     else:
-        a = np.asarray(v)
+        try:
+            a = np.asarray(v)
+        except ValueError:  # ragged nested lists
+            raise ValueError(f"{what} must be a 1-D sequence of integers, got a ragged {type(v).__name__}") from None
         if a.dtype == object:  # e.g. Python ints in an object array: the dtype their values have
-            a = np.array(a.tolist())
+            items = a.tolist()
+            if any(isinstance(i, (bool, np.bool_)) for i in (items if isinstance(items, list) else [items])):
+                raise ValueError(f"{what} must be integers, got booleans among them")
+            a = np.array(items, dtype=np.int64) if a.size == 0 else np.array(items)
             if a.dtype == object or a.dtype.kind in "USV":
                 raise ValueError(f"{what} must be integers, got {type(v).__name__} of {a.dtype} values")
+        if a.size == 0 and a.dtype.kind == "f":  # [] reads as float64: no values, no dtype to refuse
+            a = a.astype(np.int64)
         if a.dtype.kind in "USV":
             raise ValueError(f"{what} must be integers, got strings ({a.dtype})")
         t = torch.from_numpy(a if a.flags.writeable else a.copy())  # (a read-only array: torch warns, so copy)

@@ -193,3 +193,13 @@ def test_the_files_in_a_users_directory_go_with_the_valuer_and_a_missing_directo
     (tmp_path / "a-file").write_text("")
     with pytest.raises(ValueError, match="cannot use .*a-file.* as the directory"):
         chg.EpochValuer(N, offload="disk", directory=tmp_path / "a-file")
+
+
+def test_a_directory_without_the_disk_store_is_refused_and_a_home_path_is_expanded(tmp_path, monkeypatch):
+    """``directory=`` is the disk store's: without ``offload='disk'`` it would be ignored silently, so it is an
+    error; ``~`` is the user's home (it made a folder literally named '~' before)."""
+    with pytest.raises(ValueError, match="is where offload='disk' keeps its files"):
+        chg.EpochValuer(N, directory=tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    v = chg.EpochValuer(N, offload="disk", directory="~/chg-store")
+    assert (tmp_path / "chg-store").is_dir() and str(v.store.directory) == str(tmp_path / "chg-store")

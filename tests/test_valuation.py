@@ -331,3 +331,16 @@ def test_indices_as_an_object_array_or_a_read_only_array_value_as_integers_do_an
     for idx in (np.array([str(i) for i in range(6)]), np.array([str(i) for i in range(6)], dtype=object)):
         with pytest.raises(ValueError, match="indices must be integers"):
             run(idx)
+
+
+def test_indices_with_a_boolean_among_ints_a_ragged_list_or_none_at_all_get_the_clear_answer():
+    """[1, True] in an object array is not the index 1 twice (an error); a ragged list says so (numpy's raw error
+    before); an empty object array or list is an empty batch of indices (it said 'float64' before)."""
+    from chg.valuation import int_tensor
+    with pytest.raises(ValueError, match="booleans among them"):
+        int_tensor(np.array([1, True], dtype=object), "indices")
+    with pytest.raises(ValueError, match="1-D sequence of integers, got a ragged list"):
+        int_tensor([[1, 2], [3]], "indices")
+    for empty in (np.array([], dtype=object), []):
+        got = int_tensor(empty, "indices")
+        assert got.dtype == torch.int64 and got.numel() == 0
