@@ -120,7 +120,8 @@ def _head(path: Path, size: int = 1 << 16) -> bytes:
 def _dialect(path: Path, kind: str, encoding: str | None) -> tuple[str, str, int]:
     """``(separator, encoding, lines to skip)`` of a delimited text file, from its first 64 KiB (decompressed).
 
-    The encoding: ``encoding`` if given; else the one a byte-order mark names (UTF-8, UTF-16, UTF-32); else UTF-8 if
+    The encoding: ``encoding`` if given; else the one a byte-order mark names (UTF-8, UTF-16, UTF-32); else UTF-16
+    when most odd (or even) bytes are NUL (mostly ASCII text in UTF-16 without a mark); else UTF-8 if
     the sample is valid UTF-8 (:func:`_read_delimited` falls back to cp1252 should a later byte not be), else cp1252.
     The separator: that of an Excel ``sep=X`` first line (the line is then skipped); tab for .tsv; else sniffed
     (csv.Sniffer) among SEPARATORS, ',' when the sample is one column or ambiguous."""
@@ -129,6 +130,10 @@ def _dialect(path: Path, kind: str, encoding: str | None) -> tuple[str, str, int
     head = _head(path)
     if encoding is None:
         encoding = next((name for bom, name in BOMS if head.startswith(bom)), None)
+    if encoding is None and len(head) >= 4:  # UTF-16 without a byte-order mark: text of ASCII, a NUL byte each
+        even, odd = head[0::2].count(0), head[1::2].count(0)
+        if max(even, odd) > 0.4 * (len(head) // 2) and min(even, odd) == 0:
+            encoding = "utf-16-le" if odd > even else "utf-16-be"
     if encoding is None:
         try:
             codecs.getincrementaldecoder("utf-8")().decode(head, final=False)  # (a character cut at 64 KiB is fine)
@@ -353,7 +358,11 @@ def read_table(path, label: str | None, drop=(), encoding: str | None = None):
     columns = [str(c) for c in frame.columns]
     frame.columns = columns
     if label not in columns:
-        raise InputError(f"{path}: no column {label!r}; the columns are {columns}")
+        garbled = kind in TEXT_FORMATS and any(not c.isascii() or "\x00" in c for c in columns)
+        raise InputError(f"{path}: no column {label!r}; the columns are {columns}" + (
+            " (if these names look garbled, the file is in another encoding than the one read: pass --encoding, "
+            "e.g. --encoding cp1251 for Cyrillic, --encoding utf-16 for UTF-16 without a byte-order mark)"
+            if garbled else ""))
     dropped = set(_drop_columns(drop, columns, path))
     features = [c for c in columns if c != label and c not in dropped]
     if not features:

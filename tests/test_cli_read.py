@@ -243,3 +243,21 @@ def test_a_row_is_named_by_its_position_from_0_as_in_values_csv(tmp_path):
         with pytest.raises(cli.InputError) as exc:
             cli.read_table(path, "catégorie")
         assert f"row {row}" in str(exc.value) and "from 0, a header not counted, as values.csv" in str(exc.value)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
+def test_utf16_without_a_byte_order_mark_is_read(tmp_path, want, encoding):
+    """UTF-16 without a mark (what some exporters write): every other byte of ASCII text is NUL — read as UTF-16,
+    not as UTF-8 with NULs in every name (third reviewer)."""
+    path = tmp_path / "d.csv"
+    path.write_bytes(_text(_frame()).encode(encoding))
+    _same(cli.read_table(path, "catégorie"), want)
+
+
+def test_a_missing_label_among_garbled_names_points_to_encoding(tmp_path):
+    """A Cyrillic cp1251 file is read as cp1252: the label is not found among mojibake names, and the message says
+    to pass --encoding (it listed the garbled names only)."""
+    path = tmp_path / "d.csv"
+    path.write_bytes("вес,рост,класс\n1,2,a\n3,4,b\n".encode("cp1251"))
+    with pytest.raises(cli.InputError, match="look garbled.*--encoding cp1251"):
+        cli.read_table(path, "класс")
