@@ -330,22 +330,23 @@ class _Passes:
                 hm = self._block(self._hm64, C, rows).copy_(prod[:, :C].T)
             if b is not None:
                 hm.add_(b[:, None])
+            le = self.le(rows)
             if self._hm is None:
-                torch.linalg.vecdot(self.le(rows), hm, dim=0, out=out[rows])
+                torch.linalg.vecdot(le, hm, dim=0, out=out[rows])
             else:  # in the scratch: no temporary per chunk
-                torch.sum(hm.mul_(self.le(rows)), 0, out=out[rows])
+                torch.sum(hm.mul_(le), 0, out=out[rows])
             if share:  # ‖x_j‖² += 2 ‖l_j e_j‖² μ·(h_j − μ)
                 before = sq[rows].clone()  # ‖l_j e_j‖² (‖h_j − μ‖² + ‖μ‖² + bias)
                 sq[rows].add_(self._w[rows] * prod[:, C].to(torch.float64), alpha=2)
-                self._far_rows(rows, hc, before, m, out, sq)
+                self._far_rows(rows, hc, le, before, m, out, sq)
         return out
 
-    def _far_rows(self, rows, hc, before, m, out, sq):
+    def _far_rows(self, rows, hc, le, before, m, out, sq):
         """Rows whose features lie far below μ (a row of zeros among features near 1e4): there M h_j = M(h_j − μ) + Mμ
         and ‖h_j‖² = ‖h_j − μ‖² + ‖μ‖² + 2μ·(h_j − μ) cancel, and the float32 terms lose ε·(‖h_j − μ‖² + ‖μ‖²) /
         ‖h̃_j‖² of them. Rows where ‖x_j‖² came out below 1/16 of ``before`` (its terms without the share of μ: a loss
         of more than 32ε; rare) get both again from h_j = (h_j − μ) + μ in float64: ⟨m, x_j⟩ in ``out`` and ‖x_j‖² =
-        ‖l_j e_j‖² (‖h_j‖² + bias) in ``sq``. ``m``: (C, D+bias) float64."""
+        ‖l_j e_j‖² (‖h_j‖² + bias) in ``sq``. ``le``: the chunk's l·e (C, m); ``m``: (C, D+bias) float64."""
         far = (sq[rows] < before / 16).nonzero().squeeze(1)
         if far.numel() == 0:
             return
@@ -354,8 +355,7 @@ class _Passes:
         hm = h @ m[:, :D].T  # (f, C)
         if self.bias:
             hm.add_(m[:, D])
-        le = self.le(rows)[:, far]  # (C, f)
-        out[rows.start + far] = torch.linalg.vecdot(le.T, hm)
+        out[rows.start + far] = torch.linalg.vecdot(le[:, far].T, hm)
         sq[rows.start + far] = self._w[rows.start + far] * (torch.linalg.vecdot(h, h) + self.bias)
 
 

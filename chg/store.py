@@ -76,7 +76,7 @@ class RowStore:
         if offload == "disk" and directory is not None:  # made now (a file in its place: a clear error now)
             directory = Path(directory).expanduser()  # "~/store" is the home's
             try:
-                Path(directory).mkdir(parents=True, exist_ok=True)
+                directory.mkdir(parents=True, exist_ok=True)
             except OSError as e:
                 raise ValueError(f"offload='disk': cannot use {str(directory)!r} as the directory of the store's "
                                  f"files ({e.strerror or e})") from None

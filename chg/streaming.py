@@ -18,13 +18,12 @@ from __future__ import annotations
 import warnings
 from typing import Optional
 
-import numpy as np
 import torch
 
 from .factored import GroupStats, Options, stats_by_group, utility_values
 from .lastlayer import Factors, check_logits, check_loss, loss_and_error, upcast
 from .renames import OPTIONS_REMOVED, renamed
-from .valuation import SKIP_MEANING, count, int_tensor
+from .valuation import SKIP_MEANING, check_bias, count, int_tensor
 from .values import Values
 
 __all__ = ["StreamingValuer"]
@@ -80,9 +79,7 @@ class StreamingValuer:
         check_logits(logits)
         if not isinstance(feat, torch.Tensor) or feat.ndim != 2:
             raise ValueError(f"add_logits: feat must be a (B, D) tensor, got {getattr(feat, 'shape', type(feat))}")
-        if not isinstance(bias, (bool, np.bool_)):
-            raise TypeError(f"add_logits: bias must be True or False (whether the output layer has a bias: "
-                            f"LastLayerTap.bias), got {type(bias).__name__}")
+        check_bias(bias, "add_logits")
         idx = int_tensor(indices, "add_logits: indices")
         B = logits.shape[0]
         if idx.shape[0] != B or feat.shape[0] != B:

@@ -148,8 +148,8 @@ def int_tensor(v, what: str, device="cpu") -> torch.Tensor:
             items = a.tolist()
             if any(isinstance(i, (bool, np.bool_)) for i in (items if isinstance(items, list) else [items])):
                 raise ValueError(f"{what} must be integers, got booleans among them")
-            a = np.array(items, dtype=np.int64) if a.size == 0 else np.array(items)
-            if a.dtype == object or a.dtype.kind in "USV":
+            a = np.array(items)
+            if a.dtype == object:
                 raise ValueError(f"{what} must be integers, got {type(v).__name__} of {a.dtype} values")
         if a.size == 0 and a.dtype.kind == "f":  # [] reads as float64: no values, no dtype to refuse
             a = a.astype(np.int64)
@@ -159,6 +159,20 @@ def int_tensor(v, what: str, device="cpu") -> torch.Tensor:
     if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
         raise ValueError(f"{what} must be integers, got dtype {t.dtype} (pass them as an integer array or tensor)")
     return t.reshape(-1).to(device=device, dtype=torch.int64)
+
+
+def check_bias(bias, what: str) -> None:
+    """``bias`` (whether the output layer has one) is a bool: the layer's bias tensor (an easy slip for
+    ``tap.bias``) would otherwise pass for a head without bias, silently.
+
+    Args:
+        bias: the value given. what: the verb, for the message.
+    Raises:
+        TypeError: anything but a Python or NumPy bool.
+    """
+    if not isinstance(bias, (bool, np.bool_)):
+        raise TypeError(f"{what}: bias must be True or False (whether the output layer has a bias: "
+                        f"LastLayerTap.bias), got {type(bias).__name__}")
 
 
 class IndexedDataset(Dataset):
@@ -418,9 +432,7 @@ class EpochValuer:
 
 def _append(valuer: "EpochValuer", what: str, indices, targets, z, feat, bias, loss=None) -> None:
     """One batch into the valuer's store, after the checks that need no value from the device (no sync)."""
-    if not isinstance(bias, (bool, np.bool_)):  # (layer.bias, a Parameter, for tap.bias: a silent wrong head)
-        raise TypeError(f"{what}: bias must be True or False (whether the output layer has a bias: "
-                        f"LastLayerTap.bias), got {type(bias).__name__}")
+    check_bias(bias, what)
     idx = int_tensor(indices, f"{what}: indices", z.device)
     if valuer.store.size == 0 and (valuer.weight is not None or valuer.label_smoothing):  # C is known now: the
         try:  # loss's class weights checked at the epoch's first batch, not after its last

@@ -213,7 +213,7 @@ class CHGCallback(ValuesOfRun, TrainerCallback):
             self._loader.collate_fn = IndexCollator(self._loader.collate_fn)
         self._expected = len(train_dataloader) if hasattr(train_dataloader, "__len__") else 0
         self._batches, self._own_loss_seen = 0, False
-        self._check = LossCheck(self.weight, smoothing, "the loss the Trainer trains on", on_error=self._close) \
+        self._check = LossCheck(self.weight, smoothing, "the loss the Trainer trains on", on_error=self.close) \
             if self.check_loss else None
 
     def on_epoch_end(self, args, state, control, **kwargs):
@@ -254,16 +254,13 @@ class CHGCallback(ValuesOfRun, TrainerCallback):
         Args:
             args, state, control, kwargs: the Trainer's.
         """
-        self._close()
+        self.close()
         inconclusive_warning(self._check)
 
     def close(self) -> None:
         """Remove the callback's hooks from the model and give the training loader its collate function back (done
         at the end of training and before the callback's own errors; call it after another error escaped
         ``Trainer.train()`` to use the model without the callback)."""
-        self._close()
-
-    def _close(self) -> None:
         for h in self._handles:
             h.remove()
         self._handles = []

@@ -16,11 +16,10 @@ import warnings
 from collections.abc import Mapping
 from typing import Optional
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset, IterableDataset
 
-from ..lastlayer import check_targets, per_sample_loss
+from ..lastlayer import check_loss, check_targets, per_sample_loss
 from ..renames import unexpected_keyword
 from ..valuation import EpochValuer
 from ..values import Values
@@ -236,9 +235,9 @@ class LossCheck:
         """
         if self._pending is not None and not self._pending["fired"]:
             self._pending = None
-            self._raise(f"{self.what} did not backpropagate through the output layer's logits: CHG values the "
-                             "loss of the output nn.Linear's logits. If another nn.Linear is the output layer, pass "
-                             "CHGCallback(layer=<the output nn.Linear>)")
+            self._raise(f"{self.what} did not backpropagate through the output layer's logits: CHG values the loss "
+                        "of the output nn.Linear's logits. If another nn.Linear is the output layer, pass "
+                        "CHGCallback(layer=<the output nn.Linear>)")
 
     def _loss_name(self, C: int, weight, smoothing: float) -> str:
         if C == 1:
@@ -265,9 +264,7 @@ class LossCheck:
         C = self.num_classes = logits.shape[1]
         self.half = self.half or logits.dtype in _HALF or grad.dtype in _HALF
         targets = check_targets(logits, targets)  # (B,) int64 (a one-logit head's (B, 1) or float 0/1 too)
-        w = None if self.weight is None else torch.as_tensor(np.asarray(
-            self.weight.detach().cpu() if isinstance(self.weight, torch.Tensor) else self.weight, dtype=np.float64))
-        s = self.label_smoothing
+        w, s = check_loss(C, self.weight, self.label_smoothing), self.label_smoothing  # (C,) float64 or None
         want = _mean_loss_grad(logits, targets, w, s)
         rtol = 2e-2 if logits.dtype in _HALF or grad.dtype in _HALF else 1e-4
         off, c = _off_line(g, want)
