@@ -179,3 +179,17 @@ def test_a_single_number_as_the_valuers_weight_is_refused_with_the_reason(weight
     for cls in (chg.EpochValuer, StreamingValuer):
         with pytest.raises(ValueError, match="weight must be one number per class.*single number 2"):
             cls(5, weight=weight)
+
+
+def test_the_trainer_callbacks_loss_check_takes_a_bfloat16_weight():
+    """The callbacks' gradient check converts the class weights as check_loss does (a bfloat16 tensor included; its
+    own NumPy conversion refused one): trained with those weights, the check settles and matches."""
+    from chg.integrations.rows import LossCheck
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(12, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    y = torch.arange(12) % 3
+    w = torch.tensor([1.0, 2.0, 5.0], dtype=torch.bfloat16)
+    check = LossCheck(weight=w)
+    check.watch(z, y)
+    F.cross_entropy(z, y, weight=w.double()).backward()
+    assert check.done and check.checked == 1
