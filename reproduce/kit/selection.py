@@ -235,7 +235,33 @@ def _settings_text(records: list) -> str:
     return (f"{one('epochs')} epochs, selection every R = {one('select_every')} epochs, batch {one('batch_size')}, "
             f"SGD lr {one('lr')} (momentum {one('momentum')}, Nesterov {one('nesterov')}, weight decay "
             f"{one('weight_decay')}, cosine), {one('val_fraction')} of the training data held out for validation, "
-            f"label noise {one('noise_rate')} of the pool (validation/test clean)")
+            f"label noise {one('noise_rate')} of the pool (validation/test clean), training-time augmentation "
+            f"{_augment_text(records)}")
+
+
+def _augment_text(records: list) -> str:
+    """The augmentation every run trained with, per data set, from the records (e.g. "random crop (pad 2) and
+    horizontal flip (Fashion-MNIST)"); "none" when no run augments."""
+    kinds = {}
+    for r in records:
+        c = r["config"]
+        pad, flip = c.get("augment_pad", 0), c.get("augment_flip", False)
+        what = " and ".join(([f"random crop (pad {pad})"] if pad else []) + (["horizontal flip"] if flip else []))
+        kinds.setdefault(what or "none", set()).add(DATA_LABELS.get(c["dataset"], c["dataset"]))
+    if set(kinds) == {"none"}:
+        return "none"
+    return "; ".join(f"{k} ({', '.join(sorted(v))})" for k, v in sorted(kinds.items()))
+
+
+def _commits_text(records: list) -> str:
+    """The code commit(s) the records were made at, with how many runs each (a grid resumed across commits says so)."""
+    count: dict = {}
+    for r in records:
+        count[r.get("git_commit", "unknown")] = count.get(r.get("git_commit", "unknown"), 0) + 1
+    if len(count) == 1:
+        return f"at commit {next(iter(count))[:10]}"
+    return ("at " + ", ".join(f"{c[:10]} ({k} runs)" for c, k in sorted(count.items(), key=lambda x: -x[1]))
+            + " (a grid resumed across commits)")
 
 
 def render(table: str, scale: str, preset: SelectionPreset, title: str, include_time: bool = True) -> str:
@@ -266,7 +292,7 @@ def render(table: str, scale: str, preset: SelectionPreset, title: str, include_
               f"whole mini-batches and fills a short last one; the subset sizes measured are stated under each table. "
               f"Device: {'; '.join(devices)}. Made by "
               f"`python reproduce/{table}.py --scale {scale}` from reproduce/results/{scale}/{table}/*.json "
-              f"({len(records)} runs{compute})."
+              f"({len(records)} runs{compute}), {_commits_text(records)}."
               + (" Time = wall seconds of the training epochs plus the selection steps; `sel. x%` = selection time "
                  "as a share of training time." if include_time else "")]
     head = tuple(f"a = {a:g}" for a in preset.fractions)
@@ -315,9 +341,11 @@ CLAIMS = {"table2": ("small", "the paper (Table 2): CHG Shapley is particularly 
 
 def verdict(table: str, records: list, dataset: str, fractions: tuple) -> str:
     """The paper's claim for ``table`` checked on the records of one data set, as a paragraph computed from the
-    numbers: per fraction, CHG Shapley's mean accuracy against the best baseline's (Random, AdaptiveRandom, GLISTER,
-    GradMatch-PB), paired over seeds (seeds where CHG is higher). The claim holds at a fraction when CHG's mean is
-    the highest and it beats the best other method in a majority of the seeds run by both."""
+    numbers: per fraction, CHG Shapley's accuracy against the best other selection method's by mean (Random,
+    AdaptiveRandom, GLISTER, GradMatch-PB), paired by seed: the claim holds at a fraction when the mean paired
+    difference exceeds two standard errors (over the seeds both ran), does not hold when it is below minus two, and
+    is a tie (not shown either way) in between — the rule of Table 1's verdicts. One paired seed: no verdict."""
+    import statistics
     which, claim = CLAIMS[table]
     acc: dict = {}
     for rec in records:
@@ -325,7 +353,7 @@ def verdict(table: str, records: list, dataset: str, fractions: tuple) -> str:
         if c["dataset"] == dataset:
             acc.setdefault((c["method"], c["fraction"]), {})[rec["seed"]] = rec["metrics"]["test_acc"]
     checked = [a for a in fractions if which == "all" or a <= 0.1]
-    parts, held = [], []
+    parts, outcome = [], []
     for a in checked:
         chg = acc.get(("chg", a))
         others = {m: acc[(m, a)] for m in BASELINES if (m, a) in acc}
@@ -334,19 +362,30 @@ def verdict(table: str, records: list, dataset: str, fractions: tuple) -> str:
         mean = {m: sum(v.values()) / len(v) for m, v in {"chg": chg, **others}.items()}
         best = max(others, key=mean.get)
         seeds = sorted(set(chg) & set(others[best]))
-        wins = sum(chg[s] > others[best][s] for s in seeds)
-        ok = mean["chg"] > mean[best] and 2 * wins > len(seeds)
-        held.append(ok)
+        diff = [chg[s] - others[best][s] for s in seeds]
+        wins = sum(d > 0 for d in diff)
+        if len(diff) < 2:
+            word, se = "one paired seed: no verdict", None
+        else:
+            d, se = statistics.fmean(diff), statistics.stdev(diff) / len(diff) ** 0.5
+            word = "holds" if d > 2 * se else "does not hold" if d < -2 * se else "tie (within two standard errors)"
+        outcome.append(word)
+        paired = (f"paired {statistics.fmean(diff):+.2f} ± {se:.2f} s.e." if se is not None
+                  else f"paired {diff[0]:+.2f}" if diff else "no paired seed")
         parts.append(f"a = {a:g}: CHG {mean['chg']:.2f} vs best other {LABELS[best]} {mean[best]:.2f} "
-                     f"({mean['chg'] - mean[best]:+.2f}; CHG higher in {wins} of {len(seeds)} seeds) — "
-                     f"{'holds' if ok else 'does not hold'}")
+                     f"({paired}; CHG higher in {wins} of {len(seeds)} seeds) — {word}")
     if not parts:
         return f"Verdict on {claim}: not checkable from these records (CHG or the baselines not run)."
-    overall = ("holds" if all(held) else "does not hold" if not any(held)
-               else f"holds at {sum(held)} of {len(held)} fractions")
+    held = sum(w == "holds" for w in outcome)
+    failed = sum(w == "does not hold" for w in outcome)
+    ties = len(outcome) - held - failed
+    overall = ("holds" if held == len(outcome) else "does not hold" if failed == len(outcome)
+               else f"holds at {held} of {len(outcome)} fractions" + (f", a tie at {ties}" if ties else "")
+               + (f", does not hold at {failed}" if failed else ""))
     return (f"**Verdict** on {claim}: **{overall}** on {DATA_LABELS.get(dataset, dataset)}. " + "; ".join(parts)
-            + ". (A fraction counts when CHG's mean is the highest and CHG beats the best other method in a "
-              "majority of the paired seeds.)")
+            + ". (Rule: CHG's accuracy minus the best other method's (by mean), paired by seed; the claim holds at a "
+              "fraction when the mean difference exceeds two standard errors, does not hold below minus two, and is "
+              "a tie — not shown either way — in between; as in Table 1's verdicts.)")
 
 
 def _paper_diff(pa: dict, agg: dict, d: str, methods: list, fractions: tuple) -> tables.Table:
