@@ -255,12 +255,6 @@ def test_finite_sum_identities():
             assert evaluate(closed, {}, nn) == exact_sum(f, lo, nn)
 
 
-def test_sigma_k2_in_last_coefficient_is_not_a_slip():
-    """Eq. (3)'s last coefficient uses Σ_{k=2} where the others use Σ_{k=1}: 2Σ_{k=2}1/k − 2Σ_{k=2}1/k² equals
-    2Σ_{k=1}1/k − 2Σ_{k=1}1/k² (the two k = 1 terms cancel), so the two forms are the same number."""
-    assert sp.expand((2 * (H1 - 1) - 2 * (H2 - 1)) - (2 * H1 - 2 * H2)) == 0
-
-
 # --- every display exactly, at concrete n, against enumeration -------------------------------------------------------
 def _primed_values(x, alpha, j):
     others = [x[i] for i in range(len(x)) if i != j]

@@ -11,8 +11,9 @@ Proof.
 * The inequality is the standard descent lemma (Nesterov 2018, Lemma 1.2.3), *not* the definition of L-Lipschitz
   continuity as the paper's one-line proof says: f(θ+v) − f(θ) − ⟨∇f(θ), v⟩ = ∫₀¹ ⟨∇f(θ+tv) − ∇f(θ), v⟩ dt
   ≤ ∫₀¹ ‖∇f(θ+tv) − ∇f(θ)‖‖v‖ dt ≤ ∫₀¹ L t ‖v‖² dt = (L/2)‖v‖² (Cauchy–Schwarz, then the Lipschitz bound). The last
-  integral is checked by sympy; the inequality itself is checked exactly on quadratics (where it is
-  ½ vᵀ(LI − A)v ≥ 0) and numerically on the logistic loss, where a smaller constant than L/2 is shown to fail.
+  steps are textbook and not re-proved here; the inequality itself is checked exactly on quadratics (where it is
+  ½ vᵀ(LI − A)v ≥ 0) and numerically on the logistic loss, where a smaller constant than L/2 is shown to fail —
+  examples, not a proof for every f.
 * Consequence used by the paper: the update direction x that minimizes the bound maximizes
   ‖∇f‖² − ‖∇f − x‖², the CHG score with α = ∇f(θ); for the hardness-weighted objective
   F(θ) = (1/N)Σ h_i f(i;θ) with h_i = f(i;θ) held constant, ∇F = (1/N)Σ l_i ∇f(i;θ) = α of Algorithm 1 (checked with
@@ -50,11 +51,6 @@ def test_identity_needs_eta_equal_one_over_L():
     gap = sp.expand((g * v + L / 2 * v ** 2) - (-eta / 2 * (g ** 2 - (g - x) ** 2)))
     assert sp.factor(gap) == sp.factor((L * eta ** 2 - eta) / 2 * x ** 2)
     assert sp.solve(sp.factor(gap / x ** 2), eta) == [1 / L]
-
-
-def test_descent_integral():
-    t, L, v2 = sp.symbols("t L v2", positive=True)
-    assert sp.integrate(L * t * v2, (t, 0, 1)) == L * v2 / 2
 
 
 def test_descent_lemma_on_quadratics_exactly():
@@ -104,10 +100,10 @@ def test_hardness_weighted_gradient_is_alpha():
         assert torch.allclose(g_, w_, rtol=1e-12, atol=1e-14)
 
 
-@pytest.mark.parametrize("scale", [0.5, 1.0, 2.0])
-def test_best_direction_maximizes_the_score(scale):
-    """The bound f(θ) − (η/2)(‖g‖² − ‖g − x‖²) is smallest at x = g (score ‖g‖²); any other x scores less."""
-    g = np.array([1.0, -2.0, 0.5]) * scale
-    score = lambda x: g @ g - (g - x) @ (g - x)  # noqa: E731
-    rng = np.random.default_rng(1)
-    assert all(score(g + rng.normal(size=3) * 0.1) < score(g) for _ in range(100))
+def test_best_direction_maximizes_the_score():
+    """For every x: score(g) − score(x) = ‖g − x‖² (sympy, identically), so x = g maximizes the score
+    ‖g‖² − ‖g − x‖² (which the bound f(θ) − (η/2)·score subtracts) and no other x reaches it."""
+    g = sp.Matrix(sp.symbols("g0:3"))
+    x = sp.Matrix(sp.symbols("x0:3"))
+    score = lambda u: g.dot(g) - (g - u).dot(g - u)  # noqa: E731
+    assert sp.expand(score(g) - score(x) - (g - x).dot(g - x)) == 0

@@ -30,14 +30,6 @@ def test_inclusion_probabilities_symbolic():
     assert sp.cancel(ratio2 - kk * (kk - 1) / (m * (m - 1))) == 0
 
 
-def test_moments_symbolic_form():
-    """proofkit.subset_moments is the linear-expectation formula with those probabilities (m = n − 1)."""
-    m = n - 1
-    mom = subset_moments()
-    assert sp.cancel(mom["T_alpha"] - k / m * b1) == 0 and sp.cancel(mom["T_xj"] - k / m * p1) == 0
-    assert sp.cancel(mom["T_sq"] - (k / m * D1 + k * (k - 1) / (m * (m - 1)) * R1)) == 0
-
-
 def _primed(x, alpha, j):
     others = [x[i] for i in range(len(x)) if i != j]
     d = len(alpha)

@@ -269,6 +269,9 @@ def test_render_only_rebuilds_every_committed_medium_figure(scale, tmp_path):
     if not _committed(f"reproduce/results/{scale}") or not kept:
         pytest.skip(f"no {scale} records or figures committed")
     shutil.copytree(ROOT / "reproduce" / "results" / scale, tmp_path / "reproduce" / "results" / scale)
+    if (ROOT / "reproduce" / "results" / "quick" / "table1").is_dir():  # the medium Table 1 caption compares
+        shutil.copytree(ROOT / "reproduce" / "results" / "quick" / "table1",  # Data-OOB's models at quick scale
+                        tmp_path / "reproduce" / "results" / "quick" / "table1")
     env = {**os.environ, "CHG_ROOT": str(tmp_path), "MPLBACKEND": "Agg", "CHG_PYTHON": sys.executable}
     out = subprocess.run(["bash", "reproduce/all.sh", "--scale", scale, "--render-only"], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=900)

@@ -159,6 +159,12 @@ def test_medium_render_only_rebuilds_the_committed_table_from_the_committed_reco
     dest.mkdir(parents=True)
     for p in committed:
         shutil.copy(p, dest / p.name)
+    # the caption compares Data-OOB's 100 and 1,000 models from the quick records (table1.oob_models_effect)
+    quick = subprocess.run(["git", "ls-files", "reproduce/results/quick/table1"], cwd=ROOT, capture_output=True,
+                           text=True).stdout.split()
+    (tmp_path / "reproduce" / "results" / "quick" / "table1").mkdir(parents=True)
+    for p in quick:
+        shutil.copy(ROOT / p, tmp_path / p)
     env = {**os.environ, "CHG_ROOT": str(tmp_path), "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"}
     for script in ("table1", "figure1", "figure2"):
         out = subprocess.run([sys.executable, f"reproduce/{script}.py", "--scale", "medium", "--render-only"],

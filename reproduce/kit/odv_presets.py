@@ -63,18 +63,21 @@ class OdvPreset:
 # The medium preset's methods: those of the quick preset whose five seeds fit the medium budget (see OMITTED).
 MEDIUM_METHODS = tuple(m for m in METHODS if m not in ("loo", "datashapley", "betashapley", "dataoob_default"))
 # Why a method of the quick preset is left out of a smaller-than-paper preset (printed in the Table 1 caption).
-# Costs measured for one medium run (seed 0, label noise, 1,000 training points) in CPU seconds of one thread, on a
-# loaded 2-core machine: a full fit of the logistic regression (10 epochs, batch 128) ≈ 0.39 s.
+# Costs from one probe run each (seed 0, label noise, 1,000 training points; 2026-12-02, not a committed record) in
+# CPU seconds of one thread, on a loaded 2-core machine: a full fit of the logistic regression (10 epochs, batch 128)
+# ≈ 0.39 s. The captions say these are probes; the Data-OOB 100 vs 1,000 models comparison is computed from the
+# quick records at render time (table1.scale_notes).
 OMITTED = {
-    "loo": "1,001 fits per run ≈ 395 CPU s, 33 min of one core for five seeds, 2.8× the rest of the table together "
-           "(≈ 716 CPU s), which would put the table at the edge of its 25-minute budget; add it with --set "
-           "methods=loo,knnshapley,... (its records are separate runs)",
-    "datashapley": "TMC needs many permutations of the 1,000 points: one permutation took 463 fits (47 CPU s per "
-                   "run) and gave a noisy-label AUC of 0.49 (chance); opendataval's default (GrTMC, permutations "
-                   "until Gelman-Rubin convergence) is far beyond the 25-minute budget",
-    "betashapley": "the same TMC sampler as Data Shapley (one permutation: 463 fits, 47 CPU s, values at chance)",
-    "dataoob_default": "1,000 bagged models ≈ 390 CPU s per run, 33 min for five seeds alone; Data-OOB with 100 "
-                       "models is run (its AUC/F1 moved by < 0.01 between 100 and 1,000 models at quick scale)",
+    "loo": "1,001 fits per run (≈ 395 CPU s in a probe run, not recorded), 33 min of one core for five seeds, 2.8× "
+           "the rest of the table together (≈ 716 CPU s), which would put the table at the edge of its 25-minute "
+           "budget; add it with --set methods=loo,knnshapley,... (its records are separate runs)",
+    "datashapley": "TMC needs many permutations of the 1,000 points: in a probe run (not recorded) one permutation "
+                   "took 463 fits (47 CPU s) and its values detected label noise at chance; opendataval's default "
+                   "(GrTMC, permutations until Gelman-Rubin convergence) is far beyond the 25-minute budget",
+    "betashapley": "the same TMC sampler as Data Shapley (the probe's one permutation: 463 fits, 47 CPU s, values at "
+                   "chance)",
+    "dataoob_default": "1,000 bagged models ≈ 390 CPU s per run in a probe (not recorded), 33 min for five seeds "
+                       "alone; Data-OOB with 100 models is run",
 }
 
 # How the committed records of a scale were timed, where that differs from an idle machine (printed in captions).
