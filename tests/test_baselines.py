@@ -466,6 +466,17 @@ def test_registry_runs_baselines(name):
     assert sel.indices.numel() == k if name != "gradmatch_pb" else k - bs < sel.indices.numel() < k + bs
 
 
+def test_a_registered_selector_is_called_as_the_docs_write_it():
+    """``SELECTORS[name](inp)`` runs the method (docs/selection.md; it was a TypeError: 'Selector' object is not
+    callable) and gives what ``SELECTORS[name].fn(inp)`` gives."""
+    f, y = _pool_factors(n=60, seed=3)
+    fv, yv = _pool_factors(n=15, seed=4)
+    for name in ("random", "gradmatch_pb", "full"):
+        a = SELECTORS[name](_inp(n=60, fraction=0.25, factors=f, val=(fv, yv)))
+        b = SELECTORS[name].fn(_inp(n=60, fraction=0.25, factors=f, val=(fv, yv)))
+        assert torch.equal(a.indices, b.indices) and torch.equal(a.weights, b.weights)
+
+
 @pytest.mark.parametrize("fraction", [1e-6, 0.1, 0.3, 0.55])
 def test_gradmatch_never_exceeds_the_budget(fraction):
     """Whole batches are chosen, but the batch picked last is cut so that exactly k = round(a·n) points are kept."""

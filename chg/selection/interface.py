@@ -144,6 +144,18 @@ class Selector:
     needs_val: bool = False
     ride_along: bool = False
 
+    def __call__(self, inp: SelectionInput) -> Selection:
+        """Run the method: ``SELECTORS[name](inp)`` is ``SELECTORS[name].fn(inp)``.
+
+        Args:
+            inp: the pool's :class:`SelectionInput`.
+        Returns:
+            the method's :class:`Selection`.
+        Raises:
+            ValueError: as the method raises for inputs it cannot use (e.g. no factors for a method that needs them).
+        """
+        return self.fn(inp)
+
 
 SELECTORS: dict[str, Selector] = {}  # filled by @register as chg.selection imports its method modules
 
