@@ -22,7 +22,8 @@ overrides this. The separator is that of Excel's ``sep=X`` first line, tab for `
 adds no column. In a ``;``, tab or ``|`` file a decimal comma is read (``1,5``, ``1.000,5``); a number whose
 separator could group thousands (``49.130``, ``12,345``) follows the file's other numbers (``49.130`` is 49130 in
 a file that writes ``0,19``, ``12,345`` is 12345 in one that writes ``0.35``) and, when they do not tell, is read
-with that separator as the decimal one (49.13, 12.345), with a warning naming the column.
+with that separator as the decimal one (49.13, 12.345), with a warning naming the column. Thousands grouped by a
+space (also no-break, narrow no-break or thin: ``1 234,5``) and a minus sign U+2212 (``−0,5``) are read too.
 
 The loss trained on and valued takes ``--weight`` (class weights, as ``weight=`` of
 ``torch.nn.functional.cross_entropy``: one number per class, in class-index order — that of ``classes.json``, the
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import re
 import sys
 import time
 from pathlib import Path
@@ -206,6 +208,40 @@ def _read_delimited(path: Path, kind: str, encoding: str | None = None):
                          f"rename them")
     if sep != ",":
         frame = _decimal_comma(path, frame, lambda **options: read(enc, **options))
+    return _spaced_numbers(frame, sep)
+
+
+_SPACE_GROUP = re.compile(r"(?<=\d)[ \u00a0\u202f\u2009](?=\d{3}(?!\d))")  # "1 234", "1\u202f234,5"
+_SPACED_NUMBER = re.compile(r"[+-]?(\d+|\d{1,3}([ \u00a0\u202f\u2009]\d{3})+)([.,]\d*)?([eE][+-]?\d+)?")
+
+
+def _spaced_numbers(frame, sep: str):
+    """``frame`` with the text columns that hold numbers as a French or Unicode-minded spreadsheet writes them read
+    as numbers: thousands grouped by a space, a no-break space (U+00A0), a narrow no-break space (U+202F) or a thin
+    space (U+2009) — ``1 234,5`` — and a minus sign U+2212 (``−0,5``); the decimal separator a comma in a ';', tab or
+    '|' file (a '.' in a ',' file). A column changes only when every one of its cells reads so and one of them is
+    written that way; any other text column is left as it is (the caller names it as not numeric)."""
+    import pandas as pd
+    for c in frame.columns:
+        col = frame[c]
+        if pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
+            continue
+        cells = col.dropna().astype(str).str.strip().str.replace("\u2212", "-", regex=False)
+        if len(cells) == 0 or not cells.str.fullmatch(_SPACED_NUMBER).all():
+            continue
+        plain = cells.str.replace(_SPACE_GROUP, "", regex=True)
+        if sep != ",":
+            if plain.str.contains(".", regex=False).any():
+                continue  # '.' beside a decimal comma: not a form this reads
+            plain = plain.str.replace(",", ".", regex=False)
+        elif plain.str.contains(",", regex=False).any():
+            continue  # a quoted decimal comma in a ',' file: ambiguous, left to the caller's message
+        if plain.equals(col.dropna().astype(str).str.strip()):
+            continue  # nothing written the spreadsheet way: not this reader's column
+        values = pd.to_numeric(plain, errors="coerce")
+        if values.isna().any():
+            continue
+        frame[c] = values.reindex(col.index)  # missing cells stay missing (NaN: the caller names their rows)
     return frame
 
 
@@ -308,7 +344,8 @@ def read_table(path, label: str | None, drop=(), encoding: str | None = None):
     a separator ending every line adds no column. With ``;``, tab or ``|`` as the separator, a decimal comma is
     read: ``1,5`` and ``1.000,5`` (then ``49.130`` in a column of '.'-grouped numbers is 49130); without a decimal
     comma in the file ``49.130`` is 49.13, and a column of only such numbers gets a warning naming it, as does a
-    column of only ``12,345``-like numbers read with a decimal comma (12.345).
+    column of only ``12,345``-like numbers read with a decimal comma (12.345). Thousands grouped by a space (also a
+    no-break, narrow no-break or thin space: ``1 234,5``) and a minus sign U+2212 are read (:func:`_spaced_numbers`).
 
     Args:
         path: the data file.

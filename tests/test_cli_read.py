@@ -178,6 +178,28 @@ def test_a_decimal_comma_is_read_exactly(tmp_path):
     np.testing.assert_array_equal(cli.read_table(tmp_path / "d.csv", "y")[0], x)
 
 
+@pytest.mark.parametrize("space", [" ", "\u00a0", "\u202f", "\u2009"])
+def test_space_grouped_thousands_and_a_unicode_minus_are_numbers(tmp_path, space):
+    """What a French spreadsheet writes — "1 234,5" with a (no-break, narrow no-break, thin) space grouping thousands
+    — and a minus sign U+2212 are numbers (they were "column 'income' is not numeric"); a text column beside them
+    is still named."""
+    rows = [f"{i + 1}{space}{234 + i:03d},5;\u2212{i},25;{i % 2}" for i in range(20)]
+    path = _write(tmp_path, "income;delta;target", rows)
+    x = cli.read_table(path, "target")[0]
+    np.testing.assert_array_equal(x[:, 0], [(i + 1) * 1000 + 234 + i + 0.5 for i in range(20)])
+    np.testing.assert_array_equal(x[:, 1], [-(i + 0.25) for i in range(20)])
+    path = _write(tmp_path, "income,delta,target", [f"{i + 1}{space}234.5,\u2212{i}.5,{i % 2}" for i in range(20)])
+    x = cli.read_table(path, "target")[0]  # a ',' file: the decimal point
+    np.testing.assert_array_equal(x[:, 0], [(i + 1) * 1000 + 234.5 for i in range(20)])
+    np.testing.assert_array_equal(x[:, 1], [-(i + 0.5) for i in range(20)])
+    rows = [f"{i + 1}{space}234,5;n/a{i};{i % 2}" for i in range(20)]
+    with pytest.raises(cli.InputError, match=r"column 'note' is not numeric \(row 0: 'n/a0'\)"):
+        cli.read_table(_write(tmp_path, "income;note;target", rows), "target")
+    rows = [f"{i + 1}{space}234,5;12{space}3{i % 10};{i % 2}" for i in range(20)]  # "12 30": no group of 3
+    with pytest.raises(cli.InputError, match=r"column 'odd' is not numeric"):
+        cli.read_table(_write(tmp_path, "income;odd;target", rows), "target")
+
+
 # --- layout: "sep=" line, trailing separators, spaces ------------------------------------------------------------
 
 def test_excel_sep_line_sets_the_separator(tmp_path, want):
