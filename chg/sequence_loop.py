@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from .lastlayer import LastLayerTap, forward_batch, model_device, split_batch
 from .progress import progress as progress_bar
 from .renames import unexpected_keyword
-from .sequence_maths import IGNORE_INDEX, MODES, causal_shift, sequence_loss
+from .sequence_maths import IGNORE_INDEX, MODES, causal_shift, scored_positions, sequence_loss
 from .sequence_valuation import SequenceValuer, _batches, _choice, _read
 
 __all__ = ["value_sequences", "is_sequence_data", "sequence_valuer", "pad_items"]
@@ -96,6 +96,26 @@ def _loader(dataset, batch_size: int, generator: Optional[torch.Generator] = Non
                       collate_fn=lambda rows: _collate(dataset, rows))
 
 
+def _check_documents(dataset, shift: bool, batch_size: int, name: str) -> None:
+    """Every document of ``dataset`` has a scored token (:func:`scored_positions`) — read once before training, so
+    that a ValueError names each one without by its row in the data set (malformed labels are left to
+    :func:`sequence_batch`'s messages)."""
+    empty = []
+    for batch in _loader(dataset, batch_size):
+        inputs, labels, idx = split_batch(batch)
+        mask = inputs.get("attention_mask") if isinstance(inputs, Mapping) else None
+        if not isinstance(labels, torch.Tensor) or labels.ndim != 2 or labels.dtype.is_floating_point \
+                or (mask is not None and tuple(torch.as_tensor(mask).shape) != tuple(labels.shape)):
+            continue
+        empty += idx[~scored_positions(labels, mask, shift).any(1)].tolist()
+    if empty:
+        shown = ", ".join(map(str, empty[:10])) + (f", ... ({len(empty)} in all)" if len(empty) > 10 else "")
+        why = ("every label -100 or masked, or a single token: a causal LM's logits at t predict the token at t+1, "
+               "so a document needs 2 tokens" if shift else "every label -100 or masked")
+        raise ValueError(f"value_sequences: document(s) {shown} of {name} have no scored token ({why}); a document "
+                         "without a scored token has no loss to value: drop it from the data set")
+
+
 def _positive_int(name: str, v) -> int:
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
@@ -134,8 +154,9 @@ def value_sequences(model: nn.Module, train_dataset, valid_dataset=None, *, unit
         :class:`chg.Values` (with the per-epoch history); with ``return_valuer``, ``(values, valuer)``.
     Raises:
         ValueError: unknown settings, ride-along with fewer than 2 epochs, skip_epochs not below epochs, alpha="valid"
-            without ``valid_dataset``, data without labels, a head that is not an ``nn.Linear`` applied per
-            position, and as :class:`SequenceValuer`.
+            without ``valid_dataset``, data without labels, a document without a scored token (every label -100 or
+            masked, or a causal LM's document of one token; named by its row, before training), a head that is not
+            an ``nn.Linear`` applied per position, and as :class:`SequenceValuer`.
     """
     mode = _choice("mode", mode, MODES)
     optimizer = _choice("optimizer", optimizer, ("adam", "sgd"))
@@ -155,6 +176,9 @@ def value_sequences(model: nn.Module, train_dataset, valid_dataset=None, *, unit
                              f"(input_ids, labels) pairs, got {type(data).__name__}")
     valuer = SequenceValuer(len(train_dataset), unit, reduction, utility, alpha,
                             causal_shift(model) if shift is None else shift, skip_epochs, vocab_chunk)
+    for name, data in (("train_dataset", train_dataset), ("valid_dataset", valid_dataset)):
+        if data is not None:  # before training: a long run does not stop at such a document
+            _check_documents(data, valuer.shift, eval_batch_size, name)
     device = model_device(model)
     train_loader = _loader(train_dataset, batch_size, torch.Generator().manual_seed(int(seed)))
     eval_loader = _loader(train_dataset, eval_batch_size)
