@@ -66,7 +66,34 @@ def _array_like(v) -> bool:
     return isinstance(v, (np.ndarray, torch.Tensor)) or module == "pandas" or module.startswith("pandas.")
 
 
+def _nullable(v, what: str) -> Optional[np.ndarray]:
+    """A pandas object of numbers with some of pandas' nullable dtypes (Float64, Int64, boolean, ...: what
+    ``convert_dtypes()`` gives; their own ``to_numpy()`` is of dtype object) as a NumPy array of numbers: a missing
+    value (``pd.NA``) is NaN in X (then refused as any NaN feature is, naming the row) and refused in y, naming the
+    rows. None for anything else (read as before)."""
+    module = type(v).__module__
+    if not (module == "pandas" or module.startswith("pandas.")) or not hasattr(v, "to_numpy"):
+        return None
+    from pandas.api.extensions import ExtensionDtype
+    from pandas.api.types import is_numeric_dtype
+    dtypes = list(v.dtypes) if getattr(v, "ndim", 1) == 2 else [v.dtype]
+    if not any(isinstance(d, ExtensionDtype) for d in dtypes) or not all(is_numeric_dtype(d) for d in dtypes):
+        return None
+    missing = np.asarray(v.isna()).reshape(len(v), -1).any(1)  # (n,) rows with a pd.NA
+    if not missing.any():
+        return v.to_numpy(dtype=np.result_type(*[getattr(d, "numpy_dtype", d) for d in dtypes]))
+    if what == "y":
+        rows = np.flatnonzero(missing)
+        raise ValueError(f"y has no label in row(s) {rows[:10].tolist()}"
+                         + (f" and {len(rows) - 10} more" if len(rows) > 10 else "")
+                         + " (pd.NA; rows numbered from 0): drop those rows from X and y, or give them their labels")
+    return v.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
 def _numpy(v, what: str) -> np.ndarray:
+    arr = _nullable(v, what)
+    if arr is not None:
+        return arr
     arr = v.to_numpy() if hasattr(v, "to_numpy") else np.asarray(v)
     if arr.dtype == object or arr.dtype.kind in "USMm":
         raise ValueError(f"{what} has dtype {arr.dtype}: pass numbers (encode categories or strings as integers, "
@@ -142,7 +169,8 @@ def value_data(model: nn.Module, train_dataset, valid_dataset=None, *, epochs: i
             ``.with_format("torch")``; ``input_ids`` of different lengths, as a tokenizer gives them without padding,
             are padded on the right in each batch with the model's ``config.pad_token_id`` — 0 for a model without
             a config — and the ``attention_mask`` is 0 there: :func:`chg.sequence.pad_items`), or a pair ``(X, y)``:
-            X an array, tensor or pandas DataFrame (floating features are converted to the model's dtype), y integer
+            X an array, tensor or pandas DataFrame (floating features are converted to the model's dtype; pandas'
+            nullable columns — Float64, Int64, boolean — are read as numbers, a missing value as NaN), y integer
             labels (any integer dtype; float labels are refused). A bare array is refused with a message, never split
             into (x, y).
         valid_dataset: the same kinds; needed for ``alpha="valid"``.
@@ -164,7 +192,9 @@ def value_data(model: nn.Module, train_dataset, valid_dataset=None, *, epochs: i
         TypeError: a setting of the wrong type, or a keyword removed in 0.3.0 (``options=``, ``config=``).
         ValueError: a setting of a wrong value, a ``skip_epochs`` not in [0, epochs), data it cannot read as
             (x, y) rows, integer features X for a model without ``nn.Embedding`` (pass floating features), dict
-            items of different lengths for a HuggingFace model whose config has no ``pad_token_id`` (set it).
+            items of different lengths for a HuggingFace model whose config has no ``pad_token_id`` (set it), a
+            missing label (``pd.NA`` in y), and (at the first epoch's end) features that are NaN or infinite,
+            naming the row.
     """
     cfg = ValueDataConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, momentum=momentum,
                           weight_decay=weight_decay, mode=mode, eval_batch_size=eval_batch_size, seed=seed,
