@@ -10,19 +10,21 @@ forward passes (:meth:`chg.EpochValuer.add_logits`). When to use which: the "whi
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Callable, Optional
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler, TensorDataset
+from torch.utils.data import (BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler, TensorDataset,
+                              default_collate)
 
 from .factored import Options
 from .lastlayer import LastLayerTap, check_targets, forward_batch, model_device, per_sample_loss, split_batch
 from .progress import progress as progress_bar
 from .renames import OPTIONS_REMOVED, Removed, renamed
-from .sequence import is_sequence_data, sequence_valuer, value_sequences
+from .sequence import is_sequence_data, pad_items, sequence_valuer, value_sequences
 from .valuation import SKIP_MEANING, EpochValuer, IndexedDataset, add_validation_pass, count, separate_pass
 
 __all__ = ["value_data", "train_and_value", "ValueDataConfig", "MODES"]
@@ -64,7 +66,34 @@ def _array_like(v) -> bool:
     return isinstance(v, (np.ndarray, torch.Tensor)) or module == "pandas" or module.startswith("pandas.")
 
 
+def _nullable(v, what: str) -> Optional[np.ndarray]:
+    """A pandas object of numbers with some of pandas' nullable dtypes (Float64, Int64, boolean, ...: what
+    ``convert_dtypes()`` gives; their own ``to_numpy()`` is of dtype object) as a NumPy array of numbers: a missing
+    value (``pd.NA``) is NaN in X (then refused as any NaN feature is, naming the row) and refused in y, naming the
+    rows. None for anything else (read as before)."""
+    module = type(v).__module__
+    if not (module == "pandas" or module.startswith("pandas.")) or not hasattr(v, "to_numpy"):
+        return None
+    from pandas.api.extensions import ExtensionDtype
+    from pandas.api.types import is_numeric_dtype
+    dtypes = list(v.dtypes) if getattr(v, "ndim", 1) == 2 else [v.dtype]
+    if not any(isinstance(d, ExtensionDtype) for d in dtypes) or not all(is_numeric_dtype(d) for d in dtypes):
+        return None
+    missing = np.asarray(v.isna()).reshape(len(v), -1).any(1)  # (n,) rows with a pd.NA
+    if not missing.any():
+        return v.to_numpy(dtype=np.result_type(*[getattr(d, "numpy_dtype", d) for d in dtypes]))
+    if what == "y":
+        rows = np.flatnonzero(missing)
+        raise ValueError(f"y has no label in row(s) {rows[:10].tolist()}"
+                         + (f" and {len(rows) - 10} more" if len(rows) > 10 else "")
+                         + " (pd.NA; rows numbered from 0): drop those rows from X and y, or give them their labels")
+    return v.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
 def _numpy(v, what: str) -> np.ndarray:
+    arr = _nullable(v, what)
+    if arr is not None:
+        return arr
     arr = v.to_numpy() if hasattr(v, "to_numpy") else np.asarray(v)
     if arr.dtype == object or arr.dtype.kind in "USMm":
         raise ValueError(f"{what} has dtype {arr.dtype}: pass numbers (encode categories or strings as integers, "
@@ -137,9 +166,13 @@ def value_data(model: nn.Module, train_dataset, valid_dataset=None, *, epochs: i
             ``ModelOutput`` holding them (see :mod:`chg.lastlayer`). ``layer``: its output layer, if not the last
             ``nn.Linear`` registered.
         train_dataset: a torch Dataset of ``(x, y)`` items or of dicts with ``"labels"`` (HuggingFace style, tensors:
-            ``.with_format("torch")``), or a pair ``(X, y)``: X an array, tensor or pandas DataFrame (floating
-            features are converted to the model's dtype), y integer labels (any integer dtype; float labels are
-            refused). A bare array is refused with a message, never split into (x, y).
+            ``.with_format("torch")``; ``input_ids`` of different lengths, as a tokenizer gives them without padding,
+            are padded on the right in each batch with the model's ``config.pad_token_id`` — 0 for a model without
+            a config — and the ``attention_mask`` is 0 there: :func:`chg.sequence.pad_items`), or a pair ``(X, y)``:
+            X an array, tensor or pandas DataFrame (floating features are converted to the model's dtype; pandas'
+            nullable columns — Float64, Int64, boolean — are read as numbers, a missing value as NaN), y integer
+            labels (any integer dtype; float labels are refused). A bare array is refused with a message, never split
+            into (x, y).
         valid_dataset: the same kinds; needed for ``alpha="valid"``.
         epochs, batch_size, lr, optimizer, momentum, weight_decay, mode, eval_batch_size, seed, progress: the
             training settings, as :class:`ValueDataConfig` documents them (``mode``: "pass" | "ride").
@@ -158,7 +191,10 @@ def value_data(model: nn.Module, train_dataset, valid_dataset=None, *, epochs: i
     Raises:
         TypeError: a setting of the wrong type, or a keyword removed in 0.3.0 (``options=``, ``config=``).
         ValueError: a setting of a wrong value, a ``skip_epochs`` not in [0, epochs), data it cannot read as
-            (x, y) rows, and integer features X for a model without ``nn.Embedding`` (pass floating features).
+            (x, y) rows, integer features X for a model without ``nn.Embedding`` (pass floating features), dict
+            items of different lengths for a HuggingFace model whose config has no ``pad_token_id`` (set it), a
+            missing label (``pd.NA`` in y), and (at the first epoch's end) features that are NaN or infinite,
+            naming the row.
     """
     cfg = ValueDataConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, momentum=momentum,
                           weight_decay=weight_decay, mode=mode, eval_batch_size=eval_batch_size, seed=seed,
@@ -222,9 +258,47 @@ class _TensorRows(Dataset):
         return self.tensors[0][r], self.tensors[1][r], r
 
 
-def _indexed_loader(dataset, batch_size: int, generator: Optional[torch.Generator] = None) -> DataLoader:
+def _length(v) -> tuple:
+    return tuple(v.shape) if hasattr(v, "shape") else (len(v),) if isinstance(v, (list, tuple)) else ()
+
+
+class _Collate:
+    """torch's default collation; dict items of different lengths (a tokenizer's output without padding) padded on
+    the right by :func:`chg.sequence.pad_items` with the model's ``config.pad_token_id`` (0 for a model without a
+    HuggingFace config), the ``attention_mask`` 0 on the padding. A HuggingFace config without a pad_token_id is
+    refused: decoder classifiers (``GPT2ForSequenceClassification``, ...) find each row's last token by it."""
+
+    def __init__(self, model: nn.Module, what: str):
+        config = getattr(model, "config", None)
+        self.pad = 0 if config is None else getattr(config, "pad_token_id", None)
+        self.model, self.what = type(model).__name__, what
+
+    def __call__(self, items):
+        if not isinstance(items[0], Mapping):
+            return default_collate(items)
+        keys = sorted(items[0], key=lambda k: k != "input_ids")  # input_ids first
+        ragged = next((k for k in keys if len({_length(it.get(k)) for it in items}) > 1), None)
+        if ragged is None:
+            return default_collate(items)
+        if self.pad is None:
+            lengths = [_length(it[ragged])[:1] for it in items]
+            a = next(k for k, n in enumerate(lengths) if n != lengths[0])
+            rows = [items[k].get("index", k) for k in (0, a)]
+            where = f"rows {rows[0]} and {rows[1]} of the data" if "index" in items[0] else f"two items of {self.what}"
+            raise ValueError(
+                f"value_data: {self.what}'s items have {ragged} of different lengths ({where}: {lengths[0][0]} and "
+                f"{lengths[a][0]} tokens), so each batch is padded on the right, but the model's config has no "
+                f"pad_token_id, by which {self.model} finds each row's last token: set model.config.pad_token_id = "
+                "tokenizer.pad_token_id (a GPT-2 tokenizer has none: tokenizer.pad_token = tokenizer.eos_token "
+                "first), or pad the items yourself")
+        return pad_items(items, self.pad)
+
+
+def _indexed_loader(dataset, batch_size: int, generator: Optional[torch.Generator] = None,
+                    collate: Optional[Callable] = None) -> DataLoader:
     """Batches ``(x, y, index)`` of ``dataset`` in order, or shuffled by ``generator`` (the permutation of
-    ``DataLoader(shuffle=True, generator=generator)``); a TensorDataset's are fetched a batch at a time."""
+    ``DataLoader(shuffle=True, generator=generator)``); a TensorDataset's are fetched a batch at a time; other
+    items are collated by ``collate`` (default: torch's)."""
     if isinstance(dataset, TensorDataset) and len(dataset.tensors) >= 2:
         order = RandomSampler(dataset, generator=generator) if generator is not None else SequentialSampler(dataset)
         # generator= too: each iter() of a DataLoader draws its base seed from it before the sampler's permutation,
@@ -232,7 +306,7 @@ def _indexed_loader(dataset, batch_size: int, generator: Optional[torch.Generato
         return DataLoader(_TensorRows(dataset.tensors), sampler=BatchSampler(order, batch_size, False),
                           batch_size=None, generator=generator)
     return DataLoader(IndexedDataset(dataset), batch_size=batch_size, shuffle=generator is not None,
-                      generator=generator)
+                      generator=generator, collate_fn=collate)
 
 
 def train_and_value(model: nn.Module, train_dataset, valid_dataset, cfg: ValueDataConfig, valuer: EpochValuer,
@@ -263,9 +337,12 @@ def train_and_value(model: nn.Module, train_dataset, valid_dataset, cfg: ValueDa
     if valuer.alpha == "valid" and valid_dataset is None:
         raise ValueError("alpha='valid' needs a validation set")
     device = model_device(model)
-    train_loader = _indexed_loader(train_dataset, int(cfg.batch_size), torch.Generator().manual_seed(int(cfg.seed)))
-    eval_loader = _indexed_loader(train_dataset, int(cfg.eval_batch_size))
-    valid_loader = None if valid_dataset is None else DataLoader(valid_dataset, batch_size=int(cfg.eval_batch_size))
+    collate = _Collate(model, "train_dataset")  # dict items of different lengths: padded on the right
+    train_loader = _indexed_loader(train_dataset, int(cfg.batch_size), torch.Generator().manual_seed(int(cfg.seed)),
+                                   collate)
+    eval_loader = _indexed_loader(train_dataset, int(cfg.eval_batch_size), collate=collate)
+    valid_loader = None if valid_dataset is None else DataLoader(valid_dataset, batch_size=int(cfg.eval_batch_size),
+                                                                 collate_fn=_Collate(model, "valid_dataset"))
     if cfg.optimizer == "adam":
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     else:

@@ -46,16 +46,20 @@ passed to the model as a keyword — or ``(input_ids, labels[, index])`` tuples.
 modules that define them, each read top to bottom: :mod:`chg.sequence_maths` (the pure maths of a batch:
 :class:`SequenceBatch`, :func:`sequence_batch`, :func:`sequence_loss`, the sweeps :func:`sequence_stats` and
 :func:`sequence_dots`, eq. (3) :func:`sequence_values`, :func:`sequence_shapley`, :func:`token_factors`,
-:func:`causal_shift`), :mod:`chg.sequence_valuation` (:class:`SequenceValuer`, the collection over a training run)
-and :mod:`chg.sequence_loop` (:func:`value_sequences`, train and value in one call, and what :func:`chg.value_data`
-and :class:`chg.EpochValuer` hand over: :func:`is_sequence_data`, :func:`sequence_valuer`).
+:func:`causal_shift`, :func:`scored_positions`), :mod:`chg.sequence_valuation` (:class:`SequenceValuer`, the
+collection over a training run) and :mod:`chg.sequence_loop` (:func:`value_sequences`, train and value in one call,
+and what :func:`chg.value_data` and :class:`chg.EpochValuer` hand over: :func:`is_sequence_data`,
+:func:`sequence_valuer`; :func:`pad_items`, the batches of dict items of different lengths, which
+:func:`chg.value_data` pads with too).
 """
 from .sequence_maths import (IGNORE_INDEX, REDUCTIONS, UNITS, SequenceBatch, causal_shift, sequence_batch,
                              sequence_dots, sequence_loss, sequence_shapley, sequence_stats, sequence_values,
                              token_factors)
 from .sequence_maths import ALPHAS, MODES, UTILITIES, VOCAB_CHUNK_ELEMENTS  # noqa: F401  importable as before
+from .sequence_maths import scored_positions  # noqa: F401  importable; not in __all__ (kept as before)
 from .sequence_valuation import SequenceValuer
 from .sequence_loop import is_sequence_data, sequence_valuer, value_sequences
+from .sequence_loop import pad_items  # noqa: F401  importable; not in __all__ (kept as before)
 
 __all__ = ["IGNORE_INDEX", "UNITS", "REDUCTIONS", "SequenceBatch", "causal_shift", "sequence_batch", "sequence_loss",
            "sequence_stats", "sequence_dots", "sequence_values", "sequence_shapley", "token_factors",

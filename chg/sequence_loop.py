@@ -1,7 +1,8 @@
 """Train and value in one call, and the hand-over from :func:`chg.value_data` and :class:`chg.EpochValuer`:
 :func:`value_sequences` (train a language model or token classifier and value its sequences),
-:func:`is_sequence_data` (whether a data set's items carry a label per position) and :func:`sequence_valuer` (the
-:class:`SequenceValuer` that ``chg.EpochValuer(n, unit=...)`` returns).
+:func:`is_sequence_data` (whether a data set's items carry a label per position), :func:`sequence_valuer` (the
+:class:`SequenceValuer` that ``chg.EpochValuer(n, unit=...)`` returns) and :func:`pad_items` (dict items of
+different lengths made one batch, right-padded — for :func:`chg.value_data`'s classifiers too).
 
 The per-batch maths: :mod:`chg.sequence_maths`; the valuer: :mod:`chg.sequence_valuation`; the derivation, the modes
 and the batch format: :mod:`chg.sequence` (which re-exports every name here).
@@ -14,15 +15,16 @@ from typing import Optional
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader
 
 from .lastlayer import LastLayerTap, forward_batch, model_device, split_batch
 from .progress import progress as progress_bar
 from .renames import unexpected_keyword
-from .sequence_maths import IGNORE_INDEX, MODES, causal_shift, sequence_loss
+from .sequence_maths import IGNORE_INDEX, MODES, causal_shift, scored_positions, sequence_loss
 from .sequence_valuation import SequenceValuer, _batches, _choice, _read
 
-__all__ = ["value_sequences", "is_sequence_data", "sequence_valuer"]
+__all__ = ["value_sequences", "is_sequence_data", "sequence_valuer", "pad_items"]
 
 
 # ---- the one-call helper: train and value --------------------------------------------------------------------
@@ -30,20 +32,44 @@ __all__ = ["value_sequences", "is_sequence_data", "sequence_valuer"]
 _PAD = {"labels": IGNORE_INDEX, "label": IGNORE_INDEX, "attention_mask": 0}
 
 
-def _stack(values: list, key) -> torch.Tensor:
-    """Items' tensors stacked, right-padded to the longest along dim 0 (labels with -100, masks with 0, else 0)."""
-    ts = [torch.as_tensor(v) for v in values]
-    longest = max(t.shape[0] if t.ndim else 0 for t in ts)
-    if all(t.shape == ts[0].shape for t in ts):
-        return torch.stack(ts)
-    out = ts[0].new_full((len(ts), longest, *ts[0].shape[1:]), _PAD.get(key, 0))
-    for k, t in enumerate(ts):
-        out[k, :t.shape[0]] = t
+def pad_items(items: list, pad_token_id: int = 0) -> dict:
+    """Dict items made one batch, HuggingFace style: each key's values stacked, those of different lengths padded on
+    the right to the longest along dim 0 (``torch.nn.utils.rnn.pad_sequence``) — ``input_ids`` with ``pad_token_id``,
+    ``labels`` with -100 (not scored), ``attention_mask`` and anything else with 0 — and, when lengths differ and the
+    items have no ``attention_mask``, one added: 1 on each item's own positions, 0 on its padding (the lengths of
+    ``input_ids``, else of the first key whose lengths differ).
+
+    Args:
+        items: dicts with the same keys (a tokenizer's output without padding: ``input_ids``, ``attention_mask``,
+            ``labels``, ...), each value a tensor, an array, a list of numbers or a number.
+        pad_token_id: the id ``input_ids`` are padded with (the model's ``config.pad_token_id``).
+    Returns:
+        dict of tensors, each (B, ...).
+    Raises:
+        ValueError: items with other keys than the first's.
+    """
+    keys = list(items[0])
+    for it in items:
+        if set(it) != set(keys):
+            raise ValueError(f"the items of a batch must have the same keys: one has {sorted(it)}, another "
+                             f"{sorted(keys)}")
+    out, lengths = {}, None
+    for key in keys:
+        ts = [torch.as_tensor(it[key]) for it in items]
+        if all(t.shape == ts[0].shape for t in ts):
+            out[key] = torch.stack(ts)
+            continue
+        out[key] = pad_sequence(ts, batch_first=True, padding_value=pad_token_id if key == "input_ids" else
+                                _PAD.get(key, 0))
+        if lengths is None or key == "input_ids":
+            lengths = [t.shape[0] for t in ts]
+    if lengths is not None and "attention_mask" not in out:
+        out["attention_mask"] = (torch.arange(max(lengths))[None] < torch.as_tensor(lengths)[:, None]).long()
     return out
 
 
 def _collate(dataset, rows: list):
-    """A batch of ``dataset``'s items ``rows``: dicts stacked key by key (right padding; an ``attention_mask`` is
+    """A batch of ``dataset``'s items ``rows``: dicts by :func:`pad_items` (right padding, an ``attention_mask``
     added when lengths differ and there is none), or ``(x, y)`` pairs of one length; each with its ``index``."""
     items = [dataset[i] for i in rows]
     index = torch.as_tensor(rows, dtype=torch.int64)
@@ -51,10 +77,7 @@ def _collate(dataset, rows: list):
         if "labels" not in items[0] and "label" not in items[0]:
             raise ValueError(f"the data set's items need their labels under 'labels' (they have {sorted(items[0])}); "
                              "for a causal LM set labels = input_ids, with -100 at padding")
-        out = {k: _stack([it[k] for it in items], k) for k in items[0] if k != "index"}
-        lengths = [len(it["labels" if "labels" in it else "label"]) for it in items]
-        if len(set(lengths)) > 1 and "attention_mask" not in out:
-            out["attention_mask"] = (torch.arange(max(lengths))[None] < torch.as_tensor(lengths)[:, None]).long()
+        out = pad_items([{k: v for k, v in it.items() if k != "index"} for it in items])
         out["index"] = index
         return out
     if not isinstance(items[0], (tuple, list)) or len(items[0]) < 2:
@@ -71,6 +94,26 @@ def _loader(dataset, batch_size: int, generator: Optional[torch.Generator] = Non
     """Batches of ``dataset`` with each row's ``index``, in order or shuffled by ``generator``."""
     return DataLoader(range(len(dataset)), batch_size=batch_size, shuffle=generator is not None, generator=generator,
                       collate_fn=lambda rows: _collate(dataset, rows))
+
+
+def _check_documents(dataset, shift: bool, batch_size: int, name: str) -> None:
+    """Every document of ``dataset`` has a scored token (:func:`scored_positions`) — read once before training, so
+    that a ValueError names each one without by its row in the data set (malformed labels are left to
+    :func:`sequence_batch`'s messages)."""
+    empty = []
+    for batch in _loader(dataset, batch_size):
+        inputs, labels, idx = split_batch(batch)
+        mask = inputs.get("attention_mask") if isinstance(inputs, Mapping) else None
+        if not isinstance(labels, torch.Tensor) or labels.ndim != 2 or labels.dtype.is_floating_point \
+                or (mask is not None and tuple(torch.as_tensor(mask).shape) != tuple(labels.shape)):
+            continue
+        empty += idx[~scored_positions(labels, mask, shift).any(1)].tolist()
+    if empty:
+        shown = ", ".join(map(str, empty[:10])) + (f", ... ({len(empty)} in all)" if len(empty) > 10 else "")
+        why = ("every label -100 or masked, or a single token: a causal LM's logits at t predict the token at t+1, "
+               "so a document needs 2 tokens" if shift else "every label -100 or masked")
+        raise ValueError(f"value_sequences: document(s) {shown} of {name} have no scored token ({why}); a document "
+                         "without a scored token has no loss to value: drop it from the data set")
 
 
 def _positive_int(name: str, v) -> int:
@@ -111,8 +154,9 @@ def value_sequences(model: nn.Module, train_dataset, valid_dataset=None, *, unit
         :class:`chg.Values` (with the per-epoch history); with ``return_valuer``, ``(values, valuer)``.
     Raises:
         ValueError: unknown settings, ride-along with fewer than 2 epochs, skip_epochs not below epochs, alpha="valid"
-            without ``valid_dataset``, data without labels, a head that is not an ``nn.Linear`` applied per
-            position, and as :class:`SequenceValuer`.
+            without ``valid_dataset``, data without labels, a document without a scored token (every label -100 or
+            masked, or a causal LM's document of one token; named by its row, before training), a head that is not
+            an ``nn.Linear`` applied per position, and as :class:`SequenceValuer`.
     """
     mode = _choice("mode", mode, MODES)
     optimizer = _choice("optimizer", optimizer, ("adam", "sgd"))
@@ -132,6 +176,9 @@ def value_sequences(model: nn.Module, train_dataset, valid_dataset=None, *, unit
                              f"(input_ids, labels) pairs, got {type(data).__name__}")
     valuer = SequenceValuer(len(train_dataset), unit, reduction, utility, alpha,
                             causal_shift(model) if shift is None else shift, skip_epochs, vocab_chunk)
+    for name, data in (("train_dataset", train_dataset), ("valid_dataset", valid_dataset)):
+        if data is not None:  # before training: a long run does not stop at such a document
+            _check_documents(data, valuer.shift, eval_batch_size, name)
     device = model_device(model)
     train_loader = _loader(train_dataset, batch_size, torch.Generator().manual_seed(int(seed)))
     eval_loader = _loader(train_dataset, eval_batch_size)

@@ -1,11 +1,12 @@
 r"""The maths of a batch of sequences, as pure functions: tensors in, tensors out, no state.
 
-A batch's factors after the causal shift and the masks (:func:`sequence_batch`), the differentiable per-sequence loss
-(:func:`sequence_loss`), the two sweeps of Algorithm 1 on a batch (:func:`sequence_stats`: s and every
-:math:`\|x_i\|^2`; :func:`sequence_dots`: :math:`\langle m, x_i\rangle`), eq. (3) (:func:`sequence_values`,
-:func:`sequence_shapley`), the token players (:func:`token_factors`) and :func:`causal_shift`. The derivation, the
-modes and the batch format: :mod:`chg.sequence` (which re-exports every name here). The collection over an epoch:
-:mod:`chg.sequence_valuation`; train and value in one call: :mod:`chg.sequence_loop`.
+A batch's factors after the causal shift and the masks (:func:`sequence_batch`; the positions scored:
+:func:`scored_positions`), the differentiable per-sequence loss (:func:`sequence_loss`), the two sweeps of Algorithm 1
+on a batch (:func:`sequence_stats`: s and every :math:`\|x_i\|^2`; :func:`sequence_dots`: :math:`\langle m,
+x_i\rangle`), eq. (3) (:func:`sequence_values`, :func:`sequence_shapley`), the token players (:func:`token_factors`)
+and :func:`causal_shift`. The derivation, the modes and the batch format: :mod:`chg.sequence` (which re-exports every
+name here). The collection over an epoch: :mod:`chg.sequence_valuation`; train and value in one call:
+:mod:`chg.sequence_loop`.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from .shapley import check_n, coefficients
 
 __all__ = ["IGNORE_INDEX", "UNITS", "REDUCTIONS", "UTILITIES", "ALPHAS", "MODES", "VOCAB_CHUNK_ELEMENTS",
            "SequenceBatch", "causal_shift", "sequence_batch", "sequence_loss", "sequence_stats", "sequence_dots",
-           "sequence_values", "sequence_shapley", "token_factors"]
+           "sequence_values", "sequence_shapley", "token_factors", "scored_positions"]
 
 IGNORE_INDEX = -100  # HuggingFace's (and F.cross_entropy's) label of a position that is not scored
 UNITS = ("sequence", "token")
@@ -83,9 +84,28 @@ def _compute_dtype(batch: SequenceBatch) -> torch.dtype:
         else torch.float32
 
 
-def _scored(labels, attention_mask, shift: bool, reduction: str, shape: tuple, device) -> tuple:
-    """The checks and masks shared by :func:`sequence_batch` and :func:`sequence_loss`: (labels shifted, valid
-    (B, T') bool, target (B, T') int64 (0 where not valid), weight (B, T') float64)."""
+def scored_positions(labels: torch.Tensor, attention_mask=None, shift: bool = False) -> torch.Tensor:
+    """Which positions are players' tokens: a label that is not -100, attended where there is an attention mask,
+    and, with ``shift`` (a causal LM: the logits at t predict the label at t+1), position t scoring ``labels[:, t+1]``
+    with both t and t+1 attended. A document with none has no loss to value.
+
+    Args:
+        labels: (B, T) integer, -100 where not scored. attention_mask: (B, T) of 0/1, or None. shift: the causal-LM
+            shift.
+    Returns:
+        (B, T) bool, or (B, T−1) with ``shift`` (no column when T < 2).
+    """
+    keep = torch.ones(labels.shape, dtype=torch.bool, device=labels.device) if attention_mask is None \
+        else torch.as_tensor(attention_mask).to(labels.device).bool()
+    if shift:
+        labels, keep = labels[:, 1:], keep[:, :-1] & keep[:, 1:]
+    return keep & (labels != IGNORE_INDEX)
+
+
+def _scored(labels, attention_mask, shift: bool, reduction: str, shape: tuple, device, rows=None) -> tuple:
+    """The checks and masks shared by :func:`sequence_batch` and :func:`sequence_loss`: (valid (B, T') bool, target
+    (B, T') int64 (0 where not valid), weight (B, T') float64). ``rows``: the sequences' rows in the data set, named
+    in the error for a sequence without a scored token (default: their positions in the batch)."""
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     if labels is None:
@@ -100,29 +120,32 @@ def _scored(labels, attention_mask, shift: bool, reduction: str, shape: tuple, d
         raise ValueError(f"labels must be (B, T) = ({B}, {T}) like the logits {tuple(shape)}, got "
                          f"{tuple(labels.shape)}")
     labels = labels.to(device)
-    keep = torch.ones((B, T), dtype=torch.bool, device=device)
+    m = None
     if attention_mask is not None:
         m = torch.as_tensor(attention_mask).to(device)
         if m.shape != (B, T):
             raise ValueError(f"attention_mask must be (B, T) = ({B}, {T}), got {tuple(m.shape)}")
         if m.dtype.is_floating_point or m.dtype.is_complex or not bool(((m == 0) | (m == 1)).all()):
             raise ValueError("attention_mask must hold 0/1 (bool or integer), as HuggingFace's tokenizers give it")
-        keep = m.bool()
-    if shift:
-        if T < 2:
-            raise ValueError(f"a causal LM needs sequences of at least 2 positions (logits at t predict label t+1), "
-                             f"got T = {T}")
-        labels, keep = labels[:, 1:], keep[:, :-1] & keep[:, 1:]
+    if shift and T < 2:
+        raise ValueError(f"a causal LM needs sequences of at least 2 positions (logits at t predict label t+1), "
+                         f"got T = {T}")
+    valid = scored_positions(labels, m, shift)  # (B, T')
+    labels = labels[:, 1:] if shift else labels
     bad = (labels != IGNORE_INDEX) & ((labels < 0) | (labels >= C))
     if bool(bad.any()):
         lo, hi = int(labels[bad].min()), int(labels[bad].max())
         raise ValueError(f"labels must lie in [0, {C}) or be {IGNORE_INDEX} (not scored), got values in [{lo}, {hi}]")
-    valid = keep & (labels != IGNORE_INDEX)  # (B, T')
     counts = valid.sum(1)
     if bool((counts == 0).any()):
-        empty = (counts == 0).nonzero().squeeze(1)[:5].tolist()
-        raise ValueError(f"sequence(s) {empty} of the batch have no valid token (every label -100 or masked): a "
-                         "document without a scored token has no loss to value; drop it from the data set")
+        empty = (counts == 0).nonzero().squeeze(1).cpu()
+        rows = None if rows is None else torch.as_tensor(rows).reshape(-1).cpu()
+        which = f"sequence(s) {empty[:5].tolist()} of the batch" if rows is None or len(rows) != B else \
+            f"document(s) {rows[empty][:5].tolist()} of the data set"
+        why = ("every label -100 or masked, or a single token: a causal LM's logits at t predict the token at t+1, "
+               "so a document needs 2 tokens" if shift else "every label -100 or masked")
+        raise ValueError(f"{which} have no scored token ({why}); a document without a scored token has no loss to "
+                         "value: drop it from the data set")
     target = torch.where(valid, labels, torch.zeros_like(labels)).to(torch.int64)
     valid64 = valid.to(torch.float64)
     weight = valid64 / counts[:, None].to(torch.float64) if reduction == "mean" else valid64
@@ -131,7 +154,7 @@ def _scored(labels, attention_mask, shift: bool, reduction: str, shape: tuple, d
 
 def sequence_batch(logits: torch.Tensor, labels: torch.Tensor, feat: torch.Tensor, attention_mask=None,
                    shift: bool = False, reduction: str = "mean", bias: bool = True,
-                   vocab_chunk: Optional[int] = None) -> SequenceBatch:
+                   vocab_chunk: Optional[int] = None, rows=None) -> SequenceBatch:
     r"""The factors of a batch of sequences: which positions are players' tokens, :math:`\ell_t`, :math:`w_t`,
     :math:`l_i` and the log-sum-exp of every position (over chunks of the vocabulary, in float64).
 
@@ -146,12 +169,13 @@ def sequence_batch(logits: torch.Tensor, labels: torch.Tensor, feat: torch.Tenso
         feat: (B, T, D) floating, the output layer's input. attention_mask: (B, T) of 0/1 (bool or integer), or None.
         shift: the causal-LM shift. reduction: "mean" (:math:`w_t = 1/T_i`) or "sum" (:math:`w_t = 1`).
         bias: whether the output layer has a bias. vocab_chunk: vocabulary columns per chunk (default: about 2^19
-            elements per chunk).
+            elements per chunk). rows: (B,) the sequences' rows in the data set, named in the error for a sequence
+            without a scored token (default: their positions in the batch).
     Returns:
         :class:`SequenceBatch`.
     Raises:
         ValueError: shapes that do not match, labels missing, not integers or outside [0, C) ∪ {-100}, an attention
-            mask that is not 0/1, a sequence without a valid token, NaN/Inf logits at a valid position, an unknown
+            mask that is not 0/1, a sequence without a scored token, NaN/Inf logits at a valid position, an unknown
             reduction.
     """
     if not isinstance(logits, torch.Tensor) or logits.ndim != 3 or not logits.dtype.is_floating_point:
@@ -160,7 +184,8 @@ def sequence_batch(logits: torch.Tensor, labels: torch.Tensor, feat: torch.Tenso
         raise ValueError(f"feat must be a floating (B, T, D) tensor (the output layer's input), got {_describe(feat)}")
     if feat.shape[:2] != logits.shape[:2]:
         raise ValueError(f"feat {tuple(feat.shape)} and logits {tuple(logits.shape)} must share (B, T)")
-    valid, target, weight = _scored(labels, attention_mask, shift, reduction, tuple(logits.shape), logits.device)
+    valid, target, weight = _scored(labels, attention_mask, shift, reduction, tuple(logits.shape), logits.device,
+                                    rows)
     logits, feat = logits.detach(), feat.detach()
     if shift:
         logits, feat = logits[:, :-1], feat[:, :-1]

@@ -196,7 +196,7 @@ class SequenceValuer:
                              "shift=True (logits at t predict label t+1, e.g. GPT-2) or shift=False (a token "
                              "classifier); chg.sequence.causal_shift(model) tells")
         self.add(indices, sequence_batch(logits, labels, feat, attention_mask, self.shift, self.reduction, bias,
-                                         self.vocab_chunk))
+                                         self.vocab_chunk, rows=indices))
 
     def add_validation(self, batch: SequenceBatch) -> None:
         """Validation players into this epoch's α (``alpha="valid"``): α = the mean of their x (per sequence or per
@@ -391,5 +391,5 @@ def _batches(model: nn.Module, tap: LastLayerTap, loader, valuer: SequenceValuer
             idx = torch.arange(offset, offset + labels.shape[0])
         offset += labels.shape[0]
         yield idx, sequence_batch(logits, labels, feat, mask, valuer.shift, valuer.reduction, tap.bias,
-                                  valuer.vocab_chunk)
+                                  valuer.vocab_chunk, rows=idx)
 

@@ -87,6 +87,31 @@ def test_pandas_dataframe_and_series():
         value_data(model, (frame, labels.map({0: "cat", 1: "dog", 2: "eel"}).astype(object)))
 
 
+def test_pandas_nullable_columns_are_numbers_and_a_missing_value_is_named_by_its_row():
+    """Reviewer: X.convert_dtypes() (Float64 columns, all numbers) was refused as "X has dtype object: pass numbers".
+    pandas' nullable dtypes (Float64, Int64, boolean) are numbers: the values equal those of the same NumPy data. A
+    missing value (pd.NA) is no silent 0: in X it is NaN, stopped by the NaN message naming the row; in y, a
+    message naming the row. A column of text keeps its message."""
+    pd = pytest.importorskip("pandas")
+    X, y = _xy(seed=1)
+    X[:, 2], X[:, 3] = np.arange(11) % 4, np.arange(11) % 2  # an integer and a 0/1 column
+    frame = pd.DataFrame(X, columns=list("abcd")).astype({"a": "Float64", "b": "Float64", "c": "Int64",
+                                                          "d": "boolean"})
+    labels = pd.Series(y).astype("Int64")
+    model = _model()
+    want = _oracle(model, X, y)
+    close(value_data(model, (frame, labels), **LR0), want)
+    close(value_data(model, (pd.DataFrame(X).convert_dtypes(), labels), **LR0), want)
+    gap = frame.copy()
+    gap.iloc[5, 1] = pd.NA
+    with pytest.raises(ValueError, match=r"logits contain NaN or Inf.*row 5 of the data; a NaN/Inf feature"):
+        value_data(model, (gap, labels), **LR0)
+    with pytest.raises(ValueError, match=r"y has no label in row\(s\) \[3, 7\].*drop those rows"):
+        value_data(model, (frame, labels.mask(labels.index.isin([3, 7]))), **LR0)
+    with pytest.raises(ValueError, match="X has dtype object: pass numbers.*encode categories or strings"):
+        value_data(model, (frame.assign(e=["t"] * 11), labels), **LR0)
+
+
 def test_numpy_integers_and_indices():
     valuer = EpochValuer(np.int64(11))
     assert valuer.n == 11 and isinstance(valuer.n, int)

@@ -335,12 +335,53 @@ def test_no_labels_is_a_clear_error():
 def test_all_tokens_masked_is_a_clear_error():
     z, y, h, mask = _random_batch()
     y[3] = -100
-    with pytest.raises(ValueError, match=r"sequence\(s\) \[3\] of the batch have no valid token"):
+    with pytest.raises(ValueError, match=r"sequence\(s\) \[3\] of the batch have no scored token"):
         sequence_shapley(z, y, h)
     items = _docs(3)
     items[1]["labels"][:] = -100
-    with pytest.raises(ValueError, match="no valid token"):
+    with pytest.raises(ValueError, match=r"document\(s\) 1 of train_dataset have no scored token"):
         value_sequences(_gpt2(), items, epochs=1)
+
+
+def _bytes(texts):
+    return [{"input_ids": torch.tensor(list(t.encode())), "labels": torch.tensor(list(t.encode()))} for t in texts]
+
+
+TEXTS = ["hello", "abc", "the mean.", "ok!", "some text", "x", "more text"]  # document 5: one byte
+
+
+@pytest.mark.parametrize("mode", ["pass", "ride"])
+def test_a_document_without_a_scored_token_is_named_by_its_row_before_training(mode):
+    """Reviewer: document 5, one byte "x", has nothing left after the causal shift; the message named its position in
+    a shuffled batch ("sequence(s) [1] of the batch"). Now every such document is named by its row in the data set,
+    all of them at once, before the first training step — in ride-along too, where training comes first."""
+    docs = _bytes(TEXTS)
+    docs[2]["labels"][:] = -100  # a second one: every label unscored
+    model = _gpt2(vocab=256)
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(ValueError, match=r"document\(s\) 2, 5 of train_dataset have no scored token \(every label "
+                                         r"-100 or masked, or a single token.*drop it from the data set"):
+        value_sequences(model, docs, epochs=2, batch_size=4, mode=mode)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # not one step taken
+    with pytest.raises(ValueError, match=r"document\(s\) 2, 5 of train_dataset"):
+        chg.value_data(model, docs, epochs=2, batch_size=4, mode=mode)
+    with pytest.raises(ValueError, match=r"document\(s\) 5 of valid_dataset"):
+        value_sequences(model, _bytes(TEXTS[:5]), _bytes(TEXTS), alpha="valid", epochs=2, batch_size=4, mode=mode)
+
+
+def test_a_users_loop_names_the_document_by_the_batch_index():
+    """The valuer's own verbs name the row given in the batch's index, not the position in the batch."""
+    model = _gpt2(vocab=256)
+    docs = _bytes(TEXTS)
+    batch = chg.sequence_loop.pad_items(docs[4:7])  # rows 4, 5, 6: "x" is the batch's second
+    batch["index"] = torch.tensor([4, 5, 6])
+    valuer = SequenceValuer(7, shift=True)
+    with pytest.raises(ValueError, match=r"document\(s\) \[5\] of the data set have no scored token"):
+        valuer.value_epoch(model, [batch])
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True)
+    with pytest.raises(ValueError, match=r"document\(s\) \[5\] of the data set have no scored token"):
+        valuer.add_logits(batch["index"], out.logits, batch["labels"], out.hidden_states[-1],
+                          batch["attention_mask"], False)
 
 
 class _EinsumHead(nn.Module):

@@ -5,10 +5,13 @@
   token. The values equal the oracle: per-sample autograd of the cross-entropy of the model's own (pooled) logits
   with respect to ``score.weight``, then Theorem 1 — in the separate pass, in a training step (ride-along) and
   through the Trainer callback, with rows padded on the right and on the left.
+  Dict items of different lengths (a tokenizer's output without padding) are padded by value_data on the right:
+  their values are those of each row run alone, unpadded.
 * timm models built without a head (``num_classes=0``) or with two (distilled DeiT / LeViT): clear messages.
 """
 import copy
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -179,6 +182,93 @@ def test_a_tie_with_no_rule_to_break_it_is_a_clear_error():
     with LastLayerTap(model) as tap, pytest.raises(ValueError, match=r"row 0 equal the output of 'head' at positions "
                                                                       r"\[0, 1, 2, 3, 4\] whose features differ"):
         tap.factors(model(torch.randn(4, 5, 4, dtype=torch.float64)), torch.arange(4) % C)
+
+
+# ---- dict items of different lengths, as a tokenizer gives them without padding --------------------------------------
+def _ragged(mask=True, n=N):
+    """n dict items whose input_ids have 2..T tokens (none the pad id), a label each; ``mask``: with an all-ones
+    attention_mask, as a tokenizer gives it."""
+    g = torch.Generator().manual_seed(4)
+    seqs = [1 + torch.randint(0, 39, (int(k),), generator=g) for k in 2 + torch.randint(0, T - 1, (n,), generator=g)]
+    y = torch.arange(n) % C
+    items = [{"input_ids": s, **({"attention_mask": torch.ones_like(s)} if mask else {}), "labels": y[i]}
+             for i, s in enumerate(seqs)]
+    return items, seqs, y
+
+
+def _padded(seqs, y):
+    """The same items padded by hand: right padding with PAD to the longest, attention_mask 0 on the padding."""
+    longest = max(len(s) for s in seqs)
+    return [{"input_ids": torch.cat([s, torch.full((longest - len(s),), PAD)]),
+             "attention_mask": (torch.arange(longest) < len(s)).long(), "labels": y[i]} for i, s in enumerate(seqs)]
+
+
+def _unpadded_oracle(model, seqs, y):
+    """Theorem 1 on x_i = l_i ∂l_i/∂score.weight, each row alone and unpadded (no padding, no mask)."""
+    x = []
+    for s, label in zip(seqs, y):
+        loss = F.cross_entropy(model(input_ids=s[None]).logits, label[None])
+        gw, = torch.autograd.grad(loss, model.score.weight)
+        x.append(loss.detach() * gw.reshape(-1))
+    return chg.chg_shapley(torch.stack(x))
+
+
+@pytest.mark.parametrize("mask", [True, False], ids=["with attention_mask", "input_ids only"])
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_ragged_dict_items_are_padded_and_equal_per_sample_autograd_of_each_row_alone(name, mask):
+    """What a tokenizer gives without padding (reviewer: torch's "stack expects each tensor to be equal size"):
+    value_data pads each batch on the right with the config's pad_token_id, the attention_mask 0 there (added when
+    the items have none), so the model pools each row's last real token — the values are those of every row run
+    alone, unpadded, in the separate pass and in ride-along."""
+    init = MODELS[name]().eval()
+    items, seqs, y = _ragged(mask)
+    assert len({len(s) for s in seqs[:5]}) > 1  # the first batch of 5 is ragged
+    want = _unpadded_oracle(init, seqs, y)
+    for mode in ("pass", "ride"):
+        values, valuer = chg.value_data(copy.deepcopy(init), items, epochs=1, batch_size=5, eval_batch_size=5,
+                                        lr=0.0, mode=mode, optimizer="sgd", momentum=0.0, return_valuer=True)
+        torch.testing.assert_close(valuer.epoch_values[0], want, rtol=1e-9, atol=1e-13)
+
+
+def test_ragged_dict_items_value_as_the_same_items_padded_by_hand_in_training():
+    """Two epochs of Adam (reviewer: hand right-padded items were within 1e-6 of the oracle, ragged ones failed)."""
+    items, seqs, y = _ragged()
+    got = chg.value_data(_gpt2(), items, epochs=2, batch_size=4, lr=1e-2, valid_dataset=items, alpha="valid")
+    want = chg.value_data(_gpt2(), _padded(seqs, y), epochs=2, batch_size=4, lr=1e-2, valid_dataset=_padded(seqs, y),
+                          alpha="valid")
+    np.testing.assert_allclose(got.history, want.history, rtol=1e-9, atol=1e-13)
+
+
+def test_ragged_dict_items_and_no_pad_token_id_say_to_set_it():
+    """GPT-2 finds each row's last token by config.pad_token_id; without one, padding would be read as a token."""
+    model = _gpt2()
+    model.config.pad_token_id = None
+    items, _, _ = _ragged()
+    with pytest.raises(ValueError, match=r"input_ids of different lengths \(rows \d+ and \d+ of the data: \d+ and "
+                                         r"\d+ tokens\).*no pad_token_id.*model\.config\.pad_token_id = "
+                                         r"tokenizer\.pad_token_id"):
+        chg.value_data(model, items, epochs=1, batch_size=4)
+
+
+class MaskedMean(nn.Module):
+    """A model of one's own taking HuggingFace-style keywords: the mean of the attended tokens' embeddings."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed, self.head = nn.Embedding(40, 6), nn.Linear(6, C)
+        self.double()
+
+    def forward(self, input_ids, attention_mask):
+        m = attention_mask[..., None].to(torch.float64)  # (B, T, 1)
+        return self.head((self.embed(input_ids) * m).sum(1) / m.sum(1))
+
+
+def test_ragged_dict_items_for_a_model_without_a_config_are_padded_with_0_and_masked():
+    items, seqs, y = _ragged()
+    got = chg.value_data(MaskedMean(), items, epochs=2, batch_size=4, lr=1e-2)
+    want = chg.value_data(MaskedMean(), _padded(seqs, y), epochs=2, batch_size=4, lr=1e-2)
+    np.testing.assert_allclose(got.history, want.history, rtol=1e-9, atol=1e-13)
 
 
 # ---- timm: no head, or two ------------------------------------------------------------------------------------------
