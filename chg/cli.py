@@ -12,6 +12,9 @@ columns, trains a logistic regression or an MLP with Algorithm 1 (:func:`chg.val
 - ``DIR/values.npz``: the whole :class:`chg.Values` (each epoch's values, the labels), read back exactly by
   ``chg.Values.load`` — what ``value_data`` returns in Python;
 - ``DIR/classes.json``: the label → class-index mapping and the class sizes; ``DIR/summary.json``: the settings.
+  The files are written in a staging folder inside DIR and moved in together, summary.json last: DIR holds one
+  run's complete set exactly when it has a summary.json (a rerun replaces the set, with a warning; an error or
+  Ctrl-C while writing leaves the previous set as it was).
 
 What it reads (:func:`read_table`): ``.csv``, ``.tsv`` and ``.txt`` (also compressed: ``.gz``, ``.bz2``, ``.xz``,
 ``.zip`` of one file, ``.zst``), ``.parquet``, and ``.npz`` with arrays ``x`` and ``y``. A text file's encoding is
@@ -492,6 +495,8 @@ def _model(kind: str, d: int, num_classes: int, hidden: int):
 
 
 def _value(args) -> int:
+    import shutil
+
     import numpy as np
     import torch
     from sklearn.preprocessing import StandardScaler
@@ -546,30 +551,76 @@ def _value(args) -> int:
         acc = float((torch.cat([model(xs[i:i + 4096]).argmax(1) for i in range(0, n, 4096)]) == ys).float().mean())
     labels = np.asarray(classes, dtype=object)[codes]
     report = ValuationReport.from_values(values, labels=labels, loss=loss)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    report.to_csv(out / "values.csv")
-    plain = np.asarray([_plain(c) for c in classes])[codes]  # (n,) str or numeric: storable without pickle
-    Values.from_state_dict({**values.state_dict(), "labels": plain}).save(out / "values.npz")
-    report.plot(out / "report", k=15, images=images,
-                title=f"{Path(args.data).name}: {args.model}, {args.epochs} epochs, {n} rows")
-    write_json_atomic(out / "classes.json", {"label": args.label or "y", "classes": [
-        {"class": i, "label": _plain(c), "rows": int(counts[i])} for i, c in enumerate(classes)]})
-    below = report.suspects()
-    write_json_atomic(out / "summary.json", {
-        "data": str(args.data), "rows": n, "features": flat.shape[1], "classes": C, "model": args.model,
-        "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed, "mode": args.mode,
-        "gradient": args.gradient, "weight": weight, "label_smoothing": args.label_smoothing,
-        "hidden": args.hidden if args.model == "mlp" else None, "train_seconds": round(seconds, 3),
-        "train_accuracy_given_labels": acc, "rows_below_0": int(below.size), "chg_version": __version__,
-        "torch_version": torch.__version__})
-    log.info(f"trained {args.model} for {args.epochs} epochs in {seconds:.1f} s; accuracy on the given labels "
-             f"{acc:.3f}; {below.size} of {n} rows have value < 0")
-    low = report.suspects(k=min(5, n), threshold=None)
-    log.info("lowest values: " + ", ".join(f"row {r} ({labels[r]!s}: {report.values[r]:.3g})" for r in low))
-    for name in ("values.csv", "values.npz", "report.png", "report.pdf", "classes.json", "summary.json"):
-        print(out / name)
+    final = Path(args.out)
+    final.mkdir(parents=True, exist_ok=True)
+    out = _staging(final)  # the whole set is written here, then moved into place (summary.json last)
+    try:
+        report.to_csv(out / "values.csv")
+        plain = np.asarray([_plain(c) for c in classes])[codes]  # (n,) str or numeric: storable without pickle
+        Values.from_state_dict({**values.state_dict(), "labels": plain}).save(out / "values.npz")
+        report.plot(out / "report", k=15, images=images,
+                    title=f"{Path(args.data).name}: {args.model}, {args.epochs} epochs, {n} rows")
+        write_json_atomic(out / "classes.json", {"label": args.label or "y", "classes": [
+            {"class": i, "label": _plain(c), "rows": int(counts[i])} for i, c in enumerate(classes)]})
+        below = report.suspects()
+        write_json_atomic(out / "summary.json", {
+            "data": str(args.data), "rows": n, "features": flat.shape[1], "classes": C, "model": args.model,
+            "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed, "mode": args.mode,
+            "gradient": args.gradient, "weight": weight, "label_smoothing": args.label_smoothing,
+            "hidden": args.hidden if args.model == "mlp" else None, "train_seconds": round(seconds, 3),
+            "train_accuracy_given_labels": acc, "rows_below_0": int(below.size), "chg_version": __version__,
+            "torch_version": torch.__version__})
+        log.info(f"trained {args.model} for {args.epochs} epochs in {seconds:.1f} s; accuracy on the given labels "
+                 f"{acc:.3f}; {below.size} of {n} rows have value < 0")
+        low = report.suspects(k=min(5, n), threshold=None)
+        log.info("lowest values: " + ", ".join(f"row {r} ({labels[r]!s}: {report.values[r]:.3g})" for r in low))
+        _publish(out, final, log)
+    except BaseException:  # an error or Ctrl-C while writing: the previous run's files stay as they were
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    for name in OUTPUTS:
+        print(final / name)
     return 0
+
+
+OUTPUTS = ("values.csv", "values.npz", "report.png", "report.pdf", "classes.json", "summary.json")  # summary: last
+_STAGING = ".chg-value-partial-"
+
+
+def _staging(final: Path) -> Path:
+    """A new folder inside ``final`` for this run's files (a folder left by a killed run is removed first).
+
+    Raises:
+        InputError: ``final`` cannot be written.
+    """
+    import shutil
+    import tempfile
+    for old in final.glob(_STAGING + "*"):
+        shutil.rmtree(old, ignore_errors=True)
+    for name in OUTPUTS:  # an atomic write's temporary file (io.atomic_write), left by a killed run of an older chg
+        for old in final.glob(f"{name}.*.partial"):
+            old.unlink(missing_ok=True)
+    try:
+        return Path(tempfile.mkdtemp(prefix=_STAGING, dir=final))
+    except OSError as exc:
+        raise InputError(f"--out {final}: cannot write there ({exc.strerror or exc})") from None
+
+
+def _publish(staged: Path, final: Path, log) -> None:
+    """Move a finished run's files from ``staged`` into ``final``, replacing a previous run's: its summary.json goes
+    first and the new one comes last, so a folder holds one run's complete set exactly when it has a summary.json (a
+    run killed while moving leaves none). The staging folder is removed."""
+    import os
+    previous = [name for name in OUTPUTS if (final / name).exists()]
+    if previous:
+        log.warning(f"{final}: replacing the results of a previous run ({', '.join(previous)})")
+        (final / "summary.json").unlink(missing_ok=True)
+        for name in previous:
+            (final / name).unlink(missing_ok=True)
+    for name in OUTPUTS:
+        if (staged / name).exists():
+            os.replace(staged / name, final / name)
+    staged.rmdir()
 
 
 def class_weights(spec: str, classes) -> list:
@@ -697,6 +748,10 @@ def main(argv=None, prog: str = "chg") -> int:
         except InputError as exc:
             print(f"{ap.prog} value: error: {exc}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt:
+            print(f"{ap.prog} value: interrupted; {args.out} holds what it held before (a previous run's complete "
+                  f"set, if any)", file=sys.stderr)
+            return 130
         finally:
             if args.no_progress:
                 set_progress(previous)

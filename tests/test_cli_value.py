@@ -357,3 +357,47 @@ def test_a_constant_column_of_any_magnitude_changes_no_value(tmp_path):
     assert np.abs(got[0.0]).max() < 10
     np.testing.assert_array_equal(got[1e30], got[0.0])
     np.testing.assert_array_equal(got[3.0], got[0.0])
+
+
+# --- the output folder: one run's complete set, or the previous one ---------------------------------------------
+
+def _summary_rows(out):
+    import json
+    return json.loads((out / "summary.json").read_text())["rows"]
+
+
+def test_a_rerun_replaces_the_whole_set_and_says_so(tmp_path, caplog):
+    """A second run into the same folder replaces every file (a kill between files mixed two runs' files: the
+    reviewer found values.csv of 17,970 rows beside summary.json of 569), warns, and leaves no staging folder."""
+    import logging
+    small, big = _write(tmp_path, _frame(n=30), "small.csv"), _write(tmp_path, _frame(n=45, seed=1), "big.csv")
+    out = tmp_path / "out"
+    assert _value(tmp_path, small, "--label", "kind", "--out", out, "--epochs", 1) == 0
+    with caplog.at_level(logging.WARNING, logger="chg"):
+        assert cli.main(["value", str(big), "--label", "kind", "--out", str(out), "--epochs", "1",
+                         "--no-progress"]) == 0
+    assert "replacing the results of a previous run" in caplog.text
+    assert _summary_rows(out) == 45 and len(pd.read_csv(out / "values.csv")) == 45
+    assert sorted(p.name for p in out.iterdir()) == sorted(cli.OUTPUTS)
+
+
+def test_a_failure_while_writing_keeps_the_previous_set(tmp_path, monkeypatch, capsys):
+    """An error (or Ctrl-C) while the files are written leaves the previous run's complete set untouched, and a
+    killed run's leftovers (a staging folder, an atomic write's .partial file) go with the next run."""
+    small, big = _write(tmp_path, _frame(n=30), "small.csv"), _write(tmp_path, _frame(n=45, seed=1), "big.csv")
+    out = tmp_path / "out"
+    assert _value(tmp_path, small, "--label", "kind", "--out", out, "--epochs", 1) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    from chg import report
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(report.ValuationReport, "plot", boom)
+    assert _value(tmp_path, big, "--label", "kind", "--out", out, "--epochs", 1) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing new, nothing lost
+    monkeypatch.undo()
+    (out / (cli._STAGING + "x")).mkdir()  # what a SIGKILL while writing leaves
+    (out / "values.csv.abc123.partial").write_text("")
+    assert _value(tmp_path, big, "--label", "kind", "--out", out, "--epochs", 1) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(cli.OUTPUTS) and _summary_rows(out) == 45
