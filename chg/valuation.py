@@ -312,12 +312,7 @@ class EpochValuer:
                 head (C, D or bias) within the epoch.
             TypeError: a ``bias`` that is not a bool (e.g. the layer's bias tensor).
         """
-        check_logits(logits)
-        if not isinstance(feat, torch.Tensor) or feat.ndim != 2:
-            raise ValueError(f"add_logits: feat must be a (B, D) tensor, got {getattr(feat, 'shape', type(feat))}")
-        if not isinstance(targets, torch.Tensor) and isinstance(targets, (np.ndarray, list, tuple)):
-            targets = torch.as_tensor(np.asarray(targets), device=logits.device)  # as the indices are taken
-        _append(self, "add_logits", indices, check_targets(logits, targets, defer=True), logits, feat, bias)
+        _add_logits(self, "add_logits", indices, logits, targets, feat, bias)
 
     def add_validation(self, factors: Factors, labels=None) -> None:
         """Add validation rows to this epoch's α (``alpha="valid"``): α = mean of l_i g_i over them (per class).
@@ -339,10 +334,14 @@ class EpochValuer:
         """Algorithm 1's separate pass for this epoch: ``separate_pass(self, model, loader, valid_loader, **kw)``.
 
         Args:
-            model, loader, valid_loader, **kw: as :func:`separate_pass` (``layer``, ``output``, ``progress``).
+            model, loader, valid_loader, **kw: as :func:`separate_pass` (``layer``, ``output``, ``progress``; what
+                ``loader`` may yield and which element is read as each row's index is said there).
         Returns:
             the epoch's values (n,) float64, as :meth:`end_epoch`.
+        Raises:
+            ValueError: as :func:`separate_pass` (its messages name ``value_epoch``).
         """
+        kw.setdefault("caller", "value_epoch")
         return separate_pass(self, model, loader, valid_loader, **kw)
 
     def end_epoch(self) -> torch.Tensor:
@@ -355,13 +354,19 @@ class EpochValuer:
             ValueError: no row added; an index or target out of range, NaN/Inf logits (naming the batch); a row
                 missing; per_class / alpha="valid" without labels / validation rows (of a class).
         """
+        return self._end_epoch(None)
+
+    def _end_epoch(self, caller: Optional[str]) -> torch.Tensor:
+        """:meth:`end_epoch`; ``caller``: the verb whose separate pass added the rows (its messages name it and each
+        row of the data), or None (ride-along: the verbs and batches of the user's loop)."""
         if self.store.size == 0:
-            raise ValueError("end_epoch: no training rows were added this epoch")
+            raise ValueError(f"{caller or 'end_epoch'}: no training rows were added this epoch"
+                             + (" (the loader gave no batch)" if caller else ""))
         try:  # whatever is raised, the epoch's rows go: the next epoch starts empty (none of them play in it)
             if self.alpha == "valid" and not self._valid:
                 raise ValueError("end_epoch: alpha='valid' but no validation rows were added (add_validation); "
                                  "this epoch's rows are dropped")
-            self.epoch_values.append(_epoch_game(self))
+            self.epoch_values.append(_epoch_game(self, caller))
         finally:
             self.store.reset()
             self._valid = {}
@@ -430,6 +435,16 @@ class EpochValuer:
         return Values(torch.stack(self.epoch_values).numpy(), self.skip_epochs, meta=info)
 
 
+def _add_logits(valuer: "EpochValuer", what: str, indices, logits, targets, feat, bias) -> None:
+    """:meth:`EpochValuer.add_logits` for the verb ``what`` (``"add_logits"``, or the separate pass's caller)."""
+    check_logits(logits)
+    if not isinstance(feat, torch.Tensor) or feat.ndim != 2:
+        raise ValueError(f"{what}: feat must be a (B, D) tensor, got {getattr(feat, 'shape', type(feat))}")
+    if not isinstance(targets, torch.Tensor) and isinstance(targets, (np.ndarray, list, tuple)):
+        targets = torch.as_tensor(np.asarray(targets), device=logits.device)  # as the indices are taken
+    _append(valuer, what, indices, check_targets(logits, targets, defer=True), logits, feat, bias)
+
+
 def _append(valuer: "EpochValuer", what: str, indices, targets, z, feat, bias, loss=None) -> None:
     """One batch into the valuer's store, after the checks that need no value from the device (no sync)."""
     check_bias(bias, what)
@@ -449,15 +464,16 @@ def _append(valuer: "EpochValuer", what: str, indices, targets, z, feat, bias, l
         raise ValueError(f"{what}: {e}") from None
 
 
-def _epoch_game(valuer: EpochValuer) -> torch.Tensor:
+def _epoch_game(valuer: EpochValuer, caller: Optional[str] = None) -> torch.Tensor:
     """The epoch's game from the valuer's store: rows checked and made factors once (:func:`chg.store.check_rows`,
     :func:`chg.store.materialise`), each row one player (:func:`chg.store.players`, across ranks too), eq. (3) by
-    :func:`chg.factored.epoch_values`, values gathered to every rank. Returns (n,) float64 on the CPU."""
-    st, n = valuer.store, valuer.n
-    check_rows(st, n)
+    :func:`chg.factored.epoch_values`, values gathered to every rank. Returns (n,) float64 on the CPU. ``caller``: as
+    :meth:`EpochValuer._end_epoch` (the verb that messages name)."""
+    st, n, verb = valuer.store, valuer.n, caller or "end_epoch"
+    check_rows(st, n, caller=caller)
     if valuer.per_class and bool((st.target[:st.size] < 0).any()):
-        raise ValueError("end_epoch: per_class=True but some rows were added without labels")
-    materialise(st, loss_and_error, valuer.weight, valuer.label_smoothing)
+        raise ValueError(f"{verb}: per_class=True but some rows were added without labels")
+    materialise(st, loss_and_error, valuer.weight, valuer.label_smoothing, caller=caller)
     ddp = is_distributed()
     pos, valued = players(st, n, ddp)
     missing = n - int(valued.sum())
@@ -465,11 +481,11 @@ def _epoch_game(valuer: EpochValuer) -> torch.Tensor:
         first = (~valued).nonzero().squeeze(1)[:5].tolist()
         msg = f"{missing} of the {n} rows were not added this epoch (e.g. rows {first})"
         if not valuer.partial_epochs:
-            raise ValueError(f"end_epoch: {msg}: every row must enter the epoch's game exactly once (a DataLoader "
+            raise ValueError(f"{verb}: {msg}: every row must enter the epoch's game exactly once (a DataLoader "
                              "with drop_last=True, a sampler over a subset, or n larger than the data set?). Pass "
                              "EpochValuer(..., partial_epochs=True) to value the rows seen as the epoch's game")
-        warnings.warn(f"EpochValuer.end_epoch: {msg}; they are not valued this epoch (partial_epochs=True)",
-                      stacklevel=3)
+        warnings.warn(f"{caller or 'EpochValuer.end_epoch'}: {msg}; they are not valued this epoch "
+                      "(partial_epochs=True)", stacklevel=3)
     whole = pos.numel() == st.size  # every stored row plays: slices, no gather
     take = (lambda t: t[:st.size]) if whole else (lambda t: t[pos])
     fac = Factors(take(st.loss), take(st.z), take(st.feat), st.bias)
@@ -483,7 +499,7 @@ def _epoch_game(valuer: EpochValuer) -> torch.Tensor:
         where = nonfinite_row(st)
         if where is None:
             raise
-        raise ValueError(f"end_epoch: {e} ({where})") from None
+        raise ValueError(f"{verb}: {e} ({where})") from None
     vals = torch.full((n,), float("nan"), dtype=torch.float64)
     vals[take(st.idx).cpu()] = v.cpu()
     return all_gather_values(vals, st.z.device) if ddp else vals
@@ -492,7 +508,7 @@ def _epoch_game(valuer: EpochValuer) -> torch.Tensor:
 @torch.no_grad()
 def separate_pass(valuer: EpochValuer, model: nn.Module, loader, valid_loader=None,
                   layer: Optional[nn.Linear] = None, output: str = "logits",
-                  progress: Optional[bool] = None) -> torch.Tensor:
+                  progress: Optional[bool] = None, caller: str = "separate_pass") -> torch.Tensor:
     """Algorithm 1 exactly: one no-grad forward pass over the training set at the current θ, every row handed to
     ``valuer.add_logits`` (validation rows to ``add_validation``), then ``valuer.end_epoch()``.
 
@@ -505,15 +521,18 @@ def separate_pass(valuer: EpochValuer, model: nn.Module, loader, valid_loader=No
     Args:
         valuer: the :class:`EpochValuer` (its loss, options and storage apply). model: the classifier. loader,
             valid_loader: see above. layer, output: as in :class:`chg.lastlayer.LastLayerTap`. progress: a bar over
-            the batches: True | False | None (only on a terminal; :mod:`chg.progress`).
+            the batches: True | False | None (only on a terminal; :mod:`chg.progress`). caller: the name of the
+            function the user called (``"value_epoch"``, ``"value_data"``), for messages, which then name it and
+            each row of the data instead of the valuer's verbs and the batches.
     Returns:
         the epoch's values (n,) float64 on the CPU (:meth:`EpochValuer.end_epoch`).
     Raises:
-        ValueError: ``alpha="valid"`` without ``valid_loader``, a loader without indices that is not plain
-            sequential, and as :meth:`EpochValuer.add_logits` and :meth:`EpochValuer.end_epoch`.
+        ValueError: ``alpha="valid"`` without ``valid_loader``; a loader without indices that is not plain
+            sequential; and as :meth:`EpochValuer.add_logits` and :meth:`EpochValuer.end_epoch` (a
+            target out of range names the data row and says to encode the labels as 0..C-1).
     """
     if valuer.alpha == "valid" and valid_loader is None:
-        raise ValueError("separate_pass: alpha='valid' needs valid_loader")
+        raise ValueError(f"{caller}: alpha='valid' needs valid_loader")
     was_training = model.training
     model.eval()
     try:
@@ -529,18 +548,18 @@ def separate_pass(valuer: EpochValuer, model: nn.Module, loader, valid_loader=No
                 y = torch.as_tensor(y).to(device)
                 if idx is None:
                     if not _sequential(loader):
-                        raise ValueError("separate_pass: a loader without indices must be a plain sequential "
+                        raise ValueError(f"{caller}: a loader without indices must be a plain sequential "
                                          "DataLoader (rows numbered in order); with any other sampler (shuffled, "
                                          "subset, distributed, ...) wrap the dataset in IndexedDataset so batches "
                                          "carry each row's index")
                     idx = torch.arange(offset, offset + len(y))
                 offset += len(y)
-                valuer.add_logits(idx, logits, y, feat, tap.bias)
+                _add_logits(valuer, caller, idx, logits, y, feat, tap.bias)
             if valuer.alpha == "valid":
                 add_validation_pass(valuer, model, valid_loader, tap)
     finally:
         model.train(was_training)
-    return valuer.end_epoch()
+    return valuer._end_epoch(caller)
 
 
 @torch.no_grad()
