@@ -320,13 +320,18 @@ def check_loss(num_classes: Optional[int], weight=None, label_smoothing: float =
         ``weight`` as a (C,) float64 CPU tensor, or None.
     Raises:
         ValueError: a single number or a weight of another length, negative or not finite; s outside [0, 1]; either
-            with a 1-logit head (binary cross-entropy is valued unweighted and unsmoothed).
+            with a 1-logit head (binary cross-entropy is valued unweighted and unsmoothed; said before any check of
+            the weight's length).
         TypeError: a weight that is not numeric, or an s that is not a number.
     """
     if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float, np.floating, np.integer)):
         raise TypeError(f"label_smoothing must be a number in [0, 1], got {label_smoothing!r}")
     if not 0.0 <= float(label_smoothing) <= 1.0:
         raise ValueError(f"label_smoothing must lie in [0, 1] (as in F.cross_entropy), got {label_smoothing}")
+    if num_classes == 1 and (weight is not None or label_smoothing):  # before the weight's length: C = 1 is the cause
+        raise ValueError("weight and label_smoothing apply to a softmax head (C >= 2, cross-entropy); a 1-logit head "
+                         "(binary cross-entropy) is valued with its plain loss: pass neither (or give the output "
+                         "layer 2 outputs, trained with cross-entropy)")
     what = "one number per class" if num_classes is None else f"C = {num_classes} numbers, one per class"
     if weight is None:
         w = None
@@ -349,9 +354,6 @@ def check_loss(num_classes: Optional[int], weight=None, label_smoothing: float =
             raise ValueError(f"weight must have one entry per class, shape {shape}, got {tuple(w.shape)}")
         if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
             raise ValueError(f"weight must be finite and >= 0, got {w.tolist()}")
-    if num_classes == 1 and (w is not None or label_smoothing):
-        raise ValueError("weight and label_smoothing apply to a softmax head (C >= 2, cross-entropy); a 1-logit head "
-                         "(binary cross-entropy) is valued with its plain loss")
     return w
 
 
