@@ -23,7 +23,8 @@ must then be an exact copy of the head's output at one position per row, and tha
 the layer run twice in one forward pass, another output type — is a clear error, never wrong values.
 
 **What a batch may be**: ``(x, y)`` or ``(x, y, index)`` tuples/lists (``index``: the rows' positions in the data set,
-see :class:`chg.valuation.IndexedDataset`), or a dict as HuggingFace data sets give them — the targets under
+see :class:`chg.valuation.IndexedDataset`; from a DataLoader it is read as such only over that data set,
+:func:`carries_index`), or a dict as HuggingFace data sets give them — the targets under
 ``"labels"`` (or ``"label"``), an optional ``"index"``, every other entry passed to the model as a keyword argument
 (``model(**inputs)``). Tensors are moved to the model's device.
 
@@ -45,10 +46,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import Subset
 
 __all__ = ["Factors", "find_last_linear", "LastLayerTap", "factors_from_logits", "per_sample_loss", "loss_and_error",
            "check_loss", "check_logits", "check_targets", "upcast", "forward_batch", "model_device",
-           "compute_factors", "split_batch", "OUTPUTS", "BAD_TARGET"]
+           "compute_factors", "split_batch", "carries_index", "OUTPUTS", "BAD_TARGET"]
 
 OUTPUTS = ("logits", "probabilities")  # what the model returns: the logits (in a container or not), or σ/softmax
 
@@ -670,6 +672,28 @@ def split_batch(batch) -> tuple:
         return batch[0], batch[1], (batch[2] if len(batch) == 3 else None)
     raise ValueError(f"a batch must be (x, y), (x, y, index) or a dict with 'labels'; got {_describe(batch)}"
                      + (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else ""))
+
+
+def carries_index(loader) -> bool:
+    """Whether the third element of ``loader``'s ``(x, y, index)`` tuple batches is known to be each row's index
+    (its position in the data set), as :func:`split_batch` returns it.
+
+    Args:
+        loader: a DataLoader, or any iterable of batches.
+    Returns:
+        True for an iterable that is not a DataLoader (no ``dataset``: a list of ``(x, y, index)`` batches, written
+        so by hand), and for a DataLoader over a data set that marks its items so — class attribute
+        ``carries_index = True``: :class:`chg.IndexedDataset` and the trainer callbacks' ``cb.index(...)``, also
+        through ``torch.utils.data.Subset``; False for a DataLoader over any other data set, whose items' third
+        element may be anything (a record id, a sample weight). Dict batches name their index (``"index"``) and do
+        not need this.
+    """
+    dataset = getattr(loader, "dataset", None)
+    if dataset is None:
+        return True
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    return getattr(dataset, "carries_index", False) is True
 
 
 def _to(obj, device):

@@ -73,6 +73,7 @@ from __future__ import annotations
 import operator
 import warnings
 import weakref
+from collections.abc import Mapping
 from typing import Optional
 
 import numpy as np
@@ -82,8 +83,8 @@ from torch.utils.data import BatchSampler, Dataset, SequentialSampler
 
 from .distributed import all_gather_values, group_ids, is_distributed
 from .factored import GroupStats, Options, alpha_from_validation, epoch_values, stats_by_group
-from .lastlayer import (Factors, LastLayerTap, check_logits, check_loss, check_targets, forward_batch, loss_and_error,
-                        model_device, split_batch, upcast)
+from .lastlayer import (Factors, LastLayerTap, carries_index, check_logits, check_loss, check_targets, forward_batch,
+                        loss_and_error, model_device, split_batch, upcast)
 from .progress import progress as progress_bar
 from .renames import OPTIONS_REMOVED, renamed
 from .store import RowStore, check_rows, materialise, nonfinite_row, players
@@ -93,9 +94,14 @@ __all__ = ["EpochValuer", "IndexedDataset", "separate_pass", "add_validation_pas
 
 
 def _sequential(loader) -> bool:
-    """True only for a DataLoader that visits rows 0, 1, 2, ... in order (so rows can be numbered by arrival)."""
-    return (isinstance(getattr(loader, "sampler", None), SequentialSampler)
-            and type(getattr(loader, "batch_sampler", None)) is BatchSampler)
+    """True only for a DataLoader that visits rows 0, 1, 2, ... in order (so rows can be numbered by arrival): a
+    sequential sampler batched by the loader, or batches fetched whole (``batch_size=None``) from a
+    ``BatchSampler`` over a sequential sampler."""
+    sampler = getattr(loader, "sampler", None)
+    if isinstance(sampler, SequentialSampler):
+        return type(getattr(loader, "batch_sampler", None)) is BatchSampler
+    return (type(sampler) is BatchSampler and isinstance(sampler.sampler, SequentialSampler)
+            and getattr(loader, "batch_size", 0) is None)
 
 
 def count(v, name: str, low: int = 0, meaning: str = "") -> int:
@@ -176,14 +182,18 @@ def check_bias(bias, what: str) -> None:
 
 
 class IndexedDataset(Dataset):
-    """Wraps a dataset so that each item carries its row index: ``(x, y)`` items become ``(x, y, index)``, dict items
-    (HuggingFace style, with ``"labels"``) get an ``"index"`` entry. The valuer needs each row's index.
+    """Wraps a dataset so that each item carries its row index: ``(x, y)`` items become ``(x, y, index)`` (elements
+    after ``y`` are dropped), dict items (HuggingFace style, with ``"labels"``) get an ``"index"`` entry. The valuer
+    needs each row's index; :func:`separate_pass` reads the third element of a DataLoader's batches as that index
+    only over this data set (:func:`chg.lastlayer.carries_index`).
 
     Args:
         dataset: a map-style Dataset of ``(x, y[, ...])`` items or of dicts.
     Raises:
         ValueError: (on reading an item) an item that is neither a dict nor a tuple / list of at least 2.
     """
+
+    carries_index = True  # its items' third element is the row's position (chg.lastlayer.carries_index)
 
     def __init__(self, dataset: Dataset):
         self.dataset = dataset
@@ -512,11 +522,22 @@ def separate_pass(valuer: EpochValuer, model: nn.Module, loader, valid_loader=No
     """Algorithm 1 exactly: one no-grad forward pass over the training set at the current θ, every row handed to
     ``valuer.add_logits`` (validation rows to ``add_validation``), then ``valuer.end_epoch()``.
 
-    ``loader`` yields ``(x, y, index)`` batches or dicts with ``"index"`` (see :class:`IndexedDataset`) or, if it is a
-    plain sequential DataLoader, ``(x, y)`` / dicts without (rows are then numbered in order); see
-    :func:`chg.lastlayer.split_batch`. ``valid_loader`` yields ``(x, y[, ...])``; required when ``alpha="valid"``. The
-    model runs in eval mode (dropout off, BatchNorm's running statistics used and left untouched) and its mode is
-    restored afterwards.
+    Which row of the data set each batch row is (what ``index`` is and where it is read):
+
+    * a DataLoader over :class:`IndexedDataset` (also through ``torch.utils.data.Subset``) yields ``(x, y, index)``
+      batches: ``index`` is each row's position in the data set;
+    * a plain list (or other iterable that is not a DataLoader) of ``(x, y, index)`` batches, built by hand: ``index``
+      as written;
+    * dicts with an ``"index"`` entry (see :func:`chg.lastlayer.split_batch`): that entry;
+    * otherwise a plain sequential DataLoader (no shuffling, no sampler) numbers its rows in order, 0, 1, 2, ...: of
+      ``(x, y)`` batches, dicts without ``"index"`` — and ``(x, y, extra)`` batches of a data set of its own, whose
+      third element is *not read*: it may be a record id or a sample weight, not known to be the row's position
+      (:func:`chg.value_data` reads such a data set the same way, by position);
+    * any other loader of batches without a known index (shuffled, a sampler over a subset, distributed) is an error
+      that says to wrap the data set in :class:`IndexedDataset`.
+
+    ``valid_loader`` yields ``(x, y[, ...])``; required when ``alpha="valid"``. The model runs in eval mode (dropout
+    off, BatchNorm's running statistics used and left untouched) and its mode is restored afterwards.
 
     Args:
         valuer: the :class:`EpochValuer` (its loss, options and storage apply). model: the classifier. loader,
@@ -527,8 +548,8 @@ def separate_pass(valuer: EpochValuer, model: nn.Module, loader, valid_loader=No
     Returns:
         the epoch's values (n,) float64 on the CPU (:meth:`EpochValuer.end_epoch`).
     Raises:
-        ValueError: ``alpha="valid"`` without ``valid_loader``; a loader without indices that is not plain
-            sequential; and as :meth:`EpochValuer.add_logits` and :meth:`EpochValuer.end_epoch` (a
+        ValueError: ``alpha="valid"`` without ``valid_loader``; a loader whose batches carry no known index and that
+            is not plain sequential; and as :meth:`EpochValuer.add_logits` and :meth:`EpochValuer.end_epoch` (a
             target out of range names the data row and says to encode the labels as 0..C-1).
     """
     if valuer.alpha == "valid" and valid_loader is None:
@@ -539,15 +560,20 @@ def separate_pass(valuer: EpochValuer, model: nn.Module, loader, valid_loader=No
         tap = LastLayerTap(model, layer, output)
         valuer.check_head(model, tap.layer)
         device = model_device(model)
+        known, sequential = carries_index(loader), _sequential(loader)
         with tap:
             offset = 0
             total = len(loader) if hasattr(loader, "__len__") else None
             for batch in progress_bar(loader, total=total, unit="batch", desc="separate_pass", enabled=progress):
                 inputs, y, idx = split_batch(batch)
+                if idx is not None and not known and not isinstance(batch, Mapping):
+                    if not sequential:
+                        raise ValueError(_unknown_index(caller, loader))
+                    idx = None  # a sequential loader: rows numbered in order, the third element not read
                 logits, feat = tap.read(forward_batch(model, inputs, device))
                 y = torch.as_tensor(y).to(device)
                 if idx is None:
-                    if not _sequential(loader):
+                    if not sequential:
                         raise ValueError(f"{caller}: a loader without indices must be a plain sequential "
                                          "DataLoader (rows numbered in order); with any other sampler (shuffled, "
                                          "subset, distributed, ...) wrap the dataset in IndexedDataset so batches "
@@ -560,6 +586,18 @@ def separate_pass(valuer: EpochValuer, model: nn.Module, loader, valid_loader=No
     finally:
         model.train(was_training)
     return valuer._end_epoch(caller)
+
+
+def _unknown_index(caller: str, loader) -> str:
+    """Why a DataLoader's ``(x, y, third)`` batches cannot be valued: the third element is not known to be the rows'
+    index, and the loader does not give the rows in order."""
+    name = type(loader.dataset).__name__
+    return (f"{caller}: the loader's batches are (x, y, third element), but its data set ({name}) is not a "
+            "chg.IndexedDataset, so the third element is not known to be each row's position in the data set (a "
+            "record id or a sample weight there would put every value on a wrong row), and the loader does not give "
+            "the rows in order (shuffled, or a sampler), so they cannot be numbered by arrival: wrap the data set, "
+            "DataLoader(chg.IndexedDataset(dataset), ...) (its (x, y, ...) items become (x, y, row index)), or use "
+            "a plain sequential DataLoader")
 
 
 @torch.no_grad()
