@@ -24,7 +24,8 @@ one position per row (a HuggingFace decoder's sequence classifier, ``GPT2ForSequ
 ``LlamaForSequenceClassification``, returns the logits of each row's last non-pad token): the returned (B, C) logits
 must then be an exact copy of the head's output at one position per row, and that position's input is the row's
 :math:`h_i`. Anything else — post-processed logits (a temperature), the hooked layer not being the output layer,
-the layer run twice in one forward pass, another output type — is a clear error, never wrong values.
+the layer run twice in one forward pass, another output type, a final softmax / log-softmax / sigmoid (named as
+such) — is a clear error, never wrong values.
 
 **What a batch may be**: ``(x, y)`` or ``(x, y, index)`` tuples/lists (``index``: the rows' positions in the data set,
 see :class:`chg.valuation.IndexedDataset`; from a DataLoader it is read as such only over that data set,
@@ -432,6 +433,23 @@ def _module_name(model: nn.Module, module: nn.Module) -> str:
     return next((n for n, m in model.named_modules() if m is module), "?")
 
 
+def _sums_to_one(cands: list) -> str:
+    """For a message on logits that are not the hooked layer's output: a note when the first candidate's rows are
+    probabilities (≥ 0, summing to 1) or log-probabilities (log-sum-exp 0), else ""."""
+    c = cands[0].detach()
+    if c.ndim != 2 or c.shape[1] < 2 or not c.dtype.is_floating_point or c.shape[0] == 0:
+        return ""
+    c = c.double()
+    one = c.new_ones(c.shape[0])
+    if bool((c >= 0).all()) and torch.allclose(c.sum(1), one, rtol=0, atol=1e-3):
+        return (" (its rows sum to 1: probabilities — a final nn.Softmax? Remove it and train on the logits with "
+                "F.cross_entropy)")
+    if torch.allclose(torch.logsumexp(c, 1), 0 * one, rtol=0, atol=1e-3):
+        return (" (its rows are log-probabilities, log-sum-exp 0 — a final nn.LogSoftmax? Remove it and train on the "
+                "logits with F.cross_entropy)")
+    return ""
+
+
 def _pooling_owner(model: nn.Module, layer: nn.Linear) -> Optional[nn.Module]:
     """The module holding ``layer`` as a direct child with a HuggingFace config of a ``pad_token_id`` (a decoder's
     sequence classifier, which pools the head's output at each row's last non-pad token), else None."""
@@ -594,6 +612,35 @@ class LastLayerTap:
                 return m
         return None
 
+    def _activation(self, cands: list, z: torch.Tensor) -> Optional[str]:
+        """Why ``output`` is refused when a candidate is a (log-)softmax or (log-)sigmoid of the hooked layer's
+        output (a final nn.Softmax / nn.LogSoftmax / nn.Sigmoid after the output layer), else None."""
+        zd = z.detach().double()
+        if zd.ndim != 2 or zd.shape[0] == 0:
+            return None
+        C = zd.shape[1]
+        kinds = ({"a softmax": torch.softmax(zd, 1), "a log-softmax": torch.log_softmax(zd, 1)} if C > 1 else
+                 {"a sigmoid": torch.sigmoid(zd), "a log-sigmoid": F.logsigmoid(zd)})
+        for c in cands:
+            if c.numel() != zd.numel() or not c.dtype.is_floating_point:
+                continue
+            cd = c.detach().double().reshape(zd.shape)
+            what = next((k for k, v in kinds.items() if torch.allclose(cd, v, rtol=1e-3, atol=1e-5)), None)
+            if what is None:
+                continue
+            module = {"a softmax": "nn.Softmax", "a log-softmax": "nn.LogSoftmax", "a sigmoid": "nn.Sigmoid",
+                      "a log-sigmoid": "nn.LogSigmoid"}[what]
+            loss = "F.cross_entropy / nn.CrossEntropyLoss, which apply the log-softmax themselves" if C > 1 else \
+                "F.binary_cross_entropy_with_logits / nn.BCEWithLogitsLoss, which apply the sigmoid themselves"
+            keep = "" if what.startswith("a log") or self.output_kind == "probabilities" else (
+                "; or, to keep the model as it is, read it with output='probabilities' (LastLayerTap, "
+                "compute_factors, EpochValuer.value_epoch take it; chg.value_data trains the output layer's logits "
+                "and needs the model to return them)")
+            return (f"the model returns {what} of the output of the hooked nn.Linear {self.name!r} ({_describe(z)}), "
+                    f"not the logits themselves — a final {module} (or its function) after the output layer: "
+                    f"remove it and train on the logits with {loss}{keep}")
+        return None
+
     def read(self, output) -> tuple:
         """The hooked layer's output and input of the last forward pass, after checking ``output`` against the rule
         of the module docstring.
@@ -606,10 +653,11 @@ class LastLayerTap:
             whose output the model pools, both at each row's pooled position.
         Raises:
             RuntimeError: the layer did not run since the tap opened or the last read.
-            ValueError: it ran more than once; ``output`` does not hold its output; ``output`` holds it beside
-                another head's logits — a dict / ``ModelOutput`` with another entry under ``"logits"``, or (``layer``
-                not given) a tuple / list whose first tensor is another ``nn.Linear``'s output on the same features —
-                (pass ``layer=``).
+            ValueError: it ran more than once; ``output`` does not hold its output (naming a final softmax,
+                log-softmax or sigmoid when it holds one of those instead); ``output`` holds it beside another head's
+                logits — a dict / ``ModelOutput`` with another entry under ``"logits"``, or (``layer`` not given) a
+                tuple / list whose first tensor is another ``nn.Linear``'s output on the same features — (pass
+                ``layer=``).
         """
         if self.output is None:
             if self.replaced:
@@ -649,15 +697,17 @@ class LastLayerTap:
             return pooled
         hit = next((i for i, c in enumerate(want) if self._matches(c, z)), None)
         if hit is None:
-            extra = _no_head(self._model) or _two_heads(self._model) or self._other_entry(output, z, feat)
+            extra = (_no_head(self._model) or _two_heads(self._model) or self._other_entry(output, z, feat)
+                     or self._activation(cands, z))
             if extra is not None:
                 raise ValueError(extra)
             allowed = "its output (the logits)" if self.output_kind == "logits" else \
                 "its output (the logits) or their sigmoid / softmax"
+            note = _sums_to_one(want) if self.output_kind == "logits" else ""
             raise ValueError(f"the logits given ({', '.join(_describe(c) for c in want)}) are not the output of the "
                              f"hooked nn.Linear {self.name!r} ({_describe(z)}): the model must return {allowed}, with "
-                             "no temperature or other post-processing; if another nn.Linear is "
-                             f"the output layer, name it: {LAYER_FIX}")
+                             f"no temperature or other post-processing{note}; if another nn.Linear is the output "
+                             f"layer, name it: {LAYER_FIX}")
         if not self.layer_given and isinstance(output, (tuple, list)):
             self._check_first(output, want, hit, z, feat)
         return z, feat

@@ -211,3 +211,48 @@ def test_several_tensors_still_read_when_the_hooked_head_gives_the_logits():
     want = dense_values(model, model.heads["cls"], [(x[i:i + 1], y[i:i + 1]) for i in range(9)])
     close(EpochValuer(9).value_epoch(model, DataLoader(TensorDataset(x, y), batch_size=4), layer=model.heads["cls"]),
           want)
+
+
+@pytest.mark.parametrize("final, C, match, keep", [
+    (nn.Softmax(1), 3, r"a softmax of the output of the hooked nn.Linear '2'.*a final nn.Softmax.*remove it and train "
+                       r"on the logits with F.cross_entropy", True),
+    (nn.LogSoftmax(1), 3, r"a log-softmax of the output of the hooked nn.Linear '2'.*a final nn.LogSoftmax.*remove it "
+                          r"and train on the logits with F.cross_entropy", False),
+    (nn.Sigmoid(), 1, r"a sigmoid of the output of the hooked nn.Linear '2'.*a final nn.Sigmoid.*remove it and train "
+                      r"on the logits with F.binary_cross_entropy_with_logits", True)])
+def test_a_final_softmax_or_sigmoid_is_named_with_its_fix(final, C, match, keep):
+    """Review 2: a model ending in nn.Softmax / nn.LogSoftmax got 'no temperature or other post-processing'. The message
+    now names the final activation and says to remove it (train on the logits with cross-entropy), or, for
+    probabilities, to read them with output='probabilities' (which exists: LastLayerTap, compute_factors,
+    value_epoch)."""
+    torch.manual_seed(0)
+    x, _ = _data(8, 4, 3, seed=5)
+    y = torch.arange(8) % (2 if C == 1 else C)
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, C), final).double()
+    for run in (lambda: value_data(model, (x, y), epochs=1),
+                lambda: EpochValuer(8).value_epoch(model, DataLoader(TensorDataset(x, y), batch_size=4))):
+        with pytest.raises(ValueError, match=match) as err:
+            run()
+        assert ("output='probabilities'" in str(err.value)) == keep
+        assert "no temperature" not in str(err.value)
+    if keep:  # the fix it names works: the probabilities are read as such
+        want = dense_values(model, model[2], [(x[i:i + 1], y[i:i + 1]) for i in range(8)])
+        close(EpochValuer(8).value_epoch(model, DataLoader(TensorDataset(x, y), batch_size=4),
+                                         output="probabilities"), want)
+
+
+def test_probabilities_that_are_not_the_heads_softmax_say_so():
+    """A softmax after a temperature is not the head's softmax: the general message, noting that the rows sum to 1."""
+    torch.manual_seed(0)
+    x, y = _data(6, 4, 3)
+
+    class Tempered(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.f = nn.Linear(4, 3)
+
+        def forward(self, x):
+            return torch.softmax(self.f(x) / 2.0, 1)
+    with pytest.raises(ValueError, match=r"no temperature or other post-processing \(its rows sum to 1: probabilities "
+                                         r"— a final nn.Softmax\?"):
+        EpochValuer(6).value_epoch(Tempered().double(), DataLoader(TensorDataset(x, y), batch_size=3))
