@@ -13,17 +13,23 @@ autograd. Two heads:
 
 **What the model may return** (the rule every entry point follows): the hooked layer's output *is* the logits. The
 model's output must be that tensor, or a tuple / list / dict / HuggingFace ``ModelOutput`` holding it (e.g.
-``(logits, features)`` or ``{"logits": ...}``); a 1-logit head's output may be squeezed to (B,). With
+``(logits, features)`` or ``{"logits": ...}``); a 1-logit head's output may be squeezed to (B,). A dict /
+``ModelOutput`` with a ``"logits"`` entry must hold it *there*; a model returning several heads' outputs (the hooked
+layer, the last ``nn.Linear`` registered, giving another entry, or — ``layer`` not given — a later element of a tuple
+whose first tensor is another ``nn.Linear``'s output on the same features) is an error that says to name the output
+layer (``layer=``), never the values of the wrong head. With
 ``output="probabilities"`` the model may instead return the sigmoid or softmax of the logits (OpenDataVal's
 classifiers do). A head applied at every position — input (B, T, D), output (B, T, C) — may be pooled by the model to
 one position per row (a HuggingFace decoder's sequence classifier, ``GPT2ForSequenceClassification`` or
 ``LlamaForSequenceClassification``, returns the logits of each row's last non-pad token): the returned (B, C) logits
 must then be an exact copy of the head's output at one position per row, and that position's input is the row's
 :math:`h_i`. Anything else — post-processed logits (a temperature), the hooked layer not being the output layer,
-the layer run twice in one forward pass, another output type — is a clear error, never wrong values.
+the layer run twice in one forward pass, another output type, a final softmax / log-softmax / sigmoid (named as
+such) — is a clear error, never wrong values.
 
 **What a batch may be**: ``(x, y)`` or ``(x, y, index)`` tuples/lists (``index``: the rows' positions in the data set,
-see :class:`chg.valuation.IndexedDataset`), or a dict as HuggingFace data sets give them — the targets under
+see :class:`chg.valuation.IndexedDataset`; from a DataLoader it is read as such only over that data set,
+:func:`carries_index`), or a dict as HuggingFace data sets give them — the targets under
 ``"labels"`` (or ``"label"``), an optional ``"index"``, every other entry passed to the model as a keyword argument
 (``model(**inputs)``). Tensors are moved to the model's device.
 
@@ -45,10 +51,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import Subset
 
 __all__ = ["Factors", "find_last_linear", "LastLayerTap", "factors_from_logits", "per_sample_loss", "loss_and_error",
            "check_loss", "check_logits", "check_targets", "upcast", "forward_batch", "model_device",
-           "compute_factors", "split_batch", "OUTPUTS", "BAD_TARGET"]
+           "compute_factors", "split_batch", "carries_index", "OUTPUTS", "BAD_TARGET"]
 
 OUTPUTS = ("logits", "probabilities")  # what the model returns: the logits (in a container or not), or σ/softmax
 
@@ -320,13 +327,18 @@ def check_loss(num_classes: Optional[int], weight=None, label_smoothing: float =
         ``weight`` as a (C,) float64 CPU tensor, or None.
     Raises:
         ValueError: a single number or a weight of another length, negative or not finite; s outside [0, 1]; either
-            with a 1-logit head (binary cross-entropy is valued unweighted and unsmoothed).
+            with a 1-logit head (binary cross-entropy is valued unweighted and unsmoothed; said before any check of
+            the weight's length).
         TypeError: a weight that is not numeric, or an s that is not a number.
     """
     if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float, np.floating, np.integer)):
         raise TypeError(f"label_smoothing must be a number in [0, 1], got {label_smoothing!r}")
     if not 0.0 <= float(label_smoothing) <= 1.0:
         raise ValueError(f"label_smoothing must lie in [0, 1] (as in F.cross_entropy), got {label_smoothing}")
+    if num_classes == 1 and (weight is not None or label_smoothing):  # before the weight's length: C = 1 is the cause
+        raise ValueError("weight and label_smoothing apply to a softmax head (C >= 2, cross-entropy); a 1-logit head "
+                         "(binary cross-entropy) is valued with its plain loss: pass neither (or give the output "
+                         "layer 2 outputs, trained with cross-entropy)")
     what = "one number per class" if num_classes is None else f"C = {num_classes} numbers, one per class"
     if weight is None:
         w = None
@@ -349,9 +361,6 @@ def check_loss(num_classes: Optional[int], weight=None, label_smoothing: float =
             raise ValueError(f"weight must have one entry per class, shape {shape}, got {tuple(w.shape)}")
         if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
             raise ValueError(f"weight must be finite and >= 0, got {w.tolist()}")
-    if num_classes == 1 and (w is not None or label_smoothing):
-        raise ValueError("weight and label_smoothing apply to a softmax head (C >= 2, cross-entropy); a 1-logit head "
-                         "(binary cross-entropy) is valued with its plain loss")
     return w
 
 
@@ -394,16 +403,51 @@ def _describe(obj) -> str:
     return f"a {type(obj).__module__}.{type(obj).__qualname__}"
 
 
+LAYER_FIX = ("layer=<the output nn.Linear> (LastLayerTap, value_data, EpochValuer.value_epoch and the trainer "
+             "callbacks all take it)")  # how a message says to name the output layer
+
+
+def _logits_entry(output) -> Optional[torch.Tensor]:
+    """The tensor a dict / ``ModelOutput`` holds under ``"logits"`` (what is read as the logits), else None."""
+    if isinstance(output, Mapping) and isinstance(output.get("logits"), torch.Tensor):
+        return output["logits"]
+    return None
+
+
 def _candidates(output) -> list:
-    """The tensors a model output may hold the logits in (the rule of the module docstring); [] for other types."""
+    """The tensors a model output may hold the logits in (the rule of the module docstring), a ``"logits"`` entry
+    first; [] for other types."""
     if isinstance(output, torch.Tensor):
         return [output]
     if isinstance(output, Mapping):  # dict, OrderedDict, HuggingFace ModelOutput
-        first = [output["logits"]] if "logits" in output else []
-        return first + [v for k, v in output.items() if k != "logits" and isinstance(v, torch.Tensor)]
+        first = _logits_entry(output)
+        return ([] if first is None else [first]) + [v for k, v in output.items()
+                                                      if k != "logits" and isinstance(v, torch.Tensor)]
     if isinstance(output, (tuple, list)):
         return [v for v in output if isinstance(v, torch.Tensor)]
     return []
+
+
+def _module_name(model: nn.Module, module: nn.Module) -> str:
+    """``module``'s name in ``model`` (``"?"`` when it is not one of its modules)."""
+    return next((n for n, m in model.named_modules() if m is module), "?")
+
+
+def _sums_to_one(cands: list) -> str:
+    """For a message on logits that are not the hooked layer's output: a note when the first candidate's rows are
+    probabilities (≥ 0, summing to 1) or log-probabilities (log-sum-exp 0), else ""."""
+    c = cands[0].detach()
+    if c.ndim != 2 or c.shape[1] < 2 or not c.dtype.is_floating_point or c.shape[0] == 0:
+        return ""
+    c = c.double()
+    one = c.new_ones(c.shape[0])
+    if bool((c >= 0).all()) and torch.allclose(c.sum(1), one, rtol=0, atol=1e-3):
+        return (" (its rows sum to 1: probabilities — a final nn.Softmax? Remove it and train on the logits with "
+                "F.cross_entropy)")
+    if torch.allclose(torch.logsumexp(c, 1), 0 * one, rtol=0, atol=1e-3):
+        return (" (its rows are log-probabilities, log-sum-exp 0 — a final nn.LogSoftmax? Remove it and train on the "
+                "logits with F.cross_entropy)")
+    return ""
 
 
 def _pooling_owner(model: nn.Module, layer: nn.Linear) -> Optional[nn.Module]:
@@ -461,6 +505,7 @@ class LastLayerTap:
         if output not in OUTPUTS:
             raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
         self.layer = layer if layer is not None else find_last_linear(model)
+        self.layer_given = layer is not None  # the user named the output layer (not the last nn.Linear by default)
         if not isinstance(self.layer, nn.Linear):
             raise ValueError(f"layer must be an nn.Linear, got {type(self.layer).__name__}")
         self._model = model
@@ -475,6 +520,7 @@ class LastLayerTap:
         self._owner = None if self.sequence else _pooling_owner(model, self.layer)  # a HF sequence classifier
         self._owner_handle = None
         self._ids: Optional[torch.Tensor] = None  # its last input_ids (to break a tie of pooled positions)
+        self._others: Optional[list] = None  # the model's other nn.Linear layers (another head's output, _head_giving)
 
     @property
     def name(self) -> str:
@@ -529,6 +575,72 @@ class LastLayerTap:
                     or any(torch.allclose(c.float(), p.float(), rtol=1e-5, atol=1e-6) for p in probs))
         return False
 
+    def _other_entry(self, output, z: torch.Tensor, feat: torch.Tensor) -> Optional[str]:
+        """Why ``output`` is refused when it holds the logits under ``"logits"`` but the hooked layer's output is
+        another of its entries (a model with several heads: the hooked one is not the classifier), else None."""
+        logits = _logits_entry(output)
+        if logits is None:
+            return None
+        key = next((k for k, v in output.items() if k != "logits" and isinstance(v, torch.Tensor)
+                    and self._matches(v, z)), None)
+        if key is None:
+            return None
+        how = "" if self.layer_given else \
+            " (the last nn.Linear registered in the model, taken as the output layer by default)"
+        other = self._head_giving(logits, feat)
+        which = "" if other is None else f"here {_module_name(self._model, other)!r}, "
+        return (f"the model returns its logits under 'logits' ({_describe(logits)}), but the hooked nn.Linear "
+                f"{self.name!r}{how} gives its {key!r} entry ({_describe(z)}): that is another head, and its values "
+                f"(and value_data's training) would be that head's; name the output layer ({which}the nn.Linear "
+                f"whose output is 'logits'): {LAYER_FIX}")
+
+    def _head_giving(self, t: torch.Tensor, feat: torch.Tensor) -> Optional[nn.Module]:
+        """Another ``nn.Linear`` of the model that gives ``t`` from the hooked layer's input ``feat`` (a second head
+        on the same features), else None. Recomputed, so only a cheap look at the layers of the right shape."""
+        if t.ndim != 2 or feat.ndim != 2 or t.shape[0] != feat.shape[0] or not t.dtype.is_floating_point:
+            return None
+        if self._others is None:  # the model's other nn.Linear layers, listed once
+            self._others = [m for m in self._model.modules() if isinstance(m, nn.Linear) and m is not self.layer]
+        for m in self._others:
+            if m.in_features != feat.shape[1] or m.out_features != t.shape[1]:
+                continue
+            with torch.no_grad():
+                got = F.linear(feat.to(m.weight), m.weight, m.bias).double()
+            td = t.detach().double()
+            tol = 1e-3 if t.dtype in (torch.float32, torch.float64) else 3e-2  # half precision (autocast): looser
+            if torch.allclose(got, td, rtol=tol, atol=tol * float(td.abs().max().clamp(min=1e-12))):
+                return m
+        return None
+
+    def _activation(self, cands: list, z: torch.Tensor) -> Optional[str]:
+        """Why ``output`` is refused when a candidate is a (log-)softmax or (log-)sigmoid of the hooked layer's
+        output (a final nn.Softmax / nn.LogSoftmax / nn.Sigmoid after the output layer), else None."""
+        zd = z.detach().double()
+        if zd.ndim != 2 or zd.shape[0] == 0:
+            return None
+        C = zd.shape[1]
+        kinds = ({"a softmax": torch.softmax(zd, 1), "a log-softmax": torch.log_softmax(zd, 1)} if C > 1 else
+                 {"a sigmoid": torch.sigmoid(zd), "a log-sigmoid": F.logsigmoid(zd)})
+        for c in cands:
+            if c.numel() != zd.numel() or not c.dtype.is_floating_point:
+                continue
+            cd = c.detach().double().reshape(zd.shape)
+            what = next((k for k, v in kinds.items() if torch.allclose(cd, v, rtol=1e-3, atol=1e-5)), None)
+            if what is None:
+                continue
+            module = {"a softmax": "nn.Softmax", "a log-softmax": "nn.LogSoftmax", "a sigmoid": "nn.Sigmoid",
+                      "a log-sigmoid": "nn.LogSigmoid"}[what]
+            loss = "F.cross_entropy / nn.CrossEntropyLoss, which apply the log-softmax themselves" if C > 1 else \
+                "F.binary_cross_entropy_with_logits / nn.BCEWithLogitsLoss, which apply the sigmoid themselves"
+            keep = "" if what.startswith("a log") or self.output_kind == "probabilities" else (
+                "; or, to keep the model as it is, read it with output='probabilities' (LastLayerTap, "
+                "compute_factors, EpochValuer.value_epoch take it; chg.value_data trains the output layer's logits "
+                "and needs the model to return them)")
+            return (f"the model returns {what} of the output of the hooked nn.Linear {self.name!r} ({_describe(z)}), "
+                    f"not the logits themselves — a final {module} (or its function) after the output layer: "
+                    f"remove it and train on the logits with {loss}{keep}")
+        return None
+
     def read(self, output) -> tuple:
         """The hooked layer's output and input of the last forward pass, after checking ``output`` against the rule
         of the module docstring.
@@ -541,7 +653,11 @@ class LastLayerTap:
             whose output the model pools, both at each row's pooled position.
         Raises:
             RuntimeError: the layer did not run since the tap opened or the last read.
-            ValueError: it ran more than once, or ``output`` does not hold its output.
+            ValueError: it ran more than once; ``output`` does not hold its output (naming a final softmax,
+                log-softmax or sigmoid when it holds one of those instead); ``output`` holds it beside another head's
+                logits — a dict / ``ModelOutput`` with another entry under ``"logits"``, or (``layer`` not given) a
+                tuple / list whose first tensor is another ``nn.Linear``'s output on the same features — (pass
+                ``layer=``).
         """
         if self.output is None:
             if self.replaced:
@@ -565,30 +681,53 @@ class LastLayerTap:
         if not cands:
             raise ValueError(f"the model returned {_describe(output)}; expected the logits tensor (B, C) of its output "
                              "nn.Linear, or a tuple / list / dict / ModelOutput holding it")
+        # a dict / ModelOutput with a "logits" entry: that entry is the logits (another entry may be another head's)
+        want = cands[:1] if _logits_entry(output) is not None else cands
         if not self.sequence and feat.ndim != 2:
-            pooled = self._pooled(cands, z, feat, ids) if feat.ndim == 3 and z.ndim == 3 else None
+            pooled = self._pooled(want, z, feat, ids) if feat.ndim == 3 and z.ndim == 3 else None
             if pooled is None:
                 raise ValueError(_no_head(self._model) or _two_heads(self._model) or
                                  f"the output layer {self.name!r} got input of shape {tuple(feat.shape)}; expected "
                                  f"(B, D) features, or (B, T, D) with the model returning the layer's output at one "
                                  f"position per row (a sequence classifier's pooled logits), but it returned "
-                                 f"{', '.join(_describe(c) for c in cands)}, none of which is (a head whose output at "
+                                 f"{', '.join(_describe(c) for c in want)}, none of which is (a head whose output at "
                                  "every position is the model's output is a language model's or token classifier's: "
                                  "value it with chg.sequence; if another nn.Linear is the output layer, name it: "
                                  "layer=<the output nn.Linear>)")
             return pooled
-        if not any(self._matches(c, z) for c in cands):
-            extra = _no_head(self._model) or _two_heads(self._model)
+        hit = next((i for i, c in enumerate(want) if self._matches(c, z)), None)
+        if hit is None:
+            extra = (_no_head(self._model) or _two_heads(self._model) or self._other_entry(output, z, feat)
+                     or self._activation(cands, z))
             if extra is not None:
                 raise ValueError(extra)
             allowed = "its output (the logits)" if self.output_kind == "logits" else \
                 "its output (the logits) or their sigmoid / softmax"
-            raise ValueError(f"the logits given ({', '.join(_describe(c) for c in cands)}) are not the output of the "
+            note = _sums_to_one(want) if self.output_kind == "logits" else ""
+            raise ValueError(f"the logits given ({', '.join(_describe(c) for c in want)}) are not the output of the "
                              f"hooked nn.Linear {self.name!r} ({_describe(z)}): the model must return {allowed}, with "
-                             "no temperature or other post-processing; if another nn.Linear is the output layer, name "
-                             "it: layer=<the output nn.Linear> (LastLayerTap, value_data, EpochValuer.value_epoch and "
-                             "the trainer callbacks all take it)")
+                             f"no temperature or other post-processing{note}; if another nn.Linear is the output "
+                             f"layer, name it: {LAYER_FIX}")
+        if not self.layer_given and isinstance(output, (tuple, list)):
+            self._check_first(output, want, hit, z, feat)
         return z, feat
+
+    def _check_first(self, output, want: list, hit: int, z: torch.Tensor, feat: torch.Tensor) -> None:
+        """A tuple / list holding the hooked layer's output after its first tensor (not a scalar loss): an error when
+        that first tensor — read as the logits — is another head's output on the same features (a model with
+        several heads, the hooked one, last registered, not the classifier)."""
+        first = next((i for i, c in enumerate(want) if c.ndim > 0), hit)
+        if hit <= first:
+            return
+        other = self._head_giving(want[first], feat)
+        if other is None:
+            return
+        at = next(i for i, v in enumerate(output) if v is want[hit])
+        raise ValueError(f"the model returns a {type(output).__name__} of several heads' outputs: its first tensor "
+                         f"({_describe(want[first])}), read as the logits, is the output of nn.Linear "
+                         f"{_module_name(self._model, other)!r}, but the hooked nn.Linear {self.name!r} (the last "
+                         f"registered in the model, taken as the output layer by default) gives element {at} "
+                         f"({_describe(z)}), so the values would be that head's; name the output layer: {LAYER_FIX}")
 
     def _pooled(self, cands: list, z: torch.Tensor, feat: torch.Tensor, ids) -> Optional[tuple]:
         """``(logits, feat)`` (B, C) and (B, D) at one position per row when a candidate (B, C) is an exact copy of the
@@ -668,6 +807,28 @@ def split_batch(batch) -> tuple:
         return batch[0], batch[1], (batch[2] if len(batch) == 3 else None)
     raise ValueError(f"a batch must be (x, y), (x, y, index) or a dict with 'labels'; got {_describe(batch)}"
                      + (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else ""))
+
+
+def carries_index(loader) -> bool:
+    """Whether the third element of ``loader``'s ``(x, y, index)`` tuple batches is known to be each row's index
+    (its position in the data set), as :func:`split_batch` returns it.
+
+    Args:
+        loader: a DataLoader, or any iterable of batches.
+    Returns:
+        True for an iterable that is not a DataLoader (no ``dataset``: a list of ``(x, y, index)`` batches, written
+        so by hand), and for a DataLoader over a data set that marks its items so — class attribute
+        ``carries_index = True``: :class:`chg.IndexedDataset` and the trainer callbacks' ``cb.index(...)``, also
+        through ``torch.utils.data.Subset``; False for a DataLoader over any other data set, whose items' third
+        element may be anything (a record id, a sample weight). Dict batches name their index (``"index"``) and do
+        not need this.
+    """
+    dataset = getattr(loader, "dataset", None)
+    if dataset is None:
+        return True
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    return getattr(dataset, "carries_index", False) is True
 
 
 def _to(obj, device):

@@ -278,15 +278,19 @@ def _name(store: RowStore, pos: int) -> str:
     return "add_logits" if store.kinds[_batch_of(store.starts, pos)] == _KIND_LOGITS else "add"
 
 
-def check_rows(store: RowStore, n: int, starts: Optional[list] = None) -> None:
+def check_rows(store: RowStore, n: int, starts: Optional[list] = None, caller: Optional[str] = None) -> None:
     """Indices in [0, n) and, for rows of logits, targets in [0, C) (0/1 for one logit): one vectorised pass over
     the epoch's rows (one host synchronisation per check).
 
     Args:
         store: the epoch's :class:`RowStore`. n: the number of training rows. starts: each batch's first store row
-            (default ``store.starts``).
+            (default ``store.starts``). caller: None — the rows came from the user's own loop, and a message names
+            the verb that added them (``add_logits``, ``add``) and the batch of the epoch; or the name of the
+            function the user called whose separate pass added them (``"value_epoch"``, ``"value_data"``: the
+            batches are its own), which a message names with each row of the data.
     Raises:
-        ValueError: naming the verb, the range found, the first offending batch and its rows.
+        ValueError: naming the verb (or ``caller``), the range found, and the first offending batch and its rows (or
+            the row of the data); a target out of range says to encode the labels as 0..C-1.
     """
     m, starts = store.size, store.starts if starts is None else starts
     idx = store.idx[:m]
@@ -295,8 +299,9 @@ def check_rows(store: RowStore, n: int, starts: Optional[list] = None) -> None:
         bad = ((idx < 0) | (idx >= n)).nonzero().squeeze(1)
         b = _batch_of(starts, int(bad[0]))
         in_batch = (bad[(bad >= starts[b]) & (bad < (starts[b + 1] if b + 1 < len(starts) else m))] - starts[b])
-        raise ValueError(f"{_name(store, int(bad[0]))}: indices must lie in [0, {n}), got range [{lo}, {hi}] "
-                         f"(first in batch {b} of this epoch, at its positions {in_batch[:5].tolist()})")
+        of = "of the loader" if caller else "of this epoch"
+        raise ValueError(f"{caller or _name(store, int(bad[0]))}: indices must lie in [0, {n}), got range [{lo}, "
+                         f"{hi}] (first in batch {b} {of}, at its positions {in_batch[:5].tolist()})")
     if _KIND_LOGITS not in store.kinds:
         return
     logit_rows = store.logit_rows()
@@ -308,30 +313,48 @@ def check_rows(store: RowStore, n: int, starts: Optional[list] = None) -> None:
     bad = logit_rows & ((t < 0) | (t >= top))
     if bool(bad.any()):
         pos = bad.nonzero().squeeze(1)
-        b = _batch_of(starts, int(pos[0]))
-        end = starts[b + 1] if b + 1 < len(starts) else m
-        tb = t[starts[b]:end][logit_rows[starts[b]:end]]  # the offending batch's targets: its range in the message
-        where = f"(first in batch {b} of this epoch, at its position {int(pos[0]) - starts[b]})"
-        if bool((t[pos] == BAD_TARGET).any()):
-            raise ValueError("add_logits: a 1-logit head (binary cross-entropy) needs targets 0 or 1; soft targets "
+        first = int(pos[0])
+        b = _batch_of(starts, first)
+        if caller is None:  # the user's loop: its batch and the position in it
+            end = starts[b + 1] if b + 1 < len(starts) else m
+            tb = t[starts[b]:end][logit_rows[starts[b]:end]]  # the offending batch's targets: its range
+            where = f"(first in batch {b} of this epoch, at its position {first - starts[b]})"
+            verb = "add_logits"
+        else:  # the caller's own batches: the data's first row outside the range, and the range over all rows
+            tb = t[logit_rows]
+            first = int(pos[store.idx[pos].argmin()])
+            where = f"(first outside it: row {int(store.idx[first])} of the data, target {int(t[first])})"
+            verb = caller
+        soft = t[pos] == BAD_TARGET
+        if bool(soft.any()):
+            if caller is not None:
+                where = f"(first: row {int(store.idx[pos][soft].min())} of the data)"
+            raise ValueError(f"{verb}: a 1-logit head (binary cross-entropy) needs targets 0 or 1; soft targets "
                              f"are not supported {where}")
         lo, hi = int(tb.min()), int(tb.max())
-        what = "a 1-logit head (binary cross-entropy) needs targets 0 or 1" if C == 1 else \
-            f"targets must lie in [0, {C})"
-        raise ValueError(f"add_logits: {what}, got range [{lo}, {hi}] {where}")
+        if C == 1:
+            raise ValueError(f"{verb}: a 1-logit head (binary cross-entropy) needs targets 0 or 1, got range [{lo}, "
+                             f"{hi}] {where}; for more classes give the output layer one output per class")
+        raise ValueError(f"{verb}: targets must lie in [0, {C}), got range [{lo}, {hi}] {where}: class labels must "
+                         f"be 0..{C - 1}, one per output of the output layer — encode them (codes, classes = "
+                         "pandas.factorize(y), or sklearn.preprocessing.LabelEncoder), or give the output layer one "
+                         "output per class")
+
+
 
 
 def materialise(store: RowStore, loss_and_error, weight=None, label_smoothing: float = 0.0,
-                starts: Optional[list] = None) -> None:
+                starts: Optional[list] = None, caller: Optional[str] = None) -> None:
     """Rows of logits → their loss and error, in place (the C-vector buffer then holds errors), chunk by chunk.
 
     Args:
         store: the epoch's :class:`RowStore` (after :func:`check_rows`). loss_and_error: the function
             (logits, targets, weight, label_smoothing) → (loss, err) (:func:`chg.lastlayer.loss_and_error`).
         weight, label_smoothing: of the training loss. starts: each batch's first store row (to name the batch of
-            the first non-finite row; default ``store.starts``).
+            the first non-finite row; default ``store.starts``). caller: as :func:`check_rows`.
     Raises:
-        ValueError: NaN/Inf logits (naming the verb, the batch and the row's position in it).
+        ValueError: NaN/Inf logits (naming the verb, the batch and the row's position in it; with ``caller``, it and
+            the row of the data).
     """
     if _KIND_LOGITS not in store.kinds:
         return
@@ -354,12 +377,14 @@ def materialise(store: RowStore, loss_and_error, weight=None, label_smoothing: f
             loss, err = loss_and_error(z.to(dev, torch.float32 if z.dtype != torch.float64 else z.dtype),
                                        y.to(dev), weight, label_smoothing)
         except ValueError as e:
-            where = "rows given to add_logits this epoch"
+            where = "rows given to add_logits this epoch" if caller is None else "rows of the data"
             bad = (~torch.isfinite(z.float()).all(1)).nonzero().squeeze(1)
             if starts and bad.numel():
                 pos = s.start + (int(sel[int(bad[0])]) if not whole else int(bad[0]))
-                where += f": {_at(store, starts, pos)}; a NaN/Inf feature gives NaN logits{_half_hint(store)}"
-            raise ValueError(f"end_epoch: {e} ({where})") from None
+                at = _at(store, starts, pos) if caller is None else f"first at row {int(store.idx[pos])} of the data"
+                where = f"{'rows given to add_logits this epoch: ' if caller is None else ''}{at}; a NaN/Inf " \
+                        f"feature gives NaN logits{_half_hint(store)}"
+            raise ValueError(f"{caller or 'end_epoch'}: {e} ({where})") from None
         if whole:
             store.z[s].copy_(err)
             store.loss[s].copy_(loss)

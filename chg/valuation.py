@@ -73,6 +73,7 @@ from __future__ import annotations
 import operator
 import warnings
 import weakref
+from collections.abc import Mapping
 from typing import Optional
 
 import numpy as np
@@ -82,8 +83,8 @@ from torch.utils.data import BatchSampler, Dataset, SequentialSampler
 
 from .distributed import all_gather_values, group_ids, is_distributed
 from .factored import GroupStats, Options, alpha_from_validation, epoch_values, stats_by_group
-from .lastlayer import (Factors, LastLayerTap, check_logits, check_loss, check_targets, forward_batch, loss_and_error,
-                        model_device, split_batch, upcast)
+from .lastlayer import (Factors, LastLayerTap, carries_index, check_logits, check_loss, check_targets, forward_batch,
+                        loss_and_error, model_device, split_batch, upcast)
 from .progress import progress as progress_bar
 from .renames import OPTIONS_REMOVED, renamed
 from .store import RowStore, check_rows, materialise, nonfinite_row, players
@@ -93,9 +94,14 @@ __all__ = ["EpochValuer", "IndexedDataset", "separate_pass", "add_validation_pas
 
 
 def _sequential(loader) -> bool:
-    """True only for a DataLoader that visits rows 0, 1, 2, ... in order (so rows can be numbered by arrival)."""
-    return (isinstance(getattr(loader, "sampler", None), SequentialSampler)
-            and type(getattr(loader, "batch_sampler", None)) is BatchSampler)
+    """True only for a DataLoader that visits rows 0, 1, 2, ... in order (so rows can be numbered by arrival): a
+    sequential sampler batched by the loader, or batches fetched whole (``batch_size=None``) from a
+    ``BatchSampler`` over a sequential sampler."""
+    sampler = getattr(loader, "sampler", None)
+    if isinstance(sampler, SequentialSampler):
+        return type(getattr(loader, "batch_sampler", None)) is BatchSampler
+    return (type(sampler) is BatchSampler and isinstance(sampler.sampler, SequentialSampler)
+            and getattr(loader, "batch_size", 0) is None)
 
 
 def count(v, name: str, low: int = 0, meaning: str = "") -> int:
@@ -176,14 +182,18 @@ def check_bias(bias, what: str) -> None:
 
 
 class IndexedDataset(Dataset):
-    """Wraps a dataset so that each item carries its row index: ``(x, y)`` items become ``(x, y, index)``, dict items
-    (HuggingFace style, with ``"labels"``) get an ``"index"`` entry. The valuer needs each row's index.
+    """Wraps a dataset so that each item carries its row index: ``(x, y)`` items become ``(x, y, index)`` (elements
+    after ``y`` are dropped), dict items (HuggingFace style, with ``"labels"``) get an ``"index"`` entry. The valuer
+    needs each row's index; :func:`separate_pass` reads the third element of a DataLoader's batches as that index
+    only over this data set (:func:`chg.lastlayer.carries_index`).
 
     Args:
         dataset: a map-style Dataset of ``(x, y[, ...])`` items or of dicts.
     Raises:
         ValueError: (on reading an item) an item that is neither a dict nor a tuple / list of at least 2.
     """
+
+    carries_index = True  # its items' third element is the row's position (chg.lastlayer.carries_index)
 
     def __init__(self, dataset: Dataset):
         self.dataset = dataset
@@ -312,12 +322,7 @@ class EpochValuer:
                 head (C, D or bias) within the epoch.
             TypeError: a ``bias`` that is not a bool (e.g. the layer's bias tensor).
         """
-        check_logits(logits)
-        if not isinstance(feat, torch.Tensor) or feat.ndim != 2:
-            raise ValueError(f"add_logits: feat must be a (B, D) tensor, got {getattr(feat, 'shape', type(feat))}")
-        if not isinstance(targets, torch.Tensor) and isinstance(targets, (np.ndarray, list, tuple)):
-            targets = torch.as_tensor(np.asarray(targets), device=logits.device)  # as the indices are taken
-        _append(self, "add_logits", indices, check_targets(logits, targets, defer=True), logits, feat, bias)
+        _add_logits(self, "add_logits", indices, logits, targets, feat, bias)
 
     def add_validation(self, factors: Factors, labels=None) -> None:
         """Add validation rows to this epoch's α (``alpha="valid"``): α = mean of l_i g_i over them (per class).
@@ -339,10 +344,14 @@ class EpochValuer:
         """Algorithm 1's separate pass for this epoch: ``separate_pass(self, model, loader, valid_loader, **kw)``.
 
         Args:
-            model, loader, valid_loader, **kw: as :func:`separate_pass` (``layer``, ``output``, ``progress``).
+            model, loader, valid_loader, **kw: as :func:`separate_pass` (``layer``, ``output``, ``progress``; what
+                ``loader`` may yield and which element is read as each row's index is said there).
         Returns:
             the epoch's values (n,) float64, as :meth:`end_epoch`.
+        Raises:
+            ValueError: as :func:`separate_pass` (its messages name ``value_epoch``).
         """
+        kw.setdefault("caller", "value_epoch")
         return separate_pass(self, model, loader, valid_loader, **kw)
 
     def end_epoch(self) -> torch.Tensor:
@@ -355,13 +364,19 @@ class EpochValuer:
             ValueError: no row added; an index or target out of range, NaN/Inf logits (naming the batch); a row
                 missing; per_class / alpha="valid" without labels / validation rows (of a class).
         """
+        return self._end_epoch(None)
+
+    def _end_epoch(self, caller: Optional[str]) -> torch.Tensor:
+        """:meth:`end_epoch`; ``caller``: the verb whose separate pass added the rows (its messages name it and each
+        row of the data), or None (ride-along: the verbs and batches of the user's loop)."""
         if self.store.size == 0:
-            raise ValueError("end_epoch: no training rows were added this epoch")
+            raise ValueError(f"{caller or 'end_epoch'}: no training rows were added this epoch"
+                             + (" (the loader gave no batch)" if caller else ""))
         try:  # whatever is raised, the epoch's rows go: the next epoch starts empty (none of them play in it)
             if self.alpha == "valid" and not self._valid:
                 raise ValueError("end_epoch: alpha='valid' but no validation rows were added (add_validation); "
                                  "this epoch's rows are dropped")
-            self.epoch_values.append(_epoch_game(self))
+            self.epoch_values.append(_epoch_game(self, caller))
         finally:
             self.store.reset()
             self._valid = {}
@@ -430,6 +445,16 @@ class EpochValuer:
         return Values(torch.stack(self.epoch_values).numpy(), self.skip_epochs, meta=info)
 
 
+def _add_logits(valuer: "EpochValuer", what: str, indices, logits, targets, feat, bias) -> None:
+    """:meth:`EpochValuer.add_logits` for the verb ``what`` (``"add_logits"``, or the separate pass's caller)."""
+    check_logits(logits)
+    if not isinstance(feat, torch.Tensor) or feat.ndim != 2:
+        raise ValueError(f"{what}: feat must be a (B, D) tensor, got {getattr(feat, 'shape', type(feat))}")
+    if not isinstance(targets, torch.Tensor) and isinstance(targets, (np.ndarray, list, tuple)):
+        targets = torch.as_tensor(np.asarray(targets), device=logits.device)  # as the indices are taken
+    _append(valuer, what, indices, check_targets(logits, targets, defer=True), logits, feat, bias)
+
+
 def _append(valuer: "EpochValuer", what: str, indices, targets, z, feat, bias, loss=None) -> None:
     """One batch into the valuer's store, after the checks that need no value from the device (no sync)."""
     check_bias(bias, what)
@@ -449,15 +474,16 @@ def _append(valuer: "EpochValuer", what: str, indices, targets, z, feat, bias, l
         raise ValueError(f"{what}: {e}") from None
 
 
-def _epoch_game(valuer: EpochValuer) -> torch.Tensor:
+def _epoch_game(valuer: EpochValuer, caller: Optional[str] = None) -> torch.Tensor:
     """The epoch's game from the valuer's store: rows checked and made factors once (:func:`chg.store.check_rows`,
     :func:`chg.store.materialise`), each row one player (:func:`chg.store.players`, across ranks too), eq. (3) by
-    :func:`chg.factored.epoch_values`, values gathered to every rank. Returns (n,) float64 on the CPU."""
-    st, n = valuer.store, valuer.n
-    check_rows(st, n)
+    :func:`chg.factored.epoch_values`, values gathered to every rank. Returns (n,) float64 on the CPU. ``caller``: as
+    :meth:`EpochValuer._end_epoch` (the verb that messages name)."""
+    st, n, verb = valuer.store, valuer.n, caller or "end_epoch"
+    check_rows(st, n, caller=caller)
     if valuer.per_class and bool((st.target[:st.size] < 0).any()):
-        raise ValueError("end_epoch: per_class=True but some rows were added without labels")
-    materialise(st, loss_and_error, valuer.weight, valuer.label_smoothing)
+        raise ValueError(f"{verb}: per_class=True but some rows were added without labels")
+    materialise(st, loss_and_error, valuer.weight, valuer.label_smoothing, caller=caller)
     ddp = is_distributed()
     pos, valued = players(st, n, ddp)
     missing = n - int(valued.sum())
@@ -465,11 +491,11 @@ def _epoch_game(valuer: EpochValuer) -> torch.Tensor:
         first = (~valued).nonzero().squeeze(1)[:5].tolist()
         msg = f"{missing} of the {n} rows were not added this epoch (e.g. rows {first})"
         if not valuer.partial_epochs:
-            raise ValueError(f"end_epoch: {msg}: every row must enter the epoch's game exactly once (a DataLoader "
+            raise ValueError(f"{verb}: {msg}: every row must enter the epoch's game exactly once (a DataLoader "
                              "with drop_last=True, a sampler over a subset, or n larger than the data set?). Pass "
                              "EpochValuer(..., partial_epochs=True) to value the rows seen as the epoch's game")
-        warnings.warn(f"EpochValuer.end_epoch: {msg}; they are not valued this epoch (partial_epochs=True)",
-                      stacklevel=3)
+        warnings.warn(f"{caller or 'EpochValuer.end_epoch'}: {msg}; they are not valued this epoch "
+                      "(partial_epochs=True)", stacklevel=3)
     whole = pos.numel() == st.size  # every stored row plays: slices, no gather
     take = (lambda t: t[:st.size]) if whole else (lambda t: t[pos])
     fac = Factors(take(st.loss), take(st.z), take(st.feat), st.bias)
@@ -483,7 +509,7 @@ def _epoch_game(valuer: EpochValuer) -> torch.Tensor:
         where = nonfinite_row(st)
         if where is None:
             raise
-        raise ValueError(f"end_epoch: {e} ({where})") from None
+        raise ValueError(f"{verb}: {e} ({where})") from None
     vals = torch.full((n,), float("nan"), dtype=torch.float64)
     vals[take(st.idx).cpu()] = v.cpu()
     return all_gather_values(vals, st.z.device) if ddp else vals
@@ -492,55 +518,86 @@ def _epoch_game(valuer: EpochValuer) -> torch.Tensor:
 @torch.no_grad()
 def separate_pass(valuer: EpochValuer, model: nn.Module, loader, valid_loader=None,
                   layer: Optional[nn.Linear] = None, output: str = "logits",
-                  progress: Optional[bool] = None) -> torch.Tensor:
+                  progress: Optional[bool] = None, caller: str = "separate_pass") -> torch.Tensor:
     """Algorithm 1 exactly: one no-grad forward pass over the training set at the current θ, every row handed to
     ``valuer.add_logits`` (validation rows to ``add_validation``), then ``valuer.end_epoch()``.
 
-    ``loader`` yields ``(x, y, index)`` batches or dicts with ``"index"`` (see :class:`IndexedDataset`) or, if it is a
-    plain sequential DataLoader, ``(x, y)`` / dicts without (rows are then numbered in order); see
-    :func:`chg.lastlayer.split_batch`. ``valid_loader`` yields ``(x, y[, ...])``; required when ``alpha="valid"``. The
-    model runs in eval mode (dropout off, BatchNorm's running statistics used and left untouched) and its mode is
-    restored afterwards.
+    Which row of the data set each batch row is (what ``index`` is and where it is read):
+
+    * a DataLoader over :class:`IndexedDataset` (also through ``torch.utils.data.Subset``) yields ``(x, y, index)``
+      batches: ``index`` is each row's position in the data set;
+    * a plain list (or other iterable that is not a DataLoader) of ``(x, y, index)`` batches, built by hand: ``index``
+      as written;
+    * dicts with an ``"index"`` entry (see :func:`chg.lastlayer.split_batch`): that entry;
+    * otherwise a plain sequential DataLoader (no shuffling, no sampler) numbers its rows in order, 0, 1, 2, ...: of
+      ``(x, y)`` batches, dicts without ``"index"`` — and ``(x, y, extra)`` batches of a data set of its own, whose
+      third element is *not read*: it may be a record id or a sample weight, not known to be the row's position
+      (:func:`chg.value_data` reads such a data set the same way, by position);
+    * any other loader of batches without a known index (shuffled, a sampler over a subset, distributed) is an error
+      that says to wrap the data set in :class:`IndexedDataset`.
+
+    ``valid_loader`` yields ``(x, y[, ...])``; required when ``alpha="valid"``. The model runs in eval mode (dropout
+    off, BatchNorm's running statistics used and left untouched) and its mode is restored afterwards.
 
     Args:
         valuer: the :class:`EpochValuer` (its loss, options and storage apply). model: the classifier. loader,
             valid_loader: see above. layer, output: as in :class:`chg.lastlayer.LastLayerTap`. progress: a bar over
-            the batches: True | False | None (only on a terminal; :mod:`chg.progress`).
+            the batches: True | False | None (only on a terminal; :mod:`chg.progress`). caller: the name of the
+            function the user called (``"value_epoch"``, ``"value_data"``), for messages, which then name it and
+            each row of the data instead of the valuer's verbs and the batches.
     Returns:
         the epoch's values (n,) float64 on the CPU (:meth:`EpochValuer.end_epoch`).
     Raises:
-        ValueError: ``alpha="valid"`` without ``valid_loader``, a loader without indices that is not plain
-            sequential, and as :meth:`EpochValuer.add_logits` and :meth:`EpochValuer.end_epoch`.
+        ValueError: ``alpha="valid"`` without ``valid_loader``; a loader whose batches carry no known index and that
+            is not plain sequential; and as :meth:`EpochValuer.add_logits` and :meth:`EpochValuer.end_epoch` (a
+            target out of range names the data row and says to encode the labels as 0..C-1).
     """
     if valuer.alpha == "valid" and valid_loader is None:
-        raise ValueError("separate_pass: alpha='valid' needs valid_loader")
+        raise ValueError(f"{caller}: alpha='valid' needs valid_loader")
     was_training = model.training
     model.eval()
     try:
         tap = LastLayerTap(model, layer, output)
         valuer.check_head(model, tap.layer)
         device = model_device(model)
+        known, sequential = carries_index(loader), _sequential(loader)
         with tap:
             offset = 0
             total = len(loader) if hasattr(loader, "__len__") else None
             for batch in progress_bar(loader, total=total, unit="batch", desc="separate_pass", enabled=progress):
                 inputs, y, idx = split_batch(batch)
+                if idx is not None and not known and not isinstance(batch, Mapping):
+                    if not sequential:
+                        raise ValueError(_unknown_index(caller, loader))
+                    idx = None  # a sequential loader: rows numbered in order, the third element not read
                 logits, feat = tap.read(forward_batch(model, inputs, device))
                 y = torch.as_tensor(y).to(device)
                 if idx is None:
-                    if not _sequential(loader):
-                        raise ValueError("separate_pass: a loader without indices must be a plain sequential "
+                    if not sequential:
+                        raise ValueError(f"{caller}: a loader without indices must be a plain sequential "
                                          "DataLoader (rows numbered in order); with any other sampler (shuffled, "
                                          "subset, distributed, ...) wrap the dataset in IndexedDataset so batches "
                                          "carry each row's index")
                     idx = torch.arange(offset, offset + len(y))
                 offset += len(y)
-                valuer.add_logits(idx, logits, y, feat, tap.bias)
+                _add_logits(valuer, caller, idx, logits, y, feat, tap.bias)
             if valuer.alpha == "valid":
                 add_validation_pass(valuer, model, valid_loader, tap)
     finally:
         model.train(was_training)
-    return valuer.end_epoch()
+    return valuer._end_epoch(caller)
+
+
+def _unknown_index(caller: str, loader) -> str:
+    """Why a DataLoader's ``(x, y, third)`` batches cannot be valued: the third element is not known to be the rows'
+    index, and the loader does not give the rows in order."""
+    name = type(loader.dataset).__name__
+    return (f"{caller}: the loader's batches are (x, y, third element), but its data set ({name}) is not a "
+            "chg.IndexedDataset, so the third element is not known to be each row's position in the data set (a "
+            "record id or a sample weight there would put every value on a wrong row), and the loader does not give "
+            "the rows in order (shuffled, or a sampler), so they cannot be numbered by arrival: wrap the data set, "
+            "DataLoader(chg.IndexedDataset(dataset), ...) (its (x, y, ...) items become (x, y, row index)), or use "
+            "a plain sequential DataLoader")
 
 
 @torch.no_grad()

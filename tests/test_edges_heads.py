@@ -125,3 +125,38 @@ def test_a_head_replaced_after_the_tap_was_built_is_a_clear_error():
     with LastLayerTap(model) as fresh:
         logits, feat = fresh.read(model(x))
     assert logits.shape == (8, 3) and feat.shape == (8, 6)
+
+
+def test_labels_out_of_range_name_the_verb_called_and_the_row_of_the_data():
+    """Review 2: value_data on labels 1..3 with 3 logits said 'add_logits: targets must lie in [0, 3), got range
+    [1, 3] (first in batch 0 of this epoch, at its position 130)' — a verb the user never called and a batch of the
+    separate pass's own. The rows of a separate pass are named as rows of the data, under the verb called, with the
+    fix (labels 0..C-1: pandas.factorize, LabelEncoder); a loop of the user's own keeps its verb and batches."""
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(150, 4, generator=g, dtype=torch.float64)
+    y = torch.arange(150) // 50 + 1  # 1..3: the first 3 is row 100
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3)).double()
+    fix = r"class labels must be 0..2, one per output of the output layer — encode them \(codes, classes = " \
+          r"pandas.factorize\(y\), or sklearn.preprocessing.LabelEncoder\)"
+    tail = rf"got range \[1, 3\] \(first outside it: row 100 of the data, target 3\): {fix}"
+    with pytest.raises(ValueError, match=rf"^value_epoch: targets must lie in \[0, 3\), {tail}"):
+        EpochValuer(150).value_epoch(model, DataLoader(TensorDataset(X, y), batch_size=32))
+    with pytest.raises(ValueError, match=rf"^value_data: targets must lie in \[0, 3\), {tail}"):
+        chg.separate_pass(EpochValuer(150), model, DataLoader(TensorDataset(X, y), batch_size=32),
+                          caller="value_data")
+    with pytest.raises(ValueError, match=rf"^(separate_pass|value_data): targets must lie in \[0, 3\), {tail}"):
+        value_data(model, (X, y), epochs=1)  # value_data once chg/loop.py passes caller="value_data"
+    shuffled = DataLoader(chg.IndexedDataset(TensorDataset(X, y)), batch_size=32, shuffle=True)
+    with pytest.raises(ValueError, match=rf"^value_epoch: .*{tail}"):  # the data row, whatever the order
+        EpochValuer(150).value_epoch(model, shuffled)
+    binary = nn.Sequential(nn.Linear(4, 1)).double()
+    with pytest.raises(ValueError, match=r"^value_epoch: a 1-logit head \(binary cross-entropy\) needs targets 0 or 1, "
+                                         r"got range \[1, 3\] \(first outside it: row 50 of the data, target 2\); for "
+                                         r"more classes give the output layer one output per class"):
+        EpochValuer(150).value_epoch(binary, DataLoader(TensorDataset(X, y), batch_size=32))
+    valuer = EpochValuer(150)  # the user's own loop: the verb and the batch it called with
+    valuer.add_logits(torch.arange(150), torch.randn(150, 3), y, torch.randn(150, 5))
+    with pytest.raises(ValueError, match=rf"^add_logits: targets must lie in \[0, 3\), got range \[1, 3\] \(first in "
+                                         rf"batch 0 of this epoch, at its position 100\): {fix}"):
+        valuer.end_epoch()

@@ -146,3 +146,113 @@ def test_dict_batches_need_labels():
         EpochValuer(4).value_epoch(model, [batch])
     with pytest.raises(ValueError, match="a batch must be"):
         EpochValuer(4).value_epoch(model, [(batch["input_ids"],)])
+
+
+class TwoHeads(nn.Module):
+    """Review 2's model: a classifier head and an auxiliary embedding head on the same features, both returned, the
+    embedding head registered last (so the default tap would hook it)."""
+
+    def __init__(self, out="dict"):
+        super().__init__()
+        self.out = out
+        self.body = nn.Sequential(nn.Linear(4, 6), nn.Tanh())
+        self.heads = nn.ModuleDict({"cls": nn.Linear(6, 3), "emb": nn.Linear(6, 5)})
+
+    def forward(self, x):
+        h = self.body(x)
+        z, e = self.heads["cls"](h), self.heads["emb"](h)
+        return {"logits": z, "embedding": e} if self.out == "dict" else (z, e) if self.out == "tuple" else [e, z]
+
+
+@pytest.mark.parametrize("out", ["dict", "tuple"])
+def test_a_second_head_returned_beside_the_logits_is_an_error_not_its_values(out):
+    """Review 2: with the embedding head registered last, the tap hooked it, found its output in the returned dict and
+    value_data trained and valued that head (the 'logits' head stayed untrained, 44 % accuracy on wine). Now every
+    entry point refuses, naming the hooked layer and the fix (layer=), and the classifier head given as layer= is
+    valued right."""
+    torch.manual_seed(0)
+    model = TwoHeads(out).double()
+    x, y = _data(12, 4, 3, seed=3)
+    match = ("hooked nn.Linear 'heads.emb'.*'embedding' entry.*here 'heads.cls'.*layer=<the output nn.Linear>"
+             if out == "dict" else "first tensor.*output of nn.Linear 'heads.cls'.*hooked nn.Linear 'heads.emb'.*"
+                                   "element 1.*layer=<the output nn.Linear>")
+    with pytest.raises(ValueError, match=match):
+        value_data(model, (x, y), epochs=1)
+    with pytest.raises(ValueError, match=match):
+        EpochValuer(12).value_epoch(model, DataLoader(TensorDataset(x, y), batch_size=4))
+    with pytest.raises(ValueError, match=match):
+        with LastLayerTap(model) as tap:
+            tap.read(model(x))
+    head = model.heads["cls"]
+    want = dense_values(model, head, [(x[i:i + 1], y[i:i + 1]) for i in range(12)])
+    close(EpochValuer(12).value_epoch(model, DataLoader(TensorDataset(x, y), batch_size=4), layer=head), want)
+    close(value_data(model, (x, y), epochs=1, lr=0.0, optimizer="sgd", momentum=0.0, layer=head), want)
+    if out == "dict":  # a named layer is held to the 'logits' entry too
+        with pytest.raises(ValueError, match="'embedding' entry"):
+            with LastLayerTap(model, model.heads["emb"]) as tap:
+                tap.read(model(x))
+
+
+def test_several_tensors_still_read_when_the_hooked_head_gives_the_logits():
+    """What keeps working beside the check above: the hooked head's output first in a tuple next to another head's
+    (the first tensor is read as the logits), a list [features, logits] (the features are no head's output), and a
+    later element when the output layer is named."""
+    torch.manual_seed(2)
+    x, y = _data(9, 4, 3, seed=4)
+
+    class LogitsFirst(TwoHeads):  # (logits, embedding) with the classifier registered last
+        def __init__(self):
+            super().__init__("tuple")
+            self.heads = nn.ModuleDict({"emb": nn.Linear(6, 5), "cls": nn.Linear(6, 3)})
+    model = LogitsFirst().double()
+    want = dense_values(model, model.heads["cls"], [(x[i:i + 1], y[i:i + 1]) for i in range(9)])
+    close(EpochValuer(9).value_epoch(model, DataLoader(TensorDataset(x, y), batch_size=4)), want)
+    model = TwoHeads("list").double()  # [embedding, logits]: the classifier named, a later element is fine
+    want = dense_values(model, model.heads["cls"], [(x[i:i + 1], y[i:i + 1]) for i in range(9)])
+    close(EpochValuer(9).value_epoch(model, DataLoader(TensorDataset(x, y), batch_size=4), layer=model.heads["cls"]),
+          want)
+
+
+@pytest.mark.parametrize("final, C, match, keep", [
+    (nn.Softmax(1), 3, r"a softmax of the output of the hooked nn.Linear '2'.*a final nn.Softmax.*remove it and train "
+                       r"on the logits with F.cross_entropy", True),
+    (nn.LogSoftmax(1), 3, r"a log-softmax of the output of the hooked nn.Linear '2'.*a final nn.LogSoftmax.*remove it "
+                          r"and train on the logits with F.cross_entropy", False),
+    (nn.Sigmoid(), 1, r"a sigmoid of the output of the hooked nn.Linear '2'.*a final nn.Sigmoid.*remove it and train "
+                      r"on the logits with F.binary_cross_entropy_with_logits", True)])
+def test_a_final_softmax_or_sigmoid_is_named_with_its_fix(final, C, match, keep):
+    """Review 2: a model ending in nn.Softmax / nn.LogSoftmax got 'no temperature or other post-processing'. The message
+    now names the final activation and says to remove it (train on the logits with cross-entropy), or, for
+    probabilities, to read them with output='probabilities' (which exists: LastLayerTap, compute_factors,
+    value_epoch)."""
+    torch.manual_seed(0)
+    x, _ = _data(8, 4, 3, seed=5)
+    y = torch.arange(8) % (2 if C == 1 else C)
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, C), final).double()
+    for run in (lambda: value_data(model, (x, y), epochs=1),
+                lambda: EpochValuer(8).value_epoch(model, DataLoader(TensorDataset(x, y), batch_size=4))):
+        with pytest.raises(ValueError, match=match) as err:
+            run()
+        assert ("output='probabilities'" in str(err.value)) == keep
+        assert "no temperature" not in str(err.value)
+    if keep:  # the fix it names works: the probabilities are read as such
+        want = dense_values(model, model[2], [(x[i:i + 1], y[i:i + 1]) for i in range(8)])
+        close(EpochValuer(8).value_epoch(model, DataLoader(TensorDataset(x, y), batch_size=4),
+                                         output="probabilities"), want)
+
+
+def test_probabilities_that_are_not_the_heads_softmax_say_so():
+    """A softmax after a temperature is not the head's softmax: the general message, noting that the rows sum to 1."""
+    torch.manual_seed(0)
+    x, y = _data(6, 4, 3)
+
+    class Tempered(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.f = nn.Linear(4, 3)
+
+        def forward(self, x):
+            return torch.softmax(self.f(x) / 2.0, 1)
+    with pytest.raises(ValueError, match=r"no temperature or other post-processing \(its rows sum to 1: probabilities "
+                                         r"— a final nn.Softmax\?"):
+        EpochValuer(6).value_epoch(Tempered().double(), DataLoader(TensorDataset(x, y), batch_size=3))

@@ -181,3 +181,62 @@ def test_distributed_sampler_padding_gives_the_single_process_values(tmp_path):
         close(got["ride"], dense_values(model, model[-1], _samples(x, y)))
         close(got[0], dense_values(model, model[-1], _samples(x, y)))
         assert "1 of the 10 rows were not added" in got["drop_last"]
+
+
+class _WithThird(torch.utils.data.Dataset):
+    """A data set of (x, y, third) items of its own: a record id, a sample weight, a constant — not the row index."""
+
+    def __init__(self, x, y, third):
+        self.x, self.y, self.third = x, y, third
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return self.x[i], self.y[i], self.third[i]
+
+
+@pytest.mark.parametrize("third", ["record_id", "weight", "constant"])
+def test_a_third_element_of_a_data_set_of_its_own_is_not_read_as_the_row_index(third):
+    """Review 2: value_epoch read any (x, y, third) batch's third element as the row index — a permuted record id put
+    every value on a wrong row silently, a float weight gave 'indices must be integers', a constant '149 of the 150
+    rows were not added'. It is read as the index only over chg.IndexedDataset; a sequential loader over another
+    data set numbers its rows in order (as value_data does), a shuffled one is an error saying to wrap it."""
+    model = _model()
+    x, y = _data(12)
+    g = torch.Generator().manual_seed(1)
+    col = {"record_id": torch.randperm(12, generator=g), "weight": torch.rand(12, generator=g, dtype=torch.float64),
+           "constant": torch.zeros(12, dtype=torch.int64)}[third]
+    want = dense_values(model, model[2], _samples(x, y))
+    data = _WithThird(x, y, col)
+    close(EpochValuer(12).value_epoch(model, DataLoader(data, batch_size=5)), want)
+    close(chg.value_data(copy.deepcopy(model), data, epochs=1, lr=0.0, optimizer="sgd", momentum=0.0), want)
+    with pytest.raises(ValueError, match=r"value_epoch: the loader's batches are \(x, y, third element\), but its data "
+                                         r"set \(_WithThird\) is not a chg.IndexedDataset.*"
+                                         r"DataLoader\(chg.IndexedDataset\(dataset\), ...\)"):
+        EpochValuer(12).value_epoch(model, DataLoader(data, batch_size=5, shuffle=True))
+    shuffled = DataLoader(IndexedDataset(data), batch_size=5, shuffle=True, generator=g)  # the fix the message names
+    close(EpochValuer(12).value_epoch(model, shuffled), want)
+
+
+def test_row_indices_that_are_known_are_read_where_they_are_given():
+    """What keeps working: (x, y, index) batches written by hand in a list (indices as given, any order), a Subset of
+    an IndexedDataset (the wrapped data set's rows), the trainer callbacks' cb.index, and value_data's batches."""
+    model = _model()
+    x, y = _data(12)
+    want = dense_values(model, model[2], _samples(x, y))
+    order = torch.randperm(12, generator=torch.Generator().manual_seed(2))
+    close(EpochValuer(12).value_epoch(model, [(x[order[:7]], y[order[:7]], order[:7]),
+                                              (x[order[7:]], y[order[7:]], order[7:])]), want)
+    rows = torch.utils.data.Subset(IndexedDataset(TensorDataset(x, y)), order[:8].tolist())
+    sub = chg.shapley_from_factors(chg.compute_factors(model, x[order[:8]], y[order[:8]]))
+    got = EpochValuer(12, partial_epochs=True)
+    with pytest.warns(UserWarning, match="4 of the 12 rows"):
+        got.value_epoch(model, DataLoader(rows, batch_size=3, shuffle=True))
+    close(got.values().to_tensor()[order[:8]], sub)
+    from chg.integrations.rows import IndexedRows
+    close(EpochValuer(12).value_epoch(model, DataLoader(IndexedRows(TensorDataset(x, y)), batch_size=5,
+                                                        shuffle=True)), want)
+    close(chg.value_data(copy.deepcopy(model), (x, y), epochs=1, lr=0.0, optimizer="sgd", momentum=0.0), want)
+    assert chg.lastlayer.carries_index([]) and chg.lastlayer.carries_index(DataLoader(IndexedDataset(rows)))
+    assert not chg.lastlayer.carries_index(DataLoader(TensorDataset(x, y)))

@@ -193,3 +193,20 @@ def test_the_trainer_callbacks_loss_check_takes_a_bfloat16_weight():
     check.watch(z, y)
     F.cross_entropy(z, y, weight=w.double()).backward()
     assert check.done and check.checked == 1
+
+
+def test_class_weights_for_a_one_logit_head_say_so_at_once():
+    """Review 2: value_data(nn.Linear(30, 1), (X, y), weight=[1.0, 3.0]) said 'weight must have one entry per class,
+    shape (1,), got (2,)', and following that, weight=[3.0] said that weights apply only to a softmax head. The second
+    message — the cause — comes first now, whatever the weight's length, from every entry point."""
+    g = torch.Generator().manual_seed(0)
+    X, y = torch.randn(20, 30, generator=g), torch.arange(20) % 2
+    for weight in ([1.0, 3.0], [3.0], torch.tensor([1.0, 2.0, 3.0])):
+        with pytest.raises(ValueError, match=r"weight and label_smoothing apply to a softmax head \(C >= 2, "
+                                             r"cross-entropy\); a 1-logit head .* pass neither"):
+            check_loss(1, weight)
+        with pytest.raises(ValueError, match=r"^separate_pass: weight and label_smoothing apply to a softmax head|"
+                                             r"^value_data: weight and label_smoothing apply to a softmax head"):
+            chg.value_data(nn.Linear(30, 1), (X, y), weight=weight, epochs=1)
+        with pytest.raises(ValueError, match=r"^add_logits: weight and label_smoothing apply to a softmax head"):
+            EpochValuer(20, weight=weight).add_logits(torch.arange(4), torch.randn(4, 1), y[:4], torch.randn(4, 5))

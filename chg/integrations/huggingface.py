@@ -42,7 +42,7 @@ import torch
 from torch import nn
 from transformers import TrainerCallback
 
-from ..lastlayer import LastLayerTap, find_last_linear
+from ..lastlayer import LastLayerTap
 from .rows import (INDEX_KEY, IndexedRows, LossCheck, ValuesOfRun, check_settings, end_epoch, head_error,
                    inconclusive_warning, make_valuer)
 
@@ -203,7 +203,7 @@ class CHGCallback(ValuesOfRun, TrainerCallback):
         self._smoothing = smoothing
         self.valuer = make_valuer(len(self.dataset), self.weight, smoothing, **self.settings)
         self._model = model
-        self._tap = LastLayerTap(model, self.layer if self.layer is not None else find_last_linear(model))
+        self._tap = LastLayerTap(model, self.layer)
         self.valuer.check_head(model, self._tap.layer)
         self._tap.__enter__()
         self._handles = [model.register_forward_pre_hook(self._pre_forward, with_kwargs=True),

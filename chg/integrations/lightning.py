@@ -36,7 +36,7 @@ import torch
 from lightning.pytorch import Callback
 from torch import nn
 
-from ..lastlayer import LastLayerTap, find_last_linear, split_batch
+from ..lastlayer import LastLayerTap, split_batch
 from .rows import (INDEX_KEY, IndexedRows, LossCheck, ValuesOfRun, check_settings, end_epoch, head_error,
                    inconclusive_warning, make_valuer)
 
@@ -127,7 +127,7 @@ class CHGCallback(ValuesOfRun, Callback):
             raise ValueError("CHGCallback: index the training set first, DataLoader(cb.index(train_set), ...)")
         self.valuer = make_valuer(len(self.dataset), self.weight, self.label_smoothing, **self.settings)
         self._module = pl_module
-        self._tap = LastLayerTap(pl_module, self.layer if self.layer is not None else find_last_linear(pl_module))
+        self._tap = LastLayerTap(pl_module, self.layer)
         self.valuer.check_head(pl_module, self._tap.layer)
         self._tap.__enter__()
         self._batches = 0

@@ -45,6 +45,8 @@ class IndexedRows(Dataset):
             has ``"chg_index"``.
     """
 
+    carries_index = True  # a tuple item's last element is its position (chg.lastlayer.carries_index)
+
     def __init__(self, dataset):
         if isinstance(dataset, IterableDataset) or not (hasattr(dataset, "__len__")
                                                         and hasattr(dataset, "__getitem__")):
