@@ -20,7 +20,6 @@ Proof.
   autograd below).
 """
 import numpy as np
-import pytest
 import sympy as sp
 import torch
 

@@ -19,8 +19,8 @@ from itertools import combinations
 
 import sympy as sp
 
-from proofs.proofkit import (D, D1, PRIMED_TO_FULL, Q, R1, a, b, b1, dot, inner_products, k, n, p, p1, q,
-                             random_rational_vectors, subset_moments)
+from proofs.proofkit import (D, D1, PRIMED_TO_FULL, Q, R1, a, b, b1, dot, inner_products, p, p1, q,
+                             random_rational_vectors)
 
 
 def test_inclusion_probabilities_symbolic():

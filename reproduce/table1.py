@@ -144,8 +144,9 @@ def oob_models_effect() -> str:
                 diffs[name].append(abs(np.mean(cells["dataoob_default"][key]) - np.mean(cells["dataoob"][key])))
     if not diffs["AUC"]:
         return ""
-    return (f" (at quick scale, from its records, 1,000 instead of 100 models moved the mean label-noise AUC by at most "
-            f"{max(diffs['AUC']):.3f} and the F1 by at most {max(diffs['F1']):.3f} over {len(diffs['AUC'])} data sets)")
+    return (f" (at quick scale, from its records, 1,000 instead of 100 models moved the mean label-noise AUC by at "
+            f"most {max(diffs['AUC']):.3f} and the F1 by at most {max(diffs['F1']):.3f} over {len(diffs['AUC'])} data "
+            f"sets)")
 
 
 def caption(runs: list, scale: str, datasets: list) -> str:
