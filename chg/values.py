@@ -30,6 +30,7 @@ from .io import atomic_write, write_csv_atomic
 __all__ = ["Values"]
 
 FORMAT = "chg.Values/1"
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip archive's first bytes (what np.savez writes)
 
 
 def _column(a, name: str, n: int) -> Optional[np.ndarray]:
@@ -371,18 +372,33 @@ class Values:
         Returns:
             :class:`Values`.
         Raises:
+            FileNotFoundError: no file at ``path`` (and the other ``OSError`` of opening it).
             ValueError: not a values file (not an ``.npz`` archive — e.g. the CSV of :meth:`to_csv`, which pandas
-                reads —, no history, or another format).
+                reads —, no history, or another format); or an ``.npz`` (zip) archive that cannot be read — a file
+                corrupt or truncated (a copy cut short, a full disk), naming the path and the underlying error.
         """
         import zipfile
-        if not zipfile.is_zipfile(path):
+        import zlib
+        with open(path, "rb") as f:  # a missing file is FileNotFoundError naming it, not "not a chg.Values file"
+            head = f.read(4)
+        if head not in _ZIP_MAGIC and not zipfile.is_zipfile(path):
             raise ValueError(f"{path}: not a chg.Values file (Values.load reads the .npz that Values.save writes; the "
                              "CSV of Values.to_csv is a table for people and pandas: pandas.read_csv)")
-        with np.load(path, allow_pickle=False) as z:
-            if "history" not in z.files or "meta" not in z.files:
-                raise ValueError(f"{path}: not a chg.Values file (arrays {z.files})")
-            meta = json.loads(str(z["meta"]))
-            if meta.pop("format", None) != FORMAT:
-                raise ValueError(f"{path}: not a {FORMAT} file")
-            return cls(z["history"], int(z["skip_epochs"]), index=z["index"],
-                       labels=z["labels"] if "labels" in z.files else None, meta=meta)
+        try:  # every array read (and its CRC checked) here: a damaged archive fails inside, not in the constructor
+            with np.load(path, allow_pickle=False) as z:
+                names = z.files
+                arrays = {k: z[k] for k in ("history", "meta", "skip_epochs", "index", "labels") if k in names}
+            meta = json.loads(str(arrays["meta"])) if "meta" in arrays else None
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as e:
+            if "allow_pickle" in str(e):  # whole, but holding Python objects: not what Values.save writes
+                raise ValueError(f"{path}: not a chg.Values file (it holds pickled Python objects, which Values.load "
+                                 "does not read: a file from someone else could run code)") from None
+            raise ValueError(f"{path}: a corrupt or truncated .npz file, not readable as chg.Values "
+                             f"({type(e).__name__}: {e}); write it again with Values.save (from the run's "
+                             "values, or a good copy of the file)") from e
+        if any(k not in arrays for k in ("history", "skip_epochs", "index")) or not isinstance(meta, dict):
+            raise ValueError(f"{path}: not a chg.Values file (arrays {names})")
+        if meta.pop("format", None) != FORMAT:
+            raise ValueError(f"{path}: not a {FORMAT} file")
+        return cls(arrays["history"], int(arrays["skip_epochs"]), index=arrays["index"],
+                   labels=arrays.get("labels"), meta=meta)

@@ -83,3 +83,22 @@ def test_load_of_a_csv_says_what_load_reads(tmp_path):
     v.to_csv(tmp_path / "values.csv")
     with pytest.raises(ValueError, match=r"Values.load reads the .npz that Values.save writes"):
         chg.Values.load(tmp_path / "values.csv")
+
+
+def test_load_of_a_truncated_or_missing_file_says_so(tmp_path):
+    """A .npz cut short (a copy interrupted, a full disk) is named corrupt or truncated, with the path and the zip
+    error — not 'not a chg.Values file … the CSV of Values.to_csv' (the reviewer's trunc.npz); a missing file is
+    FileNotFoundError naming it; a CSV still gets the message that says what load reads."""
+    good = chg.Values(_history(), labels=[0, 1, 1, 2]).save(tmp_path / "v.npz")
+    data = good.read_bytes()
+    for cut in (200, len(data) // 2, len(data) - 10):
+        bad = tmp_path / f"cut{cut}.npz"
+        bad.write_bytes(data[:cut])
+        with pytest.raises(ValueError, match=r"cut\d+\.npz: a corrupt or truncated \.npz file.*\(BadZipFile: ") as e:
+            chg.Values.load(bad)
+        assert "to_csv" not in str(e.value)
+    with pytest.raises(FileNotFoundError, match="missing.npz"):
+        chg.Values.load(tmp_path / "missing.npz")
+    np.savez(tmp_path / "objects.npz", history=np.array([object()], dtype=object), meta=np.array("{}"))
+    with pytest.raises(ValueError, match="objects.npz: not a chg.Values file .*pickled"):
+        chg.Values.load(tmp_path / "objects.npz")
