@@ -45,6 +45,18 @@ def _column(a, name: str, n: int) -> Optional[np.ndarray]:
     return a
 
 
+def _sum_meta(a: dict, b: dict, epochs: int) -> dict:
+    """The meta of a sum of two :class:`Values` (see :meth:`Values.__add__`): the keys equal in both, ``"epochs"``
+    recounted as the sum's ``epochs`` history rows, and ``"parts"`` (each part's meta) when the two differ."""
+    out = {k: v for k, v in a.items() if k not in ("epochs", "parts") and k in b and b[k] == v}
+    if "epochs" in a or "epochs" in b:
+        out["epochs"] = int(epochs)
+    if a != b:
+        out["parts"] = [dict(m) for part in (a, b) for m in (part["parts"] if isinstance(part.get("parts"), list)
+                                                                  else [part])]
+    return out
+
+
 class Values:
     """Data values of n training rows, with the per-epoch history they average.
 
@@ -156,6 +168,12 @@ class Values:
         parts, or shards of one data set (NaN where a shard did not value a row). The epochs each left out are
         dropped; the history is the two histories one after the other.
 
+        The sum's :attr:`meta` says what is true of the sum: the settings both parts share (a key with the same
+        value in both); ``"epochs"``, when a part has it, recounted as the sum's history (the epochs it averages);
+        and, when the parts' metas differ in anything, ``"parts"``: each part's meta as it was (the parts of a part
+        that was itself a sum listed in its place), so a setting that differs (two learning rates, two modes) is
+        kept there, never passed off as the whole sum's.
+
         Raises:
             TypeError: ``other`` is not a :class:`Values`. ValueError: another n, index or labels.
         """
@@ -168,7 +186,7 @@ class Values:
                 self.labels is not None and not np.array_equal(self.labels, other.labels)):
             raise ValueError("Values with different labels cannot be added")
         h = np.concatenate([self._history[self._skip:], other._history[other._skip:]])
-        return Values(h, 0, index=self.index, labels=self.labels, meta={**other.meta, **self.meta})
+        return Values(h, 0, index=self.index, labels=self.labels, meta=_sum_meta(self.meta, other.meta, h.shape[0]))
 
     def __len__(self) -> int:
         return self._history.shape[1]

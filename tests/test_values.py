@@ -102,3 +102,25 @@ def test_load_of_a_truncated_or_missing_file_says_so(tmp_path):
     np.savez(tmp_path / "objects.npz", history=np.array([object()], dtype=object), meta=np.array("{}"))
     with pytest.raises(ValueError, match="objects.npz: not a chg.Values file .*pickled"):
         chg.Values.load(tmp_path / "objects.npz")
+
+
+def test_the_meta_of_a_sum_is_true_of_the_sum(tmp_path):
+    """Values(h, meta={"epochs": 2}) + Values(h, meta={"epochs": 3}) was a 4-epoch history whose meta said epochs 2
+    (the left part's meta won every key). Now: shared settings stay, "epochs" counts the sum's history (the epochs it
+    averages, skipped ones dropped), and settings that differ live only under "parts", each part's meta as it was."""
+    h = _history()
+    a = chg.Values(h[:2], meta={"epochs": 2, "mode": "ride", "lr": 0.1})
+    b = chg.Values(h, 1, meta={"epochs": 3, "mode": "ride", "lr": 0.01})
+    s = a + b
+    assert s.epochs == 4 and s.meta["epochs"] == 4  # 2 + (3 − 1 skipped)
+    assert s.meta["mode"] == "ride" and "lr" not in s.meta
+    assert s.meta["parts"] == [a.meta, b.meta]
+    c = chg.Values(h[2:], meta={"epochs": 1, "mode": "pass"})
+    t = s + c
+    assert t.meta["epochs"] == 5 and "mode" not in t.meta
+    assert t.meta["parts"] == [a.meta, b.meta, c.meta]  # a sum's parts listed in its place, not nested
+    same = chg.Values(h[:1], meta={"epochs": 1, "mode": "ride"}) + chg.Values(h[1:2], meta={"epochs": 1, "mode": "ride"})
+    assert same.meta == {"mode": "ride", "epochs": 2}  # nothing differed: no parts
+    assert (chg.Values(h) + chg.Values(h)).meta == {}
+    back = chg.Values.load(t.save(tmp_path / "t.npz"))
+    assert back.meta == t.meta  # JSON-ready, saved as it is
