@@ -119,7 +119,8 @@ def test_the_meta_of_a_sum_is_true_of_the_sum(tmp_path):
     t = s + c
     assert t.meta["epochs"] == 5 and "mode" not in t.meta
     assert t.meta["parts"] == [a.meta, b.meta, c.meta]  # a sum's parts listed in its place, not nested
-    same = chg.Values(h[:1], meta={"epochs": 1, "mode": "ride"}) + chg.Values(h[1:2], meta={"epochs": 1, "mode": "ride"})
+    one = {"epochs": 1, "mode": "ride"}
+    same = chg.Values(h[:1], meta=one) + chg.Values(h[1:2], meta=one)
     assert same.meta == {"mode": "ride", "epochs": 2}  # nothing differed: no parts
     assert (chg.Values(h) + chg.Values(h)).meta == {}
     back = chg.Values.load(t.save(tmp_path / "t.npz"))
