@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-__all__ = ["is_distributed", "group_ids", "all_gather_values", "lowest_rank"]
+__all__ = ["is_distributed", "one_process", "group_ids", "all_gather_values", "lowest_rank"]
 
 
 def is_distributed() -> bool:
@@ -19,6 +19,26 @@ def is_distributed() -> bool:
         bool: True inside a group of more than one rank.
     """
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def one_process(what: str) -> None:
+    """Refuse a single-process helper (:func:`chg.value_data` and the loops behind it) inside a process group of
+    several ranks: each rank would train its own copy of the model on every row, and the all-reduced values would be
+    those of the lowest rank's model alone — the others' training silently ignored.
+
+    Args:
+        what: the helper's name, for the message.
+    Raises:
+        RuntimeError: ``torch.distributed`` is initialised with more than one process (``torchrun``,
+            ``mp.spawn``, ...), naming what to use instead.
+    """
+    if is_distributed():
+        raise RuntimeError(
+            f"{what} is a single-process helper, but torch.distributed is initialised with {dist.get_world_size()} "
+            f"processes (this is rank {dist.get_rank()}; torchrun?): every rank would train its own copy of the "
+            "model on every row, and the values would be those of the lowest rank's model alone. Under torchrun, "
+            "write the loop with chg.EpochValuer and a DistributedSampler (each rank adds its shard, end_epoch "
+            "all-reduces; docs/torchrun.md), or run it in one process (python, not torchrun)")
 
 
 def group_ids(groups: torch.Tensor, per_class: bool, ddp: bool, device) -> list:

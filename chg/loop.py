@@ -7,6 +7,10 @@ Every setting is a keyword of :func:`value_data`: the training ones (``epochs``,
 ``weight``, ``label_smoothing``; see :class:`chg.EpochValuer`). ``mode="pass"`` is Algorithm 1 exactly (a separate
 no-grad pass at each epoch's start, :func:`chg.separate_pass`); ``mode="ride"`` takes the factors from the training
 forward passes (:meth:`chg.EpochValuer.add_logits`). When to use which: the "which mode, when" page of the docs.
+
+One process: inside a ``torch.distributed`` group of several ranks (``torchrun``) these loops refuse to run (each
+rank would train its own model on every row); there the loop of the torchrun page, :class:`chg.EpochValuer` with a
+``DistributedSampler``, values each rank's shard.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from torch import nn
 from torch.utils.data import (BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler, TensorDataset,
                               default_collate)
 
+from .distributed import one_process
 from .factored import Options
 from .lastlayer import LastLayerTap, check_targets, forward_batch, model_device, per_sample_loss, split_batch
 from .progress import progress as progress_bar
@@ -190,12 +195,16 @@ def value_data(model: nn.Module, train_dataset, valid_dataset=None, *, epochs: i
         per-epoch history; with ``return_valuer``, ``(values, valuer)``.
     Raises:
         TypeError: a setting of the wrong type, or a keyword removed in 0.3.0 (``options=``, ``config=``).
+        RuntimeError: ``torch.distributed`` initialised with several processes (``torchrun``): ``value_data`` is
+            single-process; write the loop with :class:`chg.EpochValuer` and a ``DistributedSampler``
+            (:func:`chg.distributed.one_process`).
         ValueError: a setting of a wrong value, a ``skip_epochs`` not in [0, epochs), data it cannot read as
             (x, y) rows, integer features X for a model without ``nn.Embedding`` (pass floating features), dict
             items of different lengths for a HuggingFace model whose config has no ``pad_token_id`` (set it), a
             missing label (``pd.NA`` in y), and (at the first epoch's end) features that are NaN or infinite,
             naming the row.
     """
+    one_process("chg.value_data")
     cfg = ValueDataConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, momentum=momentum,
                           weight_decay=weight_decay, mode=mode, eval_batch_size=eval_batch_size, seed=seed,
                           progress=progress)
@@ -328,9 +337,12 @@ def train_and_value(model: nn.Module, train_dataset, valid_dataset, cfg: ValueDa
     Returns:
         ``valuer``.
     Raises:
+        RuntimeError: ``torch.distributed`` initialised with several processes (a single-process loop:
+            :func:`chg.distributed.one_process`).
         ValueError: a bad config, a valuer of another size, ``alpha="valid"`` without a validation set, and as the
             tap and the valuer do.
     """
+    one_process("chg.loop.train_and_value (behind chg.value_data, chg value and the OpenDataVal plugin)")
     _check_config(cfg)
     if len(train_dataset) != valuer.n:
         raise ValueError(f"the valuer has n = {valuer.n} but the training set has {len(train_dataset)} rows")

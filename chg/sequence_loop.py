@@ -18,6 +18,7 @@ from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader
 
+from .distributed import one_process
 from .lastlayer import LastLayerTap, forward_batch, model_device, split_batch
 from .progress import progress as progress_bar
 from .renames import unexpected_keyword
@@ -153,11 +154,14 @@ def value_sequences(model: nn.Module, train_dataset, valid_dataset=None, *, unit
     Returns:
         :class:`chg.Values` (with the per-epoch history); with ``return_valuer``, ``(values, valuer)``.
     Raises:
+        RuntimeError: ``torch.distributed`` initialised with several processes (a single-process loop:
+            :func:`chg.distributed.one_process`).
         ValueError: unknown settings, ride-along with fewer than 2 epochs, skip_epochs not below epochs, alpha="valid"
             without ``valid_dataset``, data without labels, a document without a scored token (every label -100 or
             masked, or a causal LM's document of one token; named by its row, before training), a head that is not
             an ``nn.Linear`` applied per position, and as :class:`SequenceValuer`.
     """
+    one_process("chg.value_sequences")
     mode = _choice("mode", mode, MODES)
     optimizer = _choice("optimizer", optimizer, ("adam", "sgd"))
     epochs, batch_size = _positive_int("epochs", epochs), _positive_int("batch_size", batch_size)

@@ -30,6 +30,7 @@ from .io import atomic_write, write_csv_atomic
 __all__ = ["Values"]
 
 FORMAT = "chg.Values/1"
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip archive's first bytes (what np.savez writes)
 
 
 def _column(a, name: str, n: int) -> Optional[np.ndarray]:
@@ -42,6 +43,18 @@ def _column(a, name: str, n: int) -> Optional[np.ndarray]:
     if a.ndim != 1 or a.shape[0] != n:
         raise ValueError(f"{name} must have shape ({n},) like the values, got {a.shape}")
     return a
+
+
+def _sum_meta(a: dict, b: dict, epochs: int) -> dict:
+    """The meta of a sum of two :class:`Values` (see :meth:`Values.__add__`): the keys equal in both, ``"epochs"``
+    recounted as the sum's ``epochs`` history rows, and ``"parts"`` (each part's meta) when the two differ."""
+    out = {k: v for k, v in a.items() if k not in ("epochs", "parts") and k in b and b[k] == v}
+    if "epochs" in a or "epochs" in b:
+        out["epochs"] = int(epochs)
+    if a != b:
+        out["parts"] = [dict(m) for part in (a, b) for m in (part["parts"] if isinstance(part.get("parts"), list)
+                                                                  else [part])]
+    return out
 
 
 class Values:
@@ -155,6 +168,12 @@ class Values:
         parts, or shards of one data set (NaN where a shard did not value a row). The epochs each left out are
         dropped; the history is the two histories one after the other.
 
+        The sum's :attr:`meta` says what is true of the sum: the settings both parts share (a key with the same
+        value in both); ``"epochs"``, when a part has it, recounted as the sum's history (the epochs it averages);
+        and, when the parts' metas differ in anything, ``"parts"``: each part's meta as it was (the parts of a part
+        that was itself a sum listed in its place), so a setting that differs (two learning rates, two modes) is
+        kept there, never passed off as the whole sum's.
+
         Raises:
             TypeError: ``other`` is not a :class:`Values`. ValueError: another n, index or labels.
         """
@@ -167,7 +186,7 @@ class Values:
                 self.labels is not None and not np.array_equal(self.labels, other.labels)):
             raise ValueError("Values with different labels cannot be added")
         h = np.concatenate([self._history[self._skip:], other._history[other._skip:]])
-        return Values(h, 0, index=self.index, labels=self.labels, meta={**other.meta, **self.meta})
+        return Values(h, 0, index=self.index, labels=self.labels, meta=_sum_meta(self.meta, other.meta, h.shape[0]))
 
     def __len__(self) -> int:
         return self._history.shape[1]
@@ -371,18 +390,33 @@ class Values:
         Returns:
             :class:`Values`.
         Raises:
+            FileNotFoundError: no file at ``path`` (and the other ``OSError`` of opening it).
             ValueError: not a values file (not an ``.npz`` archive — e.g. the CSV of :meth:`to_csv`, which pandas
-                reads —, no history, or another format).
+                reads —, no history, or another format); or an ``.npz`` (zip) archive that cannot be read — a file
+                corrupt or truncated (a copy cut short, a full disk), naming the path and the underlying error.
         """
         import zipfile
-        if not zipfile.is_zipfile(path):
+        import zlib
+        with open(path, "rb") as f:  # a missing file is FileNotFoundError naming it, not "not a chg.Values file"
+            head = f.read(4)
+        if head not in _ZIP_MAGIC and not zipfile.is_zipfile(path):
             raise ValueError(f"{path}: not a chg.Values file (Values.load reads the .npz that Values.save writes; the "
                              "CSV of Values.to_csv is a table for people and pandas: pandas.read_csv)")
-        with np.load(path, allow_pickle=False) as z:
-            if "history" not in z.files or "meta" not in z.files:
-                raise ValueError(f"{path}: not a chg.Values file (arrays {z.files})")
-            meta = json.loads(str(z["meta"]))
-            if meta.pop("format", None) != FORMAT:
-                raise ValueError(f"{path}: not a {FORMAT} file")
-            return cls(z["history"], int(z["skip_epochs"]), index=z["index"],
-                       labels=z["labels"] if "labels" in z.files else None, meta=meta)
+        try:  # every array read (and its CRC checked) here: a damaged archive fails inside, not in the constructor
+            with np.load(path, allow_pickle=False) as z:
+                names = z.files
+                arrays = {k: z[k] for k in ("history", "meta", "skip_epochs", "index", "labels") if k in names}
+            meta = json.loads(str(arrays["meta"])) if "meta" in arrays else None
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as e:
+            if "allow_pickle" in str(e):  # whole, but holding Python objects: not what Values.save writes
+                raise ValueError(f"{path}: not a chg.Values file (it holds pickled Python objects, which Values.load "
+                                 "does not read: a file from someone else could run code)") from None
+            raise ValueError(f"{path}: a corrupt or truncated .npz file, not readable as chg.Values "
+                             f"({type(e).__name__}: {e}); write it again with Values.save (from the run's "
+                             "values, or a good copy of the file)") from e
+        if any(k not in arrays for k in ("history", "skip_epochs", "index")) or not isinstance(meta, dict):
+            raise ValueError(f"{path}: not a chg.Values file (arrays {names})")
+        if meta.pop("format", None) != FORMAT:
+            raise ValueError(f"{path}: not a {FORMAT} file")
+        return cls(arrays["history"], int(arrays["skip_epochs"]), index=arrays["index"],
+                   labels=arrays.get("labels"), meta=meta)

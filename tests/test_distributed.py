@@ -70,3 +70,42 @@ def test_epoch_valuer_under_torch_distributed(tmp_path):
         mp.spawn(_valuer_worker, args=(3, str(out / "init"), str(out), per_class, weighting), nprocs=3, join=True)
         for r in range(3):
             torch.testing.assert_close(torch.load(out / f"v{r}.pt"), expected, rtol=1e-12, atol=1e-14)
+
+
+def _single_process_helper_worker(rank, world, init_file, out_dir):
+    """Each rank calls the single-process helpers inside the process group; what each raised is saved."""
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    from chg.loop import ValueDataConfig, train_and_value
+    from chg.valuation import EpochValuer
+    torch.manual_seed(rank)  # a different model on each rank: value_data would have valued rank 0's alone
+    X, y = torch.randn(20, 4), torch.arange(20) % 2
+    got = {}
+    for name, call in [
+            ("value_data", lambda: chg.value_data(torch.nn.Linear(4, 2), (X, y), epochs=1, progress=False)),
+            ("train_and_value", lambda: train_and_value(torch.nn.Linear(4, 2), torch.utils.data.TensorDataset(X, y),
+                                                        None, ValueDataConfig(epochs=1), EpochValuer(20))),
+            ("value_sequences", lambda: chg.sequence.value_sequences(
+                torch.nn.Linear(4, 2), [{"input_ids": torch.zeros(3, dtype=torch.int64),
+                                         "labels": torch.zeros(3, dtype=torch.int64)}]))]:
+        try:
+            call()
+            got[name] = None
+        except Exception as e:  # noqa: BLE001 (what it was is the test's point)
+            got[name] = f"{type(e).__name__}: {e}"
+    torch.save(got, os.path.join(out_dir, f"raised{rank}.pt"))
+    dist.destroy_process_group()
+
+
+def test_single_process_helpers_refuse_a_process_group_of_several_ranks(tmp_path):
+    """chg.value_data under torchrun (torch.distributed initialised, 2 processes) ran, each rank training its own model
+    on every row, and the all-reduced values were rank 0's (reviewer's t3c_vd.py). value_data, the loop behind it
+    (chg value, the OpenDataVal plugin) and value_sequences now refuse, on every rank, naming EpochValuer with a
+    DistributedSampler (docs/torchrun.md)."""
+    mp.spawn(_single_process_helper_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    for rank in range(2):
+        got = torch.load(tmp_path / f"raised{rank}.pt")
+        for name, message in got.items():
+            assert message is not None, f"{name} ran on rank {rank} of 2"
+            assert message.startswith("RuntimeError: chg."), message
+            assert "initialised with 2 processes" in message and f"this is rank {rank}" in message
+            assert "chg.EpochValuer and a DistributedSampler" in message and "docs/torchrun.md" in message

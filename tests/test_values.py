@@ -83,3 +83,45 @@ def test_load_of_a_csv_says_what_load_reads(tmp_path):
     v.to_csv(tmp_path / "values.csv")
     with pytest.raises(ValueError, match=r"Values.load reads the .npz that Values.save writes"):
         chg.Values.load(tmp_path / "values.csv")
+
+
+def test_load_of_a_truncated_or_missing_file_says_so(tmp_path):
+    """A .npz cut short (a copy interrupted, a full disk) is named corrupt or truncated, with the path and the zip
+    error — not 'not a chg.Values file … the CSV of Values.to_csv' (the reviewer's trunc.npz); a missing file is
+    FileNotFoundError naming it; a CSV still gets the message that says what load reads."""
+    good = chg.Values(_history(), labels=[0, 1, 1, 2]).save(tmp_path / "v.npz")
+    data = good.read_bytes()
+    for cut in (200, len(data) // 2, len(data) - 10):
+        bad = tmp_path / f"cut{cut}.npz"
+        bad.write_bytes(data[:cut])
+        with pytest.raises(ValueError, match=r"cut\d+\.npz: a corrupt or truncated \.npz file.*\(BadZipFile: ") as e:
+            chg.Values.load(bad)
+        assert "to_csv" not in str(e.value)
+    with pytest.raises(FileNotFoundError, match="missing.npz"):
+        chg.Values.load(tmp_path / "missing.npz")
+    np.savez(tmp_path / "objects.npz", history=np.array([object()], dtype=object), meta=np.array("{}"))
+    with pytest.raises(ValueError, match="objects.npz: not a chg.Values file .*pickled"):
+        chg.Values.load(tmp_path / "objects.npz")
+
+
+def test_the_meta_of_a_sum_is_true_of_the_sum(tmp_path):
+    """Values(h, meta={"epochs": 2}) + Values(h, meta={"epochs": 3}) was a 4-epoch history whose meta said epochs 2
+    (the left part's meta won every key). Now: shared settings stay, "epochs" counts the sum's history (the epochs it
+    averages, skipped ones dropped), and settings that differ live only under "parts", each part's meta as it was."""
+    h = _history()
+    a = chg.Values(h[:2], meta={"epochs": 2, "mode": "ride", "lr": 0.1})
+    b = chg.Values(h, 1, meta={"epochs": 3, "mode": "ride", "lr": 0.01})
+    s = a + b
+    assert s.epochs == 4 and s.meta["epochs"] == 4  # 2 + (3 − 1 skipped)
+    assert s.meta["mode"] == "ride" and "lr" not in s.meta
+    assert s.meta["parts"] == [a.meta, b.meta]
+    c = chg.Values(h[2:], meta={"epochs": 1, "mode": "pass"})
+    t = s + c
+    assert t.meta["epochs"] == 5 and "mode" not in t.meta
+    assert t.meta["parts"] == [a.meta, b.meta, c.meta]  # a sum's parts listed in its place, not nested
+    one = {"epochs": 1, "mode": "ride"}
+    same = chg.Values(h[:1], meta=one) + chg.Values(h[1:2], meta=one)
+    assert same.meta == {"mode": "ride", "epochs": 2}  # nothing differed: no parts
+    assert (chg.Values(h) + chg.Values(h)).meta == {}
+    back = chg.Values.load(t.save(tmp_path / "t.npz"))
+    assert back.meta == t.meta  # JSON-ready, saved as it is
