@@ -30,6 +30,7 @@ from .lastlayer import LastLayerTap, check_targets, forward_batch, model_device,
 from .progress import progress as progress_bar
 from .renames import OPTIONS_REMOVED, Removed, renamed
 from .sequence import is_sequence_data, pad_items, sequence_valuer, value_sequences
+from .store import label_range_error
 from .valuation import SKIP_MEANING, EpochValuer, IndexedDataset, add_validation_pass, count, separate_pass
 
 __all__ = ["value_data", "train_and_value", "ValueDataConfig", "MODES"]
@@ -231,7 +232,7 @@ def value_data(model: nn.Module, train_dataset, valid_dataset=None, *, epochs: i
     valid_dataset = _as_dataset(valid_dataset, "valid_dataset", dtype, ids)
     valuer = EpochValuer(len(train_dataset), utility=utility, gradient=gradient, per_class=per_class, alpha=alpha,
                          skip_epochs=skip_epochs, weight=weight, label_smoothing=label_smoothing)
-    train_and_value(model, train_dataset, valid_dataset, cfg, valuer, layer=layer)
+    train_and_value(model, train_dataset, valid_dataset, cfg, valuer, layer=layer, caller="value_data")
     values = valuer.values(mode=cfg.mode, epochs=int(cfg.epochs))
     return (values, valuer) if return_valuer else values
 
@@ -318,9 +319,30 @@ def _indexed_loader(dataset, batch_size: int, generator: Optional[torch.Generato
                       generator=generator, collate_fn=collate)
 
 
+def _checked_targets(logits: torch.Tensor, y, idx, device, caller: str) -> torch.Tensor:
+    """A training batch's labels validated (:func:`chg.lastlayer.check_targets`), labels outside 0..C-1 named by the
+    function called and the first such row of the data (the message of :func:`chg.store.label_range_error`)."""
+    y = torch.as_tensor(y).to(device)
+    try:
+        return check_targets(logits, y)
+    except ValueError as e:
+        C = logits.shape[1]
+        if y.ndim != 1 or y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool or not len(y):
+            raise ValueError(f"{caller}: {e}") from None
+        bad = ((y < 0) | (y >= (2 if C == 1 else C))).nonzero().squeeze(1)
+        if bad.numel() == 0:
+            raise ValueError(f"{caller}: {e}") from None
+        rows = torch.as_tensor(idx).reshape(-1).to(bad.device)[bad] if idx is not None else bad
+        first = int(bad[rows.argmin()])
+        row = int(rows.min())
+        raise label_range_error(caller, C, int(y.min()), int(y.max()),
+                                f"(first outside it in this batch: row {row} of the data, target {int(y[first])})"
+                                ) from None
+
+
 def train_and_value(model: nn.Module, train_dataset, valid_dataset, cfg: ValueDataConfig, valuer: EpochValuer,
                     layer: Optional[nn.Linear] = None, output: str = "logits",
-                    loss_fn: Optional[Callable] = None) -> EpochValuer:
+                    loss_fn: Optional[Callable] = None, caller: str = "train_and_value") -> EpochValuer:
     """The one loop that trains and values — :func:`value_data`'s, the OpenDataVal plugin's and ``chg value``'s:
     ``cfg.epochs`` epochs of shuffled mini-batches (``cfg.seed``), each epoch valued by ``valuer`` (``cfg.mode``: a
     separate pass at its start, :func:`separate_pass`, or ride-along through :meth:`EpochValuer.add_logits`), every
@@ -334,6 +356,7 @@ def train_and_value(model: nn.Module, train_dataset, valid_dataset, cfg: ValueDa
         loss_fn: ``loss_fn(output, logits, targets, index)`` → scalar training loss; default the mean of
             :func:`chg.lastlayer.per_sample_loss` under the valuer's loss (weighted mean with class weights, as
             ``F.cross_entropy``); ``targets`` arrive validated, int64.
+        caller: the function the user called, named by the errors about the data (labels out of range, NaN).
     Returns:
         ``valuer``.
     Raises:
@@ -366,13 +389,13 @@ def train_and_value(model: nn.Module, train_dataset, valid_dataset, cfg: ValueDa
     for _ in progress_bar(range(int(cfg.epochs)), desc=f"value_data ({cfg.mode})", unit="epoch",
                           enabled=cfg.progress):
         if cfg.mode == "pass":
-            separate_pass(valuer, model, eval_loader, valid_loader, layer, output)
+            separate_pass(valuer, model, eval_loader, valid_loader, layer, output, caller=caller)
         with tap:
             for batch in train_loader:
                 inputs, y, idx = split_batch(batch)
                 out = forward_batch(model, inputs, device)
                 logits, feat = tap.read(out)  # (B, C) with its graph, (B, D) detached
-                y = check_targets(logits, torch.as_tensor(y).to(device))  # validated once for the factors and the loss
+                y = _checked_targets(logits, y, idx, device, caller)  # once, for the factors and the loss
                 if cfg.mode == "ride":
                     valuer.add_logits(idx, logits, y, feat, tap.bias)
                 loss = (per_sample_loss(logits, y, weight, valuer.label_smoothing, reduction="mean")

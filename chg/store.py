@@ -331,14 +331,25 @@ def check_rows(store: RowStore, n: int, starts: Optional[list] = None, caller: O
                 where = f"(first: row {int(store.idx[pos][soft].min())} of the data)"
             raise ValueError(f"{verb}: a 1-logit head (binary cross-entropy) needs targets 0 or 1; soft targets "
                              f"are not supported {where}")
-        lo, hi = int(tb.min()), int(tb.max())
-        if C == 1:
-            raise ValueError(f"{verb}: a 1-logit head (binary cross-entropy) needs targets 0 or 1, got range [{lo}, "
-                             f"{hi}] {where}; for more classes give the output layer one output per class")
-        raise ValueError(f"{verb}: targets must lie in [0, {C}), got range [{lo}, {hi}] {where}: class labels must "
-                         f"be 0..{C - 1}, one per output of the output layer — encode them (codes, classes = "
-                         "pandas.factorize(y), or sklearn.preprocessing.LabelEncoder), or give the output layer one "
-                         "output per class")
+        raise label_range_error(verb, C, int(tb.min()), int(tb.max()), where)
+
+
+def label_range_error(verb: str, C: int, lo: int, hi: int, where: str) -> ValueError:
+    """The one message for class labels outside the output layer's range (``check_rows``, ``value_data``'s loop).
+
+    Args:
+        verb: the function the user called. C: the output layer's outputs. lo, hi: the labels' range. where: the
+            offending row, e.g. "(first outside it: row 100 of the data, target 3)".
+    Returns:
+        the ``ValueError`` to raise.
+    """
+    if C == 1:
+        return ValueError(f"{verb}: a 1-logit head (binary cross-entropy) needs targets 0 or 1, got range [{lo}, "
+                          f"{hi}] {where}; for more classes give the output layer one output per class")
+    return ValueError(f"{verb}: targets must lie in [0, {C}), got range [{lo}, {hi}] {where}: class labels must "
+                      f"be 0..{C - 1}, one per output of the output layer — encode them (codes, classes = "
+                      "pandas.factorize(y), or sklearn.preprocessing.LabelEncoder), or give the output layer one "
+                      "output per class")
 
 
 

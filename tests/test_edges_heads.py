@@ -145,8 +145,12 @@ def test_labels_out_of_range_name_the_verb_called_and_the_row_of_the_data():
     with pytest.raises(ValueError, match=rf"^value_data: targets must lie in \[0, 3\), {tail}"):
         chg.separate_pass(EpochValuer(150), model, DataLoader(TensorDataset(X, y), batch_size=32),
                           caller="value_data")
-    with pytest.raises(ValueError, match=rf"^(separate_pass|value_data): targets must lie in \[0, 3\), {tail}"):
-        value_data(model, (X, y), epochs=1)  # value_data once chg/loop.py passes caller="value_data"
+    with pytest.raises(ValueError, match=rf"^value_data: targets must lie in \[0, 3\), {tail}"):
+        value_data(model, (X, y), epochs=1)
+    ride = (rf"^value_data: targets must lie in \[0, 3\), got range \[\d, 3\] \(first outside it in this batch: row "
+            rf"\d+ of the data, target 3\): {fix}")
+    with pytest.raises(ValueError, match=ride):  # ride-along: the training batch's check, the same message
+        value_data(model, (X, y), epochs=1, mode="ride")
     shuffled = DataLoader(chg.IndexedDataset(TensorDataset(X, y)), batch_size=32, shuffle=True)
     with pytest.raises(ValueError, match=rf"^value_epoch: .*{tail}"):  # the data row, whatever the order
         EpochValuer(150).value_epoch(model, shuffled)
