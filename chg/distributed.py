@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-__all__ = ["is_distributed", "one_process", "group_ids", "all_gather_values", "lowest_rank"]
+__all__ = ["is_distributed", "one_process", "group_ids", "all_gather_values", "lowest_rank",
+           "collective_device", "every_rank"]
 
 
 def is_distributed() -> bool:
@@ -90,3 +91,32 @@ def lowest_rank(seen: torch.Tensor) -> tuple:
     owner = torch.where(seen, rank, world).to(torch.int64)
     dist.all_reduce(owner, op=dist.ReduceOp.MIN)
     return owner, rank, world
+
+
+def collective_device() -> torch.device:
+    """Where a collective's tensors go when a rank has no data to say it: the current CUDA device under NCCL (which
+    takes CUDA tensors only), else the CPU.
+
+    Returns:
+        a ``torch.device``.
+    """
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def every_rank(row: list) -> torch.Tensor:
+    """Each rank's few integers, known to every rank (an all-reduce of a (world, k) table in which each rank fills
+    its own row): what ranks must agree on before a collective that one of them could not join (an empty shard, an
+    error in its rows). A collective: every rank must call it, with rows of one length.
+
+    Args:
+        row: this rank's k integers.
+    Returns:
+        (world, k) int64 CPU tensor, row r the integers of rank r.
+    """
+    rank, world = dist.get_rank(), dist.get_world_size()
+    table = torch.zeros(world, len(row), dtype=torch.int64, device=collective_device())
+    table[rank] = torch.tensor([int(v) for v in row], dtype=torch.int64)
+    dist.all_reduce(table)
+    return table.cpu()

@@ -55,7 +55,7 @@ from torch.utils.data import Subset
 
 __all__ = ["Factors", "find_last_linear", "LastLayerTap", "factors_from_logits", "per_sample_loss", "loss_and_error",
            "check_loss", "check_logits", "check_targets", "upcast", "forward_batch", "model_device",
-           "compute_factors", "split_batch", "carries_index", "OUTPUTS", "BAD_TARGET"]
+           "compute_factors", "split_batch", "carries_index", "unknown_index", "OUTPUTS", "BAD_TARGET"]
 
 OUTPUTS = ("logits", "probabilities")  # what the model returns: the logits (in a container or not), or σ/softmax
 
@@ -829,6 +829,24 @@ def carries_index(loader) -> bool:
     while isinstance(dataset, Subset):
         dataset = dataset.dataset
     return getattr(dataset, "carries_index", False) is True
+
+
+def unknown_index(caller: str, loader) -> str:
+    """Why a DataLoader's ``(x, y, third)`` batches cannot be valued: the third element is not known to be the rows'
+    index (:func:`carries_index` is False), and the loader does not give the rows in order.
+
+    Args:
+        caller: the function the user called, which the message names. loader: the DataLoader.
+    Returns:
+        the message, saying to wrap the data set in :class:`chg.IndexedDataset` or to use a sequential loader.
+    """
+    name = type(loader.dataset).__name__
+    return (f"{caller}: the loader's batches are (x, y, third element), but its data set ({name}) is not a "
+            "chg.IndexedDataset, so the third element is not known to be each row's position in the data set (a "
+            "record id or a sample weight there would put every value on a wrong row), and the loader does not give "
+            "the rows in order (shuffled, or a sampler), so they cannot be numbered by arrival: wrap the data set, "
+            "DataLoader(chg.IndexedDataset(dataset), ...) (its (x, y, ...) items become (x, y, row index)), or use "
+            "a plain sequential DataLoader")
 
 
 def _to(obj, device):

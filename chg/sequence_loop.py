@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from .distributed import one_process
 from .lastlayer import LastLayerTap, forward_batch, model_device, split_batch
@@ -91,10 +91,26 @@ def _collate(dataset, rows: list):
     return torch.stack(xs), torch.stack(ys), index
 
 
+class _Positions(Dataset):
+    """The row positions 0..n-1, which :func:`_collate` makes batches of: their third element is each row's index
+    (``carries_index``, :func:`chg.lastlayer.carries_index`)."""
+
+    carries_index = True
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> int:
+        return i
+
+
 def _loader(dataset, batch_size: int, generator: Optional[torch.Generator] = None) -> DataLoader:
     """Batches of ``dataset`` with each row's ``index``, in order or shuffled by ``generator``."""
-    return DataLoader(range(len(dataset)), batch_size=batch_size, shuffle=generator is not None, generator=generator,
-                      collate_fn=lambda rows: _collate(dataset, rows))
+    return DataLoader(_Positions(len(dataset)), batch_size=batch_size, shuffle=generator is not None,
+                      generator=generator, collate_fn=lambda rows: _collate(dataset, rows))
 
 
 def _check_documents(dataset, shift: bool, batch_size: int, name: str) -> None:

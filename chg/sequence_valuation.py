@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import SequentialSampler
 
 from .factored import GroupStats, Options, group_stats, values_from_factors
-from .lastlayer import LastLayerTap, forward_batch, model_device, split_batch
+from .lastlayer import LastLayerTap, carries_index, forward_batch, model_device, split_batch, unknown_index
 from .progress import progress as progress_bar
 from .sequence_maths import (REDUCTIONS, UNITS, UTILITIES, SequenceBatch, _vocab_chunks, causal_shift, sequence_batch,
                              sequence_stats, sequence_values, token_factors)
@@ -48,7 +48,9 @@ class SequenceValuer:
     """CHG Shapley values of the sequences (or tokens) of a data set over a training run, with
     :class:`chg.EpochValuer`'s verbs: :meth:`value_epoch` (the exact two-sweep pass), :meth:`add_logits` /
     :meth:`add` and :meth:`end_epoch` (ride-along, against the previous epoch's statistics), :meth:`add_validation`
-    (α from a validation set), :meth:`values`. Single process (no ``torch.distributed``).
+    (α from a validation set), :meth:`values`. Single process (no ``torch.distributed``). An epoch that an error
+    cuts short is dropped with :meth:`discard_epoch` (a rerun would otherwise add its sequences twice); a long run
+    checkpoints :meth:`state_dict` after an epoch and resumes with :meth:`load_state_dict`.
 
     Args:
         n: the number of sequences (indices 0..n-1), ≥ 1.
@@ -97,6 +99,18 @@ class SequenceValuer:
         self._stats: Optional[GroupStats] = None
         self._valid: Optional[GroupStats] = None
         self._vals = self._empty()
+
+    def discard_epoch(self) -> int:
+        """Drop the ride-along epoch under way (the sequences and validation rows added since the last
+        :meth:`end_epoch`), e.g. of an epoch that an error cut short, so that the epoch can be run again; the ended
+        epochs are kept (as :meth:`chg.EpochValuer.discard_epoch`).
+
+        Returns:
+            the number of sequences dropped (0: no epoch was under way).
+        """
+        dropped = int(self._seen.sum())
+        self._reset_epoch()
+        return dropped
 
     # ---- per batch ----------------------------------------------------------------------------------------------
     def _rows(self, indices, batch: SequenceBatch, seen: torch.Tensor, what: str) -> torch.Tensor:
@@ -266,13 +280,17 @@ class SequenceValuer:
             model: a language model or token classifier whose output layer is an ``nn.Linear`` applied per position
                 (``layer``: that layer, if not the last ``nn.Linear`` registered), returning its logits (a tensor,
                 or a tuple / dict / ``ModelOutput`` holding them). loader: batches (see :mod:`chg.sequence`) with
-                an ``index`` (or a plain sequential DataLoader: rows numbered in order). valid_loader: validation
+                each row's index — a dict's ``"index"``; a tuple's third element from a DataLoader over
+                :class:`chg.IndexedDataset` or a list of batches written so (:func:`chg.lastlayer.carries_index`) —
+                or a plain sequential DataLoader (rows numbered in order, a third element not read). valid_loader:
+                validation
                 batches (``alpha="valid"``). progress: a bar over the batches (True | False | None: on a terminal).
         Returns:
             the epoch's values (n,) float64 on the CPU (unit="token": one per token).
         Raises:
             ValueError: a head that is not an ``nn.Linear`` applied per position, batches without labels, a
-                sequence missing or added twice, alpha="valid" without ``valid_loader``, and as
+                sequence missing or added twice, a shuffled loader whose tuple batches' third element is not known
+                to be the index, alpha="valid" without ``valid_loader``, and as
                 :func:`sequence_batch`.
         """
         if self.alpha == "valid" and valid_loader is None:
@@ -316,6 +334,69 @@ class SequenceValuer:
         self.epoch_values.append(row)
         self._prev = (total, alpha)
         return row
+
+    # ---- checkpoints ----------------------------------------------------------------------------------------
+    def _options(self) -> tuple:
+        return self.unit, self.reduction, self.utility, self.alpha
+
+    def state_dict(self) -> dict:
+        """What a checkpoint needs to resume after a finished epoch: the epochs' values, the last epoch's statistics
+        and α (ride-along values the next epoch against them), the options, the causal shift, and (unit="token")
+        each sequence's scored positions and targets.
+
+        Returns:
+            a dict of ``n``, ``options`` (unit, reduction, utility, alpha), ``shift``, ``skip_epochs``,
+            ``epoch_values``, ``previous`` ((n, Σx, Σ‖x‖², α or None), None before the first epoch) and ``tokens``
+            (``torch.load`` reads it weights-only).
+        """
+        prev = None
+        if self._prev is not None:
+            st, a = self._prev
+            prev = (int(st.n), st.sum.detach().cpu().clone(), st.sum_sq_norms.detach().cpu().clone(),
+                    None if a is None else a.detach().cpu().clone())
+        tokens = None if self._tokens is None else [None if t is None else (t[0].clone(), t[1].clone())
+                                                    for t in self._tokens]
+        return {"n": self.n, "options": self._options(), "shift": self.shift, "skip_epochs": self.skip_epochs,
+                "epoch_values": [v.clone() for v in self.epoch_values], "previous": prev, "tokens": tokens}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Resume from :meth:`state_dict` after a finished epoch, dropping the epoch under way.
+
+        Args:
+            state: a dict from :meth:`state_dict`.
+        Raises:
+            ValueError: it is of a valuer with another n, options, skip_epochs or shift; an epoch's values of
+                another length than the players' (n sequences, or the tokens recorded); statistics missing.
+        """
+        if state["n"] != self.n or tuple(state["options"]) != self._options():
+            raise ValueError(f"load_state_dict: the checkpoint is of a SequenceValuer with other n or options (n="
+                             f"{state['n']}, (unit, reduction, utility, alpha)={tuple(state['options'])}; this one: "
+                             f"n={self.n}, {self._options()})")
+        if state["skip_epochs"] != self.skip_epochs:
+            raise ValueError(f"load_state_dict: the checkpoint is of a valuer with skip_epochs={state['skip_epochs']}, "
+                             f"this one has skip_epochs={self.skip_epochs}")
+        shift = state["shift"]
+        if self.shift is not None and shift is not None and shift != self.shift:
+            raise ValueError(f"load_state_dict: the checkpoint's valuer has shift={shift}, this one shift={self.shift}")
+        tokens = state["tokens"]
+        players = self.n if self.unit == "sequence" else (
+            None if tokens is None or any(t is None for t in tokens) else sum(t[0].shape[0] for t in tokens))
+        for k, v in enumerate(state["epoch_values"]):
+            if not isinstance(v, torch.Tensor) or v.ndim != 1 or v.shape[0] != players:
+                raise ValueError(f"load_state_dict: epoch {k} of the checkpoint holds "
+                                 f"{tuple(getattr(v, 'shape', ()))} values, but the valuer has {players} players "
+                                 f"(unit={self.unit!r}): the checkpoint is damaged or of another data set")
+        prev = state["previous"]
+        if (prev is None) != (len(state["epoch_values"]) == 0):
+            raise ValueError(f"load_state_dict: the checkpoint holds {len(state['epoch_values'])} epoch(s) but "
+                             f"{'no' if prev is None else 'some'} statistics of the last one: it is damaged")
+        self.epoch_values = [v.clone() for v in state["epoch_values"]]
+        self._prev = None if prev is None else (GroupStats(int(prev[0]), prev[1].clone(), prev[2].clone()),
+                                                None if prev[3] is None else prev[3].clone())
+        self._tokens = None if tokens is None else [None if t is None else (t[0].clone(), t[1].clone())
+                                                    for t in tokens]
+        self.shift = self.shift if shift is None else bool(shift)
+        self._reset_epoch()
 
     # ---- results --------------------------------------------------------------------------------------------
     @property
@@ -372,8 +453,11 @@ def _sequential(loader) -> bool:
 
 def _batches(model: nn.Module, tap: LastLayerTap, loader, valuer: SequenceValuer, desc: str,
              progress: Optional[bool], need_index: bool = True):
-    """(indices, SequenceBatch) of every batch of ``loader`` through ``model`` (no grad, the model's mode as it is)."""
+    """(indices, SequenceBatch) of every batch of ``loader`` through ``model`` (no grad, the model's mode as it is).
+    A tuple batch's third element is read as the rows' index only when the loader is known to carry it
+    (:func:`chg.lastlayer.carries_index`, the rule of :func:`chg.separate_pass`); a dict's ``"index"`` always."""
     device = model_device(model)
+    known = carries_index(loader)
     offset = 0
     total = len(loader) if hasattr(loader, "__len__") else None
     for batch in progress_bar(loader, total=total, unit="batch", desc=f"value_epoch {desc}", enabled=progress):
@@ -381,6 +465,10 @@ def _batches(model: nn.Module, tap: LastLayerTap, loader, valuer: SequenceValuer
             raise ValueError(f"a batch needs its labels (B, T) under 'labels' (it has {sorted(batch)}); for a causal "
                              "LM set labels = input_ids, with -100 at padding")
         inputs, labels, idx = split_batch(batch)
+        if idx is not None and not known and not isinstance(batch, Mapping):
+            if need_index and not _sequential(loader):
+                raise ValueError(unknown_index("value_epoch", loader))
+            idx = None  # a sequential loader: rows numbered in order, the third element not read
         logits, feat = _read(tap, forward_batch(model, inputs, device))
         mask = inputs.get("attention_mask") if isinstance(inputs, Mapping) else None
         labels = torch.as_tensor(labels)

@@ -433,24 +433,28 @@ def nonfinite_row(store: RowStore) -> Optional[str]:
     return None
 
 
-def players(store: RowStore, n: int, ddp: bool) -> tuple:
+def players(store: RowStore, n: int, ddp: bool, device=None) -> tuple:
     """Which stored rows play this epoch's game on this process: each training row once — its last row in the store
     (a row added twice is one player), and under torch.distributed only on the lowest rank that has it.
 
     Args:
-        store: the epoch's :class:`RowStore`. n: training rows. ddp: torch.distributed is initialised.
+        store: the epoch's :class:`RowStore` (it may hold no row: a rank whose shard was empty). n: training rows.
+        ddp: torch.distributed is initialised (then a collective: every rank must call it). device: where a store
+            that never held a row works (:func:`chg.distributed.collective_device`); default the CPU.
     Returns:
-        ``(positions, valued)``: (p,) int64 store rows playing here, in store order; (n,) bool CPU: the rows valued
-        on some process.
+        ``(positions, valued, repeated)``: (p,) int64 store rows playing here, in store order; (n,) bool CPU: the
+        rows valued on some process; the number of additions on this process of a row already added this epoch
+        (``store.size`` less the distinct rows; 0 when every row came once).
     """
     m = store.size
-    idx = store.idx[:m]
+    idx = store.idx[:m] if store.idx is not None else torch.zeros(0, dtype=torch.int64, device=device or "cpu")
     pos = torch.arange(m, device=idx.device)
     last = torch.full((n,), -1, dtype=torch.int64, device=idx.device).scatter_reduce_(0, idx, pos, "amax")
     mine = last[idx] == pos  # (m,) the row's last appearance
+    repeated = m - int(mine.sum())
     seen = last >= 0  # (n,)
     if ddp:
         owner, rank, world = lowest_rank(seen)  # (n,) the lowest rank that has each row (world: none)
         mine &= owner[idx] == rank
         seen = owner < world
-    return mine.nonzero().squeeze(1), seen.cpu()
+    return mine.nonzero().squeeze(1), seen.cpu(), repeated

@@ -12,6 +12,12 @@ This is an approximation, not the paper's Algorithm 1: a row's value is eq. (3) 
 0) every epoch after the first gives exactly Algorithm 1's ride-along values (tested); how far it is from them in a
 real run — Spearman, overlap of the lowest 10%, detection AUC — is measured by ``benchmarks/bench_streaming.py``
 (``benchmarks/results/streaming.md``), so that a user can decide.
+
+Every row enters each epoch's game once, as with :class:`chg.EpochValuer` (the same rule,
+:func:`chg.valuation.check_complete`): a row not added is an error at :meth:`StreamingValuer.end_epoch` unless
+``partial_epochs=True`` (then a warning naming how many). An epoch that an error cuts short is dropped with
+:meth:`StreamingValuer.discard_epoch`; a long run checkpoints :meth:`StreamingValuer.state_dict` after an epoch and
+resumes with :meth:`StreamingValuer.load_state_dict` to the values of an uninterrupted run.
 """
 from __future__ import annotations
 
@@ -23,7 +29,8 @@ import torch
 from .factored import GroupStats, Options, stats_by_group, utility_values
 from .lastlayer import Factors, check_logits, check_loss, loss_and_error, upcast
 from .renames import OPTIONS_REMOVED, renamed
-from .valuation import SKIP_MEANING, check_bias, count, int_tensor
+from .valuation import (SKIP_MEANING, RepeatedRowsWarning, check_bias, check_complete, check_same_head, check_state,
+                        count, head_of, int_tensor, loss_record)
 from .values import Values
 
 __all__ = ["StreamingValuer"]
@@ -38,25 +45,46 @@ class StreamingValuer:
         utility, gradient, per_class: as :class:`chg.Options` (``alpha`` is the group mean; no validation α).
         skip_epochs: the first k epochs left out of :meth:`values`.
         weight, label_smoothing: the training loss (as ``F.cross_entropy`` takes them).
+        partial_epochs: as :class:`chg.EpochValuer`: False (default): an epoch in which some row was not added is an
+            error at :meth:`end_epoch`; True: the rows seen are the epoch's game, with a warning naming how many
+            were not.
     Raises:
         TypeError / ValueError: as :class:`chg.EpochValuer` for the same arguments.
     """
 
     def __init__(self, n: int, utility: str = "chg", gradient: str = "full", per_class: bool = False,
-                 skip_epochs: int = 0, weight=None, label_smoothing: float = 0.0):
+                 skip_epochs: int = 0, weight=None, label_smoothing: float = 0.0, partial_epochs: bool = False):
         self.n = count(n, "StreamingValuer: n", 1, " (the number of training points)")
         self.options = Options(utility=utility, gradient=gradient, per_class=per_class)
         self.skip_epochs = count(skip_epochs, "skip_epochs", 0, SKIP_MEANING)
         self.weight, self.label_smoothing = weight, label_smoothing
         check_loss(None, weight, label_smoothing)
+        self.partial_epochs = bool(partial_epochs)
         self.epoch_values: list = []  # (n,) float64 per finished epoch, NaN where a row was not seen
         self._previous: Optional[dict] = None  # group -> GroupStats of the last finished epoch
+        self._shape: Optional[tuple] = None  # (C, D, bias) of the head of the ended epochs
         self._start_epoch()
+
+    epochs = property(lambda self: len(self.epoch_values), doc="the epochs ended so far")
 
     def _start_epoch(self) -> None:
         self._current: dict = {}  # group -> GroupStats summed over this epoch's batches
         self._vals = torch.full((self.n,), float("nan"), dtype=torch.float64)
         self._repeated = 0  # additions of a row already added this epoch
+        self._added = 0  # additions this epoch
+        self._head: Optional[tuple] = None  # (C, D, bias) of this epoch's first batch
+
+    def discard_epoch(self) -> int:
+        """Drop the epoch under way (its values and statistics so far), e.g. of an epoch that an error cut short,
+        so that a rerun of the epoch adds each row once; the ended epochs are kept (as
+        :meth:`chg.EpochValuer.discard_epoch`).
+
+        Returns:
+            the number of rows dropped (additions since the last :meth:`end_epoch`; 0: no epoch was under way).
+        """
+        dropped = self._added
+        self._start_epoch()
+        return dropped
 
     def add_logits(self, indices, logits: torch.Tensor, targets: torch.Tensor, feat: torch.Tensor,
                    bias: bool = True) -> torch.Tensor:
@@ -70,11 +98,12 @@ class StreamingValuer:
             the batch's values (B,) float64 (also kept for :meth:`values`).
         Raises:
             ValueError: indices that are not integers or out of range, row counts that differ, labels, shapes or
-                NaN/Inf as :func:`chg.lastlayer.loss_and_error` — before anything is added (a batch that raises
-                leaves the valuer as it was).
+                NaN/Inf as :func:`chg.lastlayer.loss_and_error`, a head (C, D, bias) other than the earlier batches'
+                and epochs' — before anything is added (a batch that raises leaves the valuer as it was).
             TypeError: a ``bias`` that is not a bool.
         A row added again in the same epoch gets its new value, and both additions count in the next epoch's
-        statistics (:meth:`end_epoch` warns); :class:`chg.EpochValuer` keeps its last only.
+        statistics (:meth:`end_epoch` warns); :class:`chg.EpochValuer` keeps its last only. An empty batch adds
+        nothing (its values: an empty tensor).
         """
         check_logits(logits)
         if not isinstance(feat, torch.Tensor) or feat.ndim != 2:
@@ -87,6 +116,10 @@ class StreamingValuer:
         if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.n):
             raise ValueError(f"add_logits: indices must lie in [0, {self.n}), got range [{int(idx.min())}, "
                              f"{int(idx.max())}]")
+        head = (logits.shape[1], feat.shape[1], bool(bias))
+        check_same_head(self._shape or self._head, head, "add_logits", "StreamingValuer")
+        if B == 0:  # an empty batch (the last of a sampler, a filter): nothing to value or to sum
+            return torch.empty(0, dtype=torch.float64, device=logits.device)
         loss, err = loss_and_error(logits.detach(), targets, self.weight, self.label_smoothing)
         fac = Factors(loss, err, upcast(feat.detach()), bool(bias))
         groups = targets.reshape(-1).to(device=err.device, dtype=torch.int64) if self.options.per_class else None
@@ -94,6 +127,9 @@ class StreamingValuer:
         current = dict(self._current)  # the epoch's statistics with this batch: kept only if the batch is valued
         for g, st in batch.items():
             current[g] = st + current[g] if g in current else st
+        if self._previous is not None and any(st.sum.device != err.device for st in self._previous.values()):
+            self._previous = {g: GroupStats(st.n, st.sum.to(err.device), st.sum_sq_norms.to(err.device))
+                              for g, st in self._previous.items()}  # a checkpoint's, read on the CPU
         games = self._previous if self._previous is not None else current  # the first epoch: so far
         out = torch.empty(err.shape[0], dtype=torch.float64, device=err.device)
         for g in batch:
@@ -102,7 +138,9 @@ class StreamingValuer:
             stats = games.get(g) or current[g]  # a class not seen last epoch: this epoch's so far
             out[rows] = utility_values(fac[rows], stats, self.options)
         self._current = current
+        self._head = self._head or head
         self._repeated += B - int(torch.isnan(self._vals[torch.unique(idx)]).sum())  # B less its new rows
+        self._added += B
         self._vals[idx] = out.cpu()
         return out
 
@@ -110,21 +148,71 @@ class StreamingValuer:
         """Close the epoch: its statistics become the next epoch's game.
 
         Returns:
-            the epoch's values (n,) float64 (NaN for rows not seen).
+            the epoch's values (n,) float64 (NaN for rows not seen, with ``partial_epochs``).
         Raises:
-            ValueError: no row was added this epoch.
+            ValueError: no row was added this epoch; a row was not added (without ``partial_epochs``: the message
+                says how many). Either way the epoch is dropped (the next one starts empty).
         """
-        if not self._current:
-            raise ValueError("end_epoch: no training rows were added this epoch")
+        try:  # whatever is raised, the epoch goes: the next one starts empty
+            if not self._current:
+                raise ValueError("end_epoch: no training rows were added this epoch")
+            check_complete(~torch.isnan(self._vals), self.partial_epochs, "end_epoch", "StreamingValuer",
+                           stacklevel=4)
+        except ValueError:
+            self._start_epoch()
+            raise
         if self._repeated:
             warnings.warn(f"StreamingValuer.end_epoch: {self._repeated} addition(s) this epoch were of a row already "
-                          "added (a padded sampler, or a row twice in a batch): each counts in the next epoch's "
-                          "statistics; the row's value is its last", stacklevel=2)
+                          "added: each counts in the next epoch's statistics; the row's value is its last. Likely "
+                          "causes: the epoch was run again after an error without valuer.discard_epoch() (call it in "
+                          "an except around the epoch), a padded sampler, or a row twice in a batch",
+                          RepeatedRowsWarning, stacklevel=2)
         self.epoch_values.append(self._vals)
         self._previous = {g: GroupStats(st.n, st.sum.clone(), st.sum_sq_norms.clone())
                           for g, st in self._current.items()}
+        self._shape = self._head
         self._start_epoch()
         return self.epoch_values[-1]
+
+    def state_dict(self) -> dict:
+        """What a checkpoint needs to resume after a finished epoch: the epochs' values, the last epoch's statistics
+        (the next epoch's game), the options, the loss and the head.
+
+        Returns:
+            a dict of ``n``, ``epoch_values``, ``skip_epochs``, ``options``, ``loss``, ``head`` and ``previous``
+            ({group: (n, Σx, Σ‖x‖²)}, None before the first epoch) (``torch.load`` reads it weights-only).
+        """
+        previous = None if self._previous is None else {
+            int(g): (int(st.n), st.sum.detach().cpu().clone(), st.sum_sq_norms.detach().cpu().clone())
+            for g, st in self._previous.items()}
+        o = self.options
+        return {"n": self.n, "epoch_values": [v.clone() for v in self.epoch_values], "skip_epochs": self.skip_epochs,
+                "options": (o.utility, o.gradient, o.per_class), "loss": loss_record(self.weight, self.label_smoothing),
+                "head": self._shape, "previous": previous}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Resume from :meth:`state_dict` after a finished epoch, dropping the epoch under way: the next epoch is
+        valued against the checkpoint's last epoch, as in an uninterrupted run.
+
+        Args:
+            state: a dict from :meth:`state_dict`.
+        Raises:
+            ValueError: it is of a valuer with another n, options, loss or skip_epochs, or an epoch's values are of
+                another length than n (:func:`chg.valuation.check_state`); its statistics are missing or of
+                another shape than its head's.
+        """
+        o = self.options
+        values = check_state(state, self, (o.utility, o.gradient, o.per_class))
+        previous = state.get("previous")
+        if "previous" not in state or (previous is None) != (len(values) == 0):
+            raise ValueError(f"load_state_dict: the checkpoint holds {len(values)} epoch(s) but "
+                             f"{'no' if previous is None else 'some'} statistics of the last one: it is not a "
+                             "StreamingValuer's state_dict, or it is damaged")
+        stats = None if previous is None else {int(g): GroupStats(int(m), s.clone().to(torch.float64),
+                                                                  q.clone().to(torch.float64))
+                                               for g, (m, s, q) in previous.items()}
+        self.epoch_values, self._previous, self._shape = values, stats, head_of(state)
+        self._start_epoch()
 
     def values(self, **meta) -> Values:
         """Each row's value averaged over the epochs after the first ``skip_epochs`` (:class:`chg.Values`).

@@ -37,10 +37,15 @@ values so every rank holds all n.
 
 **Every row enters each epoch's game exactly once.** A row added more than once in an epoch — twice on one rank (its
 last factors count), or on several ranks, as ``DistributedSampler`` pads its shards — is one player (on the lowest
-rank that has it), so the values equal one process's. A row added by no rank is an error at :meth:`EpochValuer.
-end_epoch` that says how many (a ``drop_last`` loader, a sampler over a subset); ``partial_epochs=True`` values
-the rows that were seen as the epoch's game instead, with a warning naming how many were not, and
-:meth:`EpochValuer.values` averages each row over the epochs it was valued in.
+rank that has it), so the values equal one process's. Rows added twice on one process are also a
+:class:`RepeatedRowsWarning` at :meth:`EpochValuer.end_epoch` naming how many: an epoch run again after an error
+leaves them so (call :meth:`EpochValuer.discard_epoch` in an ``except`` around the epoch: the loop below), and so
+does a sampler that repeats rows. A row added by no rank is an error at :meth:`EpochValuer.end_epoch` that says how
+many (a ``drop_last`` loader, a sampler over a subset); ``partial_epochs=True`` values the rows that were seen as the
+epoch's game instead, with a warning naming how many were not, and :meth:`EpochValuer.values` averages each row over
+the epochs it was valued in. Under ``torch.distributed`` every rank takes part in the epoch's end, also one whose
+shard was empty; an error in one rank's rows (an index or label out of range, NaN/Inf) stops the epoch on every rank,
+its own message on that rank, never one rank alone while the others wait.
 
 Options: ``per_class=True`` values each class as its own game (α and the statistics per class, as in Algorithm 2);
 ``alpha="valid"`` sets :math:`\alpha` to the mean of :math:`l_i g_i` over a validation set (per class when
@@ -58,11 +63,15 @@ A user's own loop::
 
     valuer, tap = EpochValuer(len(train_set)), LastLayerTap(model)   # both built once
     for epoch in range(E):
-        with tap:                                       # the output layer's hook, armed for the epoch
-            for x, y, idx in train_loader:              # batches of IndexedDataset(train_set): (x, y, row index)
-                logits, feat = tap.read(model(x))       # the output layer's output (with its graph) and input
-                valuer.add_logits(idx, logits, y, feat, tap.bias)
-                F.cross_entropy(logits, y).backward(); opt.step(); opt.zero_grad()
+        try:
+            with tap:                                   # the output layer's hook, armed for the epoch
+                for x, y, idx in train_loader:          # batches of IndexedDataset(train_set): (x, y, row index)
+                    logits, feat = tap.read(model(x))   # the output layer's output (with its graph) and input
+                    valuer.add_logits(idx, logits, y, feat, tap.bias)
+                    F.cross_entropy(logits, y).backward(); opt.step(); opt.zero_grad()
+        except BaseException:                           # an error cut the epoch short: its rows go with it
+            valuer.discard_epoch()
+            raise
         valuer.end_epoch()                              # or, for Algorithm 1 exactly, separate_pass(...) first
     values = valuer.values()                            # chg.Values
 
@@ -81,16 +90,17 @@ import torch
 from torch import nn
 from torch.utils.data import BatchSampler, Dataset, SequentialSampler
 
-from .distributed import all_gather_values, group_ids, is_distributed
+from .distributed import all_gather_values, collective_device, every_rank, group_ids, is_distributed
 from .factored import GroupStats, Options, alpha_from_validation, epoch_values, stats_by_group
 from .lastlayer import (Factors, LastLayerTap, carries_index, check_logits, check_loss, check_targets, forward_batch,
-                        loss_and_error, model_device, split_batch, upcast)
+                        loss_and_error, model_device, split_batch, unknown_index, upcast)
 from .progress import progress as progress_bar
 from .renames import OPTIONS_REMOVED, renamed
 from .store import RowStore, check_rows, materialise, nonfinite_row, players
 from .values import Values
 
-__all__ = ["EpochValuer", "IndexedDataset", "separate_pass", "add_validation_pass"]
+__all__ = ["EpochValuer", "IndexedDataset", "separate_pass", "add_validation_pass", "RepeatedRowsWarning",
+           "check_complete", "check_same_head", "check_state", "loss_record", "head_of"]
 
 
 def _sequential(loader) -> bool:
@@ -127,6 +137,126 @@ def count(v, name: str, low: int = 0, meaning: str = "") -> int:
 
 
 SKIP_MEANING = " (the number of first epochs left out of the average)"
+
+
+class RepeatedRowsWarning(UserWarning):
+    """Rows added more than once in one epoch on one process (:meth:`EpochValuer.end_epoch`): each counts once, with
+    its last factors. Filter it (``warnings.filterwarnings("ignore", category=chg.valuation.RepeatedRowsWarning)``)
+    where the repeats are meant: a sampler that pads a process's shard with rows it already has (accelerate's
+    ``even_batches``, which the HuggingFace callback expects)."""
+
+
+def check_complete(valued: torch.Tensor, partial: bool, verb: str, owner: str, note: str = "",
+                   stacklevel: int = 3) -> None:
+    """The rule of an epoch's rows, for every valuer: each of the n rows was added (by some rank). Without
+    ``partial`` a row missing is an error; with it, a warning naming how many (the rows seen are the epoch's game).
+
+    Args:
+        valued: (n,) bool, the rows added this epoch (on any rank). partial: the valuer's ``partial_epochs``.
+        verb: the call that ends the epoch, for the message. owner: the valuer's class name (``"EpochValuer"``), for
+            the option to name. note: said after the rows (e.g. the ranks that added none). stacklevel: of the
+            warning.
+    Raises:
+        ValueError: rows missing, without ``partial``.
+    """
+    n = valued.shape[0]
+    missing = n - int(valued.sum())
+    if not missing:
+        return
+    first = (~valued).nonzero().squeeze(1)[:5].tolist()
+    msg = f"{missing} of the {n} rows were not added this epoch (e.g. rows {first}){note}"
+    if not partial:
+        raise ValueError(f"{verb}: {msg}: every row must enter the epoch's game exactly once (a DataLoader with "
+                         "drop_last=True, a sampler over a subset, or n larger than the data set?). Pass "
+                         f"{owner}(..., partial_epochs=True) to value the rows seen as the epoch's game")
+    where = f"{owner}.end_epoch" if verb == "end_epoch" else verb
+    warnings.warn(f"{where}: {msg}; they are not valued this epoch (partial_epochs=True)", stacklevel=stacklevel)
+
+
+def _head_words(head: tuple) -> str:
+    C, D, bias = head
+    return f"{C} output(s) on {D} features, {'with' if bias else 'without'} a bias"
+
+
+def check_same_head(recorded: Optional[tuple], head: tuple, what: str, owner: str) -> None:
+    """The one rule of heads over epochs: values of different heads are not averaged. A head is its signature
+    (C outputs, D features, bias), recorded by the valuer at its first epoch (``None``: none yet, or a checkpoint of
+    a version that did not record it).
+
+    Args:
+        recorded: ``(C, D, bias)`` of the epochs so far, or None. head: this epoch's ``(C, D, bias)``. what: the
+            call, for the message. owner: the valuer's class name, for the message.
+    Raises:
+        ValueError: another signature than the recorded one.
+    """
+    if recorded is None or tuple(head) == tuple(recorded):
+        return
+    raise ValueError(f"{what}: values of different heads are not averaged: the epochs so far were valued with an "
+                     f"output layer of {_head_words(recorded)}, this one has {_head_words(head)} (a new head, e.g. "
+                     f"timm's reset_classifier or a reassigned output layer, or another model); build a new {owner} "
+                     "(and a new LastLayerTap) for it")
+
+
+def loss_record(weight, label_smoothing) -> tuple:
+    """A valuer's loss as plain numbers, as its checkpoint keeps it.
+
+    Args:
+        weight: class weights (a tensor, array or list) or None. label_smoothing: a number.
+    Returns:
+        ``(weights as a list of floats or None, label smoothing as a float)``.
+    """
+    w = None if weight is None else [float(v) for v in np.asarray(
+        weight.detach().cpu() if isinstance(weight, torch.Tensor) else weight, dtype=np.float64)]
+    return w, float(label_smoothing)
+
+
+def check_state(state: dict, valuer, options: tuple) -> list:
+    """The one rule of a valuer's checkpoint (``load_state_dict`` of :class:`EpochValuer` and
+    :class:`chg.streaming.StreamingValuer`): it is of a valuer of the same n, options, loss and skip_epochs, and
+    holds one value per row in each epoch.
+
+    Args:
+        state: the checkpoint's dict. valuer: the valuer loading it (its ``n``, ``weight``, ``label_smoothing``,
+            ``skip_epochs``). options: the valuer's options as its ``state_dict`` writes them.
+    Returns:
+        the checkpoint's epoch values, copied (a list of (n,) float64 tensors).
+    Raises:
+        ValueError: naming what differs; an epoch's values of another length than n.
+    """
+    if state["n"] != valuer.n or tuple(state["options"]) != tuple(options):
+        raise ValueError(f"load_state_dict: the checkpoint is of a valuer with other n or options (n={state['n']}, "
+                         f"options={tuple(state['options'])}; this one: n={valuer.n}, options={tuple(options)})")
+    theirs, mine = tuple(state.get("loss", (None, 0.0))), loss_record(valuer.weight, valuer.label_smoothing)
+    if theirs != mine:
+        raise ValueError(f"load_state_dict: the checkpoint's epochs were valued under another loss (weight="
+                         f"{theirs[0]}, label_smoothing={theirs[1]}) than this valuer's (weight={mine[0]}, "
+                         f"label_smoothing={mine[1]}): averaging them would mix two games")
+    if state.get("skip_epochs", 0) != valuer.skip_epochs:
+        raise ValueError(f"load_state_dict: the checkpoint is of a valuer with skip_epochs="
+                         f"{state.get('skip_epochs', 0)}, this one has skip_epochs={valuer.skip_epochs}")
+    for k, v in enumerate(state["epoch_values"]):
+        if not isinstance(v, torch.Tensor) or tuple(v.shape) != (valuer.n,):
+            got = f"{v.shape[0]} values" if isinstance(v, torch.Tensor) and v.ndim == 1 else \
+                f"a {type(v).__name__} of shape {tuple(getattr(v, 'shape', ()))}"
+            raise ValueError(f"load_state_dict: epoch {k} of the checkpoint holds {got}, but this valuer has n = "
+                             f"{valuer.n} rows (one value per row): the checkpoint is damaged or of another data set")
+    return [v.clone() for v in state["epoch_values"]]
+
+
+def head_of(state: dict) -> Optional[tuple]:
+    """The head a checkpoint recorded.
+
+    Args:
+        state: a valuer's ``state_dict``.
+    Returns:
+        ``(C, D, bias)``, or None: not recorded (a checkpoint of 0.3.0 or before, or of a valuer before its first
+        epoch).
+    """
+    head = state.get("head")
+    if head is None:
+        return None
+    C, D, bias = head
+    return int(C), int(D), bool(bias)
 
 
 def int_tensor(v, what: str, device="cpu") -> torch.Tensor:
@@ -217,6 +347,14 @@ class EpochValuer:
     """Algorithm 1's collection: each epoch's rows (in a :class:`chg.store.RowStore`, checked once), the validation
     α, and the history of epoch values that :meth:`values` averages (the maths: :func:`chg.factored.epoch_values`).
 
+    An epoch that an error cuts short (an out-of-memory error, Ctrl-C) leaves its rows in the valuer: call
+    :meth:`discard_epoch` in an ``except`` around the epoch (the loop in the module docstring), so that a rerun of the
+    epoch values each row once, with its new factors; otherwise the rows of the cut-short run stay, enter the next
+    :meth:`end_epoch` beside the rerun's (a :class:`RepeatedRowsWarning` there names how many), and a row the rerun did
+    not reach is valued with their stale factors. The valuer records its head's signature (C outputs, D features,
+    bias) at the first epoch, also in :meth:`state_dict`: a later epoch of another head is an error (values of
+    different heads are not averaged).
+
     Args:
         n: number of training points (indices run over ``0..n-1``); a Python or NumPy integer ≥ 1.
         utility, gradient, per_class, alpha: see the module docstring and :class:`chg.Options`.
@@ -254,6 +392,7 @@ class EpochValuer:
         self.epoch_values: list = []  # (n,) float64 per finished epoch, NaN where a point was not seen
         self._valid: dict = {}  # group -> GroupStats of the validation points (alpha="valid")
         self._head = None  # weak references (model, output layer) of the last check_head
+        self._shape: Optional[tuple] = None  # (C, D, bias) of the head the ended epochs were valued with
 
     utility, gradient, per_class, alpha = (property(lambda self, k=k: getattr(self.options, k), doc=f"Options.{k}")
                                            for k in ("utility", "gradient", "per_class", "alpha"))
@@ -266,8 +405,12 @@ class EpochValuer:
         Args:
             model: the network valued. layer: its output ``nn.Linear`` this epoch (``LastLayerTap.layer``).
         Raises:
-            ValueError: the model of the last check with another output layer.
+            ValueError: the model of the last check with another output layer; an output layer of another signature
+                (C outputs, D features, bias) than the epochs so far (also of a checkpoint loaded:
+                :func:`check_same_head`).
         """
+        check_same_head(self._shape, (layer.out_features, layer.in_features, layer.bias is not None),
+                        f"{type(model).__name__}'s output layer ({layer})", "EpochValuer")
         last, self._head = self._head, (weakref.ref(model), weakref.ref(layer))  # weak: nothing kept alive
         if last is not None and last[0]() is model and last[1]() is not layer:
             self._head = last
@@ -276,18 +419,32 @@ class EpochValuer:
                              "reset_classifier or a reassigned head): values of different heads are not averaged. "
                              "Start a new EpochValuer (and a new LastLayerTap) for the new head")
 
+    def discard_epoch(self) -> int:
+        """Drop the epoch under way: the rows and validation rows added since the last :meth:`end_epoch` (or
+        :meth:`load_state_dict`). Call it when an error cuts an epoch short, before the epoch is run again (see the
+        class docstring); the ended epochs are kept.
+
+        Returns:
+            the number of rows dropped (0: no epoch was under way).
+        """
+        dropped = self.store.size
+        self.store.reset()
+        self._valid = {}
+        return dropped
+
     def add(self, indices, factors: Factors, labels=None) -> None:
         """Record the factors of training rows for this epoch (Algorithm 1 line 3; a row added again replaces its
-        earlier factors: it is one player). Index ranges are checked at :meth:`end_epoch`.
+        earlier factors: it is one player, and :meth:`end_epoch` warns). Index ranges are checked at
+        :meth:`end_epoch`.
 
         Args:
             indices: (B,) row indices in [0, n) (tensor, array or list). factors: the rows'
                 :class:`chg.lastlayer.Factors`. labels: (B,) integer labels, needed if ``per_class``.
         Raises:
             ValueError: sizes that differ, non-integer indices or labels, labels missing with ``per_class``, a
-                change of head (C, D or bias) within the epoch, or a valuer built with ``weight`` or
-                ``label_smoothing`` (factors carry a loss and error made elsewhere, which the valuer cannot check
-                against its loss: give it logits with :meth:`add_logits`).
+                change of head (C, D or bias) within the epoch or since the first epoch, or a valuer built with
+                ``weight`` or ``label_smoothing`` (factors carry a loss and error made elsewhere, which the valuer
+                cannot check against its loss: give it logits with :meth:`add_logits`).
         """
         if self.weight is not None or self.label_smoothing:
             raise ValueError("add: this EpochValuer values the loss with class weights / label smoothing, but factors "
@@ -319,7 +476,8 @@ class EpochValuer:
                 layer has a bias (``LastLayerTap.bias``).
         Raises:
             ValueError: sizes that differ, non-integer indices, targets of a wrong dtype or shape, or a change of
-                head (C, D or bias) within the epoch.
+                head (C, D or bias) within the epoch or since the first epoch (values of different heads are not
+                averaged).
             TypeError: a ``bias`` that is not a bool (e.g. the layer's bias tensor).
         """
         _add_logits(self, "add_logits", indices, logits, targets, feat, bias)
@@ -358,22 +516,29 @@ class EpochValuer:
         """Eq. (3) for every row of this epoch from the whole epoch's statistics (Algorithm 1, lines 4–6:
         :func:`chg.factored.epoch_values`), after checking the epoch's rows once.
 
+        A row added more than once this epoch (on this process) counts once, with its last factors, and is a
+        :class:`RepeatedRowsWarning` naming how many and the likely causes. Under ``torch.distributed`` every rank
+        calls it (a collective), also one that added no row; an error found in one rank's rows is raised on every
+        rank (the others say which rank).
+
         Returns:
             the epoch's values (n,) float64 on the CPU (NaN only for rows not seen, with partial_epochs).
         Raises:
-            ValueError: no row added; an index or target out of range, NaN/Inf logits (naming the batch); a row
-                missing; per_class / alpha="valid" without labels / validation rows (of a class).
+            ValueError: no row added (by any rank); an index or target out of range, NaN/Inf logits (naming the
+                batch); a row missing; per_class / alpha="valid" without labels / validation rows (of a class);
+                under ``torch.distributed``, another rank's error, or ranks with different heads.
         """
         return self._end_epoch(None)
 
     def _end_epoch(self, caller: Optional[str]) -> torch.Tensor:
         """:meth:`end_epoch`; ``caller``: the verb whose separate pass added the rows (its messages name it and each
         row of the data), or None (ride-along: the verbs and batches of the user's loop)."""
-        if self.store.size == 0:
+        ddp = is_distributed()  # then the checks below are made by every rank together (_agree)
+        if self.store.size == 0 and not ddp:
             raise ValueError(f"{caller or 'end_epoch'}: no training rows were added this epoch"
                              + (" (the loader gave no batch)" if caller else ""))
         try:  # whatever is raised, the epoch's rows go: the next epoch starts empty (none of them play in it)
-            if self.alpha == "valid" and not self._valid:
+            if self.alpha == "valid" and not self._valid and not ddp:
                 raise ValueError("end_epoch: alpha='valid' but no validation rows were added (add_validation); "
                                  "this epoch's rows are dropped")
             self.epoch_values.append(_epoch_game(self, caller))
@@ -386,39 +551,27 @@ class EpochValuer:
         """What a checkpoint needs to resume after a finished epoch.
 
         Returns:
-            a dict of ``n``, ``epoch_values``, ``skip_epochs``, ``options`` and ``loss`` (class weights as a list or
-            None, label smoothing) (``torch.load`` reads it weights-only).
+            a dict of ``n``, ``epoch_values``, ``skip_epochs``, ``options``, ``loss`` (class weights as a list or
+            None, label smoothing) and ``head`` (the head's ``(C, D, bias)``, None before the first epoch)
+            (``torch.load`` reads it weights-only).
         """
         return {"n": self.n, "epoch_values": [v.clone() for v in self.epoch_values], "skip_epochs": self.skip_epochs,
-                "options": (self.utility, self.gradient, self.per_class, self.alpha), "loss": self._loss()}
-
-    def _loss(self) -> tuple:
-        """The valued loss as plain numbers: (class weights as a list or None, label smoothing)."""
-        w = None if self.weight is None else [float(v) for v in np.asarray(
-            self.weight.detach().cpu() if isinstance(self.weight, torch.Tensor) else self.weight, dtype=np.float64)]
-        return w, float(self.label_smoothing)
+                "options": (self.utility, self.gradient, self.per_class, self.alpha),
+                "loss": loss_record(self.weight, self.label_smoothing), "head": self._shape}
 
     def load_state_dict(self, state: dict) -> None:
-        """Resume from :meth:`state_dict` (also of 0.2.0), dropping the current epoch's rows.
+        """Resume from :meth:`state_dict` (also of 0.2.0), dropping the current epoch's rows. The head recorded in
+        it is the one later epochs must have (a checkpoint without one, of 0.3.0 or before, records it at the next
+        epoch).
 
         Args:
             state: a dict from :meth:`state_dict`.
         Raises:
             ValueError: it is of a valuer with another n, options, loss (class weights, label smoothing; a checkpoint
-                without them is of plain cross-entropy) or skip_epochs.
+                without them is of plain cross-entropy) or skip_epochs; an epoch's values of another length than n.
         """
-        if state["n"] != self.n or tuple(state["options"]) != (self.utility, self.gradient, self.per_class,
-                                                              self.alpha):
-            raise ValueError("load_state_dict: the checkpoint is of a valuer with other n or options")
-        theirs, mine = tuple(state.get("loss", (None, 0.0))), self._loss()
-        if theirs != mine:
-            raise ValueError(f"load_state_dict: the checkpoint's epochs were valued under another loss (weight="
-                             f"{theirs[0]}, label_smoothing={theirs[1]}) than this valuer's (weight={mine[0]}, "
-                             f"label_smoothing={mine[1]}): averaging them would mix two games")
-        if state.get("skip_epochs", 0) != self.skip_epochs:
-            raise ValueError(f"load_state_dict: the checkpoint is of a valuer with skip_epochs="
-                             f"{state.get('skip_epochs', 0)}, this one has skip_epochs={self.skip_epochs}")
-        self.epoch_values = [v.clone() for v in state["epoch_values"]]
+        self.epoch_values = check_state(state, self, (self.utility, self.gradient, self.per_class, self.alpha))
+        self._shape = head_of(state)
         self.store.reset()
         self._valid = {}
 
@@ -459,6 +612,8 @@ def _append(valuer: "EpochValuer", what: str, indices, targets, z, feat, bias, l
     """One batch into the valuer's store, after the checks that need no value from the device (no sync)."""
     check_bias(bias, what)
     idx = int_tensor(indices, f"{what}: indices", z.device)
+    if valuer.store.size == 0 and z.ndim == 2 and feat.ndim == 2:  # the epoch's first batch: the head of the epochs
+        check_same_head(valuer._shape, (z.shape[1], feat.shape[1], bool(bias)), what, "EpochValuer")
     if valuer.store.size == 0 and (valuer.weight is not None or valuer.label_smoothing):  # C is known now: the
         try:  # loss's class weights checked at the epoch's first batch, not after its last
             check_loss(z.shape[1], valuer.weight, valuer.label_smoothing)
@@ -474,45 +629,117 @@ def _append(valuer: "EpochValuer", what: str, indices, targets, z, feat, bias, l
         raise ValueError(f"{what}: {e}") from None
 
 
+def _check_rows(valuer: EpochValuer, caller: Optional[str]) -> None:
+    """This process's rows checked once (:func:`chg.store.check_rows`: index and target ranges), the labels that
+    per_class needs, and logits made loss and error (:func:`chg.store.materialise`: NaN/Inf logits)."""
+    st = valuer.store
+    check_rows(st, valuer.n, caller=caller)
+    if valuer.per_class and bool((st.target[:st.size] < 0).any()):
+        raise ValueError(f"{caller or 'end_epoch'}: per_class=True but some rows were added without labels")
+    materialise(st, loss_and_error, valuer.weight, valuer.label_smoothing, caller=caller)
+
+
+def _agree(valuer: EpochValuer, verb: str, caller: Optional[str]) -> tuple:
+    """Under torch.distributed, before any collective of the game: each rank checks its rows (and that they are
+    finite: an error found inside the game would leave the other ranks waiting), then every rank learns what each
+    found (:func:`chg.distributed.every_rank`) and all raise together — the rank whose rows failed its own error, the
+    others one naming it. Returns ``(head, note)``: the ``(C, D, bias)`` of the ranks' rows, and what to say of the
+    ranks that added none in a message on missing rows ("" when every rank added some)."""
+    st, error = valuer.store, None
+    if st.size:
+        try:
+            _check_rows(valuer, caller)
+            where = nonfinite_row(st)
+            if where is not None:
+                raise ValueError(f"{verb}: the rows of this epoch must be finite, but there is {where}")
+        except ValueError as e:
+            error = e
+    head = (st.z.shape[1], st.feat.shape[1], bool(st.bias)) if st.size else (0, 0, False)
+    valid = valuer.alpha != "valid" or bool(valuer._valid)
+    table = every_rank([st.size, *head, error is None, valid])  # (world, 6)
+    world = table.shape[0]
+    failed = (table[:, 4] == 0).nonzero().squeeze(1).tolist()
+    if failed:
+        if error is not None:
+            raise error
+        raise ValueError(f"{verb}: the rows of rank(s) {failed} of {world} failed the epoch's checks (the error on "
+                         "that rank says why); the epoch is dropped on every rank")
+    if int(table[:, 0].sum()) == 0:
+        raise ValueError(f"{verb}: no training rows were added this epoch, on any of the {world} ranks"
+                         + (" (the loader gave no batch)" if caller else ""))
+    novalid = (table[:, 5] == 0).nonzero().squeeze(1).tolist()
+    if novalid:
+        raise ValueError(f"{verb}: alpha='valid' but rank(s) {novalid} of {world} added no validation rows "
+                         "(add_validation) this epoch; every rank needs some. This epoch's rows are dropped")
+    heads = sorted({tuple(r[1:4]) for r in table.tolist() if r[0] > 0})
+    if len(heads) > 1:
+        raise ValueError(f"{verb}: the ranks added rows of different heads ((C, D, bias): {heads}); every rank must "
+                         "train the same model")
+    C, D, bias = heads[0]
+    empty = (table[:, 0] == 0).nonzero().squeeze(1).tolist()
+    return (C, D, bool(bias)), (f" (rank(s) {empty} of {world} added none)" if empty else "")
+
+
 def _epoch_game(valuer: EpochValuer, caller: Optional[str] = None) -> torch.Tensor:
     """The epoch's game from the valuer's store: rows checked and made factors once (:func:`chg.store.check_rows`,
-    :func:`chg.store.materialise`), each row one player (:func:`chg.store.players`, across ranks too), eq. (3) by
-    :func:`chg.factored.epoch_values`, values gathered to every rank. Returns (n,) float64 on the CPU. ``caller``: as
-    :meth:`EpochValuer._end_epoch` (the verb that messages name)."""
+    :func:`chg.store.materialise`; under torch.distributed by every rank together, :func:`_agree`), each row one
+    player (:func:`chg.store.players`, across ranks too), eq. (3) by :func:`chg.factored.epoch_values`, values
+    gathered to every rank. Records the head's signature at the first epoch. Returns (n,) float64 on the CPU.
+    ``caller``: as :meth:`EpochValuer._end_epoch` (the verb that messages name)."""
     st, n, verb = valuer.store, valuer.n, caller or "end_epoch"
-    check_rows(st, n, caller=caller)
-    if valuer.per_class and bool((st.target[:st.size] < 0).any()):
-        raise ValueError(f"{verb}: per_class=True but some rows were added without labels")
-    materialise(st, loss_and_error, valuer.weight, valuer.label_smoothing, caller=caller)
     ddp = is_distributed()
-    pos, valued = players(st, n, ddp)
-    missing = n - int(valued.sum())
-    if missing:
-        first = (~valued).nonzero().squeeze(1)[:5].tolist()
-        msg = f"{missing} of the {n} rows were not added this epoch (e.g. rows {first})"
-        if not valuer.partial_epochs:
-            raise ValueError(f"{verb}: {msg}: every row must enter the epoch's game exactly once (a DataLoader "
-                             "with drop_last=True, a sampler over a subset, or n larger than the data set?). Pass "
-                             "EpochValuer(..., partial_epochs=True) to value the rows seen as the epoch's game")
-        warnings.warn(f"{caller or 'EpochValuer.end_epoch'}: {msg}; they are not valued this epoch "
-                      "(partial_epochs=True)", stacklevel=3)
-    whole = pos.numel() == st.size  # every stored row plays: slices, no gather
-    take = (lambda t: t[:st.size]) if whole else (lambda t: t[pos])
-    fac = Factors(take(st.loss), take(st.z), take(st.feat), st.bias)
-    groups = take(st.target) if valuer.per_class else None
-    ids = group_ids(groups if groups is not None else st.target[:0], valuer.per_class, ddp, st.z.device)
+    if ddp:
+        head, note = _agree(valuer, verb, caller)
+    else:
+        _check_rows(valuer, caller)
+        head, note = (st.z.shape[1], st.feat.shape[1], bool(st.bias)), ""
+    check_same_head(valuer._shape, head, verb, "EpochValuer")
+    device = st.z.device if st.size else collective_device()
+    pos, valued, repeated = players(st, n, ddp, device)
+    check_complete(valued, valuer.partial_epochs, verb, "EpochValuer", note, stacklevel=5)
+    if repeated:
+        _warn_repeated(st, n, repeated, verb)
+    if st.size:
+        whole = pos.numel() == st.size  # every stored row plays: slices, no gather
+        take = (lambda t: t[:st.size]) if whole else (lambda t: t[pos])
+        fac = Factors(take(st.loss), take(st.z), take(st.feat), st.bias)
+        rows, targets, offset = take(st.idx), take(st.target), st.offset
+    else:  # a rank whose shard was empty (torch.distributed): no player here, but its part in every collective
+        C, D, bias = head
+        fac = Factors(torch.zeros(0, device=device), torch.zeros(0, C, device=device),
+                      torch.zeros(0, D, device=device), bias)
+        rows = targets = torch.zeros(0, dtype=torch.int64, device=device)
+        offset = torch.zeros(D, device=device)
+    groups = targets if valuer.per_class else None
+    ids = group_ids(targets if valuer.per_class else targets[:0], valuer.per_class, ddp, device)
     reduce = GroupStats.all_reduce if ddp else None
     alpha = alpha_from_validation(valuer._valid, ids, reduce) if valuer.alpha == "valid" else None
     try:
-        v = epoch_values(fac, valuer.options, groups, alpha, reduce, ids, feature_offset=st.offset)
+        v = epoch_values(fac, valuer.options, groups, alpha, reduce, ids, feature_offset=offset)
     except ValueError as e:
         where = nonfinite_row(st)
         if where is None:
             raise
         raise ValueError(f"{verb}: {e} ({where})") from None
     vals = torch.full((n,), float("nan"), dtype=torch.float64)
-    vals[take(st.idx).cpu()] = v.cpu()
-    return all_gather_values(vals, st.z.device) if ddp else vals
+    vals[rows.cpu()] = v.cpu()
+    valuer._shape = head
+    return all_gather_values(vals, device) if ddp else vals
+
+
+def _warn_repeated(st, n: int, repeated: int, verb: str) -> None:
+    """The :class:`RepeatedRowsWarning` of an epoch in which rows were added more than once on this process."""
+    counts = torch.bincount(st.idx[:st.size], minlength=n)  # (n,)
+    twice = (counts > 1).nonzero().squeeze(1)
+    where = "EpochValuer.end_epoch" if verb == "end_epoch" else verb
+    warnings.warn(f"{where}: {twice.numel()} row(s) were added more than once this epoch on this process ({repeated} "
+                  f"addition(s) of a row already added; e.g. rows {twice[:5].tolist()}): each counts once, with the "
+                  "factors of its last addition. Likely causes: the epoch was run again after an error without "
+                  "valuer.discard_epoch() (the rows of the cut-short run stay, and a row the rerun did not reach "
+                  "keeps their stale factors: call discard_epoch() in an except around the epoch), or a sampler or "
+                  "data set that repeats rows (each batch must carry the indices of its own rows). Repeats that are "
+                  "meant (a sampler padding a process's shard): filter chg.valuation.RepeatedRowsWarning",
+                  RepeatedRowsWarning, stacklevel=5)
 
 
 @torch.no_grad()
@@ -568,7 +795,7 @@ def separate_pass(valuer: EpochValuer, model: nn.Module, loader, valid_loader=No
                 inputs, y, idx = split_batch(batch)
                 if idx is not None and not known and not isinstance(batch, Mapping):
                     if not sequential:
-                        raise ValueError(_unknown_index(caller, loader))
+                        raise ValueError(unknown_index(caller, loader))
                     idx = None  # a sequential loader: rows numbered in order, the third element not read
                 logits, feat = tap.read(forward_batch(model, inputs, device))
                 y = torch.as_tensor(y).to(device)
@@ -583,21 +810,12 @@ def separate_pass(valuer: EpochValuer, model: nn.Module, loader, valid_loader=No
                 _add_logits(valuer, caller, idx, logits, y, feat, tap.bias)
             if valuer.alpha == "valid":
                 add_validation_pass(valuer, model, valid_loader, tap)
+    except BaseException:  # an error (or Ctrl-C) cut the pass short: its rows go, a rerun values each row once
+        valuer.discard_epoch()
+        raise
     finally:
         model.train(was_training)
     return valuer._end_epoch(caller)
-
-
-def _unknown_index(caller: str, loader) -> str:
-    """Why a DataLoader's ``(x, y, third)`` batches cannot be valued: the third element is not known to be the rows'
-    index, and the loader does not give the rows in order."""
-    name = type(loader.dataset).__name__
-    return (f"{caller}: the loader's batches are (x, y, third element), but its data set ({name}) is not a "
-            "chg.IndexedDataset, so the third element is not known to be each row's position in the data set (a "
-            "record id or a sample weight there would put every value on a wrong row), and the loader does not give "
-            "the rows in order (shuffled, or a sampler), so they cannot be numbered by arrival: wrap the data set, "
-            "DataLoader(chg.IndexedDataset(dataset), ...) (its (x, y, ...) items become (x, y, row index)), or use "
-            "a plain sequential DataLoader")
 
 
 @torch.no_grad()

@@ -58,14 +58,17 @@ def test_subset_sampler_in_a_ride_along_loop_is_an_error():
 
 
 def test_a_row_added_twice_on_one_rank_is_one_player():
-    """A sampler with replacement (or a loop that repeats a batch): the row counts once (its last factors)."""
+    """A sampler with replacement (or a loop that repeats a batch): the row counts once (its last factors), and
+    end_epoch warns, naming how many rows came twice."""
     model = _model()
     x, y = _data(7, seed=2)
     valuer = EpochValuer(7)
     f = chg.compute_factors(model, x, y)
     valuer.add(torch.arange(7), f, y)
     valuer.add(torch.tensor([2, 5]), f[torch.tensor([2, 5])], y[[2, 5]])
-    close(valuer.end_epoch(), dense_values(model, model[-1], _samples(x, y)))
+    with pytest.warns(chg.valuation.RepeatedRowsWarning, match=r"2 row\(s\) were added more than once"):
+        got = valuer.end_epoch()
+    close(got, dense_values(model, model[-1], _samples(x, y)))
 
 
 def test_values_average_a_row_over_the_epochs_it_was_valued_in():

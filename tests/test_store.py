@@ -48,8 +48,9 @@ def test_host_and_disk_homes_give_the_in_memory_values_bit_for_bit(offload, tmp_
 
 
 def test_buffers_are_reused_across_epochs_and_each_epoch_is_its_own_game():
-    """One valuer over three epochs (the third with another head width: new buffers) equals a fresh valuer per epoch,
-    bit for bit; the store keeps 4·(C + D) + 20 bytes per row in float32."""
+    """One valuer over two epochs equals a fresh valuer per epoch, bit for bit; the store keeps 4·(C + D) + 20 bytes
+    per row in float32. Another head width is refused by the valuer (values of different heads are not averaged);
+    started over (a fresh state loaded) the same valuer takes it, in new buffers, again bit for bit."""
     v = chg.EpochValuer(N)
     for seed in (2, 3):
         logits, feat, y, order = _rows(seed)
@@ -59,9 +60,13 @@ def test_buffers_are_reused_across_epochs_and_each_epoch_is_its_own_game():
     g = torch.Generator().manual_seed(4)
     logits, feat, y = torch.randn(N, 7, generator=g), torch.randn(N, 5, generator=g), torch.randint(0, 7, (N,))
     order = torch.randperm(N, generator=g)
+    with pytest.raises(ValueError, match="values of different heads are not averaged"):
+        _epoch(v, logits, feat, y, order)
+    v.load_state_dict(chg.EpochValuer(N).state_dict())  # start over: no epoch, no head recorded
     got = _epoch(v, logits, feat, y, order)
     assert torch.equal(got, _epoch(chg.EpochValuer(N), logits, feat, y, order))
-    assert np.isfinite(v.values().history).all() and v.epochs == 3
+    assert v.store.nbytes() == N * (4 * (7 + 5) + 8 + 8 + 4)
+    assert np.isfinite(v.values().history).all() and v.epochs == 1
 
 
 @pytest.mark.parametrize("offload", ["host", "disk"])
@@ -77,7 +82,8 @@ def test_a_store_that_grows_keeps_its_rows_in_every_home(offload, tmp_path):
             r = order[b:b + 16]
             valuer.add_logits(r, logits[r], y[r], feat[r])
         valuer.add_logits(extra, logits[extra], y[extra], feat[extra])
-        return valuer.end_epoch()
+        with pytest.warns(chg.valuation.RepeatedRowsWarning, match=r"7 row\(s\) were added more than once"):
+            return valuer.end_epoch()
 
     want = epoch(chg.EpochValuer(N))
     v = chg.EpochValuer(N, offload=offload, directory=tmp_path if offload == "disk" else None)

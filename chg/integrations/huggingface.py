@@ -42,6 +42,7 @@ import torch
 from torch import nn
 from transformers import TrainerCallback
 
+from ..distributed import is_distributed
 from ..lastlayer import LastLayerTap
 from .rows import (INDEX_KEY, IndexedRows, LossCheck, ValuesOfRun, check_settings, end_epoch, head_error,
                    inconclusive_warning, make_valuer)
@@ -233,9 +234,10 @@ class CHGCallback(ValuesOfRun, TrainerCallback):
             warnings.warn(f"CHGCallback: training stopped after {self._batches} of the epoch's {self._expected} "
                           "batches (TrainingArguments(max_steps=...)); that epoch is not valued (pass "
                           "CHGCallback(partial_epochs=True) to value the rows it saw)", stacklevel=2)
-        elif self._batches:
+        elif self._batches:  # several processes: accelerate's even_batches pads the last batches of a process
+            # with rows from the epoch's start, which may be that process's own: rows added twice there are meant
             end_epoch(self.valuer, "TrainingArguments(dataloader_drop_last=True), max_steps, or a training sampler "
-                                   "over a subset")
+                                   "over a subset", repeats=is_distributed())
         self._batches = 0
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -260,7 +262,11 @@ class CHGCallback(ValuesOfRun, TrainerCallback):
     def close(self) -> None:
         """Remove the callback's hooks from the model and give the training loader its collate function back (done
         at the end of training and before the callback's own errors; call it after another error escaped
-        ``Trainer.train()`` to use the model without the callback)."""
+        ``Trainer.train()`` to use the model without the callback). An epoch under way (cut short by the error, or
+        by ``max_steps``, and not valued) is dropped (:meth:`chg.EpochValuer.discard_epoch`); the ended epochs'
+        values stay."""
+        if self.valuer is not None:
+            self.valuer.discard_epoch()
         for h in self._handles:
             h.remove()
         self._handles = []

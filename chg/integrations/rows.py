@@ -21,7 +21,7 @@ from torch.utils.data import Dataset, IterableDataset
 
 from ..lastlayer import check_loss, check_targets, per_sample_loss
 from ..renames import unexpected_keyword
-from ..valuation import EpochValuer
+from ..valuation import EpochValuer, RepeatedRowsWarning
 from ..values import Values
 
 __all__ = ["INDEX_KEY", "IndexedRows", "make_valuer", "check_settings", "LossCheck", "end_epoch",
@@ -329,12 +329,14 @@ def inconclusive_warning(check: Optional[LossCheck]) -> None:
                   "make sure it is the loss you train on", stacklevel=3)
 
 
-def end_epoch(valuer: EpochValuer, causes: str) -> torch.Tensor:
+def end_epoch(valuer: EpochValuer, causes: str, repeats: bool = False) -> torch.Tensor:
     """:meth:`chg.EpochValuer.end_epoch` for a callback: an epoch that missed rows is an error that names the
     callback's setting (``CHGCallback(partial_epochs=True)``) and the trainer's settings that leave rows out.
 
     Args:
         valuer: the callback's valuer. causes: the trainer settings that drop rows, for the message.
+        repeats: rows added twice on one process are expected (the trainer's sampler pads a shard with rows it
+            already has): no :class:`chg.valuation.RepeatedRowsWarning`.
     Returns:
         the epoch's values, as :meth:`chg.EpochValuer.end_epoch`.
     Raises:
@@ -342,7 +344,10 @@ def end_epoch(valuer: EpochValuer, causes: str) -> torch.Tensor:
             :meth:`chg.EpochValuer.end_epoch`.
     """
     try:
-        return valuer.end_epoch()
+        with warnings.catch_warnings():
+            if repeats:
+                warnings.simplefilter("ignore", RepeatedRowsWarning)
+            return valuer.end_epoch()
     except ValueError as e:
         found = re.search(r"\d+ of the \d+ rows were not added this epoch(?: \(e\.g\. rows \[[^\]]*\]\))?", str(e))
         if valuer.partial_epochs or found is None:
