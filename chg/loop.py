@@ -390,26 +390,35 @@ def train_and_value(model: nn.Module, train_dataset, valid_dataset, cfg: ValueDa
                           enabled=cfg.progress):
         if cfg.mode == "pass":
             separate_pass(valuer, model, eval_loader, valid_loader, layer, output, caller=caller)
-        with tap:
-            for batch in train_loader:
-                inputs, y, idx = split_batch(batch)
-                out = forward_batch(model, inputs, device)
-                logits, feat = tap.read(out)  # (B, C) with its graph, (B, D) detached
-                y = _checked_targets(logits, y, idx, device, caller)  # once, for the factors and the loss
-                if cfg.mode == "ride":
-                    valuer.add_logits(idx, logits, y, feat, tap.bias)
-                loss = (per_sample_loss(logits, y, weight, valuer.label_smoothing, reduction="mean")
-                        if loss_fn is None else loss_fn(out, logits, y, idx))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-            if cfg.mode == "ride" and valuer.alpha == "valid":
-                was = model.training
-                model.eval()
-                try:
-                    add_validation_pass(valuer, model, valid_loader, tap)
-                finally:
-                    model.train(was)
-        if cfg.mode == "ride":
-            valuer.end_epoch()
+        try:
+            _train_epoch(model, valuer, tap, train_loader, valid_loader, opt, cfg, weight, loss_fn, device, caller)
+        except BaseException:  # an error or Ctrl-C mid-epoch: the epoch's rows must not play in a later epoch
+            valuer.discard_epoch()
+            raise
     return valuer
+
+
+def _train_epoch(model, valuer, tap, train_loader, valid_loader, opt, cfg, weight, loss_fn, device, caller) -> None:
+    """One epoch of :func:`train_and_value`'s training and, ride-along, its valuing (``valuer.end_epoch``)."""
+    with tap:
+        for batch in train_loader:
+            inputs, y, idx = split_batch(batch)
+            out = forward_batch(model, inputs, device)
+            logits, feat = tap.read(out)  # (B, C) with its graph, (B, D) detached
+            y = _checked_targets(logits, y, idx, device, caller)  # once, for the factors and the loss
+            if cfg.mode == "ride":
+                valuer.add_logits(idx, logits, y, feat, tap.bias)
+            loss = (per_sample_loss(logits, y, weight, valuer.label_smoothing, reduction="mean")
+                    if loss_fn is None else loss_fn(out, logits, y, idx))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        if cfg.mode == "ride" and valuer.alpha == "valid":
+            was = model.training
+            model.eval()
+            try:
+                add_validation_pass(valuer, model, valid_loader, tap)
+            finally:
+                model.train(was)
+    if cfg.mode == "ride":
+        valuer.end_epoch()

@@ -164,3 +164,25 @@ def test_labels_out_of_range_name_the_verb_called_and_the_row_of_the_data():
     with pytest.raises(ValueError, match=rf"^add_logits: targets must lie in \[0, 3\), got range \[1, 3\] \(first in "
                                          rf"batch 0 of this epoch, at its position 100\): {fix}"):
         valuer.end_epoch()
+
+
+def test_an_error_mid_epoch_in_the_training_loop_drops_the_epochs_rows():
+    """train_and_value (behind value_data, chg value and the OpenDataVal plugin) stopped by an error in the middle of
+    a ride-along epoch drops that epoch's rows (EpochValuer.discard_epoch): a valuer given from outside, used again,
+    starts its next epoch empty — before, the rows stayed and would have played in it."""
+    from chg.loop import ValueDataConfig, train_and_value
+    g = torch.Generator().manual_seed(0)
+    X, y = torch.randn(40, 4, generator=g, dtype=torch.float64), torch.arange(40) % 3
+    model = nn.Sequential(nn.Linear(4, 3)).double()
+    calls = []
+
+    def loss_fn(out, logits, targets, index):
+        calls.append(1)
+        if len(calls) == 8:  # epoch 1, its 3rd batch of 5
+            raise RuntimeError("simulated")
+        return torch.nn.functional.cross_entropy(logits, targets)
+    valuer = EpochValuer(40)
+    with pytest.raises(RuntimeError, match="simulated"):
+        train_and_value(model, TensorDataset(X, y), None, ValueDataConfig(epochs=3, batch_size=8, mode="ride",
+                                                                          progress=False), valuer, loss_fn=loss_fn)
+    assert len(valuer.epoch_values) == 1 and valuer.store.size == 0

@@ -189,6 +189,23 @@ def test_a_head_replaced_between_epochs_is_an_error():
     assert len(cb.epoch_values) == 1
 
 
+class _FailAt(MLP):
+    def training_step(self, batch, batch_idx):
+        if self.current_epoch == 1 and batch_idx == 3:
+            raise RuntimeError("out of memory (simulated)")
+        return super().training_step(batch, batch_idx)
+
+
+def test_an_error_mid_epoch_drops_the_epochs_rows():
+    """An error stopped fit in the middle of epoch 1 (3 of its batches added): the callback drops those rows
+    (EpochValuer.discard_epoch) — before, they stayed in the valuer and would have played in a later fit's epoch."""
+    x, y = data()
+    cb = CHGCallback()
+    with pytest.raises(RuntimeError, match="simulated"):
+        trainer([cb], max_epochs=3).fit(_FailAt(), DataLoader(cb.index(TensorDataset(x, y)), batch_size=4))
+    assert len(cb.epoch_values) == 1 and cb.valuer.store.size == 0
+
+
 DDP_SCRIPT = """
 import sys, numpy as np, torch
 sys.path.insert(0, {tests!r})

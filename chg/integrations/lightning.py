@@ -323,6 +323,7 @@ class CHGCallback(ValuesOfRun, Callback):
                               "batches (max_steps, or a stop); that epoch is not valued (pass "
                               "CHGCallback(partial_epochs=True) to value the rows it saw)", stacklevel=2)
                 self._batches = 0
+                self.valuer.discard_epoch()  # its rows must not play in a later fit's epoch
                 return
         self._end_epoch(trainer)
 
@@ -359,11 +360,16 @@ class CHGCallback(ValuesOfRun, Callback):
         inconclusive_warning(self._check)
 
     def on_exception(self, trainer, pl_module, exception) -> None:
-        """An error stopped ``fit``: the hook on the output layer is removed (the model trains without it).
+        """An error stopped ``fit``: the rows of the epoch under way are dropped (a later ``fit`` starts its epoch
+        empty, :meth:`chg.EpochValuer.discard_epoch`) and the hook on the output layer is removed (the model trains
+        without it).
 
         Args:
             trainer, pl_module, exception: as Lightning passes them.
         """
+        if self.valuer is not None:
+            self.valuer.discard_epoch()
+            self._batches = 0
         self.close()
 
     def close(self) -> None:
