@@ -252,7 +252,7 @@ trainer.train()
 assert trainer.args.world_size == 2
 np.save({out!r} + f"/rank{{trainer.args.process_index}}.npy", cb.values.history)
 import torch.distributed as dist
-dist.destroy_process_group()  # gloo's threads left to the interpreter's exit may abort it (pytorch/pytorch#190489)
+dist.destroy_process_group()  # (gloo's threads left to the interpreter's exit sometimes abort it)
 """
 
 
@@ -274,7 +274,12 @@ def test_torchrun_two_processes_equal_one_separate_pass(tmp_path):
            "PYTHONPATH": str(Path(__file__).resolve().parents[1]) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                           str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-4000:]
+    saved = all((tmp_path / f"rank{r}.npy").is_file() for r in (0, 1))
+    # a gloo process group's teardown on a loaded machine sometimes aborts a rank after its work is done (seen ~1 run
+    # in 15 here: "terminate called without an active exception" once both ranks had saved their values): that is
+    # not this test's subject, so with both results saved the values are still compared; any other failure fails
+    teardown = saved and "terminate called without an active exception" in out.stderr
+    assert out.returncode == 0 or teardown, out.stderr[-4000:]
     data = Tokens()
     want = chg.EpochValuer(len(data)).value_epoch(
         tiny_bert(), torch.utils.data.DataLoader(chg.IndexedDataset(_NoText(data)), batch_size=8))
