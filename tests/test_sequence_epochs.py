@@ -3,7 +3,6 @@ when the loader is known to carry it (chg.lastlayer.carries_index, the rule of t
 checkpointed after an epoch (``state_dict``, through ``torch.save`` and a weights-only ``torch.load``) resumes to the
 values of the uninterrupted run, bit for bit; an epoch cut short is dropped with ``discard_epoch``."""
 import copy
-import io
 
 import pytest
 import torch
@@ -14,6 +13,7 @@ from chg.sequence import SequenceValuer
 
 pytest.importorskip("transformers")
 from test_sequence import _bert, _docs, _gpt2  # noqa: E402
+from test_streaming_epochs import checkpoint  # noqa: E402
 
 
 def _tensors(n=8):
@@ -78,11 +78,7 @@ def _run(valuer, model_fn, epochs, first=0, state=None, crash=None):
                 loss.mean().backward()
                 opt.step()
         valuer.end_epoch()
-    buf = io.BytesIO()
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "order": order.get_state(),
-                "valuer": valuer.state_dict()}, buf)
-    buf.seek(0)
-    return torch.load(buf, weights_only=True)
+    return checkpoint(model, opt, order, valuer)
 
 
 @pytest.mark.parametrize("unit,model_fn,shift", [("sequence", _gpt2, True), ("token", _bert, False)])

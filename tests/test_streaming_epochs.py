@@ -14,6 +14,16 @@ from chg.streaming import StreamingValuer
 N, C, D, B = 23, 3, 4, 5
 
 
+def checkpoint(model, opt, order, valuer) -> dict:
+    """What a run saves after an epoch (model, optimiser, shuffling generator, valuer), through torch.save and a
+    weights-only torch.load, as a resumed run reads it."""
+    buf = io.BytesIO()
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "order": order.get_state(),
+                "valuer": valuer.state_dict()}, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=True)
+
+
 def _run(valuer, epochs, seed=0, first=0, lr=0.1, state=None):
     """Train a small model ``epochs`` epochs (SGD, a new order each epoch), ride-along into ``valuer``; the model,
     optimiser and order generator start from ``state`` (a checkpoint after epoch ``first``) when given. Returns the
@@ -42,11 +52,7 @@ def _run(valuer, epochs, seed=0, first=0, lr=0.1, state=None):
                 nn.functional.cross_entropy(logits, y[idx]).backward()
                 opt.step()
         valuer.end_epoch()
-    buf = io.BytesIO()
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "order": order.get_state(),
-                "valuer": valuer.state_dict()}, buf)
-    buf.seek(0)
-    return torch.load(buf, weights_only=True)
+    return checkpoint(model, opt, order, valuer)
 
 
 def _rows(n=N, seed=0):
