@@ -314,8 +314,8 @@ def check_rows(store: RowStore, n: int, starts: Optional[list] = None, caller: O
     if bool(bad.any()):
         pos = bad.nonzero().squeeze(1)
         first = int(pos[0])
-        b = _batch_of(starts, first)
         if caller is None:  # the user's loop: its batch and the position in it
+            b = _batch_of(starts, first)
             end = starts[b + 1] if b + 1 < len(starts) else m
             tb = t[starts[b]:end][logit_rows[starts[b]:end]]  # the offending batch's targets: its range
             where = f"(first in batch {b} of this epoch, at its position {first - starts[b]})"

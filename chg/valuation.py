@@ -543,8 +543,7 @@ class EpochValuer:
                                  "this epoch's rows are dropped")
             self.epoch_values.append(_epoch_game(self, caller))
         finally:
-            self.store.reset()
-            self._valid = {}
+            self.discard_epoch()
         return self.epoch_values[-1]
 
     def state_dict(self) -> dict:
@@ -572,8 +571,7 @@ class EpochValuer:
         """
         self.epoch_values = check_state(state, self, (self.utility, self.gradient, self.per_class, self.alpha))
         self._shape = head_of(state)
-        self.store.reset()
-        self._valid = {}
+        self.discard_epoch()
 
     def values(self, **meta) -> Values:
         """Algorithm 1's output: each point's value averaged over the epochs in which it was valued, after the first

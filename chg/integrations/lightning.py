@@ -220,7 +220,6 @@ class CHGCallback(ValuesOfRun, Callback):
         self._tap = LastLayerTap(pl_module, self.layer)
         self.valuer.check_head(pl_module, self._tap.layer)
         self._tap.__enter__()
-        self._batches = 0
         self._check = LossCheck(self.weight, self.label_smoothing, "the loss training_step trains on",
                                 on_error=self.close) if self.check_loss else None
         _check_whole_epochs(trainer, self.valuer.partial_epochs)
