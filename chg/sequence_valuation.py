@@ -14,11 +14,11 @@ from typing import Optional
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import SequentialSampler
 
 from .factored import GroupStats, Options, group_stats, values_from_factors
 from .lastlayer import LastLayerTap, carries_index, forward_batch, model_device, split_batch, unknown_index
 from .progress import progress as progress_bar
+from .valuation import sequential_loader as _sequential
 from .sequence_maths import (REDUCTIONS, UNITS, UTILITIES, SequenceBatch, _vocab_chunks, causal_shift, sequence_batch,
                              sequence_stats, sequence_values, token_factors)
 from .values import Values
@@ -447,10 +447,6 @@ def _read(tap: LastLayerTap, output) -> tuple:
                          f"layer=<that nn.Linear> if it is not the last one registered ({exc})") from None
 
 
-def _sequential(loader) -> bool:
-    return isinstance(getattr(loader, "sampler", None), SequentialSampler)
-
-
 def _batches(model: nn.Module, tap: LastLayerTap, loader, valuer: SequenceValuer, desc: str,
              progress: Optional[bool], need_index: bool = True):
     """(indices, SequenceBatch) of every batch of ``loader`` through ``model`` (no grad, the model's mode as it is).
@@ -475,7 +471,9 @@ def _batches(model: nn.Module, tap: LastLayerTap, loader, valuer: SequenceValuer
         if idx is None and need_index:
             if not _sequential(loader):
                 raise ValueError("value_epoch: batches without an 'index' must come from a plain sequential "
-                                 "DataLoader (rows numbered in order); add each row's index to its item otherwise")
+                                 "DataLoader (rows numbered in the order they come; a shuffled loader or a "
+                                 "batch_sampler of your own, e.g. length bucketing, reorders them): add each row's "
+                                 "index to its item (an 'index' key) otherwise")
             idx = torch.arange(offset, offset + labels.shape[0])
         offset += labels.shape[0]
         yield idx, sequence_batch(logits, labels, feat, mask, valuer.shift, valuer.reduction, tap.bias,

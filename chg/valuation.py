@@ -103,10 +103,11 @@ __all__ = ["EpochValuer", "IndexedDataset", "separate_pass", "add_validation_pas
            "check_complete", "check_same_head", "check_state", "loss_record", "head_of"]
 
 
-def _sequential(loader) -> bool:
+def sequential_loader(loader) -> bool:
     """True only for a DataLoader that visits rows 0, 1, 2, ... in order (so rows can be numbered by arrival): a
     sequential sampler batched by the loader, or batches fetched whole (``batch_size=None``) from a
-    ``BatchSampler`` over a sequential sampler."""
+    ``BatchSampler`` over a sequential sampler. A ``batch_sampler`` of the user's (length bucketing, say) is not: the
+    loader's ``sampler`` is then still the default sequential one, but the rows come in the batch sampler's order."""
     sampler = getattr(loader, "sampler", None)
     if isinstance(sampler, SequentialSampler):
         return type(getattr(loader, "batch_sampler", None)) is BatchSampler
@@ -785,7 +786,7 @@ def separate_pass(valuer: EpochValuer, model: nn.Module, loader, valid_loader=No
         tap = LastLayerTap(model, layer, output)
         valuer.check_head(model, tap.layer)
         device = model_device(model)
-        known, sequential = carries_index(loader), _sequential(loader)
+        known, sequential = carries_index(loader), sequential_loader(loader)
         with tap:
             offset = 0
             total = len(loader) if hasattr(loader, "__len__") else None

@@ -321,6 +321,22 @@ def test_items_of_different_lengths_are_padded_and_masked():
     torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
 
 
+def test_a_batch_sampler_of_the_users_own_is_refused_without_an_index_and_right_with_one():
+    """A length-bucketing batch sampler (here: the documents in reverse) leaves the loader's ``sampler`` the default
+    sequential one, but the rows come in its order: numbered by arrival they were given each other's values
+    (reversed, no error). Without an index it is an error now; with an ``index`` key the values are the plain
+    loader's."""
+    from torch.utils.data import DataLoader
+    model, items = _gpt2(), _docs(6)
+    order = [[5, 4], [3, 2], [1, 0]]
+    want = SequenceValuer(6, shift=True).value_epoch(model, DataLoader(items, batch_size=2))
+    with pytest.raises(ValueError, match="batch_sampler of your own"):
+        SequenceValuer(6, shift=True).value_epoch(model, DataLoader(items, batch_sampler=order))
+    indexed = [{**it, "index": torch.tensor(i)} for i, it in enumerate(items)]
+    got = SequenceValuer(6, shift=True).value_epoch(model, DataLoader(indexed, batch_sampler=order))
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-14)
+
+
 # ---- bad input: clear errors --------------------------------------------------------------------------------------
 
 def test_no_labels_is_a_clear_error():
