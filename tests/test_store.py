@@ -209,3 +209,37 @@ def test_a_directory_without_the_disk_store_is_refused_and_a_home_path_is_expand
     monkeypatch.setenv("HOME", str(tmp_path))
     v = chg.EpochValuer(N, offload="disk", directory="~/chg-store")
     assert (tmp_path / "chg-store").is_dir() and str(v.store.directory) == str(tmp_path / "chg-store")
+
+
+# ---- the first epoch's page faults: the store asks for transparent huge pages ------------------------------------
+def _vm_flags(address: int) -> list:
+    """The VmFlags of the mapping of this process that holds ``address`` (Linux /proc/self/smaps)."""
+    lines, found = open("/proc/self/smaps").read().splitlines(), False
+    for line in lines:
+        head = line.split()
+        if "-" in head[0] and not head[0].endswith(":"):
+            lo, hi = (int(a, 16) for a in head[0].split("-"))
+            found = lo <= address < hi
+        elif found and line.startswith("VmFlags:"):
+            return head[1:]
+    return []
+
+
+def test_a_large_cpu_buffer_is_advised_huge_pages_and_a_small_one_is_left_alone():
+    """``huge_pages`` marks the whole 2 MiB pages inside a buffer of ≥ 4 MiB (VmFlags "hg": MADV_HUGEPAGE) and
+    leaves a small buffer's mapping as it was; the store's buffers go through it (values are unchanged: every other
+    test here)."""
+    from pathlib import Path
+    from chg.store import huge_pages
+    if not Path("/proc/self/smaps").exists() or not Path("/sys/kernel/mm/transparent_hugepage").exists():
+        pytest.skip("Linux with transparent huge pages only")
+    big = huge_pages(torch.empty(4 << 20))  # 16 MiB of float32
+    mid = big.data_ptr() + big.numel() * 2  # an address well inside it
+    assert "hg" in _vm_flags(mid)
+    small = torch.empty(1000)
+    before = _vm_flags(small.data_ptr())
+    assert huge_pages(small) is small and _vm_flags(small.data_ptr()) == before
+    v = chg.EpochValuer(200_000)
+    v.add_logits(torch.arange(128), torch.randn(128, 10), torch.randint(0, 10, (128,)), torch.randn(128, 16), True)
+    feat = v.store.feat  # 200,000 × 16 float32: 12.8 MB
+    assert "hg" in _vm_flags(feat.data_ptr() + feat.numel() * 2)
