@@ -52,9 +52,8 @@ _madvise = None  # libc's madvise, found at the first large buffer (False: none 
 def huge_pages(t: torch.Tensor) -> torch.Tensor:
     """Ask Linux to back a large CPU buffer with transparent huge pages (``madvise(MADV_HUGEPAGE)`` over the whole
     2 MiB pages inside it; nothing else is touched): its first writes — an epoch's rows, batch by batch — then take a
-    page fault per 2 MiB instead of per 4 KiB. On a 2-core virtual machine the first epoch's copies of 54,000 rows
-    of 138 floats took 63 ms with 4 KiB pages, 16 ms once the pages exist (``benchmarks/results/overhead.md``). A
-    no-op elsewhere (another OS, a GPU tensor, a buffer under 4 MiB, huge pages off: ``madvise`` then fails, and the
+    page fault per 2 MiB instead of per 4 KiB: what a fresh valuer's first epoch costs with and without is measured
+    in ``benchmarks/results/first_epoch.md`` (``benchmarks/bench_first_epoch.py``). A no-op elsewhere (another OS, a GPU tensor, a buffer under 4 MiB, huge pages off: ``madvise`` then fails, and the
     buffer is used as it is).
 
     Args:

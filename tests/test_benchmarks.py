@@ -156,3 +156,16 @@ def test_engine_quick_every_row(tmp_path):
         assert set(res[key]) == set(rows), key
     assert res["ratio_cpu_to_floor_gemms"]["floor_gemms"] == 1.0
     assert res["epoch_values_vs_factored_shapley_max_abs_diff_over_std"] <= 1e-10
+
+
+def test_first_epoch_quick_both_variants_in_fresh_processes(tmp_path):
+    """bench_first_epoch --quick: both shapes, both page sizes, each measurement a child process (its first epoch
+    takes page faults: a measurement in a process that had touched the pages would show none), the second epoch into
+    the reused buffers; the ratio is the paired one of the runs recorded."""
+    rep = _quick("bench_first_epoch", tmp_path)
+    assert rep["mode"] == "quick" and set(rep["result"]) == {"image_mlp", "lightning_mlp"}
+    for r in rep["result"].values():
+        runs = r["runs"]
+        assert len(runs["huge"]) == len(runs["small"]) == rep["rounds"] == 1
+        assert all(x["first_faults"] > 0 for v in runs.values() for x in v)  # a fresh process: its pages are new
+        assert r["ratio_first_huge_over_small"] == runs["huge"][0]["first_s"] / runs["small"][0]["first_s"]
