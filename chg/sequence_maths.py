@@ -383,28 +383,51 @@ def token_factors(batch: SequenceBatch) -> Factors:
     return Factors(loss, err, batch.feat[bi, ti], batch.bias)
 
 
-def causal_shift(model: nn.Module) -> bool:
-    """Whether ``model`` is a causal language model whose logits at t predict the token at t+1: a class named
-    ``*ForCausalLM`` or one HuggingFace's auto classes list as a causal LM (``GPT2LMHeadModel``, ...).
-
-    Args:
-        model: the network.
-    Returns:
-        bool.
-    """
-    name = type(model).__name__
-    if name.endswith("ForCausalLM"):
-        return True
+def _causal_names() -> frozenset:
+    """The class names HuggingFace's auto classes list as causal LMs (empty without transformers)."""
     if "transformers" not in sys.modules:  # not a HuggingFace model
-        return False
+        return frozenset()
     try:
         from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
     except ImportError:  # pragma: no cover - another transformers layout
-        return False
+        return frozenset()
     names = set()
     for v in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values():
         names.update(v if isinstance(v, (tuple, list)) else (v,))
-    return name in names
+    return frozenset(names)
+
+
+def _causal_class(cls: type, names: frozenset) -> bool:
+    """A class that is, or derives from, a causal LM class (named ``*ForCausalLM`` or listed in ``names``)."""
+    return any(c.__name__.endswith("ForCausalLM") or c.__name__ in names for c in cls.__mro__)
+
+
+def causal_shift(model: nn.Module, layer: Optional[nn.Linear] = None) -> bool:
+    """Whether ``model``'s logits at t predict the token at t+1: its output layer belongs to a causal language model
+    — a module whose class is, or derives from, one named ``*ForCausalLM`` or one HuggingFace's auto classes list as
+    a causal LM (``GPT2LMHeadModel``, ...). So a subclass of one (``class MyLM(GPT2LMHeadModel)``), a module that
+    wraps one (``torch.compile``'s, DDP's ``module``, a module of your own whose forward calls it) are causal LMs,
+    and a model that uses one as a backbone under another head (a reward model's value head) is not.
+
+    Args:
+        model: the network. layer: its output ``nn.Linear`` (default: the last one registered,
+            :func:`chg.find_last_linear`).
+    Returns:
+        bool.
+    """
+    names = _causal_names()
+    if _causal_class(type(model), names):
+        return True
+    lms = [m for m in model.modules() if _causal_class(type(m), names)]
+    if not lms:
+        return False
+    if layer is None:
+        from .lastlayer import find_last_linear
+        try:
+            layer = find_last_linear(model)
+        except ValueError:
+            return False
+    return any(any(sub is layer for sub in lm.modules()) for lm in lms)
 
 
 def _describe(obj) -> str:

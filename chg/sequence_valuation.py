@@ -298,7 +298,7 @@ class SequenceValuer:
         if self._stats is not None:
             raise ValueError("value_epoch: a ride-along epoch is under way (add/add_logits since the last end_epoch); "
                              "call end_epoch first")
-        shift = causal_shift(model) if self.shift is None else self.shift
+        shift = causal_shift(model, layer) if self.shift is None else self.shift
         if self.shift is None:
             self.shift = shift
         was_training = model.training

@@ -122,6 +122,50 @@ def test_gpt2_values_equal_theorem1_on_autograd_gradients(reduction):
     torch.testing.assert_close(got, want, rtol=RTOL, atol=1e-12)
 
 
+class _MyLM(transformers.GPT2LMHeadModel):
+    """A user's subclass of a causal LM (a class name of its own)."""
+
+
+class _Wrapper(nn.Module):
+    """A user's module around a causal LM: its forward calls the LM (output layer: the LM's lm_head)."""
+
+    def __init__(self, lm):
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, input_ids, attention_mask=None, **kw):
+        return self.lm(input_ids=input_ids, attention_mask=attention_mask, **kw)
+
+
+class _RewardModel(nn.Module):
+    """A causal LM as the backbone of another head (the last nn.Linear registered): not shifted."""
+
+    def __init__(self, lm):
+        super().__init__()
+        self.lm, self.value = lm, nn.Linear(lm.config.n_embd, 3, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("make", ["subclass", "wrapper"])
+def test_a_subclass_or_a_wrapper_of_a_causal_lm_is_shifted_and_equals_the_oracle(make):
+    """``class MyLM(GPT2LMHeadModel)`` and a module of the user's around one were taken for token classifiers (no
+    shift): other values than the oracle's, and value_sequences trained them to copy the current token. Now they are
+    shifted, and valued as the GPT-2 itself; ``torch.compile``'s wrapper and DDP-style ``.module`` are causal too, a
+    causal LM under another head is not."""
+    from chg.sequence import causal_shift
+    base, items = _gpt2(), _docs(6)
+    if make == "subclass":
+        model = _MyLM(base.config).to(torch.float64)
+        model.load_state_dict(base.state_dict())
+    else:
+        model = _Wrapper(base)
+    assert causal_shift(model) and causal_shift(torch.compile(base))
+    assert not causal_shift(_RewardModel(base)) and causal_shift(_RewardModel(base), base.lm_head)
+    want = chg.chg_shapley(_oracle_x(base, items, shift=True))
+    got, valuer = _epoch0(model, items, eval_batch_size=3)
+    assert valuer.shift is True
+    torch.testing.assert_close(got, want, rtol=RTOL, atol=1e-12)
+
+
 def test_gpt2_values_equal_exhaustive_enumeration_in_exact_rationals():
     model, items = _gpt2(), _docs(6)
     x = _oracle_x(model, items, shift=True)
