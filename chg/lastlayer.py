@@ -732,13 +732,18 @@ class LastLayerTap:
     def _pooled(self, cands: list, z: torch.Tensor, feat: torch.Tensor, ids) -> Optional[tuple]:
         """``(logits, feat)`` (B, C) and (B, D) at one position per row when a candidate (B, C) is an exact copy of the
         per-position head's output ``z`` (B, T, C) at one position per row (the logits a sequence classifier pools;
-        the candidate is returned), None when none is. Equal logits at several positions whose features differ are
+        the candidate is returned; in a wider float dtype than ``z``: its exact upcast, as mixed precision returns
+        it), None when none is. Equal logits at several positions whose features differ are
         told apart by the model's pooling rule (HuggingFace: each row's last non-pad token), else a clear error."""
         B, T, C = z.shape
-        zd = z.detach()
         for c in cands:
-            if c.dtype != z.dtype or c.device != z.device or c.shape != (B, C):
+            if c.device != z.device or c.shape != (B, C) or not c.is_floating_point():
                 continue
+            if c.dtype != z.dtype and torch.promote_types(z.dtype, c.dtype) != c.dtype:
+                continue  # (logits narrower than the head's output are not its exact copy)
+            # mixed precision: the head ran in bfloat16/float16 and the logits came back upcast (the Trainer's
+            # accelerate does so) — the upcast is exact, so the comparison in the wider dtype still asks for a copy
+            zd = z.detach() if c.dtype == z.dtype else z.detach().to(c.dtype)
             cd = c.detach().reshape(B, 1, C)
             hit = ((zd == cd) | (zd.isnan() & cd.isnan())).all(2)  # (B, T): the head's output at t is the row's logits
             count = hit.sum(1)

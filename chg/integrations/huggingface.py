@@ -305,9 +305,13 @@ class CHGCallback(ValuesOfRun, TrainerCallback):
             raise RuntimeError(head_error(tap) or
                                f"CHGCallback: no forward pass went through the output layer {tap.name!r}; pass "
                                "CHGCallback(layer=<the model's output nn.Linear>)")
+        z = tap.output  # (read lets it go)
         logits, feat = tap.read(output)
         y = rows["labels"]
         self.valuer.add_logits(rows["index"], logits, y, feat, tap.bias)
-        if self._check is not None and not self._check.done:
-            self._check.watch(logits, y)  # the loss actually trained on, whoever computes it, seen in backward
+        if self._check is not None and not self._check.done:  # the loss actually trained on, seen in backward
+            # pooled logits returned upcast (bf16=True: accelerate's float32 copy, off the loss's path): watch the
+            # head's output at every position, whose pooled positions the loss's gradient reaches
+            pooled = isinstance(z, torch.Tensor) and z.ndim == 3 and logits.ndim == 2 and z.dtype != logits.dtype
+            self._check.watch(z if pooled else logits, y)
         self._batches += 1
