@@ -79,6 +79,24 @@ def test_budget_known_values(n, fraction, k):
     assert budget(n, fraction) == k
 
 
+def test_budget_rounds_the_decimal_product_half_up_where_the_float_product_falls_below_it():
+    """a · n exactly half-way in decimal (0.009 · 1500 = 13.5) but just below it in binary floats
+    (13.499999999999998): the documented round half up gives 14, not 13. Every (a, n) whose decimal product is
+    exactly half-way, a = 0.001 … 0.999 and n ≤ 2,000, against exact rationals."""
+    from fractions import Fraction
+    assert (budget(1500, 0.009), budget(750, 0.018), budget(1500, 0.071)) == (14, 14, 107)
+    assert budget(1500, np.float64(0.009)) == 14
+    ties = 0
+    for t in range(1, 1000):
+        a = Fraction(t, 1000)
+        for n in range(1, 2001):
+            k = a * n
+            if k.denominator == 2:
+                ties += 1
+                assert budget(n, t / 1000) == min(n, max(1, int(k + Fraction(1, 2))))
+    assert ties > 0
+
+
 @pytest.mark.parametrize("fraction", [0.0, -0.1, 1.5, float("nan"), float("inf"), True, "0.5", None])
 def test_bad_fraction_raises(fraction):
     with pytest.raises(ValueError, match="fraction"):

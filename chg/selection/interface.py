@@ -15,6 +15,7 @@ largest remainder), so :math:`\sum_c k_c = k` exactly and every method trains on
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 import numbers
 from dataclasses import dataclass
 from typing import Callable
@@ -215,6 +216,8 @@ def check_fraction(fraction) -> float:
 
 def budget(n: int, fraction: float) -> int:
     r"""The subset size of a pool of n points: :math:`k = \mathrm{round}(a\,n)` (half up), at least 1, at most n.
+    The product is taken of the fraction as written in decimal (its shortest ``repr``), exactly: 0.009 · 1500 = 13.5
+    gives 14, where the binary float product 13.499999999999998 would give 13.
 
     Args:
         n: the pool size. fraction: a in (0, 1].
@@ -226,7 +229,8 @@ def budget(n: int, fraction: float) -> int:
     fraction = check_fraction(fraction)
     if n < 1:
         raise ValueError(f"the candidate pool is empty (n = {n}): nothing to select from")
-    return min(n, max(1, math.floor(fraction * n + 0.5)))
+    exact = Fraction(str(float(fraction))) * n  # the decimal a user wrote, times n, in exact arithmetic
+    return min(n, max(1, math.floor(exact + Fraction(1, 2))))
 
 
 def class_budgets(labels, num_classes: int, fraction: float) -> torch.Tensor:
