@@ -31,6 +31,7 @@ from .progress import progress as progress_bar
 from .renames import OPTIONS_REMOVED, Removed, renamed
 from .sequence import is_sequence_data, pad_items, sequence_valuer, value_sequences
 from .store import label_range_error
+from .values import Values
 from .valuation import SKIP_MEANING, EpochValuer, IndexedDataset, add_validation_pass, count, separate_pass
 
 __all__ = ["value_data", "train_and_value", "ValueDataConfig", "MODES"]
@@ -129,6 +130,42 @@ def _labels(y, n: int) -> torch.Tensor:
     return t.to(torch.int64)
 
 
+def _is_pandas(v) -> bool:
+    return type(v).__module__.split(".")[0] == "pandas"
+
+
+def _row_names(data) -> Optional[np.ndarray]:
+    """The row names of a pair ``(X, y)`` of pandas objects: X's index (y's when only y is pandas), so that the values
+    name the rows as the user's frame does (``Values.index``, ``suspects()``: ``X.loc[...]``). None for anything
+    else, for the default 0..n−1 index, and for an index with repeated labels (a warning: rows then go by position).
+
+    Raises:
+        ValueError: X and y both pandas, of one length, with different indexes (rows are paired by position: a
+            shuffled y would silently give each row another's label).
+    """
+    if not (isinstance(data, (tuple, list)) and len(data) == 2):
+        return None
+    frames = [d for d in data if _is_pandas(d) and hasattr(d, "index")]
+    if not frames:
+        return None
+    index = frames[0].index
+    if len(frames) == 2 and len(data[0]) == len(data[1]) and not data[0].index.equals(data[1].index):
+        a, b = data[0].index.to_list(), data[1].index.to_list()
+        k = next(i for i, (u, v) in enumerate(zip(a, b)) if u != v)
+        raise ValueError(f"value_data: X and y have different indexes (at position {k}: X's row {a[k]!r}, y's "
+                         f"{b[k]!r}); rows are paired by position, so a row would take another's label: align them "
+                         "first (y = y.loc[X.index]), or pass X.to_numpy(), y.to_numpy()")
+    if type(index).__name__ == "RangeIndex" and index.start == 0 and index.step == 1:
+        return None
+    if index.has_duplicates:
+        import warnings
+        warnings.warn("value_data: X's index repeats some labels, so it cannot name each row once; the values name "
+                      "the rows by position 0..n-1 (select them with X.iloc[...], or X.reset_index() first)",
+                      stacklevel=3)
+        return None
+    return index.to_numpy()
+
+
 def _as_dataset(data, what: str, dtype: torch.dtype, ids: bool = False):
     """A Dataset from what a user passes: a Dataset (of ``(x, y)`` items or dicts), or a pair ``(X, y)`` of arrays,
     tensors or pandas objects (integer X only when ``ids``: the model embeds token ids). A bare array is refused
@@ -178,7 +215,9 @@ def value_data(model: nn.Module, train_dataset, valid_dataset=None, *, epochs: i
             X an array, tensor or pandas DataFrame (floating features are converted to the model's dtype; pandas'
             nullable columns — Float64, Int64, boolean — are read as numbers, a missing value as NaN), y integer
             labels (any integer dtype; float labels are refused). A bare array is refused with a message, never split
-            into (x, y).
+            into (x, y). A pandas X (or y) names the rows by its index: the values' ``index`` and ``suspects()``
+            are its labels (``X.loc[values.suspects()]``); X and y with different indexes are an error (rows are
+            paired by position).
         valid_dataset: the same kinds; needed for ``alpha="valid"``.
         epochs, batch_size, lr, optimizer, momentum, weight_decay, mode, eval_batch_size, seed, progress: the
             training settings, as :class:`ValueDataConfig` documents them (``mode``: "pass" | "ride").
@@ -228,12 +267,15 @@ def value_data(model: nn.Module, train_dataset, valid_dataset=None, *, epochs: i
         raise ValueError("value_data: alpha='valid' needs valid_dataset")
     dtype = next(model.parameters()).dtype
     ids = any(isinstance(m, (nn.Embedding, nn.EmbeddingBag)) for m in model.modules())  # integer X: token ids
+    names = _row_names(train_dataset)  # a pandas X's index names the rows of the values
     train_dataset = _as_dataset(train_dataset, "train_dataset", dtype, ids)
     valid_dataset = _as_dataset(valid_dataset, "valid_dataset", dtype, ids)
     valuer = EpochValuer(len(train_dataset), utility=utility, gradient=gradient, per_class=per_class, alpha=alpha,
                          skip_epochs=skip_epochs, weight=weight, label_smoothing=label_smoothing)
     train_and_value(model, train_dataset, valid_dataset, cfg, valuer, layer=layer, caller="value_data")
     values = valuer.values(mode=cfg.mode, epochs=int(cfg.epochs))
+    if names is not None:
+        values = Values(values.history, values.skipped, index=names, meta=values.meta)
     return (values, valuer) if return_valuer else values
 
 

@@ -87,6 +87,35 @@ def test_pandas_dataframe_and_series():
         value_data(model, (frame, labels.map({0: "cat", 1: "dog", 2: "eel"}).astype(object)))
 
 
+def test_a_pandas_index_names_the_rows_of_the_values_and_x_y_of_different_indexes_are_refused():
+    """A shuffled DataFrame (as after train_test_split) kept no index: values.index and suspects() were positions 0..n-1,
+    so X.loc[v.suspects()] picked other rows than the valued ones. Now the values carry X's index (y's when only y
+    is pandas); X and y whose indexes differ are an error (paired by position, a row took another's label); an index
+    repeating labels falls back to positions with a warning; the default 0..n-1 stays."""
+    pd = pytest.importorskip("pandas")
+    X, y = _xy(seed=1)
+    order = np.array([7, 3, 10, 0, 5, 1, 9, 2, 8, 6, 4])
+    frame = pd.DataFrame(X, columns=list("abcd")).iloc[order]  # index: the rows' labels, shuffled
+    labels = pd.Series(y).iloc[order]
+    model = _model()
+    got = value_data(model, (frame, labels), **LR0)
+    assert got.index.tolist() == order.tolist()
+    want = _oracle(model, X[order], y[order])  # value i: the row at position i, named order[i]
+    close(got, want)
+    low = got.suspects(k=3, threshold=None)
+    assert set(low.tolist()) <= set(order.tolist())
+    np.testing.assert_allclose(got.to_pandas().set_index("row").loc[low, "value"].to_numpy(),
+                               np.sort(want.numpy())[:3], rtol=1e-10)
+    series_only = value_data(_model(), (X[order], labels), **LR0)
+    assert series_only.index.tolist() == order.tolist()
+    with pytest.raises(ValueError, match=r"different indexes \(at position 0: X's row 7, y's 0\).*y.loc\[X.index\]"):
+        value_data(_model(), (frame, pd.Series(y[order])), **LR0)
+    with pytest.warns(UserWarning, match="repeats some labels"):
+        twice = value_data(_model(), (frame.set_axis([0] * 11), labels.set_axis([0] * 11)), **LR0)
+    assert twice.index.tolist() == list(range(11))
+    assert value_data(_model(), (pd.DataFrame(X), pd.Series(y)), **LR0).index.tolist() == list(range(11))
+
+
 def test_pandas_nullable_columns_are_numbers_and_a_missing_value_is_named_by_its_row():
     """Reviewer: X.convert_dtypes() (Float64 columns, all numbers) was refused as "X has dtype object: pass numbers".
     pandas' nullable dtypes (Float64, Int64, boolean) are numbers: the values equal those of the same NumPy data. A
