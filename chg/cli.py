@@ -164,7 +164,7 @@ def _dialect(path: Path, kind: str, encoding: str | None) -> tuple[str, str, int
     return (sep if sep in SEPARATORS else ","), encoding, 0
 
 
-def _read_delimited(path: Path, kind: str, encoding: str | None = None):
+def _read_delimited(path: Path, kind: str, encoding: str | None = None, label: str | None = None):
     """A .csv / .tsv / .txt file (compressed or not) as a DataFrame: encoding and separator as :func:`_dialect`
     finds them, quoted fields as the csv module reads them, spaces after a separator and around header names dropped,
     all-empty unnamed columns (from a separator ending every line) dropped; with ';', tab or '|' as the separator,
@@ -211,7 +211,65 @@ def _read_delimited(path: Path, kind: str, encoding: str | None = None):
                          f"rename them")
     if sep != ",":
         frame = _decimal_comma(path, frame, lambda **options: read(enc, **options))
-    return _spaced_numbers(frame, sep)
+    frame = _spaced_numbers(frame, sep)
+    text = None if label not in frame.columns else _label_text(path, sep, enc, skip, label, len(frame))
+    if text is not None:
+        frame[label] = text.to_numpy(dtype=object)
+    return frame
+
+
+def _label_text(path: Path, sep: str, enc: str, skip: int, label: str, rows: int):
+    """The label column as the text of its cells (only an empty cell is missing): "007" stays "007" beside "7", a
+    class named "None" or "NA" stays a class — read apart from the features, which keep pandas' reading. None when
+    no column (or several) is named ``label`` or the rows do not line up with ``rows`` (the caller keeps its own)."""
+    import warnings
+
+    import pandas as pd
+    options = dict(sep=sep, encoding=enc, skiprows=skip, skipinitialspace=True, index_col=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (the first reading said what there was to say)
+        raw = [c for c in pd.read_csv(path, nrows=0, **options).columns if str(c).strip() == label]
+        if len(raw) != 1:
+            return None
+        col = pd.read_csv(path, usecols=raw, dtype=str, keep_default_na=False, na_values=[""], **options)[raw[0]]
+    return col if len(col) == rows else None
+
+
+def _label_values(col, what: str):
+    """A label column as the classes it names: text cells stripped of surrounding spaces ("cat " is "cat"), an empty
+    cell missing; then numbers when every label reads as one and no two labels read as the same number (so 1, 2, 10
+    sort as numbers and "007" beside "7" stay two classes, as given). A text pandas reads as missing elsewhere ("NA",
+    "None", "null") is a class here, with a warning naming it.
+
+    Args:
+        col: the column (a pandas Series). what: its name, for the warning.
+    Returns:
+        a NumPy array: numbers, or text (object) with None where a cell is empty.
+    """
+    import numpy as np
+    import pandas as pd
+    from pandas._libs.parsers import STR_NA_VALUES
+
+    from .progress import get_logger
+    if not (pd.api.types.is_object_dtype(col) or pd.api.types.is_string_dtype(col)):
+        return col.to_numpy()
+    cells = col.map(lambda v: v.strip() if isinstance(v, str) else v)
+    cells = cells.where(~cells.isin([""]), None)
+    words = sorted({v for v in cells.dropna().unique() if isinstance(v, str) and v in STR_NA_VALUES})
+    if words:
+        rows = int(cells.isin(words).sum())
+        get_logger("cli").warning(f"{what}: {rows} row(s) hold {', '.join(map(repr, words))}, taken as a class "
+                                  "(a label, not a missing one); if they mean \"no label\", drop those rows")
+    given = cells.dropna()
+    numbers = pd.to_numeric(given, errors="coerce") if len(given) else given
+    if len(given) and not numbers.isna().any() and not words:
+        pairs = pd.DataFrame({"text": given.to_numpy(), "number": numbers.to_numpy()}).drop_duplicates()
+        if pairs["number"].nunique() == len(pairs):  # one text per number: the numbers name the classes as given
+            out = pd.to_numeric(cells, errors="coerce")
+            if np.all(np.mod(out.dropna().to_numpy(), 1) == 0) and out.notna().all():
+                return out.to_numpy().astype(np.int64)
+            return out.to_numpy()
+    return cells.to_numpy(dtype=object)
 
 
 _SPACE_GROUP = re.compile(r"(?<=\d)[ \u00a0\u202f\u2009](?=\d{3}(?!\d))")  # "1 234", "1\u202f234,5"
@@ -385,7 +443,7 @@ def read_table(path, label: str | None, drop=(), encoding: str | None = None):
         raise InputError("--label COLUMN is required for a text or Parquet file: name the column holding the "
                          "labels")
     try:
-        frame = _read_delimited(path, kind, encoding) if kind in TEXT_FORMATS else pd.read_parquet(path)
+        frame = _read_delimited(path, kind, encoding, label) if kind in TEXT_FORMATS else pd.read_parquet(path)
     except pd.errors.EmptyDataError:
         raise InputError(f"{path}: the file is empty") from None
     except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError, ImportError) as exc:
@@ -416,7 +474,7 @@ def read_table(path, label: str | None, drop=(), encoding: str | None = None):
                          f"leave it out with --drop {_arg(c)}" + (f" (also non-numeric: {bad[1:]})" if bad[1:] else "")
                          + (f" {ROWS}" if what else ""))
     x = frame[features].to_numpy(dtype=np.float64, na_value=np.nan)  # (n, d); nullable NA → NaN, refused below
-    codes, classes = _classes(frame[label].to_numpy(), f"label column {label!r}")
+    codes, classes = _classes(_label_values(frame[label], f"label column {label!r}"), f"label column {label!r}")
     check_finite(x, features)
     return x, codes, classes, features
 

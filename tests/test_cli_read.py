@@ -283,3 +283,52 @@ def test_a_missing_label_among_garbled_names_points_to_encoding(tmp_path):
     path.write_bytes("вес,рост,класс\n1,2,a\n3,4,b\n".encode("cp1251"))
     with pytest.raises(cli.InputError, match="look garbled.*--encoding cp1251"):
         cli.read_table(path, "класс")
+
+
+# ---- the label column read as given (a reviewer, 2026-12-07) -----------------------------------------------------
+def test_label_codes_with_leading_zeros_stay_apart_and_numbers_still_sort_as_numbers(tmp_path):
+    """"007", "7" and "070" were read as the numbers 7, 7 and 70: two classes, the first two merged, silently. A
+    label column is now read as the text of its cells and made numbers only where no two labels read as the same
+    number — so 1, 2, 10 still sort as numbers (and the continuous-target check still sees numbers)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(12, 2)).round(3)
+    codes = ["007", "7", "070"] * 4
+    path = tmp_path / "codes.csv"
+    pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "code": codes}).to_csv(path, index=False)
+    got = cli.read_table(path, "code")
+    assert got[2] == ["007", "070", "7"] and np.bincount(got[1]).tolist() == [4, 4, 4]
+    assert [got[2][c] for c in got[1][:3]] == ["007", "7", "070"]
+    pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "code": [1, 2, 10] * 4}).to_csv(path, index=False)
+    got = cli.read_table(path, "code")
+    assert got[2] == [1, 2, 10] and all(isinstance(c, (int, np.integer)) for c in got[2])
+
+
+def test_spaces_around_a_label_cell_are_dropped(tmp_path):
+    """"cat " and " cat" were two classes beside "cat" (only the space after a separator was dropped)."""
+    rng = np.random.default_rng(1)
+    path = tmp_path / "t.csv"
+    labels = ["cat", "cat ", " dog", "dog", "eel", "eel  "] * 3
+    lines = ["a,b,lab"] + [f"{u:.3f},{v:.3f},{w}" for (u, v), w in zip(rng.normal(size=(18, 2)), labels)]
+    path.write_text("\n".join(lines) + "\n")
+    got = cli.read_table(path, "lab")
+    assert got[2] == ["cat", "dog", "eel"] and np.bincount(got[1]).tolist() == [6, 6, 6]
+
+
+@pytest.mark.parametrize("word", ["None", "NA", "null"])
+def test_a_class_named_as_pandas_missing_words_is_a_class_with_a_warning_and_an_empty_cell_is_missing(
+        tmp_path, word, caplog):
+    """A class "None" (severity) or "NA" (North America) was "row 0 has no label", with no way to keep it. It is a
+    class now, with a warning that names the word; an empty label cell is still a missing label, named by its row."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(9, 2)).round(3)
+    path = tmp_path / "r.csv"
+    pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "region": [word, "EU", "APAC"] * 3}).to_csv(path, index=False)
+    with caplog.at_level(logging.WARNING, logger="chg"):
+        got = cli.read_table(path, "region")
+    assert sorted(got[2]) == sorted([word, "EU", "APAC"]) and np.bincount(got[1]).tolist() == [3, 3, 3]
+    assert f"3 row(s) hold {word!r}, taken as a class" in caplog.text
+    lines = path.read_text().splitlines()
+    lines[5] = lines[5].rsplit(",", 1)[0] + ","  # data row 4: an empty label
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(cli.InputError, match="row 4 has no label"):
+        cli.read_table(path, "region")
