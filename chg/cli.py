@@ -373,6 +373,11 @@ def _drop_columns(items, columns: list, path: Path) -> list:
     column's name joins the next ("id,name, full" names ``id`` and ``name, full`` when that is a column)."""
     names = []
     for item in items:
+        if not item.replace(",", "").strip():  # --drop "" names nothing: say which names there are
+            unnamed = [c for c in columns if c.startswith("Unnamed: ")]
+            raise InputError(f"{path}: --drop {item!r} names no column; the columns are {columns}"
+                             + (f" (a column without a header name is called {unnamed[0]!r}: --drop "
+                                f"{_arg(unnamed[0])})" if unnamed else ""))
         if item.strip() in columns:
             names.append(item.strip())
             continue
@@ -474,6 +479,12 @@ def read_table(path, label: str | None, drop=(), encoding: str | None = None):
                          f"leave it out with --drop {_arg(c)}" + (f" (also non-numeric: {bad[1:]})" if bad[1:] else "")
                          + (f" {ROWS}" if what else ""))
     x = frame[features].to_numpy(dtype=np.float64, na_value=np.nan)  # (n, d); nullable NA → NaN, refused below
+    for j, c in enumerate(features):  # a saved index (pandas' to_csv writes one): the row number as a feature
+        if c.startswith("Unnamed: ") and len(x) > 2 and any(np.array_equal(x[:, j], np.arange(k, k + len(x)))
+                                                            for k in (0, 1)):
+            from .progress import get_logger
+            get_logger("cli").warning(f"{path}: column {c!r} has no header name and counts the rows (a saved "
+                                      f"index?); it is used as a feature — leave it out with --drop {_arg(c)}")
     codes, classes = _classes(_label_values(frame[label], f"label column {label!r}"), f"label column {label!r}")
     check_finite(x, features)
     return x, codes, classes, features

@@ -332,3 +332,23 @@ def test_a_class_named_as_pandas_missing_words_is_a_class_with_a_warning_and_an_
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(cli.InputError, match="row 4 has no label"):
         cli.read_table(path, "region")
+
+
+def test_drop_of_nothing_is_refused_and_a_saved_index_used_as_a_feature_is_named(tmp_path, caplog):
+    """--drop "" was accepted and dropped nothing, and a spreadsheet's saved index (a column without a header name,
+    0..n-1) went in as a feature with no notice. Now --drop "" is an error naming the columns and what the unnamed
+    one is called, and a row-counting unnamed column used as a feature is a warning saying how to drop it."""
+    rng = np.random.default_rng(3)
+    path = tmp_path / "c1.csv"
+    pd.DataFrame({"sl": rng.normal(size=12).round(3), "species": ["a", "b", "c"] * 4}).to_csv(path)  # index saved
+    for empty in ("", " ", ","):
+        with pytest.raises(cli.InputError, match=r"--drop .* names no column.*called 'Unnamed: 0': --drop "
+                                                 r"\"Unnamed: 0\""):
+            cli.read_table(path, "species", drop=[empty])
+    with caplog.at_level(logging.WARNING, logger="chg"):
+        got = cli.read_table(path, "species")
+    assert got[3] == ["Unnamed: 0", "sl"] and "counts the rows (a saved index?)" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="chg"):
+        got = cli.read_table(path, "species", drop=["Unnamed: 0"])
+    assert got[3] == ["sl"] and "saved index" not in caplog.text
