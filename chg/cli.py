@@ -470,6 +470,11 @@ def read_table(path, label: str | None, drop=(), encoding: str | None = None):
     features = [c for c in columns if c != label and c not in dropped]
     if not features:
         raise InputError(f"{path}: no feature columns left besides the label {label!r}")
+    for c in features:  # TRUE/FALSE with an empty cell: pandas leaves an object column; 1/0 and the cell missing
+        col = frame[c]
+        if pd.api.types.is_object_dtype(col) and col.isna().any() and col.notna().any() and \
+                all(isinstance(v, (bool, np.bool_)) for v in col.dropna()):
+            frame[c] = col.map(lambda v: float(v) if isinstance(v, (bool, np.bool_)) else np.nan)
     bad = [c for c in features if not (pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c]))]
     if bad:
         c = bad[0]
@@ -592,9 +597,17 @@ def _value(args) -> int:
     weight = None if args.weight is None else class_weights(args.weight, classes)
     images = x if x.ndim >= 3 else None
     raw = x.reshape(n, -1)
-    flat = StandardScaler().fit_transform(raw).astype(np.float32)  # (n, d), zero mean, unit variance
+    with np.errstate(over="ignore", invalid="ignore"):  # (a column too large to square: named below)
+        flat = StandardScaler().fit_transform(raw).astype(np.float32)  # (n, d), zero mean, unit variance
     const = raw.min(0) == raw.max(0)  # a constant column carries nothing: exactly 0 (the scaler's mean of 1e30s is
     flat[:, const] = 0.0  # not exact, and left ~1e14 in it)
+    wild = [j for j in np.flatnonzero(~np.isfinite(flat).all(0))]  # finite input, non-finite scaled: an overflow
+    if wild:
+        names = [features[j] if j < len(features) else f"x[{j}]" for j in wild]
+        top = float(np.abs(raw[:, wild[0]]).max())
+        raise InputError(f"{args.data}: column(s) {names} hold values too large to standardise (up to {top:.3g} in "
+                         f"{names[0]!r}; their squares overflow float64): rescale them (a log, or a unit) or leave "
+                         f"them out with --drop {_arg(names[0])}")
     if const.any():
         log.info(f"{args.data}: {int(const.sum())} constant feature column(s) carry no information; set to 0")
     counts = np.bincount(codes, minlength=C)

@@ -401,3 +401,22 @@ def test_a_failure_while_writing_keeps_the_previous_set(tmp_path, monkeypatch, c
     (out / "values.csv.abc123.partial").write_text("")
     assert _value(tmp_path, big, "--label", "kind", "--out", out, "--epochs", 1) == 0
     assert sorted(p.name for p in out.iterdir()) == sorted(cli.OUTPUTS) and _summary_rows(out) == 45
+
+
+def test_a_column_too_large_to_standardise_and_a_true_false_column_with_an_empty_cell_are_named(tmp_path, capsys):
+    """Finite values near 1e200 overflowed the scaler's squares: "training failed ... (try a smaller --lr)" at any
+    learning rate. A TRUE/FALSE column with one empty cell was "not numeric; encode it", no row named. Now the first
+    names the column and what to do, the second the row of the empty cell (exit status 2 for both)."""
+    rng = np.random.default_rng(0)
+    f = pd.DataFrame({"a": rng.normal(size=30) * 1e200, "b": rng.normal(size=30), "lab": ["x", "y", "z"] * 10})
+    f.to_csv(tmp_path / "huge.csv", index=False)
+    assert _value(tmp_path, tmp_path / "huge.csv", "--label", "lab", "--out", tmp_path / "o1", "--epochs", "1") == 2
+    err = capsys.readouterr().err
+    assert "column(s) ['a'] hold values too large to standardise" in err and "--drop a" in err
+    assert "smaller --lr" not in err
+    lines = ["smoker,b,lab"] + [f"{'TRUE' if i % 2 else 'FALSE'},{i / 7:.3f},{'xyz'[i % 3]}" for i in range(12)]
+    lines[8] = "," + lines[8].split(",", 1)[1]  # data row 7: an empty cell
+    (tmp_path / "boolna.csv").write_text("\n".join(lines) + "\n")
+    assert _value(tmp_path, tmp_path / "boolna.csv", "--label", "lab", "--out", tmp_path / "o2", "--epochs", "1") == 2
+    err = capsys.readouterr().err
+    assert "row 7, column 'smoker'" in err and "not numeric" not in err
