@@ -166,6 +166,22 @@ def _row_names(data) -> Optional[np.ndarray]:
     return index.to_numpy()
 
 
+def _list_pair(data) -> bool:
+    """``(X, y)`` with a Python list or tuple among them (n rows each), not a data set of two ``(x, y)`` items: four
+    rows or more, or y of plain integers beside X's rows of features."""
+    if not (isinstance(data, (tuple, list)) and len(data) == 2):
+        return False
+    X, y = data
+    if not all(isinstance(d, (list, tuple)) or _array_like(d) for d in data) or all(_array_like(d) for d in data):
+        return False
+    if len(X) != len(y) or len(X) == 0:
+        return False
+    if len(X) >= 4:
+        return True
+    return (all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in y)
+            and all(isinstance(r, (list, tuple, np.ndarray, torch.Tensor)) for r in X))
+
+
 def _as_dataset(data, what: str, dtype: torch.dtype, ids: bool = False):
     """A Dataset from what a user passes: a Dataset (of ``(x, y)`` items or dicts), or a pair ``(X, y)`` of arrays,
     tensors or pandas objects (integer X only when ``ids``: the model embeds token ids). A bare array is refused
@@ -177,6 +193,11 @@ def _as_dataset(data, what: str, dtype: torch.dtype, ids: bool = False):
         if X.ndim < 1:
             raise ValueError(f"value_data: {what} X must have one row per point, got a scalar")
         return TensorDataset(X, _labels(data[1], X.shape[0]))
+    if _list_pair(data):
+        kinds = " and ".join(type(d).__name__ for d in data)
+        raise ValueError(f"value_data: {what} is a pair of a {kinds} ({len(data[0])} rows each): pass X and y as "
+                         "arrays or tensors, value_data(model, (np.asarray(X, dtype=np.float32), np.asarray(y))), "
+                         "or a torch Dataset of (x, y) items")
     if _array_like(data):
         shape = tuple(getattr(data, "shape", ()))
         raise ValueError(f"value_data: {what} is a {type(data).__module__}.{type(data).__name__} of shape {shape}, "
@@ -185,6 +206,9 @@ def _as_dataset(data, what: str, dtype: torch.dtype, ids: bool = False):
     if not (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
         raise ValueError(f"value_data: {what} must be a Dataset of (x, y) items (or dicts with 'labels') or a pair "
                          f"(X, y), got {type(data).__name__}")
+    if isinstance(data, TensorDataset) and len(data.tensors) >= 2 and data.tensors[0].is_floating_point() \
+            and data.tensors[0].dtype != dtype:  # floating features to the model's dtype, as a pair's (X, y)
+        return TensorDataset(data.tensors[0].to(dtype), *data.tensors[1:])
     first = data[0] if len(data) else None
     if isinstance(first, dict) and not ({"labels", "label"} & first.keys()):
         raise ValueError(f"value_data: {what}'s items are dicts without 'labels' (keys {sorted(first)}): give each "
@@ -318,16 +342,24 @@ class _Collate:
     """torch's default collation; dict items of different lengths (a tokenizer's output without padding) padded on
     the right by :func:`chg.sequence.pad_items` with the model's ``config.pad_token_id`` (0 for a model without a
     HuggingFace config), the ``attention_mask`` 0 on the padding. A HuggingFace config without a pad_token_id is
-    refused: decoder classifiers (``GPT2ForSequenceClassification``, ...) find each row's last token by it."""
+    refused: decoder classifiers (``GPT2ForSequenceClassification``, ...) find each row's last token by it. The
+    floating features x of ``(x, y)`` items go to the model's dtype, as a pair ``(X, y)``'s do (a TensorDataset of
+    float64 features for a float32 model)."""
 
     def __init__(self, model: nn.Module, what: str):
         config = getattr(model, "config", None)
         self.pad = 0 if config is None else getattr(config, "pad_token_id", None)
         self.model, self.what = type(model).__name__, what
+        self.dtype = next((q.dtype for q in model.parameters() if q.is_floating_point()), None)
 
     def __call__(self, items):
         if not isinstance(items[0], Mapping):
-            return default_collate(items)
+            batch = default_collate(items)
+            x = batch[0] if isinstance(batch, (list, tuple)) and batch else None
+            if isinstance(x, torch.Tensor) and x.is_floating_point() and self.dtype is not None \
+                    and x.dtype != self.dtype:
+                batch = [x.to(self.dtype), *batch[1:]]
+            return batch
         keys = sorted(items[0], key=lambda k: k != "input_ids")  # input_ids first
         ragged = next((k for k in keys if len({_length(it.get(k)) for it in items}) > 1), None)
         if ragged is None:

@@ -57,6 +57,33 @@ def test_numpy_pairs_int32_labels_and_a_float32_model():
         value_data(_model(), (X, y[:5]))
 
 
+def test_python_lists_as_x_y_are_a_clear_error_and_float64_datasets_go_to_the_models_dtype():
+    """(X_list, y_list) was taken for a data set of two items: torch's collate raised "object of type 'int' has no
+    len()"; a list X beside a NumPy y said "item 1 is a ndarray". Both now say to pass arrays. A TensorDataset (or
+    any Dataset) of float64 features for a float32 model was torch's "mat1 and mat2 must have the same dtype": the
+    features now go to the model's dtype, as a pair's do, and the values equal the pair's."""
+    X, y = _xy()
+    for pair in ((X.tolist(), y.tolist()), (X.tolist(), y), (X[:2].tolist(), y[:2].tolist())):
+        with pytest.raises(ValueError, match=r"pair of a list and (list|ndarray) \(\d+ rows each\): pass X and y as "
+                                             r"arrays or tensors"):
+            value_data(_model(), pair, **LR0)
+    items = [(torch.as_tensor(X[i]), int(y[i])) for i in range(2)]  # a data set of two (x, y) items: not a pair
+    assert len(value_data(_model(), items, **LR0).to_tensor()) == 2
+    m32 = _model(dtype=torch.float32)
+    want = value_data(m32, (X, y), **LR0)
+    got = value_data(_model(dtype=torch.float32), TensorDataset(torch.as_tensor(X), torch.as_tensor(y)), **LR0)
+    torch.testing.assert_close(got.to_tensor(), want.to_tensor(), rtol=0, atol=0)
+
+    class Rows(torch.utils.data.Dataset):  # a Dataset of its own, float64 items
+        def __len__(self):
+            return len(y)
+
+        def __getitem__(self, i):
+            return torch.as_tensor(X[i]), int(y[i])
+    got = value_data(_model(dtype=torch.float32), Rows(), **LR0)
+    torch.testing.assert_close(got.to_tensor(), want.to_tensor(), rtol=0, atol=0)
+
+
 def test_integer_features_need_a_model_that_embeds_them():
     """Raw uint8 pixels (or int64 features) to a model without nn.Embedding: a ValueError saying to pass floating
     features, before training — not torch's "mat1 and mat2 must have the same dtype" from inside the model. A model
