@@ -221,7 +221,8 @@ def _as_dataset(data, what: str, dtype: torch.dtype, ids: bool = False):
 @renamed("0.2.0", weighting="utility")
 def value_data(model: nn.Module, train_dataset, valid_dataset=None, *, epochs: int = 10, batch_size: int = 64,
                lr: float = 0.01, optimizer: str = "adam", momentum: float = 0.9, weight_decay: float = 0.0,
-               mode: str = "pass", eval_batch_size: int = 256, seed: int = 0, progress: Optional[bool] = None,
+               mode: str = "pass", eval_batch_size: Optional[int] = None, seed: int = 0,
+               progress: Optional[bool] = None,
                utility: str = "chg", gradient: str = "full", per_class: bool = False, alpha: str = "train",
                skip_epochs: int = 0, weight=None, label_smoothing: float = 0.0, layer: Optional[nn.Linear] = None,
                unit: Optional[str] = None, return_valuer: bool = False):
@@ -244,7 +245,9 @@ def value_data(model: nn.Module, train_dataset, valid_dataset=None, *, epochs: i
             paired by position).
         valid_dataset: the same kinds; needed for ``alpha="valid"``.
         epochs, batch_size, lr, optimizer, momentum, weight_decay, mode, eval_batch_size, seed, progress: the
-            training settings, as :class:`ValueDataConfig` documents them (``mode``: "pass" | "ride").
+            training settings, as :class:`ValueDataConfig` documents them (``mode``: "pass" | "ride";
+            ``eval_batch_size`` None: 256 for a classifier, ``batch_size`` for a language model's documents — whose
+            logits are (B, T, V) — as :func:`chg.sequence.value_sequences` takes it).
         utility, gradient, per_class, alpha: as in :class:`chg.EpochValuer` (strings and a bool).
         skip_epochs: the first k epochs left out of the average, 0 ≤ k < epochs (0: every epoch, Algorithm 1).
         weight, label_smoothing: the loss trained on and valued — ``F.cross_entropy``'s class weights (C,) and
@@ -270,7 +273,9 @@ def value_data(model: nn.Module, train_dataset, valid_dataset=None, *, epochs: i
     """
     one_process("chg.value_data")
     cfg = ValueDataConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, momentum=momentum,
-                          weight_decay=weight_decay, mode=mode, eval_batch_size=eval_batch_size, seed=seed,
+                          weight_decay=weight_decay, mode=mode,
+                          eval_batch_size=ValueDataConfig.eval_batch_size if eval_batch_size is None else eval_batch_size,
+                          seed=seed,
                           progress=progress)
     _check_config(cfg)
     skip_epochs = count(skip_epochs, "skip_epochs", 0, SKIP_MEANING)
@@ -285,7 +290,7 @@ def value_data(model: nn.Module, train_dataset, valid_dataset=None, *, epochs: i
         return value_sequences(model, train_dataset, valid_dataset, unit=unit, mode=cfg.mode, utility=utility,
                                alpha=alpha, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
                                optimizer=cfg.optimizer, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                               eval_batch_size=cfg.eval_batch_size, seed=cfg.seed, skip_epochs=skip_epochs,
+                               eval_batch_size=eval_batch_size, seed=cfg.seed, skip_epochs=skip_epochs,
                                layer=layer, progress=cfg.progress, return_valuer=return_valuer)
     if options.alpha == "valid" and valid_dataset is None:
         raise ValueError("value_data: alpha='valid' needs valid_dataset")
