@@ -42,10 +42,11 @@ def pad_items(items: list, pad_token_id: int = 0) -> dict:
 
     Args:
         items: dicts with the same keys (a tokenizer's output without padding: ``input_ids``, ``attention_mask``,
-            ``labels``, ...), each value a tensor, an array, a list of numbers or a number.
+            ``labels``, ...), each value a tensor, an array, a list of numbers or a number — or text (a ``"text"``
+            column left in: kept as a list of the items' strings, as torch's default collation keeps it).
         pad_token_id: the id ``input_ids`` are padded with (the model's ``config.pad_token_id``).
     Returns:
-        dict of tensors, each (B, ...).
+        dict of tensors, each (B, ...) (a text column: a list of B strings).
     Raises:
         ValueError: items with other keys than the first's.
     """
@@ -56,6 +57,9 @@ def pad_items(items: list, pad_token_id: int = 0) -> dict:
                              f"{sorted(keys)}")
     out, lengths = {}, None
     for key in keys:
+        if any(isinstance(it[key], (str, bytes)) for it in items):  # a text column: a list, as default_collate keeps
+            out[key] = [it[key] for it in items]  # it (the forward pass leaves out what the model does not take)
+            continue
         ts = [torch.as_tensor(it[key]) for it in items]
         if all(t.shape == ts[0].shape for t in ts):
             out[key] = torch.stack(ts)

@@ -22,8 +22,8 @@ from torch import nn
 
 import chg
 from chg.games import chg_utility, exact_shapley
-from chg.sequence import (SequenceValuer, causal_shift, sequence_batch, sequence_loss, sequence_shapley,
-                          value_sequences)
+from chg.sequence import (SequenceValuer, causal_shift, pad_items, sequence_batch, sequence_loss,
+                          sequence_shapley, value_sequences)
 
 transformers = pytest.importorskip("transformers")
 
@@ -394,6 +394,21 @@ def test_value_data_sweeps_a_language_models_documents_at_its_batch_size():
     seen.clear()
     chg.value_data(model, items, epochs=1, batch_size=2, eval_batch_size=5, mode="pass", lr=1e-3)
     assert max(b for training, b in seen if not training) == 5
+
+
+def test_a_text_column_left_in_documents_of_different_lengths_is_carried_and_changes_nothing():
+    """A tokenized data set that still has its "text" column, documents of different lengths: pad_items called
+    torch.as_tensor on the strings (torch's "new(): invalid data type 'str'"). The text is now kept as a list, as
+    torch's default collation keeps it, and the values are those of the items without it."""
+    model, items = _gpt2(), _docs(6)
+    trimmed = [{"input_ids": it["input_ids"][:int(it["attention_mask"].sum())],
+                "labels": it["labels"][:int(it["attention_mask"].sum())]} for it in items]
+    texts = [{**it, "text": "x" * (i + 1)} for i, it in enumerate(trimmed)]
+    assert len({len(it["input_ids"]) for it in texts}) > 1
+    want, _ = _epoch0(copy.deepcopy(model), trimmed, eval_batch_size=3)  # (it trains the model it is given)
+    got, _ = _epoch0(model, texts, eval_batch_size=3)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    assert pad_items(texts[:2])["text"] == ["x", "xx"]
 
 
 # ---- bad input: clear errors --------------------------------------------------------------------------------------
