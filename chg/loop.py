@@ -272,10 +272,9 @@ def value_data(model: nn.Module, train_dataset, valid_dataset=None, *, epochs: i
             naming the row.
     """
     one_process("chg.value_data")
+    sweep = ValueDataConfig.eval_batch_size if eval_batch_size is None else eval_batch_size  # (a classifier's)
     cfg = ValueDataConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, momentum=momentum,
-                          weight_decay=weight_decay, mode=mode,
-                          eval_batch_size=ValueDataConfig.eval_batch_size if eval_batch_size is None else eval_batch_size,
-                          seed=seed,
+                          weight_decay=weight_decay, mode=mode, eval_batch_size=sweep, seed=seed,
                           progress=progress)
     _check_config(cfg)
     skip_epochs = count(skip_epochs, "skip_epochs", 0, SKIP_MEANING)

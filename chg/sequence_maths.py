@@ -49,6 +49,8 @@ class SequenceBatch:
         lse: (B, T) float64 log-sum-exp of the logits over the vocabulary. token_loss: (B, T) float64 :math:`\\ell_t`
             (0 where not valid). loss: (B,) float64 :math:`l_i = \\sum_t w_t \\ell_t`.
         bias: whether the head has a bias (:math:`\\tilde h_t = [h_t; 1]`).
+        start: (B,) int64 each sequence's first attended position (its left padding; None without an attention
+            mask: 0) — a token's position in its document is its position in the batch less this.
     """
     logits: torch.Tensor
     feat: torch.Tensor
@@ -59,6 +61,7 @@ class SequenceBatch:
     token_loss: torch.Tensor
     loss: torch.Tensor
     bias: bool = True
+    start: Optional[torch.Tensor] = None
 
     @property
     def counts(self) -> torch.Tensor:
@@ -200,7 +203,11 @@ def sequence_batch(logits: torch.Tensor, labels: torch.Tensor, feat: torch.Tenso
         raise ValueError("logits contain NaN or Inf at scored positions: the model diverged or its input is not "
                          "finite")
     h = torch.where(valid[..., None], feat, torch.zeros((), dtype=feat.dtype, device=feat.device))  # (B, T, D)
-    return SequenceBatch(logits, h, target, valid, weight, lse, token_loss, (weight * token_loss).sum(1), bool(bias))
+    start = None
+    if attention_mask is not None:  # left padding: the leading zeros of each row's mask
+        start = (torch.as_tensor(attention_mask).to(valid.device) == 0).to(torch.int64).cumprod(1).sum(1)
+    return SequenceBatch(logits, h, target, valid, weight, lse, token_loss, (weight * token_loss).sum(1), bool(bias),
+                         start)
 
 
 def sequence_loss(logits: torch.Tensor, labels: torch.Tensor, attention_mask=None, shift: bool = False,

@@ -136,14 +136,18 @@ class SequenceValuer:
         if self._tokens is None:
             self._tokens = [None] * self.n
         counts = batch.counts.cpu()
-        for k, i in enumerate(idx.tolist()):
-            pos = batch.valid[k].nonzero().squeeze(1).cpu() + int(bool(self.shift))
+        start = None if batch.start is None else batch.start.cpu()
+        for k, i in enumerate(idx.tolist()):  # positions in the document: left padding not counted
+            pos = batch.valid[k].nonzero().squeeze(1).cpu() + int(bool(self.shift)) - (0 if start is None
+                                                                                       else int(start[k]))
             known = self._tokens[i]
             if known is None:
                 self._tokens[i] = (pos, batch.target[k][batch.valid[k]].cpu())
             elif known[0].shape[0] != int(counts[k]) or not torch.equal(known[0], pos):
                 raise ValueError(f"unit='token': sequence {i} has other scored positions than when first seen "
-                                 f"({known[0].shape[0]} then, {int(counts[k])} now): the players must stay the same")
+                                 f"({known[0].tolist()[:8]} then, {pos.tolist()[:8]} now, counted from its first "
+                                 "attended token): the players must stay the same — the same tokens scored in every "
+                                 "epoch")
 
     def _batch_stats(self, batch: SequenceBatch) -> tuple:
         """(GroupStats of the batch's players, what :meth:`_batch_values` reuses: ‖x‖² or the token factors)."""
@@ -408,7 +412,8 @@ class SequenceValuer:
 
     @property
     def token_index(self) -> np.ndarray:
-        """unit="token": (N, 2) int64, each token player's (sequence, position in the sequence's labels)."""
+        """unit="token": (N, 2) int64, each token player's (sequence, position in the sequence's labels from its
+        first attended position: left padding, which changes with a batch's other rows, is not counted)."""
         self.token_count  # noqa: B018  (raises when not known)
         return torch.cat([torch.stack([torch.full_like(pos, i), pos], 1)
                           for i, (pos, _) in enumerate(self._tokens)]).numpy()

@@ -53,8 +53,8 @@ def huge_pages(t: torch.Tensor) -> torch.Tensor:
     """Ask Linux to back a large CPU buffer with transparent huge pages (``madvise(MADV_HUGEPAGE)`` over the whole
     2 MiB pages inside it; nothing else is touched): its first writes — an epoch's rows, batch by batch — then take a
     page fault per 2 MiB instead of per 4 KiB: what a fresh valuer's first epoch costs with and without is measured
-    in ``benchmarks/results/first_epoch.md`` (``benchmarks/bench_first_epoch.py``). A no-op elsewhere (another OS, a GPU tensor, a buffer under 4 MiB, huge pages off: ``madvise`` then fails, and the
-    buffer is used as it is).
+    in ``benchmarks/results/first_epoch.md`` (``benchmarks/bench_first_epoch.py``). A no-op elsewhere (another OS,
+    a GPU tensor, a buffer under 4 MiB, huge pages off: ``madvise`` then fails, and the buffer is used as it is).
 
     Args:
         t: a tensor just allocated.

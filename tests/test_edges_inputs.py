@@ -115,10 +115,10 @@ def test_pandas_dataframe_and_series():
 
 
 def test_a_pandas_index_names_the_rows_of_the_values_and_x_y_of_different_indexes_are_refused():
-    """A shuffled DataFrame (as after train_test_split) kept no index: values.index and suspects() were positions 0..n-1,
-    so X.loc[v.suspects()] picked other rows than the valued ones. Now the values carry X's index (y's when only y
-    is pandas); X and y whose indexes differ are an error (paired by position, a row took another's label); an index
-    repeating labels falls back to positions with a warning; the default 0..n-1 stays."""
+    """A shuffled DataFrame (as after train_test_split) kept no index: values.index and suspects() were positions
+    0..n-1, so X.loc[v.suspects()] picked other rows than the valued ones. Now the values carry X's index (y's when
+    only y is pandas); X and y whose indexes differ are an error (paired by position, a row took another's label); an
+    index repeating labels falls back to positions with a warning; the default 0..n-1 stays."""
     pd = pytest.importorskip("pandas")
     X, y = _xy(seed=1)
     order = np.array([7, 3, 10, 0, 5, 1, 9, 2, 8, 6, 4])

@@ -219,6 +219,36 @@ def test_gpt2_token_unit_equals_per_token_autograd():
     assert (valuer.token_index[:, 1] >= 1).all()  # causal: position 0 is never a target
 
 
+def test_token_unit_with_left_padding_that_changes_between_epochs_keeps_its_players():
+    """A decoder LM's collator pads on the left, so a document's padding changes with the other rows of its batch:
+    the token positions were recorded in the padded row, and the second epoch raised "other scored positions than
+    when first seen (4 then, 4 now)". Positions now count from each document's first attended token: every epoch
+    values the same players, token_index is that of the right-padded run, and the values equal the per-token oracle
+    (the model fixed; position_ids from the mask, so that GPT-2 sees each document as it is unpadded)."""
+    from torch.utils.data import DataLoader
+    model, items = _gpt2(), _docs(5)
+    want = chg.chg_shapley(_oracle_x(model, items, shift=True, unit="token"))
+    right = SequenceValuer(5, unit="token", shift=True)
+    right.value_epoch(model, DataLoader(items, batch_size=5))
+    kept = [it["attention_mask"].bool() for it in items]
+    docs = [{"input_ids": it["input_ids"][k], "labels": it["labels"][k], "index": torch.tensor(i)}
+            for i, (it, k) in enumerate(zip(items, kept))]
+
+    def left_pad(batch):
+        T = max(len(d["input_ids"]) for d in batch)
+        ids = torch.stack([F.pad(d["input_ids"], (T - len(d["input_ids"]), 0)) for d in batch])
+        mask = torch.stack([F.pad(torch.ones_like(d["input_ids"]), (T - len(d["input_ids"]), 0)) for d in batch])
+        labels = torch.stack([F.pad(d["labels"], (T - len(d["labels"]), 0), value=-100) for d in batch])
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels,  # positions from the first token:
+                "position_ids": (mask.cumsum(1) - 1).clamp(min=0),  # GPT-2 then sees each document as unpadded
+                "index": torch.stack([d["index"] for d in batch])}
+    valuer = SequenceValuer(5, unit="token", shift=True)
+    for size in (5, 2, 1):  # other rows, other left padding
+        got = valuer.value_epoch(model, DataLoader(docs, batch_size=size, collate_fn=left_pad))
+        torch.testing.assert_close(got, want, rtol=RTOL, atol=1e-12)
+    np.testing.assert_array_equal(valuer.token_index, right.token_index)
+
+
 def test_gradient_utility_and_validation_alpha():
     model, items, valid = _gpt2(), _docs(6), _docs(3, seed=7)
     g = _oracle_x(model, items, shift=True, utility="gradient")
