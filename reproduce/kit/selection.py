@@ -10,13 +10,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 import chg.experiments.results as results
+from chg.selection import budget
 from chg.experiments.data import load_dataset
 from chg.experiments.train import TrainConfig, resolve_device, train
 
@@ -206,17 +206,14 @@ FORMATS = {
 }
 
 
-def _round_half_up(x: float) -> int:
-    return math.floor(x + 0.5)
-
-
 def budget_note(records: list, methods: tuple) -> str:
-    """How far each method's final subset is from round(a·n) points, measured over every run (no typed-in claim)."""
+    """How far each method's final subset is from round(a·n) points (:func:`chg.selection.budget`: the rule every
+    selector follows), measured over every run (no typed-in claim)."""
     dev: dict = {}
     for rec in records:
         c, m = rec["config"], rec["metrics"]
         if c["method"] != "full":
-            dev.setdefault(c["method"], []).append(m["subset_size"] - _round_half_up(c["fraction"] * m["pool_size"]))
+            dev.setdefault(c["method"], []).append(m["subset_size"] - budget(m["pool_size"], c["fraction"]))
     parts = []
     for method in methods:
         d = dev.get(method)
