@@ -69,8 +69,10 @@ def _versions() -> dict:
 def _git_commit() -> str | None:
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
-        # untracked code counts too; result records and rendered figures do not (runs write them as they go)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", ".", ":!reproduce/results", ":!figures"],
+        # untracked code counts too; result records, benchmark results and rendered figures do not (runs write them
+        # as they go: one benchmark's new file made the next one's record "+dirty")
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", ".", ":!reproduce/results", ":!figures",
+                                ":!benchmarks/results"],
                                cwd=ROOT, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return None
