@@ -51,7 +51,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import Subset
+from torch.utils.data import BatchSampler, SequentialSampler, Subset
 
 __all__ = ["Factors", "find_last_linear", "LastLayerTap", "factors_from_logits", "per_sample_loss", "loss_and_error",
            "check_loss", "check_logits", "check_targets", "upcast", "forward_batch", "model_device",
@@ -834,6 +834,18 @@ def carries_index(loader) -> bool:
     while isinstance(dataset, Subset):
         dataset = dataset.dataset
     return getattr(dataset, "carries_index", False) is True
+
+
+def sequential_loader(loader) -> bool:
+    """True only for a DataLoader that visits rows 0, 1, 2, ... in order (so rows can be numbered by arrival): a
+    sequential sampler batched by the loader, or batches fetched whole (``batch_size=None``) from a
+    ``BatchSampler`` over a sequential sampler. A ``batch_sampler`` of the user's (length bucketing, say) is not: the
+    loader's ``sampler`` is then still the default sequential one, but the rows come in the batch sampler's order."""
+    sampler = getattr(loader, "sampler", None)
+    if isinstance(sampler, SequentialSampler):
+        return type(getattr(loader, "batch_sampler", None)) is BatchSampler
+    return (type(sampler) is BatchSampler and isinstance(sampler.sampler, SequentialSampler)
+            and getattr(loader, "batch_size", 0) is None)
 
 
 def unknown_index(caller: str, loader) -> str:

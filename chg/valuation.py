@@ -88,12 +88,12 @@ from typing import Optional
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import BatchSampler, Dataset, SequentialSampler
+from torch.utils.data import Dataset
 
 from .distributed import all_gather_values, collective_device, every_rank, group_ids, is_distributed
 from .factored import GroupStats, Options, alpha_from_validation, epoch_values, stats_by_group
 from .lastlayer import (Factors, LastLayerTap, carries_index, check_logits, check_loss, check_targets, forward_batch,
-                        loss_and_error, model_device, split_batch, unknown_index, upcast)
+                        loss_and_error, model_device, sequential_loader, split_batch, unknown_index, upcast)
 from .progress import progress as progress_bar
 from .renames import OPTIONS_REMOVED, renamed
 from .store import RowStore, check_rows, materialise, nonfinite_row, players
@@ -101,18 +101,6 @@ from .values import Values
 
 __all__ = ["EpochValuer", "IndexedDataset", "separate_pass", "add_validation_pass", "RepeatedRowsWarning",
            "check_complete", "check_same_head", "check_state", "loss_record", "head_of"]
-
-
-def sequential_loader(loader) -> bool:
-    """True only for a DataLoader that visits rows 0, 1, 2, ... in order (so rows can be numbered by arrival): a
-    sequential sampler batched by the loader, or batches fetched whole (``batch_size=None``) from a
-    ``BatchSampler`` over a sequential sampler. A ``batch_sampler`` of the user's (length bucketing, say) is not: the
-    loader's ``sampler`` is then still the default sequential one, but the rows come in the batch sampler's order."""
-    sampler = getattr(loader, "sampler", None)
-    if isinstance(sampler, SequentialSampler):
-        return type(getattr(loader, "batch_sampler", None)) is BatchSampler
-    return (type(sampler) is BatchSampler and isinstance(sampler.sampler, SequentialSampler)
-            and getattr(loader, "batch_size", 0) is None)
 
 
 def count(v, name: str, low: int = 0, meaning: str = "") -> int:
