@@ -205,9 +205,10 @@ def _read_delimited(path: Path, kind: str, encoding: str | None = None, label: s
                          f"(e.g. --encoding latin-1)") from None
     if enc not in ("utf-8", "utf-8-sig") and encoding is None:
         get_logger("cli").info(f"{path}: read as {enc}")
-    twice = sorted({c for c in frame.columns if list(frame.columns).count(c) > 1})
+    twice = sorted({c for c in frame.columns if list(frame.columns).count(c) > 1} | _header_twice(path, sep, enc, skip))
     if twice:
-        raise InputError(f"{path}: the column names {twice} occur twice once the spaces around them are dropped; "
+        raise InputError(f"{path}: the column names {twice} occur more than once in the header (spaces around a name "
+                         f"not counted): the data cannot say which is meant; "
                          f"rename them")
     if sep != ",":
         frame = _decimal_comma(path, frame, lambda **options: read(enc, **options))
@@ -216,6 +217,20 @@ def _read_delimited(path: Path, kind: str, encoding: str | None = None, label: s
     if text is not None:
         frame[label] = text.to_numpy(dtype=object)
     return frame
+
+
+def _header_twice(path: Path, sep: str, enc: str, skip: int) -> set:
+    """The names the header line gives to more than one column, spaces around them dropped (pandas would have renamed
+    the second ``y`` to ``y.1``, a feature the user never named)."""
+    import warnings
+
+    import pandas as pd
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        head = pd.read_csv(path, sep=sep, encoding=enc, skiprows=skip, header=None, nrows=1, dtype=str,
+                           keep_default_na=False, skipinitialspace=True, index_col=False)
+    names = [str(v).strip() for v in head.iloc[0].tolist()] if len(head) else []
+    return {c for c in names if c and names.count(c) > 1}
 
 
 def _label_text(path: Path, sep: str, enc: str, skip: int, label: str, rows: int):
@@ -237,9 +252,10 @@ def _label_text(path: Path, sep: str, enc: str, skip: int, label: str, rows: int
 
 def _label_values(col, what: str):
     """A label column as the classes it names: text cells stripped of surrounding spaces ("cat " is "cat"), an empty
-    cell missing; then numbers when every label reads as one and no two labels read as the same number (so 1, 2, 10
-    sort as numbers and "007" beside "7" stay two classes, as given). A text pandas reads as missing elsewhere ("NA",
-    "None", "null") is a class here, with a warning naming it.
+    cell missing; then numbers when every label reads as one, unless an integer code with a leading zero reads as
+    the number of another label — so 1, 2, 10 sort as numbers, "1" beside "1.0" (one number written two ways) is one
+    class, and "007" beside "7" stay two classes, as given. A text pandas reads as missing elsewhere ("NA", "None",
+    "null") is a class here, with a warning naming it.
 
     Args:
         col: the column (a pandas Series). what: its name, for the warning.
@@ -264,7 +280,9 @@ def _label_values(col, what: str):
     numbers = pd.to_numeric(given, errors="coerce") if len(given) else given
     if len(given) and not numbers.isna().any() and not words:
         pairs = pd.DataFrame({"text": given.to_numpy(), "number": numbers.to_numpy()}).drop_duplicates()
-        if pairs["number"].nunique() == len(pairs):  # one text per number: the numbers name the classes as given
+        shared = pairs[pairs["number"].duplicated(keep=False)]["text"]  # texts of a number written two ways
+        codes = shared.str.fullmatch(r"[+-]?0\d+").any()  # "007" beside "7": codes (1 and 1.0: one number)
+        if not codes:  # the numbers name the classes
             out = pd.to_numeric(cells, errors="coerce")
             if np.all(np.mod(out.dropna().to_numpy(), 1) == 0) and out.notna().all():
                 return out.to_numpy().astype(np.int64)

@@ -157,13 +157,24 @@ def _row_names(data) -> Optional[np.ndarray]:
                          "first (y = y.loc[X.index]), or pass X.to_numpy(), y.to_numpy()")
     if type(index).__name__ == "RangeIndex" and index.start == 0 and index.step == 1:
         return None
+    import warnings
     if index.has_duplicates:
-        import warnings
         warnings.warn("value_data: X's index repeats some labels, so it cannot name each row once; the values name "
                       "the rows by position 0..n-1 (select them with X.iloc[...], or X.reset_index() first)",
                       stacklevel=3)
         return None
-    return index.to_numpy()
+    names = index.to_numpy()
+    if names.dtype.kind not in "iufUSM":  # object: only all-strings or all-numbers can be saved (Values.save)
+        items = names.tolist()
+        if not (all(isinstance(i, str) for i in items)
+                or all(isinstance(i, (int, float, np.number)) and not isinstance(i, bool) for i in items)):
+            warnings.warn(f"value_data: X's index is a {type(index).__name__} of "
+                          f"{type(items[0]).__name__ if items else 'no'} labels, which Values.save cannot store; "
+                          "the values name the rows by position 0..n-1 (select them with X.iloc[...], or "
+                          "X.reset_index() first)", stacklevel=3)
+            return None
+        names = np.array(items)
+    return names
 
 
 def _list_pair(data) -> bool:
@@ -296,6 +307,7 @@ def value_data(model: nn.Module, train_dataset, valid_dataset=None, *, epochs: i
     dtype = next(model.parameters()).dtype
     ids = any(isinstance(m, (nn.Embedding, nn.EmbeddingBag)) for m in model.modules())  # integer X: token ids
     names = _row_names(train_dataset)  # a pandas X's index names the rows of the values
+    _row_names(valid_dataset)  # (X and y of different indexes: refused there too)
     train_dataset = _as_dataset(train_dataset, "train_dataset", dtype, ids)
     valid_dataset = _as_dataset(valid_dataset, "valid_dataset", dtype, ids)
     valuer = EpochValuer(len(train_dataset), utility=utility, gradient=gradient, per_class=per_class, alpha=alpha,
@@ -356,18 +368,23 @@ class _Collate:
         self.model, self.what = type(model).__name__, what
         self.dtype = next((q.dtype for q in model.parameters() if q.is_floating_point()), None)
 
+    def _cast(self, t):
+        """A floating tensor of features in the model's dtype (anything else as it is)."""
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and self.dtype is not None and t.dtype != self.dtype:
+            return t.to(self.dtype)
+        return t
+
     def __call__(self, items):
         if not isinstance(items[0], Mapping):
             batch = default_collate(items)
-            x = batch[0] if isinstance(batch, (list, tuple)) and batch else None
-            if isinstance(x, torch.Tensor) and x.is_floating_point() and self.dtype is not None \
-                    and x.dtype != self.dtype:
-                batch = [x.to(self.dtype), *batch[1:]]
+            if isinstance(batch, (list, tuple)) and batch:
+                batch = [self._cast(batch[0]), *batch[1:]]
             return batch
         keys = sorted(items[0], key=lambda k: k != "input_ids")  # input_ids first
         ragged = next((k for k in keys if len({_length(it.get(k)) for it in items}) > 1), None)
         if ragged is None:
-            return default_collate(items)
+            batch = default_collate(items)
+            return {k: (v if k in ("labels", "label") else self._cast(v)) for k, v in batch.items()}
         if self.pad is None:
             lengths = [_length(it[ragged])[:1] for it in items]
             a = next(k for k, n in enumerate(lengths) if n != lengths[0])

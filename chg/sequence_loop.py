@@ -199,7 +199,7 @@ def value_sequences(model: nn.Module, train_dataset, valid_dataset=None, *, unit
             raise ValueError(f"{name} must be a map-style data set (len and [i]) of dicts with 'labels' or "
                              f"(input_ids, labels) pairs, got {type(data).__name__}")
     valuer = SequenceValuer(len(train_dataset), unit, reduction, utility, alpha,
-                            causal_shift(model) if shift is None else shift, skip_epochs, vocab_chunk)
+                            causal_shift(model, layer) if shift is None else shift, skip_epochs, vocab_chunk)
     for name, data in (("train_dataset", train_dataset), ("valid_dataset", valid_dataset)):
         if data is not None:  # before training: a long run does not stop at such a document
             _check_documents(data, valuer.shift, eval_batch_size, name)

@@ -85,7 +85,8 @@ def test_budget_rounds_the_decimal_product_half_up_where_the_float_product_falls
     exactly half-way, a = 0.001 … 0.999 and n ≤ 2,000, against exact rationals."""
     from fractions import Fraction
     assert (budget(1500, 0.009), budget(750, 0.018), budget(1500, 0.071)) == (14, 14, 107)
-    assert budget(1500, np.float64(0.009)) == 14
+    assert budget(1500, np.float64(0.009)) == 14 and budget(1500, np.float32(0.009)) == 14
+    assert budget(9, Fraction(1, 6)) == 2 and budget(21, Fraction(1, 14)) == 2  # exact halves given as Fractions
     ties = 0
     for t in range(1, 1000):
         a = Fraction(t, 1000)

@@ -352,3 +352,19 @@ def test_drop_of_nothing_is_refused_and_a_saved_index_used_as_a_feature_is_named
     with caplog.at_level(logging.WARNING, logger="chg"):
         got = cli.read_table(path, "species", drop=["Unnamed: 0"])
     assert got[3] == ["sl"] and "saved index" not in caplog.text
+
+
+def test_one_number_written_two_ways_is_one_class_and_a_header_name_given_twice_is_refused(tmp_path):
+    """(a reviewer of the day's fixes) "1" beside "1.0" — two exports concatenated — became two classes once the
+    label column was read as text (before: one); codes with a leading zero ("007" beside "7") stay apart. A header
+    naming two columns "y" was read as y and a feature "y.1", silently; it is refused like names equal up to spaces."""
+    rng = np.random.default_rng(4)
+    path = tmp_path / "f.csv"
+    labels = ["0", "1", "0.0", "1.0"] * 5
+    lines = ["a,y"] + [f"{v:.3f},{w}" for v, w in zip(rng.normal(size=20), labels)]
+    path.write_text("\n".join(lines) + "\n")
+    got = cli.read_table(path, "y")
+    assert got[2] == [0, 1] and np.bincount(got[1]).tolist() == [10, 10]
+    path.write_text("y,a,b,y\n" + "".join(f"{i % 2},{i},{i / 3:.2f},{i % 3}\n" for i in range(9)))
+    with pytest.raises(cli.InputError, match=r"the column names \['y'\] occur more than once in the header"):
+        cli.read_table(path, "y")

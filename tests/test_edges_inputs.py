@@ -143,6 +143,41 @@ def test_a_pandas_index_names_the_rows_of_the_values_and_x_y_of_different_indexe
     assert value_data(_model(), (pd.DataFrame(X), pd.Series(y)), **LR0).index.tolist() == list(range(11))
 
 
+def test_an_index_values_save_cannot_store_falls_back_to_positions_and_a_valid_pair_is_checked_too(tmp_path):
+    """(a reviewer of the day's fixes) A MultiIndex (or Period, tz-aware dates) reached Values.index, and
+    Values.save then failed; such an index now falls back to positions with a warning. valid_dataset=(X, y) with
+    different indexes was paired silently; it is refused as train_dataset's is. Dict items of float64 features go to
+    the model's dtype too."""
+    pd = pytest.importorskip("pandas")
+    X, y = _xy(seed=1)
+    multi = pd.MultiIndex.from_arrays([["a", "b"] * 5 + ["a"], range(11)])
+    with pytest.warns(UserWarning, match="which Values.save cannot store"):
+        got = value_data(_model(), (pd.DataFrame(X, index=multi), pd.Series(y, index=multi)), **LR0)
+    assert got.index.tolist() == list(range(11))
+    got.save(tmp_path / "v.npz")
+    order = np.arange(11)[::-1]
+    with pytest.raises(ValueError, match="different indexes"):
+        value_data(_model(), (X, y), valid_dataset=(pd.DataFrame(X).iloc[order], pd.Series(y)), alpha="valid",
+                   **LR0)
+
+    class Dicts(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(y)
+
+        def __getitem__(self, i):
+            return {"x": torch.as_tensor(X[i]), "labels": int(y[i])}
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = _model(dtype=torch.float32)
+
+        def forward(self, x, labels=None):
+            return self.net(x)
+    want = value_data(_model(dtype=torch.float32), (X, y), **LR0)
+    close(value_data(M(), Dicts(), **LR0), want.to_tensor(), rtol=1e-6)
+
+
 def test_pandas_nullable_columns_are_numbers_and_a_missing_value_is_named_by_its_row():
     """Reviewer: X.convert_dtypes() (Float64 columns, all numbers) was refused as "X has dtype object: pass numbers".
     pandas' nullable dtypes (Float64, Int64, boolean) are numbers: the values equal those of the same NumPy data. A

@@ -159,6 +159,11 @@ def test_a_subclass_or_a_wrapper_of_a_causal_lm_is_shifted_and_equals_the_oracle
     else:
         model = _Wrapper(base)
     assert causal_shift(model) and causal_shift(torch.compile(base))
+    aux = _Wrapper(base)  # the LM, and an auxiliary nn.Linear registered after it: layer= names the LM's head
+    aux.extra = nn.Linear(2, 2, dtype=torch.float64)
+    assert not causal_shift(aux)
+    _, v = value_sequences(aux, items, epochs=1, mode="pass", lr=0.0, layer=base.lm_head, return_valuer=True)
+    assert v.shift is True
     assert not causal_shift(_RewardModel(base)) and causal_shift(_RewardModel(base), base.lm_head)
     want = chg.chg_shapley(_oracle_x(base, items, shift=True))
     got, valuer = _epoch0(model, items, eval_batch_size=3)

@@ -216,8 +216,9 @@ def check_fraction(fraction) -> float:
 
 def budget(n: int, fraction: float) -> int:
     r"""The subset size of a pool of n points: :math:`k = \mathrm{round}(a\,n)` (half up), at least 1, at most n.
-    The product is taken of the fraction as written in decimal (its shortest ``repr``), exactly: 0.009 · 1500 = 13.5
-    gives 14, where the binary float product 13.499999999999998 would give 13.
+    The product is taken exactly of the fraction as written — a float (Python or NumPy, float32 too) as its shortest
+    decimal, a ``Fraction`` as it is: 0.009 · 1500 = 13.5 gives 14, where the binary float product
+    13.499999999999998 would give 13; Fraction(1, 6) · 9 = 3/2 gives 2.
 
     Args:
         n: the pool size. fraction: a in (0, 1].
@@ -226,10 +227,13 @@ def budget(n: int, fraction: float) -> int:
     Raises:
         ValueError: an empty pool (n < 1) or a fraction outside (0, 1].
     """
+    given = fraction
     fraction = check_fraction(fraction)
     if n < 1:
         raise ValueError(f"the candidate pool is empty (n = {n}): nothing to select from")
-    exact = Fraction(str(float(fraction))) * n  # the decimal a user wrote, times n, in exact arithmetic
+    # the fraction as written, times n, in exact arithmetic: a Fraction or an int as it is, a float (Python or NumPy,
+    # float32 included) as its shortest decimal (str)
+    exact = (Fraction(given) if isinstance(given, (Fraction, numbers.Integral)) else Fraction(str(given))) * n
     return min(n, max(1, math.floor(exact + Fraction(1, 2))))
 
 
