@@ -205,7 +205,10 @@ def _read_delimited(path: Path, kind: str, encoding: str | None = None, label: s
                          f"(e.g. --encoding latin-1)") from None
     if enc not in ("utf-8", "utf-8-sig") and encoding is None:
         get_logger("cli").info(f"{path}: read as {enc}")
-    twice = sorted({c for c in frame.columns if list(frame.columns).count(c) > 1} | _header_twice(path, sep, enc, skip))
+    header = _header(path, sep, enc, skip)  # the names as written (pandas renames a second "y" to "y.1")
+    named = [c for c in header if c]
+    twice = sorted({c for c in frame.columns if list(frame.columns).count(c) > 1} | {c for c in named
+                                                                                      if named.count(c) > 1})
     if twice:
         raise InputError(f"{path}: the column names {twice} occur more than once in the header (spaces around a name "
                          f"not counted): the data cannot say which is meant; "
@@ -213,15 +216,15 @@ def _read_delimited(path: Path, kind: str, encoding: str | None = None, label: s
     if sep != ",":
         frame = _decimal_comma(path, frame, lambda **options: read(enc, **options))
     frame = _spaced_numbers(frame, sep)
-    text = None if label not in frame.columns else _label_text(path, sep, enc, skip, label, len(frame))
+    text = None if label not in frame.columns or label not in header else \
+        _label_text(path, sep, enc, skip, header.index(label), len(frame))
     if text is not None:
         frame[label] = text.to_numpy(dtype=object)
     return frame
 
 
-def _header_twice(path: Path, sep: str, enc: str, skip: int) -> set:
-    """The names the header line gives to more than one column, spaces around them dropped (pandas would have renamed
-    the second ``y`` to ``y.1``, a feature the user never named)."""
+def _header(path: Path, sep: str, enc: str, skip: int) -> list:
+    """The header line's names as written, spaces around them dropped ("" for a column without a name)."""
     import warnings
 
     import pandas as pd
@@ -229,24 +232,20 @@ def _header_twice(path: Path, sep: str, enc: str, skip: int) -> set:
         warnings.simplefilter("ignore")
         head = pd.read_csv(path, sep=sep, encoding=enc, skiprows=skip, header=None, nrows=1, dtype=str,
                            keep_default_na=False, skipinitialspace=True, index_col=False)
-    names = [str(v).strip() for v in head.iloc[0].tolist()] if len(head) else []
-    return {c for c in names if c and names.count(c) > 1}
+    return [str(v).strip() for v in head.iloc[0].tolist()] if len(head) else []
 
 
-def _label_text(path: Path, sep: str, enc: str, skip: int, label: str, rows: int):
-    """The label column as the text of its cells (only an empty cell is missing): "007" stays "007" beside "7", a
-    class named "None" or "NA" stays a class — read apart from the features, which keep pandas' reading. None when
-    no column (or several) is named ``label`` or the rows do not line up with ``rows`` (the caller keeps its own)."""
+def _label_text(path: Path, sep: str, enc: str, skip: int, position: int, rows: int):
+    """The label column (the header's ``position``-th) as the text of its cells (only an empty cell is missing):
+    "007" stays "007" beside "7", a class named "None" or "NA" stays a class — read apart from the features, which
+    keep pandas' reading. None when the rows do not line up with ``rows`` (the caller keeps its own)."""
     import warnings
 
     import pandas as pd
-    options = dict(sep=sep, encoding=enc, skiprows=skip, skipinitialspace=True, index_col=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # (the first reading said what there was to say)
-        raw = [c for c in pd.read_csv(path, nrows=0, **options).columns if str(c).strip() == label]
-        if len(raw) != 1:
-            return None
-        col = pd.read_csv(path, usecols=raw, dtype=str, keep_default_na=False, na_values=[""], **options)[raw[0]]
+        col = pd.read_csv(path, sep=sep, encoding=enc, skiprows=skip, skipinitialspace=True, index_col=False,
+                          usecols=[position], dtype=str, keep_default_na=False, na_values=[""]).iloc[:, 0]
     return col if len(col) == rows else None
 
 
@@ -619,7 +618,7 @@ def _value(args) -> int:
         flat = StandardScaler().fit_transform(raw).astype(np.float32)  # (n, d), zero mean, unit variance
     const = raw.min(0) == raw.max(0)  # a constant column carries nothing: exactly 0 (the scaler's mean of 1e30s is
     flat[:, const] = 0.0  # not exact, and left ~1e14 in it)
-    wild = [j for j in np.flatnonzero(~np.isfinite(flat).all(0))]  # finite input, non-finite scaled: an overflow
+    wild = np.flatnonzero(~np.isfinite(flat).all(0)).tolist()  # finite input, non-finite scaled: an overflow
     if wild:
         names = [features[j] if j < len(features) else f"x[{j}]" for j in wild]
         top = float(np.abs(raw[:, wild[0]]).max())

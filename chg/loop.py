@@ -31,7 +31,7 @@ from .progress import progress as progress_bar
 from .renames import OPTIONS_REMOVED, Removed, renamed
 from .sequence import is_sequence_data, pad_items, sequence_valuer, value_sequences
 from .store import label_range_error
-from .values import Values
+from .values import Values, storable
 from .valuation import SKIP_MEANING, EpochValuer, IndexedDataset, add_validation_pass, count, separate_pass
 
 __all__ = ["value_data", "train_and_value", "ValueDataConfig", "MODES"]
@@ -67,10 +67,13 @@ class ValueDataConfig:
     progress: Optional[bool] = None
 
 
+def _is_pandas(v) -> bool:
+    return type(v).__module__.split(".")[0] == "pandas"
+
+
 def _array_like(v) -> bool:
     """NumPy arrays, tensors and pandas objects: data without the (x, y) item structure of a Dataset."""
-    module = type(v).__module__
-    return isinstance(v, (np.ndarray, torch.Tensor)) or module == "pandas" or module.startswith("pandas.")
+    return isinstance(v, (np.ndarray, torch.Tensor)) or _is_pandas(v)
 
 
 def _nullable(v, what: str) -> Optional[np.ndarray]:
@@ -130,10 +133,6 @@ def _labels(y, n: int) -> torch.Tensor:
     return t.to(torch.int64)
 
 
-def _is_pandas(v) -> bool:
-    return type(v).__module__.split(".")[0] == "pandas"
-
-
 def _row_names(data) -> Optional[np.ndarray]:
     """The row names of a pair ``(X, y)`` of pandas objects: X's index (y's when only y is pandas), so that the values
     name the rows as the user's frame does (``Values.index``, ``suspects()``: ``X.loc[...]``). None for anything
@@ -164,16 +163,15 @@ def _row_names(data) -> Optional[np.ndarray]:
                       stacklevel=3)
         return None
     names = index.to_numpy()
-    if names.dtype.kind not in "iufUSM":  # object: only all-strings or all-numbers can be saved (Values.save)
-        items = names.tolist()
-        if not (all(isinstance(i, str) for i in items)
-                or all(isinstance(i, (int, float, np.number)) and not isinstance(i, bool) for i in items)):
+    if names.dtype.kind not in "iufUSM":  # object: what Values.save can store, or positions
+        stored = storable(names)
+        if stored is None:
             warnings.warn(f"value_data: X's index is a {type(index).__name__} of "
-                          f"{type(items[0]).__name__ if items else 'no'} labels, which Values.save cannot store; "
-                          "the values name the rows by position 0..n-1 (select them with X.iloc[...], or "
+                          f"{type(names[0]).__name__ if len(names) else 'no'} labels, which Values.save cannot "
+                          "store; the values name the rows by position 0..n-1 (select them with X.iloc[...], or "
                           "X.reset_index() first)", stacklevel=3)
             return None
-        names = np.array(items)
+        names = stored
     return names
 
 

@@ -45,6 +45,22 @@ def _column(a, name: str, n: int) -> Optional[np.ndarray]:
     return a
 
 
+def storable(a: np.ndarray) -> Optional[np.ndarray]:
+    """An object array of row ids or labels as :meth:`Values.save` stores it (without pickle): all strings or all
+    numbers, as an array of their own dtype; None for anything else (tuples, periods, dates with a time zone, a mix).
+
+    Args:
+        a: (n,) a NumPy array of dtype object.
+    Returns:
+        the array to store, or None.
+    """
+    items = a.tolist()
+    if all(isinstance(i, str) for i in items) or all(
+            isinstance(i, (int, float, np.number)) and not isinstance(i, bool) for i in items):
+        return np.array(items)
+    return None
+
+
 def _sum_meta(a: dict, b: dict, epochs: int) -> dict:
     """The meta of a sum of two :class:`Values` (see :meth:`Values.__add__`): the keys equal in both, ``"epochs"``
     recounted as the sum's ``epochs`` history rows, and ``"parts"`` (each part's meta) when the two differ."""
@@ -367,12 +383,11 @@ class Values:
             arrays["labels"] = self.labels
         for name in ("index", "labels"):
             if name in arrays and arrays[name].dtype == object:
-                items = arrays[name].tolist()
-                if not all(isinstance(i, str) for i in items) and not all(
-                        isinstance(i, (int, float, np.number)) and not isinstance(i, bool) for i in items):
+                stored = storable(arrays[name])
+                if stored is None:
                     raise ValueError(f"{name} must hold numbers or strings (all of one kind) to be saved, without "
                                      "pickle")
-                arrays[name] = np.array(items)
+                arrays[name] = stored
         buf = io.BytesIO()
         np.savez(buf, **arrays)
 
