@@ -109,6 +109,7 @@ def render(rep: dict) -> str:
              f"Machine: {m['cpu']}, {m['cores']} cores, {m['torch_threads']} torch thread(s); load average "
              f"{m['loadavg_start']} at start, {m['loadavg_end']} at end; torch {m['torch']}; commit "
              f"{rep['provenance']['git_commit']}; {rep['date']}. THP setting: {rep['thp']}.",
+             f"Data: synthetic rows (`epoch_of`, seed 0: random logits, ReLU features, targets, a shuffled order). "
              f"One epoch of `EpochValuer.add_logits` (batch {BATCH}, float32; no training) into a fresh valuer, "
              f"then a second epoch into the same valuer (buffers reused); {rep['rounds']} rounds after a warm-up, "
              "the two variants alternating. Medians over rounds; ratio: median of the paired ratio huge ÷ 4 KiB "
