@@ -21,6 +21,7 @@ from .lastlayer import (LastLayerTap, carries_index, forward_batch, model_device
 from .progress import progress as progress_bar
 from .sequence_maths import (REDUCTIONS, UNITS, UTILITIES, SequenceBatch, _vocab_chunks, causal_shift, sequence_batch,
                              sequence_stats, sequence_values, token_factors)
+from .valuation import check_state
 from .values import Values
 
 __all__ = ["SequenceValuer"]
@@ -372,29 +373,17 @@ class SequenceValuer:
             ValueError: it is of a valuer with another n, options, skip_epochs or shift; an epoch's values of
                 another length than the players' (n sequences, or the tokens recorded); statistics missing.
         """
-        if state["n"] != self.n or tuple(state["options"]) != self._options():
-            raise ValueError(f"load_state_dict: the checkpoint is of a SequenceValuer with other n or options (n="
-                             f"{state['n']}, (unit, reduction, utility, alpha)={tuple(state['options'])}; this one: "
-                             f"n={self.n}, {self._options()})")
-        if state["skip_epochs"] != self.skip_epochs:
-            raise ValueError(f"load_state_dict: the checkpoint is of a valuer with skip_epochs={state['skip_epochs']}, "
-                             f"this one has skip_epochs={self.skip_epochs}")
-        shift = state["shift"]
-        if self.shift is not None and shift is not None and shift != self.shift:
-            raise ValueError(f"load_state_dict: the checkpoint's valuer has shift={shift}, this one shift={self.shift}")
-        tokens = state["tokens"]
+        shift, tokens = state["shift"], state["tokens"]
         players = self.n if self.unit == "sequence" else (
             None if tokens is None or any(t is None for t in tokens) else sum(t[0].shape[0] for t in tokens))
-        for k, v in enumerate(state["epoch_values"]):
-            if not isinstance(v, torch.Tensor) or v.ndim != 1 or v.shape[0] != players:
-                raise ValueError(f"load_state_dict: epoch {k} of the checkpoint holds "
-                                 f"{tuple(getattr(v, 'shape', ()))} values, but the valuer has {players} players "
-                                 f"(unit={self.unit!r}): the checkpoint is damaged or of another data set")
+        epoch_values = check_state(state, self, self._options(), players, f"{self.unit}s")
+        if self.shift is not None and shift is not None and shift != self.shift:
+            raise ValueError(f"load_state_dict: the checkpoint's valuer has shift={shift}, this one shift={self.shift}")
         prev = state["previous"]
         if (prev is None) != (len(state["epoch_values"]) == 0):
             raise ValueError(f"load_state_dict: the checkpoint holds {len(state['epoch_values'])} epoch(s) but "
                              f"{'no' if prev is None else 'some'} statistics of the last one: it is damaged")
-        self.epoch_values = [v.clone() for v in state["epoch_values"]]
+        self.epoch_values = epoch_values
         self._prev = None if prev is None else (GroupStats(int(prev[0]), prev[1].clone(), prev[2].clone()),
                                                 None if prev[3] is None else prev[3].clone())
         self._tokens = None if tokens is None else [None if t is None else (t[0].clone(), t[1].clone())

@@ -102,8 +102,18 @@ def test_a_sequence_checkpoint_of_another_valuer_or_damaged_is_refused():
     with pytest.raises(ValueError, match="shift=True, this one shift=False"):
         SequenceValuer(7, shift=False).load_state_dict(state)
     cut = {**state, "epoch_values": [v[:-1] for v in state["epoch_values"]]}
-    with pytest.raises(ValueError, match=r"epoch 0 of the checkpoint holds \(6,\) values, but the valuer has 7"):
+    with pytest.raises(ValueError, match=r"epoch 0 of the checkpoint holds 6 values, but this valuer has 7 "
+                                         r"sequences \(one value each\)"):
         SequenceValuer(7, shift=True).load_state_dict(cut)
+    with pytest.raises(ValueError, match="skip_epochs=0, this one has skip_epochs=1"):
+        SequenceValuer(7, shift=True, skip_epochs=1).load_state_dict(state)
+    tokens = _run(SequenceValuer(7, unit="token", shift=True), _gpt2, 1)["valuer"]
+    count = sum(t[0].shape[0] for t in tokens["tokens"])
+    cut = {**tokens, "epoch_values": [v[:-2] for v in tokens["epoch_values"]]}
+    with pytest.raises(ValueError, match=rf"holds {count - 2} values, but this valuer has {count} tokens"):
+        SequenceValuer(7, unit="token", shift=True).load_state_dict(cut)
+    with pytest.raises(ValueError, match="holds .* values, but this valuer has no record of its players"):
+        SequenceValuer(7, unit="token", shift=True).load_state_dict({**tokens, "tokens": None})
 
 
 def test_discard_epoch_lets_a_cut_short_epoch_run_again():

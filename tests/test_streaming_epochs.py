@@ -80,8 +80,8 @@ def test_a_checkpoint_of_another_valuer_or_damaged_is_refused():
     with pytest.raises(ValueError, match="another loss"):
         StreamingValuer(N, label_smoothing=0.1).load_state_dict(state)
     cut = {**state, "epoch_values": [v[:-1] for v in state["epoch_values"]]}
-    with pytest.raises(ValueError, match=f"epoch 0 of the checkpoint holds {N - 1} values, but this valuer has n = "
-                                         f"{N} rows"):
+    with pytest.raises(ValueError, match=f"epoch 0 of the checkpoint holds {N - 1} values, but this valuer has {N} "
+                                         "rows"):
         StreamingValuer(N).load_state_dict(cut)
     with pytest.raises(ValueError, match="no statistics of the last one"):
         StreamingValuer(N).load_state_dict({**state, "previous": None})

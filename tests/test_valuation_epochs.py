@@ -207,7 +207,7 @@ def test_a_checkpoint_with_epoch_values_of_another_length_is_refused():
     state = valuer.state_dict()
     state["epoch_values"] = [v[:-1] for v in state["epoch_values"]]
     with pytest.raises(ValueError, match=r"load_state_dict: epoch 0 of the checkpoint holds 39 values, but this "
-                                         r"valuer has n = 40 rows"):
+                                         r"valuer has 40 rows \(one value each\)"):
         chg.EpochValuer(N).load_state_dict(state)
 
 
