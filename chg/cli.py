@@ -596,7 +596,7 @@ def _value(args) -> int:
     from .lastlayer import loss_and_error
     from .progress import get_logger
     from .report import ValuationReport
-    from .io import write_json_atomic
+    from .io import CheckpointError, write_json_atomic
     from .loop import value_data
     from .values import Values
 
@@ -638,7 +638,9 @@ def _value(args) -> int:
     try:
         values = value_data(model, data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                             seed=args.seed, mode=args.mode, gradient=args.gradient, weight=weight,
-                            label_smoothing=args.label_smoothing)
+                            label_smoothing=args.label_smoothing, checkpoint=args.checkpoint)
+    except CheckpointError as exc:
+        raise InputError(f"--checkpoint: {exc}") from None
     except ValueError as exc:  # e.g. diverged training: NaN logits
         log.error(f"chg value: training failed: {exc} (try a smaller --lr)")
         return 1
@@ -823,6 +825,9 @@ def _add_value_parser(sub) -> None:
                    help="full: last-layer weight+bias gradient (Algorithm 1); bias: bias gradient only (see "
                         "benchmarks/results/modes.md)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint", metavar="FILE", help="write the training run's state to FILE after every epoch; "
+                   "the same command again resumes after the last finished epoch (values bit for bit those of an "
+                   "uncut run), or with more --epochs trains only the new ones")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--quiet", action="store_true", help="only warnings and errors on stderr")
 

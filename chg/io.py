@@ -1,16 +1,24 @@
-"""Files written atomically: a reader never sees half a file, a killed writer leaves the old one.
+"""Files written atomically: a reader never sees half a file, a killed writer leaves the old one; a training run's
+checkpoint (:class:`RunCheckpoint`).
 
 Every file the library writes (:meth:`chg.Values.save`, :meth:`chg.Values.to_csv`, the reports of
 :mod:`chg.report`, ``chg value``'s outputs) goes through :func:`atomic_write`.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Optional
 
-__all__ = ["atomic_write", "write_text_atomic", "write_csv_atomic", "write_json_atomic"]
+import numpy as np
+import torch
+
+__all__ = ["atomic_write", "write_text_atomic", "write_csv_atomic", "write_json_atomic", "RunCheckpoint",
+           "CheckpointError", "data_fingerprint", "check_state", "loss_record"]
 
 
 def atomic_write(path: Path, write) -> None:
@@ -76,3 +84,209 @@ def write_json_atomic(path: Path, obj) -> None:
             fh.flush()
             os.fsync(fh.fileno())
     atomic_write(path, write)
+
+
+# ---- checkpoints: a valuer's, a training run's ---------------------------------------------------------------------
+def loss_record(weight, label_smoothing) -> tuple:
+    """A valuer's loss as plain numbers, as its checkpoint keeps it.
+
+    Args:
+        weight: class weights (a tensor, array or list) or None. label_smoothing: a number.
+    Returns:
+        ``(weights as a list of floats or None, label smoothing as a float)``.
+    """
+    w = None if weight is None else [float(v) for v in np.asarray(
+        weight.detach().cpu() if isinstance(weight, torch.Tensor) else weight, dtype=np.float64)]
+    return w, float(label_smoothing)
+
+
+def check_state(state: dict, valuer, options: tuple, players: Optional[int] = -1, unit: str = "rows") -> list:
+    """The one rule of a valuer's checkpoint (``load_state_dict`` of :class:`EpochValuer`,
+    :class:`chg.streaming.StreamingValuer` and :class:`chg.sequence.SequenceValuer`): it is of a valuer of the same
+    n, options, loss and skip_epochs, and holds one value per player in each epoch.
+
+    Args:
+        state: the checkpoint's dict. valuer: the valuer loading it (its ``n`` and ``skip_epochs``; ``weight`` and
+            ``label_smoothing`` where it has them, else plain cross-entropy). options: the valuer's options as its
+            ``state_dict`` writes them. players: values per epoch (-1: ``valuer.n``; None: unknown, so any epoch
+            is refused). unit: what a player is, for the messages (``"rows"``, ``"sequences"``, ``"tokens"``).
+    Returns:
+        the checkpoint's epoch values, copied (a list of (players,) float64 tensors).
+    Raises:
+        ValueError: naming what differs; an epoch's values of another length than ``players``.
+    """
+    if state["n"] != valuer.n or tuple(state["options"]) != tuple(options):
+        raise ValueError(f"load_state_dict: the checkpoint is of a valuer with other n or options (n={state['n']}, "
+                         f"options={tuple(state['options'])}; this one: n={valuer.n}, options={tuple(options)})")
+    theirs = tuple(state.get("loss", (None, 0.0)))
+    mine = loss_record(getattr(valuer, "weight", None), getattr(valuer, "label_smoothing", 0.0))
+    if theirs != mine:
+        raise ValueError(f"load_state_dict: the checkpoint's epochs were valued under another loss (weight="
+                         f"{theirs[0]}, label_smoothing={theirs[1]}) than this valuer's (weight={mine[0]}, "
+                         f"label_smoothing={mine[1]}): averaging them would mix two games")
+    if state.get("skip_epochs", 0) != valuer.skip_epochs:
+        raise ValueError(f"load_state_dict: the checkpoint is of a valuer with skip_epochs="
+                         f"{state.get('skip_epochs', 0)}, this one has skip_epochs={valuer.skip_epochs}")
+    players = valuer.n if players == -1 else players
+    for k, v in enumerate(state["epoch_values"]):
+        if not isinstance(v, torch.Tensor) or players is None or tuple(v.shape) != (players,):
+            got = f"{v.shape[0]} values" if isinstance(v, torch.Tensor) and v.ndim == 1 else \
+                f"a {type(v).__name__} of shape {tuple(getattr(v, 'shape', ()))}"
+            has = "no record of its players" if players is None else f"{players} {unit} (one value each)"
+            raise ValueError(f"load_state_dict: epoch {k} of the checkpoint holds {got}, but this valuer has {has}: "
+                             "the checkpoint is damaged or of another data set")
+    return [v.clone() for v in state["epoch_values"]]
+
+
+# ---- a training run's checkpoint --------------------------------------------------------------------------------
+RUN_FORMAT = "chg.io.RunCheckpoint/1"  # the "format" entry of the file
+
+
+class CheckpointError(ValueError):
+    """A run's checkpoint file that cannot resume this run (:meth:`RunCheckpoint.resume`)."""
+
+
+def _digest(h, v) -> None:
+    """Feed ``v`` (tensors, arrays, numbers, strings, and dicts / tuples / lists of them) into the hash ``h``."""
+    if isinstance(v, torch.Tensor):
+        v = v.detach().cpu()
+        h.update(f"T{v.dtype}{tuple(v.shape)}".encode())
+        h.update((v.view(torch.uint8) if v.dtype == torch.bool else v).contiguous().view(-1).view(torch.uint8)
+                 .numpy().tobytes() if v.numel() else b"")
+    elif isinstance(v, np.ndarray):
+        h.update(f"A{v.dtype}{v.shape}".encode())
+        h.update(np.ascontiguousarray(v).tobytes() if v.dtype != object else repr(v.tolist()).encode())
+    elif isinstance(v, Mapping):
+        for k in sorted(v, key=str):
+            h.update(f"K{k!r}".encode())
+            _digest(h, v[k])
+    elif isinstance(v, (tuple, list)):
+        h.update(f"L{len(v)}".encode())
+        for x in v:
+            _digest(h, x)
+    else:
+        h.update(f"S{type(v).__name__}{v!r}".encode())
+
+
+def data_fingerprint(dataset) -> str:
+    """What identifies a training set in a run's checkpoint: its length and a hash of its rows — every row of a
+    ``TensorDataset`` (its tensors' bytes), the first and last row of any other data set (hashing every item of a
+    large image or text set would cost as much as an epoch).
+
+    Args:
+        dataset: a map-style data set (``len`` and ``[i]``).
+    Returns:
+        a hex string (BLAKE2b, 16 bytes).
+    """
+    h = hashlib.blake2b(digest_size=16)
+    n = len(dataset)
+    h.update(f"n{n}".encode())
+    if isinstance(dataset, torch.utils.data.TensorDataset):
+        for t in dataset.tensors:
+            _digest(h, t)
+    elif n:
+        _digest(h, dataset[0])
+        _digest(h, dataset[n - 1])
+    return h.hexdigest()
+
+
+class RunCheckpoint:
+    """One file that holds a training run's state after its last finished epoch — the model's and the optimiser's
+    state, the valuer's epochs (:meth:`chg.EpochValuer.state_dict`), the shuffling generator's and torch's random
+    state — so that a run cut short (an error, Ctrl-C, a killed job) started again with the same file resumes after
+    that epoch and ends with the values and weights of the run that was not cut short, bit for bit (the loops of
+    :func:`chg.value_data`, :func:`chg.sequence.value_sequences` and ``chg value --checkpoint``). The file is
+    rewritten atomically after every epoch (:func:`atomic_write`) and kept at the end: the same call again returns
+    the same values without training, and a call with more ``epochs`` trains only the epochs that are new.
+
+    Args:
+        path: the file (``.pt``; its folder is created), or None (no checkpoint: :meth:`resume` returns 0 and
+            :meth:`save` does nothing).
+        caller: the function whose run it is (``"value_data"``, ``"value_sequences"``).
+        settings: the run's settings but ``epochs`` (JSON-ready: numbers, strings, None, lists): a file of a run with
+            other settings is refused.
+        dataset: the training set (:func:`data_fingerprint`): a file of a run on other data is refused.
+    Raises:
+        TypeError: ``path`` is neither None nor a path (str or ``os.PathLike``).
+    """
+
+    def __init__(self, path, caller: str, settings: dict, dataset):
+        if path is not None and not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"{caller}: checkpoint must be a file path (str or pathlib.Path) or None, got {path!r}")
+        self.path = None if path is None else Path(path)
+        self.caller = caller
+        self.settings = json.loads(json.dumps(settings, default=str)) if self.path is not None else settings
+        self.data = data_fingerprint(dataset) if self.path is not None else None
+
+    def resume(self, model, optimizer, valuer, generator: torch.Generator, epochs: int) -> int:
+        """Restore the run from the file, if it exists (nothing is changed when it cannot be restored).
+
+        Args:
+            model, optimizer: the run's ``nn.Module`` and ``torch.optim.Optimizer`` (restored in place). valuer: its
+                valuer (``load_state_dict``). generator: the training loader's shuffling generator. epochs: the
+                epochs the run is asked for.
+        Returns:
+            the epochs already done (0: no file; the run starts from the beginning).
+        Raises:
+            CheckpointError: (a ``ValueError``) the file is not a run checkpoint of this library, or is of another
+                function, other settings (naming the first that differs), other data or another model, or holds
+                more epochs than asked for; the message says to delete the file (or pass another path) to start
+                afresh.
+        """
+        if self.path is None or not self.path.exists():
+            return 0
+        fresh = f"; delete {self.path} (or pass another checkpoint path) to start afresh"
+
+        def refuse(why: str):
+            return CheckpointError(f"checkpoint {self.path} {why}{fresh}")
+
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as e:  # a file torch cannot read, or one that is not weights-only
+            raise refuse(f"cannot be read as a run checkpoint ({type(e).__name__}: {str(e)[:200]})") from None
+        if not isinstance(state, dict) or state.get("format") != RUN_FORMAT:
+            raise refuse(f"is not a run checkpoint of chg ({RUN_FORMAT})")
+        if state["caller"] != self.caller:
+            raise refuse(f"is of a run of {state['caller']}, not of {self.caller}")
+        theirs, mine = state["settings"], self.settings
+        for key in sorted(set(theirs) | set(mine)):
+            if theirs.get(key) != mine.get(key):
+                raise refuse(f"is of a run with {key}={theirs.get(key)!r}; this run has {key}={mine.get(key)!r}: only "
+                             "epochs may change between a run and its resumption")
+        if state["data"] != self.data:
+            raise refuse("is of a run on other training data (the number of rows, or the rows themselves, differ)")
+        done = int(state["epochs_done"])
+        if done > epochs:
+            raise refuse(f"holds {done} finished epochs, more than the {epochs} asked for (ask for epochs >= {done} "
+                         "to use it)")
+        before = ({k: v.clone() for k, v in model.state_dict().items()}, optimizer.state_dict(), valuer.state_dict())
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            valuer.load_state_dict(state["valuer"])
+        except (RuntimeError, ValueError, KeyError) as e:  # another architecture, a damaged file: undo
+            model.load_state_dict(before[0])
+            optimizer.load_state_dict(before[1])
+            valuer.load_state_dict(before[2])
+            raise refuse(f"does not fit this run's model, optimiser or valuer ({type(e).__name__}: "
+                         f"{str(e)[:300]})") from None
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["rng"])
+        if state.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        return done
+
+    def save(self, epochs_done: int, model, optimizer, valuer, generator: torch.Generator) -> None:
+        """Write the run's state after its epoch ``epochs_done`` (atomically: a crash while writing keeps the last
+        file).
+
+        Args:
+            epochs_done: the epochs finished. model, optimizer, valuer, generator: as :meth:`resume`.
+        """
+        if self.path is None:
+            return
+        state = {"format": RUN_FORMAT, "caller": self.caller, "settings": self.settings, "data": self.data,
+                 "epochs_done": int(epochs_done), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "valuer": valuer.state_dict(), "generator": generator.get_state(), "rng": torch.get_rng_state(),
+                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None}
+        atomic_write(self.path, lambda tmp: torch.save(state, tmp))

@@ -25,6 +25,7 @@ from torch.utils.data import (BatchSampler, DataLoader, Dataset, RandomSampler, 
                               default_collate)
 
 from .distributed import one_process
+from .io import RunCheckpoint, data_fingerprint
 from .factored import Options
 from .lastlayer import LastLayerTap, check_targets, forward_batch, model_device, per_sample_loss, split_batch
 from .progress import progress as progress_bar
@@ -32,7 +33,8 @@ from .renames import OPTIONS_REMOVED, Removed, renamed
 from .sequence import is_sequence_data, pad_items, sequence_valuer, value_sequences
 from .store import label_range_error
 from .values import Values, storable
-from .valuation import SKIP_MEANING, EpochValuer, IndexedDataset, add_validation_pass, count, separate_pass
+from .valuation import (SKIP_MEANING, EpochValuer, IndexedDataset, add_validation_pass, count, loss_record,
+                        separate_pass)
 
 __all__ = ["value_data", "train_and_value", "ValueDataConfig", "MODES"]
 
@@ -234,7 +236,7 @@ def value_data(model: nn.Module, train_dataset, valid_dataset=None, *, epochs: i
                progress: Optional[bool] = None,
                utility: str = "chg", gradient: str = "full", per_class: bool = False, alpha: str = "train",
                skip_epochs: int = 0, weight=None, label_smoothing: float = 0.0, layer: Optional[nn.Linear] = None,
-               unit: Optional[str] = None, return_valuer: bool = False):
+               unit: Optional[str] = None, checkpoint=None, return_valuer: bool = False):
     """Train ``model`` (in place) on ``train_dataset`` and return every point's CHG value (Algorithm 1).
 
     Args:
@@ -265,6 +267,11 @@ def value_data(model: nn.Module, train_dataset, valid_dataset=None, *, epochs: i
             :func:`chg.sequence.is_sequence_data`) goes to :func:`chg.sequence.value_sequences` with these settings
             (one value per sequence), any other to the classifier's loop; "sequence" or "token" (one value per scored
             token) choose the sequence path.
+        checkpoint: a file path (str or ``Path``), or None: the run's state is written there after every epoch
+            (:class:`chg.io.RunCheckpoint`), and a run started again with the same path, model, data and settings
+            resumes after its last finished epoch — values and weights bit for bit those of a run not cut short;
+            the same call after the run ended returns its values without training, one with more ``epochs`` trains
+            only the new ones.
         return_valuer: also return the :class:`chg.EpochValuer` (a :class:`chg.sequence.SequenceValuer` there).
     Returns:
         :class:`chg.Values`: each point's value averaged over the epochs (after the first ``skip_epochs``), with the
@@ -278,7 +285,7 @@ def value_data(model: nn.Module, train_dataset, valid_dataset=None, *, epochs: i
             (x, y) rows, integer features X for a model without ``nn.Embedding`` (pass floating features), dict
             items of different lengths for a HuggingFace model whose config has no ``pad_token_id`` (set it), a
             missing label (``pd.NA`` in y), and (at the first epoch's end) features that are NaN or infinite,
-            naming the row.
+            naming the row; a ``checkpoint`` file of another run (other settings or data, more epochs than asked).
     """
     one_process("chg.value_data")
     sweep = ValueDataConfig.eval_batch_size if eval_batch_size is None else eval_batch_size  # (a classifier's)
@@ -299,7 +306,8 @@ def value_data(model: nn.Module, train_dataset, valid_dataset=None, *, epochs: i
                                alpha=alpha, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
                                optimizer=cfg.optimizer, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                                eval_batch_size=eval_batch_size, seed=cfg.seed, skip_epochs=skip_epochs,
-                               layer=layer, progress=cfg.progress, return_valuer=return_valuer)
+                               layer=layer, progress=cfg.progress, checkpoint=checkpoint,
+                               return_valuer=return_valuer)
     if options.alpha == "valid" and valid_dataset is None:
         raise ValueError("value_data: alpha='valid' needs valid_dataset")
     dtype = next(model.parameters()).dtype
@@ -310,7 +318,15 @@ def value_data(model: nn.Module, train_dataset, valid_dataset=None, *, epochs: i
     valid_dataset = _as_dataset(valid_dataset, "valid_dataset", dtype, ids)
     valuer = EpochValuer(len(train_dataset), utility=utility, gradient=gradient, per_class=per_class, alpha=alpha,
                          skip_epochs=skip_epochs, weight=weight, label_smoothing=label_smoothing)
-    train_and_value(model, train_dataset, valid_dataset, cfg, valuer, layer=layer, caller="value_data")
+    run = None if checkpoint is None else RunCheckpoint(checkpoint, "value_data", {
+                "batch_size": cfg.batch_size, "lr": cfg.lr, "optimizer": cfg.optimizer, "momentum": cfg.momentum,
+                "weight_decay": cfg.weight_decay, "mode": cfg.mode, "eval_batch_size": cfg.eval_batch_size,
+                "seed": cfg.seed, "utility": utility, "gradient": gradient, "per_class": per_class, "alpha": alpha,
+                "skip_epochs": skip_epochs, "loss": loss_record(weight, label_smoothing),
+                "layer": None if layer is None else next((k for k, m in model.named_modules() if m is layer), "?"),
+                "model": type(model).__name__,
+                "valid_data": None if valid_dataset is None else data_fingerprint(valid_dataset)}, train_dataset)
+    train_and_value(model, train_dataset, valid_dataset, cfg, valuer, layer=layer, caller="value_data", checkpoint=run)
     values = valuer.values(mode=cfg.mode, epochs=int(cfg.epochs))
     if names is not None:
         values = Values(values.history, values.skipped, index=names, meta=values.meta)
@@ -435,7 +451,8 @@ def _checked_targets(logits: torch.Tensor, y, idx, device, caller: str) -> torch
 
 def train_and_value(model: nn.Module, train_dataset, valid_dataset, cfg: ValueDataConfig, valuer: EpochValuer,
                     layer: Optional[nn.Linear] = None, output: str = "logits",
-                    loss_fn: Optional[Callable] = None, caller: str = "train_and_value") -> EpochValuer:
+                    loss_fn: Optional[Callable] = None, caller: str = "train_and_value",
+                    checkpoint: Optional[RunCheckpoint] = None) -> EpochValuer:
     """The one loop that trains and values — :func:`value_data`'s, the OpenDataVal plugin's and ``chg value``'s:
     ``cfg.epochs`` epochs of shuffled mini-batches (``cfg.seed``), each epoch valued by ``valuer`` (``cfg.mode``: a
     separate pass at its start, :func:`separate_pass`, or ride-along through :meth:`EpochValuer.add_logits`), every
@@ -450,6 +467,7 @@ def train_and_value(model: nn.Module, train_dataset, valid_dataset, cfg: ValueDa
             :func:`chg.lastlayer.per_sample_loss` under the valuer's loss (weighted mean with class weights, as
             ``F.cross_entropy``); ``targets`` arrive validated, int64.
         caller: the function the user called, named by the errors about the data (labels out of range, NaN).
+        checkpoint: a :class:`chg.io.RunCheckpoint` to resume from and write after every epoch, or None.
     Returns:
         ``valuer``.
     Raises:
@@ -466,8 +484,8 @@ def train_and_value(model: nn.Module, train_dataset, valid_dataset, cfg: ValueDa
         raise ValueError("alpha='valid' needs a validation set")
     device = model_device(model)
     collate = _Collate(model, "train_dataset")  # dict items of different lengths: padded on the right
-    train_loader = _indexed_loader(train_dataset, int(cfg.batch_size), torch.Generator().manual_seed(int(cfg.seed)),
-                                   collate)
+    shuffle = torch.Generator().manual_seed(int(cfg.seed))
+    train_loader = _indexed_loader(train_dataset, int(cfg.batch_size), shuffle, collate)
     eval_loader = _indexed_loader(train_dataset, int(cfg.eval_batch_size), collate=collate)
     valid_loader = None if valid_dataset is None else DataLoader(valid_dataset, batch_size=int(cfg.eval_batch_size),
                                                                  collate_fn=_Collate(model, "valid_dataset"))
@@ -478,9 +496,11 @@ def train_and_value(model: nn.Module, train_dataset, valid_dataset, cfg: ValueDa
     tap = LastLayerTap(model, layer, output)
     valuer.check_head(model, tap.layer)
     weight = None if valuer.weight is None else torch.as_tensor(np.asarray(valuer.weight, dtype=np.float64))
+    checkpoint = checkpoint or RunCheckpoint(None, caller, {}, train_dataset)
+    done = checkpoint.resume(model, opt, valuer, shuffle, int(cfg.epochs))
     model.train()
-    for _ in progress_bar(range(int(cfg.epochs)), desc=f"value_data ({cfg.mode})", unit="epoch",
-                          enabled=cfg.progress):
+    for epoch in progress_bar(range(done, int(cfg.epochs)), desc=f"value_data ({cfg.mode})", unit="epoch",
+                              enabled=cfg.progress):
         if cfg.mode == "pass":
             separate_pass(valuer, model, eval_loader, valid_loader, layer, output, caller=caller)
         try:
@@ -488,6 +508,7 @@ def train_and_value(model: nn.Module, train_dataset, valid_dataset, cfg: ValueDa
         except BaseException:  # an error or Ctrl-C mid-epoch: the epoch's rows must not play in a later epoch
             valuer.discard_epoch()
             raise
+        checkpoint.save(epoch + 1, model, opt, valuer, shuffle)
     return valuer
 
 

@@ -19,6 +19,7 @@ from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset
 
 from .distributed import one_process
+from .io import RunCheckpoint, data_fingerprint
 from .lastlayer import LastLayerTap, forward_batch, model_device, split_batch
 from .progress import progress as progress_bar
 from .renames import unexpected_keyword
@@ -149,7 +150,7 @@ def value_sequences(model: nn.Module, train_dataset, valid_dataset=None, *, unit
                     momentum: float = 0.9, weight_decay: float = 0.0, eval_batch_size: Optional[int] = None,
                     seed: int = 0, shift: Optional[bool] = None, skip_epochs: int = 0,
                     layer: Optional[nn.Linear] = None, vocab_chunk: Optional[int] = None,
-                    progress: Optional[bool] = None, return_valuer: bool = False):
+                    progress: Optional[bool] = None, checkpoint=None, return_valuer: bool = False):
     """Train a language model or token classifier (in place) and return CHG Shapley values of its training
     sequences (or tokens), Algorithm 1 over ``epochs`` epochs.
 
@@ -170,7 +171,10 @@ def value_sequences(model: nn.Module, train_dataset, valid_dataset=None, *, unit
             :func:`causal_shift` of the model).
         mode: "pass" | "ride". epochs, batch_size, lr, optimizer ("adam" | "sgd"), momentum (SGD), weight_decay,
             seed: training settings. eval_batch_size: the sweeps' batch (default ``batch_size``).
-        progress: a bar over the epochs (True | False | None: on a terminal). return_valuer: also return the valuer.
+        progress: a bar over the epochs (True | False | None: on a terminal).
+        checkpoint: a file path, or None: the run's state after every epoch, to resume from (as
+            :func:`chg.value_data`'s ``checkpoint``: :class:`chg.io.RunCheckpoint`).
+        return_valuer: also return the valuer.
     Returns:
         :class:`chg.Values` (with the per-epoch history); with ``return_valuer``, ``(values, valuer)``.
     Raises:
@@ -179,7 +183,8 @@ def value_sequences(model: nn.Module, train_dataset, valid_dataset=None, *, unit
         ValueError: unknown settings, ride-along with fewer than 2 epochs, skip_epochs not below epochs, alpha="valid"
             without ``valid_dataset``, data without labels, a document without a scored token (every label -100 or
             masked, or a causal LM's document of one token; named by its row, before training), a head that is not
-            an ``nn.Linear`` applied per position, and as :class:`SequenceValuer`.
+            an ``nn.Linear`` applied per position, a ``checkpoint`` file of another run, and as
+            :class:`SequenceValuer`.
     """
     one_process("chg.value_sequences")
     mode = _choice("mode", mode, MODES)
@@ -204,14 +209,24 @@ def value_sequences(model: nn.Module, train_dataset, valid_dataset=None, *, unit
         if data is not None:  # before training: a long run does not stop at such a document
             _check_documents(data, valuer.shift, eval_batch_size, name)
     device = model_device(model)
-    train_loader = _loader(train_dataset, batch_size, torch.Generator().manual_seed(int(seed)))
+    shuffle = torch.Generator().manual_seed(int(seed))
+    train_loader = _loader(train_dataset, batch_size, shuffle)
     eval_loader = _loader(train_dataset, eval_batch_size)
     valid_loader = None if valid_dataset is None else _loader(valid_dataset, eval_batch_size)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay) if optimizer == "adam" else \
         torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     tap = LastLayerTap(model, layer, sequence=True)
+    run = RunCheckpoint(checkpoint, "value_sequences", {
+        "unit": unit, "reduction": reduction, "mode": mode, "utility": utility, "alpha": alpha,
+        "batch_size": batch_size, "lr": lr, "optimizer": optimizer, "momentum": momentum,
+        "weight_decay": weight_decay, "eval_batch_size": eval_batch_size, "seed": seed, "shift": valuer.shift,
+        "skip_epochs": skip_epochs, "vocab_chunk": vocab_chunk, "layer": tap.name, "model": type(model).__name__,
+        "valid_data": None if valid_dataset is None or checkpoint is None else data_fingerprint(valid_dataset)},
+        train_dataset)
+    done = run.resume(model, opt, valuer, shuffle, epochs)
     model.train()
-    for _ in progress_bar(range(epochs), desc=f"value_sequences ({mode})", unit="epoch", enabled=progress):
+    for epoch in progress_bar(range(done, epochs), desc=f"value_sequences ({mode})", unit="epoch",
+                              enabled=progress):
         if mode == "pass":
             valuer.value_epoch(model, eval_loader, valid_loader, layer)
         with tap:
@@ -236,6 +251,7 @@ def value_sequences(model: nn.Module, train_dataset, valid_dataset=None, *, unit
                     model.train(was)
         if mode == "ride":
             valuer.end_epoch()
+        run.save(epoch + 1, model, opt, valuer, shuffle)
     values = valuer.values(mode=mode, epochs=epochs, lr=float(lr), optimizer=optimizer, batch_size=batch_size)
     return (values, valuer) if return_valuer else values
 

@@ -16,12 +16,12 @@ import torch
 from torch import nn
 
 from .factored import GroupStats, Options, group_stats, values_from_factors
+from .io import check_state
 from .lastlayer import (LastLayerTap, carries_index, forward_batch, model_device, sequential_loader as _sequential,
                         split_batch, unknown_index)
 from .progress import progress as progress_bar
 from .sequence_maths import (REDUCTIONS, UNITS, UTILITIES, SequenceBatch, _vocab_chunks, causal_shift, sequence_batch,
                              sequence_stats, sequence_values, token_factors)
-from .valuation import check_state
 from .values import Values
 
 __all__ = ["SequenceValuer"]

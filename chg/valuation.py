@@ -92,6 +92,7 @@ from torch.utils.data import Dataset
 
 from .distributed import all_gather_values, collective_device, every_rank, group_ids, is_distributed
 from .factored import GroupStats, Options, alpha_from_validation, epoch_values, stats_by_group
+from .io import check_state, loss_record
 from .lastlayer import (Factors, LastLayerTap, carries_index, check_logits, check_loss, check_targets, forward_batch,
                         loss_and_error, model_device, sequential_loader, split_batch, unknown_index, upcast)
 from .progress import progress as progress_bar
@@ -184,57 +185,6 @@ def check_same_head(recorded: Optional[tuple], head: tuple, what: str, owner: st
                      f"output layer of {_head_words(recorded)}, this one has {_head_words(head)} (a new head, e.g. "
                      f"timm's reset_classifier or a reassigned output layer, or another model); build a new {owner} "
                      "(and a new LastLayerTap) for it")
-
-
-def loss_record(weight, label_smoothing) -> tuple:
-    """A valuer's loss as plain numbers, as its checkpoint keeps it.
-
-    Args:
-        weight: class weights (a tensor, array or list) or None. label_smoothing: a number.
-    Returns:
-        ``(weights as a list of floats or None, label smoothing as a float)``.
-    """
-    w = None if weight is None else [float(v) for v in np.asarray(
-        weight.detach().cpu() if isinstance(weight, torch.Tensor) else weight, dtype=np.float64)]
-    return w, float(label_smoothing)
-
-
-def check_state(state: dict, valuer, options: tuple, players: Optional[int] = -1, unit: str = "rows") -> list:
-    """The one rule of a valuer's checkpoint (``load_state_dict`` of :class:`EpochValuer`,
-    :class:`chg.streaming.StreamingValuer` and :class:`chg.sequence.SequenceValuer`): it is of a valuer of the same
-    n, options, loss and skip_epochs, and holds one value per player in each epoch.
-
-    Args:
-        state: the checkpoint's dict. valuer: the valuer loading it (its ``n`` and ``skip_epochs``; ``weight`` and
-            ``label_smoothing`` where it has them, else plain cross-entropy). options: the valuer's options as its
-            ``state_dict`` writes them. players: values per epoch (-1: ``valuer.n``; None: unknown, so any epoch
-            is refused). unit: what a player is, for the messages (``"rows"``, ``"sequences"``, ``"tokens"``).
-    Returns:
-        the checkpoint's epoch values, copied (a list of (players,) float64 tensors).
-    Raises:
-        ValueError: naming what differs; an epoch's values of another length than ``players``.
-    """
-    if state["n"] != valuer.n or tuple(state["options"]) != tuple(options):
-        raise ValueError(f"load_state_dict: the checkpoint is of a valuer with other n or options (n={state['n']}, "
-                         f"options={tuple(state['options'])}; this one: n={valuer.n}, options={tuple(options)})")
-    theirs = tuple(state.get("loss", (None, 0.0)))
-    mine = loss_record(getattr(valuer, "weight", None), getattr(valuer, "label_smoothing", 0.0))
-    if theirs != mine:
-        raise ValueError(f"load_state_dict: the checkpoint's epochs were valued under another loss (weight="
-                         f"{theirs[0]}, label_smoothing={theirs[1]}) than this valuer's (weight={mine[0]}, "
-                         f"label_smoothing={mine[1]}): averaging them would mix two games")
-    if state.get("skip_epochs", 0) != valuer.skip_epochs:
-        raise ValueError(f"load_state_dict: the checkpoint is of a valuer with skip_epochs="
-                         f"{state.get('skip_epochs', 0)}, this one has skip_epochs={valuer.skip_epochs}")
-    players = valuer.n if players == -1 else players
-    for k, v in enumerate(state["epoch_values"]):
-        if not isinstance(v, torch.Tensor) or players is None or tuple(v.shape) != (players,):
-            got = f"{v.shape[0]} values" if isinstance(v, torch.Tensor) and v.ndim == 1 else \
-                f"a {type(v).__name__} of shape {tuple(getattr(v, 'shape', ()))}"
-            has = "no record of its players" if players is None else f"{players} {unit} (one value each)"
-            raise ValueError(f"load_state_dict: epoch {k} of the checkpoint holds {got}, but this valuer has {has}: "
-                             "the checkpoint is damaged or of another data set")
-    return [v.clone() for v in state["epoch_values"]]
 
 
 def head_of(state: dict) -> Optional[tuple]:

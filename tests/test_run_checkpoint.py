@@ -1,0 +1,181 @@
+"""Nothing is lost in a long run of value_data, value_sequences or ``chg value``: with ``checkpoint=`` (``--checkpoint``)
+a run cut short mid-epoch and started again resumes after its last finished epoch and ends with the values and
+weights of the run that was not cut short, bit for bit (dropout's random stream included); the finished run's file
+returns its values without training, or trains only the epochs added; a file of another run is refused, naming what
+differs, and leaves the model as it was (chg.io.RunCheckpoint)."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import chg
+from chg import cli
+from chg.io import CheckpointError
+
+N, D, C = 120, 6, 3
+
+
+def _model(hidden=16):
+    torch.manual_seed(1)
+    return nn.Sequential(nn.Linear(D, hidden), nn.ReLU(), nn.Dropout(0.3), nn.Linear(hidden, C))
+
+
+class Rows(torch.utils.data.Dataset):
+    """N rows of a fixed synthetic problem; counts the rows fetched, and raises at the ``crash``-th fetch."""
+
+    def __init__(self, crash=0, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        self.x, self.y = torch.randn(N, D, generator=g), torch.randint(0, C, (N,), generator=g)
+        self.crash, self.fetched = crash, 0
+
+    def __len__(self):
+        return N
+
+    def __getitem__(self, i):
+        self.fetched += 1
+        if self.fetched == self.crash:
+            raise RuntimeError("simulated crash")
+        return self.x[i], self.y[i]
+
+
+def _same(a, b):
+    return np.array_equal(np.asarray(a.history), np.asarray(b.history), equal_nan=True)
+
+
+def _weights_equal(m1, m2):
+    return all(torch.equal(p, q) for p, q in zip(m1.state_dict().values(), m2.state_dict().values()))
+
+
+@pytest.mark.parametrize("mode", ["pass", "ride"])
+def test_a_run_cut_short_resumes_to_the_uncut_values_bit_for_bit(tmp_path, mode):
+    kw = dict(epochs=3, mode=mode, batch_size=32, seed=5)
+    whole_model, whole_data = _model(), Rows()
+    whole = chg.value_data(whole_model, whole_data, **kw)
+    per_epoch = N * (2 if mode == "pass" else 1)  # a separate pass reads every row once more
+    probe = whole_data.fetched - 3 * per_epoch  # rows value_data reads to learn what the data is
+    assert 0 <= probe <= 2
+    path = tmp_path / "run.pt"
+    with pytest.raises(RuntimeError, match="simulated crash"):  # in the second epoch's training
+        chg.value_data(_model(), Rows(crash=per_epoch + per_epoch - 50), checkpoint=path, **kw)
+    assert path.exists()
+    data, model = Rows(), _model()
+    resumed = chg.value_data(model, data, checkpoint=path, **kw)
+    assert data.fetched == probe + 2 + 2 * per_epoch  # + the first and last row (the fingerprint), epochs 2 and 3
+    assert _same(resumed, whole) and _weights_equal(model, whole_model)
+    # the finished run's file: the same call returns the values without training
+    data, model = Rows(), _model()
+    again = chg.value_data(model, data, checkpoint=path, **kw)
+    assert data.fetched == probe + 2 and _same(again, whole) and _weights_equal(model, whole_model)
+
+
+def test_more_epochs_train_only_the_new_ones(tmp_path):
+    path = tmp_path / "run.pt"
+    chg.value_data(_model(), Rows(), epochs=2, mode="ride", checkpoint=path)
+    model, data = _model(), Rows()
+    longer = chg.value_data(model, data, epochs=4, mode="ride", checkpoint=path)
+    assert 2 * N + 2 <= data.fetched <= 2 * N + 4  # the fingerprint, value_data's probe, epochs 3 and 4
+    fresh_model = _model()
+    fresh = chg.value_data(fresh_model, Rows(), epochs=4, mode="ride")
+    assert _same(longer, fresh) and _weights_equal(model, fresh_model)
+    assert len(longer.history) == 4
+
+
+def test_a_file_of_another_run_is_refused_and_changes_nothing(tmp_path):
+    path = tmp_path / "run.pt"
+    chg.value_data(_model(), Rows(), epochs=2, lr=0.01, checkpoint=path)
+    cases = [(dict(lr=0.02), "is of a run with lr=0.01; this run has lr=0.02"),
+             (dict(label_smoothing=0.1), "with loss="),
+             (dict(epochs=1), "holds 2 finished epochs, more than the 1 asked for"),
+             (dict(data=Rows(seed=1)), "other training data")]
+    for change, needle in cases:
+        kw = dict(epochs=2, lr=0.01)
+        data = change.pop("data", Rows())
+        kw.update(change)
+        model = _model()
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        with pytest.raises(CheckpointError, match=needle) as err:
+            chg.value_data(model, data, checkpoint=path, **kw)
+        assert f"delete {path}" in str(err.value)
+        assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    model = _model(hidden=8)  # another architecture: refused, the model left as it was
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(CheckpointError, match="does not fit this run's model"):
+        chg.value_data(model, Rows(), epochs=2, lr=0.01, checkpoint=path)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(3)}, other)
+    with pytest.raises(CheckpointError, match="is not a run checkpoint of chg"):
+        chg.value_data(_model(), Rows(), epochs=2, checkpoint=other)
+    (tmp_path / "text.pt").write_text("not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot be read as a run checkpoint"):
+        chg.value_data(_model(), Rows(), epochs=2, checkpoint=tmp_path / "text.pt")
+    with pytest.raises(TypeError, match="checkpoint must be a file path"):
+        chg.value_data(_model(), Rows(), epochs=2, checkpoint=True)
+
+
+def test_a_tensor_data_set_is_fingerprinted_by_every_row(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(N, D, generator=g), torch.randint(0, C, (N,), generator=g)
+    path = tmp_path / "run.pt"
+    chg.value_data(_model(), (x, y), epochs=1, checkpoint=path)
+    x2 = x.clone()
+    x2[N // 2, 0] += 1.0  # one value of a middle row
+    with pytest.raises(CheckpointError, match="other training data"):
+        chg.value_data(_model(), (x2, y), epochs=1, checkpoint=path)
+    assert len(chg.value_data(_model(), (x.clone(), y.clone()), epochs=1, checkpoint=path).history) == 1  # same rows
+
+
+def test_value_sequences_resumes_bit_for_bit(tmp_path):
+    pytest.importorskip("transformers")
+    from test_sequence import _docs, _gpt2
+
+    class Docs(torch.utils.data.Dataset):
+        def __init__(self, crash=0):
+            self.items, self.crash, self.fetched = _docs(7), crash, 0
+
+        def __len__(self):
+            return len(self.items)
+
+        def __getitem__(self, i):
+            self.fetched += 1
+            if self.fetched == self.crash:
+                raise RuntimeError("simulated crash")
+            return self.items[i]
+
+    kw = dict(mode="ride", epochs=3, batch_size=3, lr=1e-2)
+    whole_model = _gpt2()
+    whole = chg.sequence.value_sequences(whole_model, Docs(), **kw)
+    path = tmp_path / "lm.pt"
+    with pytest.raises(RuntimeError, match="simulated crash"):  # in the third epoch
+        chg.sequence.value_sequences(_gpt2(), Docs(crash=2 * 7 + 7 + 4), checkpoint=path, **kw)
+    model = _gpt2()
+    resumed = chg.sequence.value_sequences(model, Docs(), checkpoint=path, **kw)
+    assert _same(resumed, whole) and _weights_equal(model, whole_model)
+    classifier = tmp_path / "classifier.pt"
+    chg.value_data(_model(), Rows(), epochs=1, checkpoint=classifier)
+    with pytest.raises(CheckpointError, match="is of a run of value_data, not of value_sequences"):
+        chg.value_data(_gpt2(), Docs(), checkpoint=classifier, **kw)  # (documents: value_data is value_sequences)
+
+
+def test_the_command_line_resumes_and_refuses_another_run(tmp_path, capsys):
+    import pandas as pd
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(80, 4)), columns=list("abcd"))
+    frame["target"] = rng.integers(0, 3, 80)
+    csv = tmp_path / "d.csv"
+    frame.to_csv(csv, index=False)
+    ck = tmp_path / "run.pt"
+
+    def value(out, *args):
+        return cli.main(["value", str(csv), "--label", "target", "--out", str(tmp_path / out), "--no-progress",
+                         "--quiet", *args])
+
+    assert value("fresh", "--epochs", "3") == 0
+    assert value("first", "--epochs", "2", "--checkpoint", str(ck)) == 0
+    assert value("resumed", "--epochs", "3", "--checkpoint", str(ck)) == 0
+    fresh = pd.read_csv(tmp_path / "fresh" / "values.csv")
+    resumed = pd.read_csv(tmp_path / "resumed" / "values.csv")
+    assert fresh["value"].tolist() == resumed["value"].tolist()
+    capsys.readouterr()
+    assert value("other", "--epochs", "3", "--lr", "0.1", "--checkpoint", str(ck)) == 2
+    assert "--checkpoint: checkpoint" in capsys.readouterr().err
