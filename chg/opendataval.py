@@ -52,7 +52,7 @@ from .factored import Options
 from .lastlayer import per_sample_loss
 from .loop import MODES, ValueDataConfig, train_and_value
 from .renames import OPTIONS_REMOVED, renamed
-from .valuation import EpochValuer
+from .valuation import EpochValuer, count
 from .values import Values
 
 __all__ = ["CHGShapley"]
@@ -109,8 +109,8 @@ class CHGShapley(DataEvaluator, ModelMixin):
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-        if epochs is not None and int(epochs) < 1:
-            raise ValueError(f"epochs must be >= 1, got {epochs}")
+        if epochs is not None:
+            epochs = count(epochs, "CHGShapley: epochs", 1)
         self.options = Options(utility=utility, gradient=gradient, alpha=alpha, per_class=per_class)
         self.epochs, self.mode, self.loss = epochs, mode, loss
         self.utility, self.gradient = self.options.utility, self.options.gradient
@@ -132,13 +132,27 @@ class CHGShapley(DataEvaluator, ModelMixin):
 
     @staticmethod
     def _labels(y) -> torch.Tensor:
-        """Integer class labels (n,) from opendataval's one-hot (n, C) labels or from integer labels."""
+        """Integer class labels (n,) from opendataval's one-hot (n, C ≥ 2) labels, or from integer labels (n,) or
+        (n, 1) (a column).
+
+        Raises:
+            ValueError: a 2-D array that is not one-hot (each row one 1, the rest 0), floating labels of one
+                column, or any other shape.
+        """
         y = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y)
-        if y.ndim == 2:
+        if y.ndim == 2 and y.shape[1] == 1:  # a column of labels, not a one-hot of one class
+            y = y[:, 0]
+        elif y.ndim == 2:
+            hot = (y == 1).sum(1)
+            if not bool(((y == 0) | (y == 1)).all()) or not bool((hot == 1).all()):
+                bad = int(torch.nonzero(~(((y == 0) | (y == 1)).all(1)) | (hot != 1))[0])
+                raise ValueError(f"CHGShapley: labels of shape {tuple(y.shape)} are read as one-hot (one 1 per "
+                                 f"row, the rest 0), but row {bad} is {y[bad].tolist()}: pass one-hot rows or "
+                                 "integer class labels (n,)")
             return y.argmax(1)
-        if y.ndim == 1 and not torch.is_floating_point(y):
+        if y.ndim == 1 and not torch.is_floating_point(y) and not y.is_complex():
             return y.long()
-        raise ValueError(f"CHGShapley needs classification labels (one-hot (n, C) or integer (n,)), got "
+        raise ValueError(f"CHGShapley needs classification labels (one-hot (n, C) or integer (n,) or (n, 1)), got "
                          f"{tuple(y.shape)} {y.dtype}")
 
     def train_data_values(self, *args, **kwargs):

@@ -86,15 +86,21 @@ def suspects(values, k: Optional[int] = None, threshold: Optional[float] = DEFAU
         (m,) int64 row positions (0-based, into ``values``), sorted by value ascending (ties: lower position first).
 
     Raises:
-        ValueError: NaN/Inf values, or ``k < 0``.
+        ValueError: NaN/Inf values; ``k`` not a non-negative integer (a bool, NaN, 2.5, -1); ``threshold`` not a
+            number (NaN, a bool).
     """
     v = as_values(values)
+    if k is not None:
+        if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, float, np.integer, np.floating)) \
+                or not np.isfinite(k) or int(k) != k or k < 0:
+            raise ValueError(f"k must be a non-negative integer (or None: no limit), got {k!r}")
+    if threshold is not None and (isinstance(threshold, (bool, np.bool_)) or not isinstance(
+            threshold, (int, float, np.integer, np.floating)) or np.isnan(threshold)):
+        raise ValueError(f"threshold must be a number (or None: no threshold), got {threshold!r}")
     order = np.argsort(v, kind="stable")
     if threshold is not None:
         order = order[v[order] < threshold]
     if k is not None:
-        if int(k) != k or k < 0:
-            raise ValueError(f"k must be a non-negative integer, got {k!r}")
         order = order[:int(k)]
     return order.astype(np.int64)
 

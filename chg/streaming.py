@@ -24,16 +24,30 @@ from __future__ import annotations
 import warnings
 from typing import Optional
 
+import numpy as np
 import torch
 
+from .distributed import is_distributed
 from .factored import GroupStats, Options, stats_by_group, utility_values
 from .lastlayer import Factors, check_logits, check_loss, loss_and_error, upcast
 from .renames import OPTIONS_REMOVED, renamed
 from .valuation import (SKIP_MEANING, RepeatedRowsWarning, check_bias, check_complete, check_same_head, check_state,
-                        count, head_of, int_tensor, loss_record)
+                        count, flag, head_of, int_tensor, loss_record)
 from .values import Values
 
 __all__ = ["StreamingValuer"]
+
+
+def _one_process(verb: str) -> None:
+    """Refuse torch.distributed with several processes: each rank would value its batches against its own shard's
+    statistics (another game on every rank, and a wrong one), not the epoch's."""
+    if is_distributed():
+        import torch.distributed as dist
+        raise RuntimeError(f"StreamingValuer.{verb}: torch.distributed is initialised with {dist.get_world_size()} "
+                           "processes, but StreamingValuer values each batch as it arrives against the statistics of "
+                           "this process's rows alone: every rank would value another game, and none the epoch's. "
+                           "Under torchrun use chg.EpochValuer (its end_epoch all-reduces the epoch's statistics; "
+                           "docs/torchrun.md), or run in one process")
 
 
 @renamed("0.3.0", options=OPTIONS_REMOVED)
@@ -59,7 +73,7 @@ class StreamingValuer:
         self.skip_epochs = count(skip_epochs, "skip_epochs", 0, SKIP_MEANING)
         self.weight, self.label_smoothing = weight, label_smoothing
         check_loss(None, weight, label_smoothing)
-        self.partial_epochs = bool(partial_epochs)
+        self.partial_epochs = flag(partial_epochs, "partial_epochs")
         self.epoch_values: list = []  # (n,) float64 per finished epoch, NaN where a row was not seen
         self._previous: Optional[dict] = None  # group -> GroupStats of the last finished epoch
         self._shape: Optional[tuple] = None  # (C, D, bias) of the head of the ended epochs
@@ -101,13 +115,17 @@ class StreamingValuer:
                 NaN/Inf as :func:`chg.lastlayer.loss_and_error`, a head (C, D, bias) other than the earlier batches'
                 and epochs' — before anything is added (a batch that raises leaves the valuer as it was).
             TypeError: a ``bias`` that is not a bool.
+            RuntimeError: torch.distributed initialised with several processes (use :class:`chg.EpochValuer`).
         A row added again in the same epoch gets its new value, and both additions count in the next epoch's
         statistics (:meth:`end_epoch` warns); :class:`chg.EpochValuer` keeps its last only. An empty batch adds
         nothing (its values: an empty tensor).
         """
+        _one_process("add_logits")
         check_logits(logits)
         if not isinstance(feat, torch.Tensor) or feat.ndim != 2:
             raise ValueError(f"add_logits: feat must be a (B, D) tensor, got {getattr(feat, 'shape', type(feat))}")
+        if not isinstance(targets, torch.Tensor) and isinstance(targets, (np.ndarray, list, tuple)):
+            targets = torch.as_tensor(np.asarray(targets), device=logits.device)  # as EpochValuer.add_logits
         check_bias(bias, "add_logits")
         idx = int_tensor(indices, "add_logits: indices")
         B = logits.shape[0]
@@ -152,7 +170,9 @@ class StreamingValuer:
         Raises:
             ValueError: no row was added this epoch; a row was not added (without ``partial_epochs``: the message
                 says how many). Either way the epoch is dropped (the next one starts empty).
+            RuntimeError: torch.distributed initialised with several processes (use :class:`chg.EpochValuer`).
         """
+        _one_process("end_epoch")
         try:  # whatever is raised, the epoch goes: the next one starts empty
             if not self._current:
                 raise ValueError("end_epoch: no training rows were added this epoch")

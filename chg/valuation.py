@@ -126,6 +126,21 @@ def count(v, name: str, low: int = 0, meaning: str = "") -> int:
     return v
 
 
+def flag(v, name: str) -> bool:
+    """A switch given by a user: True or False (a NumPy bool too), never a string or a number read as one.
+
+    Args:
+        v: the value. name: its name, for the message.
+    Returns:
+        ``v`` as a bool.
+    Raises:
+        TypeError: not a bool (``"False"`` would read as True).
+    """
+    if not isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {v!r}")
+    return bool(v)
+
+
 SKIP_MEANING = " (the number of first epochs left out of the average)"
 
 
@@ -328,7 +343,7 @@ class EpochValuer:
                  offload: Optional[str] = None, directory=None, unit: Optional[str] = None):
         self.n = count(n, "EpochValuer: n", 1, " (the number of training points)")
         self.options = Options(utility=utility, gradient=gradient, alpha=alpha, per_class=per_class)
-        self.partial_epochs = bool(partial_epochs)
+        self.partial_epochs = flag(partial_epochs, "partial_epochs")
         self.skip_epochs = count(skip_epochs, "skip_epochs", 0, SKIP_MEANING)
         self.weight, self.label_smoothing = weight, label_smoothing
         check_loss(None, weight, label_smoothing)  # type and range, C comes later

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import torch
 
 from .report import DEFAULT_THRESHOLD, ValuationReport, as_values
 from .io import atomic_write, write_csv_atomic
@@ -85,12 +86,15 @@ class Values:
         meta: a JSON-serialisable dict of settings (utility, mode, epochs, ...), kept in files.
     Raises:
         ValueError: an empty history, a history that is not 1- or 2-D, ``skip_epochs`` outside [0, E), columns of
-            another length, or repeated row ids.
+            another length, or repeated or missing (NaN) row ids.
         TypeError: ``skip_epochs`` not an integer.
     """
 
     def __init__(self, history, skip_epochs: int = 0, *, index=None, labels=None, meta: Optional[dict] = None):
-        h = history.detach().cpu().numpy() if hasattr(history, "detach") else np.asarray(history)
+        if isinstance(history, torch.Tensor):  # (bfloat16 and float16 too: read in float64)
+            history = history.detach().cpu()
+            history = history.double() if history.is_floating_point() else history
+        h = history.numpy() if isinstance(history, torch.Tensor) else np.asarray(history)
         h = np.array(h, dtype=np.float64, ndmin=2)  # own copy
         if h.ndim != 2 or h.shape[0] == 0 or h.shape[1] == 0:
             raise ValueError(f"history must be (epochs, n) with at least one epoch and one row, got shape {h.shape}")
@@ -102,6 +106,9 @@ class Values:
         n = h.shape[1]
         self.index = np.arange(n) if index is None else _column(list(index) if not hasattr(index, "shape")
                                                                  else index, "index", n)
+        if index is not None and (bool(np.isnan(self.index).any()) if self.index.dtype.kind in "fcmM" else
+                                  self.index.dtype == object and any(i != i for i in self.index.tolist())):
+            raise ValueError("index has missing row ids (NaN / NaT): each row must be named")
         if index is not None and len(set(self.index.tolist())) != n:
             raise ValueError("index has repeated row ids: each row must be named once")
         self.labels = _column(labels, "labels", n)
@@ -203,6 +210,16 @@ class Values:
             raise ValueError("Values with different labels cannot be added")
         h = np.concatenate([self._history[self._skip:], other._history[other._skip:]])
         return Values(h, 0, index=self.index, labels=self.labels, meta=_sum_meta(self.meta, other.meta, h.shape[0]))
+
+    def __radd__(self, other) -> "Values":
+        """``0 + values`` is ``values``, so that ``sum(runs)`` combines a list of runs (:meth:`__add__`).
+
+        Raises:
+            TypeError: ``other`` is anything but the integer 0.
+        """
+        if isinstance(other, int) and not isinstance(other, bool) and other == 0:
+            return self
+        return NotImplemented
 
     def __len__(self) -> int:
         return self._history.shape[1]
@@ -340,13 +357,19 @@ class Values:
 
     # ---- files and checkpoints -------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        """Everything, for a training checkpoint (:meth:`from_state_dict` reads it back).
+        """Everything, for a training checkpoint (:meth:`from_state_dict` reads it back; ``torch.load`` reads it
+        weights-only, as it does :meth:`chg.EpochValuer.state_dict`, when row ids and labels are numbers, strings or
+        bools).
 
         Returns:
-            a dict of plain arrays and JSON-ready data.
+            a dict: ``history`` an (E, n) float64 tensor, ``index`` and ``labels`` Python lists (an array when they
+            hold other objects — dates — ; labels None when there are none), ``skip_epochs``, ``meta`` and
+            ``format``.
         """
-        return {"format": FORMAT, "history": self._history.copy(), "skip_epochs": self._skip,
-                "index": self.index.copy(), "labels": None if self.labels is None else self.labels.copy(),
+        def plain(a):
+            return a.tolist() if a.dtype.kind in "biufU" else a.copy()
+        return {"format": FORMAT, "history": torch.from_numpy(self._history.copy()), "skip_epochs": self._skip,
+                "index": plain(self.index), "labels": None if self.labels is None else plain(self.labels),
                 "meta": dict(self.meta)}
 
     @classmethod
@@ -378,7 +401,7 @@ class Values:
         """
         path = Path(path)
         arrays = {"history": self._history, "skip_epochs": np.int64(self._skip), "index": self.index,
-                  "meta": np.array(json.dumps({"format": FORMAT, **self.meta}))}
+                  "format": np.array(FORMAT), "meta": np.array(json.dumps(self.meta))}
         if self.labels is not None:
             arrays["labels"] = self.labels
         for name in ("index", "labels"):
@@ -420,7 +443,8 @@ class Values:
         try:  # every array read (and its CRC checked) here: a damaged archive fails inside, not in the constructor
             with np.load(path, allow_pickle=False) as z:
                 names = z.files
-                arrays = {k: z[k] for k in ("history", "meta", "skip_epochs", "index", "labels") if k in names}
+                arrays = {k: z[k] for k in ("history", "meta", "skip_epochs", "index", "labels", "format")
+                          if k in names}
             meta = json.loads(str(arrays["meta"])) if "meta" in arrays else None
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as e:
             if "allow_pickle" in str(e):  # whole, but holding Python objects: not what Values.save writes
@@ -431,7 +455,9 @@ class Values:
                              "values, or a good copy of the file)") from e
         if any(k not in arrays for k in ("history", "skip_epochs", "index")) or not isinstance(meta, dict):
             raise ValueError(f"{path}: not a chg.Values file (arrays {names})")
-        if meta.pop("format", None) != FORMAT:
+        # the format: its own array (after 0.3.0: meta may hold a "format" of its own), or meta's entry (before)
+        tag = str(arrays["format"]) if "format" in arrays else meta.pop("format", None)
+        if tag != FORMAT:
             raise ValueError(f"{path}: not a {FORMAT} file")
         return cls(arrays["history"], int(arrays["skip_epochs"]), index=arrays["index"],
                    labels=arrays.get("labels"), meta=meta)

@@ -81,14 +81,19 @@ def deltas(task: str, cell: dict, rand: dict):
     return [-x for x in d] if task == "removal" else d
 
 
+NO_SE = "n/a (1 seed)"  # a symbol or comparison that needs a standard error, over one seed
+
+
 def symbol(task: str, cell: dict, rand: dict) -> str:
     """'++'/'+' when the mean improvement reaches the threshold AND exceeds two standard errors (so one lucky seed
-    does not make a '+'); else '-'."""
+    does not make a '+'); else '-'. One seed has no standard error: NO_SE, no symbol."""
     d = deltas(task, cell, rand)
     if not d:
         return "not run"
+    if len(d) < 2:
+        return NO_SE
     mean = float(np.mean(d))
-    se = float(np.std(d, ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
+    se = float(np.std(d, ddof=1) / np.sqrt(len(d)))
     if mean <= 2 * se:
         return "-"
     lo, hi = THRESHOLDS[task]
@@ -177,7 +182,8 @@ def caption(runs: list, scale: str, datasets: list) -> str:
         f"(opendataval `remove_high_low`, step {float(c('removal_percentile')):.0%}) on the label-noise runs. "
         f"**Symbols**: Δ = per-seed improvement, for detection AUC − 0.5 (chance), for removal/addition the test "
         f"accuracy against the Random evaluator on the same data set and seed (sign so that positive = better); "
-        f"{th}, each only if the mean Δ also exceeds two standard errors of the mean over seeds; else '-'. 'Ours' "
+        f"{th}, each only if the mean Δ also exceeds two standard errors of the mean over seeds; else '-' "
+        f"('{NO_SE}': one seed has no standard error, so no symbol). 'Ours' "
         f"lists the symbols label/feature/removal/addition. 'Paper' = the paper's Table 1 (CIFAR10-embeddings; for "
         f"the baselines abstracted from Jiang et al. 2023). Wall time = seconds of `DataEvaluator.train` (mean over "
         f"all runs of the method, label and feature noise; device: {'; '.join(sorted({r['device'] for r in runs}))}"
@@ -218,10 +224,12 @@ def paired(task_key: str, a: dict, b: dict) -> tuple:
 
 def versus(task_key: str, cell: dict, rival: dict) -> str:
     """'higher (+m ± se)' / 'lower (...)' / 'tie (...)': the paired per-seed difference cell − rival of ``task_key``,
-    beyond two standard errors or not."""
+    beyond two standard errors or not; NO_SE with the difference over one common seed."""
     mean, se, n = paired(task_key, cell, rival)
     if mean is None:
         return "no common seed"
+    if n < 2:
+        return f"{NO_SE}: {mean:+.3f}"
     word = "higher" if mean > 2 * se else "lower" if mean < -2 * se else "tie"
     return f"{word} ({mean:+.3f} ± {se:.3f}, n = {n})"
 
@@ -251,6 +259,10 @@ def verdicts(datasets: list, table: dict) -> str:
             head = f"- {d}, {TASK_NAMES[t].lower()}: paper '{paper[t]}', measured '{ours}'"
             if ours == "not run":
                 out.append(f"{head}: not run at this scale, so no verdict.")
+                continue
+            if ours == NO_SE:
+                out.append(f"{head}: one seed gives no standard error, so no symbol and no verdict (run more "
+                           "seeds).")
                 continue
             holds = ("no claim in the paper (NA)" if paper[t] not in RANK else
                      "holds" if RANK[ours] >= RANK[paper[t]] else "does NOT hold")

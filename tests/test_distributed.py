@@ -92,7 +92,17 @@ def _single_process_helper_worker(rank, world, init_file, out_dir):
             got[name] = None
         except Exception as e:  # noqa: BLE001 (what it was is the test's point)
             got[name] = f"{type(e).__name__}: {e}"
-    torch.save(got, os.path.join(out_dir, f"raised{rank}.pt"))
+    streaming = {}
+    from chg.streaming import StreamingValuer
+    for name, call in [("add_logits", lambda: StreamingValuer(20).add_logits(torch.arange(10) + 10 * rank,
+                                                                             torch.randn(10, 2), y[:10], X[:10])),
+                       ("end_epoch", lambda: StreamingValuer(20).end_epoch())]:
+        try:
+            call()
+            streaming[name] = None
+        except Exception as e:  # noqa: BLE001
+            streaming[name] = f"{type(e).__name__}: {e}"
+    torch.save({"helpers": got, "streaming": streaming}, os.path.join(out_dir, f"raised{rank}.pt"))
     dist.destroy_process_group()
 
 
@@ -100,10 +110,15 @@ def test_single_process_helpers_refuse_a_process_group_of_several_ranks(tmp_path
     """chg.value_data under torchrun (torch.distributed initialised, 2 processes) ran, each rank training its own model
     on every row, and the all-reduced values were rank 0's (reviewer's t3c_vd.py). value_data, the loop behind it
     (chg value, the OpenDataVal plugin) and value_sequences now refuse, on every rank, naming EpochValuer with a
-    DistributedSampler (docs/torchrun.md)."""
+    DistributedSampler (docs/torchrun.md). StreamingValuer, which valued each rank's batches against that rank's
+    statistics alone (reviewer R7's ddp_stream.py), refuses too."""
     mp.spawn(_single_process_helper_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
     for rank in range(2):
-        got = torch.load(tmp_path / f"raised{rank}.pt")
+        saved = torch.load(tmp_path / f"raised{rank}.pt")
+        got = saved["helpers"]
+        for verb, message in saved["streaming"].items():  # each rank's statistics alone: refused, not valued
+            assert message is not None and message.startswith(f"RuntimeError: StreamingValuer.{verb}: "), message
+            assert "initialised with 2 processes" in message and "use chg.EpochValuer" in message
         for name, message in got.items():
             assert message is not None, f"{name} ran on rank {rank} of 2"
             assert message.startswith("RuntimeError: chg."), message

@@ -95,3 +95,33 @@ def test_the_same_errors_in_the_core():
                               (_HeadTwice(5, 3).double(), ValueError, "ran 2 times")):
         with pytest.raises(err, match=match):
             chg.compute_factors(model, x, y, output="probabilities")
+
+
+def test_labels_as_a_column_are_classes_and_other_shapes_are_refused():
+    """(n, 1) integer labels were read as a one-hot of one class: every row class 0, valued with no error (reviewer
+    R7's r1_odv_column_labels.py). A column is the classes; a 2-D array that is not one-hot, floating labels of one
+    column and fractional or boolean epochs are refused."""
+    _, y1h, y = _toy()
+    torch.testing.assert_close(CHGShapley._labels(y[:, None]), y)
+    torch.testing.assert_close(CHGShapley._labels(y[:, None].numpy()), y)
+    torch.testing.assert_close(CHGShapley._labels(y1h), y)
+    torch.testing.assert_close(CHGShapley._labels(y1h.float().numpy()), y)
+    soft = y1h.clone()
+    soft[4] = torch.tensor([0.5, 0.5, 0.0], dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"read as one-hot \(one 1 per row, the rest 0\), but row 4 is \[0.5, 0.5"):
+        CHGShapley._labels(soft)
+    codes = torch.stack([y, y], 1)  # two columns of codes: not one-hot
+    with pytest.raises(ValueError, match=r"row 0 is \[0, 0\]"):
+        CHGShapley._labels(codes)
+    with pytest.raises(ValueError, match="needs classification labels"):
+        CHGShapley._labels(y[:, None].double())
+    x, _, _ = _toy()
+    model = LogisticRegression(5, 3).double()
+    by_column = CHGShapley(random_state=0).input_data(x, y[:, None], x[:6], y[:6, None]).input_model(model)
+    by_column.train_data_values(epochs=1, batch_size=5, lr=0.0)
+    by_onehot = CHGShapley(random_state=0).input_data(x, y1h, x[:6], y1h[:6]).input_model(model)
+    by_onehot.train_data_values(epochs=1, batch_size=5, lr=0.0)
+    np.testing.assert_array_equal(by_column.evaluate_data_values(), by_onehot.evaluate_data_values())
+    for bad in (2.7, "3", True):
+        with pytest.raises(TypeError, match="epochs must be an integer >= 1"):
+            CHGShapley(epochs=bad)

@@ -2,8 +2,10 @@
 
 nbval itself executes the notebooks; these checks catch, without running anything, the mistakes that would make its
 comparison silently weaker: outputs stripped, an error stored, a marker nbval does not recognise (it matches the
-whole comment, so ``# NBVAL_IGNORE_OUTPUT (why)`` is no marker and the cell's output would be compared)."""
+whole comment, so ``# NBVAL_IGNORE_OUTPUT (why)`` is no marker and the cell's output would be compared). The code
+snippets of the text cells, which nbval does not run, are run here on a stand-in model and data."""
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -39,3 +41,33 @@ def test_nbval_markers_are_recognised(path):
             if line.strip().startswith("#") and comment.startswith("NBVAL"):
                 assert comment in MARKERS, f"{path.name} code cell {i}: {line.strip()!r} is not an nbval marker " \
                                            f"(the comment must be exactly one of {sorted(MARKERS)})"
+
+
+def _markdown_snippets():
+    """The complete Python snippets in the notebooks' text cells (those that start with ``import chg``)."""
+    out = []
+    for path in NOTEBOOKS:
+        for c in json.loads(path.read_text())["cells"]:
+            text = "".join(c["source"])
+            if c["cell_type"] == "markdown":
+                out += [(path.name, b) for b in re.findall(r"```python\n(.*?)```", text, re.S)
+                        if b.startswith("import chg")]
+    return out
+
+
+SNIPPETS = _markdown_snippets()
+
+
+def test_there_are_snippets():
+    assert SNIPPETS, "no `import chg` snippet in the notebooks' text cells"
+
+
+@pytest.mark.parametrize("name,code", SNIPPETS, ids=[s[0] for s in SNIPPETS])
+def test_text_snippets_run_on_a_stand_in_model_and_data(name, code):
+    """A snippet of a text cell ("With your own data") runs as written, given a ``model`` and data ``(x, y)``."""
+    import torch
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(150, 5, generator=g), torch.randint(0, 3, (150,), generator=g)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    exec(compile(code, name, "exec"), {"model": model, "x": x, "y": y})

@@ -143,3 +143,14 @@ def test_one_validator_and_no_hardness_branch_in_end_epoch():
     for name in ("utility", "gradient", "alpha"):  # Options builds these messages from the name, in one loop
         assert f"{name} must be one of" not in text
     assert "hardness" not in inspect.getsource(EpochValuer.end_epoch)
+
+
+@pytest.mark.parametrize("bad", ["False", "no", 0, None])
+def test_partial_epochs_is_a_bool_not_anything_truthy(bad):
+    """partial_epochs was read with bool(): "False" turned partial epochs on (reviewer R7's r3_partial_epochs_str.py).
+    Like per_class it takes True or False (a NumPy bool too)."""
+    from chg.streaming import StreamingValuer
+    for make in (EpochValuer, StreamingValuer):
+        with pytest.raises(TypeError, match=f"partial_epochs must be True or False, got {bad!r}"):
+            make(3, partial_epochs=bad)
+        assert make(3, partial_epochs=np.bool_(True)).partial_epochs is True

@@ -175,3 +175,17 @@ def test_medium_render_only_rebuilds_the_committed_table_from_the_committed_reco
         assert made.read_bytes() == kept.read_bytes(), f"figures/medium/{name} differs from its render"
     md = (ROOT / "figures" / "medium" / "table1.md").read_text()
     assert "[authors' notebook, CIFAR-10 embeddings]" in md and "**Verdicts" in md
+
+
+def test_one_seed_gives_no_symbol_and_no_verdict():
+    """One seed has no standard error: no '+' and no 'higher' from it (the caption's rule needs two standard
+    errors)."""
+    table = {"d": {"chg": _cell({0: 0.6}, removal={0: 0.6}, addition={0: 0.7}),
+                   "random": _cell({0: 0.5}, removal={0: 0.7}, addition={0: 0.69}),
+                   "dataoob": _cell({0: 0.599})}}
+    assert table1.symbol("label", table["d"]["chg"], table["d"]["random"]) == table1.NO_SE
+    lines = {ln.split(":")[0]: ln for ln in table1.verdicts(["d"], table).splitlines() if ln.startswith("- d, ")}
+    for task in ("noisy label detection", "point removal", "point addition"):
+        assert f"measured '{table1.NO_SE}'" in lines[f"- d, {task}"] and "no verdict" in lines[f"- d, {task}"]
+        assert "holds" not in lines[f"- d, {task}"]
+    assert table1.versus("label_auc", table["d"]["chg"], table["d"]["dataoob"]) == f"{table1.NO_SE}: +0.001"

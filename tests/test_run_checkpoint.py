@@ -1,8 +1,8 @@
-"""Nothing is lost in a long run of value_data, value_sequences or ``chg value``: with ``checkpoint=`` (``--checkpoint``)
-a run cut short mid-epoch and started again resumes after its last finished epoch and ends with the values and
-weights of the run that was not cut short, bit for bit (dropout's random stream included); the finished run's file
-returns its values without training, or trains only the epochs added; a file of another run is refused, naming what
-differs, and leaves the model as it was (chg.io.RunCheckpoint)."""
+"""Nothing is lost in a long run of value_data, value_sequences or ``chg value``: with ``checkpoint=``
+(``--checkpoint``) a run cut short mid-epoch and started again resumes after its last finished epoch and ends with the
+values and weights of the run that was not cut short, bit for bit (dropout's random stream included); the finished
+run's file returns its values without training, or trains only the epochs added; a file of another run is refused,
+naming what differs, and leaves the model as it was (chg.io.RunCheckpoint)."""
 import numpy as np
 import pytest
 import torch

@@ -1,6 +1,7 @@
 """chg.streaming.StreamingValuer (an approximation of Algorithm 1 with memory independent of n) against oracles: at
 learning rate 0 every epoch after the first equals EpochValuer's ride-along values exactly; in the first epoch each
 batch is valued in the game of the rows seen so far (dense Theorem 1 on per-sample vectors)."""
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -125,3 +126,14 @@ def test_a_row_added_twice_in_a_streaming_epoch_is_counted_and_warned_of():
     with pytest.warns(UserWarning, match="3 addition"):
         v.end_epoch()
     assert v._previous[0].n == N + 3
+
+
+def test_targets_as_a_list_or_array_as_epoch_valuer_takes_them():
+    """StreamingValuer.add_logits takes "the same arguments as chg.EpochValuer.add_logits": targets as a list or
+    NumPy array were refused (reviewer R7's r4_stream_targets_list.py)."""
+    g = torch.Generator().manual_seed(0)
+    z, h, y = torch.randn(6, 3, generator=g), torch.randn(6, 4, generator=g), [0, 1, 2, 1, 0, 2]
+    want = StreamingValuer(6).add_logits(torch.arange(6), z, torch.tensor(y), h)
+    for targets in (y, np.array(y), tuple(y)):
+        torch.testing.assert_close(StreamingValuer(6).add_logits(torch.arange(6), z, targets, h), want, rtol=0,
+                                   atol=0)

@@ -125,3 +125,59 @@ def test_the_meta_of_a_sum_is_true_of_the_sum(tmp_path):
     assert (chg.Values(h) + chg.Values(h)).meta == {}
     back = chg.Values.load(t.save(tmp_path / "t.npz"))
     assert back.meta == t.meta  # JSON-ready, saved as it is
+
+
+def test_a_meta_format_key_is_kept_and_the_file_still_loads(tmp_path):
+    """meta={"format": ...} overwrote the file's format tag: save wrote a file load refused (reviewer R7's
+    r7_values_meta_format.py). The tag has its own array now; files of 0.3.0 (the tag in meta) still load."""
+    v = chg.Values(np.array([[0.1, -0.2, 0.3]]), meta={"format": "images", "lr": 0.1})
+    back = chg.Values.load(v.save(tmp_path / "v.npz"))
+    assert back.meta == {"format": "images", "lr": 0.1}
+    np.testing.assert_array_equal(back.history, v.history)
+    import json
+    old = tmp_path / "old.npz"  # as 0.3.0 wrote it: the tag inside meta
+    np.savez(old, history=v.history, skip_epochs=np.int64(0), index=v.index,
+             meta=np.array(json.dumps({"format": chg.values.FORMAT, "lr": 0.1})))
+    assert chg.Values.load(old).meta == {"lr": 0.1}
+
+
+def test_state_dict_loads_weights_only_beside_a_valuer(tmp_path):
+    """Values.state_dict held NumPy arrays, which torch.load (weights-only, its default) refuses, although it is
+    'for a training checkpoint' beside EpochValuer.state_dict (reviewer R7's r8_values_state_dict_torch.py)."""
+    import torch
+    for index, labels in ((None, None), (["a", "b", "c"], [1, 0, 1]), ([10, 20, 30], [True, False, True])):
+        v = chg.Values(np.array([[0.1, np.nan, 0.3], [0.2, -0.1, 0.0]]), 1, index=index, labels=labels,
+                       meta={"lr": 0.1})
+        torch.save({"values": v.state_dict()}, tmp_path / "ck.pt")
+        back = chg.Values.from_state_dict(torch.load(tmp_path / "ck.pt")["values"])  # weights_only=True
+        np.testing.assert_array_equal(back.history, v.history)
+        assert back.skipped == 1 and back.meta == {"lr": 0.1}
+        assert back.index.tolist() == v.index.tolist()
+        assert (back.labels is None) == (labels is None)
+        if labels is not None:
+            assert back.labels.tolist() == v.labels.tolist()
+
+
+def test_half_precision_tensors_nan_row_ids_and_bad_suspect_arguments():
+    import torch
+    v = chg.Values(torch.tensor([[0.5, -0.25, 1.0]], dtype=torch.bfloat16))  # numpy has no bfloat16
+    np.testing.assert_array_equal(v.values, [0.5, -0.25, 1.0])
+    with pytest.raises(ValueError, match=r"missing row ids \(NaN / NaT\)"):
+        chg.Values(np.zeros((1, 3)), index=[1.0, np.nan, np.nan])
+    with pytest.raises(ValueError, match="missing row ids"):
+        chg.Values(np.zeros((1, 2)), index=np.array(["a", np.nan], dtype=object))
+    w = chg.Values(np.array([[0.3, -0.2, -0.1]]))
+    assert w.suspects(k=1).tolist() == [1] and w.suspects(k=2.0, threshold=None).tolist() == [1, 2]
+    for k in (True, np.nan, 2.5, -1, "2"):
+        with pytest.raises(ValueError, match="k must be a non-negative integer"):
+            w.suspects(k=k)
+    for t in (np.nan, True, "0"):
+        with pytest.raises(ValueError, match="threshold must be a number"):
+            w.suspects(threshold=t)
+
+
+def test_sum_of_runs():
+    a, b = chg.Values(np.array([[1.0, 2.0]])), chg.Values(np.array([[3.0, 4.0]]))
+    np.testing.assert_array_equal(sum([a, b]).values, (a + b).values)
+    with pytest.raises(TypeError):
+        1 + a
