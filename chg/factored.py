@@ -44,7 +44,7 @@ from .shapley import check_finite, check_n, coefficients, mean_game_coefficients
 
 __all__ = ["Options", "UTILITIES", "GRADIENTS", "ALPHAS", "GroupStats", "group_stats", "values_from_factors",
            "factored_shapley", "shapley_from_factors", "utility_stats", "utility_values", "epoch_values",
-           "alpha_from_validation", "stats_by_group"]
+           "alpha_from_validation", "stats_by_group", "flag"]
 
 CHUNK_ELEMENTS = 1 << 22  # CPU: features per chunk (16 MiB of float32): few enough chunks that the per-op cost of the
 # float64 per-row work stays small beside the GEMMs (measured: 4 MiB chunks cost 4–15% more at n = 10⁶, D = 512)
@@ -56,6 +56,21 @@ CENTRE_RATIO = 1.0  # features are centred on μ when ‖μ‖ > CENTRE_RATIO ·
 UTILITIES = ("chg", "gradient", "hardness")
 GRADIENTS = ("full", "bias")
 ALPHAS = ("train", "valid")
+
+
+def flag(v, name: str) -> bool:
+    """A switch given by a user: True or False (a NumPy bool too), never a string or a number read as one.
+
+    Args:
+        v: the value. name: its name, for the message.
+    Returns:
+        ``v`` as a bool.
+    Raises:
+        TypeError: not a bool (``"False"`` would read as True).
+    """
+    if not isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {v!r}")
+    return bool(v)
 
 
 @renamed("0.2.0", weighting="utility")
@@ -88,9 +103,7 @@ class Options:
                 raise TypeError(f"{name} must be a string, one of {allowed}, got {value!r}")
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
-        if not isinstance(self.per_class, (bool, np.bool_)):
-            raise TypeError(f"per_class must be True or False, got {self.per_class!r}")
-        object.__setattr__(self, "per_class", bool(self.per_class))
+        object.__setattr__(self, "per_class", flag(self.per_class, "per_class"))
         if self.utility == "hardness" and self.alpha == "valid":
             raise ValueError("utility='hardness' (mean loss over S) has no target: alpha='valid' does not apply")
 

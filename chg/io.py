@@ -168,15 +168,36 @@ def _digest(h, v) -> None:
         h.update(f"S{type(v).__name__}{v!r}".encode())
 
 
-def data_fingerprint(dataset) -> str:
-    """What identifies a training set in a run's checkpoint: its length and a hash of its rows — every row of a
-    ``TensorDataset`` (its tensors' bytes), the first and last row of any other data set (hashing every item of a
-    large image or text set would cost as much as an epoch).
+class _RandomStateKept:
+    """Within it, reads of a data set (random transforms) leave torch's, NumPy's and Python's global random state as
+    they were: a fingerprint does not change what training draws."""
+
+    def __enter__(self):
+        import random
+        self._states = (torch.get_rng_state(), np.random.get_state(), random.getstate(),
+                        torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None)
+
+    def __exit__(self, *exc):
+        import random
+        t, n, p, c = self._states
+        torch.set_rng_state(t)
+        np.random.set_state(n)
+        random.setstate(p)
+        if c is not None:
+            torch.cuda.set_rng_state_all(c)
+        return False
+
+
+def data_fingerprint(dataset) -> Optional[str]:
+    """What identifies a training set in a run's checkpoint: a hash of its length and of every row — a
+    ``TensorDataset``'s tensors' bytes, or each item ``dataset[i]`` read once (a read of the data set, without the
+    model; the global random state is left as it was).
 
     Args:
         dataset: a map-style data set (``len`` and ``[i]``).
     Returns:
-        a hex string (BLAKE2b, 16 bytes).
+        a hex string (BLAKE2b, 16 bytes); None when a row reads differently twice (random augmentation in the data
+        set), so that its rows cannot identify it.
     """
     h = hashlib.blake2b(digest_size=16)
     n = len(dataset)
@@ -184,9 +205,16 @@ def data_fingerprint(dataset) -> str:
     if isinstance(dataset, torch.utils.data.TensorDataset):
         for t in dataset.tensors:
             _digest(h, t)
-    elif n:
-        _digest(h, dataset[0])
-        _digest(h, dataset[n - 1])
+        return h.hexdigest()
+    with _RandomStateKept():
+        if n:
+            first, again = hashlib.blake2b(digest_size=16), hashlib.blake2b(digest_size=16)
+            _digest(first, dataset[0])
+            _digest(again, dataset[0])
+            if first.digest() != again.digest():
+                return None
+        for i in range(n):
+            _digest(h, dataset[i])
     return h.hexdigest()
 
 
@@ -197,7 +225,13 @@ class RunCheckpoint:
     that epoch and ends with the values and weights of the run that was not cut short, bit for bit (the loops of
     :func:`chg.value_data`, :func:`chg.sequence.value_sequences` and ``chg value --checkpoint``). The file is
     rewritten atomically after every epoch (:func:`atomic_write`) and kept at the end: the same call again returns
-    the same values without training, and a call with more ``epochs`` trains only the epochs that are new.
+    the same values without training, and a call with more ``epochs`` trains only the epochs that are new. It is
+    first written before training (epoch 0), so a run cut short in its first epoch restarts from the same model and
+    random state, and a path that cannot be written fails before any training.
+
+    What makes a file another run's: its function, settings (``settings``: the model's printed structure among them —
+    architecture, layer sizes, dropout rates; its initial weights are the file's), training data
+    (:func:`data_fingerprint`: every row is read once to check it) and more finished epochs than asked for.
 
     Args:
         path: the file (``.pt``; its folder is created), or None (no checkpoint: :meth:`resume` returns 0 and
@@ -205,7 +239,8 @@ class RunCheckpoint:
         caller: the function whose run it is (``"value_data"``, ``"value_sequences"``).
         settings: the run's settings but ``epochs`` (JSON-ready: numbers, strings, None, lists): a file of a run with
             other settings is refused.
-        dataset: the training set (:func:`data_fingerprint`): a file of a run on other data is refused.
+        dataset: the training set (:func:`data_fingerprint`): a file of a run on other data is refused (data whose
+            rows read differently each time — random augmentation — cannot be checked: a warning at resumption).
     Raises:
         TypeError: ``path`` is neither None nor a path (str or ``os.PathLike``).
     """
@@ -216,6 +251,7 @@ class RunCheckpoint:
         self.path = None if path is None else Path(path)
         self.caller = caller
         self.settings = json.loads(json.dumps(settings, default=str)) if self.path is not None else settings
+        self.rows = len(dataset)
         self.data = data_fingerprint(dataset) if self.path is not None else None
 
     def resume(self, model, optimizer, valuer, generator: torch.Generator, epochs: int) -> int:
@@ -251,10 +287,23 @@ class RunCheckpoint:
         theirs, mine = state["settings"], self.settings
         for key in sorted(set(theirs) | set(mine)):
             if theirs.get(key) != mine.get(key):
+                if key == "model" and isinstance(theirs.get(key), str) and isinstance(mine.get(key), str):
+                    a, b = theirs[key].splitlines(), mine[key].splitlines()
+                    k = next((i for i, (u, v) in enumerate(zip(a, b)) if u != v), min(len(a), len(b)))
+                    there, here = (t[k].strip() if k < len(t) else "(nothing)" for t in (a, b))
+                    raise refuse(f"is of a run of another model: its printed structure differs at line {k + 1} "
+                                 f"({there!r} there, {here!r} here)")
                 raise refuse(f"is of a run with {key}={theirs.get(key)!r}; this run has {key}={mine.get(key)!r}: only "
                              "epochs may change between a run and its resumption")
-        if state["data"] != self.data:
-            raise refuse("is of a run on other training data (the number of rows, or the rows themselves, differ)")
+        if state.get("rows", self.rows) != self.rows:
+            raise refuse(f"is of a run on {state['rows']} training rows; this run has {self.rows}")
+        if state["data"] is None or self.data is None:
+            import warnings
+            warnings.warn(f"checkpoint {self.path}: the training set's rows read differently each time (random "
+                          "augmentation in the data set?), so whether this run's data are those of the run in the "
+                          "file cannot be checked: resuming", stacklevel=3)
+        elif state["data"] != self.data:
+            raise refuse("is of a run on other training data (the rows differ, or are in another order)")
         done = int(state["epochs_done"])
         if done > epochs:
             raise refuse(f"holds {done} finished epochs, more than the {epochs} asked for (ask for epochs >= {done} "
@@ -277,16 +326,28 @@ class RunCheckpoint:
         return done
 
     def save(self, epochs_done: int, model, optimizer, valuer, generator: torch.Generator) -> None:
-        """Write the run's state after its epoch ``epochs_done`` (atomically: a crash while writing keeps the last
-        file).
+        """Write the run's state after its epoch ``epochs_done`` (0: before training), atomically and synced to disk:
+        a crash or a power cut while writing keeps the last file.
 
         Args:
             epochs_done: the epochs finished. model, optimizer, valuer, generator: as :meth:`resume`.
+        Raises:
+            OSError: the file cannot be written (a folder that is not writable, a full disk), naming it.
         """
         if self.path is None:
             return
         state = {"format": RUN_FORMAT, "caller": self.caller, "settings": self.settings, "data": self.data,
-                 "epochs_done": int(epochs_done), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "valuer": valuer.state_dict(), "generator": generator.get_state(), "rng": torch.get_rng_state(),
+                 "rows": self.rows, "epochs_done": int(epochs_done), "model": model.state_dict(),
+                 "optimizer": optimizer.state_dict(), "valuer": valuer.state_dict(), "generator": generator.get_state(),
+                 "rng": torch.get_rng_state(),
                  "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None}
-        atomic_write(self.path, lambda tmp: torch.save(state, tmp))
+        def write(tmp):
+            with open(tmp, "wb") as fh:
+                torch.save(state, fh)
+                fh.flush()
+                os.fsync(fh.fileno())  # on disk before the rename: a power cut keeps the last whole file
+        try:
+            atomic_write(self.path, write)
+        except OSError as e:
+            raise OSError(e.errno, f"checkpoint {self.path} cannot be written ({e.strerror or e}): pass a "
+                                   "checkpoint path in a writable folder") from e

@@ -171,7 +171,8 @@ def check_targets(logits: torch.Tensor, targets, defer: bool = False) -> torch.T
             range (unless ``defer``).
     """
     if not isinstance(targets, torch.Tensor):
-        raise ValueError(f"targets must be a torch.Tensor of class labels, got {type(targets).__name__}")
+        raise ValueError(f"targets must be class labels in a tensor (an array or list where the caller takes one), "
+                         f"got {type(targets).__name__}")
     B, C = logits.shape
     if defer and targets.dtype == torch.int64 and targets.shape == (B,) and targets.device == logits.device:
         return targets  # the common case of a training step: nothing to convert (no dispatch)

@@ -267,11 +267,11 @@ def value_data(model: nn.Module, train_dataset, valid_dataset=None, *, epochs: i
             :func:`chg.sequence.is_sequence_data`) goes to :func:`chg.sequence.value_sequences` with these settings
             (one value per sequence), any other to the classifier's loop; "sequence" or "token" (one value per scored
             token) choose the sequence path.
-        checkpoint: a file path (str or ``Path``), or None: the run's state is written there after every epoch
-            (:class:`chg.io.RunCheckpoint`), and a run started again with the same path, model, data and settings
-            resumes after its last finished epoch — values and weights bit for bit those of a run not cut short;
-            the same call after the run ended returns its values without training, one with more ``epochs`` trains
-            only the new ones.
+        checkpoint: a file path (str or ``Path``), or None: the run's state is written there before training and
+            after every epoch (:class:`chg.io.RunCheckpoint`), and a run started again with the same path, model
+            architecture, data and settings resumes after its last finished epoch — values and weights bit for bit
+            those of a run not cut short; the same call after the run ended returns its values without training, one
+            with more ``epochs`` trains only the new ones. Every training row is read once to check the data.
         return_valuer: also return the :class:`chg.EpochValuer` (a :class:`chg.sequence.SequenceValuer` there).
     Returns:
         :class:`chg.Values`: each point's value averaged over the epochs (after the first ``skip_epochs``), with the
@@ -285,7 +285,9 @@ def value_data(model: nn.Module, train_dataset, valid_dataset=None, *, epochs: i
             (x, y) rows, integer features X for a model without ``nn.Embedding`` (pass floating features), dict
             items of different lengths for a HuggingFace model whose config has no ``pad_token_id`` (set it), a
             missing label (``pd.NA`` in y), and (at the first epoch's end) features that are NaN or infinite,
-            naming the row; a ``checkpoint`` file of another run (other settings or data, more epochs than asked).
+            naming the row; a ``checkpoint`` file of another run (other settings, model or data, more epochs than
+            asked: :class:`chg.io.CheckpointError`).
+        OSError: a ``checkpoint`` path that cannot be written (before training).
     """
     one_process("chg.value_data")
     sweep = ValueDataConfig.eval_batch_size if eval_batch_size is None else eval_batch_size  # (a classifier's)
@@ -319,12 +321,13 @@ def value_data(model: nn.Module, train_dataset, valid_dataset=None, *, epochs: i
     valuer = EpochValuer(len(train_dataset), utility=utility, gradient=gradient, per_class=per_class, alpha=alpha,
                          skip_epochs=skip_epochs, weight=weight, label_smoothing=label_smoothing)
     run = None if checkpoint is None else RunCheckpoint(checkpoint, "value_data", {
-                "batch_size": cfg.batch_size, "lr": cfg.lr, "optimizer": cfg.optimizer, "momentum": cfg.momentum,
+                "batch_size": cfg.batch_size, "lr": cfg.lr, "optimizer": cfg.optimizer,
+                "momentum": cfg.momentum if cfg.optimizer == "sgd" else None,  # (Adam has none)
                 "weight_decay": cfg.weight_decay, "mode": cfg.mode, "eval_batch_size": cfg.eval_batch_size,
                 "seed": cfg.seed, "utility": utility, "gradient": gradient, "per_class": per_class, "alpha": alpha,
                 "skip_epochs": skip_epochs, "loss": loss_record(weight, label_smoothing),
                 "layer": None if layer is None else next((k for k, m in model.named_modules() if m is layer), "?"),
-                "model": type(model).__name__,
+                "model": repr(model),
                 "valid_data": None if valid_dataset is None else data_fingerprint(valid_dataset)}, train_dataset)
     train_and_value(model, train_dataset, valid_dataset, cfg, valuer, layer=layer, caller="value_data", checkpoint=run)
     values = valuer.values(mode=cfg.mode, epochs=int(cfg.epochs))
@@ -498,6 +501,8 @@ def train_and_value(model: nn.Module, train_dataset, valid_dataset, cfg: ValueDa
     weight = None if valuer.weight is None else torch.as_tensor(np.asarray(valuer.weight, dtype=np.float64))
     checkpoint = checkpoint or RunCheckpoint(None, caller, {}, train_dataset)
     done = checkpoint.resume(model, opt, valuer, shuffle, int(cfg.epochs))
+    if done == 0:  # before any training: a run cut short in its first epoch restarts from here
+        checkpoint.save(0, model, opt, valuer, shuffle)
     model.train()
     for epoch in progress_bar(range(done, int(cfg.epochs)), desc=f"value_data ({cfg.mode})", unit="epoch",
                               enabled=cfg.progress):

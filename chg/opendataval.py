@@ -139,7 +139,10 @@ class CHGShapley(DataEvaluator, ModelMixin):
             ValueError: a 2-D array that is not one-hot (each row one 1, the rest 0), floating labels of one
                 column, or any other shape.
         """
-        y = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y)
+        y = torch.as_tensor(np.array(y) if not isinstance(y, torch.Tensor) else y)  # (a copy: pandas is read-only)
+        given = tuple(y.shape)
+        if y.dtype == torch.bool:  # one-hot as True/False, or a column of 0/1 labels
+            y = y.to(torch.uint8)
         if y.ndim == 2 and y.shape[1] == 1:  # a column of labels, not a one-hot of one class
             y = y[:, 0]
         elif y.ndim == 2:
@@ -153,7 +156,7 @@ class CHGShapley(DataEvaluator, ModelMixin):
         if y.ndim == 1 and not torch.is_floating_point(y) and not y.is_complex():
             return y.long()
         raise ValueError(f"CHGShapley needs classification labels (one-hot (n, C) or integer (n,) or (n, 1)), got "
-                         f"{tuple(y.shape)} {y.dtype}")
+                         f"{given} {y.dtype}")
 
     def train_data_values(self, *args, **kwargs):
         """Train the model once and value every point each epoch (Algorithm 1). The global torch RNG is seeded from

@@ -19,6 +19,7 @@ from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset
 
 from .distributed import one_process
+from .factored import flag
 from .io import RunCheckpoint, data_fingerprint
 from .lastlayer import LastLayerTap, forward_batch, model_device, split_batch
 from .progress import progress as progress_bar
@@ -218,12 +219,15 @@ def value_sequences(model: nn.Module, train_dataset, valid_dataset=None, *, unit
     tap = LastLayerTap(model, layer, sequence=True)
     run = RunCheckpoint(checkpoint, "value_sequences", {
         "unit": unit, "reduction": reduction, "mode": mode, "utility": utility, "alpha": alpha,
-        "batch_size": batch_size, "lr": lr, "optimizer": optimizer, "momentum": momentum,
+        "batch_size": batch_size, "lr": lr, "optimizer": optimizer,
+        "momentum": momentum if optimizer == "sgd" else None,
         "weight_decay": weight_decay, "eval_batch_size": eval_batch_size, "seed": seed, "shift": valuer.shift,
-        "skip_epochs": skip_epochs, "vocab_chunk": vocab_chunk, "layer": tap.name, "model": type(model).__name__,
+        "skip_epochs": skip_epochs, "vocab_chunk": vocab_chunk, "layer": tap.name, "model": repr(model),
         "valid_data": None if valid_dataset is None or checkpoint is None else data_fingerprint(valid_dataset)},
         train_dataset)
     done = run.resume(model, opt, valuer, shuffle, epochs)
+    if done == 0:  # before any training: a run cut short in its first epoch restarts from here
+        run.save(0, model, opt, valuer, shuffle)
     model.train()
     for epoch in progress_bar(range(done, epochs), desc=f"value_sequences ({mode})", unit="epoch",
                               enabled=progress):
@@ -308,12 +312,16 @@ def sequence_valuer(n: int, *, unit: str = "sequence", utility: str = "chg", alp
     Raises:
         ValueError: a classifier-only option away from its default (per-class games, the bias gradient, class
             weights, label smoothing, offloaded storage), or as :class:`SequenceValuer`.
-        TypeError: an unknown keyword (naming the closest one it takes).
+        TypeError: an unknown keyword (naming the closest one it takes); ``per_class`` or ``partial_epochs`` not a
+            bool.
     """
     unknown = sorted(set(classifier_options) - set(_CLASSIFIER_DEFAULTS))
     if unknown:
         takes = {"unit", "utility", "alpha", "skip_epochs", "reduction", "shift", "vocab_chunk", *_CLASSIFIER_DEFAULTS}
         raise unexpected_keyword("EpochValuer", unknown[0], takes, f" for a sequence valuer (unit={unit!r})")
+    for name in ("per_class", "partial_epochs"):  # switches: True or False, as the classifier's valuer says
+        if name in classifier_options:
+            flag(classifier_options[name], name)
     bad = sorted(k for k, v in classifier_options.items() if not _is_default(v, _CLASSIFIER_DEFAULTS[k]))
     if bad:
         raise ValueError(f"{bad} apply to a classifier's valuer only; a sequence valuer (unit={unit!r}) values each "

@@ -124,8 +124,9 @@ class StreamingValuer:
         check_logits(logits)
         if not isinstance(feat, torch.Tensor) or feat.ndim != 2:
             raise ValueError(f"add_logits: feat must be a (B, D) tensor, got {getattr(feat, 'shape', type(feat))}")
-        if not isinstance(targets, torch.Tensor) and isinstance(targets, (np.ndarray, list, tuple)):
-            targets = torch.as_tensor(np.asarray(targets), device=logits.device)  # as EpochValuer.add_logits
+        if not isinstance(targets, torch.Tensor) and (isinstance(targets, (list, tuple))
+                                                      or hasattr(targets, "__array__")):  # as EpochValuer.add_logits
+            targets = torch.as_tensor(np.asarray(targets), device=logits.device)
         check_bias(bias, "add_logits")
         idx = int_tensor(indices, "add_logits: indices")
         B = logits.shape[0]

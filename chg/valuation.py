@@ -91,7 +91,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .distributed import all_gather_values, collective_device, every_rank, group_ids, is_distributed
-from .factored import GroupStats, Options, alpha_from_validation, epoch_values, stats_by_group
+from .factored import GroupStats, Options, alpha_from_validation, epoch_values, flag, stats_by_group
 from .io import check_state, loss_record
 from .lastlayer import (Factors, LastLayerTap, carries_index, check_logits, check_loss, check_targets, forward_batch,
                         loss_and_error, model_device, sequential_loader, split_batch, unknown_index, upcast)
@@ -124,21 +124,6 @@ def count(v, name: str, low: int = 0, meaning: str = "") -> int:
     if v < low:
         raise ValueError(f"{name} must be an integer >= {low}{meaning}, got {v}")
     return v
-
-
-def flag(v, name: str) -> bool:
-    """A switch given by a user: True or False (a NumPy bool too), never a string or a number read as one.
-
-    Args:
-        v: the value. name: its name, for the message.
-    Returns:
-        ``v`` as a bool.
-    Raises:
-        TypeError: not a bool (``"False"`` would read as True).
-    """
-    if not isinstance(v, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False, got {v!r}")
-    return bool(v)
 
 
 SKIP_MEANING = " (the number of first epochs left out of the average)"
@@ -560,7 +545,7 @@ def _add_logits(valuer: "EpochValuer", what: str, indices, logits, targets, feat
     check_logits(logits)
     if not isinstance(feat, torch.Tensor) or feat.ndim != 2:
         raise ValueError(f"{what}: feat must be a (B, D) tensor, got {getattr(feat, 'shape', type(feat))}")
-    if not isinstance(targets, torch.Tensor) and isinstance(targets, (np.ndarray, list, tuple)):
+    if not isinstance(targets, torch.Tensor) and (isinstance(targets, (list, tuple)) or hasattr(targets, "__array__")):
         targets = torch.as_tensor(np.asarray(targets), device=logits.device)  # as the indices are taken
     _append(valuer, what, indices, check_targets(logits, targets, defer=True), logits, feat, bias)
 

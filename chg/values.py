@@ -46,6 +46,25 @@ def _column(a, name: str, n: int) -> Optional[np.ndarray]:
     return a
 
 
+def _as_ids(index):
+    """Row ids as given: a list of mixed kinds (``["a", 1]``) stays objects, not all made strings by NumPy."""
+    if hasattr(index, "shape"):
+        return index
+    items = list(index)
+    kinds = {str if isinstance(i, str) else "other" for i in items}
+    return np.array(items, dtype=object) if len(kinds) > 1 else items
+
+
+def _missing(i) -> bool:
+    """A missing row id: None, NaN, NaT or ``pd.NA`` (which is not equal to itself, or cannot say)."""
+    if i is None:
+        return True
+    try:
+        return bool(i != i)
+    except TypeError:  # pd.NA: "boolean value of NA is ambiguous"
+        return True
+
+
 def storable(a: np.ndarray) -> Optional[np.ndarray]:
     """An object array of row ids or labels as :meth:`Values.save` stores it (without pickle): all strings or all
     numbers, as an array of their own dtype; None for anything else (tuples, periods, dates with a time zone, a mix).
@@ -104,11 +123,10 @@ class Values:
         self._history.flags.writeable = False
         self._skip = self._check_skip(skip_epochs, h.shape[0])
         n = h.shape[1]
-        self.index = np.arange(n) if index is None else _column(list(index) if not hasattr(index, "shape")
-                                                                 else index, "index", n)
+        self.index = np.arange(n) if index is None else _column(_as_ids(index), "index", n)
         if index is not None and (bool(np.isnan(self.index).any()) if self.index.dtype.kind in "fcmM" else
-                                  self.index.dtype == object and any(i != i for i in self.index.tolist())):
-            raise ValueError("index has missing row ids (NaN / NaT): each row must be named")
+                                  self.index.dtype == object and any(_missing(i) for i in self.index.tolist())):
+            raise ValueError("index has missing row ids (None, NaN, NaT, pd.NA): each row must be named")
         if index is not None and len(set(self.index.tolist())) != n:
             raise ValueError("index has repeated row ids: each row must be named once")
         self.labels = _column(labels, "labels", n)
@@ -362,12 +380,16 @@ class Values:
         bools).
 
         Returns:
-            a dict: ``history`` an (E, n) float64 tensor, ``index`` and ``labels`` Python lists (an array when they
-            hold other objects — dates — ; labels None when there are none), ``skip_epochs``, ``meta`` and
-            ``format``.
+            a dict: ``history`` an (E, n) float64 tensor; ``index`` and ``labels`` tensors (numbers, bools) or lists
+            (strings), NumPy arrays when they hold anything else (dates); labels None when there are none;
+            ``skip_epochs``, ``meta`` and ``format``.
         """
-        def plain(a):
-            return a.tolist() if a.dtype.kind in "biufU" else a.copy()
+        def plain(a):  # what torch.load reads weights-only: a tensor of numbers or bools, a list of strings
+            if a.dtype.kind in "biuf":
+                return torch.from_numpy(a.copy())
+            if a.dtype.kind == "U" or (a.dtype == object and all(isinstance(i, str) for i in a.tolist())):
+                return [str(i) for i in a.tolist()]
+            return a.copy()
         return {"format": FORMAT, "history": torch.from_numpy(self._history.copy()), "skip_epochs": self._skip,
                 "index": plain(self.index), "labels": None if self.labels is None else plain(self.labels),
                 "meta": dict(self.meta)}

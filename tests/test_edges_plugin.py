@@ -113,8 +113,16 @@ def test_labels_as_a_column_are_classes_and_other_shapes_are_refused():
     codes = torch.stack([y, y], 1)  # two columns of codes: not one-hot
     with pytest.raises(ValueError, match=r"row 0 is \[0, 0\]"):
         CHGShapley._labels(codes)
-    with pytest.raises(ValueError, match="needs classification labels"):
+    with pytest.raises(ValueError, match=r"needs classification labels .*got \(18, 1\) torch.float64"):
         CHGShapley._labels(y[:, None].double())
+    torch.testing.assert_close(CHGShapley._labels(y1h.bool()), y)  # one-hot of True/False (reviewer R8)
+    torch.testing.assert_close(CHGShapley._labels(y1h.bool().numpy()), y)
+    torch.testing.assert_close(CHGShapley._labels((y[:, None] % 2).bool()), y % 2)
+    import pandas as pd
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "non-writable NumPy array" warning from a pandas column
+        torch.testing.assert_close(CHGShapley._labels(pd.Series(y.numpy())), y)
     x, _, _ = _toy()
     model = LogisticRegression(5, 3).double()
     by_column = CHGShapley(random_state=0).input_data(x, y[:, None], x[:6], y[:6, None]).input_model(model)

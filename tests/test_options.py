@@ -154,3 +154,6 @@ def test_partial_epochs_is_a_bool_not_anything_truthy(bad):
         with pytest.raises(TypeError, match=f"partial_epochs must be True or False, got {bad!r}"):
             make(3, partial_epochs=bad)
         assert make(3, partial_epochs=np.bool_(True)).partial_epochs is True
+    for name in ("partial_epochs", "per_class"):  # a sequence valuer (EpochValuer(unit=...)) says the same
+        with pytest.raises(TypeError, match=f"{name} must be True or False, got {bad!r}"):
+            EpochValuer(3, unit="sequence", **{name: bad})

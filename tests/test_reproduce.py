@@ -14,7 +14,7 @@ import chg.experiments.results as results
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "reproduce"))
-from kit import config, detect, grid, lm, odv, odv_presets, selection  # noqa: E402
+from kit import config, detect, grid, lm, odv, odv_presets, selection, tables  # noqa: E402
 
 SCRIPTS = ("theorem1", "table1", "figure1", "figure2", "table2", "table3")
 
@@ -321,7 +321,6 @@ def test_budget_note_states_measured_subset_sizes():
 
 
 def test_table_writer_markdown_latex_and_bad_rows(tmp_path, monkeypatch):
-    from kit import tables
     monkeypatch.setattr(results, "FIGURES_DIR", tmp_path)
     t = tables.Table(("Method", "a = 0.1"), (("CHG_x & co", "1.00 ± 0.50 (−2%)"),), title="acc ≥ 5")
     md = tables.write("smoke", "t", [tables.Heading("T"), "text", t], "made by a test")
@@ -373,3 +372,19 @@ def test_verdict_is_computed_from_the_records_paired_over_seeds():
     one = [r for r in base + chg if r["seed"] == 0]
     assert "one paired seed: no verdict" in selection.verdict("table3", one, "fashion_mnist", (0.05,))
     assert "not checkable" in selection.verdict("table3", base, "fashion_mnist", (0.05,))
+
+
+def test_one_seed_gives_no_spread_and_no_verdict():
+    """A single value has no standard deviation ("± 0.00" read as evidence of none), and one paired seed is no
+    verdict: the headline of a selection verdict does not count it as a tie (reviewer R8's r_reproduce_one_seed.py)."""
+    assert tables.pm([0.8123]) == "0.81 (n = 1)" and tables.pm(iter([0.5, 0.7])) == "0.60 ± 0.14"
+    assert detect._word(1, 1).endswith("(no verdict from one seed)") and detect._word(2, 3) == "beats in 2 of 3 seeds"
+    recs = [{"config": {"dataset": "digits", "method": m, "fraction": a}, "seed": 0,
+             "metrics": {"test_acc": acc}} for m, a, acc in
+            [("chg", 0.05, 60.0), ("random", 0.05, 50.0), ("chg", 0.1, 40.0), ("random", 0.1, 70.0)]]
+    text = selection.verdict("table2", recs, "digits", (0.05, 0.1))
+    assert "**no verdict (one paired seed at every fraction)**" in text and "tie" not in text.split("**")[3]
+    recs += [{"config": {"dataset": "digits", "method": m, "fraction": 0.05}, "seed": s,
+              "metrics": {"test_acc": acc + s}} for s in (1, 2) for m, acc in (("chg", 60.0), ("random", 50.0))]
+    text = selection.verdict("table2", recs, "digits", (0.05, 0.1))
+    assert "**holds at 1 of 2 fractions, no verdict at 1 (one paired seed)**" in text

@@ -61,9 +61,10 @@ def test_smoke_end_to_end_writes_one_record_per_run_and_the_table(smoke):
     assert set(m["scores_sha256"]) == set(detect.METHODS)
     assert set(detect.method_times(m["times_s"])) == set(detect.METHODS)
     assert (root / "figures" / "smoke" / "detection.tex").is_file()
-    for m_name in detect.METHODS:  # one row per detector, its AUC cell as recorded
-        assert f"| {detect.LABELS[m_name]} | {m['detectors'][m_name]['roc_auc']:.3f} ± 0.000 |" in md
+    for m_name in detect.METHODS:  # one row per detector, its AUC cell as recorded (one seed: no spread)
+        assert f"| {detect.LABELS[m_name]} | {m['detectors'][m_name]['roc_auc']:.3f} (n = 1) |" in md
     assert "**Verdict at 30% noise**" in md
+    assert "(no verdict from one seed)" in md and " beats (" not in md and "does not beat (" not in md
 
 
 def test_rerun_skips_the_done_run_and_a_changed_setting_is_an_error(smoke, monkeypatch, capsys):

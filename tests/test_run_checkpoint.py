@@ -13,6 +13,7 @@ from chg import cli
 from chg.io import CheckpointError
 
 N, D, C = 120, 6, 3
+FINGERPRINT = N + 2  # rows a checkpointed run reads to identify its data: the first twice (is it stable?), then all
 
 
 def _model(hidden=16):
@@ -56,16 +57,39 @@ def test_a_run_cut_short_resumes_to_the_uncut_values_bit_for_bit(tmp_path, mode)
     assert 0 <= probe <= 2
     path = tmp_path / "run.pt"
     with pytest.raises(RuntimeError, match="simulated crash"):  # in the second epoch's training
-        chg.value_data(_model(), Rows(crash=per_epoch + per_epoch - 50), checkpoint=path, **kw)
+        chg.value_data(_model(), Rows(crash=probe + FINGERPRINT + 2 * per_epoch - 50), checkpoint=path, **kw)
     assert path.exists()
     data, model = Rows(), _model()
     resumed = chg.value_data(model, data, checkpoint=path, **kw)
-    assert data.fetched == probe + 2 + 2 * per_epoch  # + the first and last row (the fingerprint), epochs 2 and 3
+    assert data.fetched == probe + FINGERPRINT + 2 * per_epoch  # + the fingerprint, epochs 2 and 3
     assert _same(resumed, whole) and _weights_equal(model, whole_model)
     # the finished run's file: the same call returns the values without training
     data, model = Rows(), _model()
     again = chg.value_data(model, data, checkpoint=path, **kw)
-    assert data.fetched == probe + 2 and _same(again, whole) and _weights_equal(model, whole_model)
+    assert data.fetched == probe + FINGERPRINT and _same(again, whole) and _weights_equal(model, whole_model)
+
+
+def test_a_run_cut_in_its_first_epoch_and_retried_with_the_same_model_object(tmp_path):
+    """A notebook's Ctrl-C in the first epoch, the cell run again: the model object is partly trained and the global
+    random state has moved on; the file written before training (epoch 0) restores both (reviewer R8's
+    r_first_epoch_retry.py)."""
+    kw = dict(epochs=2, mode="ride", batch_size=32)
+    whole_model = _model()
+    whole = chg.value_data(whole_model, Rows(), **kw)
+    path, model = tmp_path / "run.pt", _model()
+    calls = {"n": 0}
+
+    def crash_at_third_batch(module, inputs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # Ctrl-C in the first epoch's third batch (of 4)
+    hook = model.register_forward_pre_hook(crash_at_third_batch)
+    with pytest.raises(KeyboardInterrupt):
+        chg.value_data(model, Rows(), checkpoint=path, **kw)
+    hook.remove()
+    assert path.exists() and not _weights_equal(model, _model())  # trained two batches
+    again = chg.value_data(model, Rows(), checkpoint=path, **kw)  # the same object, the random state moved on
+    assert _same(again, whole) and _weights_equal(model, whole_model)
 
 
 def test_more_epochs_train_only_the_new_ones(tmp_path):
@@ -73,7 +97,7 @@ def test_more_epochs_train_only_the_new_ones(tmp_path):
     chg.value_data(_model(), Rows(), epochs=2, mode="ride", checkpoint=path)
     model, data = _model(), Rows()
     longer = chg.value_data(model, data, epochs=4, mode="ride", checkpoint=path)
-    assert 2 * N + 2 <= data.fetched <= 2 * N + 4  # the fingerprint, value_data's probe, epochs 3 and 4
+    assert 2 * N + FINGERPRINT <= data.fetched <= 2 * N + FINGERPRINT + 2  # + value_data's probe, epochs 3 and 4
     fresh_model = _model()
     fresh = chg.value_data(fresh_model, Rows(), epochs=4, mode="ride")
     assert _same(longer, fresh) and _weights_equal(model, fresh_model)
@@ -99,9 +123,35 @@ def test_a_file_of_another_run_is_refused_and_changes_nothing(tmp_path):
         assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     model = _model(hidden=8)  # another architecture: refused, the model left as it was
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    with pytest.raises(CheckpointError, match="does not fit this run's model"):
+    with pytest.raises(CheckpointError, match=r"another model: .* at line 2 \('\(0\): Linear\(in_features=6, "
+                                              r"out_features=16, bias=True\)' there"):
         chg.value_data(model, Rows(), epochs=2, lr=0.01, checkpoint=path)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+    class Hidden(nn.Module):  # a module whose printed structure does not show its sizes
+        def __init__(self, width):
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(width, D))
+            self.head = nn.Linear(width, C)
+
+        def forward(self, x):
+            return self.head(x @ self.w.T)
+
+        def __repr__(self):
+            return "Hidden()"
+
+    hidden = tmp_path / "hidden.pt"
+    chg.value_data(Hidden(4), Rows(), epochs=1, checkpoint=hidden)
+    model = Hidden(5)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(CheckpointError, match="does not fit this run's model, optimiser or valuer"):
+        chg.value_data(model, Rows(), epochs=1, checkpoint=hidden)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    dropout = _model()
+    dropout[2].p = 0.5  # the same class and shapes, another dropout rate
+    with pytest.raises(CheckpointError, match=r"another model: its printed structure differs at line 4 "
+                                              r"\('\(2\): Dropout\(p=0.3, inplace=False\)' there"):
+        chg.value_data(dropout, Rows(), epochs=2, lr=0.01, checkpoint=path)
     other = tmp_path / "other.pt"
     torch.save({"weights": torch.zeros(3)}, other)
     with pytest.raises(CheckpointError, match="is not a run checkpoint of chg"):
@@ -111,6 +161,52 @@ def test_a_file_of_another_run_is_refused_and_changes_nothing(tmp_path):
         chg.value_data(_model(), Rows(), epochs=2, checkpoint=tmp_path / "text.pt")
     with pytest.raises(TypeError, match="checkpoint must be a file path"):
         chg.value_data(_model(), Rows(), epochs=2, checkpoint=True)
+
+
+class Edited(Rows):
+    """Rows with one middle row changed, or rows 1..n−2 in reverse order."""
+
+    def __init__(self, how):
+        super().__init__()
+        if how == "middle":
+            self.x[N // 2, 0] += 1.0
+        else:
+            self.x[1:-1], self.y[1:-1] = self.x[1:-1].flip(0), self.y[1:-1].flip(0)
+
+
+class Augmented(Rows):
+    """Rows with noise drawn at each read (a random transform)."""
+
+    def __getitem__(self, i):
+        x, y = super().__getitem__(i)
+        return x + 0.01 * torch.randn(D), y
+
+
+def test_any_data_set_is_fingerprinted_by_every_row(tmp_path):
+    """Only the first and last rows of a data set other than a TensorDataset identified it: a middle row changed, or
+    the middle rows reordered, resumed on the old run (reviewer R8's r_custom_dataset_changed.py). Data whose rows
+    read differently each time (augmentation) cannot be checked: a warning, and reading them for the check does not
+    move the global random state."""
+    path = tmp_path / "run.pt"
+    chg.value_data(_model(), Rows(), epochs=1, checkpoint=path)
+    for how in ("middle", "reversed"):
+        with pytest.raises(CheckpointError, match="other training data"):
+            chg.value_data(_model(), Edited(how), epochs=1, checkpoint=path)
+    aug = tmp_path / "aug.pt"
+    chg.value_data(_model(), Augmented(), epochs=1, checkpoint=aug)
+    with pytest.warns(UserWarning, match="rows read differently each time"):
+        chg.value_data(_model(), Augmented(), epochs=2, checkpoint=aug)
+    torch.manual_seed(3)
+    before = torch.get_rng_state()
+    assert chg.io.data_fingerprint(Augmented()) is None and torch.equal(torch.get_rng_state(), before)
+
+
+def test_a_path_that_cannot_be_written_fails_before_training(tmp_path):
+    (tmp_path / "file").write_text("x")
+    data = Rows()
+    with pytest.raises(OSError, match="checkpoint .* cannot be written"):
+        chg.value_data(_model(), data, epochs=1, checkpoint=tmp_path / "file" / "run.pt")
+    assert data.fetched <= 2 + FINGERPRINT  # no epoch ran
 
 
 def test_a_tensor_data_set_is_fingerprinted_by_every_row(tmp_path):

@@ -134,6 +134,12 @@ def test_targets_as_a_list_or_array_as_epoch_valuer_takes_them():
     g = torch.Generator().manual_seed(0)
     z, h, y = torch.randn(6, 3, generator=g), torch.randn(6, 4, generator=g), [0, 1, 2, 1, 0, 2]
     want = StreamingValuer(6).add_logits(torch.arange(6), z, torch.tensor(y), h)
-    for targets in (y, np.array(y), tuple(y)):
+    import pandas as pd
+    for targets in (y, np.array(y), tuple(y), pd.Series(y), np.array(y, dtype=np.int32)):
         torch.testing.assert_close(StreamingValuer(6).add_logits(torch.arange(6), z, targets, h), want, rtol=0,
                                    atol=0)
+        valuer = chg.EpochValuer(6)
+        valuer.add_logits(torch.arange(6), z, targets, h)  # EpochValuer takes the same
+        assert valuer.end_epoch().shape == (6,)
+    with pytest.raises(ValueError, match="targets must be class labels in a tensor"):
+        StreamingValuer(6).add_logits(torch.arange(6), z, {"labels": y}, h)

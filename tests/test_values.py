@@ -145,7 +145,9 @@ def test_state_dict_loads_weights_only_beside_a_valuer(tmp_path):
     """Values.state_dict held NumPy arrays, which torch.load (weights-only, its default) refuses, although it is
     'for a training checkpoint' beside EpochValuer.state_dict (reviewer R7's r8_values_state_dict_torch.py)."""
     import torch
-    for index, labels in ((None, None), (["a", "b", "c"], [1, 0, 1]), ([10, 20, 30], [True, False, True])):
+    for index, labels in ((None, None), (["a", "b", "c"], [1, 0, 1]), ([10, 20, 30], [True, False, True]),
+                          (pd.Index(["a", "b", "c"]), pd.Series(["x", "y", "x"]).to_numpy()),  # object strings
+                          (np.array([2**64 - 1, 5, 7], dtype=np.uint64), None)):  # hashes above 2**63
         v = chg.Values(np.array([[0.1, np.nan, 0.3], [0.2, -0.1, 0.0]]), 1, index=index, labels=labels,
                        meta={"lr": 0.1})
         torch.save({"values": v.state_dict()}, tmp_path / "ck.pt")
@@ -153,6 +155,7 @@ def test_state_dict_loads_weights_only_beside_a_valuer(tmp_path):
         np.testing.assert_array_equal(back.history, v.history)
         assert back.skipped == 1 and back.meta == {"lr": 0.1}
         assert back.index.tolist() == v.index.tolist()
+        assert back.index.dtype == v.index.dtype or v.index.dtype == object  # (object strings come back as str)
         assert (back.labels is None) == (labels is None)
         if labels is not None:
             assert back.labels.tolist() == v.labels.tolist()
@@ -162,10 +165,12 @@ def test_half_precision_tensors_nan_row_ids_and_bad_suspect_arguments():
     import torch
     v = chg.Values(torch.tensor([[0.5, -0.25, 1.0]], dtype=torch.bfloat16))  # numpy has no bfloat16
     np.testing.assert_array_equal(v.values, [0.5, -0.25, 1.0])
-    with pytest.raises(ValueError, match=r"missing row ids \(NaN / NaT\)"):
-        chg.Values(np.zeros((1, 3)), index=[1.0, np.nan, np.nan])
-    with pytest.raises(ValueError, match="missing row ids"):
-        chg.Values(np.zeros((1, 2)), index=np.array(["a", np.nan], dtype=object))
+    for ids in ([1.0, np.nan, np.nan], np.array(["a", np.nan], dtype=object), ["a", pd.NA], ["a", None],
+                pd.array(["a", None], dtype="string")):
+        with pytest.raises(ValueError, match=r"missing row ids \(None, NaN, NaT, pd.NA\)"):
+            chg.Values(np.zeros((1, len(ids))), index=ids)
+    mixed = chg.Values(np.zeros((1, 2)), index=["a", 1])  # not made "a", "1" by NumPy
+    assert mixed.index.tolist() == ["a", 1]
     w = chg.Values(np.array([[0.3, -0.2, -0.1]]))
     assert w.suspects(k=1).tolist() == [1] and w.suspects(k=2.0, threshold=None).tolist() == [1, 2]
     for k in (True, np.nan, 2.5, -1, "2"):

@@ -190,6 +190,9 @@ def verdicts(records: list) -> list:
 
 
 def _word(wins: int, n: int) -> str:
+    """"beats" (every seed), "does not beat" (none), "beats in w of n seeds"; one seed is no verdict."""
+    if n < 2:
+        return f"{'higher' if wins else 'not higher'} in the one seed run (no verdict from one seed)"
     return "beats" if wins == n else "does not beat" if wins == 0 else f"beats in {wins} of {n} seeds"
 
 

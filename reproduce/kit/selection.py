@@ -375,10 +375,13 @@ def verdict(table: str, records: list, dataset: str, fractions: tuple) -> str:
         return f"Verdict on {claim}: not checkable from these records (CHG or the baselines not run)."
     held = sum(w == "holds" for w in outcome)
     failed = sum(w == "does not hold" for w in outcome)
-    ties = len(outcome) - held - failed
+    unchecked = sum(w.endswith("no verdict") for w in outcome)  # one paired seed: no standard error
+    ties = len(outcome) - held - failed - unchecked
     overall = ("holds" if held == len(outcome) else "does not hold" if failed == len(outcome)
+               else "no verdict (one paired seed at every fraction)" if unchecked == len(outcome)
                else f"holds at {held} of {len(outcome)} fractions" + (f", a tie at {ties}" if ties else "")
-               + (f", does not hold at {failed}" if failed else ""))
+               + (f", does not hold at {failed}" if failed else "")
+               + (f", no verdict at {unchecked} (one paired seed)" if unchecked else ""))
     return (f"**Verdict** on {claim}: **{overall}** on {DATA_LABELS.get(dataset, dataset)}. " + "; ".join(parts)
             + ". (Rule: CHG's accuracy minus the best other method's (by mean), paired by seed; the claim holds at a "
               "fraction when the mean difference exceeds two standard errors, does not hold below minus two, and is "

@@ -86,9 +86,13 @@ def mean_std(xs) -> tuple:
 
 
 def pm(xs, digits: int = 2) -> str:
-    """``"mean ± std"`` over ``xs`` with ``digits`` decimals, or ``"not run"`` when empty."""
+    """``"mean ± std"`` over ``xs`` with ``digits`` decimals; ``"value (n = 1)"`` for one value (it has no spread:
+    not "± 0"); ``"not run"`` when empty."""
+    xs = list(xs)
     mean, std = mean_std(xs)
-    return "not run" if mean is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
+    if mean is None:
+        return "not run"
+    return f"{mean:.{digits}f} (n = 1)" if len(xs) == 1 else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 def _md_table(t: Table) -> list:
