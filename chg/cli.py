@@ -641,6 +641,10 @@ def _value(args) -> int:
                             label_smoothing=args.label_smoothing, checkpoint=args.checkpoint)
     except CheckpointError as exc:
         raise InputError(f"--checkpoint: {exc}") from None
+    except OSError as exc:
+        if args.checkpoint is not None and exc.filename == str(Path(args.checkpoint)):
+            raise InputError(f"--checkpoint: {exc.strerror}") from None
+        raise
     except ValueError as exc:  # e.g. diverged training: NaN logits
         log.error(f"chg value: training failed: {exc} (try a smaller --lr)")
         return 1

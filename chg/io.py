@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 __all__ = ["atomic_write", "write_text_atomic", "write_csv_atomic", "write_json_atomic", "RunCheckpoint",
-           "CheckpointError", "data_fingerprint", "check_state", "loss_record"]
+           "CheckpointError", "data_fingerprint", "model_signature", "check_state", "loss_record"]
 
 
 def atomic_write(path: Path, write) -> None:
@@ -168,14 +168,26 @@ def _digest(h, v) -> None:
         h.update(f"S{type(v).__name__}{v!r}".encode())
 
 
+STABLE_ROWS = 16  # rows read twice to tell a data set whose reads are random (a flip at p = 0.5 escapes 2⁻¹⁶)
+
+
 class _RandomStateKept:
-    """Within it, reads of a data set (random transforms) leave torch's, NumPy's and Python's global random state as
-    they were: a fingerprint does not change what training draws."""
+    """Within it, reads of a data set (random transforms) leave torch's (CPU), NumPy's and Python's global random
+    state as they were — a fingerprint does not change what training draws — and :meth:`reseed` sets all three to
+    one fixed seed, so that a transform drawing from them reads the same every time."""
 
     def __enter__(self):
         import random
         self._states = (torch.get_rng_state(), np.random.get_state(), random.getstate(),
                         torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None)
+        return self
+
+    @staticmethod
+    def reseed() -> None:
+        import random
+        torch.default_generator.manual_seed(0)
+        np.random.seed(0)
+        random.seed(0)
 
     def __exit__(self, *exc):
         import random
@@ -191,13 +203,15 @@ class _RandomStateKept:
 def data_fingerprint(dataset) -> Optional[str]:
     """What identifies a training set in a run's checkpoint: a hash of its length and of every row — a
     ``TensorDataset``'s tensors' bytes, or each item ``dataset[i]`` read once (a read of the data set, without the
-    model; the global random state is left as it was).
+    model). The rows are read with torch's (CPU), NumPy's and Python's global random generators set to one fixed seed
+    — a random transform drawing from them (torchvision's do) reads the same in every run — and those generators are
+    left as they were.
 
     Args:
         dataset: a map-style data set (``len`` and ``[i]``).
     Returns:
-        a hex string (BLAKE2b, 16 bytes); None when a row reads differently twice (random augmentation in the data
-        set), so that its rows cannot identify it.
+        a hex string (BLAKE2b, 16 bytes); None when the first rows (``STABLE_ROWS``) read differently twice under the
+        same seed (a data set with a random generator of its own), so that its rows cannot identify it.
     """
     h = hashlib.blake2b(digest_size=16)
     n = len(dataset)
@@ -206,16 +220,35 @@ def data_fingerprint(dataset) -> Optional[str]:
         for t in dataset.tensors:
             _digest(h, t)
         return h.hexdigest()
-    with _RandomStateKept():
-        if n:
-            first, again = hashlib.blake2b(digest_size=16), hashlib.blake2b(digest_size=16)
-            _digest(first, dataset[0])
-            _digest(again, dataset[0])
-            if first.digest() != again.digest():
-                return None
+    with _RandomStateKept() as rng:
+        reads = []
+        for _ in range(2):  # the first rows twice, under the same seed: a generator of the data set's own shows
+            rng.reseed()
+            h2 = hashlib.blake2b(digest_size=16)
+            for i in range(min(n, STABLE_ROWS)):
+                _digest(h2, dataset[i])
+            reads.append(h2.digest())
+        if reads[0] != reads[1]:
+            return None
+        rng.reseed()
         for i in range(n):
             _digest(h, dataset[i])
     return h.hexdigest()
+
+
+def model_signature(model) -> dict:
+    """What a run's checkpoint records of its model, to tell another model: its printed structure (``repr``: layers,
+    sizes, dropout rates) and each parameter's and buffer's name, dtype and shape (a float32 run is not resumed in
+    float64). Not its weights: those are the checkpoint's.
+
+    Args:
+        model: an ``nn.Module``.
+    Returns:
+        ``{"model": str, "parameters": [str, ...]}`` (JSON-ready).
+    """
+    return {"model": repr(model),
+            "parameters": [f"{k} {str(v.dtype).replace('torch.', '')} {tuple(v.shape)}"
+                           for k, v in model.state_dict().items()]}
 
 
 class RunCheckpoint:
@@ -264,12 +297,17 @@ class RunCheckpoint:
         Returns:
             the epochs already done (0: no file; the run starts from the beginning).
         Raises:
-            CheckpointError: (a ``ValueError``) the file is not a run checkpoint of this library, or is of another
-                function, other settings (naming the first that differs), other data or another model, or holds
-                more epochs than asked for; the message says to delete the file (or pass another path) to start
-                afresh.
+            CheckpointError: (a ``ValueError``) the path is a folder; the file is not a run checkpoint of this
+                library, or is of another function, other settings (naming the first that differs), other data or
+                another model, or holds more epochs than asked for; the message says to delete the file (or pass
+                another path) to start afresh. A file of another run that holds no finished epoch (written before
+                training, the run cut short in its first epoch) is replaced instead, with a warning.
         """
-        if self.path is None or not self.path.exists():
+        if self.path is None:
+            return 0
+        if self.path.is_dir():
+            raise CheckpointError(f"checkpoint {self.path} is a folder: pass a file path, e.g. {self.path / 'run.pt'}")
+        if not self.path.exists():
             return 0
         fresh = f"; delete {self.path} (or pass another checkpoint path) to start afresh"
 
@@ -282,29 +320,20 @@ class RunCheckpoint:
             raise refuse(f"cannot be read as a run checkpoint ({type(e).__name__}: {str(e)[:200]})") from None
         if not isinstance(state, dict) or state.get("format") != RUN_FORMAT:
             raise refuse(f"is not a run checkpoint of chg ({RUN_FORMAT})")
-        if state["caller"] != self.caller:
-            raise refuse(f"is of a run of {state['caller']}, not of {self.caller}")
-        theirs, mine = state["settings"], self.settings
-        for key in sorted(set(theirs) | set(mine)):
-            if theirs.get(key) != mine.get(key):
-                if key == "model" and isinstance(theirs.get(key), str) and isinstance(mine.get(key), str):
-                    a, b = theirs[key].splitlines(), mine[key].splitlines()
-                    k = next((i for i, (u, v) in enumerate(zip(a, b)) if u != v), min(len(a), len(b)))
-                    there, here = (t[k].strip() if k < len(t) else "(nothing)" for t in (a, b))
-                    raise refuse(f"is of a run of another model: its printed structure differs at line {k + 1} "
-                                 f"({there!r} there, {here!r} here)")
-                raise refuse(f"is of a run with {key}={theirs.get(key)!r}; this run has {key}={mine.get(key)!r}: only "
-                             "epochs may change between a run and its resumption")
-        if state.get("rows", self.rows) != self.rows:
-            raise refuse(f"is of a run on {state['rows']} training rows; this run has {self.rows}")
+        done = int(state["epochs_done"])
+        other = self._other_run(state)
+        if other is not None and done == 0:  # no epoch of that run finished: nothing to lose, start this one
+            import warnings
+            warnings.warn(f"checkpoint {self.path} holds no finished epoch of a run that {other}; this run starts "
+                          "afresh and replaces it", stacklevel=3)
+            return 0
+        if other is not None:
+            raise refuse(other)
         if state["data"] is None or self.data is None:
             import warnings
-            warnings.warn(f"checkpoint {self.path}: the training set's rows read differently each time (random "
-                          "augmentation in the data set?), so whether this run's data are those of the run in the "
+            warnings.warn(f"checkpoint {self.path}: the training set's rows read differently each time (a random "
+                          "generator of the data set's own?), so whether this run's data are those of the run in the "
                           "file cannot be checked: resuming", stacklevel=3)
-        elif state["data"] != self.data:
-            raise refuse("is of a run on other training data (the rows differ, or are in another order)")
-        done = int(state["epochs_done"])
         if done > epochs:
             raise refuse(f"holds {done} finished epochs, more than the {epochs} asked for (ask for epochs >= {done} "
                          "to use it)")
@@ -324,6 +353,35 @@ class RunCheckpoint:
         if state.get("cuda_rng") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         return done
+
+    def _other_run(self, state: dict) -> Optional[str]:
+        """What makes the file's run another run than this one (its function, a setting, the model, the data), as
+        the end of a sentence "… is of a run …"; None when it is this run."""
+        if state["caller"] != self.caller:
+            return f"is of a run of {state['caller']}, not of {self.caller}"
+        theirs, mine = state["settings"], self.settings
+        for key in sorted(set(theirs) | set(mine)):
+            a, b = theirs.get(key), mine.get(key)
+            if a == b:
+                continue
+            if key == "model" and isinstance(a, str) and isinstance(b, str):
+                a, b = a.splitlines(), b.splitlines()
+            if key in ("model", "parameters") and isinstance(a, list) and isinstance(b, list):  # lines of the model
+                k = next((i for i, (u, v) in enumerate(zip(a, b)) if u != v), min(len(a), len(b)))
+                there, here = (t[k].strip() if k < len(t) else "(nothing)" for t in (a, b))
+                what = "printed structure" if key == "model" else key
+                return f"is of a run of another model: its {what} differs at line {k + 1} ({there!r} there, " \
+                       f"{here!r} here)"
+            if key == "valid_data":
+                return "is of a run with another validation set (its rows differ)"
+            return (f"is of a run with {key}={a!r}; this run has {key}={b!r}: only epochs may change between a run "
+                    "and its resumption")
+        if state.get("rows", self.rows) != self.rows:
+            return f"is of a run on {state['rows']} training rows; this run has {self.rows}"
+        if state["data"] is not None and self.data is not None and state["data"] != self.data:
+            return ("is of a run on other training data (the rows differ, or are in another order; or the data set "
+                    "draws its rows at random from a generator of its own, unseeded)")
+        return None
 
     def save(self, epochs_done: int, model, optimizer, valuer, generator: torch.Generator) -> None:
         """Write the run's state after its epoch ``epochs_done`` (0: before training), atomically and synced to disk:
@@ -349,5 +407,9 @@ class RunCheckpoint:
         try:
             atomic_write(self.path, write)
         except OSError as e:
-            raise OSError(e.errno, f"checkpoint {self.path} cannot be written ({e.strerror or e}): pass a "
-                                   "checkpoint path in a writable folder") from e
+            up = self.path.parent
+            while not up.exists() and up != up.parent:
+                up = up.parent
+            why = f"{up} is a file, not a folder" if up.exists() and not up.is_dir() else (e.strerror or str(e))
+            raise OSError(e.errno, f"checkpoint {self.path} cannot be written ({why}): pass a checkpoint path in a "
+                                   "writable folder", str(self.path)) from e

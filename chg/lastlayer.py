@@ -53,8 +53,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import BatchSampler, SequentialSampler, Subset
 
-__all__ = ["Factors", "find_last_linear", "LastLayerTap", "factors_from_logits", "per_sample_loss", "loss_and_error",
-           "check_loss", "check_logits", "check_targets", "upcast", "forward_batch", "model_device",
+__all__ = ["Factors", "find_last_linear", "LastLayerTap", "as_targets", "factors_from_logits", "per_sample_loss",
+           "loss_and_error", "check_loss", "check_logits", "check_targets", "upcast", "forward_batch", "model_device",
            "compute_factors", "split_batch", "carries_index", "unknown_index", "OUTPUTS", "BAD_TARGET"]
 
 OUTPUTS = ("logits", "probabilities")  # what the model returns: the logits (in a container or not), or σ/softmax
@@ -152,6 +152,45 @@ def _two_heads(model: nn.Module) -> Optional[str]:
 
 
 BAD_TARGET = -(2 ** 62)  # check_targets(defer=True): a 1-logit head's float target that is not 0 or 1, marked
+
+
+def as_targets(targets, device=None):
+    """Class labels given as a list, tuple, NumPy array or pandas Series, as a tensor on ``device`` (what
+    :func:`check_targets` then checks); a tensor, or anything else, as it is.
+
+    Args:
+        targets: (B,) labels. device: where the tensor goes (None: the CPU).
+    Returns:
+        a tensor (or ``targets`` unchanged when it is a tensor or not array-like).
+    Raises:
+        ValueError: missing labels (None, NaN, ``pd.NA``), naming their positions; labels that are not numbers (text,
+            categories of text), saying to encode them as 0..C−1.
+    """
+    if isinstance(targets, torch.Tensor) or not (isinstance(targets, (list, tuple)) or hasattr(targets, "__array__")):
+        return targets
+    a = np.asarray(targets.to_numpy(dtype=object) if hasattr(targets, "to_numpy") and
+                   str(getattr(targets, "dtype", "")) in ("Int64", "Int32", "Int16", "Int8", "boolean", "category")
+                   else targets)
+    if a.dtype.kind in "OUS" or (a.dtype.kind == "f" and bool(np.isnan(a).any())):
+        def missing(v):
+            if v is None:
+                return True
+            try:
+                return bool(v != v)
+            except TypeError:  # pd.NA
+                return True
+        gone = [k for k, v in enumerate(a.reshape(-1).tolist()) if missing(v)]
+        if gone:
+            raise ValueError(f"targets hold missing labels (None, NaN or NA) at batch position(s) {gone[:10]}: every "
+                             "training row needs its class")
+        if a.dtype.kind in "OUS":
+            try:
+                a = a.astype(np.int64)
+            except (TypeError, ValueError):
+                first = a.reshape(-1).tolist()[0]
+                raise ValueError(f"targets must be integer class labels 0..C-1, got {a.dtype} labels such as "
+                                 f"{first!r}: encode them first (codes, classes = pandas.factorize(y))") from None
+    return torch.as_tensor(a, device=device)
 
 
 def check_targets(logits: torch.Tensor, targets, defer: bool = False) -> torch.Tensor:

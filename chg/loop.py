@@ -25,7 +25,7 @@ from torch.utils.data import (BatchSampler, DataLoader, Dataset, RandomSampler, 
                               default_collate)
 
 from .distributed import one_process
-from .io import RunCheckpoint, data_fingerprint
+from .io import RunCheckpoint, data_fingerprint, model_signature
 from .factored import Options
 from .lastlayer import LastLayerTap, check_targets, forward_batch, model_device, per_sample_loss, split_batch
 from .progress import progress as progress_bar
@@ -327,7 +327,7 @@ def value_data(model: nn.Module, train_dataset, valid_dataset=None, *, epochs: i
                 "seed": cfg.seed, "utility": utility, "gradient": gradient, "per_class": per_class, "alpha": alpha,
                 "skip_epochs": skip_epochs, "loss": loss_record(weight, label_smoothing),
                 "layer": None if layer is None else next((k for k, m in model.named_modules() if m is layer), "?"),
-                "model": repr(model),
+                **model_signature(model),
                 "valid_data": None if valid_dataset is None else data_fingerprint(valid_dataset)}, train_dataset)
     train_and_value(model, train_dataset, valid_dataset, cfg, valuer, layer=layer, caller="value_data", checkpoint=run)
     values = valuer.values(mode=cfg.mode, epochs=int(cfg.epochs))

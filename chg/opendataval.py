@@ -49,7 +49,7 @@ from torch.utils.data import Dataset, TensorDataset
 from opendataval.dataval.api import DataEvaluator, ModelMixin
 
 from .factored import Options
-from .lastlayer import per_sample_loss
+from .lastlayer import as_targets, per_sample_loss
 from .loop import MODES, ValueDataConfig, train_and_value
 from .renames import OPTIONS_REMOVED, renamed
 from .valuation import EpochValuer, count
@@ -139,8 +139,15 @@ class CHGShapley(DataEvaluator, ModelMixin):
             ValueError: a 2-D array that is not one-hot (each row one 1, the rest 0), floating labels of one
                 column, or any other shape.
         """
-        y = torch.as_tensor(np.array(y) if not isinstance(y, torch.Tensor) else y)  # (a copy: pandas is read-only)
-        given = tuple(y.shape)
+        given = tuple(getattr(y, "shape", np.shape(y)))
+        if not isinstance(y, torch.Tensor):
+            y = np.array(y)  # (a copy: pandas is read-only)
+            if y.dtype.kind in "OUS":  # text labels, or missing ones: named, with what to do
+                try:
+                    y = as_targets(y.reshape(-1)).reshape(y.shape)
+                except ValueError as e:
+                    raise ValueError(f"CHGShapley: labels: {str(e).replace('targets', 'the labels', 1)}") from None
+            y = torch.as_tensor(y)
         if y.dtype == torch.bool:  # one-hot as True/False, or a column of 0/1 labels
             y = y.to(torch.uint8)
         if y.ndim == 2 and y.shape[1] == 1:  # a column of labels, not a one-hot of one class

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .distributed import one_process
 from .factored import flag
-from .io import RunCheckpoint, data_fingerprint
+from .io import RunCheckpoint, data_fingerprint, model_signature
 from .lastlayer import LastLayerTap, forward_batch, model_device, split_batch
 from .progress import progress as progress_bar
 from .renames import unexpected_keyword
@@ -222,7 +222,7 @@ def value_sequences(model: nn.Module, train_dataset, valid_dataset=None, *, unit
         "batch_size": batch_size, "lr": lr, "optimizer": optimizer,
         "momentum": momentum if optimizer == "sgd" else None,
         "weight_decay": weight_decay, "eval_batch_size": eval_batch_size, "seed": seed, "shift": valuer.shift,
-        "skip_epochs": skip_epochs, "vocab_chunk": vocab_chunk, "layer": tap.name, "model": repr(model),
+        "skip_epochs": skip_epochs, "vocab_chunk": vocab_chunk, "layer": tap.name, **model_signature(model),
         "valid_data": None if valid_dataset is None or checkpoint is None else data_fingerprint(valid_dataset)},
         train_dataset)
     done = run.resume(model, opt, valuer, shuffle, epochs)
@@ -294,7 +294,7 @@ _CLASSIFIER_DEFAULTS = {"gradient": "full", "per_class": False, "partial_epochs"
 
 
 def _is_default(value, default) -> bool:
-    return value is default or (isinstance(value, (bool, int, float, str)) and value == default)
+    return value is default or (isinstance(value, (bool, np.bool_, int, float, str)) and value == default)
 
 
 def sequence_valuer(n: int, *, unit: str = "sequence", utility: str = "chg", alpha: str = "train",

@@ -24,12 +24,11 @@ from __future__ import annotations
 import warnings
 from typing import Optional
 
-import numpy as np
 import torch
 
 from .distributed import is_distributed
 from .factored import GroupStats, Options, stats_by_group, utility_values
-from .lastlayer import Factors, check_logits, check_loss, loss_and_error, upcast
+from .lastlayer import Factors, as_targets, check_logits, check_loss, loss_and_error, upcast
 from .renames import OPTIONS_REMOVED, renamed
 from .valuation import (SKIP_MEANING, RepeatedRowsWarning, check_bias, check_complete, check_same_head, check_state,
                         count, flag, head_of, int_tensor, loss_record)
@@ -124,9 +123,7 @@ class StreamingValuer:
         check_logits(logits)
         if not isinstance(feat, torch.Tensor) or feat.ndim != 2:
             raise ValueError(f"add_logits: feat must be a (B, D) tensor, got {getattr(feat, 'shape', type(feat))}")
-        if not isinstance(targets, torch.Tensor) and (isinstance(targets, (list, tuple))
-                                                      or hasattr(targets, "__array__")):  # as EpochValuer.add_logits
-            targets = torch.as_tensor(np.asarray(targets), device=logits.device)
+        targets = as_targets(targets, logits.device)  # a list, array or Series, as EpochValuer.add_logits
         check_bias(bias, "add_logits")
         idx = int_tensor(indices, "add_logits: indices")
         B = logits.shape[0]

@@ -93,8 +93,9 @@ from torch.utils.data import Dataset
 from .distributed import all_gather_values, collective_device, every_rank, group_ids, is_distributed
 from .factored import GroupStats, Options, alpha_from_validation, epoch_values, flag, stats_by_group
 from .io import check_state, loss_record
-from .lastlayer import (Factors, LastLayerTap, carries_index, check_logits, check_loss, check_targets, forward_batch,
-                        loss_and_error, model_device, sequential_loader, split_batch, unknown_index, upcast)
+from .lastlayer import (Factors, LastLayerTap, as_targets, carries_index, check_logits, check_loss, check_targets,
+                        forward_batch, loss_and_error, model_device, sequential_loader, split_batch, unknown_index,
+                        upcast)
 from .progress import progress as progress_bar
 from .renames import OPTIONS_REMOVED, renamed
 from .store import RowStore, check_rows, materialise, nonfinite_row, players
@@ -545,8 +546,7 @@ def _add_logits(valuer: "EpochValuer", what: str, indices, logits, targets, feat
     check_logits(logits)
     if not isinstance(feat, torch.Tensor) or feat.ndim != 2:
         raise ValueError(f"{what}: feat must be a (B, D) tensor, got {getattr(feat, 'shape', type(feat))}")
-    if not isinstance(targets, torch.Tensor) and (isinstance(targets, (list, tuple)) or hasattr(targets, "__array__")):
-        targets = torch.as_tensor(np.asarray(targets), device=logits.device)  # as the indices are taken
+    targets = as_targets(targets, logits.device)  # a list, array or Series: as the indices are taken
     _append(valuer, what, indices, check_targets(logits, targets, defer=True), logits, feat, bias)
 
 

@@ -47,11 +47,12 @@ def _column(a, name: str, n: int) -> Optional[np.ndarray]:
 
 
 def _as_ids(index):
-    """Row ids as given: a list of mixed kinds (``["a", 1]``) stays objects, not all made strings by NumPy."""
+    """Row ids as given: a list of mixed kinds (``["a", 1]``, ``[0, False]``) stays objects, not made all strings or
+    all numbers by NumPy."""
     if hasattr(index, "shape"):
         return index
     items = list(index)
-    kinds = {str if isinstance(i, str) else "other" for i in items}
+    kinds = {"str" if isinstance(i, str) else "bool" if isinstance(i, (bool, np.bool_)) else "other" for i in items}
     return np.array(items, dtype=object) if len(kinds) > 1 else items
 
 
@@ -128,6 +129,13 @@ class Values:
                                   self.index.dtype == object and any(_missing(i) for i in self.index.tolist())):
             raise ValueError("index has missing row ids (None, NaN, NaT, pd.NA): each row must be named")
         if index is not None and len(set(self.index.tolist())) != n:
+            seen: dict = {}
+            for i in self.index.tolist():
+                if i in seen:
+                    which = f"{i!r} twice" if repr(i) == repr(seen[i]) else \
+                        f"{seen[i]!r} and {i!r}: equal in Python, so one id"
+                    raise ValueError(f"index has repeated row ids ({which}): each row must be named once")
+                seen[i] = i
             raise ValueError("index has repeated row ids: each row must be named once")
         self.labels = _column(labels, "labels", n)
         self.meta = dict(meta or {})

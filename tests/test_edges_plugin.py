@@ -133,3 +133,7 @@ def test_labels_as_a_column_are_classes_and_other_shapes_are_refused():
     for bad in (2.7, "3", True):
         with pytest.raises(TypeError, match="epochs must be an integer >= 1"):
             CHGShapley(epochs=bad)
+    for text in (np.array(["a", "b", "a"]), pd.Series(["a", "b", "a"]), pd.Categorical(["a", "b", "a"])):
+        with pytest.raises(ValueError, match=r"CHGShapley: labels: the labels must be integer class labels .* such "
+                                             r"as 'a': encode them"):
+            CHGShapley._labels(text)

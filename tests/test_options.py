@@ -157,3 +157,4 @@ def test_partial_epochs_is_a_bool_not_anything_truthy(bad):
     for name in ("partial_epochs", "per_class"):  # a sequence valuer (EpochValuer(unit=...)) says the same
         with pytest.raises(TypeError, match=f"{name} must be True or False, got {bad!r}"):
             EpochValuer(3, unit="sequence", **{name: bad})
+        assert EpochValuer(3, unit="sequence", **{name: np.False_}).n == 3  # the default, as a NumPy bool

@@ -378,7 +378,8 @@ def test_one_seed_gives_no_spread_and_no_verdict():
     """A single value has no standard deviation ("± 0.00" read as evidence of none), and one paired seed is no
     verdict: the headline of a selection verdict does not count it as a tie (reviewer R8's r_reproduce_one_seed.py)."""
     assert tables.pm([0.8123]) == "0.81 (n = 1)" and tables.pm(iter([0.5, 0.7])) == "0.60 ± 0.14"
-    assert detect._word(1, 1).endswith("(no verdict from one seed)") and detect._word(2, 3) == "beats in 2 of 3 seeds"
+    assert tables.pm([1.125], 2, "×") == "1.12× (n = 1)" and tables.pm([1.0, 1.5], 1, "%") == "1.2 ± 0.4%"
+    assert detect._word(1, 1) == "no verdict from one seed:" and detect._word(2, 3) == "beats in 2 of 3 seeds"
     recs = [{"config": {"dataset": "digits", "method": m, "fraction": a}, "seed": 0,
              "metrics": {"test_acc": acc}} for m, a, acc in
             [("chg", 0.05, 60.0), ("random", 0.05, 50.0), ("chg", 0.1, 40.0), ("random", 0.1, 70.0)]]

@@ -64,7 +64,8 @@ def test_smoke_end_to_end_writes_one_record_per_run_and_the_table(smoke):
     for m_name in detect.METHODS:  # one row per detector, its AUC cell as recorded (one seed: no spread)
         assert f"| {detect.LABELS[m_name]} | {m['detectors'][m_name]['roc_auc']:.3f} (n = 1) |" in md
     assert "**Verdict at 30% noise**" in md
-    assert "(no verdict from one seed)" in md and " beats (" not in md and "does not beat (" not in md
+    assert "AUC no verdict from one seed: 0." in md and " beats (" not in md and "does not beat (" not in md
+    assert "(n = 1)×" not in md and "(n = 1)%" not in md
 
 
 def test_rerun_skips_the_done_run_and_a_changed_setting_is_an_error(smoke, monkeypatch, capsys):

@@ -13,7 +13,7 @@ from chg import cli
 from chg.io import CheckpointError
 
 N, D, C = 120, 6, 3
-FINGERPRINT = N + 2  # rows a checkpointed run reads to identify its data: the first twice (is it stable?), then all
+FINGERPRINT = N + 2 * chg.io.STABLE_ROWS  # rows read to identify the data: the first 16 twice (stable?), then all
 
 
 def _model(hidden=16):
@@ -142,7 +142,13 @@ def test_a_file_of_another_run_is_refused_and_changes_nothing(tmp_path):
 
     hidden = tmp_path / "hidden.pt"
     chg.value_data(Hidden(4), Rows(), epochs=1, checkpoint=hidden)
-    model = Hidden(5)
+    model = Hidden(5)  # its printed structure is the same: its parameters' shapes tell it
+    with pytest.raises(CheckpointError, match=r"its parameters differs at line 1 \('w float32 \(4, 6\)' there"):
+        chg.value_data(model, Rows(), epochs=1, checkpoint=hidden)
+    state = torch.load(hidden)  # a damaged file: settings that match, weights that do not fit
+    state["model"]["head.weight"] = torch.zeros(C, 7)
+    torch.save(state, hidden)
+    model = Hidden(4)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(CheckpointError, match="does not fit this run's model, optimiser or valuer"):
         chg.value_data(model, Rows(), epochs=1, checkpoint=hidden)
@@ -184,21 +190,24 @@ class Augmented(Rows):
 
 def test_any_data_set_is_fingerprinted_by_every_row(tmp_path):
     """Only the first and last rows of a data set other than a TensorDataset identified it: a middle row changed, or
-    the middle rows reordered, resumed on the old run (reviewer R8's r_custom_dataset_changed.py). Data whose rows
-    read differently each time (augmentation) cannot be checked: a warning, and reading them for the check does not
-    move the global random state."""
+    the middle rows reordered, resumed on the old run (reviewer R8's r_custom_dataset_changed.py). Augmentation drawn
+    from torch's generator reads the same under the check's fixed seed; rows drawn from a generator of the data
+    set's own cannot be checked: a warning."""
     path = tmp_path / "run.pt"
     chg.value_data(_model(), Rows(), epochs=1, checkpoint=path)
     for how in ("middle", "reversed"):
         with pytest.raises(CheckpointError, match="other training data"):
             chg.value_data(_model(), Edited(how), epochs=1, checkpoint=path)
-    aug = tmp_path / "aug.pt"
+    aug = tmp_path / "aug.pt"  # noise from torch's generator: read under a fixed seed, the same in every run
     chg.value_data(_model(), Augmented(), epochs=1, checkpoint=aug)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(chg.value_data(_model(), Augmented(), epochs=2, checkpoint=aug).history) == 2
+    own = tmp_path / "own.pt"  # noise from a generator of the data set's own: cannot be checked
+    chg.value_data(_model(), OwnGenerator(), epochs=1, checkpoint=own)
     with pytest.warns(UserWarning, match="rows read differently each time"):
-        chg.value_data(_model(), Augmented(), epochs=2, checkpoint=aug)
-    torch.manual_seed(3)
-    before = torch.get_rng_state()
-    assert chg.io.data_fingerprint(Augmented()) is None and torch.equal(torch.get_rng_state(), before)
+        chg.value_data(_model(), OwnGenerator(), epochs=2, checkpoint=own)
 
 
 def test_a_path_that_cannot_be_written_fails_before_training(tmp_path):
@@ -275,3 +284,80 @@ def test_the_command_line_resumes_and_refuses_another_run(tmp_path, capsys):
     capsys.readouterr()
     assert value("other", "--epochs", "3", "--lr", "0.1", "--checkpoint", str(ck)) == 2
     assert "--checkpoint: checkpoint" in capsys.readouterr().err
+
+
+class Flipped(Rows):
+    """Rows flipped at p = 0.5 by torch's global generator (a torchvision-style random transform)."""
+
+    def __getitem__(self, i):
+        x, y = super().__getitem__(i)
+        return (x.flip(0) if torch.rand(()) < 0.5 else x), y
+
+
+class OwnGenerator(Rows):
+    """Rows with noise from a generator of the data set's own, unseeded."""
+
+    def __init__(self):
+        super().__init__()
+        self.g = np.random.default_rng()
+
+    def __getitem__(self, i):
+        x, y = super().__getitem__(i)
+        return x + float(self.g.normal()), y
+
+
+def test_augmentation_by_the_global_generators_is_read_the_same_in_every_run():
+    """Only row 0 was read twice to tell augmented data: a flip at p = 0.5 escaped half the time and was then
+    fingerprinted under whatever random state the run had, so a genuine resume was refused as "other training data"
+    (reviewer R9's ck_aug2.py). The rows are read under one fixed seed of torch's, NumPy's and Python's generators;
+    a generator of the data set's own is told (None) by its first 16 rows read twice."""
+    import random
+    prints = set()
+    for seed in range(6):
+        torch.manual_seed(seed), np.random.seed(seed), random.seed(seed)
+        state = torch.get_rng_state()
+        prints.add(chg.io.data_fingerprint(Flipped()))
+        assert torch.equal(torch.get_rng_state(), state)  # left as it was
+    assert len(prints) == 1 and None not in prints
+    assert chg.io.data_fingerprint(OwnGenerator()) is None
+
+
+def test_the_models_dtype_is_part_of_it(tmp_path):
+    path = tmp_path / "run.pt"
+    chg.value_data(_model(), Rows(), epochs=1, checkpoint=path)
+    with pytest.raises(CheckpointError, match=r"another model: its parameters differs at line 1 \('0.weight "
+                                              r"float32 \(16, 6\)' there, '0.weight float64 \(16, 6\)' here\)"):
+        chg.value_data(_model().double(), Rows(), epochs=2, checkpoint=path)
+
+
+def test_a_run_that_fails_in_its_first_epoch_does_not_block_the_corrected_run(tmp_path):
+    """A mistake found in the first batch (a head of 2 classes for 3) left the file written before training, and the
+    corrected run (a head of 3) was refused as another model (reviewer R9's ck1.py T4). A file with no finished
+    epoch is replaced, with a warning; one with a finished epoch is still refused."""
+    path = tmp_path / "run.pt"
+    wrong = nn.Sequential(nn.Linear(D, 16), nn.ReLU(), nn.Linear(16, 2))
+    with pytest.raises(ValueError, match="targets must lie in"):
+        chg.value_data(wrong, Rows(), epochs=2, checkpoint=path)
+    assert path.exists()
+    with pytest.warns(UserWarning, match="holds no finished epoch of a run that is of a run of another model"):
+        fixed = chg.value_data(_model(), Rows(), epochs=2, checkpoint=path)
+    assert _same(fixed, chg.value_data(_model(), Rows(), epochs=2))
+    with pytest.raises(CheckpointError, match="another model"):  # now it holds finished epochs
+        chg.value_data(wrong, Rows(), epochs=2, checkpoint=path)
+
+
+def test_a_folder_or_an_unwritable_path(tmp_path, capsys):
+    with pytest.raises(CheckpointError, match=r"is a folder: pass a file path, e.g. .*run.pt$"):
+        chg.value_data(_model(), Rows(), epochs=1, checkpoint=tmp_path)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OSError, match=r"cannot be written \(.*file is a file, not a folder\)"):
+        chg.value_data(_model(), Rows(), epochs=1, checkpoint=tmp_path / "file" / "run.pt")
+    import pandas as pd
+    frame = pd.DataFrame(np.random.default_rng(0).normal(size=(30, 3)), columns=list("abc"))
+    frame["target"] = np.arange(30) % 2
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    status = cli.main(["value", str(tmp_path / "d.csv"), "--label", "target", "--out", str(tmp_path / "out"),
+                       "--no-progress", "--quiet", "--checkpoint", str(tmp_path / "file" / "run.pt")])
+    err = capsys.readouterr().err
+    assert status == 2 and "--checkpoint: checkpoint" in err and "is a file, not a folder" in err
+    assert "Traceback" not in err

@@ -143,3 +143,10 @@ def test_targets_as_a_list_or_array_as_epoch_valuer_takes_them():
         assert valuer.end_epoch().shape == (6,)
     with pytest.raises(ValueError, match="targets must be class labels in a tensor"):
         StreamingValuer(6).add_logits(torch.arange(6), z, {"labels": y}, h)
+    # text labels and missing ones: named, with what to do (reviewer R9's tg_min.py: a raw torch TypeError, and
+    # "soft labels ... pass y.long()" for a missing label)
+    for valuer in (StreamingValuer(6), chg.EpochValuer(6)):
+        with pytest.raises(ValueError, match=r"integer class labels 0..C-1, got object labels such as 'cat': encode"):
+            valuer.add_logits(torch.arange(6), z, pd.Categorical(["cat", "dog"] * 3), h)
+        with pytest.raises(ValueError, match=r"missing labels \(None, NaN or NA\) at batch position\(s\) \[1\]"):
+            valuer.add_logits(torch.arange(6), z, pd.Series([0, None, 1, 2, 0, 1], dtype="Int64"), h)

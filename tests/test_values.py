@@ -171,6 +171,9 @@ def test_half_precision_tensors_nan_row_ids_and_bad_suspect_arguments():
             chg.Values(np.zeros((1, len(ids))), index=ids)
     mixed = chg.Values(np.zeros((1, 2)), index=["a", 1])  # not made "a", "1" by NumPy
     assert mixed.index.tolist() == ["a", 1]
+    for ids, which in (([0, False, 2], "0 and False: equal in Python, so one id"), (["x", "y", "x"], "'x' twice")):
+        with pytest.raises(ValueError, match=f"repeated row ids \\({which}\\)"):  # 0 was made False's twin
+            chg.Values(np.zeros((1, 3)), index=ids)
     w = chg.Values(np.array([[0.3, -0.2, -0.1]]))
     assert w.suspects(k=1).tolist() == [1] and w.suspects(k=2.0, threshold=None).tolist() == [1, 2]
     for k in (True, np.nan, 2.5, -1, "2"):

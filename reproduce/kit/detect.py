@@ -192,7 +192,7 @@ def verdicts(records: list) -> list:
 def _word(wins: int, n: int) -> str:
     """"beats" (every seed), "does not beat" (none), "beats in w of n seeds"; one seed is no verdict."""
     if n < 2:
-        return f"{'higher' if wins else 'not higher'} in the one seed run (no verdict from one seed)"
+        return "no verdict from one seed:"
     return "beats" if wins == n else "does not beat" if wins == 0 else f"beats in {wins} of {n} seeds"
 
 
@@ -207,7 +207,8 @@ def _verdict_text(rate: float, vs: list) -> str:
             cells = [v for v in vs if v[0] == c and v[1] == b]
             if cells:
                 lines.append(f"- {SHORT[c]} vs {SHORT[b]}: " + "; ".join(
-                    f"{names[k]} {_word(w, n)} ({w}/{n} seeds, {mc:.4f} vs {mb:.4f})"
+                    (f"{names[k]} {_word(w, n)} {mc:.4f} vs {mb:.4f}" if n < 2 else
+                     f"{names[k]} {_word(w, n)} ({w}/{n} seeds, {mc:.4f} vs {mb:.4f})")
                     for _, _, k, w, n, mc, mb in cells) + ".")
     return "\n".join(lines)
 
@@ -291,16 +292,16 @@ def render(scale: str, preset: DetectPreset) -> str:
             cells = [_fmt([r["metrics"]["detectors"][m][key] for r in have]) for key, _ in METRICS]
             secs = [method_times(r["metrics"]["times_s"])[m] for r in have]
             ratio = [t / r["metrics"]["times_s"]["train_with_values"] for t, r in zip(secs, have)]
-            rows.append([LABELS[m]] + cells + [tables.pm(secs, 1), tables.pm(ratio, 2) + "×"])
-        acc = tables.pm([r["metrics"]["test_acc"] for r in recs], 2)
+            rows.append([LABELS[m]] + cells + [tables.pm(secs, 1), tables.pm(ratio, 2, "×")])
+        acc = tables.pm([r["metrics"]["test_acc"] for r in recs], 2, "%")
         caption = (f"{rate:.0%} of the labels flipped (k = {'/'.join(map(str, flipped))}), {_n(len(recs), 'seed')}; "
-                   f"test accuracy of the model trained on the noisy pool: {acc}%.")
+                   f"test accuracy of the model trained on the noisy pool: {acc}.")
         blocks.append(tables.Heading(f"{rate:.0%} label noise", 3))
         blocks.append(tables.Table(head, tuple(rows), caption, f"{data}, {scale} scale, {rate:.0%} noise: detection"))
         issues = [r for r in recs if r["metrics"].get("cleanlab_flagged") is not None]
         if issues:
             blocks.append(f"cleanlab's `find_label_issues` (its default filter) flags "
-                          f"{tables.pm([r['metrics']['cleanlab_flagged'] for r in issues], 0)} points (k = "
+                          f"{tables.pm([r['metrics']['cleanlab_flagged'] for r in issues], 0, ' points')} (k = "
                           f"{'/'.join(map(str, flipped))} are flipped), F1 of that set "
                           f"{_fmt([r['metrics']['cleanlab_find_label_issues_f1'] for r in issues])}.")
         blocks.append(_verdict_text(rate, verdicts(recs)))

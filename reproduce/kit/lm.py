@@ -83,8 +83,8 @@ def executor():
 
 # ---- render ------------------------------------------------------------------------------------------------------
 
-def _pm(xs, digits=3) -> str:
-    return tables.pm(xs, digits)
+def _pm(xs, digits=3, unit: str = "") -> str:
+    return tables.pm(xs, digits, unit)
 
 
 def _paired(records: list, a: str, b: str, key: str = "roc_auc") -> int:
@@ -222,7 +222,7 @@ def render(scale: str, preset: LMPreset) -> str:
     blocks += [tables.Heading("Finding the corrupted documents", 3),
                tables.Table(head, tuple(rows), f"k = {m0['metrics']['loss']['k']} corrupted of {m0['n_train']}; "
                             f"training steps alone took {train_t} s a run; validation loss after the last epoch "
-                            f"{_pm([r['metrics']['valid_loss'][-1] for r in records], 3)} nats/byte (first epoch "
+                            f"{_pm([r['metrics']['valid_loss'][-1] for r in records], 3, ' nats/byte')} (first epoch "
                             f"{_pm([r['metrics']['valid_loss'][0] for r in records], 3)}).",
                             f"{scale} scale: detection of corrupted documents")]
     ep_rows = []

@@ -85,14 +85,14 @@ def mean_std(xs) -> tuple:
     return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
 
 
-def pm(xs, digits: int = 2) -> str:
-    """``"mean ± std"`` over ``xs`` with ``digits`` decimals; ``"value (n = 1)"`` for one value (it has no spread:
-    not "± 0"); ``"not run"`` when empty."""
+def pm(xs, digits: int = 2, unit: str = "") -> str:
+    """``"mean ± std<unit>"`` over ``xs`` with ``digits`` decimals; ``"value<unit> (n = 1)"`` for one value (it has
+    no spread: not "± 0"); ``"not run"`` when empty. ``unit``: what follows the number ("×", "%", " nats/byte")."""
     xs = list(xs)
     mean, std = mean_std(xs)
     if mean is None:
         return "not run"
-    return f"{mean:.{digits}f} (n = 1)" if len(xs) == 1 else f"{mean:.{digits}f} ± {std:.{digits}f}"
+    return f"{mean:.{digits}f}{unit} (n = 1)" if len(xs) == 1 else f"{mean:.{digits}f} ± {std:.{digits}f}{unit}"
 
 
 def _md_table(t: Table) -> list:
