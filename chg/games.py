@@ -11,6 +11,7 @@ from math import comb
 from typing import Callable, Sequence
 
 from .renames import renamed
+from .shapley import check_n
 
 __all__ = ["exact_shapley", "chg_utility", "mean_utility", "hardness_utility", "additive_game", "glove_game"]
 
@@ -29,10 +30,12 @@ def exact_shapley(utility: Callable[[tuple], object], n: int) -> list:
     Returns:
         list of n values φ_0..φ_{n-1} (Fractions when U returns Fractions).
     Raises:
-        ValueError: n < 1 or n > MAX_ENUMERATION_PLAYERS.
+        ValueError: n not an integer (a float, a bool), n < 1 or n > MAX_ENUMERATION_PLAYERS.
     """
-    if n < 1:
-        raise ValueError(f"exact_shapley: the player set is empty (n = {n})")
+    try:
+        n = check_n(n)
+    except ValueError as e:
+        raise ValueError(f"exact_shapley: {e}") from None
     if n > MAX_ENUMERATION_PLAYERS:
         raise ValueError(f"exact_shapley: n = {n} would enumerate 2^{n} subsets; at most {MAX_ENUMERATION_PLAYERS}")
     value = {subset: utility(subset) for k in range(n + 1) for subset in combinations(range(n), k)}
@@ -69,7 +72,19 @@ def chg_utility(x: Sequence[Sequence], alpha: Sequence) -> Callable[[tuple], obj
         x: n vectors of length d (Fractions for exact arithmetic). alpha: the target, length d.
     Returns:
         U, a function of a sorted tuple of player indices.
+    Raises:
+        ValueError: no vectors, vectors of different lengths, or an alpha of another length.
     """
+    if len(x) == 0:
+        raise ValueError("chg_utility: x holds no vectors")
+    d = len(x[0])
+    bad = next((i for i, row in enumerate(x) if len(row) != d), None)
+    if bad is not None:
+        raise ValueError(f"chg_utility: all vectors of x must have one length; x[0] has {d} entries, x[{bad}] "
+                         f"{len(x[bad])}")
+    if len(alpha) != d:
+        raise ValueError(f"chg_utility: alpha has {len(alpha)} entries but the vectors have {d}")
+
     def utility(subset: tuple):
         if not subset:
             return Fraction(0)

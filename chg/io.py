@@ -236,26 +236,48 @@ def data_fingerprint(dataset) -> Optional[str]:
     return h.hexdigest()
 
 
+def _numpy_rng() -> tuple:
+    """NumPy's global generator state, as ``torch.load`` reads it weights-only (its keys as an int64 tensor)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)
+
+
+def _python_rng() -> tuple:
+    """Python's ``random`` state (a tuple of ints: read weights-only)."""
+    import random
+    version, internal, gauss = random.getstate()
+    return version, tuple(internal), gauss
+
+
 def model_signature(model) -> dict:
     """What a run's checkpoint records of its model, to tell another model: its printed structure (``repr``: layers,
-    sizes, dropout rates) and each parameter's and buffer's name, dtype and shape (a float32 run is not resumed in
-    float64). Not its weights: those are the checkpoint's.
+    sizes, dropout rates; memory addresses left out, they differ between processes) and each parameter's and
+    buffer's name, dtype and shape (a float32 run is not resumed in float64; a lazy module's parameter before its
+    first forward pass is "uninitialised"). Not its weights: those are the checkpoint's.
 
     Args:
         model: an ``nn.Module``.
     Returns:
         ``{"model": str, "parameters": [str, ...]}`` (JSON-ready).
     """
-    return {"model": repr(model),
-            "parameters": [f"{k} {str(v.dtype).replace('torch.', '')} {tuple(v.shape)}"
+    import re
+
+    def shape(v) -> str:
+        try:
+            return str(tuple(v.shape))
+        except RuntimeError:  # a lazy module's parameter before its first forward pass
+            return "(uninitialised)"
+    return {"model": re.sub(r" at 0x[0-9a-fA-F]+", "", repr(model)),  # the memory addresses a repr may print
+            "parameters": [f"{k} {str(v.dtype).replace('torch.', '')} {shape(v)}"
                            for k, v in model.state_dict().items()]}
 
 
 class RunCheckpoint:
     """One file that holds a training run's state after its last finished epoch — the model's and the optimiser's
-    state, the valuer's epochs (:meth:`chg.EpochValuer.state_dict`), the shuffling generator's and torch's random
-    state — so that a run cut short (an error, Ctrl-C, a killed job) started again with the same file resumes after
-    that epoch and ends with the values and weights of the run that was not cut short, bit for bit (the loops of
+    state, the valuer's epochs (:meth:`chg.EpochValuer.state_dict`), the shuffling generator's state and torch's,
+    NumPy's and Python's global random states (dropout, a transform that draws from them) — so that a run cut short
+    (an error, Ctrl-C, a killed job) started again with the same file resumes after that epoch and ends with the
+    values and weights of the run that was not cut short, bit for bit (the loops of
     :func:`chg.value_data`, :func:`chg.sequence.value_sequences` and ``chg value --checkpoint``). The file is
     rewritten atomically after every epoch (:func:`atomic_write`) and kept at the end: the same call again returns
     the same values without training, and a call with more ``epochs`` trains only the epochs that are new. It is
@@ -264,7 +286,8 @@ class RunCheckpoint:
 
     What makes a file another run's: its function, settings (``settings``: the model's printed structure among them —
     architecture, layer sizes, dropout rates; its initial weights are the file's), training data
-    (:func:`data_fingerprint`: every row is read once to check it) and more finished epochs than asked for.
+    (:func:`data_fingerprint`: every row is read once more to check it, the first ``STABLE_ROWS`` twice more) and
+    more finished epochs than asked for.
 
     Args:
         path: the file (``.pt``; its folder is created), or None (no checkpoint: :meth:`resume` returns 0 and
@@ -337,19 +360,26 @@ class RunCheckpoint:
         if done > epochs:
             raise refuse(f"holds {done} finished epochs, more than the {epochs} asked for (ask for epochs >= {done} "
                          "to use it)")
-        before = ({k: v.clone() for k, v in model.state_dict().items()}, optimizer.state_dict(), valuer.state_dict())
+        lazy = torch.nn.parameter.UninitializedTensorMixin  # a lazy module's parameter before its first forward
+        before = ({k: v.clone() for k, v in model.state_dict().items() if not isinstance(v, lazy)},
+                  optimizer.state_dict(), valuer.state_dict())
         try:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             valuer.load_state_dict(state["valuer"])
         except (RuntimeError, ValueError, KeyError) as e:  # another architecture, a damaged file: undo
-            model.load_state_dict(before[0])
+            model.load_state_dict(before[0], strict=False)
             optimizer.load_state_dict(before[1])
             valuer.load_state_dict(before[2])
             raise refuse(f"does not fit this run's model, optimiser or valuer ({type(e).__name__}: "
                          f"{str(e)[:300]})") from None
         generator.set_state(state["generator"])
         torch.set_rng_state(state["rng"])
+        if state.get("numpy_rng") is not None:  # NumPy's and Python's global generators (a transform's draws)
+            import random
+            kind, keys, pos, has_gauss, gauss = state["numpy_rng"]
+            np.random.set_state((kind, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(gauss)))
+            random.setstate(state["python_rng"])
         if state.get("cuda_rng") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         return done
@@ -397,7 +427,7 @@ class RunCheckpoint:
         state = {"format": RUN_FORMAT, "caller": self.caller, "settings": self.settings, "data": self.data,
                  "rows": self.rows, "epochs_done": int(epochs_done), "model": model.state_dict(),
                  "optimizer": optimizer.state_dict(), "valuer": valuer.state_dict(), "generator": generator.get_state(),
-                 "rng": torch.get_rng_state(),
+                 "rng": torch.get_rng_state(), "numpy_rng": _numpy_rng(), "python_rng": _python_rng(),
                  "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None}
         def write(tmp):
             with open(tmp, "wb") as fh:

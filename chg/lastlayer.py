@@ -163,14 +163,21 @@ def as_targets(targets, device=None):
     Returns:
         a tensor (or ``targets`` unchanged when it is a tensor or not array-like).
     Raises:
-        ValueError: missing labels (None, NaN, ``pd.NA``), naming their positions; labels that are not numbers (text,
-            categories of text), saying to encode them as 0..C−1.
+        ValueError: missing labels (None, NaN, ``pd.NA``, masked), naming their positions; labels that are not whole
+            numbers (text, categories of text, dates, objects such as 1.9), saying to encode them as 0..C−1.
     """
     if isinstance(targets, torch.Tensor) or not (isinstance(targets, (list, tuple)) or hasattr(targets, "__array__")):
         return targets
+    if np.ma.isMaskedArray(targets) and bool(np.ma.getmaskarray(targets).any()):
+        gone = np.flatnonzero(np.ma.getmaskarray(targets).reshape(-1))[:10].tolist()
+        raise ValueError(f"targets hold missing labels (masked) at batch position(s) {gone}: every training row "
+                         "needs its class")
     a = np.asarray(targets.to_numpy(dtype=object) if hasattr(targets, "to_numpy") and
                    str(getattr(targets, "dtype", "")) in ("Int64", "Int32", "Int16", "Int8", "boolean", "category")
                    else targets)
+    if a.dtype.kind in "mM":
+        raise ValueError(f"targets must be integer class labels 0..C-1, got {a.dtype} (dates or times): encode them "
+                         "first (codes, classes = pandas.factorize(y))")
     if a.dtype.kind in "OUS" or (a.dtype.kind == "f" and bool(np.isnan(a).any())):
         def missing(v):
             if v is None:
@@ -185,11 +192,20 @@ def as_targets(targets, device=None):
                              "training row needs its class")
         if a.dtype.kind in "OUS":
             try:
-                a = a.astype(np.int64)
+                whole = a.astype(np.int64)
             except (TypeError, ValueError):
+                whole = None
+            if whole is not None and a.dtype.kind == "O":  # objects such as 1.9: no class (astype would cut it)
+                off = np.flatnonzero(whole.reshape(-1) != a.reshape(-1).astype(np.float64))
+                if off.size:
+                    raise ValueError(f"targets must be whole class labels 0..C-1, got {a.reshape(-1)[off[0]]!r} at "
+                                     f"batch position {int(off[0])}")
+            if whole is not None:
+                a = whole
+            else:
                 first = a.reshape(-1).tolist()[0]
                 raise ValueError(f"targets must be integer class labels 0..C-1, got {a.dtype} labels such as "
-                                 f"{first!r}: encode them first (codes, classes = pandas.factorize(y))") from None
+                                 f"{first!r}: encode them first (codes, classes = pandas.factorize(y))")
     return torch.as_tensor(a, device=device)
 
 

@@ -271,7 +271,7 @@ def value_data(model: nn.Module, train_dataset, valid_dataset=None, *, epochs: i
             after every epoch (:class:`chg.io.RunCheckpoint`), and a run started again with the same path, model
             architecture, data and settings resumes after its last finished epoch — values and weights bit for bit
             those of a run not cut short; the same call after the run ended returns its values without training, one
-            with more ``epochs`` trains only the new ones. Every training row is read once to check the data.
+            with more ``epochs`` trains only the new ones. Every training row is read once more to check the data.
         return_valuer: also return the :class:`chg.EpochValuer` (a :class:`chg.sequence.SequenceValuer` there).
     Returns:
         :class:`chg.Values`: each point's value averaged over the epochs (after the first ``skip_epochs``), with the

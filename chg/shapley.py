@@ -164,20 +164,23 @@ def chg_shapley_exact(x, alpha=None) -> list:
     """Eq. (3) in exact rational arithmetic, for oracles, proofs and demos at small n.
 
     Args:
-        x: a list of n ≥ 1 vectors (lists) of Fractions or ints, all of one length d. alpha: a length-d vector,
-            default the mean of ``x``.
+        x: a list of n ≥ 1 vectors (lists) of Fractions, ints (NumPy's too) or finite floats (each read as its exact
+            value), all of one length d. alpha: a length-d vector of the same, default the mean of ``x``.
     Returns:
         list of n Fractions.
     Raises:
-        ValueError: n = 0, vectors of different lengths, or alpha of another length.
+        ValueError: n = 0, vectors of different lengths, alpha of another length, a NaN or Inf entry (named).
+        TypeError: an entry that is not a number (named).
     """
     n = len(x)
     check_n(n)
     d = len(x[0])
     if any(len(row) != d for row in x):
         raise ValueError("chg_shapley_exact: all vectors of x must have the same length")
-    s = [sum((Fraction(row[k]) for row in x), Fraction(0)) for k in range(d)]
-    a = [v / n for v in s] if alpha is None else [Fraction(v) for v in alpha]
+    x = [[exact(v, f"chg_shapley_exact: x[{i}][{k}]") for k, v in enumerate(row)] for i, row in enumerate(x)]
+    s = [sum((row[k] for row in x), Fraction(0)) for k in range(d)]
+    a = [v / n for v in s] if alpha is None else [exact(v, f"chg_shapley_exact: alpha[{k}]")
+                                                  for k, v in enumerate(alpha)]
     if len(a) != d:
         raise ValueError(f"chg_shapley_exact: alpha has {len(a)} entries but the vectors have {d}")
     dot = lambda u, v: sum((p * q for p, q in zip(u, v)), Fraction(0))  # noqa: E731
@@ -234,12 +237,39 @@ def check_n(n) -> int:
         ValueError: not an integer, or below 1 (an empty player set).
     """
     try:
+        if isinstance(n, (bool, np.bool_)):
+            raise TypeError
         n = operator.index(n)
     except TypeError:
         raise ValueError(f"the number of players n must be an integer, got {n!r}") from None
     if n < 1:
         raise ValueError(f"the player set is empty (n = {n}): Shapley values need n >= 1")
     return n
+
+
+def exact(v, what: str) -> Fraction:
+    """A number as an exact Fraction: an int (NumPy's too: as a Python int, no overflow), a Fraction, or a finite
+    float (exactly the float's value).
+
+    Args:
+        v: the number. what: where it is, for the messages (``"x[2][0]"``).
+    Returns:
+        ``Fraction``.
+    Raises:
+        ValueError: NaN or Inf. TypeError: not a number (a string, a bool, None).
+    """
+    if isinstance(v, Fraction):
+        return v
+    if isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"{what} must be a number, got {v!r}")
+    if isinstance(v, (float, np.floating)):
+        if not math.isfinite(v):
+            raise ValueError(f"{what} is {v!r}: exact arithmetic needs finite numbers")
+        return Fraction(float(v))
+    try:
+        return Fraction(operator.index(v))
+    except TypeError:
+        raise TypeError(f"{what} must be a number (an int, a Fraction or a float), got {v!r}") from None
 
 
 def check_finite(t: torch.Tensor, name: str) -> None:

@@ -361,3 +361,70 @@ def test_a_folder_or_an_unwritable_path(tmp_path, capsys):
     err = capsys.readouterr().err
     assert status == 2 and "--checkpoint: checkpoint" in err and "is a file, not a folder" in err
     assert "Traceback" not in err
+
+
+class NumpyNoise(Rows):
+    """Rows with noise from NumPy's global generator (a transform written with np.random)."""
+
+    def __getitem__(self, i):
+        x, y = super().__getitem__(i)
+        return x + float(np.random.normal()) * 0.1, y
+
+
+def test_numpy_and_python_global_random_states_are_restored(tmp_path):
+    """Only torch's random state was saved: a transform drawing from np.random resumed on other draws, 0.012 off
+    the uncut values (reviewer R10's np_aug_resume.py)."""
+    import random
+    kw = dict(epochs=3, mode="ride", batch_size=32)
+
+    def start():  # what a new process does at its top
+        np.random.seed(7), random.seed(7), torch.manual_seed(7)
+
+    start()
+    whole_model = _model()
+    whole = chg.value_data(whole_model, NumpyNoise(), **kw)
+    path = tmp_path / "run.pt"
+    start()
+    model = _model()
+    calls = {"n": 0}
+
+    def crash_in_epoch_two(module, inputs):
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise RuntimeError("simulated crash")
+    hook = model.register_forward_pre_hook(crash_in_epoch_two)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        chg.value_data(model, NumpyNoise(), checkpoint=path, **kw)
+    hook.remove()
+    start()
+    model = _model()
+    resumed = chg.value_data(model, NumpyNoise(), checkpoint=path, **kw)
+    assert _same(resumed, whole) and _weights_equal(model, whole_model)
+
+
+def test_lazy_layers_and_reprs_with_memory_addresses(tmp_path):
+    """A lazy layer's uninitialised parameter crashed the model's signature (reviewer R10's lazy_ckpt.py); a repr
+    that prints a memory address ("<function <lambda> at 0x7f…>") could never match in another process."""
+    torch.manual_seed(0)
+    lazy = nn.Sequential(nn.LazyLinear(8), nn.ReLU(), nn.Linear(8, C))
+    path = tmp_path / "lazy.pt"
+    chg.value_data(lazy, Rows(), epochs=1, checkpoint=path)
+    torch.manual_seed(0)
+    assert len(chg.value_data(nn.Sequential(nn.LazyLinear(8), nn.ReLU(), nn.Linear(8, C)), Rows(), epochs=2,
+                              checkpoint=path).history) == 2
+    sig = chg.io.model_signature(nn.Sequential(nn.LazyLinear(8)))
+    assert sig["parameters"][0] == "0.weight float32 (uninitialised)"
+
+    class Fn(nn.Module):
+        def __init__(self, f):
+            super().__init__()
+            self.f = f
+
+        def forward(self, x):
+            return self.f(x)
+
+        def extra_repr(self):
+            return f"f={self.f}"
+    a = chg.io.model_signature(nn.Sequential(nn.Linear(D, 4), Fn(lambda t: t)))
+    b = chg.io.model_signature(nn.Sequential(nn.Linear(D, 4), Fn(lambda t: t)))  # another function object
+    assert " at 0x" not in a["model"] and a["model"] == b["model"]

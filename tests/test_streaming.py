@@ -150,3 +150,10 @@ def test_targets_as_a_list_or_array_as_epoch_valuer_takes_them():
             valuer.add_logits(torch.arange(6), z, pd.Categorical(["cat", "dog"] * 3), h)
         with pytest.raises(ValueError, match=r"missing labels \(None, NaN or NA\) at batch position\(s\) \[1\]"):
             valuer.add_logits(torch.arange(6), z, pd.Series([0, None, 1, 2, 0, 1], dtype="Int64"), h)
+        # (reviewer R10's targets_silent.py: 1.9 was cut to 1, a masked label used, dates a raw torch error)
+        with pytest.raises(ValueError, match="whole class labels 0..C-1, got 1.9 at batch position 1"):
+            valuer.add_logits(torch.arange(6), z, pd.Series([0, 1.9, 1, 2, 0, 1], dtype=object), h)
+        with pytest.raises(ValueError, match=r"missing labels \(masked\) at batch position\(s\) \[2\]"):
+            valuer.add_logits(torch.arange(6), z, np.ma.array([0, 1, 1, 2, 0, 1], mask=[0, 0, 1, 0, 0, 0]), h)
+        with pytest.raises(ValueError, match=r"got datetime64\[D\] \(dates or times\)"):
+            valuer.add_logits(torch.arange(6), z, np.arange(6).astype("datetime64[D]"), h)

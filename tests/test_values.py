@@ -189,3 +189,31 @@ def test_sum_of_runs():
     np.testing.assert_array_equal(sum([a, b]).values, (a + b).values)
     with pytest.raises(TypeError):
         1 + a
+
+
+def test_exact_theorem_api_refuses_bad_input_and_stays_exact():
+    """Reviewer R10's chg_utility_alpha.py, theorem_probe.py, exact_inputs.py: chg_utility cut an alpha of the wrong
+    length to the shorter (zip); chg_shapley_exact returned floats for float input and overflowed NumPy ints; NaN,
+    text and n as a float or a bool were raw Python errors or accepted."""
+    from fractions import Fraction as F
+    from chg.games import chg_utility, exact_shapley
+    from chg.shapley import chg_shapley_exact, coefficients
+    x = [[F(1), F(2)], [F(0), F(-1)], [F(3), F(1)]]
+    with pytest.raises(ValueError, match="chg_utility: alpha has 1 entries but the vectors have 2"):
+        chg_utility(x, [F(1)])
+    with pytest.raises(ValueError, match=r"x\[0\] has 2 entries, x\[1\] 1"):
+        chg_utility([[F(1), F(2)], [F(0)]], [F(1), F(1)])
+    floats = chg_shapley_exact([[0.5, 0.25], [1.0, 2.0], [0.1, 0.3]])
+    assert all(isinstance(v, F) for v in floats)
+    assert floats == chg_shapley_exact([[F(0.5), F(0.25)], [F(1.0), F(2.0)], [F(0.1), F(0.3)]])  # the floats' values
+    big = np.array([[2**31, 1], [40000, 3], [-5, 2**40]], dtype=np.int64)
+    assert chg_shapley_exact(big) == chg_shapley_exact([[int(v) for v in r] for r in big])  # no int64 overflow
+    with pytest.raises(ValueError, match=r"x\[1\]\[0\] is nan"):
+        chg_shapley_exact([[1.0, 2.0], [float("nan"), 1.0]])
+    with pytest.raises(TypeError, match=r"alpha\[0\] must be a number"):
+        chg_shapley_exact(x, ["a", 1])
+    for n in (2.0, True):
+        with pytest.raises(ValueError, match="n must be an integer"):
+            exact_shapley(lambda s: 0, n)
+        with pytest.raises(ValueError, match="n must be an integer"):
+            coefficients(n)
