@@ -361,6 +361,11 @@ class RunCheckpoint:
             raise refuse(f"holds {done} finished epochs, more than the {epochs} asked for (ask for epochs >= {done} "
                          "to use it)")
         lazy = torch.nn.parameter.UninitializedTensorMixin  # a lazy module's parameter before its first forward
+        mine, theirs = model.state_dict(), state["model"]
+        unfit = sorted(set(mine) ^ set(theirs)) or [k for k, v in mine.items() if not isinstance(v, lazy) and
+                                                     tuple(v.shape) != tuple(theirs[k].shape)]
+        if unfit:  # refused before loading anything: a lazy layer, once filled in, could not be put back
+            raise refuse(f"does not fit this run's model: its entries {unfit[:5]} differ in name or shape")
         before = ({k: v.clone() for k, v in model.state_dict().items() if not isinstance(v, lazy)},
                   optimizer.state_dict(), valuer.state_dict())
         try:

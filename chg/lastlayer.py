@@ -193,6 +193,11 @@ def as_targets(targets, device=None):
         if a.dtype.kind in "OUS":
             try:
                 whole = a.astype(np.int64)
+            except OverflowError:  # inf, 1e20, 2**70: no class number
+                flat = a.reshape(-1).tolist()
+                k = next(i for i, v in enumerate(flat) if isinstance(v, (int, float)) and not -2**63 <= v < 2**63)
+                raise ValueError(f"targets must be whole class labels 0..C-1, got {flat[k]!r} at batch position "
+                                 f"{k}") from None
             except (TypeError, ValueError):
                 whole = None
             if whole is not None and a.dtype.kind == "O":  # objects such as 1.9: no class (astype would cut it)

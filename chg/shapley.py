@@ -248,8 +248,9 @@ def check_n(n) -> int:
 
 
 def exact(v, what: str) -> Fraction:
-    """A number as an exact Fraction: an int (NumPy's too: as a Python int, no overflow), a Fraction, or a finite
-    float (exactly the float's value).
+    """A number as an exact Fraction: an int (NumPy's too: as a Python int, no overflow), a rational (``Fraction``,
+    ``sympy.Rational``, ``decimal.Decimal``), or a finite float of any width (exactly its value, a ``longdouble``'s
+    too).
 
     Args:
         v: the number. what: where it is, for the messages (``"x[2][0]"``).
@@ -260,16 +261,22 @@ def exact(v, what: str) -> Fraction:
     """
     if isinstance(v, Fraction):
         return v
-    if isinstance(v, (bool, np.bool_)):
-        raise TypeError(f"{what} must be a number, got {v!r}")
+    if isinstance(v, (bool, np.bool_, str, bytes)) or v is None:
+        raise TypeError(f"{what} must be a number (an int, a rational or a float), got {v!r}")
     if isinstance(v, (float, np.floating)):
-        if not math.isfinite(v):
+        if not np.isfinite(v):
             raise ValueError(f"{what} is {v!r}: exact arithmetic needs finite numbers")
-        return Fraction(float(v))
+        return Fraction(*v.as_integer_ratio())  # exact, also beyond float64 (np.longdouble)
     try:
         return Fraction(operator.index(v))
     except TypeError:
-        raise TypeError(f"{what} must be a number (an int, a Fraction or a float), got {v!r}") from None
+        pass
+    try:  # a rational of another library (sympy.Rational), a Decimal
+        return Fraction(v)
+    except (TypeError, ValueError, OverflowError) as e:
+        if isinstance(e, TypeError):
+            raise TypeError(f"{what} must be a number (an int, a rational or a float), got {v!r}") from None
+        raise ValueError(f"{what} is {v!r}: exact arithmetic needs finite numbers") from None
 
 
 def check_finite(t: torch.Tensor, name: str) -> None:

@@ -150,6 +150,12 @@ def test_a_file_of_another_run_is_refused_and_changes_nothing(tmp_path):
     torch.save(state, hidden)
     model = Hidden(4)
     before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(CheckpointError, match=r"does not fit this run's model: its entries \['head.weight'\]"):
+        chg.value_data(model, Rows(), epochs=1, checkpoint=hidden)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    state["model"]["head.weight"] = torch.zeros(C, 4)  # the weights fit, the valuer's record does not: undone
+    state["valuer"]["epoch_values"] = [torch.zeros(N - 1, dtype=torch.float64)]
+    torch.save(state, hidden)
     with pytest.raises(CheckpointError, match="does not fit this run's model, optimiser or valuer"):
         chg.value_data(model, Rows(), epochs=1, checkpoint=hidden)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
@@ -414,6 +420,13 @@ def test_lazy_layers_and_reprs_with_memory_addresses(tmp_path):
                               checkpoint=path).history) == 2
     sig = chg.io.model_signature(nn.Sequential(nn.LazyLinear(8)))
     assert sig["parameters"][0] == "0.weight float32 (uninitialised)"
+    # a refused resume leaves a lazy layer uninitialised: it was filled in from the file before the refusal (R11)
+    other = nn.Sequential(nn.LazyLinear(8), nn.ReLU(), nn.Linear(8, 2))
+    run = chg.io.RunCheckpoint(path, "value_data", {}, Rows())
+    run.settings = torch.load(path)["settings"]  # (through value_data the parameters' shapes refuse it earlier)
+    with pytest.raises(CheckpointError, match=r"does not fit this run's model: its entries \['2.weight', '2.bias'\]"):
+        run.resume(other, torch.optim.SGD(other[2].parameters(), lr=0.1), chg.EpochValuer(N), torch.Generator(), 5)
+    assert isinstance(other[0].weight, nn.parameter.UninitializedParameter)
 
     class Fn(nn.Module):
         def __init__(self, f):

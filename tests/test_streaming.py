@@ -1,6 +1,8 @@
 """chg.streaming.StreamingValuer (an approximation of Algorithm 1 with memory independent of n) against oracles: at
 learning rate 0 every epoch after the first equals EpochValuer's ride-along values exactly; in the first epoch each
 batch is valued in the game of the rows seen so far (dense Theorem 1 on per-sample vectors)."""
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -157,3 +159,7 @@ def test_targets_as_a_list_or_array_as_epoch_valuer_takes_them():
             valuer.add_logits(torch.arange(6), z, np.ma.array([0, 1, 1, 2, 0, 1], mask=[0, 0, 1, 0, 0, 0]), h)
         with pytest.raises(ValueError, match=r"got datetime64\[D\] \(dates or times\)"):
             valuer.add_logits(torch.arange(6), z, np.arange(6).astype("datetime64[D]"), h)
+        for big in (float("inf"), 1e20, 2**70):  # (reviewer R11's t2.py: a bare OverflowError)
+            want = re.escape(f"whole class labels 0..C-1, got {big!r} at batch position 1")
+            with pytest.raises(ValueError, match=want):
+                valuer.add_logits(torch.arange(6), z, np.array([0, big, 1, 2, 0, 1], dtype=object), h)

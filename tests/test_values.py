@@ -217,3 +217,19 @@ def test_exact_theorem_api_refuses_bad_input_and_stays_exact():
             exact_shapley(lambda s: 0, n)
         with pytest.raises(ValueError, match="n must be an integer"):
             coefficients(n)
+
+
+def test_exact_takes_every_rational_and_every_float_width():
+    """Reviewer R11's t1.py: sympy.Rational and Decimal (exact rationals) were refused as "not a number" after
+    the R10 fix, and a longdouble was rounded to float64."""
+    from decimal import Decimal
+    from fractions import Fraction as F
+    from chg.shapley import chg_shapley_exact, exact
+    sympy = pytest.importorskip("sympy")
+    assert exact(sympy.Rational(1, 3), "v") == F(1, 3) and exact(Decimal("0.1"), "v") == F(1, 10)
+    third = np.longdouble(1) / 3
+    assert exact(third, "v") == F(*third.as_integer_ratio())
+    assert chg_shapley_exact([[sympy.Rational(1, 3), 1], [Decimal("0.5"), 2]]) == \
+        chg_shapley_exact([[F(1, 3), 1], [F(1, 2), 2]])
+    with pytest.raises(ValueError, match="is Decimal"):
+        exact(Decimal("NaN"), "v")
