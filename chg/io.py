@@ -9,7 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
+import re
 import tempfile
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Optional
@@ -171,32 +174,45 @@ def _digest(h, v) -> None:
 STABLE_ROWS = 16  # rows read twice to tell a data set whose reads are random (a flip at p = 0.5 escapes 2⁻¹⁶)
 
 
+def _random_states() -> dict:
+    """torch's (CPU, and CUDA when in use), NumPy's and Python's global random states, as ``torch.load`` reads them
+    weights-only (NumPy's keys as an int64 tensor, Python's state a tuple of ints)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, py_gauss = random.getstate()
+    return {"rng": torch.get_rng_state(),
+            "numpy_rng": (kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)),
+            "python_rng": (version, tuple(internal), py_gauss),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None}
+
+
+def _set_random_states(states: dict) -> None:
+    """Restore what :func:`_random_states` returned (a file without NumPy's and Python's states: torch's only)."""
+    torch.set_rng_state(states["rng"])
+    if states.get("numpy_rng") is not None:
+        kind, keys, pos, has_gauss, gauss = states["numpy_rng"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(gauss)))
+        random.setstate(states["python_rng"])
+    if states.get("cuda_rng") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda_rng"])
+
+
 class _RandomStateKept:
-    """Within it, reads of a data set (random transforms) leave torch's (CPU), NumPy's and Python's global random
-    state as they were — a fingerprint does not change what training draws — and :meth:`reseed` sets all three to
-    one fixed seed, so that a transform drawing from them reads the same every time."""
+    """Within it, reads of a data set (random transforms) leave torch's, NumPy's and Python's global random state as
+    they were — a fingerprint does not change what training draws — and :meth:`reseed` sets the CPU ones to one
+    fixed seed, so that a transform drawing from them reads the same every time."""
 
     def __enter__(self):
-        import random
-        self._states = (torch.get_rng_state(), np.random.get_state(), random.getstate(),
-                        torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None)
+        self._states = _random_states()
         return self
 
     @staticmethod
     def reseed() -> None:
-        import random
         torch.default_generator.manual_seed(0)
         np.random.seed(0)
         random.seed(0)
 
     def __exit__(self, *exc):
-        import random
-        t, n, p, c = self._states
-        torch.set_rng_state(t)
-        np.random.set_state(n)
-        random.setstate(p)
-        if c is not None:
-            torch.cuda.set_rng_state_all(c)
+        _set_random_states(self._states)
         return False
 
 
@@ -236,19 +252,6 @@ def data_fingerprint(dataset) -> Optional[str]:
     return h.hexdigest()
 
 
-def _numpy_rng() -> tuple:
-    """NumPy's global generator state, as ``torch.load`` reads it weights-only (its keys as an int64 tensor)."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    return kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)
-
-
-def _python_rng() -> tuple:
-    """Python's ``random`` state (a tuple of ints: read weights-only)."""
-    import random
-    version, internal, gauss = random.getstate()
-    return version, tuple(internal), gauss
-
-
 def model_signature(model) -> dict:
     """What a run's checkpoint records of its model, to tell another model: its printed structure (``repr``: layers,
     sizes, dropout rates; memory addresses left out, they differ between processes) and each parameter's and
@@ -260,8 +263,6 @@ def model_signature(model) -> dict:
     Returns:
         ``{"model": str, "parameters": [str, ...]}`` (JSON-ready).
     """
-    import re
-
     def shape(v) -> str:
         try:
             return str(tuple(v.shape))
@@ -346,14 +347,12 @@ class RunCheckpoint:
         done = int(state["epochs_done"])
         other = self._other_run(state)
         if other is not None and done == 0:  # no epoch of that run finished: nothing to lose, start this one
-            import warnings
             warnings.warn(f"checkpoint {self.path} holds no finished epoch of a run that {other}; this run starts "
                           "afresh and replaces it", stacklevel=3)
             return 0
         if other is not None:
             raise refuse(other)
         if state["data"] is None or self.data is None:
-            import warnings
             warnings.warn(f"checkpoint {self.path}: the training set's rows read differently each time (a random "
                           "generator of the data set's own?), so whether this run's data are those of the run in the "
                           "file cannot be checked: resuming", stacklevel=3)
@@ -366,7 +365,7 @@ class RunCheckpoint:
                                                      tuple(v.shape) != tuple(theirs[k].shape)]
         if unfit:  # refused before loading anything: a lazy layer, once filled in, could not be put back
             raise refuse(f"does not fit this run's model: its entries {unfit[:5]} differ in name or shape")
-        before = ({k: v.clone() for k, v in model.state_dict().items() if not isinstance(v, lazy)},
+        before = ({k: v.clone() for k, v in mine.items() if not isinstance(v, lazy)},
                   optimizer.state_dict(), valuer.state_dict())
         try:
             model.load_state_dict(state["model"])
@@ -379,14 +378,7 @@ class RunCheckpoint:
             raise refuse(f"does not fit this run's model, optimiser or valuer ({type(e).__name__}: "
                          f"{str(e)[:300]})") from None
         generator.set_state(state["generator"])
-        torch.set_rng_state(state["rng"])
-        if state.get("numpy_rng") is not None:  # NumPy's and Python's global generators (a transform's draws)
-            import random
-            kind, keys, pos, has_gauss, gauss = state["numpy_rng"]
-            np.random.set_state((kind, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(gauss)))
-            random.setstate(state["python_rng"])
-        if state.get("cuda_rng") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        _set_random_states(state)  # dropout's draws, and a transform's that draws from NumPy or Python
         return done
 
     def _other_run(self, state: dict) -> Optional[str]:
@@ -432,8 +424,8 @@ class RunCheckpoint:
         state = {"format": RUN_FORMAT, "caller": self.caller, "settings": self.settings, "data": self.data,
                  "rows": self.rows, "epochs_done": int(epochs_done), "model": model.state_dict(),
                  "optimizer": optimizer.state_dict(), "valuer": valuer.state_dict(), "generator": generator.get_state(),
-                 "rng": torch.get_rng_state(), "numpy_rng": _numpy_rng(), "python_rng": _python_rng(),
-                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None}
+                 **_random_states()}
+
         def write(tmp):
             with open(tmp, "wb") as fh:
                 torch.save(state, fh)

@@ -53,6 +53,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import BatchSampler, SequentialSampler, Subset
 
+from .values import is_missing
+
 __all__ = ["Factors", "find_last_linear", "LastLayerTap", "as_targets", "factors_from_logits", "per_sample_loss",
            "loss_and_error", "check_loss", "check_logits", "check_targets", "upcast", "forward_batch", "model_device",
            "compute_factors", "split_batch", "carries_index", "unknown_index", "OUTPUTS", "BAD_TARGET"]
@@ -179,14 +181,7 @@ def as_targets(targets, device=None):
         raise ValueError(f"targets must be integer class labels 0..C-1, got {a.dtype} (dates or times): encode them "
                          "first (codes, classes = pandas.factorize(y))")
     if a.dtype.kind in "OUS" or (a.dtype.kind == "f" and bool(np.isnan(a).any())):
-        def missing(v):
-            if v is None:
-                return True
-            try:
-                return bool(v != v)
-            except TypeError:  # pd.NA
-                return True
-        gone = [k for k, v in enumerate(a.reshape(-1).tolist()) if missing(v)]
+        gone = [k for k, v in enumerate(a.reshape(-1).tolist()) if is_missing(v)]
         if gone:
             raise ValueError(f"targets hold missing labels (None, NaN or NA) at batch position(s) {gone[:10]}: every "
                              "training row needs its class")

@@ -27,7 +27,8 @@ from torch.utils.data import (BatchSampler, DataLoader, Dataset, RandomSampler, 
 from .distributed import one_process
 from .io import RunCheckpoint, data_fingerprint, model_signature
 from .factored import Options
-from .lastlayer import LastLayerTap, check_targets, forward_batch, model_device, per_sample_loss, split_batch
+from .lastlayer import (LastLayerTap, _module_name, check_targets, forward_batch, model_device, per_sample_loss,
+                        split_batch)
 from .progress import progress as progress_bar
 from .renames import OPTIONS_REMOVED, Removed, renamed
 from .sequence import is_sequence_data, pad_items, sequence_valuer, value_sequences
@@ -326,7 +327,7 @@ def value_data(model: nn.Module, train_dataset, valid_dataset=None, *, epochs: i
                 "weight_decay": cfg.weight_decay, "mode": cfg.mode, "eval_batch_size": cfg.eval_batch_size,
                 "seed": cfg.seed, "utility": utility, "gradient": gradient, "per_class": per_class, "alpha": alpha,
                 "skip_epochs": skip_epochs, "loss": loss_record(weight, label_smoothing),
-                "layer": None if layer is None else next((k for k, m in model.named_modules() if m is layer), "?"),
+                "layer": None if layer is None else _module_name(model, layer),
                 **model_signature(model),
                 "valid_data": None if valid_dataset is None else data_fingerprint(valid_dataset)}, train_dataset)
     train_and_value(model, train_dataset, valid_dataset, cfg, valuer, layer=layer, caller="value_data", checkpoint=run)

@@ -217,14 +217,14 @@ def value_sequences(model: nn.Module, train_dataset, valid_dataset=None, *, unit
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay) if optimizer == "adam" else \
         torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     tap = LastLayerTap(model, layer, sequence=True)
-    run = RunCheckpoint(checkpoint, "value_sequences", {
-        "unit": unit, "reduction": reduction, "mode": mode, "utility": utility, "alpha": alpha,
-        "batch_size": batch_size, "lr": lr, "optimizer": optimizer,
-        "momentum": momentum if optimizer == "sgd" else None,
-        "weight_decay": weight_decay, "eval_batch_size": eval_batch_size, "seed": seed, "shift": valuer.shift,
-        "skip_epochs": skip_epochs, "vocab_chunk": vocab_chunk, "layer": tap.name, **model_signature(model),
-        "valid_data": None if valid_dataset is None or checkpoint is None else data_fingerprint(valid_dataset)},
-        train_dataset)
+    run = RunCheckpoint(None, "value_sequences", {}, train_dataset) if checkpoint is None else RunCheckpoint(
+        checkpoint, "value_sequences", {
+            "unit": unit, "reduction": reduction, "mode": mode, "utility": utility, "alpha": alpha,
+            "batch_size": batch_size, "lr": lr, "optimizer": optimizer,
+            "momentum": momentum if optimizer == "sgd" else None,
+            "weight_decay": weight_decay, "eval_batch_size": eval_batch_size, "seed": seed, "shift": valuer.shift,
+            "skip_epochs": skip_epochs, "vocab_chunk": vocab_chunk, "layer": tap.name, **model_signature(model),
+            "valid_data": None if valid_dataset is None else data_fingerprint(valid_dataset)}, train_dataset)
     done = run.resume(model, opt, valuer, shuffle, epochs)
     if done == 0:  # before any training: a run cut short in its first epoch restarts from here
         run.save(0, model, opt, valuer, shuffle)

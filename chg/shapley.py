@@ -273,9 +273,9 @@ def exact(v, what: str) -> Fraction:
         pass
     try:  # a rational of another library (sympy.Rational), a Decimal
         return Fraction(v)
-    except (TypeError, ValueError, OverflowError) as e:
-        if isinstance(e, TypeError):
-            raise TypeError(f"{what} must be a number (an int, a rational or a float), got {v!r}") from None
+    except TypeError:
+        raise TypeError(f"{what} must be a number (an int, a rational or a float), got {v!r}") from None
+    except (ValueError, OverflowError):  # a Decimal NaN or Infinity
         raise ValueError(f"{what} is {v!r}: exact arithmetic needs finite numbers") from None
 
 

@@ -56,8 +56,9 @@ def _as_ids(index):
     return np.array(items, dtype=object) if len(kinds) > 1 else items
 
 
-def _missing(i) -> bool:
-    """A missing row id: None, NaN, NaT or ``pd.NA`` (which is not equal to itself, or cannot say)."""
+def is_missing(i) -> bool:
+    """A missing entry (a row id, a label): None, NaN, NaT or ``pd.NA`` (which is not equal to itself, or cannot
+    say)."""
     if i is None:
         return True
     try:
@@ -126,7 +127,7 @@ class Values:
         n = h.shape[1]
         self.index = np.arange(n) if index is None else _column(_as_ids(index), "index", n)
         if index is not None and (bool(np.isnan(self.index).any()) if self.index.dtype.kind in "fcmM" else
-                                  self.index.dtype == object and any(_missing(i) for i in self.index.tolist())):
+                                  self.index.dtype == object and any(is_missing(i) for i in self.index.tolist())):
             raise ValueError("index has missing row ids (None, NaN, NaT, pd.NA): each row must be named")
         if index is not None and len(set(self.index.tolist())) != n:
             seen: dict = {}
@@ -393,11 +394,11 @@ class Values:
             ``skip_epochs``, ``meta`` and ``format``.
         """
         def plain(a):  # what torch.load reads weights-only: a tensor of numbers or bools, a list of strings
+            stored = storable(a) if a.dtype == object else None  # object strings or numbers: of their own dtype
+            a = a if stored is None else stored
             if a.dtype.kind in "biuf":
                 return torch.from_numpy(a.copy())
-            if a.dtype.kind == "U" or (a.dtype == object and all(isinstance(i, str) for i in a.tolist())):
-                return [str(i) for i in a.tolist()]
-            return a.copy()
+            return [str(i) for i in a.tolist()] if a.dtype.kind == "U" else a.copy()
         return {"format": FORMAT, "history": torch.from_numpy(self._history.copy()), "skip_epochs": self._skip,
                 "index": plain(self.index), "labels": None if self.labels is None else plain(self.labels),
                 "meta": dict(self.meta)}
